@@ -1,0 +1,373 @@
+#include "faha/client.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <fcntl.h>
+
+#include "common/native_protocol.h"
+#include "common/resp.h"
+
+namespace faha {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+Status ParseAddress(std::string address, std::string* host, std::string* port) {
+  const std::string kScheme = "native://";
+  if (address.rfind(kScheme, 0) == 0) address = address.substr(kScheme.size());
+  if (address.find("://") != std::string::npos) {
+    return Status::InvalidArgument("unsupported address scheme in '" + address +
+                                   "' (this client speaks native:// over TCP)");
+  }
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) {
+    return Status::InvalidArgument("address '" + address + "' is not HOST:PORT");
+  }
+  *host = address.substr(0, colon);
+  *port = address.substr(colon + 1);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  if (host->empty()) *host = "127.0.0.1";
+  return Status::OK();
+}
+
+Reply FromResp(const resp::Reply& r) {
+  Reply out;
+  out.type = static_cast<Reply::Type>(static_cast<int>(r.type));
+  out.str = r.str;
+  out.integer = r.integer;
+  for (const auto& e : r.elements) out.elements.push_back(FromResp(e));
+  return out;
+}
+
+resp::Reply ToResp(const Reply& r) {
+  resp::Reply out;
+  out.type = static_cast<resp::Reply::Type>(static_cast<int>(r.type));
+  out.str = r.str;
+  out.integer = r.integer;
+  for (const auto& e : r.elements) out.elements.push_back(ToResp(e));
+  return out;
+}
+
+Status ErrorStatus(native::Code code, std::string_view body) {
+  switch (code) {
+    case native::Code::kNoAuth: return Status::Auth(body);
+    case native::Code::kReadOnly: return Status::ReadOnly(body);
+    case native::Code::kBusy: return Status::Busy(body);
+    default:
+      if (body.rfind("WRONGPASS", 0) == 0 || body.rfind("NOAUTH", 0) == 0) return Status::Auth(body);
+      if (body.rfind("READONLY", 0) == 0) return Status::ReadOnly(body);
+      return Status::ServerError(body);
+  }
+}
+
+}  // namespace
+
+std::string Reply::ToString() const { return ToResp(*this).Render(); }
+
+struct Client::Impl {
+  ClientOptions options;
+  int fd = -1;
+  Status broken;  // non-OK once the connection failed
+  uint64_t next_id = 1;
+  std::string out;
+  std::string in;
+  size_t in_pos = 0;
+  struct Waiter {
+    uint64_t id;
+    std::function<void(const Status&, const native::Response&)> done;
+  };
+  std::deque<Waiter> waiters;
+
+  ~Impl() {
+    if (fd >= 0) close(fd);
+  }
+
+  Status Dial() {
+    std::string host, port;
+    FAHA_RETURN_IF_ERROR(ParseAddress(options.address, &host, &port));
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0) {
+      return Status::InvalidArgument("cannot resolve '" + host + "': " + gai_strerror(rc));
+    }
+    Status last = Status::Unavailable("no address for " + options.address);
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+      int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+      if (s < 0) continue;
+      rc = connect(s, ai->ai_addr, ai->ai_addrlen);
+      if (rc != 0 && errno == EINPROGRESS) {
+        pollfd p{s, POLLOUT, 0};
+        rc = poll(&p, 1, options.connect_timeout_ms);
+        if (rc == 0) {
+          close(s);
+          last = Status::Timeout("connect to " + options.address + " timed out after " +
+                                 std::to_string(options.connect_timeout_ms) + " ms");
+          continue;
+        }
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
+        rc = err == 0 ? 0 : -1;
+        errno = err;
+      }
+      if (rc != 0) {
+        last = Status::Unavailable("connect to " + options.address + ": " + strerror(errno));
+        close(s);
+        continue;
+      }
+      int one = 1;
+      setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      fd = s;
+      freeaddrinfo(res);
+      return Status::OK();
+    }
+    freeaddrinfo(res);
+    return last;
+  }
+
+  void Enqueue(native::Op op, std::string_view key, std::string_view value, int64_t arg,
+               std::function<void(const Status&, const native::Response&)> done) {
+    uint64_t id = next_id++;
+    native::EncodeRequest(&out, op, id, key, value, arg);
+    waiters.push_back({id, std::move(done)});
+  }
+
+  Status Fail(Status s) {
+    if (broken.ok()) broken = s;
+    if (fd >= 0) {
+      close(fd);
+      fd = -1;
+    }
+    native::Response none{};
+    while (!waiters.empty()) {
+      auto w = std::move(waiters.front());
+      waiters.pop_front();
+      w.done(broken, none);
+    }
+    out.clear();
+    return broken;
+  }
+
+  Status Flush() {
+    if (!broken.ok()) return Fail(broken);
+    size_t out_pos = 0;
+    int64_t deadline = NowMs() + options.op_timeout_ms;
+    while (out_pos < out.size() || !waiters.empty()) {
+      short events = POLLIN;
+      if (out_pos < out.size()) events |= POLLOUT;
+      pollfd p{fd, events, 0};
+      int wait = static_cast<int>(std::max<int64_t>(0, deadline - NowMs()));
+      int rc = poll(&p, 1, wait);
+      if (rc < 0 && errno == EINTR) continue;
+      if (rc == 0) {
+        return Fail(Status::Timeout("no reply from " + options.address + " within " +
+                                    std::to_string(options.op_timeout_ms) + " ms"));
+      }
+      if (p.revents & POLLOUT) {
+        ssize_t n = send(fd, out.data() + out_pos, out.size() - out_pos, MSG_NOSIGNAL);
+        if (n > 0) {
+          out_pos += static_cast<size_t>(n);
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          return Fail(Status::Unavailable("send to " + options.address + ": " + strerror(errno)));
+        }
+      }
+      if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+        char buf[64 << 10];
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 0) {
+          return Fail(Status::Unavailable("connection to " + options.address + " closed by server"));
+        }
+        if (n < 0) {
+          if (errno == EAGAIN || errno == EINTR) continue;
+          return Fail(Status::Unavailable("recv from " + options.address + ": " + strerror(errno)));
+        }
+        in.append(buf, static_cast<size_t>(n));
+        Status s = Drain();
+        if (!s.ok()) return Fail(s);
+        deadline = NowMs() + options.op_timeout_ms;  // progress
+      }
+    }
+    out.clear();
+    return Status::OK();
+  }
+
+  Status Drain() {
+    while (true) {
+      std::string_view view(in.data() + in_pos, in.size() - in_pos);
+      if (!view.empty() && view[0] == '-') {
+        // A RESP error before any native reply: the server refused the
+        // connection (for example max_clients) before it knew our protocol.
+        size_t nl = view.find('\n');
+        if (nl == std::string_view::npos) return Status::OK();
+        return Status::Unavailable("server refused the connection: " +
+                                   std::string(view.substr(1, nl > 2 ? nl - 2 : 0)));
+      }
+      native::Response r;
+      size_t consumed = 0;
+      std::string err;
+      native::DecodeResult d = native::DecodeResponse(view, 1u << 31, &r, &consumed, &err);
+      if (d == native::DecodeResult::kNeedMore) break;
+      if (d == native::DecodeResult::kError) return Status::Protocol(err);
+      if (waiters.empty() || r.request_id != waiters.front().id) {
+        // request_id 0 is the server's word on a protocol error before closing.
+        if (r.request_id == 0 && r.code != native::Code::kOk) {
+          return Status::Protocol(std::string(r.body));
+        }
+        return Status::Protocol("reply for request " + std::to_string(r.request_id) +
+                                " out of order");
+      }
+      auto w = std::move(waiters.front());
+      waiters.pop_front();
+      w.done(Status::OK(), r);
+      in_pos += consumed;
+    }
+    if (in_pos == in.size()) {
+      in.clear();
+      in_pos = 0;
+    }
+    return Status::OK();
+  }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  FAHA_RETURN_IF_ERROR(impl->Dial());
+  std::unique_ptr<Client> c(new Client(std::move(impl)));
+  if (!options.password.empty()) {
+    Status auth;
+    c->impl_->Enqueue(native::Op::kAuth, {}, options.password, 0,
+                      [&](const Status& s, const native::Response& r) {
+                        if (!s.ok()) {
+                          auth = s;
+                        } else if (r.code != native::Code::kOk) {
+                          auth = Status::Auth(r.body);
+                        }
+                      });
+    FAHA_RETURN_IF_ERROR(c->impl_->Flush());
+    if (!auth.ok()) return auth;
+  } else {
+    FAHA_RETURN_IF_ERROR(c->Ping());
+  }
+  return c;
+}
+
+const std::string& Client::address() const { return impl_->options.address; }
+size_t Client::queued() const { return impl_->waiters.size(); }
+Status Client::Flush() { return impl_->Flush(); }
+
+void Client::GetAsync(std::string_view key, GetCallback done) {
+  impl_->Enqueue(native::Op::kGet, key, {}, 0,
+                 [done = std::move(done)](const Status& s, const native::Response& r) {
+                   if (!s.ok()) return done(s, {});
+                   if (r.code == native::Code::kOk) return done(Status::OK(), r.body);
+                   if (r.code == native::Code::kNotFound) return done(Status::NotFound(), {});
+                   done(ErrorStatus(r.code, r.body), {});
+                 });
+}
+
+void Client::PutAsync(std::string_view key, std::string_view value, DoneCallback done,
+                      const PutOptions& options) {
+  impl_->Enqueue(native::Op::kPut, key, value, options.ttl_ms,
+                 [done = std::move(done)](const Status& s, const native::Response& r) {
+                   if (!s.ok()) return done(s);
+                   done(r.code == native::Code::kOk ? Status::OK() : ErrorStatus(r.code, r.body));
+                 });
+}
+
+void Client::DeleteAsync(std::string_view key, DoneCallback done) {
+  impl_->Enqueue(native::Op::kDelete, key, {}, 0,
+                 [done = std::move(done)](const Status& s, const native::Response& r) {
+                   if (!s.ok()) return done(s);
+                   if (r.code != native::Code::kOk) return done(ErrorStatus(r.code, r.body));
+                   done(r.arg ? Status::OK() : Status::NotFound());
+                 });
+}
+
+Status Client::Ping() {
+  Status result;
+  impl_->Enqueue(native::Op::kPing, {}, {}, 0, [&](const Status& s, const native::Response& r) {
+    result = !s.ok() ? s : (r.code == native::Code::kOk ? Status::OK() : ErrorStatus(r.code, r.body));
+  });
+  Status f = Flush();
+  return f.ok() ? result : f;
+}
+
+Status Client::Get(std::string_view key, std::string* value) {
+  Status result;
+  GetAsync(key, [&](const Status& s, std::string_view v) {
+    result = s;
+    if (s.ok()) value->assign(v);
+  });
+  Status f = Flush();
+  return f.ok() ? result : f;
+}
+
+Status Client::Put(std::string_view key, std::string_view value, const PutOptions& options) {
+  Status result;
+  PutAsync(key, value, [&](const Status& s) { result = s; }, options);
+  Status f = Flush();
+  return f.ok() ? result : f;
+}
+
+Status Client::Delete(std::string_view key, bool* existed) {
+  Status result;
+  DeleteAsync(key, [&](const Status& s) { result = s; });
+  Status f = Flush();
+  if (!f.ok()) return f;
+  if (existed) *existed = result.ok();
+  return result.IsNotFound() ? Status::OK() : result;
+}
+
+StatusOr<Reply> Client::Command(const std::vector<std::string>& args) {
+  if (args.empty()) return Status::InvalidArgument("empty command");
+  std::string body;
+  native::EncodeArgs(&body, args);
+  Status result;
+  Reply reply;
+  impl_->Enqueue(native::Op::kCommand, {}, body, 0, [&](const Status& s, const native::Response& r) {
+    if (!s.ok()) {
+      result = s;
+      return;
+    }
+    if (r.code != native::Code::kOk) {
+      result = ErrorStatus(r.code, r.body);
+      return;
+    }
+    resp::Reply rr;
+    size_t consumed = 0;
+    std::string err;
+    if (resp::ParseReply(r.body, &rr, &consumed, &err) != resp::ParseResult::kOk) {
+      result = Status::Protocol("malformed command reply: " + err);
+      return;
+    }
+    reply = FromResp(rr);
+  });
+  Status f = Flush();
+  if (!f.ok()) return f;
+  if (!result.ok()) return result;
+  return reply;
+}
+
+}  // namespace faha

@@ -1,0 +1,91 @@
+// libfaha: the C++ client of FaHA over its native binary protocol.
+//
+// A Client owns one connection. Calls are synchronous unless named *Async;
+// async calls queue requests that Flush() sends pipelined in one go and whose
+// callbacks run, in request order, on the thread that calls Flush(). A Client
+// is not thread-safe: use one per thread (they are cheap). After a transport
+// error (timeout, lost connection) every call fails with Unavailable or
+// Timeout; make a new Client to reconnect.
+//
+//   auto c = faha::Client::Connect({.address = "127.0.0.1:7379"});
+//   if (!c.ok()) { ... c.status().ToString() ... }
+//   faha::Status s = (*c)->Put("k", "v");   // returns once durable
+//   std::string v; s = (*c)->Get("k", &v);  // s.IsNotFound() if absent
+#ifndef FAHA_CLIENT_H_
+#define FAHA_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "faha/status.h"
+
+namespace faha {
+
+struct ClientOptions {
+  // "HOST:PORT" or "native://HOST:PORT" (IPv6 as "[::1]:7379").
+  std::string address = "127.0.0.1:7379";
+  std::string password;  // sent with AUTH on connect when non-empty
+  int connect_timeout_ms = 2000;
+  // Longest wait for the next reply while requests are outstanding.
+  int op_timeout_ms = 5000;
+};
+
+struct PutOptions {
+  int64_t ttl_ms = 0;  // 0: never expires
+};
+
+// A server reply to Command(), as RESP types.
+struct Reply {
+  enum class Type { kSimple, kError, kInt, kBulk, kNil, kArray };
+  Type type = Type::kNil;
+  std::string str;
+  int64_t integer = 0;
+  std::vector<Reply> elements;
+  // redis-cli style text: OK, (integer) 1, "value", (nil), 1) ...
+  std::string ToString() const;
+};
+
+class Client {
+ public:
+  static StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  Status Ping();
+  // NotFound if the key is absent or expired.
+  Status Get(std::string_view key, std::string* value);
+  // Returns once the write is durable on the server.
+  Status Put(std::string_view key, std::string_view value, const PutOptions& options = {});
+  Status Delete(std::string_view key, bool* existed = nullptr);
+  // Any server command ("SET", "k", "v"), e.g. INFO or SCAN. A server error
+  // reply is returned as a Reply of type kError with an OK status.
+  StatusOr<Reply> Command(const std::vector<std::string>& args);
+
+  using GetCallback = std::function<void(const Status&, std::string_view value)>;
+  using DoneCallback = std::function<void(const Status&)>;
+  void GetAsync(std::string_view key, GetCallback done);
+  void PutAsync(std::string_view key, std::string_view value, DoneCallback done,
+                const PutOptions& options = {});
+  void DeleteAsync(std::string_view key, DoneCallback done);
+  // Sends every queued request and waits for all their replies, running the
+  // callbacks. Returns the transport error if the connection failed (the
+  // callbacks of unanswered requests then get it too).
+  Status Flush();
+  size_t queued() const;
+
+  const std::string& address() const;
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace faha
+
+#endif  // FAHA_CLIENT_H_

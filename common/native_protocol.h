@@ -1,0 +1,102 @@
+// The native binary protocol on the client port (version 1). A connection whose
+// first byte is kRequestMagic speaks it; any other first byte means RESP.
+// Requests and responses are a fixed 32-byte little-endian header followed by a
+// body; clients may pipeline any number of requests and responses come back in
+// request order, each echoing its request_id. docs/protocol.md has the table.
+// Pure encode/decode functions; safe from any thread.
+#ifndef FAHA_COMMON_NATIVE_PROTOCOL_H_
+#define FAHA_COMMON_NATIVE_PROTOCOL_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace faha::native {
+
+inline constexpr uint8_t kRequestMagic = 0xFA;
+inline constexpr uint8_t kResponseMagic = 0xFB;
+inline constexpr uint8_t kVersion = 1;
+
+enum class Op : uint8_t {
+  kPing = 1,     // no body
+  kAuth = 2,     // value = password
+  kGet = 3,      // key
+  kPut = 4,      // key, value; arg = time-to-live in ms (0 = none)
+  kDelete = 5,   // key; response arg = 1 if it existed
+  kCommand = 6,  // value = argument list (EncodeArgs); response body = RESP reply
+};
+
+enum class Code : uint8_t {
+  kOk = 0,
+  kNotFound = 1,
+  kError = 2,     // body = message
+  kNoAuth = 3,    // body = message
+  kReadOnly = 4,  // body = message
+  kBusy = 5,      // body = message
+};
+
+struct RequestHeader {
+  uint8_t magic;  // kRequestMagic
+  uint8_t version;
+  uint8_t op;
+  uint8_t flags;  // 0
+  uint32_t key_bytes;
+  uint32_t value_bytes;
+  uint32_t reserved;  // 0
+  uint64_t request_id;
+  int64_t arg;
+};
+static_assert(sizeof(RequestHeader) == 32);
+
+struct ResponseHeader {
+  uint8_t magic;  // kResponseMagic
+  uint8_t version;
+  uint8_t code;
+  uint8_t flags;  // 0
+  uint32_t body_bytes;
+  uint64_t reserved;  // 0
+  uint64_t request_id;
+  int64_t arg;
+};
+static_assert(sizeof(ResponseHeader) == 32);
+
+struct Request {
+  Op op;
+  uint64_t request_id;
+  int64_t arg;
+  std::string_view key;
+  std::string_view value;
+};
+
+enum class DecodeResult { kOk, kNeedMore, kError };
+
+struct Limits {
+  uint32_t max_key_bytes = 16 << 10;
+  uint32_t max_value_bytes = 1 << 20;
+};
+
+// Decodes one request from the front of `in` (views point into `in`).
+DecodeResult DecodeRequest(std::string_view in, const Limits& limits, Request* req,
+                           size_t* consumed, std::string* error);
+void EncodeRequest(std::string* out, Op op, uint64_t request_id, std::string_view key,
+                   std::string_view value, int64_t arg = 0);
+
+struct Response {
+  Code code;
+  uint64_t request_id;
+  int64_t arg;
+  std::string_view body;
+};
+DecodeResult DecodeResponse(std::string_view in, uint32_t max_body, Response* resp,
+                            size_t* consumed, std::string* error);
+void EncodeResponse(std::string* out, Code code, uint64_t request_id, std::string_view body,
+                    int64_t arg = 0);
+
+// kCommand argument lists: u32 count, then per argument u32 length + bytes.
+void EncodeArgs(std::string* out, const std::vector<std::string>& args);
+bool DecodeArgs(std::string_view in, std::vector<std::string_view>* args);
+
+}  // namespace faha::native
+
+#endif  // FAHA_COMMON_NATIVE_PROTOCOL_H_

@@ -1,0 +1,150 @@
+// Log: the append-only, batch-framed log of FaHA on a LogDevice.
+//
+// Thread-safety: Open() runs recovery on the calling thread. After that exactly
+// one thread (the writer, suffix _wt) appends batches; any thread may read
+// records that an append has returned, since segments are never unmapped or
+// reused while the Log lives.
+#ifndef FAHA_NVM_LOG_H_
+#define FAHA_NVM_LOG_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "faha/status.h"
+#include "nvm/log_device.h"
+#include "nvm/log_format.h"
+
+namespace faha::nvm {
+
+// A decoded record; views point into the mapped log (or into a builder buffer).
+struct RecordView {
+  RecordType type;
+  std::string_view key;
+  std::string_view value;
+  int64_t expire_at_ms;
+  uint64_t client_id;
+  uint64_t client_seq;
+};
+
+// Decodes the record at `p`, which has `avail` readable bytes. Returns false if
+// the bytes cannot be a record (bounds or type).
+bool DecodeRecord(const char* p, size_t avail, RecordView* out, size_t* record_bytes);
+
+// Serializes records into the payload of one batch.
+class BatchBuilder {
+ public:
+  // Appends a record; returns its byte offset inside the payload.
+  size_t Add(RecordType type, std::string_view key, std::string_view value, int64_t expire_at_ms,
+             uint64_t client_id = 0, uint64_t client_seq = 0);
+  std::string_view payload() const { return buf_; }
+  uint32_t count() const { return count_; }
+  size_t bytes() const { return buf_.size(); }
+  bool empty() const { return count_ == 0; }
+  void Clear() { buf_.clear(); count_ = 0; }
+
+ private:
+  std::string buf_;
+  uint32_t count_ = 0;
+};
+
+struct LogOptions {
+  uint64_t segment_bytes = 64ull << 20;
+  // Recovery normally refuses to start when it finds a damaged batch with valid
+  // batches after it (lost media, not a torn tail). With this set it drops the
+  // log from the damaged batch on and reports what it dropped.
+  bool drop_corrupt = false;
+  uint64_t epoch = 0;  // written into batch headers
+};
+
+struct RecoveryReport {
+  uint64_t segments = 0;
+  uint64_t batches = 0;
+  uint64_t records = 0;
+  uint64_t log_bytes = 0;
+  double seconds = 0;
+  bool torn_tail = false;    // an incomplete last batch was dropped
+  std::string torn_detail;   // where, and why it was judged torn
+  bool dropped_corrupt = false;
+  std::string dropped_detail;
+  uint64_t dropped_batches = 0;  // valid batches thrown away after damage
+  uint64_t dropped_records = 0;
+};
+
+class Log {
+ public:
+  // Called for every record of every valid batch, in log order, during Open().
+  using ApplyFn = std::function<void(const RecordView&, uint64_t location, uint64_t lsn)>;
+
+  // Makes a log on `device`. Recover() must run before anything else.
+  static StatusOr<std::unique_ptr<Log>> Open(std::shared_ptr<LogDevice> device,
+                                             const LogOptions& options);
+  // Scans the log, creating the first segment when empty, replays every valid
+  // batch through `apply` (records are readable through this Log while apply
+  // runs), and drops a torn tail. Fails with Corruption naming the segment and
+  // offset if damage is found before the end and drop_corrupt is off.
+  Status Recover(const ApplyFn& apply, RecoveryReport* report);
+  ~Log();
+  Log(const Log&) = delete;
+  Log& operator=(const Log&) = delete;
+
+  struct AppendResult {
+    uint64_t base_location;  // location of payload offset 0; record at payload offset o is base+o
+    uint64_t first_lsn;
+    uint64_t bytes;  // bytes the batch took in the log, header and padding included
+  };
+  // Frames, writes and persists one batch. The payload must be well formed
+  // (BatchBuilder). On error the batch is not durable and the log refuses
+  // further appends (the caller reports it; a restart recovers).
+  StatusOr<AppendResult> AppendBatch_wt(std::string_view payload, uint32_t record_count);
+
+  // Pointer to the record at `loc`. REQUIRES: loc was returned by an append or
+  // by recovery.
+  const char* RecordPtr(uint64_t loc) const;
+  RecordView ReadRecord(uint64_t loc) const;
+
+  uint64_t next_lsn() const { return next_lsn_.load(std::memory_order_acquire); }
+  uint64_t bytes_written() const { return bytes_written_.load(std::memory_order_relaxed); }
+  uint64_t segment_count() const { return segment_count_.load(std::memory_order_relaxed); }
+  uint64_t segment_bytes() const { return options_.segment_bytes; }
+  std::string Granularity() const { return device_->Granularity(); }
+  uint64_t max_payload_bytes() const {
+    return options_.segment_bytes - sizeof(SegmentHeader) - sizeof(BatchHeader) - kBatchAlign;
+  }
+
+  static constexpr uint32_t kMaxSegments = 1u << 16;
+
+ private:
+  Log(std::shared_ptr<LogDevice> device, const LogOptions& options);
+  Status RecoverImpl(const ApplyFn& apply, RecoveryReport* report);
+  Status NewSegment_wt(uint32_t id);
+  Status TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& ids, size_t idx);
+  // Looks for any valid batch at or after (ids[idx], off), in segments before
+  // ids[end_idx]. Returns a description of the first one, or "" if none.
+  std::string FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t idx, uint64_t off,
+                                  uint64_t* batches, uint64_t* records,
+                                  size_t end_idx = SIZE_MAX);
+  // Checks the batch at `off` of `seg`; on success fills header.
+  bool ValidBatchAt(const Segment& seg, uint64_t off, BatchHeader* hdr, std::string* why) const;
+
+  std::shared_ptr<LogDevice> device_;
+  LogOptions options_;
+  // Segment i is at segments_[i] (nullptr if absent). Readers load without locks.
+  std::unique_ptr<std::atomic<Segment*>[]> segments_;
+  std::vector<std::unique_ptr<Segment>> owned_;
+  uint32_t tail_segment_ = 0;  // writer-owned
+  uint64_t tail_offset_ = 0;   // writer-owned
+  bool failed_ = false;        // writer-owned
+  std::string failure_;
+  std::atomic<uint64_t> next_lsn_{1};
+  std::atomic<uint64_t> bytes_written_{0};
+  std::atomic<uint64_t> segment_count_{0};
+};
+
+}  // namespace faha::nvm
+
+#endif  // FAHA_NVM_LOG_H_

@@ -1,0 +1,60 @@
+// LogDevice: where log segments live. The production device maps segment files
+// with PMDK's libpmem2 (DAX: cache-line flush + fence; ordinary files: msync);
+// the in-memory device (memory_device.h) keeps a "durable" image apart from the
+// mapped bytes so tests can cut the power and lose everything not persisted.
+// A device and its segments may be used from several threads only as the Log
+// does: one writer appends and persists, any thread reads persisted bytes.
+#ifndef FAHA_NVM_LOG_DEVICE_H_
+#define FAHA_NVM_LOG_DEVICE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "faha/status.h"
+
+namespace faha::nvm {
+
+// One mapped segment. Owns its mapping; unmapped on destruction.
+class Segment {
+ public:
+  virtual ~Segment() = default;
+  char* data() const { return data_; }
+  size_t size() const { return size_; }
+  // Copies len bytes to [off, off+len) without the guarantee of durability.
+  virtual void Write(size_t off, const void* src, size_t len) = 0;
+  // Makes [off, off+len) durable. On failure nothing can be assumed about the range.
+  virtual Status Persist(size_t off, size_t len) = 0;
+  // Faults [off, off+len) in ahead of writes (a hint; may do nothing).
+  virtual void Prefault(size_t /*off*/, size_t /*len*/) {}
+
+ protected:
+  char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+class LogDevice {
+ public:
+  virtual ~LogDevice() = default;
+  // Creates segment `id` of `bytes` bytes, zero-filled and space-reserved.
+  virtual StatusOr<std::unique_ptr<Segment>> CreateSegment(uint32_t id, size_t bytes) = 0;
+  virtual StatusOr<std::unique_ptr<Segment>> OpenSegment(uint32_t id) = 0;
+  // Ids of existing segments, ascending.
+  virtual StatusOr<std::vector<uint32_t>> ListSegments() = 0;
+  virtual Status RemoveSegment(uint32_t id) = 0;
+  // Hint: a segment of `bytes` will be created soon; prepare it in the background.
+  virtual void PrepareNext(size_t /*bytes*/) {}
+  // Human-readable name of a segment for messages (a path for files).
+  virtual std::string SegmentName(uint32_t id) const = 0;
+  // "CACHE_LINE", "PAGE" or "BYTE": the persist granularity of the last mapping.
+  virtual std::string Granularity() const = 0;
+};
+
+// Opens (creating if needed) the directory `dir` as a PMDK-backed device.
+StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir);
+
+}  // namespace faha::nvm
+
+#endif  // FAHA_NVM_LOG_DEVICE_H_

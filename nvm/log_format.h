@@ -1,0 +1,90 @@
+// The on-media format of the FaHA log (version 1). Every field is fixed-width
+// little-endian; sizes are checked at compile time. docs/format.md describes the
+// same layout in prose. This header only declares layouts and constants.
+//
+//   segment file = SegmentHeader (64 B) | batch | batch | ... | zeros
+//   batch        = BatchHeader (48 B) | record | record | ... , padded to 64 B
+//   record       = RecordHeader (40 B) | key | value , padded to 8 B
+//
+// A batch is valid when its magic, version, length bounds, checksum (XXH3-64
+// over header bytes [0,40) chained into the payload) and LSN continuity hold.
+#ifndef FAHA_NVM_LOG_FORMAT_H_
+#define FAHA_NVM_LOG_FORMAT_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace faha::nvm {
+
+inline constexpr uint32_t kSegmentMagic = 0x53484146;  // "FAHS"
+inline constexpr uint32_t kBatchMagic = 0x42484146;    // "FAHB"
+inline constexpr uint16_t kFormatVersion = 1;
+inline constexpr uint64_t kBatchAlign = 64;   // one cache line
+inline constexpr uint64_t kRecordAlign = 8;
+
+struct SegmentHeader {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t header_bytes;  // sizeof(SegmentHeader)
+  uint32_t segment_id;
+  uint32_t reserved0;
+  uint64_t segment_bytes;
+  int64_t created_ms;
+  uint8_t reserved[24];
+  uint64_t checksum;  // XXH3-64 of bytes [0, 56)
+};
+static_assert(sizeof(SegmentHeader) == 64);
+static_assert(offsetof(SegmentHeader, checksum) == 56);
+
+struct BatchHeader {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t flags;          // reserved, 0
+  uint32_t payload_bytes;  // bytes of records after this header (unpadded)
+  uint32_t record_count;
+  uint64_t first_lsn;      // LSN of the first record; records are numbered consecutively
+  uint64_t epoch;          // replication epoch that wrote it (0 on a single node)
+  uint64_t reserved;
+  uint64_t checksum;  // XXH3-64 of header bytes [0, 40) seeding XXH3-64 of the payload
+};
+static_assert(sizeof(BatchHeader) == 48);
+static_assert(offsetof(BatchHeader, checksum) == 40);
+
+enum class RecordType : uint8_t {
+  kPut = 1,       // key := value, with an absolute expiry (0 = none)
+  kDelete = 2,    // key removed
+  kFlushAll = 3,  // every key removed (key and value empty)
+};
+
+struct RecordHeader {
+  uint8_t type;  // RecordType
+  uint8_t flags;
+  uint16_t reserved0;
+  uint32_t key_bytes;
+  uint32_t value_bytes;
+  uint32_t reserved1;
+  int64_t expire_at_ms;  // Unix time in ms; 0 = never expires
+  uint64_t client_id;    // writer identity for retry de-duplication (0 = none)
+  uint64_t client_seq;
+};
+static_assert(sizeof(RecordHeader) == 40);
+
+inline constexpr uint64_t RecordSize(uint64_t key_bytes, uint64_t value_bytes) {
+  return (sizeof(RecordHeader) + key_bytes + value_bytes + kRecordAlign - 1) / kRecordAlign *
+         kRecordAlign;
+}
+inline constexpr uint64_t BatchSize(uint64_t payload_bytes) {
+  return (sizeof(BatchHeader) + payload_bytes + kBatchAlign - 1) / kBatchAlign * kBatchAlign;
+}
+
+// A log location names a record: segment id in the high 32 bits, byte offset of
+// the record header inside the segment in the low 32 bits. 0 is never valid.
+inline constexpr uint64_t MakeLocation(uint32_t segment, uint32_t offset) {
+  return (static_cast<uint64_t>(segment) << 32) | offset;
+}
+inline constexpr uint32_t LocationSegment(uint64_t loc) { return static_cast<uint32_t>(loc >> 32); }
+inline constexpr uint32_t LocationOffset(uint64_t loc) { return static_cast<uint32_t>(loc); }
+
+}  // namespace faha::nvm
+
+#endif  // FAHA_NVM_LOG_FORMAT_H_

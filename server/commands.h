@@ -1,0 +1,55 @@
+// Commands: executes one Redis-style command (RESP arguments) against the
+// store on behalf of a client session. Reads reply at once; writes become a
+// WriteOp submitted to the store, whose reply comes later through the
+// connection's CompletionSink. Stateless apart from the session passed in;
+// each call runs on the I/O thread that owns the session.
+#ifndef FAHA_SERVER_COMMANDS_H_
+#define FAHA_SERVER_COMMANDS_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "server/store.h"
+
+namespace faha {
+
+class Server;
+
+struct Session {
+  uint64_t conn_id = 0;
+  bool authed = false;
+  bool native = false;
+  std::string name;
+  uint32_t pending_writes = 0;  // submitted, reply not yet sent
+  bool close_after_reply = false;
+  bool shutdown = false;  // SHUTDOWN was accepted
+};
+
+enum class ExecStatus {
+  kReplied,    // a reply was appended to *out
+  kSubmitted,  // a write was submitted; the reply comes through the sink
+  kBlocked,    // would reply now but earlier writes are pending: retry later, nothing done
+};
+
+class Commands {
+ public:
+  explicit Commands(Server* server) : server_(server) {}
+  ExecStatus Execute(Session* s, const std::vector<std::string_view>& args, std::string* out,
+                     CompletionSink* sink);
+  // Checks a password in constant time against --requirepass.
+  bool PasswordMatches(std::string_view given) const;
+  // Encodes a write's reply as RESP.
+  static void AppendResult(std::string* out, const WriteResult& r);
+
+ private:
+  ExecStatus Submit(Session* s, WriteOp op, CompletionSink* sink);
+  void Info(std::string_view section, std::string* out) const;
+
+  Server* server_;
+};
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_COMMANDS_H_

@@ -1,0 +1,60 @@
+// Metrics: the server's counters and histograms, one source for both INFO and
+// the Prometheus /metrics endpoint (a prometheus-cpp Collectable that reads
+// these atomics at scrape time). All members are updated lock-free from any
+// thread.
+#ifndef FAHA_SERVER_METRICS_H_
+#define FAHA_SERVER_METRICS_H_
+
+#include <prometheus/collectable.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "common/histogram.h"
+
+namespace faha {
+
+enum class OpClass : int { kRead = 0, kWrite = 1, kOther = 2 };
+inline constexpr int kOpClasses = 3;
+
+struct Metrics {
+  std::atomic<uint64_t> ops[kOpClasses]{};
+  std::atomic<uint64_t> errors{0};
+  std::atomic<uint64_t> connections_total{0};
+  std::atomic<uint64_t> connections_current{0};
+  std::atomic<uint64_t> connections_rejected{0};
+  std::atomic<uint64_t> auth_failures{0};
+  std::atomic<uint64_t> protocol_errors{0};
+  std::atomic<uint64_t> keyspace_hits{0};
+  std::atomic<uint64_t> keyspace_misses{0};
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> batch_records{0};
+  Histogram op_latency_us[kOpClasses];  // request parsed -> reply queued
+  Histogram batch_bytes;                // payload bytes per committed batch
+  Histogram batch_ops;                  // client write commands per batch
+  Histogram persist_us;                 // log write + persist time per batch
+
+  // Gauges computed at read time (log bytes, index size, ...), set by the server.
+  std::function<uint64_t()> log_bytes;
+  std::function<uint64_t()> index_keys;
+  std::function<uint64_t()> index_memory_bytes;
+  std::function<uint64_t()> log_segments;
+};
+
+// Exposes `metrics` (which must outlive it) in Prometheus text format.
+class MetricsCollectable : public prometheus::Collectable {
+ public:
+  explicit MetricsCollectable(const Metrics* metrics) : m_(metrics) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const Metrics* m_;
+};
+
+const char* OpClassName(OpClass c);
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_METRICS_H_

@@ -1,0 +1,654 @@
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/clock.h"
+#include "common/logging.h"
+#include "common/native_protocol.h"
+#include "common/resp.h"
+#include "server/commands.h"
+
+namespace faha {
+namespace {
+
+constexpr uint64_t kListenerId = 1;
+constexpr uint64_t kWakeId = 2;
+constexpr size_t kReadChunk = 64 << 10;
+constexpr size_t kMaxOutputBacklog = 64 << 20;  // stop parsing while a client does not read
+
+}  // namespace
+
+// How to encode the reply of one pending write when its completion arrives.
+struct PendingReply {
+  enum class Kind : uint8_t { kResp, kNativePut, kNativeDelete, kNativeCommand };
+  Kind kind;
+  uint64_t request_id;
+};
+
+struct Connection {
+  uint64_t id = 0;
+  int fd = -1;
+  enum class Proto : uint8_t { kUnknown, kResp, kNative } proto = Proto::kUnknown;
+  std::string in;
+  size_t in_pos = 0;
+  std::string out;
+  size_t out_pos = 0;
+  bool epollout = false;
+  bool epollin = true;
+  bool closing = false;  // close once output is flushed
+  Session session;
+  std::deque<PendingReply> pending;
+};
+
+class IoThread final : public CompletionSink {
+ public:
+  IoThread(Server* server, int index) : server_(server), index_(index), commands_(server) {}
+  ~IoThread() override {
+    for (auto& [id, c] : conns_) close(c->fd);
+    if (epfd_ >= 0) close(epfd_);
+    if (wake_fd_ >= 0) close(wake_fd_);
+  }
+
+  Status Init() {
+    epfd_ = epoll_create1(EPOLL_CLOEXEC);
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (epfd_ < 0 || wake_fd_ < 0) return Status::IOError(std::string("epoll/eventfd: ") + strerror(errno));
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kWakeId;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+    return Status::OK();
+  }
+  void AddListener(int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kListenerId;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+    listen_fd_ = fd;
+  }
+  void RemoveListener() {
+    std::lock_guard<std::mutex> l(mu_);
+    remove_listener_ = true;
+    Wake();
+  }
+
+  void Run() {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  // Exits the loop after flushing what can be flushed.
+  void Quit() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      quit_ = true;
+    }
+    Wake();
+  }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // Hands a freshly accepted socket to this thread (any thread may call).
+  void Adopt(int fd) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      adopted_.push_back(fd);
+    }
+    Wake();
+  }
+
+  void Deliver(std::vector<Completion>* completions) override {
+    bool was_empty;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      was_empty = completions_.empty();
+      for (auto& c : *completions) completions_.push_back(std::move(c));
+    }
+    if (was_empty) Wake();
+  }
+
+ private:
+  void Wake() {
+    uint64_t one = 1;
+    ssize_t n = write(wake_fd_, &one, sizeof(one));
+    (void)n;
+  }
+
+  void Loop() {
+    std::vector<epoll_event> events(256);
+    while (true) {
+      int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 1000);
+      if (n < 0 && errno != EINTR) {
+        FAHA_LOG_ERROR("epoll_wait: %s", strerror(errno));
+        return;
+      }
+      for (int i = 0; i < n; i++) {
+        uint64_t id = events[i].data.u64;
+        if (id == kWakeId) {
+          uint64_t v;
+          while (read(wake_fd_, &v, sizeof(v)) > 0) {
+          }
+          if (HandleWake()) return;
+        } else if (id == kListenerId) {
+          Accept();
+        } else {
+          auto it = conns_.find(id);
+          if (it == conns_.end()) continue;
+          Connection* c = it->second.get();
+          if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(c);
+          if (conns_.count(id) && (events[i].events & EPOLLOUT)) Flush(c);
+        }
+      }
+    }
+  }
+
+  // Returns true when the loop should exit.
+  bool HandleWake() {
+    std::vector<Completion> done;
+    std::vector<int> adopted;
+    bool quit, drop_listener;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done.swap(completions_);
+      adopted.swap(adopted_);
+      quit = quit_;
+      drop_listener = remove_listener_;
+      remove_listener_ = false;
+    }
+    if (drop_listener && listen_fd_ >= 0) {
+      epoll_ctl(epfd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+      listen_fd_ = -1;
+    }
+    for (int fd : adopted) AddConnection(fd);
+    std::vector<Connection*> touched;
+    for (Completion& comp : done) {
+      auto it = conns_.find(comp.conn_id);
+      if (it == conns_.end()) continue;  // client left before its write committed
+      Connection* c = it->second.get();
+      EncodeCompletion(c, comp);
+      if (touched.empty() || touched.back() != c) touched.push_back(c);
+    }
+    for (Connection* c : touched) {
+      uint64_t id = c->id;
+      if (c->session.pending_writes == 0) ProcessInput(c);
+      if (conns_.count(id)) Flush(c);
+    }
+    if (quit) {
+      for (auto& [id, c] : conns_) {
+        if (c->out.size() > c->out_pos) {
+          ssize_t w = write(c->fd, c->out.data() + c->out_pos, c->out.size() - c->out_pos);
+          (void)w;
+        }
+      }
+      return true;
+    }
+    return false;
+  }
+
+  void EncodeCompletion(Connection* c, const Completion& comp) {
+    if (c->pending.empty()) return;  // cannot happen: one PendingReply per submitted write
+    PendingReply pr = c->pending.front();
+    c->pending.pop_front();
+    c->session.pending_writes--;
+    Metrics* m = server_->metrics();
+    m->op_latency_us[static_cast<int>(OpClass::kWrite)].Record(
+        static_cast<uint64_t>(MonoUs() - comp.start_us));
+    const WriteResult& r = comp.result;
+    if (r.kind == WriteResult::Kind::kError) m->errors.fetch_add(1, std::memory_order_relaxed);
+    switch (pr.kind) {
+      case PendingReply::Kind::kResp:
+        Commands::AppendResult(&c->out, r);
+        break;
+      case PendingReply::Kind::kNativePut:
+      case PendingReply::Kind::kNativeDelete:
+        if (r.kind == WriteResult::Kind::kError) {
+          native::EncodeResponse(&c->out, native::Code::kError, pr.request_id, r.str);
+        } else {
+          native::EncodeResponse(&c->out, native::Code::kOk, pr.request_id, {},
+                                 r.kind == WriteResult::Kind::kInt ? r.integer : 0);
+        }
+        break;
+      case PendingReply::Kind::kNativeCommand: {
+        std::string body;
+        Commands::AppendResult(&body, r);
+        native::EncodeResponse(&c->out, native::Code::kOk, pr.request_id, body);
+        break;
+      }
+    }
+  }
+
+  void Accept() {
+    while (true) {
+      int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          FAHA_LOG_WARN("accept: %s", strerror(errno));
+        }
+        return;
+      }
+      Metrics* m = server_->metrics();
+      if (server_->clients_.load() >= server_->options_.max_clients) {
+        static const char kMsg[] = "-ERR max number of clients reached\r\n";
+        ssize_t w = write(fd, kMsg, sizeof(kMsg) - 1);
+        (void)w;
+        close(fd);
+        m->connections_rejected.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      server_->clients_.fetch_add(1);
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      size_t target = next_thread_++ % server_->threads_.size();
+      if (target == static_cast<size_t>(index_)) {
+        AddConnection(fd);
+      } else {
+        server_->threads_[target]->Adopt(fd);
+      }
+    }
+  }
+
+  void AddConnection(int fd) {
+    auto c = std::make_unique<Connection>();
+    c->id = server_->next_conn_id_.fetch_add(1);
+    c->fd = fd;
+    c->session.conn_id = c->id;
+    c->session.authed = server_->options_.requirepass.empty();
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = c->id;
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      close(fd);
+      server_->clients_.fetch_sub(1);
+      return;
+    }
+    Metrics* m = server_->metrics();
+    m->connections_total.fetch_add(1, std::memory_order_relaxed);
+    m->connections_current.fetch_add(1, std::memory_order_relaxed);
+    conns_[c->id] = std::move(c);
+  }
+
+  void CloseConnection(Connection* c) {
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd, nullptr);
+    close(c->fd);
+    server_->clients_.fetch_sub(1);
+    server_->metrics()->connections_current.fetch_sub(1, std::memory_order_relaxed);
+    conns_.erase(c->id);  // pending completions for it are dropped on arrival
+  }
+
+  void UpdateEvents(Connection* c, bool want_in, bool want_out) {
+    if (want_in == c->epollin && want_out == c->epollout) return;
+    epoll_event ev{};
+    ev.events = (want_in ? uint32_t{EPOLLIN} : 0u) | (want_out ? uint32_t{EPOLLOUT} : 0u);
+    ev.data.u64 = c->id;
+    epoll_ctl(epfd_, EPOLL_CTL_MOD, c->fd, &ev);
+    c->epollin = want_in;
+    c->epollout = want_out;
+  }
+
+  size_t InputCap() const {
+    return static_cast<size_t>(server_->options_.max_value_bytes) +
+           server_->options_.max_key_bytes + (4 << 20);
+  }
+
+  void OnReadable(Connection* c) {
+    uint64_t id = c->id;
+    bool eof = false;
+    while (c->in.size() - c->in_pos < InputCap()) {
+      if (c->in_pos > 0 && c->in_pos == c->in.size()) {
+        c->in.clear();
+        c->in_pos = 0;
+      }
+      size_t old = c->in.size();
+      c->in.resize(old + kReadChunk);
+      ssize_t n = read(c->fd, c->in.data() + old, kReadChunk);
+      if (n > 0) {
+        c->in.resize(old + static_cast<size_t>(n));
+        if (static_cast<size_t>(n) < kReadChunk) break;
+        continue;
+      }
+      c->in.resize(old);
+      if (n == 0) {
+        eof = true;
+      } else if (errno == EINTR) {
+        continue;
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        eof = true;
+      }
+      break;
+    }
+    if (eof) {
+      CloseConnection(c);
+      return;
+    }
+    ProcessInput(c);
+    if (conns_.count(id)) Flush(c);
+  }
+
+  // Parses and runs buffered commands until input runs out or a command must
+  // wait for pending writes.
+  void ProcessInput(Connection* c) {
+    if (c->closing) return;
+    const ServerOptions& opt = server_->options_;
+    while (c->in_pos < c->in.size() && !c->closing) {
+      if (c->session.pending_writes >= opt.max_pipeline) break;
+      if (c->out.size() - c->out_pos > kMaxOutputBacklog) break;
+      if (c->proto == Connection::Proto::kUnknown) {
+        c->proto = static_cast<uint8_t>(c->in[c->in_pos]) == native::kRequestMagic
+                       ? Connection::Proto::kNative
+                       : Connection::Proto::kResp;
+        c->session.native = c->proto == Connection::Proto::kNative;
+      }
+      bool progressed = c->proto == Connection::Proto::kResp ? StepResp(c) : StepNative(c);
+      if (!progressed) break;
+    }
+    if (c->in_pos == c->in.size()) {
+      c->in.clear();
+      c->in_pos = 0;
+    } else if (c->in_pos > (1 << 20)) {
+      c->in.erase(0, c->in_pos);
+      c->in_pos = 0;
+    }
+  }
+
+  void ProtocolError(Connection* c, const std::string& msg) {
+    server_->metrics()->protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    server_->metrics()->errors.fetch_add(1, std::memory_order_relaxed);
+    if (c->proto == Connection::Proto::kNative) {
+      native::EncodeResponse(&c->out, native::Code::kError, 0, "ERR Protocol error: " + msg);
+    } else {
+      resp::AppendError(&c->out, "ERR " + msg);
+    }
+    c->closing = true;
+    c->in_pos = c->in.size();
+  }
+
+  bool StepResp(Connection* c) {
+    const ServerOptions& opt = server_->options_;
+    resp::ParseLimits limits;
+    limits.max_bulk_bytes = std::max(opt.max_value_bytes, opt.max_key_bytes);
+    size_t consumed = 0;
+    std::string err;
+    std::string_view view(c->in.data() + c->in_pos, c->in.size() - c->in_pos);
+    resp::ParseResult r = resp::ParseCommand(view, limits, &args_, &consumed, &err);
+    if (r == resp::ParseResult::kNeedMore) return false;
+    if (r == resp::ParseResult::kError) {
+      if (c->session.pending_writes > 0) return false;  // reply after earlier writes
+      ProtocolError(c, err);
+      return false;
+    }
+    int64_t t0 = MonoUs();
+    ExecStatus st = commands_.Execute(&c->session, args_, &c->out, this);
+    if (st == ExecStatus::kBlocked) return false;
+    c->in_pos += consumed;
+    if (st == ExecStatus::kSubmitted) {
+      c->pending.push_back({PendingReply::Kind::kResp, 0});
+    } else {
+      RecordLatency(args_, t0);
+      AfterReply(c);
+    }
+    return true;
+  }
+
+  void RecordLatency(const std::vector<std::string_view>& args, int64_t t0) {
+    if (args.empty()) return;
+    bool read = args[0].size() <= 4 && (args[0][0] == 'g' || args[0][0] == 'G' ||
+                                         args[0][0] == 'm' || args[0][0] == 'M');
+    server_->metrics()->op_latency_us[static_cast<int>(read ? OpClass::kRead : OpClass::kOther)]
+        .Record(static_cast<uint64_t>(MonoUs() - t0));
+  }
+
+  void AfterReply(Connection* c) {
+    if (c->session.shutdown) {
+      c->session.shutdown = false;
+      FAHA_LOG_INFO("SHUTDOWN requested by client %llu", static_cast<unsigned long long>(c->id));
+      server_->RequestShutdown();
+    }
+    if (c->session.close_after_reply) c->closing = true;
+  }
+
+  bool StepNative(Connection* c) {
+    const ServerOptions& opt = server_->options_;
+    native::Limits limits{opt.max_key_bytes, opt.max_value_bytes};
+    native::Request req;
+    size_t consumed = 0;
+    std::string err;
+    std::string_view view(c->in.data() + c->in_pos, c->in.size() - c->in_pos);
+    native::DecodeResult r = native::DecodeRequest(view, limits, &req, &consumed, &err);
+    if (r == native::DecodeResult::kNeedMore) return false;
+    if (r == native::DecodeResult::kError) {
+      if (c->session.pending_writes > 0) return false;
+      ProtocolError(c, err);
+      return false;
+    }
+    Metrics* m = server_->metrics();
+    const bool may_reply = c->session.pending_writes == 0;
+    const bool is_write = req.op == native::Op::kPut || req.op == native::Op::kDelete;
+    if (!is_write && req.op != native::Op::kCommand && !may_reply) return false;
+    if (!c->session.authed && req.op != native::Op::kAuth && req.op != native::Op::kPing) {
+      if (!may_reply) return false;
+      native::EncodeResponse(&c->out, native::Code::kNoAuth, req.request_id,
+                             "NOAUTH Authentication required.");
+      m->errors.fetch_add(1, std::memory_order_relaxed);
+      c->in_pos += consumed;
+      return true;
+    }
+    int64_t t0 = MonoUs();
+    switch (req.op) {
+      case native::Op::kPing:
+        native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, "PONG");
+        m->ops[static_cast<int>(OpClass::kOther)].fetch_add(1, std::memory_order_relaxed);
+        break;
+      case native::Op::kAuth:
+        if (!server_->options_.requirepass.empty() && commands_.PasswordMatches(req.value)) {
+          c->session.authed = true;
+          native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, {});
+        } else {
+          m->auth_failures.fetch_add(1, std::memory_order_relaxed);
+          m->errors.fetch_add(1, std::memory_order_relaxed);
+          native::EncodeResponse(
+              &c->out, native::Code::kError, req.request_id,
+              server_->options_.requirepass.empty()
+                  ? "ERR AUTH called without any password configured"
+                  : "WRONGPASS invalid username-password pair or user is disabled.");
+        }
+        break;
+      case native::Op::kGet: {
+        m->ops[static_cast<int>(OpClass::kRead)].fetch_add(1, std::memory_order_relaxed);
+        value_.clear();
+        if (server_->store_->Get(req.key, &value_)) {
+          m->keyspace_hits.fetch_add(1, std::memory_order_relaxed);
+          native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, value_);
+        } else {
+          m->keyspace_misses.fetch_add(1, std::memory_order_relaxed);
+          native::EncodeResponse(&c->out, native::Code::kNotFound, req.request_id, {});
+        }
+        m->op_latency_us[static_cast<int>(OpClass::kRead)].Record(
+            static_cast<uint64_t>(MonoUs() - t0));
+        break;
+      }
+      case native::Op::kPut:
+      case native::Op::kDelete: {
+        WriteOp op;
+        if (req.op == native::Op::kPut) {
+          if (req.arg < 0 || req.arg > (int64_t{1} << 50)) {
+            if (!may_reply) return false;
+            native::EncodeResponse(&c->out, native::Code::kError, req.request_id,
+                                   "ERR invalid time-to-live");
+            m->errors.fetch_add(1, std::memory_order_relaxed);
+            break;
+          }
+          op.kind = WriteOp::Kind::kSet;
+          op.args = {std::string(req.key), std::string(req.value)};
+          op.expire_at_ms = req.arg > 0 ? WallMs() + req.arg : 0;
+        } else {
+          op.kind = WriteOp::Kind::kDelete;
+          op.args = {std::string(req.key)};
+        }
+        op.start_us = t0;
+        m->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1, std::memory_order_relaxed);
+        server_->store_->Submit(std::move(op), this, c->id);
+        c->session.pending_writes++;
+        c->pending.push_back({req.op == native::Op::kPut ? PendingReply::Kind::kNativePut
+                                                         : PendingReply::Kind::kNativeDelete,
+                              req.request_id});
+        break;
+      }
+      case native::Op::kCommand: {
+        std::vector<std::string_view> args;
+        if (!native::DecodeArgs(req.value, &args)) {
+          if (!may_reply) return false;
+          ProtocolError(c, "malformed argument list");
+          return false;
+        }
+        std::string body;
+        ExecStatus st = commands_.Execute(&c->session, args, &body, this);
+        if (st == ExecStatus::kBlocked) return false;
+        if (st == ExecStatus::kSubmitted) {
+          c->pending.push_back({PendingReply::Kind::kNativeCommand, req.request_id});
+        } else {
+          native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, body);
+          RecordLatency(args, t0);
+          AfterReply(c);
+        }
+        break;
+      }
+    }
+    c->in_pos += consumed;
+    return true;
+  }
+
+  void Flush(Connection* c) {
+    while (c->out_pos < c->out.size()) {
+      ssize_t n = write(c->fd, c->out.data() + c->out_pos, c->out.size() - c->out_pos);
+      if (n > 0) {
+        c->out_pos += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      CloseConnection(c);  // peer gone
+      return;
+    }
+    if (c->out_pos == c->out.size()) {
+      c->out.clear();
+      c->out_pos = 0;
+      if (c->closing && c->session.pending_writes == 0) {
+        CloseConnection(c);
+        return;
+      }
+    } else if (c->out_pos > (1 << 20)) {
+      c->out.erase(0, c->out_pos);
+      c->out_pos = 0;
+    }
+    bool backlog = c->out.size() - c->out_pos > kMaxOutputBacklog;
+    bool want_in = !c->closing && !backlog && c->in.size() - c->in_pos < InputCap();
+    bool want_out = c->out_pos < c->out.size();
+    UpdateEvents(c, want_in, want_out);
+    if (!backlog && c->in_pos < c->in.size() && c->session.pending_writes == 0 && !c->closing &&
+        !want_out) {
+      // Output drained while input was waiting behind it.
+      uint64_t id = c->id;
+      size_t before = c->in_pos;
+      ProcessInput(c);
+      if (c->in_pos != before && conns_.count(id)) Flush(c);
+    }
+  }
+
+  Server* server_;
+  int index_;
+  Commands commands_;
+  int epfd_ = -1;
+  int wake_fd_ = -1;
+  int listen_fd_ = -1;
+  size_t next_thread_ = 0;
+  std::thread thread_;
+  std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
+  std::vector<std::string_view> args_;
+  std::string value_;
+
+  std::mutex mu_;
+  std::vector<Completion> completions_;  // GUARDED_BY(mu_)
+  std::vector<int> adopted_;             // GUARDED_BY(mu_)
+  bool quit_ = false;                    // GUARDED_BY(mu_)
+  bool remove_listener_ = false;         // GUARDED_BY(mu_)
+};
+
+Server::Server(const ServerOptions& options, Store* store, Metrics* metrics)
+    : options_(options), store_(store), metrics_(metrics) {}
+
+Server::~Server() {
+  Stop();
+  if (shutdown_fd_ >= 0) close(shutdown_fd_);
+}
+
+Status Server::Start() {
+  start_ms_ = WallMs();
+  shutdown_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (shutdown_fd_ < 0) return Status::IOError(std::string("eventfd: ") + strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(options_.port));
+  if (inet_pton(AF_INET, options_.bind.c_str(), &addr.sin_addr) != 1) {
+    return Status::InvalidArgument("--bind: '" + options_.bind + "' is not an IPv4 address");
+  }
+  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    Status s = Status::IOError("bind " + options_.bind + ":" + std::to_string(options_.port) +
+                               ": " + strerror(errno));
+    close(listen_fd_);
+    listen_fd_ = -1;
+    return s;
+  }
+  if (listen(listen_fd_, 511) != 0) return Status::IOError(std::string("listen: ") + strerror(errno));
+  socklen_t len = sizeof(addr);
+  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  bound_port_ = ntohs(addr.sin_port);
+  int n = std::max(1, options_.io_threads);
+  for (int i = 0; i < n; i++) {
+    threads_.push_back(std::make_unique<IoThread>(this, i));
+    FAHA_RETURN_IF_ERROR(threads_.back()->Init());
+  }
+  threads_[0]->AddListener(listen_fd_);
+  for (auto& t : threads_) t->Run();
+  return Status::OK();
+}
+
+void Server::Wait() {
+  uint64_t v;
+  while (read(shutdown_fd_, &v, sizeof(v)) < 0 && errno == EINTR) {
+  }
+}
+
+void Server::RequestShutdown() {
+  uint64_t one = 1;
+  ssize_t n = write(shutdown_fd_, &one, sizeof(one));
+  (void)n;
+}
+
+void Server::Stop() {
+  if (threads_.empty()) return;
+  threads_[0]->RemoveListener();
+  // Every write already submitted becomes durable and its reply is delivered.
+  store_->Stop();
+  for (auto& t : threads_) t->Quit();
+  for (auto& t : threads_) t->Join();
+  threads_.clear();
+  if (listen_fd_ >= 0) close(listen_fd_);
+  listen_fd_ = -1;
+}
+
+}  // namespace faha

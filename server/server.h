@@ -1,0 +1,82 @@
+// Server: the client port. One listening socket speaks RESP and the native
+// protocol (told apart by a connection's first byte), served by io_threads
+// epoll loops. Each connection is owned by one I/O thread for its whole life;
+// a connection's commands run in order, and a read that follows a pending
+// write on the same connection waits for that write's commit, so every client
+// reads its own writes and replies leave in request order.
+//
+// Thread-safety: Start/Wait/Stop from the main thread; RequestShutdown from any
+// thread or a signal handler (it only writes to an eventfd).
+#ifndef FAHA_SERVER_SERVER_H_
+#define FAHA_SERVER_SERVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "faha/status.h"
+#include "nvm/log.h"
+#include "server/metrics.h"
+#include "server/store.h"
+
+namespace faha {
+
+struct ServerOptions {
+  std::string bind = "127.0.0.1";
+  int port = 7379;
+  std::string requirepass;
+  uint32_t max_key_bytes = 16 << 10;
+  uint32_t max_value_bytes = 1 << 20;
+  uint32_t max_clients = 10000;
+  uint32_t max_pipeline = 4096;  // writes in flight per connection
+  int io_threads = 2;
+  std::string data_dir;  // for INFO
+  int metrics_port = -1;  // for INFO
+  nvm::RecoveryReport recovery;  // for INFO
+  uint64_t recovered_keys = 0;
+};
+
+class IoThread;
+
+class Server {
+ public:
+  Server(const ServerOptions& options, Store* store, Metrics* metrics);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds the port and starts the I/O threads.
+  Status Start();
+  // Blocks until RequestShutdown() (SIGTERM, SHUTDOWN).
+  void Wait();
+  // Async-signal-safe.
+  void RequestShutdown();
+  // Stops accepting, lets the store commit what it holds, flushes replies, joins.
+  void Stop();
+
+  const ServerOptions& options() const { return options_; }
+  Store* store() const { return store_; }
+  Metrics* metrics() const { return metrics_; }
+  int64_t start_ms() const { return start_ms_; }
+  int bound_port() const { return bound_port_; }
+
+ private:
+  friend class IoThread;
+  ServerOptions options_;
+  Store* store_;
+  Metrics* metrics_;
+  int listen_fd_ = -1;
+  int bound_port_ = 0;
+  int shutdown_fd_ = -1;
+  int64_t start_ms_ = 0;
+  std::atomic<uint32_t> clients_{0};
+  std::atomic<uint64_t> next_conn_id_{16};
+  std::vector<std::unique_ptr<IoThread>> threads_;
+};
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_SERVER_H_

@@ -1,0 +1,317 @@
+#include "server/store.h"
+
+#include <charconv>
+#include <climits>
+
+#include "common/checksum.h"
+#include "common/clock.h"
+#include "common/logging.h"
+
+namespace faha {
+
+using nvm::RecordType;
+using nvm::RecordView;
+
+Store::Store(const StoreOptions& options, Metrics* metrics)
+    : options_(options), metrics_(metrics), index_(this) {}
+
+Store::~Store() { Stop(); }
+
+StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options, Metrics* metrics,
+                                             nvm::RecoveryReport* report) {
+  auto dev = nvm::OpenPmemDevice(options.dir);
+  if (!dev.ok()) return dev.status();
+  return OpenOnDevice(std::shared_ptr<nvm::LogDevice>(std::move(*dev)), options, metrics, report);
+}
+
+StatusOr<std::unique_ptr<Store>> Store::OpenOnDevice(std::shared_ptr<nvm::LogDevice> device,
+                                                     const StoreOptions& options,
+                                                     Metrics* metrics,
+                                                     nvm::RecoveryReport* report) {
+  std::unique_ptr<Store> store(new Store(options, metrics));
+  auto log = nvm::Log::Open(std::move(device), options.log);
+  if (!log.ok()) return log.status();
+  store->log_ = std::move(*log);
+  if (options.max_batch_bytes > store->log_->max_payload_bytes()) {
+    return Status::InvalidArgument("max batch size " + std::to_string(options.max_batch_bytes) +
+                                   " does not fit in a segment");
+  }
+  Store* s = store.get();
+  const int64_t now = WallMs();
+  FAHA_RETURN_IF_ERROR(store->log_->Recover(
+      [s, now](const RecordView& rec, uint64_t loc, uint64_t) {
+        if (rec.type == RecordType::kPut && rec.expire_at_ms != 0 && rec.expire_at_ms <= now) {
+          // Expired while the server was down: reclaim it now.
+          RecordView del = rec;
+          del.type = RecordType::kDelete;
+          s->ApplyRecord(del, loc);
+          return;
+        }
+        s->ApplyRecord(rec, loc);
+      },
+      report));
+  return store;
+}
+
+void Store::Start() { sequencer_ = std::thread([this] { SequencerLoop_st(); }); }
+
+void Store::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (sequencer_.joinable()) sequencer_.join();
+}
+
+std::string_view Store::KeyAt(uint64_t location) const { return log_->ReadRecord(location).key; }
+
+void Store::ApplyRecord(const RecordView& rec, uint64_t location) {
+  switch (rec.type) {
+    case RecordType::kPut: {
+      uint64_t old = index_.Upsert(rec.key, HashKey(rec.key), location);
+      bool had = old != 0 && log_->ReadRecord(old).expire_at_ms != 0;
+      if (had && rec.expire_at_ms == 0) keys_with_expiry_.fetch_sub(1);
+      if (!had && rec.expire_at_ms != 0) keys_with_expiry_.fetch_add(1);
+      break;
+    }
+    case RecordType::kDelete: {
+      uint64_t old = index_.Erase(rec.key, HashKey(rec.key));
+      if (old != 0 && log_->ReadRecord(old).expire_at_ms != 0) keys_with_expiry_.fetch_sub(1);
+      break;
+    }
+    case RecordType::kFlushAll:
+      index_.Clear();
+      keys_with_expiry_.store(0);
+      break;
+  }
+}
+
+bool Store::Get(std::string_view key, std::string* value) const {
+  uint64_t loc = index_.Find(key, HashKey(key));
+  if (loc == 0) return false;
+  RecordView r = log_->ReadRecord(loc);
+  if (r.expire_at_ms != 0 && r.expire_at_ms <= WallMs()) return false;
+  value->append(r.value);
+  return true;
+}
+
+bool Store::Exists(std::string_view key) const {
+  uint64_t loc = index_.Find(key, HashKey(key));
+  if (loc == 0) return false;
+  RecordView r = log_->ReadRecord(loc);
+  return r.expire_at_ms == 0 || r.expire_at_ms > WallMs();
+}
+
+int64_t Store::PttlMs(std::string_view key) const {
+  uint64_t loc = index_.Find(key, HashKey(key));
+  if (loc == 0) return -2;
+  RecordView r = log_->ReadRecord(loc);
+  if (r.expire_at_ms == 0) return -1;
+  int64_t left = r.expire_at_ms - WallMs();
+  return left <= 0 ? -2 : left;
+}
+
+uint64_t Store::Scan(uint64_t cursor, size_t count, std::vector<std::string>* keys) const {
+  int64_t now = WallMs();
+  return index_.Scan(cursor, count, [&](uint64_t loc) {
+    RecordView r = log_->ReadRecord(loc);
+    if (r.expire_at_ms == 0 || r.expire_at_ms > now) keys->emplace_back(r.key);
+  });
+}
+
+void Store::Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    queue_.push_back(Pending{std::move(op), sink, conn_id});
+  }
+  cv_.notify_one();
+}
+
+Store::Current Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms) {
+  Current c;
+  if (overlay_flushed_) return c;
+  uint64_t loc = index_.Find(key, HashKey(key));
+  if (loc == 0) return c;
+  RecordView r = log_->ReadRecord(loc);
+  if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return c;
+  c.exists = true;
+  c.expire_at_ms = r.expire_at_ms;
+  if (want_value) c.value.assign(r.value);
+  return c;
+}
+
+void Store::SequencerLoop_st() {
+  std::vector<Pending> taken;
+  nvm::BatchBuilder batch;
+  std::vector<WriteResult> results;
+  std::unordered_map<CompletionSink*, std::vector<Completion>> by_sink;
+  while (true) {
+    taken.clear();
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty() && stopping_) return;
+      size_t bytes = 0;
+      while (!queue_.empty()) {
+        size_t op_bytes = 64;
+        for (const auto& a : queue_.front().op.args) op_bytes += a.size() + sizeof(nvm::RecordHeader);
+        if (!taken.empty() && bytes + op_bytes > options_.max_batch_bytes) break;
+        bytes += op_bytes;
+        taken.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    batch.Clear();
+    overlay_.clear();
+    overlay_flushed_ = false;
+    results.clear();
+    const int64_t now = WallMs();
+    for (const Pending& p : taken) results.push_back(Evaluate_st(p.op, &batch, now));
+
+    if (!batch.empty()) {
+      int64_t t0 = MonoUs();
+      auto appended = log_->AppendBatch_wt(batch.payload(), batch.count());
+      if (!appended.ok()) {
+        if (!failed_.exchange(true)) {
+          FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
+                         appended.status().ToString().c_str());
+        }
+        for (auto& r : results) {
+          r = WriteResult::Error("IOERR write not durable: " + appended.status().ToString());
+        }
+      } else {
+        metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+        metrics_->batches.fetch_add(1, std::memory_order_relaxed);
+        metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
+        metrics_->batch_bytes.Record(batch.bytes());
+        metrics_->batch_ops.Record(taken.size());
+        // Publish in log order: the index now names the new records.
+        const char* base = log_->RecordPtr(appended->base_location);
+        size_t off = 0;
+        while (off < batch.bytes()) {
+          RecordView rec;
+          size_t n;
+          nvm::DecodeRecord(base + off, batch.bytes() - off, &rec, &n);
+          ApplyRecord(rec, appended->base_location + off);
+          off += n;
+        }
+      }
+    }
+    by_sink.clear();
+    for (size_t i = 0; i < taken.size(); i++) {
+      by_sink[taken[i].sink].push_back(
+          Completion{taken[i].conn_id, std::move(results[i]), taken[i].op.start_us});
+    }
+    for (auto& [sink, completions] : by_sink) sink->Deliver(&completions);
+  }
+}
+
+void Store::Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,
+                   int64_t expire_at_ms) {
+  size_t off = batch->Add(RecordType::kPut, key, value, expire_at_ms);
+  overlay_[std::string(key)] = off;
+}
+
+void Store::Delete_st(nvm::BatchBuilder* batch, std::string_view key) {
+  batch->Add(RecordType::kDelete, key, {}, 0);
+  overlay_[std::string(key)] = kDeleted;
+}
+
+namespace {
+bool ParseInt64(std::string_view s, int64_t* v) {
+  if (s.empty() || s.size() > 20) return false;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+}  // namespace
+
+WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms) {
+  if (failed_.load(std::memory_order_relaxed)) {
+    return WriteResult::Error("IOERR the log failed earlier; this node refuses writes until restart");
+  }
+  // Current state of a key: the batch's own earlier writes win over the index.
+  auto current = [&](std::string_view key, bool want_value) {
+    auto it = overlay_.find(std::string(key));
+    if (it == overlay_.end()) return Lookup_st(key, want_value, now_ms);
+    Current c;
+    if (it->second == kDeleted) return c;
+    RecordView r;
+    size_t n;
+    nvm::DecodeRecord(batch->payload().data() + it->second, batch->bytes() - it->second, &r, &n);
+    if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return c;
+    c.exists = true;
+    c.expire_at_ms = r.expire_at_ms;
+    if (want_value) c.value.assign(r.value);
+    return c;
+  };
+
+  switch (op.kind) {
+    case WriteOp::Kind::kSet: {
+      const std::string& key = op.args[0];
+      bool need_state = op.nx || op.xx || op.keep_ttl || op.get_old;
+      Current cur;
+      if (need_state) cur = current(key, op.get_old);
+      if ((op.nx && cur.exists) || (op.xx && !cur.exists)) {
+        if (op.get_old) return cur.exists ? WriteResult::Bulk(cur.value) : WriteResult::Nil();
+        return WriteResult::Nil();
+      }
+      Put_st(batch, key, op.args[1], op.keep_ttl ? cur.expire_at_ms : op.expire_at_ms);
+      if (op.get_old) return cur.exists ? WriteResult::Bulk(std::move(cur.value)) : WriteResult::Nil();
+      return WriteResult::Ok();
+    }
+    case WriteOp::Kind::kMSet:
+      for (size_t i = 0; i + 1 < op.args.size(); i += 2) Put_st(batch, op.args[i], op.args[i + 1], 0);
+      return WriteResult::Ok();
+    case WriteOp::Kind::kDelete: {
+      int64_t n = 0;
+      for (const auto& key : op.args) {
+        if (current(key, false).exists) {
+          Delete_st(batch, key);
+          n++;
+        }
+      }
+      return WriteResult::Int(n);
+    }
+    case WriteOp::Kind::kIncrBy: {
+      const std::string& key = op.args[0];
+      Current cur = current(key, true);
+      int64_t v = 0;
+      if (cur.exists && !ParseInt64(cur.value, &v)) {
+        return WriteResult::Error("ERR value is not an integer or out of range");
+      }
+      if ((op.delta > 0 && v > INT64_MAX - op.delta) || (op.delta < 0 && v < INT64_MIN - op.delta)) {
+        return WriteResult::Error("ERR increment or decrement would overflow");
+      }
+      v += op.delta;
+      Put_st(batch, key, std::to_string(v), cur.expire_at_ms);
+      return WriteResult::Int(v);
+    }
+    case WriteOp::Kind::kExpire: {
+      const std::string& key = op.args[0];
+      Current cur = current(key, true);
+      if (!cur.exists) return WriteResult::Int(0);
+      if (op.expire_at_ms <= now_ms) {
+        Delete_st(batch, key);
+      } else {
+        Put_st(batch, key, cur.value, op.expire_at_ms);
+      }
+      return WriteResult::Int(1);
+    }
+    case WriteOp::Kind::kPersist: {
+      const std::string& key = op.args[0];
+      Current cur = current(key, true);
+      if (!cur.exists || cur.expire_at_ms == 0) return WriteResult::Int(0);
+      Put_st(batch, key, cur.value, 0);
+      return WriteResult::Int(1);
+    }
+    case WriteOp::Kind::kFlushAll:
+      batch->Add(RecordType::kFlushAll, {}, {}, 0);
+      overlay_.clear();
+      overlay_flushed_ = true;
+      return WriteResult::Ok();
+  }
+  return WriteResult::Error("ERR internal: unknown write");
+}
+
+}  // namespace faha

@@ -1,0 +1,162 @@
+// Store: the key-value state of one node: the PMem log, the DRAM index over it,
+// and the sequencer thread that turns client writes into durable batches.
+//
+// Writes: any thread calls Submit(); the sequencer thread (suffix _st) takes
+// everything queued, evaluates each write against the committed state plus the
+// writes before it in the same batch (so SET NX, INCR and DEL counts are exact),
+// appends the batch to the log with one persist (pipelined group commit: while
+// one batch persists, the next one fills), then updates the index and only then
+// hands the replies to their CompletionSinks. No reader sees an uncommitted value.
+//
+// Reads: Get/Exists/Ttl/Scan from any thread; they see committed data only.
+#ifndef FAHA_SERVER_STORE_H_
+#define FAHA_SERVER_STORE_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/thread_annotations.h"
+#include "faha/status.h"
+#include "nvm/log.h"
+#include "server/index.h"
+#include "server/metrics.h"
+
+namespace faha {
+
+struct WriteOp {
+  enum class Kind : uint8_t { kSet, kDelete, kMSet, kIncrBy, kExpire, kPersist, kFlushAll };
+  Kind kind = Kind::kSet;
+  std::vector<std::string> args;  // kSet/kIncrBy/kExpire/kPersist: [key(, value)]; kDelete: keys;
+                                  // kMSet: key, value, key, value, ...
+  int64_t expire_at_ms = 0;       // kSet: absolute expiry, 0 = none; kExpire: new expiry
+  bool nx = false;                // kSet: only if absent
+  bool xx = false;                // kSet: only if present
+  bool keep_ttl = false;          // kSet: keep the current expiry
+  bool get_old = false;           // kSet: reply with the previous value
+  int64_t delta = 0;              // kIncrBy
+  int64_t start_us = 0;           // for latency metrics
+};
+
+struct WriteResult {
+  enum class Kind : uint8_t { kOk, kNil, kInt, kBulk, kError };
+  Kind kind = Kind::kOk;
+  int64_t integer = 0;
+  std::string str;  // kBulk value or kError message (without the leading '-')
+  static WriteResult Ok() { return {}; }
+  static WriteResult Nil() { return {Kind::kNil, 0, {}}; }
+  static WriteResult Int(int64_t v) { return {Kind::kInt, v, {}}; }
+  static WriteResult Bulk(std::string s) { return {Kind::kBulk, 0, std::move(s)}; }
+  static WriteResult Error(std::string s) { return {Kind::kError, 0, std::move(s)}; }
+};
+
+struct Completion {
+  uint64_t conn_id;
+  WriteResult result;
+  int64_t start_us;
+};
+
+// Receives the replies of committed writes. Deliver() is called on the
+// sequencer thread once per batch with every completion for this sink, in
+// submission order; it must not block for long.
+class CompletionSink {
+ public:
+  virtual ~CompletionSink() = default;
+  virtual void Deliver(std::vector<Completion>* completions) = 0;
+};
+
+struct StoreOptions {
+  std::string dir;
+  nvm::LogOptions log;
+  size_t max_batch_bytes = 8 << 20;
+};
+
+class Store : private KeyReader {
+ public:
+  // Opens (recovering) the store in options.dir.
+  static StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options, Metrics* metrics,
+                                               nvm::RecoveryReport* report);
+  // Same, on an explicit device (tests).
+  static StatusOr<std::unique_ptr<Store>> OpenOnDevice(std::shared_ptr<nvm::LogDevice> device,
+                                                       const StoreOptions& options,
+                                                       Metrics* metrics,
+                                                       nvm::RecoveryReport* report);
+  ~Store() override;
+
+  void Start();
+  // Commits everything submitted so far, then stops the sequencer.
+  void Stop();
+
+  // Queues a write; its reply reaches `sink` after the write is durable.
+  void Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id);
+
+  // Appends the committed value of `key` to *value. False if absent or expired.
+  bool Get(std::string_view key, std::string* value) const;
+  bool Exists(std::string_view key) const;
+  // Milliseconds to live: -2 if absent, -1 if no expiry.
+  int64_t PttlMs(std::string_view key) const;
+  // Iterates keys (cursor semantics of Index::Scan); expired keys are skipped.
+  uint64_t Scan(uint64_t cursor, size_t count, std::vector<std::string>* keys) const;
+
+  uint64_t KeyCount() const { return index_.size(); }
+  uint64_t KeysWithExpiry() const { return keys_with_expiry_.load(std::memory_order_relaxed); }
+  size_t IndexMemoryBytes() const { return index_.MemoryBytes(); }
+  const nvm::Log& log() const { return *log_; }
+  uint64_t committed_lsn() const { return log_->next_lsn() - 1; }
+  bool failed() const { return failed_.load(); }
+
+ private:
+  Store(const StoreOptions& options, Metrics* metrics);
+  std::string_view KeyAt(uint64_t location) const override;
+  void ApplyRecord(const nvm::RecordView& rec, uint64_t location);
+  void SequencerLoop_st();
+
+  struct Pending {
+    WriteOp op;
+    CompletionSink* sink;
+    uint64_t conn_id;
+  };
+  // The state of a key as the sequencer sees it: committed, or overwritten by
+  // an earlier write of the batch being built.
+  struct Current {
+    bool exists = false;
+    std::string value;
+    int64_t expire_at_ms = 0;
+  };
+  // Committed state of key (ignoring the batch being built).
+  Current Lookup_st(std::string_view key, bool want_value, int64_t now_ms);
+  WriteResult Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms);
+  void Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,
+              int64_t expire_at_ms);
+  void Delete_st(nvm::BatchBuilder* batch, std::string_view key);
+
+  StoreOptions options_;
+  Metrics* metrics_;
+  std::unique_ptr<nvm::Log> log_;
+  Index index_;
+  std::atomic<uint64_t> keys_with_expiry_{0};
+  std::atomic<bool> failed_{false};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  std::thread sequencer_;
+
+  // Sequencer-owned: writes of the batch being built, key -> payload offset of
+  // its record (or kDeleted), and whether the batch flushed everything.
+  static constexpr size_t kDeleted = SIZE_MAX;
+  std::unordered_map<std::string, size_t> overlay_;
+  bool overlay_flushed_ = false;
+};
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_STORE_H_
