@@ -1,1 +1,261 @@
+#include "tests/harness.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "faha/client.h"
+
+namespace faha::test {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+std::string BinDir() {
+  const char* d = getenv("FAHA_BIN_DIR");
+  return d ? d : "./build";
+}
+
+int FreePort() {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) throw std::runtime_error("bind");
+  socklen_t len = sizeof(a);
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/faha-test-XXXXXX";
+  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp");
+  path_ = tmpl;
+}
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+RunResult RunTool(const std::vector<std::string>& argv, const std::string& input, int timeout_ms) {
+  int in_pipe[2], out_pipe[2], err_pipe[2];
+  if (pipe(in_pipe) || pipe(out_pipe) || pipe(err_pipe)) throw std::runtime_error("pipe");
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(in_pipe[0], 0);
+    dup2(out_pipe[1], 1);
+    dup2(err_pipe[1], 2);
+    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) close(fd);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    fprintf(stderr, "exec %s: %s\n", args[0], strerror(errno));
+    _exit(127);
+  }
+  close(in_pipe[0]);
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  RunResult r;
+  size_t in_pos = 0;
+  int in_fd = in_pipe[1];
+  fcntl(in_fd, F_SETFL, O_NONBLOCK);
+  if (input.empty()) {
+    close(in_fd);
+    in_fd = -1;
+  }
+  int64_t deadline = NowMs() + timeout_ms;
+  bool out_open = true, err_open = true;
+  while (out_open || err_open) {
+    pollfd p[3] = {{out_open ? out_pipe[0] : -1, POLLIN, 0},
+                   {err_open ? err_pipe[0] : -1, POLLIN, 0},
+                   {in_fd, POLLOUT, 0}};
+    int wait = static_cast<int>(deadline - NowMs());
+    if (wait <= 0) break;
+    poll(p, 3, wait);
+    char buf[65536];
+    if (p[0].revents) {
+      ssize_t n = read(out_pipe[0], buf, sizeof(buf));
+      if (n <= 0) out_open = false; else r.out.append(buf, n);
+    }
+    if (p[1].revents) {
+      ssize_t n = read(err_pipe[0], buf, sizeof(buf));
+      if (n <= 0) err_open = false; else r.err.append(buf, n);
+    }
+    if (in_fd >= 0 && p[2].revents) {
+      ssize_t n = write(in_fd, input.data() + in_pos, input.size() - in_pos);
+      if (n > 0) in_pos += n;
+      if (n < 0 || in_pos == input.size()) {
+        close(in_fd);
+        in_fd = -1;
+      }
+    }
+  }
+  if (in_fd >= 0) close(in_fd);
+  close(out_pipe[0]);
+  close(err_pipe[0]);
+  int status = 0;
+  if (out_open || err_open) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    r.exit_code = -1;
+    return r;
+  }
+  while (true) {
+    pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (NowMs() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      r.exit_code = -1;
+      return r;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+ServerProcess::ServerProcess(std::string data_dir, std::vector<std::string> extra_flags)
+    : data_dir_(std::move(data_dir)), flags_(std::move(extra_flags)), port_(FreePort()) {
+  log_path_ = data_dir_ + ".server.log";
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  unlink(log_path_.c_str());
+}
+
+void ServerProcess::Start() {
+  std::vector<std::string> argv = {BinDir() + "/faha-server", "--data_dir=" + data_dir_,
+                                   "--port=" + std::to_string(port_), "--bind=127.0.0.1",
+                                   "--metrics_port=-1"};
+  for (const auto& f : flags_) argv.push_back(f);
+  pid_ = fork();
+  if (pid_ == 0) {
+    int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 2);
+    dup2(fd, 1);
+    close(fd);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+}
+
+bool ServerProcess::WaitReady(int timeout_ms) {
+  int64_t deadline = NowMs() + timeout_ms;
+  while (NowMs() < deadline) {
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return false;
+    }
+    ClientOptions o;
+    o.address = address();
+    o.connect_timeout_ms = 200;
+    o.op_timeout_ms = 1000;
+    // A password-protected server answers PING too, so a bare connect works.
+    auto c = Client::Connect(o);
+    if (c.ok() || c.status().code() == Status::Code::kAuth) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+int ServerProcess::Kill(int sig) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, sig);
+  if (sig == SIGKILL || sig == SIGTERM || sig == SIGINT) return WaitExit();
+  return 0;
+}
+
+int ServerProcess::WaitExit(int timeout_ms) {
+  if (pid_ <= 0) return -1;
+  int64_t deadline = NowMs() + timeout_ms;
+  int status = 0;
+  while (true) {
+    pid_t w = waitpid(pid_, &status, WNOHANG);
+    if (w == pid_) break;
+    if (NowMs() > deadline) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string ServerProcess::Log() const {
+  std::ifstream f(log_path_);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string RawExchange(int port, const std::string& bytes, int timeout_ms, bool* closed_by_server) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(s);
+    return "<connect failed>";
+  }
+  size_t sent = 0;
+  std::string out;
+  int64_t deadline = NowMs() + timeout_ms;
+  bool closed = false;
+  while (NowMs() < deadline) {
+    pollfd p{s, static_cast<short>(POLLIN | (sent < bytes.size() ? POLLOUT : 0)), 0};
+    poll(&p, 1, 50);
+    if ((p.revents & POLLOUT) && sent < bytes.size()) {
+      ssize_t n = send(s, bytes.data() + sent, std::min<size_t>(bytes.size() - sent, 1 << 20), MSG_NOSIGNAL);
+      if (n > 0) sent += n;
+      if (n < 0 && errno != EAGAIN) {
+        // The server may close while we still send (e.g. after refusing a frame).
+        sent = bytes.size();
+      }
+    }
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+      char buf[65536];
+      ssize_t n = recv(s, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        closed = true;
+        break;
+      }
+      out.append(buf, n);
+    }
+  }
+  close(s);
+  if (closed_by_server) *closed_by_server = closed;
+  return out;
+}
+
+}  // namespace faha::test

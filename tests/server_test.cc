@@ -1,1 +1,224 @@
+// Integration tests of faha-server as a real process on 127.0.0.1: the native
+// client library (sync, pipelined, TTL, auth, limits), faha-cli one-shot and
+// interactive, clean SIGTERM shutdown, restart recovery, INFO and /metrics.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <signal.h>
 
+#include <thread>
+
+#include "faha/client.h"
+#include "tests/harness.h"
+
+namespace faha::test {
+namespace {
+
+std::unique_ptr<Client> MustConnect(const std::string& addr, const std::string& password = "") {
+  ClientOptions o;
+  o.address = addr;
+  o.password = password;
+  auto c = Client::Connect(o);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void StartServer(std::vector<std::string> flags = {}) {
+    server_ = std::make_unique<ServerProcess>(dir_.path() + "/data", std::move(flags));
+    server_->Start();
+    ASSERT_TRUE(server_->WaitReady()) << server_->Log();
+  }
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(ServerTest, ClientPutGetDeleteAndPipelining) {
+  StartServer();
+  auto c = MustConnect(server_->address());
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(c->Ping().ok());
+  EXPECT_TRUE(c->Put("alpha", "one").ok());
+  std::string v;
+  EXPECT_TRUE(c->Get("alpha", &v).ok());
+  EXPECT_EQ(v, "one");
+  EXPECT_TRUE(c->Get("missing", &v).IsNotFound());
+  bool existed = false;
+  EXPECT_TRUE(c->Delete("alpha", &existed).ok());
+  EXPECT_TRUE(existed);
+  EXPECT_TRUE(c->Delete("alpha", &existed).ok());
+  EXPECT_FALSE(existed);
+  EXPECT_TRUE(c->Get("alpha", &v).IsNotFound());
+
+  // 2000 pipelined writes then reads in one flush each; reads see the writes.
+  int ok = 0;
+  for (int i = 0; i < 2000; i++) {
+    c->PutAsync("p" + std::to_string(i), std::string(i % 500, 'x') + std::to_string(i),
+                [&](const Status& s) { ok += s.ok(); });
+  }
+  EXPECT_EQ(c->queued(), 2000u);
+  ASSERT_TRUE(c->Flush().ok());
+  EXPECT_EQ(ok, 2000);
+  int good = 0;
+  for (int i = 0; i < 2000; i++) {
+    std::string want = std::string(i % 500, 'x') + std::to_string(i);
+    c->GetAsync("p" + std::to_string(i), [&, want](const Status& s, std::string_view got) {
+      good += s.ok() && got == want;
+    });
+  }
+  ASSERT_TRUE(c->Flush().ok());
+  EXPECT_EQ(good, 2000);
+  // Mixed on one connection: a read after a write sees it.
+  std::string seen;
+  c->PutAsync("rw", "v1", [](const Status&) {});
+  c->GetAsync("rw", [&](const Status&, std::string_view g) { seen = g; });
+  c->PutAsync("rw", "v2", [](const Status&) {});
+  ASSERT_TRUE(c->Flush().ok());
+  EXPECT_EQ(seen, "v1");
+  auto r = c->Command({"DBSIZE"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->integer, 2001);
+}
+
+TEST_F(ServerTest, TtlSurvivesRestartAndExpires) {
+  StartServer();
+  auto c = MustConnect(server_->address());
+  PutOptions ttl;
+  ttl.ttl_ms = 1500;
+  ASSERT_TRUE(c->Put("short", "v", ttl).ok());
+  ASSERT_TRUE(c->Command({"SET", "long", "v", "EX", "1000"}).ok());
+  ASSERT_TRUE(c->Command({"SET", "plain", "v"}).ok());
+  c.reset();
+  EXPECT_EQ(server_->Kill(SIGKILL), 128 + SIGKILL);
+  server_->Start();
+  ASSERT_TRUE(server_->WaitReady()) << server_->Log();
+  c = MustConnect(server_->address());
+  auto pttl = c->Command({"PTTL", "short"});
+  ASSERT_TRUE(pttl.ok());
+  EXPECT_GT(pttl->integer, 0);
+  EXPECT_LE(pttl->integer, 1500);
+  EXPECT_GT(c->Command({"TTL", "long"})->integer, 990);
+  EXPECT_EQ(c->Command({"TTL", "plain"})->integer, -1);
+  std::string v;
+  for (int i = 0; i < 300 && c->Get("short", &v).ok(); i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(c->Get("short", &v).IsNotFound());
+  EXPECT_EQ(c->Command({"TTL", "short"})->integer, -2);
+}
+
+TEST_F(ServerTest, SigtermShutsDownCleanlyAndKeepsEverything) {
+  StartServer();
+  auto c = MustConnect(server_->address());
+  for (int i = 0; i < 500; i++) c->PutAsync("k" + std::to_string(i), "v" + std::to_string(i), [](const Status&) {});
+  ASSERT_TRUE(c->Flush().ok());
+  c.reset();
+  EXPECT_EQ(server_->Kill(SIGTERM), 0) << server_->Log();
+  EXPECT_NE(server_->Log().find("shutdown complete"), std::string::npos) << server_->Log();
+  server_->Start();
+  ASSERT_TRUE(server_->WaitReady());
+  EXPECT_NE(server_->Log().find("500 keys"), std::string::npos) << server_->Log();
+  c = MustConnect(server_->address());
+  std::string v;
+  ASSERT_TRUE(c->Get("k499", &v).ok());
+  EXPECT_EQ(v, "v499");
+  // SHUTDOWN over the wire does the same.
+  auto r = c->Command({"SHUTDOWN"});
+  EXPECT_EQ(server_->WaitExit(), 0) << server_->Log();
+}
+
+TEST_F(ServerTest, AuthIsRequiredWhenConfigured) {
+  StartServer({"--requirepass=s3cret"});
+  ClientOptions o;
+  o.address = server_->address();
+  o.password = "wrong";
+  auto bad = Client::Connect(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Status::Code::kAuth) << bad.status().ToString();
+  o.password = "";
+  auto anon = Client::Connect(o);  // PING is allowed before AUTH
+  ASSERT_TRUE(anon.ok());
+  std::string v;
+  Status s = (*anon)->Put("k", "v");
+  EXPECT_EQ(s.code(), Status::Code::kAuth) << s.ToString();
+  auto r = (*anon)->Command({"GET", "k"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kAuth);
+  EXPECT_EQ(r.status().message().rfind("NOAUTH", 0), 0u) << r.status().ToString();
+  auto good = MustConnect(server_->address(), "s3cret");
+  ASSERT_TRUE(good);
+  EXPECT_TRUE(good->Put("k", "v").ok());
+  // Nothing the unauthenticated client sent was applied.
+  EXPECT_EQ(good->Command({"DBSIZE"})->integer, 1);
+  auto info = good->Command({"INFO", "stats"});
+  EXPECT_NE(info->str.find("auth_failures:1"), std::string::npos) << info->str;
+}
+
+TEST_F(ServerTest, MaxClientsRefusesWithAClearError) {
+  StartServer({"--max_clients=2"});
+  auto a = MustConnect(server_->address());
+  auto b = MustConnect(server_->address());
+  ASSERT_TRUE(a && b);
+  ClientOptions o;
+  o.address = server_->address();
+  auto c = Client::Connect(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("max number of clients"), std::string::npos)
+      << c.status().ToString();
+  a.reset();
+  // The slot frees once the server sees the close.
+  bool reconnected = false;
+  for (int i = 0; i < 100 && !reconnected; i++) {
+    reconnected = Client::Connect(o).ok();
+    if (!reconnected) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(reconnected);
+}
+
+TEST_F(ServerTest, CliOneShotAndInteractive) {
+  StartServer();
+  std::string cli = BinDir() + "/faha-cli";
+  std::string port = std::to_string(server_->port());
+  auto r = RunTool({cli, "-p", port, "SET", "greeting", "hello world"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "OK\n");
+  r = RunTool({cli, "-p", port, "GET", "greeting"});
+  EXPECT_EQ(r.out, "\"hello world\"\n");
+  r = RunTool({cli, "-p", port, "NOSUCH"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("(error) ERR unknown command 'NOSUCH'"), std::string::npos) << r.out;
+  r = RunTool({cli, "-p", port}, "INCR n\nINCRBY n 41\nMGET n greeting missing\nset \"a b\" 'c d'\nget \"a b\"\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "(integer) 1\n(integer) 42\n1) \"42\"\n2) \"hello world\"\n3) (nil)\nOK\n\"c d\"\n");
+  r = RunTool({cli, "-p", std::to_string(FreePort()), "PING"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot connect"), std::string::npos) << r.err;
+}
+
+TEST_F(ServerTest, InfoAndPrometheusMetrics) {
+  int mport = FreePort();
+  StartServer({"--metrics_port=" + std::to_string(mport)});
+  auto c = MustConnect(server_->address());
+  for (int i = 0; i < 100; i++) ASSERT_TRUE(c->Put("k" + std::to_string(i), "v").ok());
+  std::string v;
+  ASSERT_TRUE(c->Get("k1", &v).ok());
+  auto info = c->Command({"INFO"});
+  ASSERT_TRUE(info.ok());
+  for (const char* want : {"# Server", "# Persistence", "# Stats", "# Memory", "# Keyspace",
+                           "db0:keys=100", "log_granularity:", "index_bytes_per_key:",
+                           "ops_write:100", "batch_ops_avg:", "latency_write_usec_p99:"}) {
+    EXPECT_NE(info->str.find(want), std::string::npos) << want << "\n" << info->str;
+  }
+  auto role = c->Command({"ROLE"});
+  ASSERT_EQ(role->type, Reply::Type::kArray);
+  EXPECT_EQ(role->elements[0].str, "primary");
+  std::string http = RawExchange(mport, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n", 5000);
+  for (const char* want : {"faha_ops_total{class=\"write\"} 100", "faha_op_latency_seconds_bucket",
+                           "faha_log_bytes", "faha_batch_bytes_bucket", "faha_index_keys 100"}) {
+    EXPECT_NE(http.find(want), std::string::npos) << want << "\n" << http.substr(0, 3000);
+  }
+}
+
+}  // namespace
+}  // namespace faha::test

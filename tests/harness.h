@@ -1,0 +1,77 @@
+// Helpers for integration tests that run real faha-server processes on
+// 127.0.0.1: free ports, private data directories, starting a server and
+// polling until it answers, stopping exactly the processes a test started (by
+// pid), and running command-line tools with a timeout. Single-threaded use.
+#ifndef FAHA_TESTS_HARNESS_H_
+#define FAHA_TESTS_HARNESS_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace faha::test {
+
+// Directory of the built binaries (FAHA_BIN_DIR, set by CTest).
+std::string BinDir();
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort();
+
+// A fresh directory under /tmp, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct RunResult {
+  int exit_code = -1;  // -1 if killed by the timeout
+  std::string out;     // stdout
+  std::string err;     // stderr
+};
+// Runs argv with `input` on stdin; kills it after timeout_ms.
+RunResult RunTool(const std::vector<std::string>& argv, const std::string& input = "",
+              int timeout_ms = 30000);
+
+class ServerProcess {
+ public:
+  // Starts faha-server on a free port with its own data dir `data_dir` and the
+  // extra flags; does not wait (see WaitReady).
+  ServerProcess(std::string data_dir, std::vector<std::string> extra_flags = {});
+  ~ServerProcess();  // SIGKILLs the process if still running
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  void Start();
+  // Polls PING until the server answers (true) or it exits / times out (false).
+  bool WaitReady(int timeout_ms = 20000);
+  // Sends `sig` and, for terminating signals, waits for the exit status.
+  int Kill(int sig);
+  // Waits for exit; returns the exit code (128+signal if signalled), -1 on timeout.
+  int WaitExit(int timeout_ms = 20000);
+  bool running() const { return pid_ > 0; }
+  int port() const { return port_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // The server's stderr so far.
+  std::string Log() const;
+
+ private:
+  std::string data_dir_;
+  std::vector<std::string> flags_;
+  int port_;
+  pid_t pid_ = -1;
+  std::string log_path_;
+};
+
+// Sends raw bytes to 127.0.0.1:port and reads until the server closes the
+// connection or timeout_ms passes. Returns what was read.
+std::string RawExchange(int port, const std::string& bytes, int timeout_ms = 5000,
+                        bool* closed_by_server = nullptr);
+
+}  // namespace faha::test
+
+#endif  // FAHA_TESTS_HARNESS_H_
