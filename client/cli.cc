@@ -4,6 +4,7 @@
 // reply or a connection failure); without, it reads commands line by line.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,6 +68,18 @@ bool SplitLine(const std::string& line, std::vector<std::string>* args, std::str
   return true;
 }
 
+// Multi-line bulk replies (INFO) print as they are; everything else as redis-cli shows it.
+void Print(const faha::Reply& r) {
+  if (r.type == faha::Reply::Type::kBulk && r.str.find('\n') != std::string::npos) {
+    std::string text = r.str;
+    text.erase(std::remove(text.begin(), text.end(), '\r'), text.end());
+    fputs(text.c_str(), stdout);
+    if (text.empty() || text.back() != '\n') fputc('\n', stdout);
+    return;
+  }
+  printf("%s\n", r.ToString().c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -116,7 +129,7 @@ int main(int argc, char** argv) {
       fprintf(stderr, "faha-cli: %s\n", reply.status().ToString().c_str());
       return 1;
     }
-    printf("%s\n", reply->ToString().c_str());
+    Print(*reply);
     return reply->type == faha::Reply::Type::kError ? 1 : 0;
   }
   bool tty = isatty(STDIN_FILENO);
@@ -141,7 +154,7 @@ int main(int argc, char** argv) {
       fprintf(stderr, "faha-cli: %s\n", reply.status().ToString().c_str());
       return 1;
     }
-    printf("%s\n", reply->ToString().c_str());
+    Print(*reply);
     fflush(stdout);
     if (reply->type == faha::Reply::Type::kError) rc = 1;
   }

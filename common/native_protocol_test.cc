@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,12 @@
 #include "common/coding.h"
 
 namespace faha::native {
+
+// Readable gtest failure output for DecodeResult.
+static void PrintTo(DecodeResult r, std::ostream* os) {
+  *os << (r == DecodeResult::kOk ? "kOk" : r == DecodeResult::kNeedMore ? "kNeedMore" : "kError");
+}
+
 namespace {
 
 constexpr Op kAllOps[] = {Op::kPing, Op::kAuth, Op::kGet, Op::kPut, Op::kDelete, Op::kCommand};

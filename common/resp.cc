@@ -269,7 +269,10 @@ std::string Reply::Render(int indent) const {
       if (elements.empty()) return "(empty array)";
       std::string s;
       for (size_t i = 0; i < elements.size(); i++) {
-        if (i) s += "\n" + std::string(indent, ' ');
+        if (i) {
+          s += '\n';
+          s.append(static_cast<size_t>(indent), ' ');
+        }
         std::string num = std::to_string(i + 1) + ") ";
         s += num + elements[i].Render(indent + static_cast<int>(num.size()));
       }

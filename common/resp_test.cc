@@ -4,11 +4,18 @@
 
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace faha::resp {
+
+// Readable gtest failure output for ParseResult.
+static void PrintTo(ParseResult r, std::ostream* os) {
+  *os << (r == ParseResult::kOk ? "kOk" : r == ParseResult::kNeedMore ? "kNeedMore" : "kError");
+}
+
 namespace {
 
 using Args = std::vector<std::string>;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <random>
@@ -374,9 +375,8 @@ TEST(IndexTest, ConcurrentReadersSeeEveryPresentKey) {
                  (loc & 0xFFFFFFFFull) != Location(i, 0)) {
         wrong.fetch_add(1);
       }
-      n++;
+      if (++n % 256 == 0) reads.fetch_add(256, std::memory_order_relaxed);
     }
-    reads.fetch_add(n);
   };
   std::thread r1(reader, 1), r2(reader, 2);
   while (readers_started.load() < 2) std::this_thread::yield();
@@ -386,6 +386,12 @@ TEST(IndexTest, ConcurrentReadersSeeEveryPresentKey) {
     index.Upsert(log.key(i), HashKey(log.key(i)), Location(i, 1));
     published.store(i + 1, std::memory_order_release);
     const size_t j = rng() % (i + 1);
+    index.Upsert(log.key(j), HashKey(log.key(j)), Location(j, 2 + rng() % (kMaxVersion - 1)));
+  }
+  // Keep overwriting until the readers have done a fair number of lookups.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (reads.load() < 200000 && std::chrono::steady_clock::now() < deadline) {
+    const size_t j = rng() % kKeys;
     index.Upsert(log.key(j), HashKey(log.key(j)), Location(j, 2 + rng() % (kMaxVersion - 1)));
   }
   done.store(true, std::memory_order_release);
