@@ -37,6 +37,7 @@ class FakeLog : public KeyReader {
   explicit FakeLog(std::vector<std::string> keys) : keys_(std::move(keys)) {}
 
   std::string_view KeyAt(uint64_t location) const override {
+    reads_.fetch_add(1, std::memory_order_relaxed);
     const uint64_t offset = location & 0xFFFFFFFFull;
     const uint64_t segment = location >> 32;
     if (segment == 0 || segment > 0xFFFF || offset < 64 || (offset - 64) % 8 != 0 ||
@@ -50,9 +51,11 @@ class FakeLog : public KeyReader {
   const std::string& key(size_t i) const { return keys_[i]; }
   size_t size() const { return keys_.size(); }
   size_t bad_reads() const { return bad_reads_.load(); }
+  size_t reads() const { return reads_.load(); }
 
  private:
   const std::vector<std::string> keys_;
+  mutable std::atomic<size_t> reads_{0};
   mutable std::atomic<size_t> bad_reads_{0};
 };
 
@@ -240,9 +243,17 @@ TEST(IndexTest, CollisionsWithDifferentTagsInOneProbeRun) {
   Index index(&log, /*shard_bits=*/0);
   auto hash = [](size_t i) { return (static_cast<uint64_t>(i + 1) << 48) | 5; };
   for (size_t i = 0; i < 10; i++) ASSERT_EQ(index.Upsert(log.key(i), hash(i), Location(i)), 0u);
+  // The tag spares the log read for every other key in the run.
+  for (size_t i = 0; i < 10; i++) {
+    const size_t reads_before = log.reads();
+    EXPECT_EQ(index.Find(log.key(i), hash(i)), Location(i)) << i;
+    EXPECT_EQ(log.reads() - reads_before, 1u) << i;
+  }
   for (size_t i = 0; i < 10; i += 2) EXPECT_EQ(index.Erase(log.key(i), hash(i)), Location(i));
   for (size_t i = 0; i < 10; i++) {
+    const size_t reads_before = log.reads();
     EXPECT_EQ(index.Find(log.key(i), hash(i)), i % 2 ? Location(i) : 0) << i;
+    EXPECT_EQ(log.reads() - reads_before, i % 2 ? 1u : 0u) << i;
   }
   EXPECT_EQ(index.size(), 5u);
   EXPECT_EQ(log.bad_reads(), 0u);
