@@ -105,7 +105,9 @@ uint64_t ProcStatusBytes(const std::string& name) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind(name + ":", 0) == 0) return std::strtoull(line.c_str() + name.size() + 1, nullptr, 10) * 1024;
+    if (line.rfind(name + ":", 0) == 0) {
+      return std::strtoull(line.c_str() + name.size() + 1, nullptr, 10) * 1024;
+    }
   }
   return 0;
 }

@@ -56,8 +56,8 @@ constexpr size_t kKeyBytes = 16;
 constexpr size_t kValueBytes = 1000;
 constexpr size_t kIndexKeys = 1'000'000;
 
-std::string g_bench_dir;    // set by main() before any benchmark runs
-int g_idle_threads = 1;     // threads of this process when nothing runs in the background
+std::string g_bench_dir;  // set by main() before any benchmark runs
+int g_idle_threads = 1;   // threads of this process when nothing runs in the background
 
 // Threads of this process, from /proc/self/status; -1 if unreadable.
 int ThreadCount() {
@@ -417,7 +417,8 @@ int main(int argc, char** argv) {
   // removing it would delete someone else's files.
   std::error_code ec;
   if (!std::filesystem::create_directory(faha::g_bench_dir, ec)) {
-    fprintf(stderr, "faha_micro_bench: cannot create %s (%s); FAHA_BENCH_DIR must name a "
+    fprintf(stderr,
+            "faha_micro_bench: cannot create %s (%s); FAHA_BENCH_DIR must name a "
             "directory that does not exist yet\n",
             faha::g_bench_dir.c_str(), ec ? ec.message().c_str() : "it exists");
     return 2;

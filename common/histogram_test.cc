@@ -1,5 +1,4 @@
-// Tests of the log-linear Histogram: bucket boundaries, percentile accuracy
-// against exact percentiles of known samples, counters, CountAtMost and Reset.
+// Tests of Histogram: bucket edges, percentile accuracy vs. exact, counters, CountAtMost, Reset.
 #include "common/histogram.h"
 
 #include <gtest/gtest.h>
@@ -105,8 +104,8 @@ void ExpectPercentilesWithin1Over32(const std::vector<uint64_t>& values) {
   for (double q : {0.5, 0.9, 0.99, 0.999}) {
     const double exact = static_cast<double>(ExactPercentile(sorted, q));
     const double got = static_cast<double>(h->Percentile(q));
-    EXPECT_LE(std::abs(got - exact), exact / 32) << "q=" << q << " exact=" << exact
-                                                 << " got=" << got;
+    EXPECT_LE(std::abs(got - exact), exact / 32)
+        << "q=" << q << " exact=" << exact << " got=" << got;
   }
   EXPECT_LE(std::abs(static_cast<double>(h->Percentile(0)) - static_cast<double>(sorted.front())),
             static_cast<double>(sorted.front()) / 32);

@@ -44,8 +44,9 @@ DecodeResult DecodeRequest(std::string_view in, const Limits& limits, Request* r
     max_value = static_cast<uint64_t>(limits.max_value_bytes) + limits.max_key_bytes + 4096;
   }
   if (h.value_bytes > max_value) {
-    *error = "value of " + std::to_string(h.value_bytes) + " bytes exceeds max_value_bytes (" +
-             std::to_string(limits.max_value_bytes) + ")";
+    *error = "value of " + std::to_string(h.value_bytes) + " bytes exceeds " +
+             (static_cast<Op>(h.op) == Op::kCommand ? "the argument list limit (" : "max_value_bytes (") +
+             std::to_string(max_value) + ")";
     return DecodeResult::kError;
   }
   uint64_t total = sizeof(h) + static_cast<uint64_t>(h.key_bytes) + h.value_bytes;

@@ -1,6 +1,4 @@
-// Tests of the native binary protocol: request and response framing, header
-// validation and size limits decided from the header alone, and kCommand
-// argument lists.
+// Tests of the native protocol: request/response framing, header checks, limits, argument lists.
 #include "common/native_protocol.h"
 
 #include <gtest/gtest.h>
@@ -254,8 +252,7 @@ TEST(NativeRequestTest, CommandAllowsValuePlusKeyPlusFraming) {
 
   std::string over = HeaderBytes(ValidHeader(Op::kCommand, 0, command_max + 1));
   EXPECT_EQ(Decode(over, limits, &req, &consumed, &error), DecodeResult::kError);
-  EXPECT_NE(error.find("value of " + std::to_string(command_max + 1) + " bytes"),
-            std::string::npos)
+  EXPECT_NE(error.find("value of " + std::to_string(command_max + 1) + " bytes"), std::string::npos)
       << error;
 }
 

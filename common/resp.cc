@@ -188,6 +188,11 @@ ParseResult ParseReply(std::string_view in, Reply* reply, size_t* consumed, std:
     *consumed = cr + 2 - in.data();
     return ParseResult::kOk;
   }
+  if (t != ':' && t != '$' && t != '*') {
+    *error = std::string("unknown reply type byte 0x") + "0123456789abcdef"[(t >> 4) & 15] +
+             "0123456789abcdef"[t & 15];
+    return ParseResult::kError;
+  }
   int64_t n = 0;
   int64_t used = ParseLineInt(p, end, &n);
   if (used == 0) return ParseResult::kNeedMore;

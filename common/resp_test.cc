@@ -1,5 +1,4 @@
-// Tests of the RESP request parser (multibulk, inline, split input, limits and
-// protocol errors), the reply encoders, and the client-side reply parser.
+// Tests of RESP: the request parser (split input, limits, errors), encoders, reply parser, Render.
 #include "common/resp.h"
 
 #include <gtest/gtest.h>
@@ -203,7 +202,8 @@ TEST(RespParseCommandTest, NegativeBulkLength) {
 }
 
 TEST(RespParseCommandTest, NonNumericBulkLength) {
-  for (const char* in : {"*1\r\n$abc\r\n", "*1\r\n$\r\n", "*1\r\n$3x\r\nGET\r\n", "*1\r\n$3\rxGET"}) {
+  for (const char* in :
+       {"*1\r\n$abc\r\n", "*1\r\n$\r\n", "*1\r\n$3x\r\nGET\r\n", "*1\r\n$3\rxGET"}) {
     Parsed p = Parse(in);
     EXPECT_EQ(p.result, ParseResult::kError) << in;
     EXPECT_EQ(p.error, "Protocol error: invalid bulk length") << in;

@@ -115,7 +115,7 @@ void Commands::AppendResult(std::string* out, const WriteResult& r) {
 ExecStatus Commands::Submit(Session* s, WriteOp op, CompletionSink* sink) {
   op.start_us = MonoUs();
   server_->metrics()->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1, std::memory_order_relaxed);
-  server_->store()->Submit(std::move(op), sink, s->conn_id);
+  outbox_->push_back(Store::Write{std::move(op), sink, s->conn_id});
   s->pending_writes++;
   return ExecStatus::kSubmitted;
 }

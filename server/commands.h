@@ -35,7 +35,9 @@ enum class ExecStatus {
 
 class Commands {
  public:
-  explicit Commands(Server* server) : server_(server) {}
+  // Writes are appended to *outbox; the caller hands them to Store::SubmitAll
+  // once per burst of input.
+  Commands(Server* server, std::vector<Store::Write>* outbox) : server_(server), outbox_(outbox) {}
   ExecStatus Execute(Session* s, const std::vector<std::string_view>& args, std::string* out,
                      CompletionSink* sink);
   // Checks a password in constant time against --requirepass.
@@ -48,6 +50,7 @@ class Commands {
   void Info(std::string_view section, std::string* out) const;
 
   Server* server_;
+  std::vector<Store::Write>* outbox_;
 };
 
 }  // namespace faha

@@ -41,7 +41,7 @@ uint64_t Index::Find(std::string_view key, uint64_t hash) const {
 
 void Index::Grow(Shard& s) {
   size_t want = s.slots.size();
-  while ((s.used + 1) * 8 > want * 3) want *= 2;  // live entries at most 3/8 after growth
+  while ((s.used + 1) * 2 > want) want *= 2;  // live entries at most 1/2 after growth
   std::vector<uint64_t> old;
   old.swap(s.slots);
   s.slots.assign(want, 0);

@@ -1,6 +1,4 @@
-// Tests of the DRAM Index over a fake in-memory log: basic operations, a long
-// random run against a std::unordered_map model, forced tag and home-slot
-// collisions, Clear, Scan, memory per key, and readers racing one writer.
+// Tests of Index over a fake log: model check, forced collisions, Scan, memory, concurrent reads.
 #include "server/index.h"
 
 #include <gtest/gtest.h>
@@ -263,7 +261,9 @@ TEST(IndexTest, Clear) {
   FakeLog log(MakeKeys(5000));
   Index index(&log, /*shard_bits=*/3);
   const size_t fresh_bytes = index.MemoryBytes();
-  for (size_t i = 0; i < log.size(); i++) index.Upsert(log.key(i), HashKey(log.key(i)), Location(i));
+  for (size_t i = 0; i < log.size(); i++) {
+    index.Upsert(log.key(i), HashKey(log.key(i)), Location(i));
+  }
   ASSERT_EQ(index.size(), 5000u);
   ASSERT_GT(index.MemoryBytes(), fresh_bytes);
 

@@ -55,7 +55,8 @@ struct Connection {
 
 class IoThread final : public CompletionSink {
  public:
-  IoThread(Server* server, int index) : server_(server), index_(index), commands_(server) {}
+  IoThread(Server* server, int index)
+      : server_(server), index_(index), commands_(server, &outbox_) {}
   ~IoThread() override {
     for (auto& [id, c] : conns_) close(c->fd);
     if (epfd_ >= 0) close(epfd_);
@@ -184,6 +185,7 @@ class IoThread final : public CompletionSink {
       if (c->session.pending_writes == 0) ProcessInput(c);
       if (conns_.count(id)) Flush(c);
     }
+    server_->store_->SubmitAll(&outbox_);
     if (quit) {
       for (auto& [id, c] : conns_) {
         if (c->out.size() > c->out_pos) {
@@ -333,6 +335,7 @@ class IoThread final : public CompletionSink {
       return;
     }
     ProcessInput(c);
+    server_->store_->SubmitAll(&outbox_);
     if (conns_.count(id)) Flush(c);
   }
 
@@ -498,7 +501,7 @@ class IoThread final : public CompletionSink {
         }
         op.start_us = t0;
         m->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1, std::memory_order_relaxed);
-        server_->store_->Submit(std::move(op), this, c->id);
+        outbox_.push_back(Store::Write{std::move(op), this, c->id});
         c->session.pending_writes++;
         c->pending.push_back({req.op == native::Op::kPut ? PendingReply::Kind::kNativePut
                                                          : PendingReply::Kind::kNativeDelete,
@@ -562,6 +565,7 @@ class IoThread final : public CompletionSink {
       uint64_t id = c->id;
       size_t before = c->in_pos;
       ProcessInput(c);
+      server_->store_->SubmitAll(&outbox_);
       if (c->in_pos != before && conns_.count(id)) Flush(c);
     }
   }
@@ -577,6 +581,7 @@ class IoThread final : public CompletionSink {
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::vector<std::string_view> args_;
   std::string value_;
+  std::vector<Store::Write> outbox_;  // writes parsed but not yet queued in the store
 
   std::mutex mu_;
   std::vector<Completion> completions_;  // GUARDED_BY(mu_)

@@ -128,6 +128,16 @@ void Store::Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id) {
   cv_.notify_one();
 }
 
+void Store::SubmitAll(std::vector<Write>* writes) {
+  if (writes->empty()) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& w : *writes) queue_.push_back(std::move(w));
+  }
+  writes->clear();
+  cv_.notify_one();
+}
+
 Store::Current Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms) {
   Current c;
   if (overlay_flushed_) return c;
@@ -164,6 +174,7 @@ void Store::SequencerLoop_st() {
     }
     batch.Clear();
     overlay_.clear();
+    overlay_valid_ = false;
     overlay_flushed_ = false;
     results.clear();
     const int64_t now = WallMs();
@@ -210,12 +221,31 @@ void Store::SequencerLoop_st() {
 void Store::Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,
                    int64_t expire_at_ms) {
   size_t off = batch->Add(RecordType::kPut, key, value, expire_at_ms);
-  overlay_[std::string(key)] = off;
+  if (overlay_valid_) overlay_[std::string(key)] = off;
 }
 
 void Store::Delete_st(nvm::BatchBuilder* batch, std::string_view key) {
   batch->Add(RecordType::kDelete, key, {}, 0);
-  overlay_[std::string(key)] = kDeleted;
+  if (overlay_valid_) overlay_[std::string(key)] = kDeleted;
+}
+
+void Store::BuildOverlay_st(const nvm::BatchBuilder& batch) {
+  overlay_.clear();
+  size_t off = 0;
+  while (off < batch.bytes()) {
+    RecordView r;
+    size_t n;
+    nvm::DecodeRecord(batch.payload().data() + off, batch.bytes() - off, &r, &n);
+    if (r.type == RecordType::kPut) {
+      overlay_[std::string(r.key)] = off;
+    } else if (r.type == RecordType::kDelete) {
+      overlay_[std::string(r.key)] = kDeleted;
+    } else {
+      overlay_.clear();  // FLUSHALL: overlay_flushed_ is already set
+    }
+    off += n;
+  }
+  overlay_valid_ = true;
 }
 
 namespace {
@@ -232,6 +262,7 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
   }
   // Current state of a key: the batch's own earlier writes win over the index.
   auto current = [&](std::string_view key, bool want_value) {
+    if (!overlay_valid_) BuildOverlay_st(*batch);
     auto it = overlay_.find(std::string(key));
     if (it == overlay_.end()) return Lookup_st(key, want_value, now_ms);
     Current c;
@@ -308,6 +339,7 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
     case WriteOp::Kind::kFlushAll:
       batch->Add(RecordType::kFlushAll, {}, {}, 0);
       overlay_.clear();
+      overlay_valid_ = true;
       overlay_flushed_ = true;
       return WriteResult::Ok();
   }

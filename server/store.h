@@ -94,8 +94,15 @@ class Store : private KeyReader {
   // Commits everything submitted so far, then stops the sequencer.
   void Stop();
 
+  struct Write {
+    WriteOp op;
+    CompletionSink* sink;
+    uint64_t conn_id;
+  };
   // Queues a write; its reply reaches `sink` after the write is durable.
   void Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id);
+  // Queues all of *writes in order (one lock and one wake-up) and clears it.
+  void SubmitAll(std::vector<Write>* writes);
 
   // Appends the committed value of `key` to *value. False if absent or expired.
   bool Get(std::string_view key, std::string* value) const;
@@ -118,11 +125,7 @@ class Store : private KeyReader {
   void ApplyRecord(const nvm::RecordView& rec, uint64_t location);
   void SequencerLoop_st();
 
-  struct Pending {
-    WriteOp op;
-    CompletionSink* sink;
-    uint64_t conn_id;
-  };
+  using Pending = Write;
   // The state of a key as the sequencer sees it: committed, or overwritten by
   // an earlier write of the batch being built.
   struct Current {
@@ -136,6 +139,9 @@ class Store : private KeyReader {
   void Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,
               int64_t expire_at_ms);
   void Delete_st(nvm::BatchBuilder* batch, std::string_view key);
+  // Builds overlay_ from the records already in `batch` (it is built lazily:
+  // batches of plain SETs never need it).
+  void BuildOverlay_st(const nvm::BatchBuilder& batch);
 
   StoreOptions options_;
   Metrics* metrics_;
@@ -154,6 +160,7 @@ class Store : private KeyReader {
   // its record (or kDeleted), and whether the batch flushed everything.
   static constexpr size_t kDeleted = SIZE_MAX;
   std::unordered_map<std::string, size_t> overlay_;
+  bool overlay_valid_ = false;  // overlay_ reflects every record of the batch
   bool overlay_flushed_ = false;
 };
 
