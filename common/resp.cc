@@ -1,5 +1,6 @@
 #include "common/resp.h"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstring>
@@ -90,7 +91,8 @@ ParseResult ParseCommand(std::string_view in, const ParseLimits& limits,
     *consumed = p - in.data();
     return ParseResult::kOk;
   }
-  args->reserve(static_cast<size_t>(n));
+  // Reserve for what a client could plausibly send, not for a hostile count.
+  args->reserve(static_cast<size_t>(std::min<int64_t>(n, 64)));
   for (int64_t i = 0; i < n; i++) {
     if (p >= end) return ParseResult::kNeedMore;
     if (*p != '$') {

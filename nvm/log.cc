@@ -171,7 +171,8 @@ bool Log::ValidBatchAt(const Segment& seg, uint64_t off, BatchHeader* hdr, std::
 }
 
 std::string Log::FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t idx, uint64_t off,
-                                     uint64_t* batches, uint64_t* records, size_t end_idx) {
+                                     uint64_t* batches, uint64_t* records, Status* error,
+                                     size_t end_idx) {
   std::string found;
   *batches = 0;
   *records = 0;
@@ -180,7 +181,11 @@ std::string Log::FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t id
     const Segment* seg = segments_[ids[i]].load();
     if (!seg) {
       auto s = device_->OpenSegment(ids[i]);
-      if (!s.ok()) continue;
+      if (!s.ok()) {
+        // Never judge an unreadable segment empty: that could truncate data.
+        *error = s.status();
+        return "";
+      }
       opened = std::move(*s);
       seg = opened.get();
     }
@@ -255,11 +260,16 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
                      sh.checksum == Checksum(&sh, offsetof(SegmentHeader, checksum));
     if (!header_ok) {
       uint64_t b, r;
+      Status err;
       bool last = idx + 1 == ids.size();
-      if (last && AllZero(seg->data(), sizeof(sh)) &&
-          FindValidBatchAfter(ids, idx, sizeof(SegmentHeader), &b, &r).empty()) {
-        // Created but its header never persisted: a crash during segment switch.
-        FAHA_LOG_WARN("recovery: %s has no header (crash while creating it); removing it",
+      bool holds_batch =
+          !FindValidBatchAfter(ids, idx, sizeof(SegmentHeader), &b, &r, &err).empty();
+      FAHA_RETURN_IF_ERROR(err);
+      if (last && !holds_batch) {
+        // Created but its header never (fully) persisted: a crash during a
+        // segment switch. It holds no batch, so nothing is lost by removing it.
+        FAHA_LOG_WARN("recovery: %s has no valid header and no batch (crash while creating "
+                      "it); removing it",
                       name.c_str());
         segments_[id].store(nullptr);
         owned_.pop_back();
@@ -278,6 +288,18 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
       }
       return Status::Corruption(name + " offset 0: damaged segment header");
     }
+    if (idx == 0 && id != 1) {
+      // Nothing removes old segments yet (log cleaning will), so the log must
+      // start at segment 1.
+      if (!options_.drop_corrupt) {
+        return Status::Corruption(name + ": the log's first segment " + device_->SegmentName(1) +
+                                  " is missing; restart with --recovery_drop_corrupt to start "
+                                  "from the segments that remain");
+      }
+      FAHA_LOG_WARN("recovery: %s is missing; starting from %s because --recovery_drop_corrupt "
+                    "is set",
+                    device_->SegmentName(1).c_str(), name.c_str());
+    }
     if (idx > 0 && id != ids[idx - 1] + 1) {
       // A missing segment file: batches are lost in the middle of the log.
       if (!options_.drop_corrupt) {
@@ -292,6 +314,10 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
       BatchHeader h;
       std::string why;
       bool valid = ValidBatchAt(*seg, off, &h, &why);
+      if (valid && expected_lsn == 0 && id == 1 && h.first_lsn != 1) {
+        valid = false;
+        why = "first LSN " + std::to_string(h.first_lsn) + " where 1 was expected";
+      }
       if (valid && expected_lsn != 0 && h.first_lsn != expected_lsn) {
         valid = false;
         why = "LSN " + std::to_string(h.first_lsn) + " where " + std::to_string(expected_lsn) +
@@ -334,23 +360,20 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
       // end, a torn tail, or damage in the middle of the log.
       bool zero_header = AllZero(seg->data() + off, std::min<uint64_t>(sizeof(BatchHeader),
                                                                          seg->size() - off));
-      uint64_t skip = off + kBatchAlign;
-      if (!zero_header && h.magic == kBatchMagic &&
-          h.payload_bytes <= seg->size() - off - sizeof(BatchHeader)) {
-        skip = off + BatchSize(h.payload_bytes);  // don't read the torn batch's own bytes
-      }
-      uint64_t later_batches = 0, later_records = 0;
-      std::string later = FindValidBatchAfter(ids, idx, skip, &later_batches, &later_records);
       bool last = idx + 1 == ids.size();
-      if (zero_header && !last) {
+      if (zero_header && !last && NonZeroEnd(*seg, off) == off) {
         // A segment the writer left because the next batch did not fit: only
         // zeros follow, and the next segment must continue the LSN sequence.
-        uint64_t b2, r2;
-        if (FindValidBatchAfter(ids, idx, off, &b2, &r2, idx + 1).empty() &&
-            NonZeroEnd(*seg, off) == off) {
-          break;
-        }
+        break;
       }
+      // Search from the next cache line, not from this batch's claimed end:
+      // its length field is unverified, and trusting a damaged one could skip
+      // over valid batches and call them a torn tail.
+      uint64_t later_batches = 0, later_records = 0;
+      Status err;
+      std::string later = FindValidBatchAfter(ids, idx, off + kBatchAlign, &later_batches,
+                                              &later_records, &err);
+      FAHA_RETURN_IF_ERROR(err);
       std::string where = name + " offset " + std::to_string(off);
       if (later.empty()) {
         uint64_t garbage_end = NonZeroEnd(*seg, off);

@@ -125,8 +125,9 @@ class Log {
   Status TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& ids, size_t idx);
   // Looks for any valid batch at or after (ids[idx], off), in segments before
   // ids[end_idx]. Returns a description of the first one, or "" if none.
+  // A segment that cannot be opened sets *error (never "nothing found").
   std::string FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t idx, uint64_t off,
-                                  uint64_t* batches, uint64_t* records,
+                                  uint64_t* batches, uint64_t* records, Status* error,
                                   size_t end_idx = SIZE_MAX);
   // Checks the batch at `off` of `seg`; on success fills header.
   bool ValidBatchAt(const Segment& seg, uint64_t off, BatchHeader* hdr, std::string* why) const;

@@ -342,6 +342,62 @@ class PmemLogTest : public ::testing::Test {
   std::string dir_;
 };
 
+TEST(LogTest, DamagedLengthFieldIsNotMistakenForATornTail) {
+  std::vector<uint64_t> locs;
+  auto dev = WriteBatches(6, &locs);
+  // Batch 3's payload_bytes (offset 8 of its header) gains a high bit: its
+  // claimed end now lies far beyond the valid batches 4..6.
+  (*dev->Durable(1))[LocationOffset(locs[2]) + 8 + 2] ^= 0x08;
+  dev->PowerCut();
+  auto log = Log::Open(dev, LogOptions{});
+  RecoveryReport rep;
+  Status s;
+  Replay(log->get(), &rep, &s);
+  EXPECT_EQ(s.code(), Status::Code::kCorruption) << s.ToString();
+  EXPECT_FALSE(rep.torn_tail);
+}
+
+TEST(LogTest, HalfWrittenHeaderOfTheLastSegmentIsACrashDuringCreation) {
+  std::vector<uint64_t> locs;
+  LogOptions o = SmallSegments();
+  auto dev = WriteBatches(100, &locs, o);
+  auto ids = dev->ListSegments();
+  uint32_t last = ids->back();
+  size_t before = ids->size();
+  // Make the last segment look created but never written: zero it, then put
+  // half a header back (only some 8-byte stores reached the media).
+  std::vector<char>* img = dev->Durable(last);
+  std::vector<char> header(img->begin(), img->begin() + 64);
+  std::fill(img->begin(), img->end(), 0);
+  std::copy(header.begin(), header.begin() + 24, img->begin());
+  dev->PowerCut();
+  auto log = Log::Open(dev, o);
+  RecoveryReport rep;
+  Status s;
+  auto got = Replay(log->get(), &rep, &s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(dev->ListSegments()->size(), before - 1);
+  BatchBuilder b;
+  BatchPayload(1, 1, &b);
+  auto r = (*log)->AppendBatch_wt(b.payload(), b.count());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->first_lsn, got.size() + 1);
+}
+
+TEST(LogTest, MissingFirstSegmentIsLostMedia) {
+  std::vector<uint64_t> locs;
+  LogOptions o = SmallSegments();
+  auto dev = WriteBatches(300, &locs, o);
+  ASSERT_TRUE(dev->RemoveSegment(1).ok());
+  dev->PowerCut();
+  auto log = Log::Open(dev, o);
+  RecoveryReport rep;
+  Status s;
+  Replay(log->get(), &rep, &s);
+  EXPECT_EQ(s.code(), Status::Code::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("mem-segment-1 is missing"), std::string::npos) << s.message();
+}
+
 TEST_F(PmemLogTest, RealFilesRoundTripAndFlippedBytesAreFound) {
   LogOptions o;
   o.segment_bytes = 1 << 20;
