@@ -215,7 +215,7 @@ ParseResult ParseReply(std::string_view in, Reply* reply, size_t* consumed, std:
         *consumed = p - in.data();
         return ParseResult::kOk;
       }
-      if (end - p < n + 2) return ParseResult::kNeedMore;
+      if (end - p < 2 || n > (end - p) - 2) return ParseResult::kNeedMore;
       reply->type = Reply::Type::kBulk;
       reply->str.assign(p, static_cast<size_t>(n));
       *consumed = p + n + 2 - in.data();

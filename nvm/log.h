@@ -46,6 +46,11 @@ class BatchBuilder {
   size_t bytes() const { return buf_.size(); }
   bool empty() const { return count_ == 0; }
   void Clear() { buf_.clear(); count_ = 0; }
+  // Drops the records added after the builder held `bytes` bytes and `count` records.
+  void Truncate(size_t bytes, uint32_t count) {
+    buf_.resize(bytes);
+    count_ = count;
+  }
 
  private:
   std::string buf_;

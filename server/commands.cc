@@ -9,15 +9,18 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "common/clock.h"
 #include "common/resp.h"
+#include "nvm/log_format.h"
 #include "server/server.h"
 
 namespace faha {
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
+constexpr size_t kMaxReplyBytes = 256 << 20;
 
 std::string Lower(std::string_view s) {
   std::string r(s);
@@ -63,9 +66,9 @@ const std::vector<std::pair<std::string, Spec>>& Table() {
       {"del", {-2, true, true}},        {"unlink", {-2, true, true}},
       {"mset", {-3, true, true}},       {"incr", {2, true, true}},
       {"decr", {2, true, true}},        {"incrby", {3, true, true}},
-      {"decrby", {3, true, true}},      {"expire", {3, true, true}},
-      {"pexpire", {3, true, true}},     {"expireat", {3, true, true}},
-      {"pexpireat", {3, true, true}},   {"persist", {2, true, true}},
+      {"decrby", {3, true, true}},      {"expire", {-3, true, true}},
+      {"pexpire", {-3, true, true}},     {"expireat", {-3, true, true}},
+      {"pexpireat", {-3, true, true}},   {"persist", {2, true, true}},
       {"flushall", {-1, true, true}},   {"flushdb", {-1, true, true}},
       {"shutdown", {-1, false, true}},
   };
@@ -174,6 +177,9 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
                                    std::to_string(opt.max_key_bytes) + ")";
   const std::string value_too_long = "ERR value is longer than max_value_bytes (" +
                                      std::to_string(opt.max_value_bytes) + ")";
+  const std::string too_big_for_batch =
+      "ERR this write is larger than one log batch (--max_batch_kb=" +
+      std::to_string(opt.max_batch_bytes >> 10) + "); split it";
   if (!spec->write) {
     bool read = name == "get" || name == "mget" || name == "exists" || name == "ttl" ||
                 name == "pttl" || name == "scan" || name == "strlen" || name == "type";
@@ -388,6 +394,8 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   }
 
   // ---- reads ----
+  std::optional<Store::ReadGuard> read_guard;
+  if (!spec->write) read_guard.emplace(store->LockForRead());
   if (name == "get") {
     std::string v;
     if (store->Get(args[1], &v)) {
@@ -400,9 +408,15 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     return ExecStatus::kReplied;
   }
   if (name == "mget") {
+    const size_t start = out->size();
     resp::AppendArray(out, argc - 1);
     std::string v;
     for (int i = 1; i < argc; i++) {
+      if (out->size() - start > kMaxReplyBytes) {
+        out->resize(start);
+        return error("ERR reply larger than " + std::to_string(kMaxReplyBytes >> 20) +
+                     " MiB; ask for fewer keys");
+      }
       v.clear();
       if (store->Get(args[i], &v)) {
         m->keyspace_hits.fetch_add(1, std::memory_order_relaxed);
@@ -519,10 +533,13 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   }
   if (name == "del" || name == "unlink") {
     op.kind = WriteOp::Kind::kDelete;
+    uint64_t record_bytes = 0;
     for (int i = 1; i < argc; i++) {
       if (!key_ok(args[i])) return error(key_too_long);
-      op.args.emplace_back(args[i]);
+      record_bytes += nvm::RecordSize(args[i].size(), 0);
     }
+    if (record_bytes > opt.max_batch_bytes) return error(too_big_for_batch);
+    for (int i = 1; i < argc; i++) op.args.emplace_back(args[i]);
     return Submit(s, std::move(op), sink);
   }
   if (name == "mset") {
@@ -532,6 +549,9 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
       if (!key_ok(args[i])) return error(key_too_long);
       if (args[i + 1].size() > opt.max_value_bytes) return error(value_too_long);
     }
+    uint64_t record_bytes = 0;
+    for (int i = 1; i < argc; i += 2) record_bytes += nvm::RecordSize(args[i].size(), args[i + 1].size());
+    if (record_bytes > opt.max_batch_bytes) return error(too_big_for_batch);
     for (int i = 1; i < argc; i++) op.args.emplace_back(args[i]);
     return Submit(s, std::move(op), sink);
   }
@@ -569,6 +589,25 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
       v += now;
     }
     op.expire_at_ms = v <= 0 ? 1 : v;  // <= now means delete; keep it non-zero
+    for (int i = 3; i < argc; i++) {
+      std::string o = Lower(args[i]);
+      WriteOp::ExpireIf cond = o == "nx"   ? WriteOp::ExpireIf::kNoExpiry
+                               : o == "xx" ? WriteOp::ExpireIf::kHasExpiry
+                               : o == "gt" ? WriteOp::ExpireIf::kGreater
+                               : o == "lt" ? WriteOp::ExpireIf::kLess
+                                           : WriteOp::ExpireIf::kAlways;
+      if (cond == WriteOp::ExpireIf::kAlways) {
+        return error("ERR Unsupported option " + std::string(args[i].substr(0, 32)));
+      }
+      if (op.expire_if != WriteOp::ExpireIf::kAlways && op.expire_if != cond) {
+        bool gtlt = (cond == WriteOp::ExpireIf::kGreater || cond == WriteOp::ExpireIf::kLess) &&
+                    (op.expire_if == WriteOp::ExpireIf::kGreater ||
+                     op.expire_if == WriteOp::ExpireIf::kLess);
+        return error(gtlt ? "ERR GT and LT options at the same time are not compatible"
+                          : "ERR NX and XX, GT or LT options at the same time are not compatible");
+      }
+      op.expire_if = cond;
+    }
     op.args = {std::string(args[1])};
     return Submit(s, std::move(op), sink);
   }

@@ -127,6 +127,7 @@ int main(int argc, char** argv) {
   opt.max_value_bytes = FLAGS_max_value_bytes;
   opt.max_clients = FLAGS_max_clients;
   opt.max_pipeline = FLAGS_max_pipeline;
+  opt.max_batch_bytes = sopt.max_batch_bytes;
   opt.io_threads = FLAGS_io_threads;
   opt.data_dir = FLAGS_data_dir;
   opt.recovery = report;

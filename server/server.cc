@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -172,16 +173,21 @@ class IoThread final : public CompletionSink {
       listen_fd_ = -1;
     }
     for (int fd : adopted) AddConnection(fd);
-    std::vector<Connection*> touched;
+    std::vector<uint64_t> touched;
     for (Completion& comp : done) {
       auto it = conns_.find(comp.conn_id);
       if (it == conns_.end()) continue;  // client left before its write committed
-      Connection* c = it->second.get();
-      EncodeCompletion(c, comp);
-      if (touched.empty() || touched.back() != c) touched.push_back(c);
+      EncodeCompletion(it->second.get(), comp);
+      touched.push_back(comp.conn_id);
     }
-    for (Connection* c : touched) {
-      uint64_t id = c->id;
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    for (uint64_t id : touched) {
+      // Look it up again: handling an earlier connection cannot close this one,
+      // but Flush() below may close this one, so never keep the pointer.
+      auto it = conns_.find(id);
+      if (it == conns_.end()) continue;
+      Connection* c = it->second.get();
       if (c->session.pending_writes == 0) ProcessInput(c);
       if (conns_.count(id)) Flush(c);
     }
@@ -299,9 +305,14 @@ class IoThread final : public CompletionSink {
     c->epollout = want_out;
   }
 
+  // The most unparsed input one connection may buffer, which is also the
+  // largest command accepted: a command larger than one log batch could not be
+  // committed atomically anyway.
   size_t InputCap() const {
-    return static_cast<size_t>(server_->options_.max_value_bytes) +
-           server_->options_.max_key_bytes + (4 << 20);
+    return std::max<size_t>(server_->options_.max_batch_bytes,
+                            static_cast<size_t>(server_->options_.max_value_bytes) +
+                                server_->options_.max_key_bytes) +
+           (64 << 10);
   }
 
   void OnReadable(Connection* c) {
@@ -334,6 +345,7 @@ class IoThread final : public CompletionSink {
       CloseConnection(c);
       return;
     }
+
     ProcessInput(c);
     server_->store_->SubmitAll(&outbox_);
     if (conns_.count(id)) Flush(c);
@@ -342,7 +354,7 @@ class IoThread final : public CompletionSink {
   // Parses and runs buffered commands until input runs out or a command must
   // wait for pending writes.
   void ProcessInput(Connection* c) {
-    if (c->closing) return;
+    if (c->closing || server_->draining_.load(std::memory_order_relaxed)) return;
     const ServerOptions& opt = server_->options_;
     while (c->in_pos < c->in.size() && !c->closing) {
       if (c->session.pending_writes >= opt.max_pipeline) break;
@@ -355,6 +367,13 @@ class IoThread final : public CompletionSink {
       }
       bool progressed = c->proto == Connection::Proto::kResp ? StepResp(c) : StepNative(c);
       if (!progressed) break;
+    }
+    if (!c->closing && c->session.pending_writes == 0 &&
+        c->out.size() - c->out_pos <= kMaxOutputBacklog && c->in.size() - c->in_pos >= InputCap()) {
+      // Nothing in flight will drain the buffer and the parser still wants
+      // more: one command is larger than the input limit.
+      ProtocolError(c, "Protocol error: command larger than the input limit of " +
+                           std::to_string(InputCap()) + " bytes");
     }
     if (c->in_pos == c->in.size()) {
       c->in.clear();
@@ -405,7 +424,7 @@ class IoThread final : public CompletionSink {
   }
 
   void RecordLatency(const std::vector<std::string_view>& args, int64_t t0) {
-    if (args.empty()) return;
+    if (args.empty() || args[0].empty()) return;
     bool read = args[0].size() <= 4 && (args[0][0] == 'g' || args[0][0] == 'G' ||
                                          args[0][0] == 'm' || args[0][0] == 'M');
     server_->metrics()->op_latency_us[static_cast<int>(read ? OpClass::kRead : OpClass::kOther)]
@@ -470,7 +489,12 @@ class IoThread final : public CompletionSink {
       case native::Op::kGet: {
         m->ops[static_cast<int>(OpClass::kRead)].fetch_add(1, std::memory_order_relaxed);
         value_.clear();
-        if (server_->store_->Get(req.key, &value_)) {
+        bool found;
+        {
+          Store::ReadGuard guard = server_->store_->LockForRead();
+          found = server_->store_->Get(req.key, &value_);
+        }
+        if (found) {
           m->keyspace_hits.fetch_add(1, std::memory_order_relaxed);
           native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, value_);
         } else {
@@ -647,6 +671,8 @@ void Server::RequestShutdown() {
 void Server::Stop() {
   if (threads_.empty()) return;
   threads_[0]->RemoveListener();
+  // No new commands from here on, so the store's queue drains even under load.
+  draining_.store(true);
   // Every write already submitted becomes durable and its reply is delivered.
   store_->Stop();
   for (auto& t : threads_) t->Quit();

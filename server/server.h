@@ -32,6 +32,7 @@ struct ServerOptions {
   uint32_t max_value_bytes = 1 << 20;
   uint32_t max_clients = 10000;
   uint32_t max_pipeline = 4096;  // writes in flight per connection
+  size_t max_batch_bytes = 8 << 20;  // the store's batch limit: also the largest command
   int io_threads = 2;
   std::string data_dir;  // for INFO
   int metrics_port = -1;  // for INFO
@@ -73,6 +74,7 @@ class Server {
   int shutdown_fd_ = -1;
   int64_t start_ms_ = 0;
   std::atomic<uint32_t> clients_{0};
+  std::atomic<bool> draining_{false};  // Stop() began: parse no more commands
   std::atomic<uint64_t> next_conn_id_{16};
   std::vector<std::unique_ptr<IoThread>> threads_;
 };

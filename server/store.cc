@@ -87,6 +87,12 @@ void Store::ApplyRecord(const RecordView& rec, uint64_t location) {
   }
 }
 
+Store::ReadGuard Store::LockForRead() const {
+  static std::atomic<unsigned> next_slot{0};
+  thread_local unsigned slot = next_slot.fetch_add(1) % kReadSlots;
+  return ReadGuard(&read_slots_[slot].mu);
+}
+
 bool Store::Get(std::string_view key, std::string* value) const {
   uint64_t loc = index_.Find(key, HashKey(key));
   if (loc == 0) return false;
@@ -132,7 +138,10 @@ void Store::SubmitAll(std::vector<Write>* writes) {
   if (writes->empty()) return;
   {
     std::lock_guard<std::mutex> l(mu_);
-    for (auto& w : *writes) queue_.push_back(std::move(w));
+    // After Stop() nothing is queued: such writes are never applied nor answered.
+    if (!stopping_) {
+      for (auto& w : *writes) queue_.push_back(std::move(w));
+    }
   }
   writes->clear();
   cv_.notify_one();
@@ -178,13 +187,37 @@ void Store::SequencerLoop_st() {
     overlay_flushed_ = false;
     results.clear();
     const int64_t now = WallMs();
-    for (const Pending& p : taken) results.push_back(Evaluate_st(p.op, &batch, now));
+    for (size_t i = 0; i < taken.size(); i++) {
+      const size_t mark_bytes = batch.bytes();
+      const uint32_t mark_count = batch.count();
+      const bool mark_flushed = overlay_flushed_;
+      WriteResult r = Evaluate_st(taken[i].op, &batch, now);
+      const bool too_big_for_batch = batch.bytes() > options_.max_batch_bytes;
+      if (too_big_for_batch || batch.bytes() > log_->max_payload_bytes()) {
+        // The estimate at dequeue time missed (EXPIRE and INCR rewrite the
+        // current value): undo this op and leave it and the rest for the next
+        // batch. Alone in a batch, an op that does not fit is refused.
+        batch.Truncate(mark_bytes, mark_count);
+        overlay_.clear();
+        overlay_valid_ = false;
+        overlay_flushed_ = mark_flushed;
+        if (i > 0) {
+          std::lock_guard<std::mutex> l(mu_);
+          for (size_t j = taken.size(); j > i; j--) queue_.push_front(std::move(taken[j - 1]));
+          taken.resize(i);
+          break;
+        }
+        r = WriteResult::Error("ERR this write needs more than one log batch (--max_batch_kb)");
+      }
+      results.push_back(std::move(r));
+    }
 
     if (!batch.empty()) {
       int64_t t0 = MonoUs();
       auto appended = log_->AppendBatch_wt(batch.payload(), batch.count());
       if (!appended.ok()) {
-        if (!failed_.exchange(true)) {
+        // Only an I/O error leaves the log in doubt; anything else is this batch's fault.
+        if (appended.status().code() == Status::Code::kIOError && !failed_.exchange(true)) {
           FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
                          appended.status().ToString().c_str());
         }
@@ -197,7 +230,10 @@ void Store::SequencerLoop_st() {
         metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
         metrics_->batch_bytes.Record(batch.bytes());
         metrics_->batch_ops.Record(taken.size());
-        // Publish in log order: the index now names the new records.
+        // Publish in log order, with every reader slot held so that no
+        // command sees half a batch: the index now names the new records.
+        std::unique_lock<std::mutex> slots[kReadSlots];
+        for (int i = 0; i < kReadSlots; i++) slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
         const char* base = log_->RecordPtr(appended->base_location);
         size_t off = 0;
         while (off < batch.bytes()) {
@@ -322,6 +358,16 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       const std::string& key = op.args[0];
       Current cur = current(key, true);
       if (!cur.exists) return WriteResult::Int(0);
+      const bool has = cur.expire_at_ms != 0;
+      bool allowed = true;
+      switch (op.expire_if) {
+        case WriteOp::ExpireIf::kAlways: break;
+        case WriteOp::ExpireIf::kNoExpiry: allowed = !has; break;
+        case WriteOp::ExpireIf::kHasExpiry: allowed = has; break;
+        case WriteOp::ExpireIf::kGreater: allowed = has && op.expire_at_ms > cur.expire_at_ms; break;
+        case WriteOp::ExpireIf::kLess: allowed = !has || op.expire_at_ms < cur.expire_at_ms; break;
+      }
+      if (!allowed) return WriteResult::Int(0);
       if (op.expire_at_ms <= now_ms) {
         Delete_st(batch, key);
       } else {

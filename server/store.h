@@ -42,6 +42,9 @@ struct WriteOp {
   bool keep_ttl = false;          // kSet: keep the current expiry
   bool get_old = false;           // kSet: reply with the previous value
   int64_t delta = 0;              // kIncrBy
+  // kExpire: Redis 7's NX / XX / GT / LT (no expiry counts as infinite).
+  enum class ExpireIf : uint8_t { kAlways, kNoExpiry, kHasExpiry, kGreater, kLess };
+  ExpireIf expire_if = ExpireIf::kAlways;
   int64_t start_us = 0;           // for latency metrics
 };
 
@@ -104,7 +107,21 @@ class Store : private KeyReader {
   // Queues all of *writes in order (one lock and one wake-up) and clears it.
   void SubmitAll(std::vector<Write>* writes);
 
+  // Readers hold a ReadGuard for a whole command: it keeps the sequencer from
+  // publishing a batch meanwhile, so a command sees every batch entirely or not
+  // at all (MSET and FLUSHALL are atomic to readers, as in Redis). Each thread
+  // uses its own slot of a big-reader lock, so readers do not contend.
+  class ReadGuard {
+   public:
+    explicit ReadGuard(std::mutex* mu) : lock_(*mu) {}
+
+   private:
+    std::unique_lock<std::mutex> lock_;
+  };
+  [[nodiscard]] ReadGuard LockForRead() const;
+
   // Appends the committed value of `key` to *value. False if absent or expired.
+  // REQUIRES: a ReadGuard held by the caller (for multi-key consistency).
   bool Get(std::string_view key, std::string* value) const;
   bool Exists(std::string_view key) const;
   // Milliseconds to live: -2 if absent, -1 if no expiry.
@@ -149,6 +166,12 @@ class Store : private KeyReader {
   Index index_;
   std::atomic<uint64_t> keys_with_expiry_{0};
   std::atomic<bool> failed_{false};
+
+  static constexpr int kReadSlots = 16;
+  struct alignas(64) ReadSlot {
+    std::mutex mu;
+  };
+  mutable ReadSlot read_slots_[kReadSlots];
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -160,6 +160,62 @@ TEST_F(StoreTest, ExpiryIsAbsoluteAndSurvivesPowerCut) {
   EXPECT_EQ(store_->KeyCount(), 1u);  // expired key reclaimed at recovery
 }
 
+TEST_F(StoreTest, ExpireConditions) {
+  WriteOp with = Set("with", "v");
+  with.expire_at_ms = WallMs() + 100000;
+  Run({with, Set("without", "v")});
+  auto expire = [&](const std::string& key, int64_t at, WriteOp::ExpireIf cond) {
+    WriteOp op;
+    op.kind = WriteOp::Kind::kExpire;
+    op.args = {key};
+    op.expire_at_ms = at;
+    op.expire_if = cond;
+    return One(op).integer;
+  };
+  const int64_t now = WallMs();
+  EXPECT_EQ(expire("with", now + 200000, WriteOp::ExpireIf::kNoExpiry), 0);
+  EXPECT_EQ(expire("without", now + 200000, WriteOp::ExpireIf::kHasExpiry), 0);
+  EXPECT_EQ(expire("without", now + 200000, WriteOp::ExpireIf::kGreater), 0);  // infinite > any
+  EXPECT_EQ(expire("with", now + 50000, WriteOp::ExpireIf::kGreater), 0);
+  EXPECT_EQ(expire("with", now + 200000, WriteOp::ExpireIf::kGreater), 1);
+  EXPECT_EQ(expire("with", now + 300000, WriteOp::ExpireIf::kLess), 0);
+  EXPECT_EQ(expire("without", now + 300000, WriteOp::ExpireIf::kLess), 1);
+  EXPECT_GT(store_->PttlMs("with"), 190000);
+  EXPECT_GT(store_->PttlMs("without"), 290000);
+}
+
+TEST_F(StoreTest, BatchesAreCutByTheirRealSize) {
+  // EXPIRE rewrites the whole value: 40 of them on a 100 KiB value are 4 MB of
+  // records from a few bytes of request, more than one 256 KiB batch holds.
+  One(Set("big", std::string(100 << 10, 'b')));
+  std::vector<WriteOp> ops;
+  for (int i = 0; i < 40; i++) {
+    WriteOp op;
+    op.kind = WriteOp::Kind::kExpire;
+    op.args = {"big"};
+    op.expire_at_ms = WallMs() + 100000 + i;
+    ops.push_back(op);
+  }
+  uint64_t batches_before = metrics_.batches.load();
+  auto r = Run(std::move(ops));
+  for (auto& x : r) EXPECT_EQ(x.integer, 1) << x.str;
+  EXPECT_GE(metrics_.batches.load() - batches_before, 10u);
+  EXPECT_FALSE(store_->failed());
+  EXPECT_EQ(One(Set("after", "ok")).kind, WriteResult::Kind::kOk);
+  // A single write that cannot fit in any batch is refused, and only it.
+  WriteOp huge;
+  huge.kind = WriteOp::Kind::kMSet;
+  for (int i = 0; i < 5; i++) {
+    huge.args.push_back("h" + std::to_string(i));
+    huge.args.push_back(std::string(100 << 10, 'h'));
+  }
+  WriteResult hr = One(huge);
+  EXPECT_EQ(hr.kind, WriteResult::Kind::kError);
+  EXPECT_NE(hr.str.find("--max_batch_kb"), std::string::npos) << hr.str;
+  EXPECT_FALSE(store_->failed());
+  EXPECT_EQ(Get("h0"), "<nil>");
+}
+
 TEST_F(StoreTest, FlushAllAndMSetSurvivePowerCut) {
   WriteOp mset;
   mset.kind = WriteOp::Kind::kMSet;

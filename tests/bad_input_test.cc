@@ -107,6 +107,32 @@ TEST_F(BadInputTest, LimitsUnknownCommandsAndWrongArity) {
   EXPECT_EQ((*c)->Command({"DBSIZE"})->integer, 1);
 }
 
+TEST_F(BadInputTest, CommandLargerThanTheInputLimitIsRefused) {
+  // Each value is within --max_value_bytes but together they exceed the input
+  // limit (one log batch): refused and closed, never an endless wait.
+  ServerProcess small(dir_.path() + "/small", {"--max_batch_kb=256", "--max_value_bytes=4096"});
+  small.Start();
+  ASSERT_TRUE(small.WaitReady()) << small.Log();
+  std::string cmd = "*201\r\n$4\r\nMSET\r\n";
+  for (int i = 0; i < 100; i++) {
+    std::string k = "k" + std::to_string(i);
+    cmd += "$" + std::to_string(k.size()) + "\r\n" + k + "\r\n$4000\r\n" + std::string(4000, 'v') + "\r\n";
+  }
+  bool closed = false;
+  std::string got = RawExchange(small.port(), cmd, 5000, &closed);
+  EXPECT_NE(got.find("-ERR Protocol error: command larger than the input limit"), std::string::npos) << got;
+  EXPECT_TRUE(closed);
+  // A smaller MSET that still needs more than one batch gets a clear error.
+  std::string mid = "*133\r\n$4\r\nMSET\r\n";
+  for (int i = 0; i < 66; i++) {
+    std::string k = "k" + std::to_string(i);
+    mid += "$" + std::to_string(k.size()) + "\r\n" + k + "\r\n$4000\r\n" + std::string(4000, 'v') + "\r\n";
+  }
+  got = RawExchange(small.port(), mid + "DBSIZE\r\nQUIT\r\n", 5000);
+  EXPECT_NE(got.find("-ERR this write is larger than one log batch"), std::string::npos) << got;
+  EXPECT_NE(got.find(":0\r\n"), std::string::npos) << got;
+}
+
 TEST_F(BadInputTest, AuthFailures) {
   std::string got = RawExchange(server_->port(), "GET precious\r\nAUTH nope\r\nAUTH a b c\r\nAUTH bob pw\r\nSET x y\r\nQUIT\r\n", 3000);
   EXPECT_EQ(got,

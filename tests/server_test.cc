@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <thread>
 
 #include "faha/client.h"
@@ -78,6 +79,71 @@ TEST_F(ServerTest, ClientPutGetDeleteAndPipelining) {
   auto r = c->Command({"DBSIZE"});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->integer, 2001);
+}
+
+TEST_F(ServerTest, MsetIsAtomicToConcurrentReaders) {
+  StartServer();
+  auto w = MustConnect(server_->address());
+  auto r = MustConnect(server_->address());
+  ASSERT_TRUE(w->Command({"MSET", "a", "0", "b", "0"}).ok());
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int i = 1; i < 2000 && !stop; i++) {
+      auto x = w->Command({"MSET", "a", std::to_string(i), "b", std::to_string(i)});
+      if (!x.ok()) return;
+    }
+  });
+  int torn = 0, reads = 0;
+  while (reads < 3000) {
+    auto x = r->Command({"MGET", "a", "b"});
+    ASSERT_TRUE(x.ok()) << x.status().ToString();
+    ASSERT_EQ(x->elements.size(), 2u);
+    torn += x->elements[0].str != x->elements[1].str;
+    reads++;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(torn, 0) << "MGET saw half of an MSET";
+}
+
+TEST_F(ServerTest, SigtermUnderLoadExitsAndKeepsEveryAcknowledgedWrite) {
+  StartServer();
+  std::atomic<bool> stop{false};
+  std::vector<std::vector<std::string>> acked(4);
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; t++) {
+    writers.emplace_back([&, t] {
+      auto c = MustConnect(server_->address());
+      if (!c) return;
+      for (int n = 0; !stop; n++) {
+        std::vector<std::string> keys;
+        for (int j = 0; j < 16; j++) {
+          std::string key = "t" + std::to_string(t) + "-" + std::to_string(n * 16 + j);
+          c->PutAsync(key, key, [&, t, key](const Status& s) {
+            if (s.ok()) acked[t].push_back(key);
+          });
+        }
+        if (!c->Flush().ok()) return;
+      }
+    });
+  }
+  while (acked[0].size() < 500) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(server_->Kill(SIGTERM), 0) << "SIGTERM under load must exit cleanly\n" << server_->Log();
+  stop = true;
+  for (auto& th : writers) th.join();
+  server_->Start();
+  ASSERT_TRUE(server_->WaitReady()) << server_->Log();
+  auto c = MustConnect(server_->address());
+  size_t checked = 0;
+  for (auto& keys : acked) {
+    for (const auto& k : keys) {
+      std::string v;
+      ASSERT_TRUE(c->Get(k, &v).ok()) << "acknowledged write lost: " << k;
+      ASSERT_EQ(v, k);
+      checked++;
+    }
+  }
+  EXPECT_GT(checked, 500u);
 }
 
 TEST_F(ServerTest, TtlSurvivesRestartAndExpires) {
