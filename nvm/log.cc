@@ -170,6 +170,14 @@ bool Log::ValidBatchAt(const Segment& seg, uint64_t off, BatchHeader* hdr, std::
   return true;
 }
 
+uint64_t Log::DataEnd(const Segment& seg) const {
+  uint64_t pos = sizeof(SegmentHeader);
+  BatchHeader h;
+  std::string why;
+  while (ValidBatchAt(seg, pos, &h, &why)) pos += BatchSize(h.payload_bytes);
+  return pos;
+}
+
 std::string Log::FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t idx, uint64_t off,
                                      uint64_t* batches, uint64_t* records, Status* error,
                                      size_t end_idx) {
@@ -277,13 +285,7 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
         FAHA_RETURN_IF_ERROR(device_->RemoveSegment(id));
         if (idx == 0) return NewSegment_wt(1);
         tail_segment_ = ids[idx - 1];
-        Segment* prev = segments_[tail_segment_].load();
-        // The previous segment ended where its data ends; find that point again.
-        uint64_t pos = sizeof(SegmentHeader);
-        BatchHeader h;
-        std::string why;
-        while (ValidBatchAt(*prev, pos, &h, &why)) pos += BatchSize(h.payload_bytes);
-        tail_offset_ = pos;
+        tail_offset_ = DataEnd(*segments_[tail_segment_].load());
         return Status::OK();
       }
       return Status::Corruption(name + " offset 0: damaged segment header");
@@ -406,12 +408,7 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
   }
   // Every segment ended cleanly; append after the data of the last one.
   tail_segment_ = ids.back();
-  Segment* seg = segments_[tail_segment_].load();
-  uint64_t pos = sizeof(SegmentHeader);
-  BatchHeader h;
-  std::string why;
-  while (ValidBatchAt(*seg, pos, &h, &why)) pos += BatchSize(h.payload_bytes);
-  tail_offset_ = pos;
+  tail_offset_ = DataEnd(*segments_[tail_segment_].load());
   return Status::OK();
 }
 

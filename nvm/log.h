@@ -134,6 +134,9 @@ class Log {
   std::string FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t idx, uint64_t off,
                                   uint64_t* batches, uint64_t* records, Status* error,
                                   size_t end_idx = SIZE_MAX);
+  // Offset just past the run of valid batches from the start of a segment
+  // already judged sound by recovery.
+  uint64_t DataEnd(const Segment& seg) const;
   // Checks the batch at `off` of `seg`; on success fills header.
   bool ValidBatchAt(const Segment& seg, uint64_t off, BatchHeader* hdr, std::string* why) const;
 

@@ -396,35 +396,31 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   // ---- reads ----
   std::optional<Store::ReadGuard> read_guard;
   if (!spec->write) read_guard.emplace(store->LockForRead());
-  if (name == "get") {
-    std::string v;
-    if (store->Get(args[1], &v)) {
-      m->keyspace_hits.fetch_add(1, std::memory_order_relaxed);
-      resp::AppendBulk(out, v);
+  std::string value;
+  auto append_value = [&](std::string_view key) {
+    value.clear();
+    bool hit = store->Get(key, &value);
+    (hit ? m->keyspace_hits : m->keyspace_misses).fetch_add(1, std::memory_order_relaxed);
+    if (hit) {
+      resp::AppendBulk(out, value);
     } else {
-      m->keyspace_misses.fetch_add(1, std::memory_order_relaxed);
       resp::AppendNil(out);
     }
+  };
+  if (name == "get") {
+    append_value(args[1]);
     return ExecStatus::kReplied;
   }
   if (name == "mget") {
     const size_t start = out->size();
     resp::AppendArray(out, argc - 1);
-    std::string v;
     for (int i = 1; i < argc; i++) {
       if (out->size() - start > kMaxReplyBytes) {
         out->resize(start);
         return error("ERR reply larger than " + std::to_string(kMaxReplyBytes >> 20) +
                      " MiB; ask for fewer keys");
       }
-      v.clear();
-      if (store->Get(args[i], &v)) {
-        m->keyspace_hits.fetch_add(1, std::memory_order_relaxed);
-        resp::AppendBulk(out, v);
-      } else {
-        m->keyspace_misses.fetch_add(1, std::memory_order_relaxed);
-        resp::AppendNil(out);
-      }
+      append_value(args[i]);
     }
     return ExecStatus::kReplied;
   }
