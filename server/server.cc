@@ -323,15 +323,14 @@ class IoThread final : public CompletionSink {
         c->in.clear();
         c->in_pos = 0;
       }
-      size_t old = c->in.size();
-      c->in.resize(old + kReadChunk);
-      ssize_t n = read(c->fd, c->in.data() + old, kReadChunk);
+      // Read into the thread's scratch buffer and append what arrived:
+      // growing the string by a whole chunk would zero-fill 64 KiB per read.
+      ssize_t n = read(c->fd, read_buf_.get(), kReadChunk);
       if (n > 0) {
-        c->in.resize(old + static_cast<size_t>(n));
+        c->in.append(read_buf_.get(), static_cast<size_t>(n));
         if (static_cast<size_t>(n) < kReadChunk) break;
         continue;
       }
-      c->in.resize(old);
       if (n == 0) {
         eof = true;
       } else if (errno == EINTR) {
@@ -606,6 +605,7 @@ class IoThread final : public CompletionSink {
   std::vector<std::string_view> args_;
   std::string value_;
   std::vector<Store::Write> outbox_;  // writes parsed but not yet queued in the store
+  std::unique_ptr<char[]> read_buf_{new char[kReadChunk]};
 
   std::mutex mu_;
   std::vector<Completion> completions_;  // GUARDED_BY(mu_)
