@@ -1,5 +1,6 @@
 #include "faha/client.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,7 +12,6 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
-#include <fcntl.h>
 
 #include "common/native_protocol.h"
 #include "common/resp.h"
@@ -65,11 +65,15 @@ resp::Reply ToResp(const Reply& r) {
 
 Status ErrorStatus(native::Code code, std::string_view body) {
   switch (code) {
-    case native::Code::kNoAuth: return Status::Auth(body);
-    case native::Code::kReadOnly: return Status::ReadOnly(body);
-    case native::Code::kBusy: return Status::Busy(body);
+    case native::Code::kNoAuth:
+      return Status::Auth(body);
+    case native::Code::kReadOnly:
+      return Status::ReadOnly(body);
+    case native::Code::kBusy:
+      return Status::Busy(body);
     default:
-      if (body.rfind("WRONGPASS", 0) == 0 || body.rfind("NOAUTH", 0) == 0) return Status::Auth(body);
+      if (body.rfind("WRONGPASS", 0) == 0 || body.rfind("NOAUTH", 0) == 0)
+        return Status::Auth(body);
       if (body.rfind("READONLY", 0) == 0) return Status::ReadOnly(body);
       return Status::ServerError(body);
   }
@@ -110,7 +114,8 @@ struct Client::Impl {
     }
     Status last = Status::Unavailable("no address for " + options.address);
     for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+      int s =
+          socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
       if (s < 0) continue;
       rc = connect(s, ai->ai_addr, ai->ai_addrlen);
       if (rc != 0 && errno == EINPROGRESS) {
@@ -193,7 +198,8 @@ struct Client::Impl {
         char buf[64 << 10];
         ssize_t n = recv(fd, buf, sizeof(buf), 0);
         if (n == 0) {
-          return Fail(Status::Unavailable("connection to " + options.address + " closed by server"));
+          return Fail(
+              Status::Unavailable("connection to " + options.address + " closed by server"));
         }
         if (n < 0) {
           if (errno == EAGAIN || errno == EINTR) continue;
@@ -308,7 +314,8 @@ void Client::DeleteAsync(std::string_view key, DoneCallback done) {
 Status Client::Ping() {
   Status result;
   impl_->Enqueue(native::Op::kPing, {}, {}, 0, [&](const Status& s, const native::Response& r) {
-    result = !s.ok() ? s : (r.code == native::Code::kOk ? Status::OK() : ErrorStatus(r.code, r.body));
+    result =
+        !s.ok() ? s : (r.code == native::Code::kOk ? Status::OK() : ErrorStatus(r.code, r.body));
   });
   Status f = Flush();
   return f.ok() ? result : f;
@@ -326,7 +333,8 @@ Status Client::Get(std::string_view key, std::string* value) {
 
 Status Client::Put(std::string_view key, std::string_view value, const PutOptions& options) {
   Status result;
-  PutAsync(key, value, [&](const Status& s) { result = s; }, options);
+  PutAsync(
+      key, value, [&](const Status& s) { result = s; }, options);
   Status f = Flush();
   return f.ok() ? result : f;
 }
@@ -346,24 +354,25 @@ StatusOr<Reply> Client::Command(const std::vector<std::string>& args) {
   native::EncodeArgs(&body, args);
   Status result;
   Reply reply;
-  impl_->Enqueue(native::Op::kCommand, {}, body, 0, [&](const Status& s, const native::Response& r) {
-    if (!s.ok()) {
-      result = s;
-      return;
-    }
-    if (r.code != native::Code::kOk) {
-      result = ErrorStatus(r.code, r.body);
-      return;
-    }
-    resp::Reply rr;
-    size_t consumed = 0;
-    std::string err;
-    if (resp::ParseReply(r.body, &rr, &consumed, &err) != resp::ParseResult::kOk) {
-      result = Status::Protocol("malformed command reply: " + err);
-      return;
-    }
-    reply = FromResp(rr);
-  });
+  impl_->Enqueue(native::Op::kCommand, {}, body, 0,
+                 [&](const Status& s, const native::Response& r) {
+                   if (!s.ok()) {
+                     result = s;
+                     return;
+                   }
+                   if (r.code != native::Code::kOk) {
+                     result = ErrorStatus(r.code, r.body);
+                     return;
+                   }
+                   resp::Reply rr;
+                   size_t consumed = 0;
+                   std::string err;
+                   if (resp::ParseReply(r.body, &rr, &consumed, &err) != resp::ParseResult::kOk) {
+                     result = Status::Protocol("malformed command reply: " + err);
+                     return;
+                   }
+                   reply = FromResp(rr);
+                 });
   Status f = Flush();
   if (!f.ok()) return f;
   if (!result.ok()) return result;

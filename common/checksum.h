@@ -16,9 +16,7 @@ inline uint64_t Checksum(const void* data, size_t n, uint64_t seed = 0) {
 }
 
 // Hash of a key, used by the index (bucket, shard and tag bits).
-inline uint64_t HashKey(std::string_view key) {
-  return XXH3_64bits(key.data(), key.size());
-}
+inline uint64_t HashKey(std::string_view key) { return XXH3_64bits(key.data(), key.size()); }
 
 }  // namespace faha
 

@@ -25,7 +25,10 @@ class Histogram {
   }
   uint64_t Count() const { return count_.load(std::memory_order_relaxed); }
   uint64_t Sum() const { return sum_.load(std::memory_order_relaxed); }
-  double Mean() const { uint64_t c = Count(); return c ? static_cast<double>(Sum()) / c : 0; }
+  double Mean() const {
+    uint64_t c = Count();
+    return c ? static_cast<double>(Sum()) / c : 0;
+  }
 
   // Value at quantile q in [0,1]: the midpoint of the bucket holding it.
   uint64_t Percentile(double q) const;

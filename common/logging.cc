@@ -23,10 +23,10 @@ void Logf(LogLevel level, const char* fmt, ...) {
   struct tm tm_utc;
   gmtime_r(&secs, &tm_utc);
   static const char kLetters[] = {'D', 'I', 'W', 'E'};
-  int n = snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %c ",
-                   tm_utc.tm_year + 1900, tm_utc.tm_mon + 1, tm_utc.tm_mday, tm_utc.tm_hour,
-                   tm_utc.tm_min, tm_utc.tm_sec, static_cast<int>(ms % 1000),
-                   kLetters[static_cast<int>(level)]);
+  int n =
+      snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %c ", tm_utc.tm_year + 1900,
+               tm_utc.tm_mon + 1, tm_utc.tm_mday, tm_utc.tm_hour, tm_utc.tm_min, tm_utc.tm_sec,
+               static_cast<int>(ms % 1000), kLetters[static_cast<int>(level)]);
   va_list ap;
   va_start(ap, fmt);
   int m = vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);

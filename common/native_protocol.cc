@@ -45,7 +45,8 @@ DecodeResult DecodeRequest(std::string_view in, const Limits& limits, Request* r
   }
   if (h.value_bytes > max_value) {
     *error = "value of " + std::to_string(h.value_bytes) + " bytes exceeds " +
-             (static_cast<Op>(h.op) == Op::kCommand ? "the argument list limit (" : "max_value_bytes (") +
+             (static_cast<Op>(h.op) == Op::kCommand ? "the argument list limit ("
+                                                    : "max_value_bytes (") +
              std::to_string(max_value) + ")";
     return DecodeResult::kError;
   }

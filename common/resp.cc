@@ -24,8 +24,7 @@ int64_t ParseLineInt(const char* p, const char* end, int64_t* v) {
 }
 
 ParseResult ParseInline(std::string_view in, const ParseLimits& limits,
-                        std::vector<std::string_view>* args, size_t* consumed,
-                        std::string* error) {
+                        std::vector<std::string_view>* args, size_t* consumed, std::string* error) {
   const char* nl = static_cast<const char*>(memchr(in.data(), '\n', in.size()));
   if (!nl) {
     if (in.size() > limits.max_inline_bytes) {
@@ -109,8 +108,8 @@ ParseResult ParseCommand(std::string_view in, const ParseLimits& limits,
       return ParseResult::kError;
     }
     if (static_cast<uint64_t>(len) > limits.max_bulk_bytes) {
-      *error = "Protocol error: bulk length " + std::to_string(len) +
-               " exceeds the limit of " + std::to_string(limits.max_bulk_bytes) + " bytes";
+      *error = "Protocol error: bulk length " + std::to_string(len) + " exceeds the limit of " +
+               std::to_string(limits.max_bulk_bytes) + " bytes";
       return ParseResult::kError;
     }
     p += used;
@@ -248,10 +247,14 @@ ParseResult ParseReply(std::string_view in, Reply* reply, size_t* consumed, std:
 
 std::string Reply::Render(int indent) const {
   switch (type) {
-    case Type::kSimple: return str;
-    case Type::kError: return "(error) " + str;
-    case Type::kInt: return "(integer) " + std::to_string(integer);
-    case Type::kNil: return "(nil)";
+    case Type::kSimple:
+      return str;
+    case Type::kError:
+      return "(error) " + str;
+    case Type::kInt:
+      return "(integer) " + std::to_string(integer);
+    case Type::kNil:
+      return "(nil)";
     case Type::kBulk: {
       std::string s = "\"";
       for (unsigned char c : str) {

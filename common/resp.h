@@ -25,17 +25,16 @@ enum class ParseResult { kOk, kNeedMore, kError };
 // words Redis uses ("Protocol error: ..."); the connection should be closed
 // after replying. An empty inline line yields kOk with no args.
 ParseResult ParseCommand(std::string_view in, const ParseLimits& limits,
-                         std::vector<std::string_view>* args, size_t* consumed,
-                         std::string* error);
+                         std::vector<std::string_view>* args, size_t* consumed, std::string* error);
 
 // Reply encoders (append to `out`).
 void AppendSimple(std::string* out, std::string_view s);  // +s
 void AppendError(std::string* out, std::string_view s);   // -s (CR/LF replaced by spaces)
-void AppendInt(std::string* out, int64_t v);               // :v
-void AppendBulk(std::string* out, std::string_view s);     // $len s
-void AppendNil(std::string* out);                          // $-1
-void AppendArray(std::string* out, int64_t n);             // *n
-void AppendNilArray(std::string* out);                     // *-1
+void AppendInt(std::string* out, int64_t v);              // :v
+void AppendBulk(std::string* out, std::string_view s);    // $len s
+void AppendNil(std::string* out);                         // $-1
+void AppendArray(std::string* out, int64_t n);            // *n
+void AppendNilArray(std::string* out);                    // *-1
 
 // A parsed reply, for clients.
 struct Reply {

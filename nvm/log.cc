@@ -94,7 +94,8 @@ StatusOr<std::unique_ptr<Log>> Log::Open(std::shared_ptr<LogDevice> device,
                                          const LogOptions& options) {
   if (options.segment_bytes < (1u << 16) || options.segment_bytes > (1ull << 32) ||
       options.segment_bytes % kBatchAlign != 0) {
-    return Status::InvalidArgument("segment size must be a multiple of 64 between 64 KiB and 4 GiB");
+    return Status::InvalidArgument(
+        "segment size must be a multiple of 64 between 64 KiB and 4 GiB");
   }
   return std::unique_ptr<Log>(new Log(std::move(device), options));
 }
@@ -250,7 +251,8 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
   for (size_t idx = 0; idx < ids.size(); idx++) {
     uint32_t id = ids[idx];
     std::string name = device_->SegmentName(id);
-    if (id == 0 || id >= kMaxSegments) return Status::Corruption(name + ": segment id out of range");
+    if (id == 0 || id >= kMaxSegments)
+      return Status::Corruption(name + ": segment id out of range");
     auto opened = device_->OpenSegment(id);
     if (!opened.ok()) return opened.status();
     Segment* seg = opened->get();
@@ -276,9 +278,10 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
       if (last && !holds_batch) {
         // Created but its header never (fully) persisted: a crash during a
         // segment switch. It holds no batch, so nothing is lost by removing it.
-        FAHA_LOG_WARN("recovery: %s has no valid header and no batch (crash while creating "
-                      "it); removing it",
-                      name.c_str());
+        FAHA_LOG_WARN(
+            "recovery: %s has no valid header and no batch (crash while creating "
+            "it); removing it",
+            name.c_str());
         segments_[id].store(nullptr);
         owned_.pop_back();
         segment_count_.fetch_sub(1);
@@ -298,9 +301,10 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
                                   " is missing; restart with --recovery_drop_corrupt to start "
                                   "from the segments that remain");
       }
-      FAHA_LOG_WARN("recovery: %s is missing; starting from %s because --recovery_drop_corrupt "
-                    "is set",
-                    device_->SegmentName(1).c_str(), name.c_str());
+      FAHA_LOG_WARN(
+          "recovery: %s is missing; starting from %s because --recovery_drop_corrupt "
+          "is set",
+          device_->SegmentName(1).c_str(), name.c_str());
     }
     if (idx > 0 && id != ids[idx - 1] + 1) {
       // A missing segment file: batches are lost in the middle of the log.
@@ -337,8 +341,8 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
           RecordView rec;
           size_t n;
           if (!DecodeRecord(p, left, &rec, &n)) {
-            return Status::Corruption(name + " offset " + std::to_string(off) +
-                                      ": record " + std::to_string(i) +
+            return Status::Corruption(name + " offset " + std::to_string(off) + ": record " +
+                                      std::to_string(i) +
                                       " is malformed inside a batch whose checksum matches");
           }
           uint64_t loc = MakeLocation(id, static_cast<uint32_t>(p - seg->data()));
@@ -360,8 +364,8 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
 
       // The scan stops here. What follows decides whether this is the normal
       // end, a torn tail, or damage in the middle of the log.
-      bool zero_header = AllZero(seg->data() + off, std::min<uint64_t>(sizeof(BatchHeader),
-                                                                         seg->size() - off));
+      bool zero_header =
+          AllZero(seg->data() + off, std::min<uint64_t>(sizeof(BatchHeader), seg->size() - off));
       bool last = idx + 1 == ids.size();
       if (zero_header && !last && NonZeroEnd(*seg, off) == off) {
         // A segment the writer left because the next batch did not fit: only
@@ -373,16 +377,16 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
       // over valid batches and call them a torn tail.
       uint64_t later_batches = 0, later_records = 0;
       Status err;
-      std::string later = FindValidBatchAfter(ids, idx, off + kBatchAlign, &later_batches,
-                                              &later_records, &err);
+      std::string later =
+          FindValidBatchAfter(ids, idx, off + kBatchAlign, &later_batches, &later_records, &err);
       FAHA_RETURN_IF_ERROR(err);
       std::string where = name + " offset " + std::to_string(off);
       if (later.empty()) {
         uint64_t garbage_end = NonZeroEnd(*seg, off);
         if (garbage_end > off) {
           report->torn_tail = true;
-          report->torn_detail = where + ": " + (zero_header ? "header not persisted" : why) +
-                                ", " + std::to_string(garbage_end - off) +
+          report->torn_detail = where + ": " + (zero_header ? "header not persisted" : why) + ", " +
+                                std::to_string(garbage_end - off) +
                                 " bytes of an incomplete last batch dropped";
           FAHA_LOG_WARN("recovery: dropped torn tail at %s", report->torn_detail.c_str());
         }
@@ -392,8 +396,9 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
       std::string what = where + ": damaged batch (" + (zero_header ? "zeroed header" : why) +
                          ") followed by " + later;
       if (!options_.drop_corrupt) {
-        return Status::Corruption(what + "; this is lost media, not a torn tail. Restart with "
-                                         "--recovery_drop_corrupt to drop the log from here");
+        return Status::Corruption(what +
+                                  "; this is lost media, not a torn tail. Restart with "
+                                  "--recovery_drop_corrupt to drop the log from here");
       }
       report->dropped_corrupt = true;
       report->dropped_batches = later_batches;

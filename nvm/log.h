@@ -45,7 +45,10 @@ class BatchBuilder {
   uint32_t count() const { return count_; }
   size_t bytes() const { return buf_.size(); }
   bool empty() const { return count_ == 0; }
-  void Clear() { buf_.clear(); count_ = 0; }
+  void Clear() {
+    buf_.clear();
+    count_ = 0;
+  }
   // Drops the records added after the builder held `bytes` bytes and `count` records.
   void Truncate(size_t bytes, uint32_t count) {
     buf_.resize(bytes);
@@ -72,8 +75,8 @@ struct RecoveryReport {
   uint64_t records = 0;
   uint64_t log_bytes = 0;
   double seconds = 0;
-  bool torn_tail = false;    // an incomplete last batch was dropped
-  std::string torn_detail;   // where, and why it was judged torn
+  bool torn_tail = false;   // an incomplete last batch was dropped
+  std::string torn_detail;  // where, and why it was judged torn
   bool dropped_corrupt = false;
   std::string dropped_detail;
   uint64_t dropped_batches = 0;  // valid batches thrown away after damage

@@ -19,7 +19,7 @@ namespace faha::nvm {
 inline constexpr uint32_t kSegmentMagic = 0x53484146;  // "FAHS"
 inline constexpr uint32_t kBatchMagic = 0x42484146;    // "FAHB"
 inline constexpr uint16_t kFormatVersion = 1;
-inline constexpr uint64_t kBatchAlign = 64;   // one cache line
+inline constexpr uint64_t kBatchAlign = 64;  // one cache line
 inline constexpr uint64_t kRecordAlign = 8;
 
 struct SegmentHeader {
@@ -42,8 +42,8 @@ struct BatchHeader {
   uint16_t flags;          // reserved, 0
   uint32_t payload_bytes;  // bytes of records after this header (unpadded)
   uint32_t record_count;
-  uint64_t first_lsn;      // LSN of the first record; records are numbered consecutively
-  uint64_t epoch;          // replication epoch that wrote it (0 on a single node)
+  uint64_t first_lsn;  // LSN of the first record; records are numbered consecutively
+  uint64_t epoch;      // replication epoch that wrote it (0 on a single node)
   uint64_t reserved;
   uint64_t checksum;  // XXH3-64 of header bytes [0, 40) seeding XXH3-64 of the payload
 };

@@ -26,7 +26,8 @@ std::string BatchPayload(int batch, int records, BatchBuilder* b) {
   b->Clear();
   for (int i = 0; i < records; i++) {
     std::string key = "b" + std::to_string(batch) + "-r" + std::to_string(i);
-    std::string value(static_cast<size_t>(10 + (batch * 7 + i * 13) % 300), static_cast<char>('a' + batch % 26));
+    std::string value(static_cast<size_t>(10 + (batch * 7 + i * 13) % 300),
+                      static_cast<char>('a' + batch % 26));
     b->Add(RecordType::kPut, key, value, 0);
   }
   return std::string(b->payload());

@@ -12,8 +12,12 @@ class MemorySegment final : public Segment {
     data_ = img_->mapped.data();
     size_ = img_->mapped.size();
   }
-  void Write(size_t off, const void* src, size_t len) override { std::memcpy(data_ + off, src, len); }
-  Status Persist(size_t off, size_t len) override { return dev_->PersistRange(img_.get(), off, len); }
+  void Write(size_t off, const void* src, size_t len) override {
+    std::memcpy(data_ + off, src, len);
+  }
+  Status Persist(size_t off, size_t len) override {
+    return dev_->PersistRange(img_.get(), off, len);
+  }
 
  private:
   MemoryDevice* dev_;

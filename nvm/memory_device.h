@@ -30,7 +30,9 @@ class MemoryDevice final : public LogDevice {
   StatusOr<std::unique_ptr<Segment>> OpenSegment(uint32_t id) override;
   StatusOr<std::vector<uint32_t>> ListSegments() override;
   Status RemoveSegment(uint32_t id) override;
-  std::string SegmentName(uint32_t id) const override { return "mem-segment-" + std::to_string(id); }
+  std::string SegmentName(uint32_t id) const override {
+    return "mem-segment-" + std::to_string(id);
+  }
   std::string Granularity() const override { return "CACHE_LINE"; }
 
   void CrashAtPersist(uint64_t n, KeepFn keep);

@@ -27,9 +27,12 @@ std::string PmemError(const std::string& what) { return what + ": " + pmem2_erro
 
 const char* GranularityName(pmem2_granularity g) {
   switch (g) {
-    case PMEM2_GRANULARITY_BYTE: return "BYTE";
-    case PMEM2_GRANULARITY_CACHE_LINE: return "CACHE_LINE";
-    case PMEM2_GRANULARITY_PAGE: return "PAGE";
+    case PMEM2_GRANULARITY_BYTE:
+      return "BYTE";
+    case PMEM2_GRANULARITY_CACHE_LINE:
+      return "CACHE_LINE";
+    case PMEM2_GRANULARITY_PAGE:
+      return "PAGE";
   }
   return "UNKNOWN";
 }
@@ -114,7 +117,8 @@ class PmemDevice final : public LogDevice {
       if (spare_ && spare_->size() == bytes) seg = std::move(spare_);
     }
     if (seg) {
-      if (rename(SparePath().c_str(), path.c_str()) != 0) return Status::IOError(Errno("rename spare to " + path));
+      if (rename(SparePath().c_str(), path.c_str()) != 0)
+        return Status::IOError(Errno("rename spare to " + path));
       FAHA_RETURN_IF_ERROR(SyncDir());
     } else {
       auto made = MakeFile(path, bytes);
@@ -126,7 +130,6 @@ class PmemDevice final : public LogDevice {
   }
 
   void PrepareNext(size_t bytes) override { StartPreparing(bytes); }
-
 
   // Creates a zeroed, space-reserved file at `path` and maps it.
   StatusOr<std::unique_ptr<Segment>> MakeFile(const std::string& path, size_t bytes) {
@@ -152,7 +155,9 @@ class PmemDevice final : public LogDevice {
     return MapFile(path);
   }
 
-  StatusOr<std::unique_ptr<Segment>> OpenSegment(uint32_t id) override { return MapFile(SegmentName(id)); }
+  StatusOr<std::unique_ptr<Segment>> OpenSegment(uint32_t id) override {
+    return MapFile(SegmentName(id));
+  }
 
   StatusOr<std::unique_ptr<Segment>> MapFile(const std::string& path) {
     int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);

@@ -31,7 +31,8 @@ std::string Lower(std::string_view s) {
 bool EqNoCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); i++) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
       return false;
     }
   }
@@ -52,24 +53,24 @@ struct Spec {
 
 const std::vector<std::pair<std::string, Spec>>& Table() {
   static const std::vector<std::pair<std::string, Spec>> t = {
-      {"ping", {-1, false, false}},     {"echo", {2, false, true}},
-      {"auth", {-2, false, false}},     {"hello", {-1, false, false}},
-      {"quit", {-1, false, false}},     {"select", {2, false, true}},
-      {"get", {2, false, true}},        {"mget", {-2, false, true}},
-      {"exists", {-2, false, true}},    {"ttl", {2, false, true}},
-      {"pttl", {2, false, true}},       {"type", {2, false, true}},
-      {"strlen", {2, false, true}},     {"dbsize", {1, false, true}},
-      {"scan", {-2, false, true}},      {"info", {-1, false, true}},
-      {"role", {1, false, true}},       {"command", {-1, false, true}},
-      {"config", {-2, false, true}},    {"client", {-2, false, true}},
-      {"time", {1, false, true}},       {"set", {-3, true, true}},
-      {"del", {-2, true, true}},        {"unlink", {-2, true, true}},
-      {"mset", {-3, true, true}},       {"incr", {2, true, true}},
-      {"decr", {2, true, true}},        {"incrby", {3, true, true}},
-      {"decrby", {3, true, true}},      {"expire", {-3, true, true}},
-      {"pexpire", {-3, true, true}},     {"expireat", {-3, true, true}},
-      {"pexpireat", {-3, true, true}},   {"persist", {2, true, true}},
-      {"flushall", {-1, true, true}},   {"flushdb", {-1, true, true}},
+      {"ping", {-1, false, false}},    {"echo", {2, false, true}},
+      {"auth", {-2, false, false}},    {"hello", {-1, false, false}},
+      {"quit", {-1, false, false}},    {"select", {2, false, true}},
+      {"get", {2, false, true}},       {"mget", {-2, false, true}},
+      {"exists", {-2, false, true}},   {"ttl", {2, false, true}},
+      {"pttl", {2, false, true}},      {"type", {2, false, true}},
+      {"strlen", {2, false, true}},    {"dbsize", {1, false, true}},
+      {"scan", {-2, false, true}},     {"info", {-1, false, true}},
+      {"role", {1, false, true}},      {"command", {-1, false, true}},
+      {"config", {-2, false, true}},   {"client", {-2, false, true}},
+      {"time", {1, false, true}},      {"set", {-3, true, true}},
+      {"del", {-2, true, true}},       {"unlink", {-2, true, true}},
+      {"mset", {-3, true, true}},      {"incr", {2, true, true}},
+      {"decr", {2, true, true}},       {"incrby", {3, true, true}},
+      {"decrby", {3, true, true}},     {"expire", {-3, true, true}},
+      {"pexpire", {-3, true, true}},   {"expireat", {-3, true, true}},
+      {"pexpireat", {-3, true, true}}, {"persist", {2, true, true}},
+      {"flushall", {-1, true, true}},  {"flushdb", {-1, true, true}},
       {"shutdown", {-1, false, true}},
   };
   return t;
@@ -107,17 +108,28 @@ bool Commands::PasswordMatches(std::string_view given) const {
 
 void Commands::AppendResult(std::string* out, const WriteResult& r) {
   switch (r.kind) {
-    case WriteResult::Kind::kOk: resp::AppendSimple(out, "OK"); break;
-    case WriteResult::Kind::kNil: resp::AppendNil(out); break;
-    case WriteResult::Kind::kInt: resp::AppendInt(out, r.integer); break;
-    case WriteResult::Kind::kBulk: resp::AppendBulk(out, r.str); break;
-    case WriteResult::Kind::kError: resp::AppendError(out, r.str); break;
+    case WriteResult::Kind::kOk:
+      resp::AppendSimple(out, "OK");
+      break;
+    case WriteResult::Kind::kNil:
+      resp::AppendNil(out);
+      break;
+    case WriteResult::Kind::kInt:
+      resp::AppendInt(out, r.integer);
+      break;
+    case WriteResult::Kind::kBulk:
+      resp::AppendBulk(out, r.str);
+      break;
+    case WriteResult::Kind::kError:
+      resp::AppendError(out, r.str);
+      break;
   }
 }
 
 ExecStatus Commands::Submit(Session* s, WriteOp op, CompletionSink* sink) {
   op.start_us = MonoUs();
-  server_->metrics()->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1, std::memory_order_relaxed);
+  server_->metrics()->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1,
+                                                                       std::memory_order_relaxed);
   outbox_->push_back(Store::Write{std::move(op), sink, s->conn_id});
   s->pending_writes++;
   return ExecStatus::kSubmitted;
@@ -130,9 +142,9 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   Metrics* m = server_->metrics();
   const bool may_reply = s->pending_writes == 0;
   // Any immediate reply must wait for earlier pending writes (reply order).
-#define REPLY_NOW()                                \
-  do {                                             \
-    if (!may_reply) return ExecStatus::kBlocked;   \
+#define REPLY_NOW()                              \
+  do {                                           \
+    if (!may_reply) return ExecStatus::kBlocked; \
   } while (0)
 
   if (args.empty()) {
@@ -173,10 +185,10 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     return ExecStatus::kReplied;
   };
   auto key_ok = [&](std::string_view k) { return k.size() <= opt.max_key_bytes; };
-  const std::string key_too_long = "ERR key is longer than max_key_bytes (" +
-                                   std::to_string(opt.max_key_bytes) + ")";
-  const std::string value_too_long = "ERR value is longer than max_value_bytes (" +
-                                     std::to_string(opt.max_value_bytes) + ")";
+  const std::string key_too_long =
+      "ERR key is longer than max_key_bytes (" + std::to_string(opt.max_key_bytes) + ")";
+  const std::string value_too_long =
+      "ERR value is longer than max_value_bytes (" + std::to_string(opt.max_value_bytes) + ")";
   const std::string too_big_for_batch =
       "ERR this write is larger than one log batch (--max_batch_kb=" +
       std::to_string(opt.max_batch_bytes >> 10) + "); split it";
@@ -221,7 +233,8 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     int i = 1;
     if (argc >= 2) {
       int64_t ver = 0;
-      if (!ParseInt(args[1], &ver)) return error("ERR Protocol version is not an integer or out of range");
+      if (!ParseInt(args[1], &ver))
+        return error("ERR Protocol version is not an integer or out of range");
       if (ver != 2) return error("NOPROTO unsupported protocol version (this server speaks RESP2)");
       i = 2;
     }
@@ -236,10 +249,15 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
       } else if (EqNoCase(args[i], "setname") && i + 1 < argc) {
         s->name = std::string(args[++i]);
       } else {
-        return error("ERR Syntax error in HELLO option '" + std::string(args[i].substr(0, 64)) + "'");
+        return error("ERR Syntax error in HELLO option '" + std::string(args[i].substr(0, 64)) +
+                     "'");
       }
     }
-    if (!s->authed) return error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    if (!s->authed)
+      return error(
+          "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
+          "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the "
+          "RESP protocol version at the same time");
     resp::AppendArray(out, 14);
     resp::AppendBulk(out, "server");
     resp::AppendBulk(out, "faha");
@@ -329,7 +347,8 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
                        n != "select" && n != "dbsize" && n != "scan" && n != "info" &&
                        n != "role" && n != "command" && n != "config" && n != "client" &&
                        n != "time" && n != "flushall" && n != "flushdb" && n != "shutdown";
-        int last = (n == "mget" || n == "del" || n == "unlink" || n == "exists" || n == "mset") ? -1 : 1;
+        int last =
+            (n == "mget" || n == "del" || n == "unlink" || n == "exists" || n == "mset") ? -1 : 1;
         resp::AppendArray(out, 6);
         resp::AppendBulk(out, n);
         resp::AppendInt(out, sp.arity);
@@ -454,7 +473,8 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     uint64_t cursor = 0;
     {
       auto [p, ec] = std::from_chars(args[1].data(), args[1].data() + args[1].size(), cursor);
-      if (ec != std::errc() || p != args[1].data() + args[1].size()) return error("ERR invalid cursor");
+      if (ec != std::errc() || p != args[1].data() + args[1].size())
+        return error("ERR invalid cursor");
     }
     std::string pattern;
     int64_t count = 10;
@@ -463,7 +483,8 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
       if (EqNoCase(args[i], "match") && i + 1 < argc) {
         pattern = std::string(args[++i]);
       } else if (EqNoCase(args[i], "count") && i + 1 < argc) {
-        if (!ParseInt(args[++i], &count) || count < 1) return error("ERR value is not an integer or out of range");
+        if (!ParseInt(args[++i], &count) || count < 1)
+          return error("ERR value is not an integer or out of range");
       } else if (EqNoCase(args[i], "type") && i + 1 < argc) {
         type_match = EqNoCase(args[++i], "string");
       } else {
@@ -546,7 +567,8 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
       if (args[i + 1].size() > opt.max_value_bytes) return error(value_too_long);
     }
     uint64_t record_bytes = 0;
-    for (int i = 1; i < argc; i += 2) record_bytes += nvm::RecordSize(args[i].size(), args[i + 1].size());
+    for (int i = 1; i < argc; i += 2)
+      record_bytes += nvm::RecordSize(args[i].size(), args[i + 1].size());
     if (record_bytes > opt.max_batch_bytes) return error(too_big_for_batch);
     for (int i = 1; i < argc; i++) op.args.emplace_back(args[i]);
     return Submit(s, std::move(op), sink);
@@ -661,7 +683,8 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("used_memory_rss", std::to_string(RssBytes()));
     line("index_memory_bytes", std::to_string(idx));
     line("index_bytes_per_key", keys ? num(static_cast<double>(idx) / keys) : "0");
-    line("log_mapped_bytes", std::to_string(store->log().segment_count() * store->log().segment_bytes()));
+    line("log_mapped_bytes",
+         std::to_string(store->log().segment_count() * store->log().segment_bytes()));
     t += "\r\n";
   }
   if (all || section == "persistence") {

@@ -12,12 +12,14 @@
 #include "server/server.h"
 #include "server/store.h"
 
-DEFINE_string(data_dir, "./faha-data", "Directory of the log segments (created if missing). "
+DEFINE_string(data_dir, "./faha-data",
+              "Directory of the log segments (created if missing). "
               "Put it on a DAX mount (mount -o dax) for cache-line persistence.");
 DEFINE_string(bind, "127.0.0.1", "IPv4 address to listen on (client and metrics ports).");
 DEFINE_int32(port, 7379, "Client port: RESP and the native protocol. 0 picks a free port.");
 DEFINE_int32(metrics_port, 0, "Prometheus /metrics port: 0 means --port + 2000, -1 disables.");
-DEFINE_string(requirepass, "", "Password clients must give with AUTH (empty: no auth). Prefer "
+DEFINE_string(requirepass, "",
+              "Password clients must give with AUTH (empty: no auth). Prefer "
               "--flagfile with a 0600 file over the command line, which others can read in ps.");
 DEFINE_uint32(max_key_bytes, 16 << 10, "Longest key accepted, in bytes.");
 DEFINE_uint32(max_value_bytes, 1 << 20, "Longest value accepted, in bytes.");
@@ -26,7 +28,8 @@ DEFINE_uint32(max_pipeline, 4096, "Most writes one connection may have in flight
 DEFINE_int32(io_threads, 2, "Threads serving client connections.");
 DEFINE_uint64(segment_mb, 64, "Size of each log segment file, in MiB (1..4095).");
 DEFINE_uint64(max_batch_kb, 8192, "Largest group-commit batch, in KiB.");
-DEFINE_bool(recovery_drop_corrupt, false, "If recovery finds a damaged batch with valid batches "
+DEFINE_bool(recovery_drop_corrupt, false,
+            "If recovery finds a damaged batch with valid batches "
             "after it (lost media), drop the log from the damaged batch on instead of refusing to "
             "start. What was dropped is logged. Never needed for a torn tail.");
 DEFINE_string(log_level, "info", "debug, info, warn or error.");
@@ -44,8 +47,10 @@ bool Fail(const std::string& msg) {
 
 bool ValidateFlags() {
   if (FLAGS_port < 0 || FLAGS_port > 65535) return Fail("--port must be in 0..65535");
-  if (FLAGS_metrics_port < -1 || FLAGS_metrics_port > 65535) return Fail("--metrics_port must be -1..65535");
-  if (FLAGS_segment_mb < 1 || FLAGS_segment_mb > 4095) return Fail("--segment_mb must be in 1..4095");
+  if (FLAGS_metrics_port < -1 || FLAGS_metrics_port > 65535)
+    return Fail("--metrics_port must be -1..65535");
+  if (FLAGS_segment_mb < 1 || FLAGS_segment_mb > 4095)
+    return Fail("--segment_mb must be in 1..4095");
   if (FLAGS_io_threads < 1 || FLAGS_io_threads > 64) return Fail("--io_threads must be in 1..64");
   if (FLAGS_max_key_bytes < 1) return Fail("--max_key_bytes must be at least 1");
   if (FLAGS_max_clients < 1) return Fail("--max_clients must be at least 1");
@@ -71,9 +76,12 @@ int main(int argc, char** argv) {
     fprintf(stderr, "faha-server: unexpected argument '%s' (flags start with --)\n", argv[1]);
     return 2;
   }
-  if (FLAGS_log_level == "debug") faha::SetLogLevel(faha::LogLevel::kDebug);
-  else if (FLAGS_log_level == "warn") faha::SetLogLevel(faha::LogLevel::kWarn);
-  else if (FLAGS_log_level == "error") faha::SetLogLevel(faha::LogLevel::kError);
+  if (FLAGS_log_level == "debug")
+    faha::SetLogLevel(faha::LogLevel::kDebug);
+  else if (FLAGS_log_level == "warn")
+    faha::SetLogLevel(faha::LogLevel::kWarn);
+  else if (FLAGS_log_level == "error")
+    faha::SetLogLevel(faha::LogLevel::kError);
   else if (FLAGS_log_level != "info") {
     fprintf(stderr, "faha-server: --log_level must be debug, info, warn or error\n");
     return 2;
@@ -102,17 +110,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   faha::Store* st = store->get();
-  FAHA_LOG_INFO("log: persist granularity %s (%s)", st->log().Granularity().c_str(),
-                st->log().Granularity() == "PAGE" ? "ordinary file: msync"
-                                                  : "DAX: cache-line flush + fence");
+  FAHA_LOG_INFO(
+      "log: persist granularity %s (%s)", st->log().Granularity().c_str(),
+      st->log().Granularity() == "PAGE" ? "ordinary file: msync" : "DAX: cache-line flush + fence");
   double kps = report.seconds > 0 ? static_cast<double>(st->KeyCount()) / report.seconds : 0;
-  FAHA_LOG_INFO("recovery: %llu segments, %llu batches, %llu records, %llu keys in %.3f s "
-                "(%.0f keys/s)%s",
-                static_cast<unsigned long long>(report.segments),
-                static_cast<unsigned long long>(report.batches),
-                static_cast<unsigned long long>(report.records),
-                static_cast<unsigned long long>(st->KeyCount()), report.seconds, kps,
-                report.torn_tail ? "; torn tail dropped" : "");
+  FAHA_LOG_INFO(
+      "recovery: %llu segments, %llu batches, %llu records, %llu keys in %.3f s "
+      "(%.0f keys/s)%s",
+      static_cast<unsigned long long>(report.segments),
+      static_cast<unsigned long long>(report.batches),
+      static_cast<unsigned long long>(report.records),
+      static_cast<unsigned long long>(st->KeyCount()), report.seconds, kps,
+      report.torn_tail ? "; torn tail dropped" : "");
 
   metrics.log_bytes = [st] { return st->log().bytes_written(); };
   metrics.log_segments = [st] { return st->log().segment_count(); };
@@ -147,16 +156,18 @@ int main(int argc, char** argv) {
   auto collectable = std::make_shared<faha::MetricsCollectable>(&metrics);
   if (metrics_port > 0) {
     try {
-      exposer = std::make_unique<prometheus::Exposer>(FLAGS_bind + ":" + std::to_string(metrics_port));
+      exposer =
+          std::make_unique<prometheus::Exposer>(FLAGS_bind + ":" + std::to_string(metrics_port));
       exposer->RegisterCollectable(collectable);
     } catch (const std::exception& e) {
-      FAHA_LOG_ERROR("cannot serve /metrics on %s:%d: %s", FLAGS_bind.c_str(), metrics_port, e.what());
+      FAHA_LOG_ERROR("cannot serve /metrics on %s:%d: %s", FLAGS_bind.c_str(), metrics_port,
+                     e.what());
       server.Stop();
       return 1;
     }
   }
   g_server = &server;
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = OnSignal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);

@@ -8,9 +8,12 @@ namespace faha {
 
 const char* OpClassName(OpClass c) {
   switch (c) {
-    case OpClass::kRead: return "read";
-    case OpClass::kWrite: return "write";
-    case OpClass::kOther: return "other";
+    case OpClass::kRead:
+      return "read";
+    case OpClass::kWrite:
+      return "write";
+    case OpClass::kOther:
+      return "other";
   }
   return "other";
 }
@@ -83,8 +86,8 @@ std::vector<MetricFamily> MetricsCollectable::Collect() const {
   out.push_back(std::move(lat));
   out.push_back(Single("faha_errors_total", "Error replies sent", MetricType::Counter,
                        static_cast<double>(m_->errors.load())));
-  out.push_back(Single("faha_connections_total", "Client connections accepted",
-                       MetricType::Counter, static_cast<double>(m_->connections_total.load())));
+  out.push_back(Single("faha_connections_total", "Client connections accepted", MetricType::Counter,
+                       static_cast<double>(m_->connections_total.load())));
   out.push_back(Single("faha_connections", "Client connections open", MetricType::Gauge,
                        static_cast<double>(m_->connections_current.load())));
   out.push_back(Single("faha_connections_rejected_total", "Connections refused (max_clients)",
@@ -117,16 +120,16 @@ std::vector<MetricFamily> MetricsCollectable::Collect() const {
     out.push_back(Single("faha_index_memory_bytes", "DRAM bytes held by the index",
                          MetricType::Gauge, static_cast<double>(m_->index_memory_bytes())));
   }
-  MetricFamily bb{"faha_batch_bytes", "Payload bytes per committed batch", MetricType::Histogram,
-                  {}};
+  MetricFamily bb{
+      "faha_batch_bytes", "Payload bytes per committed batch", MetricType::Histogram, {}};
   bb.metric.push_back(HistogramMetric(m_->batch_bytes, PowerOfTwoEdges(6, 24), 1));
   out.push_back(std::move(bb));
-  MetricFamily bo{"faha_batch_ops", "Client write commands per committed batch",
-                  MetricType::Histogram, {}};
+  MetricFamily bo{
+      "faha_batch_ops", "Client write commands per committed batch", MetricType::Histogram, {}};
   bo.metric.push_back(HistogramMetric(m_->batch_ops, PowerOfTwoEdges(1, 14), 1));
   out.push_back(std::move(bo));
-  MetricFamily pl{"faha_persist_seconds", "Time to write and persist one batch",
-                  MetricType::Histogram, {}};
+  MetricFamily pl{
+      "faha_persist_seconds", "Time to write and persist one batch", MetricType::Histogram, {}};
   pl.metric.push_back(HistogramMetric(m_->persist_us, lat_edges, 1e-6));
   out.push_back(std::move(pl));
   return out;

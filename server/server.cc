@@ -67,7 +67,8 @@ class IoThread final : public CompletionSink {
   Status Init() {
     epfd_ = epoll_create1(EPOLL_CLOEXEC);
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (epfd_ < 0 || wake_fd_ < 0) return Status::IOError(std::string("epoll/eventfd: ") + strerror(errno));
+    if (epfd_ < 0 || wake_fd_ < 0)
+      return Status::IOError(std::string("epoll/eventfd: ") + strerror(errno));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = kWakeId;
@@ -424,9 +425,10 @@ class IoThread final : public CompletionSink {
 
   void RecordLatency(const std::vector<std::string_view>& args, int64_t t0) {
     if (args.empty() || args[0].empty()) return;
-    bool read = args[0].size() <= 4 && (args[0][0] == 'g' || args[0][0] == 'G' ||
-                                         args[0][0] == 'm' || args[0][0] == 'M');
-    server_->metrics()->op_latency_us[static_cast<int>(read ? OpClass::kRead : OpClass::kOther)]
+    bool read = args[0].size() <= 4 &&
+                (args[0][0] == 'g' || args[0][0] == 'G' || args[0][0] == 'm' || args[0][0] == 'M');
+    server_->metrics()
+        ->op_latency_us[static_cast<int>(read ? OpClass::kRead : OpClass::kOther)]
         .Record(static_cast<uint64_t>(MonoUs() - t0));
   }
 
@@ -642,7 +644,8 @@ Status Server::Start() {
     listen_fd_ = -1;
     return s;
   }
-  if (listen(listen_fd_, 511) != 0) return Status::IOError(std::string("listen: ") + strerror(errno));
+  if (listen(listen_fd_, 511) != 0)
+    return Status::IOError(std::string("listen: ") + strerror(errno));
   socklen_t len = sizeof(addr);
   getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
   bound_port_ = ntohs(addr.sin_port);

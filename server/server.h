@@ -31,11 +31,11 @@ struct ServerOptions {
   uint32_t max_key_bytes = 16 << 10;
   uint32_t max_value_bytes = 1 << 20;
   uint32_t max_clients = 10000;
-  uint32_t max_pipeline = 4096;  // writes in flight per connection
+  uint32_t max_pipeline = 4096;      // writes in flight per connection
   size_t max_batch_bytes = 8 << 20;  // the store's batch limit: also the largest command
   int io_threads = 2;
-  std::string data_dir;  // for INFO
-  int metrics_port = -1;  // for INFO
+  std::string data_dir;          // for INFO
+  int metrics_port = -1;         // for INFO
   nvm::RecoveryReport recovery;  // for INFO
   uint64_t recovered_keys = 0;
 };

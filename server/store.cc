@@ -25,8 +25,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options, Metric
 }
 
 StatusOr<std::unique_ptr<Store>> Store::OpenOnDevice(std::shared_ptr<nvm::LogDevice> device,
-                                                     const StoreOptions& options,
-                                                     Metrics* metrics,
+                                                     const StoreOptions& options, Metrics* metrics,
                                                      nvm::RecoveryReport* report) {
   std::unique_ptr<Store> store(new Store(options, metrics));
   auto log = nvm::Log::Open(std::move(device), options.log);
@@ -53,7 +52,9 @@ StatusOr<std::unique_ptr<Store>> Store::OpenOnDevice(std::shared_ptr<nvm::LogDev
   return store;
 }
 
-void Store::Start() { sequencer_ = std::thread([this] { SequencerLoop_st(); }); }
+void Store::Start() {
+  sequencer_ = std::thread([this] { SequencerLoop_st(); });
+}
 
 void Store::Stop() {
   {
@@ -174,7 +175,8 @@ void Store::SequencerLoop_st() {
       size_t bytes = 0;
       while (!queue_.empty()) {
         size_t op_bytes = 64;
-        for (const auto& a : queue_.front().op.args) op_bytes += a.size() + sizeof(nvm::RecordHeader);
+        for (const auto& a : queue_.front().op.args)
+          op_bytes += a.size() + sizeof(nvm::RecordHeader);
         if (!taken.empty() && bytes + op_bytes > options_.max_batch_bytes) break;
         bytes += op_bytes;
         taken.push_back(std::move(queue_.front()));
@@ -233,7 +235,8 @@ void Store::SequencerLoop_st() {
         // Publish in log order, with every reader slot held so that no
         // command sees half a batch: the index now names the new records.
         std::unique_lock<std::mutex> slots[kReadSlots];
-        for (int i = 0; i < kReadSlots; i++) slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
+        for (int i = 0; i < kReadSlots; i++)
+          slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
         const char* base = log_->RecordPtr(appended->base_location);
         size_t off = 0;
         while (off < batch.bytes()) {
@@ -294,7 +297,8 @@ bool ParseInt64(std::string_view s, int64_t* v) {
 
 WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms) {
   if (failed_.load(std::memory_order_relaxed)) {
-    return WriteResult::Error("IOERR the log failed earlier; this node refuses writes until restart");
+    return WriteResult::Error(
+        "IOERR the log failed earlier; this node refuses writes until restart");
   }
   // Current state of a key: the batch's own earlier writes win over the index.
   auto current = [&](std::string_view key, bool want_value) {
@@ -324,11 +328,13 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
         return WriteResult::Nil();
       }
       Put_st(batch, key, op.args[1], op.keep_ttl ? cur.expire_at_ms : op.expire_at_ms);
-      if (op.get_old) return cur.exists ? WriteResult::Bulk(std::move(cur.value)) : WriteResult::Nil();
+      if (op.get_old)
+        return cur.exists ? WriteResult::Bulk(std::move(cur.value)) : WriteResult::Nil();
       return WriteResult::Ok();
     }
     case WriteOp::Kind::kMSet:
-      for (size_t i = 0; i + 1 < op.args.size(); i += 2) Put_st(batch, op.args[i], op.args[i + 1], 0);
+      for (size_t i = 0; i + 1 < op.args.size(); i += 2)
+        Put_st(batch, op.args[i], op.args[i + 1], 0);
       return WriteResult::Ok();
     case WriteOp::Kind::kDelete: {
       int64_t n = 0;
@@ -347,7 +353,8 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       if (cur.exists && !ParseInt64(cur.value, &v)) {
         return WriteResult::Error("ERR value is not an integer or out of range");
       }
-      if ((op.delta > 0 && v > INT64_MAX - op.delta) || (op.delta < 0 && v < INT64_MIN - op.delta)) {
+      if ((op.delta > 0 && v > INT64_MAX - op.delta) ||
+          (op.delta < 0 && v < INT64_MIN - op.delta)) {
         return WriteResult::Error("ERR increment or decrement would overflow");
       }
       v += op.delta;
@@ -361,11 +368,20 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       const bool has = cur.expire_at_ms != 0;
       bool allowed = true;
       switch (op.expire_if) {
-        case WriteOp::ExpireIf::kAlways: break;
-        case WriteOp::ExpireIf::kNoExpiry: allowed = !has; break;
-        case WriteOp::ExpireIf::kHasExpiry: allowed = has; break;
-        case WriteOp::ExpireIf::kGreater: allowed = has && op.expire_at_ms > cur.expire_at_ms; break;
-        case WriteOp::ExpireIf::kLess: allowed = !has || op.expire_at_ms < cur.expire_at_ms; break;
+        case WriteOp::ExpireIf::kAlways:
+          break;
+        case WriteOp::ExpireIf::kNoExpiry:
+          allowed = !has;
+          break;
+        case WriteOp::ExpireIf::kHasExpiry:
+          allowed = has;
+          break;
+        case WriteOp::ExpireIf::kGreater:
+          allowed = has && op.expire_at_ms > cur.expire_at_ms;
+          break;
+        case WriteOp::ExpireIf::kLess:
+          allowed = !has || op.expire_at_ms < cur.expire_at_ms;
+          break;
       }
       if (!allowed) return WriteResult::Int(0);
       if (op.expire_at_ms <= now_ms) {

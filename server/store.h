@@ -45,7 +45,7 @@ struct WriteOp {
   // kExpire: Redis 7's NX / XX / GT / LT (no expiry counts as infinite).
   enum class ExpireIf : uint8_t { kAlways, kNoExpiry, kHasExpiry, kGreater, kLess };
   ExpireIf expire_if = ExpireIf::kAlways;
-  int64_t start_us = 0;           // for latency metrics
+  int64_t start_us = 0;  // for latency metrics
 };
 
 struct WriteResult {

@@ -241,7 +241,9 @@ TEST_F(StoreTest, FlushAllAndMSetSurvivePowerCut) {
 
 TEST_F(StoreTest, ManyWritesAcrossSegmentsAreAllRecovered) {
   std::vector<WriteOp> ops;
-  for (int i = 0; i < 5000; i++) ops.push_back(Set("key" + std::to_string(i % 3000), std::string(300, 'a' + i % 26) + std::to_string(i)));
+  for (int i = 0; i < 5000; i++)
+    ops.push_back(
+        Set("key" + std::to_string(i % 3000), std::string(300, 'a' + i % 26) + std::to_string(i)));
   auto r = Run(std::move(ops));
   for (auto& x : r) ASSERT_EQ(x.kind, WriteResult::Kind::kOk);
   EXPECT_GT(store_->log().segment_count(), 1u);
@@ -249,7 +251,8 @@ TEST_F(StoreTest, ManyWritesAcrossSegmentsAreAllRecovered) {
   PowerCutAndReopen();
   EXPECT_EQ(store_->KeyCount(), 3000u);
   for (int i = 2000; i < 5000; i++) {
-    ASSERT_EQ(Get("key" + std::to_string(i % 3000)), std::string(300, 'a' + i % 26) + std::to_string(i));
+    ASSERT_EQ(Get("key" + std::to_string(i % 3000)),
+              std::string(300, 'a' + i % 26) + std::to_string(i));
   }
 }
 

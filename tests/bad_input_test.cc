@@ -20,7 +20,8 @@ class BadInputTest : public ::testing::Test {
   void SetUp() override {
     server_ = std::make_unique<ServerProcess>(
         dir_.path() + "/data",
-        std::vector<std::string>{"--max_key_bytes=64", "--max_value_bytes=4096", "--requirepass=pw"});
+        std::vector<std::string>{"--max_key_bytes=64", "--max_value_bytes=4096",
+                                 "--requirepass=pw"});
     server_->Start();
     ASSERT_TRUE(server_->WaitReady()) << server_->Log();
     ClientOptions o;
@@ -87,8 +88,11 @@ TEST_F(BadInputTest, LimitsUnknownCommandsAndWrongArity) {
   EXPECT_NE(got.find("-ERR key is longer than max_key_bytes (64)"), std::string::npos) << got;
   got = Resp("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4097\r\n" + std::string(4097, 'v') + "\r\n");
   EXPECT_NE(got.find("exceeds the limit of 4096 bytes"), std::string::npos) << got;
-  got = Resp("FROB a b\r\nGET\r\nSET k v PX -1\r\nSET k v NX XX\r\nINCR precious\r\nSELECT 3\r\nQUIT\r\n");
-  EXPECT_NE(got.find("-ERR unknown command 'FROB', with args beginning with: 'a' 'b'"), std::string::npos) << got;
+  got = Resp(
+      "FROB a b\r\nGET\r\nSET k v PX -1\r\nSET k v NX XX\r\nINCR precious\r\nSELECT 3\r\nQUIT\r\n");
+  EXPECT_NE(got.find("-ERR unknown command 'FROB', with args beginning with: 'a' 'b'"),
+            std::string::npos)
+      << got;
   EXPECT_NE(got.find("-ERR wrong number of arguments for 'get' command"), std::string::npos) << got;
   EXPECT_NE(got.find("-ERR invalid expire time in 'set' command"), std::string::npos) << got;
   EXPECT_NE(got.find("-ERR syntax error"), std::string::npos) << got;
@@ -116,17 +120,20 @@ TEST_F(BadInputTest, CommandLargerThanTheInputLimitIsRefused) {
   std::string cmd = "*201\r\n$4\r\nMSET\r\n";
   for (int i = 0; i < 100; i++) {
     std::string k = "k" + std::to_string(i);
-    cmd += "$" + std::to_string(k.size()) + "\r\n" + k + "\r\n$4000\r\n" + std::string(4000, 'v') + "\r\n";
+    cmd += "$" + std::to_string(k.size()) + "\r\n" + k + "\r\n$4000\r\n" + std::string(4000, 'v') +
+           "\r\n";
   }
   bool closed = false;
   std::string got = RawExchange(small.port(), cmd, 5000, &closed);
-  EXPECT_NE(got.find("-ERR Protocol error: command larger than the input limit"), std::string::npos) << got;
+  EXPECT_NE(got.find("-ERR Protocol error: command larger than the input limit"), std::string::npos)
+      << got;
   EXPECT_TRUE(closed);
   // A smaller MSET that still needs more than one batch gets a clear error.
   std::string mid = "*133\r\n$4\r\nMSET\r\n";
   for (int i = 0; i < 66; i++) {
     std::string k = "k" + std::to_string(i);
-    mid += "$" + std::to_string(k.size()) + "\r\n" + k + "\r\n$4000\r\n" + std::string(4000, 'v') + "\r\n";
+    mid += "$" + std::to_string(k.size()) + "\r\n" + k + "\r\n$4000\r\n" + std::string(4000, 'v') +
+           "\r\n";
   }
   got = RawExchange(small.port(), mid + "DBSIZE\r\nQUIT\r\n", 5000);
   EXPECT_NE(got.find("-ERR this write is larger than one log batch"), std::string::npos) << got;
@@ -134,7 +141,9 @@ TEST_F(BadInputTest, CommandLargerThanTheInputLimitIsRefused) {
 }
 
 TEST_F(BadInputTest, AuthFailures) {
-  std::string got = RawExchange(server_->port(), "GET precious\r\nAUTH nope\r\nAUTH a b c\r\nAUTH bob pw\r\nSET x y\r\nQUIT\r\n", 3000);
+  std::string got = RawExchange(
+      server_->port(),
+      "GET precious\r\nAUTH nope\r\nAUTH a b c\r\nAUTH bob pw\r\nSET x y\r\nQUIT\r\n", 3000);
   EXPECT_EQ(got,
             "-NOAUTH Authentication required.\r\n"
             "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
@@ -152,8 +161,8 @@ TEST_F(BadInputTest, AuthFailures) {
 }
 
 TEST_F(BadInputTest, MalformedNativeFramesAreRefused) {
-  auto frame = [](native::Op op, std::string key, std::string value, uint8_t version = native::kVersion,
-                  uint32_t reserved = 0) {
+  auto frame = [](native::Op op, std::string key, std::string value,
+                  uint8_t version = native::kVersion, uint32_t reserved = 0) {
     std::string out;
     native::EncodeRequest(&out, op, 9, key, value);
     out[1] = static_cast<char>(version);
@@ -173,7 +182,8 @@ TEST_F(BadInputTest, MalformedNativeFramesAreRefused) {
   std::vector<Case> cases = {
       {frame(native::Op::kGet, "k", "", 7), "unsupported protocol version 7"},
       {bad_op, "unknown opcode 42"},
-      {frame(native::Op::kGet, "k", "", native::kVersion, 5), "reserved header fields must be zero"},
+      {frame(native::Op::kGet, "k", "", native::kVersion, 5),
+       "reserved header fields must be zero"},
       {frame(native::Op::kPut, std::string(65, 'k'), "v"), "exceeds max_key_bytes (64)"},
       {oversized_header, "exceeds max_value_bytes (4096)"},
       {frame(native::Op::kCommand, "", "\x05\x00\x00\x00garbage"), "malformed argument list"},
@@ -181,21 +191,23 @@ TEST_F(BadInputTest, MalformedNativeFramesAreRefused) {
   for (const auto& c : cases) {
     bool closed = false;
     std::string got = RawExchange(server_->port(), auth + c.bytes, 3000, &closed);
-    EXPECT_NE(got.find(c.want), std::string::npos) << c.want << " not in reply of "
-                                                   << got.size() << " bytes";
+    EXPECT_NE(got.find(c.want), std::string::npos)
+        << c.want << " not in reply of " << got.size() << " bytes";
     EXPECT_TRUE(closed) << c.want;
   }
   // A truncated frame followed by silence is not an error: the server waits
   // for the rest without blocking anyone else.
   bool closed = true;
-  RawExchange(server_->port(), auth + frame(native::Op::kPut, "k", "value").substr(0, 40), 300, &closed);
+  RawExchange(server_->port(), auth + frame(native::Op::kPut, "k", "value").substr(0, 40), 300,
+              &closed);
   EXPECT_FALSE(closed);
   ExpectHealthy();
 }
 
 TEST_F(BadInputTest, FlippedBytesInTheLogAreFoundAtRecovery) {
   // Several batches, so the damage has valid batches after it.
-  for (int i = 0; i < 50; i++) ASSERT_TRUE(client_->Put("k" + std::to_string(i), std::string(200, 'a' + i % 26)).ok());
+  for (int i = 0; i < 50; i++)
+    ASSERT_TRUE(client_->Put("k" + std::to_string(i), std::string(200, 'a' + i % 26)).ok());
   client_.reset();
   ASSERT_EQ(server_->Kill(SIGTERM), 0);
   std::string seg = dir_.path() + "/data/segment-00000001.log";
@@ -207,13 +219,15 @@ TEST_F(BadInputTest, FlippedBytesInTheLogAreFoundAtRecovery) {
   server_->Start();
   EXPECT_FALSE(server_->WaitReady(10000));
   std::string log = server_->Log();
-  EXPECT_NE(log.find("cannot open the log: Corruption: " + seg + " offset "), std::string::npos) << log;
+  EXPECT_NE(log.find("cannot open the log: Corruption: " + seg + " offset "), std::string::npos)
+      << log;
   EXPECT_NE(log.find("--recovery_drop_corrupt"), std::string::npos) << log;
   // With the explicit flag it starts, saying what it dropped.
   ServerProcess again(dir_.path() + "/data", {"--recovery_drop_corrupt", "--requirepass=pw"});
   again.Start();
   ASSERT_TRUE(again.WaitReady()) << again.Log();
-  EXPECT_NE(again.Log().find("because --recovery_drop_corrupt is set"), std::string::npos) << again.Log();
+  EXPECT_NE(again.Log().find("because --recovery_drop_corrupt is set"), std::string::npos)
+      << again.Log();
   ClientOptions o;
   o.address = again.address();
   o.password = "pw";

@@ -158,7 +158,8 @@ TEST(CrashTest, KillNineAtRandomMomentsLosesNoAcknowledgedWrite) {
       threads.emplace_back(Writer, server.address(), round, t, &shards[t], &stop, &acked_total);
     }
     // Let some writes land, then kill at a random moment.
-    while (acked_total.load() < before + 200) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    while (acked_total.load() < before + 200)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 300));
     EXPECT_EQ(server.Kill(SIGKILL), 128 + SIGKILL);
     stop = true;

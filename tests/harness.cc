@@ -67,7 +67,8 @@ RunResult RunTool(const std::vector<std::string>& argv, const std::string& input
     dup2(in_pipe[0], 0);
     dup2(out_pipe[1], 1);
     dup2(err_pipe[1], 2);
-    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) close(fd);
+    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]})
+      close(fd);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -98,11 +99,17 @@ RunResult RunTool(const std::vector<std::string>& argv, const std::string& input
     char buf[65536];
     if (p[0].revents) {
       ssize_t n = read(out_pipe[0], buf, sizeof(buf));
-      if (n <= 0) out_open = false; else r.out.append(buf, n);
+      if (n <= 0)
+        out_open = false;
+      else
+        r.out.append(buf, n);
     }
     if (p[1].revents) {
       ssize_t n = read(err_pipe[0], buf, sizeof(buf));
-      if (n <= 0) err_open = false; else r.err.append(buf, n);
+      if (n <= 0)
+        err_open = false;
+      else
+        r.err.append(buf, n);
     }
     if (in_fd >= 0 && p[2].revents) {
       ssize_t n = write(in_fd, input.data() + in_pos, input.size() - in_pos);
@@ -218,7 +225,8 @@ std::string ServerProcess::Log() const {
   return ss.str();
 }
 
-std::string RawExchange(int port, const std::string& bytes, int timeout_ms, bool* closed_by_server) {
+std::string RawExchange(int port, const std::string& bytes, int timeout_ms,
+                        bool* closed_by_server) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -236,7 +244,8 @@ std::string RawExchange(int port, const std::string& bytes, int timeout_ms, bool
     pollfd p{s, static_cast<short>(POLLIN | (sent < bytes.size() ? POLLOUT : 0)), 0};
     poll(&p, 1, 50);
     if ((p.revents & POLLOUT) && sent < bytes.size()) {
-      ssize_t n = send(s, bytes.data() + sent, std::min<size_t>(bytes.size() - sent, 1 << 20), MSG_NOSIGNAL);
+      ssize_t n = send(s, bytes.data() + sent, std::min<size_t>(bytes.size() - sent, 1 << 20),
+                       MSG_NOSIGNAL);
       if (n > 0) sent += n;
       if (n < 0 && errno != EAGAIN) {
         // The server may close while we still send (e.g. after refusing a frame).

@@ -35,7 +35,7 @@ struct RunResult {
 };
 // Runs argv with `input` on stdin; kills it after timeout_ms.
 RunResult RunTool(const std::vector<std::string>& argv, const std::string& input = "",
-              int timeout_ms = 30000);
+                  int timeout_ms = 30000);
 
 class ServerProcess {
  public:

@@ -81,7 +81,8 @@ TEST_F(RedisToolsTest, RedisCliWithPassword) {
   secured.Start();
   ASSERT_TRUE(secured.WaitReady()) << secured.Log();
   std::string port = std::to_string(secured.port());
-  RunResult r = RunTool({"redis-cli", "-p", port, "--no-auth-warning", "-a", "hunter2", "SET", "s", "1"});
+  RunResult r =
+      RunTool({"redis-cli", "-p", port, "--no-auth-warning", "-a", "hunter2", "SET", "s", "1"});
   EXPECT_EQ(r.out, "OK\n") << r.err;
   r = RunTool({"redis-cli", "-p", port, "GET", "s"});
   EXPECT_NE(r.out.find("NOAUTH"), std::string::npos) << r.out;

@@ -128,7 +128,8 @@ TEST_F(ServerTest, SigtermUnderLoadExitsAndKeepsEveryAcknowledgedWrite) {
     });
   }
   while (acked[0].size() < 500) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  EXPECT_EQ(server_->Kill(SIGTERM), 0) << "SIGTERM under load must exit cleanly\n" << server_->Log();
+  EXPECT_EQ(server_->Kill(SIGTERM), 0) << "SIGTERM under load must exit cleanly\n"
+                                       << server_->Log();
   stop = true;
   for (auto& th : writers) th.join();
   server_->Start();
@@ -176,7 +177,8 @@ TEST_F(ServerTest, TtlSurvivesRestartAndExpires) {
 TEST_F(ServerTest, SigtermShutsDownCleanlyAndKeepsEverything) {
   StartServer();
   auto c = MustConnect(server_->address());
-  for (int i = 0; i < 500; i++) c->PutAsync("k" + std::to_string(i), "v" + std::to_string(i), [](const Status&) {});
+  for (int i = 0; i < 500; i++)
+    c->PutAsync("k" + std::to_string(i), "v" + std::to_string(i), [](const Status&) {});
   ASSERT_TRUE(c->Flush().ok());
   c.reset();
   EXPECT_EQ(server_->Kill(SIGTERM), 0) << server_->Log();
@@ -253,7 +255,8 @@ TEST_F(ServerTest, CliOneShotAndInteractive) {
   r = RunTool({cli, "-p", port, "NOSUCH"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("(error) ERR unknown command 'NOSUCH'"), std::string::npos) << r.out;
-  r = RunTool({cli, "-p", port}, "INCR n\nINCRBY n 41\nMGET n greeting missing\nset \"a b\" 'c d'\nget \"a b\"\n");
+  r = RunTool({cli, "-p", port},
+              "INCR n\nINCRBY n 41\nMGET n greeting missing\nset \"a b\" 'c d'\nget \"a b\"\n");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out,
             "(integer) 1\n(integer) 42\n1) \"42\"\n2) \"hello world\"\n3) (nil)\nOK\n\"c d\"\n");

@@ -57,18 +57,30 @@ class Status {
 
   static const char* CodeName(Code c) {
     switch (c) {
-      case Code::kOk: return "OK";
-      case Code::kNotFound: return "NotFound";
-      case Code::kInvalidArgument: return "InvalidArgument";
-      case Code::kIOError: return "IOError";
-      case Code::kCorruption: return "Corruption";
-      case Code::kTimeout: return "Timeout";
-      case Code::kProtocol: return "ProtocolError";
-      case Code::kAuth: return "AuthError";
-      case Code::kServerError: return "ServerError";
-      case Code::kReadOnly: return "ReadOnly";
-      case Code::kUnavailable: return "Unavailable";
-      case Code::kBusy: return "Busy";
+      case Code::kOk:
+        return "OK";
+      case Code::kNotFound:
+        return "NotFound";
+      case Code::kInvalidArgument:
+        return "InvalidArgument";
+      case Code::kIOError:
+        return "IOError";
+      case Code::kCorruption:
+        return "Corruption";
+      case Code::kTimeout:
+        return "Timeout";
+      case Code::kProtocol:
+        return "ProtocolError";
+      case Code::kAuth:
+        return "AuthError";
+      case Code::kServerError:
+        return "ServerError";
+      case Code::kReadOnly:
+        return "ReadOnly";
+      case Code::kUnavailable:
+        return "Unavailable";
+      case Code::kBusy:
+        return "Busy";
     }
     return "Unknown";
   }
@@ -87,9 +99,18 @@ class StatusOr {
   StatusOr(T v) : value_(std::move(v)) {}                                // NOLINT
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
-  T& value() & { assert(ok()); return *value_; }
-  const T& value() const& { assert(ok()); return *value_; }
-  T&& value() && { assert(ok()); return std::move(*value_); }
+  T& value() & {
+    assert(ok());
+    return *value_;
+  }
+  const T& value() const& {
+    assert(ok());
+    return *value_;
+  }
+  T&& value() && {
+    assert(ok());
+    return std::move(*value_);
+  }
   T* operator->() { return &value(); }
   T& operator*() { return value(); }
 
@@ -100,10 +121,10 @@ class StatusOr {
 
 }  // namespace faha
 
-#define FAHA_RETURN_IF_ERROR(expr)     \
-  do {                                 \
-    ::faha::Status _st = (expr);       \
-    if (!_st.ok()) return _st;         \
+#define FAHA_RETURN_IF_ERROR(expr) \
+  do {                             \
+    ::faha::Status _st = (expr);   \
+    if (!_st.ok()) return _st;     \
   } while (0)
 
 #endif  // FAHA_STATUS_H_
