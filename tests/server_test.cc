@@ -265,6 +265,36 @@ TEST_F(ServerTest, CliOneShotAndInteractive) {
   EXPECT_NE(r.err.find("cannot connect"), std::string::npos) << r.err;
 }
 
+TEST_F(ServerTest, FlagfileAndInvalidFlags) {
+  std::string flagfile = dir_.path() + "/faha.flags";
+  {
+    FILE* f = fopen(flagfile.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    fprintf(f, "--requirepass=from-file\n--max_value_bytes=100\n");
+    fclose(f);
+  }
+  StartServer({"--flagfile=" + flagfile});
+  auto c = MustConnect(server_->address(), "from-file");
+  ASSERT_TRUE(c);
+  Status s = c->Put("k", std::string(101, 'v'));
+  EXPECT_NE(s.message().find("max_value_bytes"), std::string::npos) << s.ToString();
+  // Bad values stop the server at start, naming the flag.
+  std::string bin = BinDir() + "/faha-server";
+  std::string data = "--data_dir=" + dir_.path() + "/other";
+  auto r = RunTool({bin, data, "--segment_mb=0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--segment_mb must be in 1..4095"), std::string::npos) << r.err;
+  r = RunTool({bin, data, "--max_batch_kb=64", "--max_value_bytes=1048576"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--max_batch_kb"), std::string::npos) << r.err;
+  r = RunTool({bin, data, "--port=" + std::to_string(server_->port())});
+  EXPECT_EQ(r.exit_code, 1);  // the port is taken
+  EXPECT_NE(r.err.find("bind 127.0.0.1:" + std::to_string(server_->port())), std::string::npos)
+      << r.err;
+  r = RunTool({bin, "stray-argument"});
+  EXPECT_EQ(r.exit_code, 2);
+}
+
 TEST_F(ServerTest, InfoAndPrometheusMetrics) {
   int mport = FreePort();
   StartServer({"--metrics_port=" + std::to_string(mport)});
