@@ -81,6 +81,28 @@ TEST_F(ServerTest, ClientPutGetDeleteAndPipelining) {
   EXPECT_EQ(r->integer, 2001);
 }
 
+TEST_F(ServerTest, ClientTimesOutOnAStoppedServer) {
+  StartServer();
+  ClientOptions o;
+  o.address = server_->address();
+  o.op_timeout_ms = 300;
+  auto c = Client::Connect(o);
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(server_->Kill(SIGSTOP), 0);
+  Status s = (*c)->Put("k", "v");
+  EXPECT_EQ(s.code(), Status::Code::kTimeout) << s.ToString();
+  EXPECT_NE(s.message().find("within 300 ms"), std::string::npos) << s.ToString();
+  // The connection is unusable afterwards; a new one works once the server runs.
+  EXPECT_FALSE((*c)->Ping().ok());
+  ASSERT_EQ(server_->Kill(SIGCONT), 0);
+  auto fresh = MustConnect(server_->address());
+  ASSERT_TRUE(fresh);
+  std::string v;
+  // The timed-out write may or may not have been applied; either is allowed.
+  Status g = fresh->Get("k", &v);
+  EXPECT_TRUE(g.ok() || g.IsNotFound()) << g.ToString();
+}
+
 TEST_F(ServerTest, MsetIsAtomicToConcurrentReaders) {
   StartServer();
   auto w = MustConnect(server_->address());
