@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <optional>
+#include <unordered_map>
 
 #include "common/clock.h"
 #include "common/resp.h"
@@ -77,10 +78,13 @@ const std::vector<std::pair<std::string, Spec>>& Table() {
 }
 
 const Spec* Lookup(const std::string& name) {
-  for (const auto& [n, spec] : Table()) {
-    if (n == name) return &spec;
-  }
-  return nullptr;
+  static const std::unordered_map<std::string, const Spec*> by_name = [] {
+    std::unordered_map<std::string, const Spec*> m;
+    for (const auto& [n, spec] : Table()) m.emplace(n, &spec);
+    return m;
+  }();
+  auto it = by_name.find(name);
+  return it == by_name.end() ? nullptr : it->second;
 }
 
 void WrongArgs(std::string* out, const std::string& name) {
@@ -510,7 +514,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
 
   // ---- writes ----
   WriteOp op;
-  const int64_t now = WallMs();
+  const int64_t now = spec->write ? WallMs() : 0;  // for relative expiry times
   if (name == "set") {
     op.kind = WriteOp::Kind::kSet;
     if (!key_ok(args[1])) return error(key_too_long);
