@@ -10,6 +10,7 @@ PACKAGES=(
   libgflags-dev
   prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
   redis-tools redis-server
   curl procps psmisc iproute2
 )

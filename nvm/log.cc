@@ -84,9 +84,7 @@ uint64_t NonZeroEnd(const Segment& seg, uint64_t from) {
 Log::Log(std::shared_ptr<LogDevice> device, const LogOptions& options)
     : device_(std::move(device)),
       options_(options),
-      segments_(new std::atomic<Segment*>[kMaxSegments]) {
-  for (uint32_t i = 0; i < kMaxSegments; i++) segments_[i].store(nullptr);
-}
+      segments_(new std::atomic<Segment*>[kMaxSegments]()) {}  // value-initialized: all null
 
 Log::~Log() = default;
 

@@ -2,20 +2,39 @@
 # The whole test suite from a fresh Debian 12 machine: installs the packages,
 # builds FaHA twice with warnings as errors -- an optimised build and an
 # AddressSanitizer + UndefinedBehaviorSanitizer build -- and runs every ctest
-# test (unit, integration with real processes, redis-tools) in both.
-# Usage: tests/run.sh [release|asan]...   (default: both)
+# test (unit, integration with real processes, redis-tools) in both; then
+# builds the libFuzzer targets with clang (ASan + UBSan) and runs each parser
+# fuzzer (RESP, native frames, log recovery) for FUZZ_SECONDS (default 30).
+# Usage: tests/run.sh [release|asan|fuzz]...   (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
 
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(release asan)
+[ ${#configs[@]} -gt 0 ] || configs=(release asan fuzz)
 jobs=$(nproc)
 for cfg in "${configs[@]}"; do
+  if [ "$cfg" = fuzz ]; then
+    echo "=== fuzz: build the libFuzzer targets with clang (build-fuzz) ==="
+    CXX=clang++ cmake -S . -B build-fuzz -DFAHA_WERROR=ON -DFAHA_FUZZ=ON \
+      -DFAHA_SANITIZE=address,undefined -DFAHA_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      > build-fuzz.configure.log 2>&1 || { cat build-fuzz.configure.log; exit 1; }
+    cmake --build build-fuzz -j"$jobs" --target resp_fuzz native_fuzz recovery_fuzz
+    for f in resp_fuzz native_fuzz recovery_fuzz; do
+      corpus="build-fuzz/corpus/$f"
+      mkdir -p "$corpus"
+      echo "=== fuzz: $f for ${FUZZ_SECONDS:-30} s ==="
+      "./build-fuzz/$f" -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 "$corpus" \
+        > "build-fuzz/$f.log" 2>&1 || { tail -60 "build-fuzz/$f.log"; echo "$f found a failure"; exit 1; }
+      grep -E "^(Done|stat::number_of_executed_units)" "build-fuzz/$f.log" || true
+    done
+    echo "fuzz: 3 passed, 0 failed"
+    continue
+  fi
   case "$cfg" in
     release) flags=(-DCMAKE_BUILD_TYPE=Release) ;;
     asan) flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFAHA_SANITIZE=address,undefined -DFAHA_BUILD_BENCH=OFF) ;;
-    *) echo "tests/run.sh: unknown configuration '$cfg' (release or asan)" >&2; exit 2 ;;
+    *) echo "tests/run.sh: unknown configuration '$cfg' (release, asan or fuzz)" >&2; exit 2 ;;
   esac
   echo "=== $cfg: configure and build (build-$cfg) ==="
   cmake -S . -B "build-$cfg" -DFAHA_WERROR=ON "${flags[@]}" > "build-$cfg.configure.log" 2>&1 \
