@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <libpmem2.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -234,6 +235,7 @@ class PmemDevice final : public LogDevice {
     preparing_ = true;
     if (preparer_.joinable()) preparer_.join();
     preparer_ = std::thread([this, bytes] {
+      pthread_setname_np(pthread_self(), "faha-segprep");
       auto made = MakeFile(SparePath(), bytes);
       std::unique_ptr<Segment> seg;
       if (made.ok()) {

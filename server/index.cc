@@ -56,6 +56,25 @@ void Index::Grow(Shard& s) {
   }
 }
 
+void Index::PrefetchSlots_wt(uint64_t hash) const {
+  const Shard& s = ShardOf(hash);
+  __builtin_prefetch(&s.slots[HomeOf(s, hash)]);
+}
+
+uint64_t Index::Candidate_wt(uint64_t hash) const {
+  const Shard& s = ShardOf(hash);
+  const size_t mask = s.slots.size() - 1;
+  const uint64_t tag = hash & 0xFFFF000000000000ull;
+  for (size_t i = HomeOf(s, hash), n = 0; n <= mask; i = (i + 1) & mask, n++) {
+    uint64_t v = s.slots[i];
+    if (v == 0) return 0;
+    if ((v & 0xFFFF000000000000ull) == tag && (v & ((1ull << kLocationBits) - 1)) != kTombstone) {
+      return Unpack(v);
+    }
+  }
+  return 0;
+}
+
 uint64_t Index::Upsert(std::string_view key, uint64_t hash, uint64_t location) {
   Shard& s = ShardOf(hash);
   std::unique_lock lock(s.mu);

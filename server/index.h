@@ -43,6 +43,14 @@ class Index {
   uint64_t Find(std::string_view key, uint64_t hash) const;
   // Points `key` at `location`; returns the previous location or 0.
   uint64_t Upsert(std::string_view key, uint64_t hash, uint64_t location);
+  // Latency hiding for the writer, which applies a batch of records at once:
+  // PrefetchSlots starts loading the home slots of a hash; Candidate then
+  // returns the location of the first slot whose tag matches (0 if none) so
+  // the caller can prefetch that record before Upsert compares its key.
+  // REQUIRES: called by the writer thread only (it reads slots without locks,
+  // which is safe because no other thread modifies them).
+  void PrefetchSlots_wt(uint64_t hash) const;
+  uint64_t Candidate_wt(uint64_t hash) const;
   // Removes `key`; returns its location or 0 if absent.
   uint64_t Erase(std::string_view key, uint64_t hash);
   void Clear();

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -89,7 +90,10 @@ class IoThread final : public CompletionSink {
   }
 
   void Run() {
-    thread_ = std::thread([this] { Loop(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), ("faha-io" + std::to_string(index_)).c_str());
+      Loop();
+    });
   }
   // Exits the loop after flushing what can be flushed.
   void Quit() {

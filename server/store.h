@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/checksum.h"
 #include "common/thread_annotations.h"
 #include "faha/status.h"
 #include "nvm/log.h"
@@ -139,7 +140,12 @@ class Store : private KeyReader {
  private:
   Store(const StoreOptions& options, Metrics* metrics);
   std::string_view KeyAt(uint64_t location) const override;
-  void ApplyRecord(const nvm::RecordView& rec, uint64_t location);
+  void ApplyRecord(const nvm::RecordView& rec, uint64_t location, uint64_t hash);
+  void ApplyRecord(const nvm::RecordView& rec, uint64_t location) {
+    ApplyRecord(rec, location, HashKey(rec.key));
+  }
+  // Applies a just-persisted batch to the index, prefetching first.
+  void PublishBatch_st(uint64_t base_location, size_t bytes);
   void SequencerLoop_st();
 
   using Pending = Write;
@@ -185,6 +191,12 @@ class Store : private KeyReader {
   std::unordered_map<std::string, size_t> overlay_;
   bool overlay_valid_ = false;  // overlay_ reflects every record of the batch
   bool overlay_flushed_ = false;
+  struct Applying {
+    nvm::RecordView rec;
+    uint64_t location;
+    uint64_t hash;
+  };
+  std::vector<Applying> applying_;  // sequencer-owned scratch for PublishBatch_st
 };
 
 }  // namespace faha
