@@ -196,7 +196,6 @@ int Run(const Args& args) {
     WriteOp op;
     op.kind = WriteOp::Kind::kMSet;
     const uint64_t end = std::min(args.keys, (c + 1) * kKeysPerMSet);
-    op.args.reserve(2 * (end - c * kKeysPerMSet));
     for (uint64_t i = c * kKeysPerMSet; i < end; i++) {
       op.args.push_back(Key(i));
       op.args.push_back(value);

@@ -18,6 +18,8 @@
 #include "server/server.h"
 
 namespace faha {
+
+using namespace std::literals;
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
@@ -197,14 +199,14 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
       "ERR this write is larger than one log batch (--max_batch_kb=" +
       std::to_string(opt.max_batch_bytes >> 10) + "); split it";
   if (!spec->write) {
-    bool read = name == "get" || name == "mget" || name == "exists" || name == "ttl" ||
-                name == "pttl" || name == "scan" || name == "strlen" || name == "type";
+    bool read = name == "get"sv || name == "mget"sv || name == "exists"sv || name == "ttl"sv ||
+                name == "pttl"sv || name == "scan"sv || name == "strlen"sv || name == "type"sv;
     m->ops[static_cast<int>(read ? OpClass::kRead : OpClass::kOther)].fetch_add(
         1, std::memory_order_relaxed);
   }
 
   // ---- connection and server commands ----
-  if (name == "ping") {
+  if (name == "ping"sv) {
     if (argc > 2) return (WrongArgs(out, name), ExecStatus::kReplied);
     if (argc == 2) {
       resp::AppendBulk(out, args[1]);
@@ -213,11 +215,11 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     }
     return ExecStatus::kReplied;
   }
-  if (name == "echo") {
+  if (name == "echo"sv) {
     resp::AppendBulk(out, args[1]);
     return ExecStatus::kReplied;
   }
-  if (name == "auth") {
+  if (name == "auth"sv) {
     if (argc > 3) return (WrongArgs(out, name), ExecStatus::kReplied);
     if (opt.requirepass.empty()) {
       return error(
@@ -233,7 +235,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     m->auth_failures.fetch_add(1, std::memory_order_relaxed);
     return error("WRONGPASS invalid username-password pair or user is disabled.");
   }
-  if (name == "hello") {
+  if (name == "hello"sv) {
     int i = 1;
     if (argc >= 2) {
       int64_t ver = 0;
@@ -279,23 +281,23 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     resp::AppendArray(out, 0);
     return ExecStatus::kReplied;
   }
-  if (name == "quit") {
+  if (name == "quit"sv) {
     resp::AppendSimple(out, "OK");
     s->close_after_reply = true;
     return ExecStatus::kReplied;
   }
-  if (name == "select") {
+  if (name == "select"sv) {
     if (args[1] != "0") return error("ERR DB index is out of range (FaHA has one database, 0)");
     resp::AppendSimple(out, "OK");
     return ExecStatus::kReplied;
   }
-  if (name == "shutdown") {
+  if (name == "shutdown"sv) {
     s->shutdown = true;
     s->close_after_reply = true;
     resp::AppendSimple(out, "OK");
     return ExecStatus::kReplied;
   }
-  if (name == "time") {
+  if (name == "time"sv) {
     int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(
                      std::chrono::system_clock::now().time_since_epoch())
                      .count();
@@ -304,7 +306,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     resp::AppendBulk(out, std::to_string(us % 1000000));
     return ExecStatus::kReplied;
   }
-  if (name == "client") {
+  if (name == "client"sv) {
     std::string sub = Lower(args[1]);
     if (sub == "setname" && argc == 3) {
       s->name = std::string(args[2]);
@@ -325,7 +327,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     }
     return ExecStatus::kReplied;
   }
-  if (name == "command") {
+  if (name == "command"sv) {
     std::string sub = argc > 1 ? Lower(args[1]) : "";
     if (sub == "count") {
       resp::AppendInt(out, static_cast<int64_t>(Table().size()));
@@ -347,12 +349,12 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
           resp::AppendNilArray(out);
           continue;
         }
-        bool has_key = n != "ping" && n != "echo" && n != "auth" && n != "hello" && n != "quit" &&
-                       n != "select" && n != "dbsize" && n != "scan" && n != "info" &&
-                       n != "role" && n != "command" && n != "config" && n != "client" &&
-                       n != "time" && n != "flushall" && n != "flushdb" && n != "shutdown";
+        bool has_key = n != "ping"sv && n != "echo"sv && n != "auth"sv && n != "hello"sv && n != "quit"sv &&
+                       n != "select"sv && n != "dbsize"sv && n != "scan"sv && n != "info"sv &&
+                       n != "role"sv && n != "command"sv && n != "config"sv && n != "client"sv &&
+                       n != "time"sv && n != "flushall"sv && n != "flushdb"sv && n != "shutdown"sv;
         int last =
-            (n == "mget" || n == "del" || n == "unlink" || n == "exists" || n == "mset") ? -1 : 1;
+            (n == "mget"sv || n == "del"sv || n == "unlink"sv || n == "exists"sv || n == "mset"sv) ? -1 : 1;
         resp::AppendArray(out, 6);
         resp::AppendBulk(out, n);
         resp::AppendInt(out, sp.arity);
@@ -360,7 +362,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
         resp::AppendSimple(out, sp.write ? "write" : "readonly");
         resp::AppendInt(out, has_key ? 1 : 0);
         resp::AppendInt(out, has_key ? last : 0);
-        resp::AppendInt(out, has_key ? (n == "mset" ? 2 : 1) : 0);
+        resp::AppendInt(out, has_key ? (n == "mset"sv ? 2 : 1) : 0);
       }
     } else {
       return error("ERR unknown subcommand '" + std::string(args[1].substr(0, 64)) +
@@ -368,7 +370,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     }
     return ExecStatus::kReplied;
   }
-  if (name == "config") {
+  if (name == "config"sv) {
     std::string sub = Lower(args[1]);
     if (sub != "get" || argc < 3) {
       return error("ERR CONFIG " + std::string(args[1].substr(0, 32)) +
@@ -404,11 +406,11 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     }
     return ExecStatus::kReplied;
   }
-  if (name == "info") {
+  if (name == "info"sv) {
     Info(argc > 1 ? Lower(args[1]) : "default", out);
     return ExecStatus::kReplied;
   }
-  if (name == "role") {
+  if (name == "role"sv) {
     resp::AppendArray(out, 3);
     resp::AppendBulk(out, "primary");
     resp::AppendInt(out, static_cast<int64_t>(store->committed_lsn()));
@@ -430,11 +432,11 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
       resp::AppendNil(out);
     }
   };
-  if (name == "get") {
+  if (name == "get"sv) {
     append_value(args[1]);
     return ExecStatus::kReplied;
   }
-  if (name == "mget") {
+  if (name == "mget"sv) {
     const size_t start = out->size();
     resp::AppendArray(out, argc - 1);
     for (int i = 1; i < argc; i++) {
@@ -447,33 +449,33 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     }
     return ExecStatus::kReplied;
   }
-  if (name == "strlen") {
+  if (name == "strlen"sv) {
     std::string v;
     store->Get(args[1], &v);
     resp::AppendInt(out, static_cast<int64_t>(v.size()));
     return ExecStatus::kReplied;
   }
-  if (name == "exists") {
+  if (name == "exists"sv) {
     int64_t n = 0;
     for (int i = 1; i < argc; i++) n += store->Exists(args[i]) ? 1 : 0;
     resp::AppendInt(out, n);
     return ExecStatus::kReplied;
   }
-  if (name == "type") {
+  if (name == "type"sv) {
     resp::AppendSimple(out, store->Exists(args[1]) ? "string" : "none");
     return ExecStatus::kReplied;
   }
-  if (name == "ttl" || name == "pttl") {
+  if (name == "ttl"sv || name == "pttl"sv) {
     int64_t ms = store->PttlMs(args[1]);
-    if (ms >= 0 && name == "ttl") ms = (ms + 500) / 1000;
+    if (ms >= 0 && name == "ttl"sv) ms = (ms + 500) / 1000;
     resp::AppendInt(out, ms);
     return ExecStatus::kReplied;
   }
-  if (name == "dbsize") {
+  if (name == "dbsize"sv) {
     resp::AppendInt(out, static_cast<int64_t>(store->KeyCount()));
     return ExecStatus::kReplied;
   }
-  if (name == "scan") {
+  if (name == "scan"sv) {
     uint64_t cursor = 0;
     {
       auto [p, ec] = std::from_chars(args[1].data(), args[1].data() + args[1].size(), cursor);
@@ -515,7 +517,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   // ---- writes ----
   WriteOp op;
   const int64_t now = spec->write ? WallMs() : 0;  // for relative expiry times
-  if (name == "set") {
+  if (name == "set"sv) {
     op.kind = WriteOp::Kind::kSet;
     if (!key_ok(args[1])) return error(key_too_long);
     if (args[2].size() > opt.max_value_bytes) return error(value_too_long);
@@ -552,7 +554,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     op.args = {std::string(args[1]), std::string(args[2])};
     return Submit(s, std::move(op), sink);
   }
-  if (name == "del" || name == "unlink") {
+  if (name == "del"sv || name == "unlink"sv) {
     op.kind = WriteOp::Kind::kDelete;
     uint64_t record_bytes = 0;
     for (int i = 1; i < argc; i++) {
@@ -563,7 +565,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     for (int i = 1; i < argc; i++) op.args.emplace_back(args[i]);
     return Submit(s, std::move(op), sink);
   }
-  if (name == "mset") {
+  if (name == "mset"sv) {
     if (argc % 2 != 1) return error("ERR wrong number of arguments for 'mset' command");
     op.kind = WriteOp::Kind::kMSet;
     for (int i = 1; i < argc; i += 2) {
@@ -577,7 +579,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     for (int i = 1; i < argc; i++) op.args.emplace_back(args[i]);
     return Submit(s, std::move(op), sink);
   }
-  if (name == "incr" || name == "decr" || name == "incrby" || name == "decrby") {
+  if (name == "incr"sv || name == "decr"sv || name == "incrby"sv || name == "decrby"sv) {
     op.kind = WriteOp::Kind::kIncrBy;
     if (!key_ok(args[1])) return error(key_too_long);
     op.delta = 1;
@@ -591,13 +593,13 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     op.args = {std::string(args[1])};
     return Submit(s, std::move(op), sink);
   }
-  if (name == "expire" || name == "pexpire" || name == "expireat" || name == "pexpireat") {
+  if (name == "expire"sv || name == "pexpire"sv || name == "expireat"sv || name == "pexpireat"sv) {
     op.kind = WriteOp::Kind::kExpire;
     if (!key_ok(args[1])) return error(key_too_long);
     int64_t v = 0;
     if (!ParseInt(args[2], &v)) return error("ERR value is not an integer or out of range");
-    bool seconds = name == "expire" || name == "expireat";
-    bool relative = name == "expire" || name == "pexpire";
+    bool seconds = name == "expire"sv || name == "expireat"sv;
+    bool relative = name == "expire"sv || name == "pexpire"sv;
     if (seconds) {
       if (v > INT64_MAX / 1000 || v < INT64_MIN / 1000) {
         return error("ERR invalid expire time in '" + name + "' command");
@@ -633,13 +635,13 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     op.args = {std::string(args[1])};
     return Submit(s, std::move(op), sink);
   }
-  if (name == "persist") {
+  if (name == "persist"sv) {
     op.kind = WriteOp::Kind::kPersist;
     if (!key_ok(args[1])) return error(key_too_long);
     op.args = {std::string(args[1])};
     return Submit(s, std::move(op), sink);
   }
-  if (name == "flushall" || name == "flushdb") {
+  if (name == "flushall"sv || name == "flushdb"sv) {
     if (argc > 2 || (argc == 2 && !EqNoCase(args[1], "sync") && !EqNoCase(args[1], "async"))) {
       return error("ERR syntax error");
     }
@@ -654,7 +656,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
   const ServerOptions& opt = server_->options();
   Store* store = server_->store();
   const Metrics& m = *server_->metrics();
-  bool all = section == "default" || section == "all" || section == "everything";
+  bool all = section == "default"sv || section == "all"sv || section == "everything"sv;
   std::string t;
   auto line = [&](const std::string& k, const std::string& v) { t += k + ":" + v + "\r\n"; };
   auto num = [](double v) {
@@ -662,7 +664,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
     snprintf(b, sizeof(b), "%.2f", v);
     return std::string(b);
   };
-  if (all || section == "server") {
+  if (all || section == "server"sv) {
     t += "# Server\r\n";
     line("redis_version", "7.0.0");
     line("faha_version", kVersion);
@@ -674,13 +676,13 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("metrics_port", std::to_string(opt.metrics_port));
     t += "\r\n";
   }
-  if (all || section == "clients") {
+  if (all || section == "clients"sv) {
     t += "# Clients\r\n";
     line("connected_clients", std::to_string(m.connections_current.load()));
     line("maxclients", std::to_string(opt.max_clients));
     t += "\r\n";
   }
-  if (all || section == "memory") {
+  if (all || section == "memory"sv) {
     uint64_t keys = store->KeyCount();
     uint64_t idx = store->IndexMemoryBytes();
     t += "# Memory\r\n";
@@ -691,7 +693,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
          std::to_string(store->log().segment_count() * store->log().segment_bytes()));
     t += "\r\n";
   }
-  if (all || section == "persistence") {
+  if (all || section == "persistence"sv) {
     const nvm::RecoveryReport& r = opt.recovery;
     t += "# Persistence\r\n";
     line("log_dir", opt.data_dir);
@@ -719,7 +721,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("rdb_changes_since_last_save", "0");
     t += "\r\n";
   }
-  if (all || section == "stats") {
+  if (all || section == "stats"sv) {
     uint64_t total = 0;
     for (int c = 0; c < kOpClasses; c++) total += m.ops[c].load();
     t += "# Stats\r\n";
@@ -739,10 +741,10 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("auth_failures", std::to_string(m.auth_failures.load()));
     t += "\r\n";
   }
-  if (all || section == "replication") {
+  if (all || section == "replication"sv) {
     t += "# Replication\r\nrole:primary\r\nconnected_slaves:0\r\n\r\n";
   }
-  if (all || section == "keyspace") {
+  if (all || section == "keyspace"sv) {
     t += "# Keyspace\r\n";
     if (store->KeyCount() > 0) {
       line("db0", "keys=" + std::to_string(store->KeyCount()) +

@@ -336,7 +336,7 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
 
   switch (op.kind) {
     case WriteOp::Kind::kSet: {
-      const std::string& key = op.args[0];
+      std::string_view key = op.args[0];
       bool need_state = op.nx || op.xx || op.keep_ttl || op.get_old;
       Current cur;
       if (need_state) cur = current(key, op.get_old);
@@ -364,7 +364,7 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       return WriteResult::Int(n);
     }
     case WriteOp::Kind::kIncrBy: {
-      const std::string& key = op.args[0];
+      std::string_view key = op.args[0];
       Current cur = current(key, true);
       int64_t v = 0;
       if (cur.exists && !ParseInt64(cur.value, &v)) {
@@ -379,7 +379,7 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       return WriteResult::Int(v);
     }
     case WriteOp::Kind::kExpire: {
-      const std::string& key = op.args[0];
+      std::string_view key = op.args[0];
       Current cur = current(key, true);
       if (!cur.exists) return WriteResult::Int(0);
       const bool has = cur.expire_at_ms != 0;
@@ -409,7 +409,7 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       return WriteResult::Int(1);
     }
     case WriteOp::Kind::kPersist: {
-      const std::string& key = op.args[0];
+      std::string_view key = op.args[0];
       Current cur = current(key, true);
       if (!cur.exists || cur.expire_at_ms == 0) return WriteResult::Int(0);
       Put_st(batch, key, cur.value, 0);

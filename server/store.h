@@ -32,11 +32,62 @@
 
 namespace faha {
 
+// The arguments of a write, packed in one buffer: a SET costs one allocation
+// instead of three (vector, key, value), which showed in profiles.
+class ArgList {
+ public:
+  ArgList() = default;
+  ArgList(std::initializer_list<std::string_view> args) {
+    for (auto a : args) push_back(a);
+  }
+  void push_back(std::string_view a) {
+    data_.append(a);
+    uint32_t end = static_cast<uint32_t>(data_.size());
+    if (n_ < kInline) {
+      inline_ends_[n_] = end;
+    } else {
+      more_ends_.push_back(end);
+    }
+    n_++;
+  }
+  void emplace_back(std::string_view a) { push_back(a); }
+  size_t size() const { return n_; }
+  size_t bytes() const { return data_.size(); }
+  std::string_view operator[](size_t i) const {
+    uint32_t begin = i == 0 ? 0 : End(i - 1);
+    return std::string_view(data_).substr(begin, End(i) - begin);
+  }
+  class Iterator {
+   public:
+    Iterator(const ArgList* l, size_t i) : l_(l), i_(i) {}
+    std::string_view operator*() const { return (*l_)[i_]; }
+    Iterator& operator++() {
+      i_++;
+      return *this;
+    }
+    bool operator!=(const Iterator& o) const { return i_ != o.i_; }
+
+   private:
+    const ArgList* l_;
+    size_t i_;
+  };
+  Iterator begin() const { return Iterator(this, 0); }
+  Iterator end() const { return Iterator(this, size()); }
+
+ private:
+  static constexpr size_t kInline = 2;
+  uint32_t End(size_t i) const { return i < kInline ? inline_ends_[i] : more_ends_[i - kInline]; }
+  std::string data_;
+  size_t n_ = 0;
+  uint32_t inline_ends_[kInline] = {};
+  std::vector<uint32_t> more_ends_;
+};
+
 struct WriteOp {
   enum class Kind : uint8_t { kSet, kDelete, kMSet, kIncrBy, kExpire, kPersist, kFlushAll };
   Kind kind = Kind::kSet;
-  std::vector<std::string> args;  // kSet/kIncrBy/kExpire/kPersist: [key(, value)]; kDelete: keys;
-                                  // kMSet: key, value, key, value, ...
+  ArgList args;  // kSet/kIncrBy/kExpire/kPersist: [key(, value)]; kDelete: keys;
+                 // kMSet: key, value, key, value, ...
   int64_t expire_at_ms = 0;       // kSet: absolute expiry, 0 = none; kExpire: new expiry
   bool nx = false;                // kSet: only if absent
   bool xx = false;                // kSet: only if present
