@@ -133,7 +133,7 @@ void Commands::AppendResult(std::string* out, const WriteResult& r) {
 }
 
 ExecStatus Commands::Submit(Session* s, WriteOp op, CompletionSink* sink) {
-  op.start_us = MonoUs();
+  op.start_us = s->start_us;
   server_->metrics()->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1,
                                                                        std::memory_order_relaxed);
   outbox_->push_back(Store::Write{std::move(op), sink, s->conn_id});

@@ -23,6 +23,7 @@ struct Session {
   bool native = false;
   std::string name;
   uint32_t pending_writes = 0;  // submitted, reply not yet sent
+  int64_t start_us = 0;         // arrival of the command being executed (MonoUs)
   bool close_after_reply = false;
   bool shutdown = false;  // SHUTDOWN was accepted
 };

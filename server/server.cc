@@ -179,10 +179,11 @@ class IoThread final : public CompletionSink {
     }
     for (int fd : adopted) AddConnection(fd);
     std::vector<uint64_t> touched;
+    const int64_t now_us = done.empty() ? 0 : MonoUs();  // one clock read for the whole wake-up
     for (Completion& comp : done) {
       auto it = conns_.find(comp.conn_id);
       if (it == conns_.end()) continue;  // client left before its write committed
-      EncodeCompletion(it->second.get(), comp);
+      EncodeCompletion(it->second.get(), comp, now_us);
       touched.push_back(comp.conn_id);
     }
     std::sort(touched.begin(), touched.end());
@@ -209,14 +210,14 @@ class IoThread final : public CompletionSink {
     return false;
   }
 
-  void EncodeCompletion(Connection* c, const Completion& comp) {
+  void EncodeCompletion(Connection* c, const Completion& comp, int64_t now_us) {
     if (c->pending.empty()) return;  // cannot happen: one PendingReply per submitted write
     PendingReply pr = c->pending.front();
     c->pending.pop_front();
     c->session.pending_writes--;
     Metrics* m = server_->metrics();
     m->op_latency_us[static_cast<int>(OpClass::kWrite)].Record(
-        static_cast<uint64_t>(MonoUs() - comp.start_us));
+        static_cast<uint64_t>(now_us - comp.start_us));
     const WriteResult& r = comp.result;
     if (r.kind == WriteResult::Kind::kError) m->errors.fetch_add(1, std::memory_order_relaxed);
     switch (pr.kind) {
@@ -415,6 +416,7 @@ class IoThread final : public CompletionSink {
       return false;
     }
     int64_t t0 = MonoUs();
+    c->session.start_us = t0;
     ExecStatus st = commands_.Execute(&c->session, args_, &c->out, this);
     if (st == ExecStatus::kBlocked) return false;
     c->in_pos += consumed;
@@ -472,6 +474,7 @@ class IoThread final : public CompletionSink {
       return true;
     }
     int64_t t0 = MonoUs();
+    c->session.start_us = t0;
     switch (req.op) {
       case native::Op::kPing:
         native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, "PONG");
