@@ -23,6 +23,7 @@
 #                      not a durability claim. The header says which was used.
 #   REDIS_DATA_PARENT  parent of the Redis data directories (default: the same
 #                      as FAHA_DATA_PARENT, so the AOF fsyncs hit the same medium)
+#   FAHA_FLAGS         extra faha-server flags, e.g. "--log_preallocate_mb=4096"
 #   OUT                also write the report to this file
 #   KEEP_DATA=1        leave the data directories and server logs in place
 # All servers listen on 127.0.0.1 only and all traffic stays on loopback. The
@@ -139,6 +140,8 @@ start_server() {
     faha)
       cmd=("${FAHA_SERVER}" --data_dir="${dir}/data" --port="${port}" --metrics_port=-1
            --bind="${HOST}")
+      # shellcheck disable=SC2206  # extra flags are meant to split on spaces
+      [[ -z "${FAHA_FLAGS:-}" ]] || cmd+=(${FAHA_FLAGS})
       ;;
     redis_nopersist)
       cmd=(redis-server --bind "${HOST}" --port "${port}" --dir "${dir}" --save ""

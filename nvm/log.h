@@ -115,6 +115,11 @@ class Log {
   const char* RecordPtr(uint64_t loc) const;
   RecordView ReadRecord(uint64_t loc) const;
 
+  // Prepares `segments` spare segments ahead of need (see LogDevice::Preallocate).
+  Status Preallocate(size_t segments) {
+    return device_->Preallocate(options_.segment_bytes, segments);
+  }
+
   uint64_t next_lsn() const { return next_lsn_.load(std::memory_order_acquire); }
   uint64_t bytes_written() const { return bytes_written_.load(std::memory_order_relaxed); }
   uint64_t segment_count() const { return segment_count_.load(std::memory_order_relaxed); }

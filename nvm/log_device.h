@@ -46,6 +46,9 @@ class LogDevice {
   virtual Status RemoveSegment(uint32_t id) = 0;
   // Hint: a segment of `bytes` will be created soon; prepare it in the background.
   virtual void PrepareNext(size_t /*bytes*/) {}
+  // Prepares `count` spare segments of `bytes` now (allocated and faulted in),
+  // so that the write path never waits for memory until they are used up.
+  virtual Status Preallocate(size_t /*bytes*/, size_t /*count*/) { return Status::OK(); }
   // Human-readable name of a segment for messages (a path for files).
   virtual std::string SegmentName(uint32_t id) const = 0;
   // "CACHE_LINE", "PAGE" or "BYTE": the persist granularity of the last mapping.

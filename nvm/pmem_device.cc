@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <deque>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -103,24 +104,30 @@ class PmemDevice final : public LogDevice {
     }
     cv_.notify_all();
     if (preparer_.joinable()) preparer_.join();
-    spare_.reset();
-    unlink(SparePath().c_str());
+    for (auto& spare : spares_) unlink(spare.path.c_str());
+    spares_.clear();
   }
 
   StatusOr<std::unique_ptr<Segment>> CreateSegment(uint32_t id, size_t bytes) override {
     std::string path = SegmentName(id);
-    std::unique_ptr<Segment> seg;
+    Spare spare;
     {
       std::unique_lock<std::mutex> l(mu_);
-      // A spare being prepared for this size is worth waiting for: it is
-      // already allocated and faulted in, which is most of the work.
-      cv_.wait(l, [&] { return !preparing_; });
-      if (spare_ && spare_->size() == bytes) seg = std::move(spare_);
+      // A spare being prepared is worth waiting for: it is already allocated
+      // and faulted in, which is most of the work.
+      cv_.wait(l, [&] { return !preparing_ || !spares_.empty(); });
+      if (!spares_.empty() && spares_.front().segment->size() == bytes) {
+        spare = std::move(spares_.front());
+        spares_.pop_front();
+      }
     }
-    if (seg) {
-      if (rename(SparePath().c_str(), path.c_str()) != 0)
+    std::unique_ptr<Segment> seg;
+    if (spare.segment) {
+      if (rename(spare.path.c_str(), path.c_str()) != 0) {
         return Status::IOError(Errno("rename spare to " + path));
+      }
       FAHA_RETURN_IF_ERROR(SyncDir());
+      seg = std::move(spare.segment);
     } else {
       auto made = MakeFile(path, bytes);
       if (!made.ok()) return made.status();
@@ -128,6 +135,23 @@ class PmemDevice final : public LogDevice {
     }
     StartPreparing(bytes);
     return seg;
+  }
+
+  Status Preallocate(size_t bytes, size_t count) override {
+    for (size_t i = 0; i < count; i++) {
+      std::string path;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        path = NextSparePath();
+      }
+      auto made = MakeFile(path, bytes);
+      if (!made.ok()) return made.status();
+      (*made)->Prefault(0, bytes);
+      std::lock_guard<std::mutex> l(mu_);
+      spares_.push_back(Spare{path, std::move(*made)});
+      cv_.notify_all();
+    }
+    return Status::OK();
   }
 
   void PrepareNext(size_t bytes) override { StartPreparing(bytes); }
@@ -223,30 +247,37 @@ class PmemDevice final : public LogDevice {
   }
 
  private:
-  std::string SparePath() const { return dir_ + "/segment-spare.tmp"; }
+  struct Spare {
+    std::string path;
+    std::unique_ptr<Segment> segment;
+  };
 
-  // Prepares the next segment file in the background: allocated, mapped and
-  // faulted in, so that switching segments does not stall the writer on
-  // page-cache (or tmpfs) page allocation, which profiling showed dominates an
-  // append otherwise.
+  // REQUIRES: mu_ held.
+  std::string NextSparePath() {
+    return dir_ + "/segment-spare-" + std::to_string(spare_seq_++) + ".tmp";
+  }
+
+  // Keeps at least one spare segment ready, prepared in the background:
+  // allocated, mapped and faulted in, so that switching segments does not stall
+  // the writer on page-cache (or tmpfs) page allocation, which profiling showed
+  // dominates an append otherwise.
   void StartPreparing(size_t bytes) {
     std::lock_guard<std::mutex> l(mu_);
-    if (stop_ || preparing_ || spare_) return;
+    if (stop_ || preparing_ || !spares_.empty()) return;
     preparing_ = true;
     if (preparer_.joinable()) preparer_.join();
-    preparer_ = std::thread([this, bytes] {
+    std::string path = NextSparePath();
+    preparer_ = std::thread([this, bytes, path] {
       pthread_setname_np(pthread_self(), "faha-segprep");
-      auto made = MakeFile(SparePath(), bytes);
-      std::unique_ptr<Segment> seg;
+      auto made = MakeFile(path, bytes);
+      if (made.ok()) (*made)->Prefault(0, bytes);
+      std::lock_guard<std::mutex> l2(mu_);
       if (made.ok()) {
-        seg = std::move(*made);
-        seg->Prefault(0, seg->size());
+        spares_.push_back(Spare{path, std::move(*made)});
       } else {
         FAHA_LOG_WARN("preparing the next log segment failed (will retry at switch): %s",
                       made.status().ToString().c_str());
       }
-      std::lock_guard<std::mutex> l2(mu_);
-      spare_ = std::move(seg);
       preparing_ = false;
       cv_.notify_all();
     });
@@ -265,7 +296,8 @@ class PmemDevice final : public LogDevice {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string granularity_ = "UNKNOWN";  // GUARDED_BY(mu_)
-  std::unique_ptr<Segment> spare_;       // GUARDED_BY(mu_)
+  std::deque<Spare> spares_;              // GUARDED_BY(mu_)
+  uint64_t spare_seq_ = 0;               // GUARDED_BY(mu_)
   bool preparing_ = false;               // GUARDED_BY(mu_)
   bool stop_ = false;                    // GUARDED_BY(mu_)
   std::thread preparer_;
@@ -281,7 +313,13 @@ StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir) {
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Status::IOError(dir + " is not a directory");
   }
-  unlink((dir + "/segment-spare.tmp").c_str());  // a crash may leave one; it holds no data
+  // Spare segments left by an earlier run hold no data: remove them.
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (std::strncmp(e->d_name, "segment-spare", 13) == 0) unlink((dir + "/" + e->d_name).c_str());
+    }
+    closedir(d);
+  }
   return std::unique_ptr<LogDevice>(new PmemDevice(dir));
 }
 

@@ -185,6 +185,7 @@ class Store : private KeyReader {
   uint64_t KeysWithExpiry() const { return keys_with_expiry_.load(std::memory_order_relaxed); }
   size_t IndexMemoryBytes() const { return index_.MemoryBytes(); }
   const nvm::Log& log() const { return *log_; }
+  nvm::Log* mutable_log() { return log_.get(); }
   uint64_t committed_lsn() const { return log_->next_lsn() - 1; }
   bool failed() const { return failed_.load(); }
 

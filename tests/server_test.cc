@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <filesystem>
 #include <thread>
 
 #include "faha/client.h"
@@ -315,6 +316,36 @@ TEST_F(ServerTest, FlagfileAndInvalidFlags) {
       << r.err;
   r = RunTool({bin, "stray-argument"});
   EXPECT_EQ(r.exit_code, 2);
+}
+
+TEST_F(ServerTest, PreallocatedSegmentsAreUsedAndSpareFilesNeverHoldData) {
+  StartServer({"--segment_mb=1", "--max_batch_kb=256", "--max_value_bytes=65536",
+               "--log_preallocate_mb=3"});
+  EXPECT_NE(server_->Log().find("preallocated 3 log segments (3 MiB)"), std::string::npos)
+      << server_->Log();
+  auto count_files = [&](const std::string& prefix) {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/data")) {
+      n += e.path().filename().string().rfind(prefix, 0) == 0;
+    }
+    return n;
+  };
+  EXPECT_GE(count_files("segment-spare"), 3);
+  auto c = MustConnect(server_->address());
+  for (int i = 0; i < 5000; i++) {
+    c->PutAsync("k" + std::to_string(i), std::string(1000, 'a' + i % 26), [](const Status&) {});
+  }
+  ASSERT_TRUE(c->Flush().ok());
+  EXPECT_GE(count_files("segment-0"), 5);  // ~5 MB of log: the spares became segments
+  c.reset();
+  ASSERT_EQ(server_->Kill(SIGKILL), 128 + SIGKILL);
+  server_->Start();
+  ASSERT_TRUE(server_->WaitReady()) << server_->Log();
+  c = MustConnect(server_->address());
+  EXPECT_EQ(c->Command({"DBSIZE"})->integer, 5000);
+  std::string v;
+  ASSERT_TRUE(c->Get("k4999", &v).ok());
+  EXPECT_EQ(v, std::string(1000, 'a' + 4999 % 26));
 }
 
 TEST_F(ServerTest, InfoAndPrometheusMetrics) {
