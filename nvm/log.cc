@@ -415,9 +415,67 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
   return Status::OK();
 }
 
+BatchHeader Log::FrameBatch(std::string_view payload, uint32_t record_count, uint64_t first_lsn,
+                            uint64_t epoch) {
+  BatchHeader h{};
+  h.magic = kBatchMagic;
+  h.version = kFormatVersion;
+  h.payload_bytes = static_cast<uint32_t>(payload.size());
+  h.record_count = record_count;
+  h.first_lsn = first_lsn;
+  h.epoch = epoch;
+  h.checksum = BatchChecksum(h, payload.data());
+  return h;
+}
+
+Status Log::CheckBatch(const BatchHeader& h, std::string_view payload) {
+  if (h.magic != kBatchMagic || h.version != kFormatVersion || h.flags != 0 || h.reserved != 0) {
+    return Status::InvalidArgument("not a version-1 batch header");
+  }
+  if (h.payload_bytes != payload.size() || payload.empty()) {
+    return Status::InvalidArgument("batch length " + std::to_string(h.payload_bytes) +
+                                   " does not match its " + std::to_string(payload.size()) +
+                                   " payload bytes");
+  }
+  if (BatchChecksum(h, payload.data()) != h.checksum) {
+    return Status::Corruption("batch checksum mismatch");
+  }
+  size_t off = 0;
+  for (uint32_t i = 0; i < h.record_count; i++) {
+    RecordView r;
+    size_t n;
+    if (!DecodeRecord(payload.data() + off, payload.size() - off, &r, &n)) {
+      return Status::Corruption("record " + std::to_string(i) + " of the batch is malformed");
+    }
+    off += n;
+  }
+  if (h.record_count == 0 || off != payload.size()) {
+    return Status::Corruption("batch holds " + std::to_string(h.record_count) +
+                              " records that do not fill its payload");
+  }
+  return Status::OK();
+}
+
 StatusOr<Log::AppendResult> Log::AppendBatch_wt(std::string_view payload, uint32_t record_count) {
-  if (failed_) return Status::IOError("log failed earlier: " + failure_);
   if (record_count == 0 || payload.empty()) return Status::InvalidArgument("empty batch");
+  return WriteBatch_wt(
+      FrameBatch(payload, record_count, next_lsn_.load(std::memory_order_relaxed), options_.epoch),
+      payload);
+}
+
+StatusOr<Log::AppendResult> Log::AppendReplicated_wt(const BatchHeader& header,
+                                                     std::string_view payload) {
+  FAHA_RETURN_IF_ERROR(CheckBatch(header, payload));
+  uint64_t want = next_lsn_.load(std::memory_order_relaxed);
+  if (header.first_lsn != want) {
+    return Status::InvalidArgument("batch starts at LSN " + std::to_string(header.first_lsn) +
+                                   " but this log continues at " + std::to_string(want));
+  }
+  return WriteBatch_wt(header, payload);
+}
+
+StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string_view payload) {
+  if (failed_) return Status::IOError("log failed earlier: " + failure_);
   if (payload.size() > max_payload_bytes()) {
     return Status::InvalidArgument("batch of " + std::to_string(payload.size()) +
                                    " bytes exceeds the segment size");
@@ -433,14 +491,6 @@ StatusOr<Log::AppendResult> Log::AppendBatch_wt(std::string_view payload, uint32
     }
     seg = segments_[tail_segment_].load();
   }
-  BatchHeader h{};
-  h.magic = kBatchMagic;
-  h.version = kFormatVersion;
-  h.payload_bytes = static_cast<uint32_t>(payload.size());
-  h.record_count = record_count;
-  h.first_lsn = next_lsn_.load(std::memory_order_relaxed);
-  h.epoch = options_.epoch;
-  h.checksum = BatchChecksum(h, payload.data());
   uint64_t off = tail_offset_;
   seg->Write(off, &h, sizeof(h));
   seg->Write(off + sizeof(h), payload.data(), payload.size());
@@ -452,9 +502,9 @@ StatusOr<Log::AppendResult> Log::AppendBatch_wt(std::string_view payload, uint32
   }
   tail_offset_ += size;
   bytes_written_.fetch_add(size, std::memory_order_relaxed);
-  next_lsn_.store(h.first_lsn + record_count, std::memory_order_release);
+  next_lsn_.store(h.first_lsn + h.record_count, std::memory_order_release);
   return AppendResult{MakeLocation(tail_segment_, static_cast<uint32_t>(off + sizeof(h))),
-                      h.first_lsn, size};
+                      h.first_lsn, size, h};
 }
 
 const char* Log::RecordPtr(uint64_t loc) const {

@@ -103,12 +103,25 @@ class Log {
   struct AppendResult {
     uint64_t base_location;  // location of payload offset 0; record at payload offset o is base+o
     uint64_t first_lsn;
-    uint64_t bytes;  // bytes the batch took in the log, header and padding included
+    uint64_t bytes;      // bytes the batch took in the log, header and padding included
+    BatchHeader header;  // as written: what a replica must store to hold the same batch
   };
   // Frames, writes and persists one batch. The payload must be well formed
   // (BatchBuilder). On error the batch is not durable and the log refuses
   // further appends (the caller reports it; a restart recovers).
   StatusOr<AppendResult> AppendBatch_wt(std::string_view payload, uint32_t record_count);
+
+  // Appends a batch framed elsewhere (a replica storing its primary's batch),
+  // byte for byte: same LSNs, same epoch. Refuses, changing nothing, a header
+  // that is not valid, a checksum or record layout that does not match the
+  // payload, or a first LSN that does not continue this log.
+  StatusOr<AppendResult> AppendReplicated_wt(const BatchHeader& header, std::string_view payload);
+
+  // The header AppendBatch_wt would write for this payload.
+  static BatchHeader FrameBatch(std::string_view payload, uint32_t record_count, uint64_t first_lsn,
+                                uint64_t epoch);
+  // Checks header fields, checksum and record layout of a batch.
+  static Status CheckBatch(const BatchHeader& header, std::string_view payload);
 
   // Pointer to the record at `loc`. REQUIRES: loc was returned by an append or
   // by recovery.
@@ -134,6 +147,7 @@ class Log {
  private:
   Log(std::shared_ptr<LogDevice> device, const LogOptions& options);
   Status RecoverImpl(const ApplyFn& apply, RecoveryReport* report);
+  StatusOr<AppendResult> WriteBatch_wt(const BatchHeader& header, std::string_view payload);
   Status NewSegment_wt(uint32_t id);
   Status TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& ids, size_t idx);
   // Looks for any valid batch at or after (ids[idx], off), in segments before

@@ -1,7 +1,7 @@
 // libFuzzer target: the native protocol decoders (requests, responses, command
-// argument lists) on arbitrary bytes. Invariants: no crash, decoded views lie
-// inside the input, limits hold, and a decoded request re-encodes to the bytes
-// it was decoded from.
+// argument lists) and the replication frame decoder on arbitrary bytes. Invariants: no crash,
+// decoded views lie inside the input, limits hold, and a decoded request re-encodes to the bytes it
+// was decoded from.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/native_protocol.h"
+#include "rdma/repl_frame.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace faha::native;
@@ -34,6 +35,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Response resp;
   if (DecodeResponse(in, 4096, &resp, &consumed, &error) == DecodeResult::kOk) {
     if (consumed > size || resp.body.size() > 4096) abort();
+  }
+  faha::rdma::ReplFrame frame;
+  if (faha::rdma::DecodeFrame(in, 4096, &frame, &consumed, &error) ==
+      faha::rdma::FrameDecode::kOk) {
+    if (consumed > size || frame.body.size() > 4096) abort();
   }
   return 0;
 }

@@ -1,0 +1,77 @@
+#include "rdma/repl_frame.h"
+
+#include <cstring>
+
+#include "common/checksum.h"
+
+namespace faha::rdma {
+namespace {
+
+uint64_t FrameChecksum(const ReplFrameHeader& h, std::string_view body) {
+  return Checksum(body.data(), body.size(), Checksum(&h, offsetof(ReplFrameHeader, checksum)));
+}
+
+}  // namespace
+
+void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
+                 std::string_view body) {
+  ReplFrameHeader h{};
+  h.magic = kReplMagic;
+  h.version = kReplVersion;
+  h.type = static_cast<uint16_t>(type);
+  h.body_bytes = static_cast<uint32_t>(body.size());
+  h.epoch = epoch;
+  h.lsn = lsn;
+  h.checksum = FrameChecksum(h, body);
+  out->append(reinterpret_cast<const char*>(&h), sizeof(h));
+  out->append(body);
+}
+
+FrameDecode DecodeFrame(std::string_view in, uint32_t max_body_bytes, ReplFrame* frame,
+                        size_t* consumed, std::string* error) {
+  if (in.size() < sizeof(ReplFrameHeader)) {
+    if (in.size() >= 4) {
+      uint32_t magic;
+      std::memcpy(&magic, in.data(), 4);
+      if (magic != kReplMagic) {
+        *error = "not a replication frame (bad magic)";
+        return FrameDecode::kError;
+      }
+    }
+    return FrameDecode::kNeedMore;
+  }
+  ReplFrameHeader h;
+  std::memcpy(&h, in.data(), sizeof(h));
+  if (h.magic != kReplMagic) {
+    *error = "not a replication frame (bad magic)";
+    return FrameDecode::kError;
+  }
+  if (h.version != kReplVersion) {
+    *error = "unsupported replication frame version " + std::to_string(h.version);
+    return FrameDecode::kError;
+  }
+  if (h.type < static_cast<uint16_t>(FrameType::kBatch) ||
+      h.type > static_cast<uint16_t>(FrameType::kError) || h.reserved != 0) {
+    *error = "unknown replication frame type " + std::to_string(h.type);
+    return FrameDecode::kError;
+  }
+  if (h.body_bytes > max_body_bytes) {
+    *error = "replication frame body of " + std::to_string(h.body_bytes) +
+             " bytes exceeds the limit of " + std::to_string(max_body_bytes);
+    return FrameDecode::kError;
+  }
+  if (in.size() - sizeof(h) < h.body_bytes) return FrameDecode::kNeedMore;
+  std::string_view body = in.substr(sizeof(h), h.body_bytes);
+  if (FrameChecksum(h, body) != h.checksum) {
+    *error = "replication frame checksum mismatch";
+    return FrameDecode::kError;
+  }
+  frame->type = static_cast<FrameType>(h.type);
+  frame->epoch = h.epoch;
+  frame->lsn = h.lsn;
+  frame->body = body;
+  *consumed = sizeof(h) + h.body_bytes;
+  return FrameDecode::kOk;
+}
+
+}  // namespace faha::rdma

@@ -1,0 +1,57 @@
+// Replication frames: what a primary and its backups exchange over any
+// transport (TCP now, RDMA verbs later). Version 1, little-endian:
+//
+//   ReplFrameHeader (40 B) | body
+//   BATCH: body = the batch exactly as the primary's log holds it
+//          (nvm::BatchHeader with epoch, first LSN, length, checksum | payload)
+//   ACK:   no body; lsn = the last LSN durable on the sender
+//   HELLO: body = the peer's proof of the cluster secret; lsn = next LSN it needs
+//   ERROR: body = a message for a person (why a frame was refused)
+//
+// The header has its own checksum (covering header and body), so a damaged or
+// forged frame is refused before anything in it is trusted. Pure functions.
+#ifndef FAHA_RDMA_REPL_FRAME_H_
+#define FAHA_RDMA_REPL_FRAME_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace faha::rdma {
+
+inline constexpr uint32_t kReplMagic = 0x52484146;  // "FAHR"
+inline constexpr uint16_t kReplVersion = 1;
+
+enum class FrameType : uint16_t { kBatch = 1, kAck = 2, kHello = 3, kError = 4 };
+
+struct ReplFrameHeader {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t type;
+  uint32_t body_bytes;
+  uint32_t reserved;  // 0
+  uint64_t epoch;
+  uint64_t lsn;
+  uint64_t checksum;  // XXH3-64 of header bytes [0, 32) seeding XXH3-64 of the body
+};
+static_assert(sizeof(ReplFrameHeader) == 40);
+
+struct ReplFrame {
+  FrameType type;
+  uint64_t epoch;
+  uint64_t lsn;
+  std::string_view body;
+};
+
+enum class FrameDecode { kOk, kNeedMore, kError };
+
+void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
+                 std::string_view body);
+// Decodes one frame from the front of `in`; `body` views into `in`. A body
+// longer than max_body_bytes is refused from the header alone.
+FrameDecode DecodeFrame(std::string_view in, uint32_t max_body_bytes, ReplFrame* frame,
+                        size_t* consumed, std::string* error);
+
+}  // namespace faha::rdma
+
+#endif  // FAHA_RDMA_REPL_FRAME_H_
