@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
   libpmem2-dev libpmem-dev
-  libxxhash-dev
+  libxxhash-dev libssl-dev
   libgflags-dev
   prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev

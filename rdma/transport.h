@@ -1,0 +1,69 @@
+// Transport: how replication frames travel between a primary and its backups,
+// chosen at run time ("tcp" now; "rdma" for verbs comes next) behind this one
+// narrow interface, as valkey's connection.h does. Everything above it —
+// shipping windows, acks, catch-up — is written once against Channel.
+//
+// Peers authenticate when a channel is set up: the accepting side sends a
+// random nonce, the connecting side answers HMAC-SHA256(secret, nonce|"client")
+// and the acceptor proves itself back with HMAC-SHA256(secret, nonce|"server").
+// A peer without the cluster secret gets an ERROR frame and is disconnected
+// before any frame of its own is looked at.
+//
+// Thread-safety: a Channel may be used by one sending thread and one receiving
+// thread at once; a Listener by one thread.
+#ifndef FAHA_RDMA_TRANSPORT_H_
+#define FAHA_RDMA_TRANSPORT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "faha/status.h"
+#include "rdma/repl_frame.h"
+
+namespace faha::rdma {
+
+struct TransportOptions {
+  std::string secret;                   // the cluster secret; must be non-empty
+  uint32_t max_frame_body = 64u << 20;  // larger frames are refused from their header
+  int handshake_timeout_ms = 2000;
+};
+
+class Channel {
+ public:
+  virtual ~Channel() = default;
+  // Writes whole encoded frames (EncodeFrame output), waiting up to timeout_ms.
+  virtual Status Send(std::string_view frames, int timeout_ms) = 0;
+  // Waits up to timeout_ms for the next frame. Its body stays valid until the
+  // next Receive. Timeout gives Status::Timeout; a malformed frame, Protocol.
+  virtual StatusOr<ReplFrame> Receive(int timeout_ms) = 0;
+  virtual const std::string& peer() const = 0;
+};
+
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // Accepts and authenticates one peer.
+  virtual StatusOr<std::unique_ptr<Channel>> Accept(int timeout_ms) = 0;
+  virtual int port() const = 0;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual std::string name() const = 0;
+  // Connects to "HOST:PORT" and authenticates.
+  virtual StatusOr<std::unique_ptr<Channel>> Connect(const std::string& address,
+                                                     int timeout_ms) = 0;
+  // Listens on bind:port (port 0 picks a free one).
+  virtual StatusOr<std::unique_ptr<Listener>> Listen(const std::string& bind, int port) = 0;
+};
+
+// "tcp" (anything else is refused with the list of what is available).
+StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& kind,
+                                                   const TransportOptions& options);
+
+}  // namespace faha::rdma
+
+#endif  // FAHA_RDMA_TRANSPORT_H_
