@@ -84,7 +84,8 @@ uint64_t NonZeroEnd(const Segment& seg, uint64_t from) {
 Log::Log(std::shared_ptr<LogDevice> device, const LogOptions& options)
     : device_(std::move(device)),
       options_(options),
-      segments_(new std::atomic<Segment*>[kMaxSegments]()) {}  // value-initialized: all null
+      segments_(new std::atomic<Segment*>[kMaxSegments]()),  // value-initialized: all null
+      seg_first_lsn_(new std::atomic<uint64_t>[kMaxSegments]()) {}
 
 Log::~Log() = default;
 
@@ -349,6 +350,8 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
           p += n;
           left -= n;
         }
+        if (off == sizeof(SegmentHeader)) seg_first_lsn_[id].store(h.first_lsn);
+        last_batch_ = h;
         report->batches++;
         report->records += h.record_count;
         report->log_bytes += BatchSize(h.payload_bytes);
@@ -474,6 +477,78 @@ StatusOr<Log::AppendResult> Log::AppendReplicated_wt(const BatchHeader& header,
   return WriteBatch_wt(header, payload);
 }
 
+StatusOr<Log::AppendResult> Log::AppendFramed_wt(const BatchHeader& header,
+                                                  std::string_view payload) {
+  uint64_t want = next_lsn_.load(std::memory_order_relaxed);
+  if (header.first_lsn != want || header.payload_bytes != payload.size() || payload.empty()) {
+    return Status::InvalidArgument("framed batch does not continue this log at LSN " +
+                                   std::to_string(want));
+  }
+  return WriteBatch_wt(header, payload);
+}
+
+StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint64_t max_bytes,
+                                     const BatchFn& fn) const {
+  if (from_lsn >= limit_lsn) return from_lsn;
+  // The segment holding from_lsn: the last one whose first batch starts at or
+  // before it. Segments are numbered consecutively from the first one present.
+  uint32_t id = 0;
+  for (uint32_t i = 1; i < kMaxSegments; i++) {
+    if (segments_[i].load(std::memory_order_acquire) == nullptr) {
+      if (id != 0) break;
+      continue;
+    }
+    uint64_t first = seg_first_lsn_[i].load(std::memory_order_acquire);
+    if (first == 0 || first > from_lsn) break;
+    id = i;
+  }
+  if (id == 0) return Status::NotFound("no batch starts at LSN " + std::to_string(from_lsn));
+  uint64_t expected = seg_first_lsn_[id].load(std::memory_order_acquire);
+  uint64_t off = sizeof(SegmentHeader);
+  uint64_t visited = 0;
+  bool started = false;
+  // The LSN bound is checked before a header is read, so this never reads a
+  // batch the writer may still be writing.
+  while (expected < limit_lsn && (!started || visited < max_bytes)) {
+    const Segment* seg = segments_[id].load(std::memory_order_acquire);
+    BatchHeader h;
+    bool here = seg != nullptr && off + sizeof(BatchHeader) <= seg->size();
+    if (here) std::memcpy(&h, seg->data() + off, sizeof(h));
+    if (!here || h.magic != kBatchMagic || h.first_lsn != expected ||
+        h.payload_bytes > seg->size() - off - sizeof(BatchHeader)) {
+      // The writer moved on to the next segment here.
+      id++;
+      off = sizeof(SegmentHeader);
+      if (id >= kMaxSegments || segments_[id].load(std::memory_order_acquire) == nullptr ||
+          seg_first_lsn_[id].load(std::memory_order_acquire) != expected) {
+        return Status::Corruption("log has no batch at LSN " + std::to_string(expected) +
+                                  " below " + std::to_string(limit_lsn));
+      }
+      continue;
+    }
+    uint64_t end = h.first_lsn + h.record_count;
+    if (!started) {
+      if (h.first_lsn == from_lsn) {
+        started = true;
+      } else if (from_lsn < end) {
+        return Status::NotFound("LSN " + std::to_string(from_lsn) +
+                                " lies inside the batch starting at " +
+                                std::to_string(h.first_lsn));
+      }
+    }
+    if (started) {
+      fn(h, std::string_view(seg->data() + off + sizeof(BatchHeader), h.payload_bytes));
+      visited += BatchSize(h.payload_bytes);
+    }
+    expected = end;
+    off += BatchSize(h.payload_bytes);
+  }
+  if (!started && from_lsn != expected) {
+    return Status::NotFound("no batch starts at LSN " + std::to_string(from_lsn));
+  }
+  return expected;
+}
+
 StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string_view payload) {
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
   if (payload.size() > max_payload_bytes()) {
@@ -492,6 +567,9 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
     seg = segments_[tail_segment_].load();
   }
   uint64_t off = tail_offset_;
+  if (off == sizeof(SegmentHeader)) {
+    seg_first_lsn_[tail_segment_].store(h.first_lsn, std::memory_order_release);
+  }
   seg->Write(off, &h, sizeof(h));
   seg->Write(off + sizeof(h), payload.data(), payload.size());
   Status s = seg->Persist(off, sizeof(h) + payload.size());
@@ -501,6 +579,7 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
     return s;
   }
   tail_offset_ += size;
+  last_batch_ = h;
   bytes_written_.fetch_add(size, std::memory_order_relaxed);
   next_lsn_.store(h.first_lsn + h.record_count, std::memory_order_release);
   return AppendResult{MakeLocation(tail_segment_, static_cast<uint32_t>(off + sizeof(h))),

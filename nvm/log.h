@@ -117,6 +117,25 @@ class Log {
   // payload, or a first LSN that does not continue this log.
   StatusOr<AppendResult> AppendReplicated_wt(const BatchHeader& header, std::string_view payload);
 
+  // Appends a batch framed by FrameBatch on this node (a primary that shipped
+  // the header to its backups before persisting locally). Only the LSN is
+  // checked: the header must come from FrameBatch over this payload.
+  StatusOr<AppendResult> AppendFramed_wt(const BatchHeader& header, std::string_view payload);
+
+  // Calls fn(header, payload) for each batch from the one starting at
+  // `from_lsn`, in log order, while batches start below `limit_lsn` and until
+  // about `max_bytes` were visited. Any thread may call it for LSNs the writer
+  // has appended (below next_lsn()); payload views stay valid while the Log
+  // lives. NotFound if no batch starts at from_lsn (it lies inside a batch or
+  // beyond the log). Returns the LSN after the last batch visited.
+  using BatchFn = std::function<void(const BatchHeader&, std::string_view payload)>;
+  StatusOr<uint64_t> ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint64_t max_bytes,
+                                  const BatchFn& fn) const;
+
+  // Header of the last batch in the log (first_lsn 0 if the log is empty).
+  // Writer thread only (or before the writer starts).
+  const BatchHeader& last_batch_wt() const { return last_batch_; }
+
   // The header AppendBatch_wt would write for this payload.
   static BatchHeader FrameBatch(std::string_view payload, uint32_t record_count, uint64_t first_lsn,
                                 uint64_t epoch);
@@ -166,6 +185,9 @@ class Log {
   LogOptions options_;
   // Segment i is at segments_[i] (nullptr if absent). Readers load without locks.
   std::unique_ptr<std::atomic<Segment*>[]> segments_;
+  // LSN of the first batch of segment i (0: no batch yet), for ForEachBatch.
+  std::unique_ptr<std::atomic<uint64_t>[]> seg_first_lsn_;
+  BatchHeader last_batch_{};  // writer-owned
   std::vector<std::unique_ptr<Segment>> owned_;
   uint32_t tail_segment_ = 0;  // writer-owned
   uint64_t tail_offset_ = 0;   // writer-owned

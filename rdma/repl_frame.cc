@@ -15,16 +15,25 @@ uint64_t FrameChecksum(const ReplFrameHeader& h, std::string_view body) {
 
 void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
                  std::string_view body) {
+  EncodeFrame(out, type, epoch, lsn, body, {});
+}
+
+void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
+                 std::string_view body_head, std::string_view body_tail) {
   ReplFrameHeader h{};
   h.magic = kReplMagic;
   h.version = kReplVersion;
   h.type = static_cast<uint16_t>(type);
-  h.body_bytes = static_cast<uint32_t>(body.size());
+  h.body_bytes = static_cast<uint32_t>(body_head.size() + body_tail.size());
   h.epoch = epoch;
   h.lsn = lsn;
-  h.checksum = FrameChecksum(h, body);
+  size_t at = out->size();
   out->append(reinterpret_cast<const char*>(&h), sizeof(h));
-  out->append(body);
+  out->append(body_head);
+  out->append(body_tail);
+  h.checksum = FrameChecksum(h, std::string_view(*out).substr(at + sizeof(h)));
+  std::memcpy(out->data() + at + offsetof(ReplFrameHeader, checksum), &h.checksum,
+              sizeof(h.checksum));
 }
 
 FrameDecode DecodeFrame(std::string_view in, uint32_t max_body_bytes, ReplFrame* frame,

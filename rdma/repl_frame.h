@@ -47,6 +47,10 @@ enum class FrameDecode { kOk, kNeedMore, kError };
 
 void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
                  std::string_view body);
+// The same frame with its body given in two parts (a batch header and its
+// payload), without joining them first.
+void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
+                 std::string_view body_head, std::string_view body_tail);
 // Decodes one frame from the front of `in`; `body` views into `in`. A body
 // longer than max_body_bytes is refused from the header alone.
 FrameDecode DecodeFrame(std::string_view in, uint32_t max_body_bytes, ReplFrame* frame,

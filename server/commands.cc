@@ -74,7 +74,8 @@ const std::vector<std::pair<std::string, Spec>>& Table() {
       {"pexpire", {-3, true, true}},   {"expireat", {-3, true, true}},
       {"pexpireat", {-3, true, true}}, {"persist", {2, true, true}},
       {"flushall", {-1, true, true}},  {"flushdb", {-1, true, true}},
-      {"shutdown", {-1, false, true}},
+      {"shutdown", {-1, false, true}},  {"readonly", {1, false, true}},
+      {"readwrite", {1, false, true}}, {"faha.digest", {1, false, true}},
   };
   return t;
 }
@@ -198,6 +199,22 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   const std::string too_big_for_batch =
       "ERR this write is larger than one log batch (--max_batch_kb=" +
       std::to_string(opt.max_batch_bytes >> 10) + "); split it";
+  const ReplicationRole* repl = opt.replication;
+  if (repl && repl->is_backup()) {
+    if (spec->write) {
+      std::string primary = repl->primary_address();
+      return error("READONLY You can't write against a read only backup" +
+                   (primary.empty() ? std::string() : " (primary: " + primary + ")"));
+    }
+    bool data_read = name == "get"sv || name == "mget"sv || name == "exists"sv ||
+                     name == "ttl"sv || name == "pttl"sv || name == "scan"sv ||
+                     name == "strlen"sv || name == "type"sv || name == "dbsize"sv;
+    if (data_read && !opt.stale_reads && !s->stale_reads) {
+      return error(
+          "STALEREAD this node is a backup and may lag its primary; send READONLY on this "
+          "connection (or start it with --stale_reads) to read anyway");
+    }
+  }
   if (!spec->write) {
     bool read = name == "get"sv || name == "mget"sv || name == "exists"sv || name == "ttl"sv ||
                 name == "pttl"sv || name == "scan"sv || name == "strlen"sv || name == "type"sv;
@@ -352,7 +369,8 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
         bool has_key = n != "ping"sv && n != "echo"sv && n != "auth"sv && n != "hello"sv && n != "quit"sv &&
                        n != "select"sv && n != "dbsize"sv && n != "scan"sv && n != "info"sv &&
                        n != "role"sv && n != "command"sv && n != "config"sv && n != "client"sv &&
-                       n != "time"sv && n != "flushall"sv && n != "flushdb"sv && n != "shutdown"sv;
+                       n != "time"sv && n != "flushall"sv && n != "flushdb"sv && n != "shutdown"sv &&
+                       n != "readonly"sv && n != "readwrite"sv && n != "faha.digest"sv;
         int last =
             (n == "mget"sv || n == "del"sv || n == "unlink"sv || n == "exists"sv || n == "mset"sv) ? -1 : 1;
         resp::AppendArray(out, 6);
@@ -411,10 +429,35 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     return ExecStatus::kReplied;
   }
   if (name == "role"sv) {
+    if (opt.replication) {
+      opt.replication->AppendRole(out);
+      return ExecStatus::kReplied;
+    }
     resp::AppendArray(out, 3);
     resp::AppendBulk(out, "primary");
     resp::AppendInt(out, static_cast<int64_t>(store->committed_lsn()));
     resp::AppendArray(out, 0);
+    return ExecStatus::kReplied;
+  }
+  if (name == "readonly"sv || name == "readwrite"sv) {
+    s->stale_reads = name == "readonly"sv;
+    resp::AppendSimple(out, "OK");
+    return ExecStatus::kReplied;
+  }
+  if (name == "faha.digest"sv) {
+    // [committed LSN, digest of the committed batches, digest of the data, keys]:
+    // equal on a primary and its backups once they have applied the same LSN.
+    auto guard = store->LockForRead();
+    auto d = store->ComputeDigest();
+    if (!d.ok()) return error("ERR cannot compute digest: " + d.status().message());
+    char hex[17];
+    resp::AppendArray(out, 4);
+    resp::AppendInt(out, static_cast<int64_t>(d->lsn));
+    snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(d->log_digest));
+    resp::AppendBulk(out, hex);
+    snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(d->data_digest));
+    resp::AppendBulk(out, hex);
+    resp::AppendInt(out, static_cast<int64_t>(d->keys));
     return ExecStatus::kReplied;
   }
 
@@ -742,7 +785,13 @@ void Commands::Info(std::string_view section, std::string* out) const {
     t += "\r\n";
   }
   if (all || section == "replication"sv) {
-    t += "# Replication\r\nrole:primary\r\nconnected_slaves:0\r\n\r\n";
+    t += "# Replication\r\n";
+    if (opt.replication) {
+      opt.replication->AppendInfo(&t);
+    } else {
+      t += "role:primary\r\nbackups:0\r\nconnected_slaves:0\r\n";
+    }
+    t += "\r\n";
   }
   if (all || section == "keyspace"sv) {
     t += "# Keyspace\r\n";

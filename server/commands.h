@@ -26,6 +26,7 @@ struct Session {
   int64_t start_us = 0;         // arrival of the command being executed (MonoUs)
   bool close_after_reply = false;
   bool shutdown = false;  // SHUTDOWN was accepted
+  bool stale_reads = false;  // READONLY: this connection may read from a backup
 };
 
 enum class ExecStatus {

@@ -1,15 +1,24 @@
-// faha-server: a durable key-value server (single node). Flags are documented
-// in docs/flags.md and by --help.
+// faha-server: a durable key-value server: a single node, or the primary or a
+// backup of a replicated cluster. Flags are documented in docs/flags.md and by --help.
 #include <gflags/gflags.h>
 #include <prometheus/exposer.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 
 #include "common/clock.h"
 #include "common/logging.h"
+#include "nvm/epoch_file.h"
+#include "rdma/transport.h"
+#include "server/replication.h"
 #include "server/server.h"
 #include "server/store.h"
 
@@ -38,6 +47,38 @@ DEFINE_uint64(log_preallocate_mb, 0, "Log space to allocate and fault in at star
               "(rounded up to whole segments), so the write path does not wait for the kernel "
               "to allocate memory until it is used up. 0: one spare segment, prepared in the "
               "background.");
+
+DEFINE_string(role, "primary",
+              "primary (with --backups: ships every write to them; without: a single node) "
+              "or backup (receives a primary's log on --repl_port; refuses client writes).");
+DEFINE_string(backups, "",
+              "Primary: comma-separated HOST:PORT replication addresses of its backups (1-3).");
+DEFINE_int32(repl_port, -1, "Backup: replication port to listen on; -1 means --port + 100.");
+DEFINE_string(repl_bind, "", "Backup: IPv4 address of the replication port (empty: --bind).");
+DEFINE_string(repl_transport, "tcp", "Replication transport: tcp.");
+DEFINE_string(cluster_secret_file, "",
+              "File holding the cluster secret that primary and backups prove to each other "
+              "(HMAC-SHA256 challenge). Required with replication; keep it mode 0600.");
+DEFINE_string(cluster_secret, "",
+              "The cluster secret itself (visible in ps: prefer --cluster_secret_file).");
+DEFINE_uint32(repl_window, 16, "Primary: batches shipped to backups but not yet committed.");
+DEFINE_int32(repl_timeout_ms, 1000,
+             "Primary: a write whose backups have not all acknowledged it within this time "
+             "fails with NOREPLICAS, and the silent backups leave the in-sync set until they "
+             "catch up.");
+DEFINE_int32(min_sync_backups, -1,
+             "Primary: writes fail with NOREPLICAS while fewer backups than this are in sync. "
+             "-1 means all of --backups (no write is acknowledged without every backup).");
+DEFINE_uint64(epoch, 0,
+              "Replication epoch of this primary (0: the one persisted in --data_dir, or 1). "
+              "Backups that have seen a higher epoch refuse it; starting below the persisted "
+              "epoch is refused.");
+DEFINE_string(advertise, "",
+              "Primary: client address HOST:PORT told to backups (for ROLE and -READONLY); "
+              "empty: --bind and the client port.");
+DEFINE_bool(stale_reads, false,
+            "Backup: answer reads from every client (they may lag the primary). Without it a "
+            "client must send READONLY on its connection first.");
 
 namespace {
 faha::Server* g_server = nullptr;
@@ -68,6 +109,47 @@ bool ValidateFlags() {
   }
   if (batch + 4096 > (FLAGS_segment_mb << 20)) {
     return Fail("--max_batch_kb must be smaller than --segment_mb");
+  }
+  if (FLAGS_role != "primary" && FLAGS_role != "backup") {
+    return Fail("--role must be primary or backup");
+  }
+  if (FLAGS_role == "backup" && !FLAGS_backups.empty()) {
+    return Fail("--backups is for a primary; a backup takes --repl_port");
+  }
+  if (FLAGS_repl_port < -1 || FLAGS_repl_port > 65535) return Fail("--repl_port must be -1..65535");
+  if (FLAGS_repl_window < 1 || FLAGS_repl_window > 1024) return Fail("--repl_window must be 1..1024");
+  if (FLAGS_repl_timeout_ms < 10) return Fail("--repl_timeout_ms must be at least 10");
+  return true;
+}
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// The cluster secret from --cluster_secret_file or --cluster_secret.
+bool LoadSecret(std::string* secret) {
+  if (!FLAGS_cluster_secret_file.empty()) {
+    std::ifstream f(FLAGS_cluster_secret_file);
+    if (!f) return Fail("cannot read --cluster_secret_file " + FLAGS_cluster_secret_file);
+    std::stringstream b;
+    b << f.rdbuf();
+    *secret = b.str();
+    while (!secret->empty() && (secret->back() == '\n' || secret->back() == '\r' ||
+                                secret->back() == ' ')) {
+      secret->pop_back();
+    }
+  } else {
+    *secret = FLAGS_cluster_secret;
+  }
+  if (secret->size() < 16) {
+    return Fail("replication needs a cluster secret of at least 16 bytes "
+                "(--cluster_secret_file)");
   }
   return true;
 }
@@ -101,13 +183,63 @@ int main(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);
 
+  const bool backup = FLAGS_role == "backup";
+  const std::vector<std::string> backups = SplitList(FLAGS_backups);
+  const bool replicated = backup || !backups.empty();
+  if (backups.size() > 3) {
+    FAHA_LOG_ERROR("--backups lists %zu backups; at most 3 are supported", backups.size());
+    return 2;
+  }
+  if (FLAGS_min_sync_backups > static_cast<int>(backups.size()) || FLAGS_min_sync_backups < -1) {
+    FAHA_LOG_ERROR("--min_sync_backups must be -1..%zu (the number of --backups)", backups.size());
+    return 2;
+  }
+  std::string secret;
+  if (replicated && !LoadSecret(&secret)) return 2;
+  std::unique_ptr<faha::rdma::Transport> transport;
+  if (replicated) {
+    faha::rdma::TransportOptions topt;
+    topt.secret = secret;
+    topt.max_frame_body = static_cast<uint32_t>((FLAGS_max_batch_kb << 10) + 4096);
+    auto t = faha::rdma::MakeTransport(FLAGS_repl_transport, topt);
+    if (!t.ok()) {
+      FAHA_LOG_ERROR("--repl_transport: %s", t.status().ToString().c_str());
+      return 2;
+    }
+    transport = std::move(*t);
+  }
+  uint64_t epoch = 0;
+  if (!backups.empty()) {
+    // A primary's epoch is persisted so that a restart cannot go back.
+    if (mkdir(FLAGS_data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      FAHA_LOG_ERROR("cannot create %s: %s", FLAGS_data_dir.c_str(), strerror(errno));
+      return 1;
+    }
+    auto ef = faha::nvm::EpochFile::Open(FLAGS_data_dir);
+    if (!ef.ok()) {
+      FAHA_LOG_ERROR("cannot read the epoch: %s", ef.status().ToString().c_str());
+      return 1;
+    }
+    epoch = FLAGS_epoch != 0 ? FLAGS_epoch : std::max<uint64_t>(1, ef->epoch());
+    faha::Status s = ef->Advance(epoch);
+    if (!s.ok()) {
+      FAHA_LOG_ERROR("--epoch=%llu: %s", static_cast<unsigned long long>(epoch),
+                     s.ToString().c_str());
+      return 1;
+    }
+  }
+
   faha::Metrics metrics;
   faha::StoreOptions sopt;
   sopt.dir = FLAGS_data_dir;
   sopt.log.segment_bytes = FLAGS_segment_mb << 20;
   sopt.log.drop_corrupt = FLAGS_recovery_drop_corrupt;
   sopt.max_batch_bytes = FLAGS_max_batch_kb << 10;
-  FAHA_LOG_INFO("faha-server 0.1.0 starting: data_dir=%s", FLAGS_data_dir.c_str());
+  sopt.log.epoch = epoch;
+  sopt.repl_timeout_ms = FLAGS_repl_timeout_ms;
+  FAHA_LOG_INFO("faha-server 0.1.0 starting: role=%s data_dir=%s",
+                backup ? "backup" : (backups.empty() ? "single node" : "primary"),
+                FLAGS_data_dir.c_str());
   faha::nvm::RecoveryReport report;
   auto store = faha::Store::Open(sopt, &metrics, &report);
   if (!store.ok()) {
@@ -164,7 +296,47 @@ int main(int argc, char** argv) {
   if (FLAGS_metrics_port == 0 && FLAGS_port == 0) metrics_port = -1;
   opt.metrics_port = metrics_port;
 
-  st->Start();
+  std::unique_ptr<faha::Replicator> replicator;
+  std::unique_ptr<faha::BackupService> backup_service;
+  if (!backups.empty()) {
+    faha::ReplicatorOptions ropt;
+    ropt.backups = backups;
+    ropt.window = FLAGS_repl_window;
+    ropt.timeout_ms = FLAGS_repl_timeout_ms;
+    ropt.min_sync_backups =
+        FLAGS_min_sync_backups < 0 ? backups.size() : static_cast<size_t>(FLAGS_min_sync_backups);
+    ropt.epoch = epoch;
+    ropt.advertise = !FLAGS_advertise.empty() ? FLAGS_advertise : FLAGS_bind + ":" + std::to_string(FLAGS_port);
+    replicator = std::make_unique<faha::Replicator>(ropt, std::move(transport), &st->log());
+    opt.replication = replicator.get();
+    // The store was opened before the replicator existed; it needs it from Start on.
+    st->set_replicator(replicator.get());
+    replicator->Start(st->log().next_lsn());
+    FAHA_LOG_INFO("primary in epoch %llu: %zu backups (%s), %zu must be in sync, window %u "
+                  "batches, timeout %d ms, transport %s",
+                  static_cast<unsigned long long>(epoch), backups.size(), FLAGS_backups.c_str(),
+                  ropt.min_sync_backups, FLAGS_repl_window, FLAGS_repl_timeout_ms,
+                  FLAGS_repl_transport.c_str());
+  }
+  if (backup) {
+    faha::BackupOptions bopt;
+    bopt.bind = FLAGS_repl_bind.empty() ? FLAGS_bind : FLAGS_repl_bind;
+    bopt.port = FLAGS_repl_port >= 0 ? FLAGS_repl_port : FLAGS_port + 100;
+    bopt.data_dir = FLAGS_data_dir;
+    backup_service = std::make_unique<faha::BackupService>(bopt, std::move(transport), st);
+    faha::Status bs = backup_service->Start();
+    if (!bs.ok()) {
+      FAHA_LOG_ERROR("cannot start the replication port: %s", bs.ToString().c_str());
+      return 1;
+    }
+    opt.replication = backup_service.get();
+    opt.stale_reads = FLAGS_stale_reads;
+    FAHA_LOG_INFO("backup: replication port %s:%d (transport %s), log at LSN %llu",
+                  bopt.bind.c_str(), backup_service->port(), FLAGS_repl_transport.c_str(),
+                  static_cast<unsigned long long>(st->log().next_lsn() - 1));
+  } else {
+    st->Start();
+  }
   faha::Server server(opt, st, &metrics);
   faha::Status s = server.Start();
   if (!s.ok()) {
@@ -197,6 +369,8 @@ int main(int argc, char** argv) {
   server.Wait();
   FAHA_LOG_INFO("shutting down: committing queued writes");
   server.Stop();
+  if (backup_service) backup_service->Stop();
+  if (replicator) replicator->Stop();
   g_server = nullptr;
   FAHA_LOG_INFO("shutdown complete: committed LSN %llu",
                 static_cast<unsigned long long>(st->committed_lsn()));

@@ -20,6 +20,7 @@
 #include "faha/status.h"
 #include "nvm/log.h"
 #include "server/metrics.h"
+#include "server/replication.h"
 #include "server/store.h"
 
 namespace faha {
@@ -38,6 +39,10 @@ struct ServerOptions {
   int metrics_port = -1;         // for INFO
   nvm::RecoveryReport recovery;  // for INFO
   uint64_t recovered_keys = 0;
+  // Replication: null on a single node. On a backup, writes get -READONLY and
+  // reads need --stale_reads or the connection's READONLY command.
+  const ReplicationRole* replication = nullptr;
+  bool stale_reads = false;
 };
 
 class IoThread;

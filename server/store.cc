@@ -8,6 +8,7 @@
 #include "common/checksum.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "server/replication.h"
 
 namespace faha {
 
@@ -51,6 +52,7 @@ StatusOr<std::unique_ptr<Store>> Store::OpenOnDevice(std::shared_ptr<nvm::LogDev
         s->ApplyRecord(rec, loc);
       },
       report));
+  store->applied_end_.store(store->log_->next_lsn());
   return store;
 }
 
@@ -59,6 +61,12 @@ void Store::Start() {
     pthread_setname_np(pthread_self(), "faha-sequencer");
     SequencerLoop_st();
   });
+  if (options_.replicator) {
+    committer_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "faha-committer");
+      CommitLoop_ct();
+    });
+  }
 }
 
 void Store::Stop() {
@@ -68,6 +76,188 @@ void Store::Stop() {
   }
   cv_.notify_all();
   if (sequencer_.joinable()) sequencer_.join();
+  {
+    std::lock_guard<std::mutex> l(commit_mu_);
+    sequencer_done_ = true;
+  }
+  commit_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();
+}
+
+StatusOr<nvm::Log::AppendResult> Store::AppendReplicated(const nvm::BatchHeader& header,
+                                                         std::string_view payload) {
+  auto r = log_->AppendReplicated_wt(header, payload);
+  if (r.ok()) {
+    metrics_->batches.fetch_add(1, std::memory_order_relaxed);
+    metrics_->batch_records.fetch_add(header.record_count, std::memory_order_relaxed);
+    metrics_->batch_bytes.Record(header.payload_bytes);
+  } else if (r.status().code() == Status::Code::kIOError && !failed_.exchange(true)) {
+    FAHA_LOG_ERROR("log append failed: %s", r.status().ToString().c_str());
+  }
+  return r;
+}
+
+void Store::PublishReplicated(const nvm::Log::AppendResult& appended) {
+  PublishBatch_st(appended.base_location, appended.header.payload_bytes);
+  applied_end_.store(appended.header.first_lsn + appended.header.record_count,
+                     std::memory_order_release);
+}
+
+StatusOr<Store::Digest> Store::ComputeDigest() const {
+  Digest d;
+  const uint64_t end = applied_end_.load(std::memory_order_acquire);
+  d.lsn = end - 1;
+  auto r = log_->ForEachBatch(1, end, UINT64_MAX,
+                              [&](const nvm::BatchHeader& h, std::string_view) {
+                                d.log_digest = Checksum(&h.checksum, sizeof(h.checksum),
+                                                        d.log_digest);
+                              });
+  if (!r.ok()) return r.status();
+  uint64_t cursor = 0;
+  do {
+    cursor = index_.Scan(cursor, 1024, [&](uint64_t loc) {
+      RecordView rec = log_->ReadRecord(loc);
+      uint64_t h = Checksum(rec.key.data(), rec.key.size(), static_cast<uint64_t>(rec.expire_at_ms));
+      d.data_digest += Checksum(rec.value.data(), rec.value.size(), h);
+      d.keys++;
+    });
+  } while (cursor != 0);
+  return d;
+}
+
+void Store::DeliverAll(std::vector<std::pair<CompletionSink*, std::vector<Completion>>>* by_sink) {
+  for (auto& [sink, completions] : *by_sink) sink->Deliver(&completions);
+}
+
+void Store::CommitLoop_ct() {
+  Replicator* repl = options_.replicator;
+  const int64_t timeout_us = static_cast<int64_t>(options_.repl_timeout_ms) * 1000;
+  while (true) {
+    InFlight* b;
+    bool done;
+    {
+      std::unique_lock<std::mutex> l(commit_mu_);
+      commit_cv_.wait(l, [&] { return sequencer_done_ || !inflight_.empty(); });
+      if (inflight_.empty()) return;
+      b = &inflight_.front();  // only this thread pops; push_back keeps it valid
+      done = sequencer_done_;
+    }
+    int64_t deadline = b->replied ? MonoUs() + 100000 : b->shipped_us + timeout_us;
+    // A batch without records (writes that changed nothing, or refused ones)
+    // only keeps its replies behind the earlier batches.
+    Status s = b->bytes == 0 ? Status::OK() : repl->WaitDurable(b->end_lsn, deadline);
+    if (s.ok()) {
+      if (b->bytes > 0) PublishBatch_st(b->base_location, b->bytes);
+      if (b->bytes > 0) {
+        applied_end_.store(b->end_lsn, std::memory_order_release);
+        repl->Committed(b->end_lsn);
+      }
+      if (!b->replied) DeliverAll(&b->replies);
+    } else {
+      if (!b->replied) {
+        // The batch is in our log and maybe on some backups: its outcome is
+        // unknown. It stays queued and becomes visible if the backups catch up.
+        for (auto& [sink, completions] : b->replies) {
+          for (auto& c : completions) c.result = WriteResult::Error(s.message());
+        }
+        DeliverAll(&b->replies);
+        b->replied = true;
+      }
+      if (!done) continue;
+      // Shutting down: what was never covered stays in the log; a restart
+      // ships it to the backups again.
+    }
+    std::lock_guard<std::mutex> l(commit_mu_);
+    inflight_.pop_front();
+  }
+}
+
+void Store::MergeInFlight_st(const SeqInFlight& b) {
+  const char* base = log_->RecordPtr(b.base_location);
+  for (size_t off = 0; off < b.bytes;) {
+    RecordView rec;
+    size_t n;
+    nvm::DecodeRecord(base + off, b.bytes - off, &rec, &n);
+    if (rec.type == RecordType::kPut) {
+      inflight_overlay_[std::string(rec.key)] = b.base_location + off;
+    } else if (rec.type == RecordType::kDelete) {
+      inflight_overlay_[std::string(rec.key)] = kInFlightDeleted;
+    } else {
+      inflight_overlay_.clear();
+      inflight_flushed_ = true;
+    }
+    off += n;
+  }
+}
+
+bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, Current* out) {
+  if (seq_inflight_.empty()) return false;
+  if (!inflight_valid_) {
+    inflight_overlay_.clear();
+    inflight_flushed_ = false;
+    for (const auto& b : seq_inflight_) MergeInFlight_st(b);
+    inflight_valid_ = true;
+  }
+  *out = Current{};
+  auto it = inflight_overlay_.find(std::string(key));
+  if (it == inflight_overlay_.end()) return inflight_flushed_;
+  if (it->second == kInFlightDeleted) return true;
+  RecordView r = log_->ReadRecord(it->second);
+  if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return true;
+  out->exists = true;
+  out->expire_at_ms = r.expire_at_ms;
+  if (want_value) out->value.assign(r.value);
+  return true;
+}
+
+void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
+                            std::vector<WriteResult>* results) {
+  InFlight f;
+  f.end_lsn = log_->next_lsn();
+  f.base_location = 0;
+  f.bytes = 0;
+  f.shipped_us = MonoUs();
+  if (!batch.empty()) {
+    nvm::BatchHeader h =
+        nvm::Log::FrameBatch(batch.payload(), batch.count(), log_->next_lsn(), options_.log.epoch);
+    // Backups start persisting while we do: one round trip after our own persist.
+    options_.replicator->Ship(h, batch.payload());
+    int64_t t0 = MonoUs();
+    auto appended = log_->AppendFramed_wt(h, batch.payload());
+    if (!appended.ok()) {
+      if (!failed_.exchange(true)) {
+        FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
+                       appended.status().ToString().c_str());
+      }
+      for (auto& r : *results) {
+        r = WriteResult::Error("IOERR write not durable: " + appended.status().ToString());
+      }
+    } else {
+      metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+      metrics_->batches.fetch_add(1, std::memory_order_relaxed);
+      metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
+      metrics_->batch_bytes.Record(batch.bytes());
+      metrics_->batch_ops.Record(taken->size());
+      f.end_lsn = h.first_lsn + h.record_count;
+      f.base_location = appended->base_location;
+      f.bytes = batch.bytes();
+      seq_inflight_.push_back(SeqInFlight{f.end_lsn, f.base_location, f.bytes});
+      if (inflight_valid_) MergeInFlight_st(seq_inflight_.back());
+    }
+  }
+  std::unordered_map<CompletionSink*, size_t> slot;
+  for (size_t i = 0; i < taken->size(); i++) {
+    Pending& p = (*taken)[i];
+    auto [it, fresh] = slot.emplace(p.sink, f.replies.size());
+    if (fresh) f.replies.emplace_back(p.sink, std::vector<Completion>{});
+    f.replies[it->second].second.push_back(
+        Completion{p.conn_id, std::move((*results)[i]), p.op.start_us});
+  }
+  {
+    std::lock_guard<std::mutex> l(commit_mu_);
+    inflight_.push_back(std::move(f));
+  }
+  commit_cv_.notify_one();
 }
 
 std::string_view Store::KeyAt(uint64_t location) const { return log_->ReadRecord(location).key; }
@@ -218,6 +408,26 @@ void Store::SequencerLoop_st() {
     overlay_valid_ = false;
     overlay_flushed_ = false;
     results.clear();
+    if (Replicator* repl = options_.replicator) {
+      // Forget in-flight batches the committer has published.
+      const uint64_t applied = applied_end_.load(std::memory_order_acquire);
+      while (!seq_inflight_.empty() && seq_inflight_.front().end_lsn <= applied) {
+        seq_inflight_.pop_front();
+      }
+      if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
+        inflight_overlay_.clear();
+        inflight_valid_ = false;
+        inflight_flushed_ = false;
+      }
+      int64_t oldest = taken[0].op.start_us > 0 ? taken[0].op.start_us : MonoUs();
+      Status ready =
+          repl->WaitWritable(oldest + static_cast<int64_t>(options_.repl_timeout_ms) * 1000);
+      if (!ready.ok()) {
+        for (size_t i = 0; i < taken.size(); i++) results.push_back(WriteResult::Error(ready.message()));
+        ShipAndQueue_st(batch, &taken, &results);
+        continue;
+      }
+    }
     const int64_t now = WallMs();
     for (size_t i = 0; i < taken.size(); i++) {
       const size_t mark_bytes = batch.bytes();
@@ -244,6 +454,10 @@ void Store::SequencerLoop_st() {
       results.push_back(std::move(r));
     }
 
+    if (options_.replicator) {
+      ShipAndQueue_st(batch, &taken, &results);
+      continue;
+    }
     if (!batch.empty()) {
       int64_t t0 = MonoUs();
       auto appended = log_->AppendBatch_wt(batch.payload(), batch.count());
@@ -263,6 +477,7 @@ void Store::SequencerLoop_st() {
         metrics_->batch_bytes.Record(batch.bytes());
         metrics_->batch_ops.Record(taken.size());
         PublishBatch_st(appended->base_location, batch.bytes());
+        applied_end_.store(log_->next_lsn(), std::memory_order_release);
       }
     }
     by_sink.clear();
@@ -321,7 +536,11 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
   auto current = [&](std::string_view key, bool want_value) {
     if (!overlay_valid_) BuildOverlay_st(*batch);
     auto it = overlay_.find(std::string(key));
-    if (it == overlay_.end()) return Lookup_st(key, want_value, now_ms);
+    if (it == overlay_.end()) {
+      Current c;
+      if (!overlay_flushed_ && LookupInFlight_st(key, want_value, now_ms, &c)) return c;
+      return Lookup_st(key, want_value, now_ms);
+    }
     Current c;
     if (it->second == kDeleted) return c;
     RecordView r;

@@ -127,10 +127,17 @@ class CompletionSink {
   virtual void Deliver(std::vector<Completion>* completions) = 0;
 };
 
+class Replicator;
+
 struct StoreOptions {
   std::string dir;
   nvm::LogOptions log;
   size_t max_batch_bytes = 8 << 20;
+  // Primary of a replicated cluster: batches are shipped through this and
+  // committed (made visible, acknowledged) by a committer thread once the
+  // in-sync backups hold them. Null on a single node and on a backup.
+  Replicator* replicator = nullptr;
+  int repl_timeout_ms = 1000;
 };
 
 class Store : private KeyReader {
@@ -145,6 +152,8 @@ class Store : private KeyReader {
                                                        nvm::RecoveryReport* report);
   ~Store() override;
 
+  // Primary of a cluster: ship batches through `r` (before Start).
+  void set_replicator(Replicator* r) { options_.replicator = r; }
   void Start();
   // Commits everything submitted so far, then stops the sequencer.
   void Stop();
@@ -181,12 +190,31 @@ class Store : private KeyReader {
   // Iterates keys (cursor semantics of Index::Scan); expired keys are skipped.
   uint64_t Scan(uint64_t cursor, size_t count, std::vector<std::string>* keys) const;
 
+  // Backup: appends a batch received from the primary, byte for byte; it is
+  // durable on return. PublishReplicated then makes it visible to readers.
+  // Both from the one thread that applies the primary's stream.
+  StatusOr<nvm::Log::AppendResult> AppendReplicated(const nvm::BatchHeader& header,
+                                                    std::string_view payload);
+  void PublishReplicated(const nvm::Log::AppendResult& appended);
+
+  // What FAHA.DIGEST reports: the committed LSN, a digest of the committed
+  // batches (chained batch checksums) and of the visible data.
+  struct Digest {
+    uint64_t lsn = 0;
+    uint64_t log_digest = 0;
+    uint64_t data_digest = 0;
+    uint64_t keys = 0;
+  };
+  // REQUIRES: a ReadGuard held by the caller.
+  StatusOr<Digest> ComputeDigest() const;
+
   uint64_t KeyCount() const { return index_.size(); }
   uint64_t KeysWithExpiry() const { return keys_with_expiry_.load(std::memory_order_relaxed); }
   size_t IndexMemoryBytes() const { return index_.MemoryBytes(); }
   const nvm::Log& log() const { return *log_; }
   nvm::Log* mutable_log() { return log_.get(); }
-  uint64_t committed_lsn() const { return log_->next_lsn() - 1; }
+  // The last LSN visible to readers (committed on a primary, applied on a backup).
+  uint64_t committed_lsn() const { return applied_end_.load(std::memory_order_acquire) - 1; }
   bool failed() const { return failed_.load(); }
 
  private:
@@ -208,6 +236,15 @@ class Store : private KeyReader {
     std::string value;
     int64_t expire_at_ms = 0;
   };
+  void CommitLoop_ct();
+  // Replicated primary: ships, persists and queues one batch for the committer.
+  void ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
+                       std::vector<WriteResult>* results);
+  // Hands each write's result to its sink (one Deliver per sink).
+  static void DeliverAll(std::vector<std::pair<CompletionSink*, std::vector<Completion>>>* by_sink);
+  // The in-flight overlay: state of a key after the batches shipped but not
+  // yet committed. Returns false if no in-flight batch touches the key.
+  bool LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, Current* out);
   // Committed state of key (ignoring the batch being built).
   Current Lookup_st(std::string_view key, bool want_value, int64_t now_ms);
   WriteResult Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms);
@@ -248,7 +285,37 @@ class Store : private KeyReader {
     uint64_t location;
     uint64_t hash;
   };
-  std::vector<Applying> applying_;  // sequencer-owned scratch for PublishBatch_st
+  std::vector<Applying> applying_;  // scratch of the publishing thread for PublishBatch_st
+  std::atomic<uint64_t> applied_end_{1};  // LSN after the last batch visible to readers
+
+  // Replicated primary: batches persisted locally and shipped, waiting for
+  // their backups' acks, in LSN order. The committer publishes and answers them.
+  struct InFlight {
+    uint64_t end_lsn;
+    uint64_t base_location;
+    size_t bytes;
+    int64_t shipped_us;
+    std::vector<std::pair<CompletionSink*, std::vector<Completion>>> replies;
+    bool replied = false;  // an error went out already (outcome unknown to the client)
+  };
+  std::mutex commit_mu_;
+  std::condition_variable commit_cv_;
+  std::deque<InFlight> inflight_ GUARDED_BY(commit_mu_);
+  bool sequencer_done_ GUARDED_BY(commit_mu_) = false;
+  std::thread committer_;
+  // Sequencer-owned view of the same batches, for evaluating later writes:
+  // key -> location of its newest in-flight record (kInFlightDeleted: deleted).
+  struct SeqInFlight {
+    uint64_t end_lsn;
+    uint64_t base_location;
+    size_t bytes;
+  };
+  std::deque<SeqInFlight> seq_inflight_;
+  static constexpr uint64_t kInFlightDeleted = 0;
+  std::unordered_map<std::string, uint64_t> inflight_overlay_;
+  bool inflight_valid_ = false;
+  bool inflight_flushed_ = false;
+  void MergeInFlight_st(const SeqInFlight& b);
 };
 
 }  // namespace faha

@@ -1,0 +1,740 @@
+#include "server/replication.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/clock.h"
+#include "common/logging.h"
+#include "common/resp.h"
+#include "server/store.h"
+
+namespace faha {
+
+using rdma::FrameType;
+
+namespace {
+
+constexpr int kPollMs = 100;
+
+void SetThreadName(const std::string& name) {
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+}
+
+// Body of the backup's HELLO: its last batch, so the primary can check that
+// the backup's log is a prefix of its own.
+struct JoinPoint {
+  uint64_t last_first_lsn;
+  uint64_t last_checksum;
+};
+static_assert(sizeof(JoinPoint) == 16);
+
+// "host:port" -> ("host", port); port 0 if malformed.
+std::pair<std::string, int64_t> SplitAddress(const std::string& a) {
+  size_t colon = a.rfind(':');
+  if (colon == std::string::npos) return {a, 0};
+  return {a.substr(0, colon), std::atoll(a.c_str() + colon + 1)};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- primary
+
+Replicator::Replicator(const ReplicatorOptions& options, std::unique_ptr<rdma::Transport> transport,
+                       const nvm::Log* log)
+    : options_(options), transport_(std::move(transport)), log_(log) {
+  for (const auto& a : options_.backups) {
+    auto p = std::make_unique<Peer>();
+    p->address = a;
+    peers_.push_back(std::move(p));
+  }
+}
+
+Replicator::~Replicator() { Stop(); }
+
+void Replicator::Start(uint64_t next_lsn) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ship_end_ = next_lsn;
+    committed_end_ = next_lsn;
+  }
+  for (auto& p : peers_) {
+    Peer* peer = p.get();
+    peer->thread = std::thread([this, peer] { PeerLoop(peer); });
+  }
+}
+
+void Replicator::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& p : peers_) {
+    if (p->thread.joinable()) p->thread.join();
+  }
+}
+
+size_t Replicator::InSyncLocked() const {
+  size_t n = 0;
+  for (const auto& p : peers_) n += p->in_sync ? 1 : 0;
+  return n;
+}
+
+size_t Replicator::in_sync_count() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return InSyncLocked();
+}
+
+bool Replicator::CoveredLocked(uint64_t end_lsn) const {
+  size_t n = 0;
+  for (const auto& p : peers_) {
+    if (!p->in_sync) continue;
+    if (p->acked_end < end_lsn) return false;
+    n++;
+  }
+  return n >= options_.min_sync_backups;
+}
+
+void Replicator::MaybeJoinLocked(Peer* peer) {
+  // Every batch committed so far is on the backup, and every later one will
+  // wait for its ack: from here on it counts.
+  if (peer->in_sync || !peer->connected || peer->kick || peer->session_dead) return;
+  if (peer->acked_end < committed_end_) return;
+  peer->in_sync = true;
+  peer->state = "in sync";
+  peer->last_error.clear();
+  FAHA_LOG_INFO("replication: backup %s joined the in-sync set at LSN %llu (%zu of %zu in sync)",
+                peer->address.c_str(), static_cast<unsigned long long>(peer->acked_end - 1),
+                InSyncLocked(), peers_.size());
+  cv_.notify_all();
+}
+
+std::string Replicator::WhyNotReadyLocked() const {
+  std::string why = "NOREPLICAS " + std::to_string(InSyncLocked()) + " of " +
+                    std::to_string(peers_.size()) + " backups in sync, " +
+                    std::to_string(options_.min_sync_backups) +
+                    " required (--min_sync_backups):";
+  for (const auto& p : peers_) {
+    if (p->in_sync) continue;
+    why += " " + p->address + " " + p->state;
+    if (!p->last_error.empty()) why += " (" + p->last_error + ")";
+    why += ";";
+  }
+  if (why.back() == ';') why.pop_back();
+  return why;
+}
+
+Status Replicator::WaitWritable(int64_t deadline_us) {
+  std::unique_lock<std::mutex> l(mu_);
+  while (true) {
+    if (stopping_) return Status::Unavailable("NOREPLICAS the server is shutting down");
+    bool room = ring_.size() < options_.window;
+    bool enough = InSyncLocked() >= options_.min_sync_backups;
+    if (room && enough) return Status::OK();
+    int64_t left = deadline_us - MonoUs();
+    if (left <= 0) {
+      if (!enough) return Status::Unavailable(WhyNotReadyLocked());
+      return Status::Unavailable("NOREPLICAS " + std::to_string(ring_.size()) +
+                                 " batches wait for backup acknowledgements (--repl_window); "
+                                 "writes are not being acknowledged");
+    }
+    cv_.wait_for(l, std::chrono::microseconds(left));
+  }
+}
+
+void Replicator::Ship(const nvm::BatchHeader& header, std::string_view payload) {
+  auto frame = std::make_shared<std::string>();
+  frame->reserve(sizeof(rdma::ReplFrameHeader) + sizeof(header) + payload.size());
+  rdma::EncodeFrame(frame.get(), FrameType::kBatch, options_.epoch, header.first_lsn,
+                    std::string_view(reinterpret_cast<const char*>(&header), sizeof(header)),
+                    payload);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    uint64_t end = header.first_lsn + header.record_count;
+    ring_.push_back(Shipped{header.first_lsn, end, std::move(frame)});
+    ship_end_ = end;
+  }
+  cv_.notify_all();
+}
+
+Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {
+  std::unique_lock<std::mutex> l(mu_);
+  while (true) {
+    if (CoveredLocked(end_lsn)) return Status::OK();
+    if (stopping_) return Status::Unavailable("NOREPLICAS the server is shutting down");
+    if (deadline_us == 0) {
+      cv_.wait_for(l, std::chrono::milliseconds(kPollMs));
+      continue;
+    }
+    int64_t left = deadline_us - MonoUs();
+    if (left > 0) {
+      cv_.wait_for(l, std::chrono::microseconds(left));
+      continue;
+    }
+    // Deadline: drop the backups that did not answer in time.
+    for (auto& p : peers_) {
+      if (p->in_sync && p->acked_end < end_lsn) {
+        p->in_sync = false;
+        p->kick = true;
+        p->state = "dropped";
+        p->last_error = "did not acknowledge LSN " + std::to_string(end_lsn - 1) + " within " +
+                        std::to_string(options_.timeout_ms) + " ms (--repl_timeout_ms)";
+        FAHA_LOG_WARN("replication: backup %s %s; dropped from the in-sync set, it must catch up",
+                      p->address.c_str(), p->last_error.c_str());
+      }
+    }
+    cv_.notify_all();
+    if (CoveredLocked(end_lsn)) return Status::OK();
+    return Status::Unavailable(WhyNotReadyLocked());
+  }
+}
+
+void Replicator::Committed(uint64_t end_lsn) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    committed_end_ = std::max(committed_end_, end_lsn);
+    while (!ring_.empty() && ring_.front().end_lsn <= end_lsn) ring_.pop_front();
+  }
+  cv_.notify_all();
+}
+
+Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first,
+                                  uint64_t last_checksum) {
+  uint64_t ship_end;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ship_end = ship_end_;
+    if (backup_next > ship_end_) {
+      return Status::InvalidArgument(
+          "the backup's log reaches LSN " + std::to_string(backup_next - 1) +
+          ", beyond this primary's " + std::to_string(ship_end_ - 1) +
+          ": it holds writes this primary does not have; wipe its data directory or promote it");
+    }
+    if (backup_next == 1) return Status::OK();
+    for (const auto& s : ring_) {
+      if (s.first_lsn == last_first) {
+        nvm::BatchHeader h;
+        std::memcpy(&h, s.frame->data() + sizeof(rdma::ReplFrameHeader), sizeof(h));
+        if (h.checksum == last_checksum && s.end_lsn == backup_next) return Status::OK();
+        return Status::InvalidArgument("the backup's batch at LSN " +
+                                          std::to_string(last_first) + " differs from ours");
+      }
+    }
+  }
+  bool same = false, found = false;
+  auto r = log_->ForEachBatch(last_first, last_first + 1, 1,
+                              [&](const nvm::BatchHeader& h, std::string_view) {
+                                found = true;
+                                same = h.checksum == last_checksum &&
+                                       h.first_lsn + h.record_count == backup_next;
+                              });
+  if (!r.ok() || !found || !same) {
+    return Status::InvalidArgument(
+        "the backup's log diverges from this primary's at LSN " + std::to_string(last_first) +
+        (r.ok() ? "" : " (" + r.status().message() + ")") + "; wipe its data directory");
+  }
+  (void)ship_end;
+  return Status::OK();
+}
+
+void Replicator::PeerLoop(Peer* peer) {
+  SetThreadName("faha-repl-out");
+  int backoff_ms = 50;
+  std::string logged_error;
+  while (true) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_) return;
+      peer->state = "connecting";
+      peer->kick = false;
+      peer->session_dead = false;
+    }
+    Status s;
+    auto ch = transport_->Connect(peer->address, options_.connect_timeout_ms);
+    if (!ch.ok()) {
+      s = ch.status();
+    } else {
+      s = RunSession(peer, ch->get());
+      backoff_ms = 50;
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      bool was_in_sync = peer->in_sync;
+      peer->connected = false;
+      peer->in_sync = false;
+      if (peer->state != "dropped") peer->state = "disconnected";
+      if (!s.ok() && !stopping_) peer->last_error = s.message();
+      if (was_in_sync && !stopping_) {
+        FAHA_LOG_WARN("replication: backup %s left the in-sync set: %s", peer->address.c_str(),
+                      peer->last_error.c_str());
+      }
+      if (stopping_) return;
+    }
+    cv_.notify_all();
+    if (!s.ok() && s.message() != logged_error) {
+      FAHA_LOG_WARN("replication: backup %s: %s (retrying)", peer->address.c_str(),
+                    s.ToString().c_str());
+      logged_error = s.message();
+    }
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::milliseconds(backoff_ms), [&] { return stopping_; });
+    backoff_ms = std::min(backoff_ms * 2, 1000);
+  }
+}
+
+Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
+  const int timeout = std::max(options_.timeout_ms, 1000);
+  uint64_t ship_end;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ship_end = ship_end_;
+  }
+  std::string out;
+  rdma::EncodeFrame(&out, FrameType::kHello, options_.epoch, ship_end, options_.advertise);
+  FAHA_RETURN_IF_ERROR(ch->Send(out, timeout));
+  auto reply = ch->Receive(timeout);
+  if (!reply.ok()) return reply.status();
+  if (reply->type == FrameType::kError) {
+    return Status::InvalidArgument("refused: " + std::string(reply->body));
+  }
+  if (reply->type != FrameType::kHello || reply->body.size() != sizeof(JoinPoint) ||
+      reply->epoch != options_.epoch || reply->lsn == 0) {
+    return Status::Protocol("unexpected answer to HELLO");
+  }
+  JoinPoint jp;
+  std::memcpy(&jp, reply->body.data(), sizeof(jp));
+  const uint64_t backup_next = reply->lsn;
+  Status join = CheckJoinPoint(backup_next, jp.last_first_lsn, jp.last_checksum);
+  if (!join.ok()) {
+    out.clear();
+    rdma::EncodeFrame(&out, FrameType::kError, options_.epoch, 0, join.message());
+    ch->Send(out, 200);
+    return join;
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    peer->connected = true;
+    peer->sessions++;
+    peer->send_next = backup_next;
+    peer->acked_end = backup_next;
+    peer->state = backup_next < ship_end_ ? "catching up" : "connected";
+    MaybeJoinLocked(peer);
+  }
+  FAHA_LOG_INFO("replication: connected to backup %s at its LSN %llu (ours %llu)",
+                peer->address.c_str(), static_cast<unsigned long long>(backup_next - 1),
+                static_cast<unsigned long long>(ship_end - 1));
+
+  std::thread receiver([this, peer, ch] { ReceiveAcks(peer, ch); });
+  Status result;
+  std::vector<std::shared_ptr<const std::string>> frames;
+  std::string buf;
+  while (true) {
+    uint64_t from, limit = 0;
+    frames.clear();
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] {
+        return stopping_ || peer->kick || peer->session_dead || peer->send_next < ship_end_;
+      });
+      if (stopping_) break;
+      if (peer->kick) {
+        result = Status::Timeout(peer->last_error);
+        break;
+      }
+      if (peer->session_dead) {
+        result = Status::Unavailable(peer->last_error);
+        break;
+      }
+      from = peer->send_next;
+      if (!ring_.empty() && from >= ring_.front().first_lsn) {
+        for (const auto& s : ring_) {
+          if (s.first_lsn >= from) frames.push_back(s.frame);
+          if (frames.size() >= 64) break;
+        }
+        if (!frames.empty()) {
+          // The ring is contiguous: the frames run from `from` on.
+          const Shipped* last = nullptr;
+          for (const auto& s : ring_) {
+            if (s.frame == frames.back()) last = &s;
+          }
+          peer->send_next = last->end_lsn;
+        }
+      } else {
+        limit = ring_.empty() ? ship_end_ : ring_.front().first_lsn;
+      }
+    }
+    Status s;
+    if (limit != 0) {
+      // Catch-up from our log; everything below `limit` is committed and persisted.
+      buf.clear();
+      auto next = log_->ForEachBatch(
+          from, limit, options_.catchup_chunk_bytes,
+          [&](const nvm::BatchHeader& h, std::string_view payload) {
+            rdma::EncodeFrame(&buf, FrameType::kBatch, options_.epoch, h.first_lsn,
+                              std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)),
+                              payload);
+          });
+      if (!next.ok()) {
+        result = Status::IOError("cannot read our log for catch-up from LSN " +
+                                  std::to_string(from) + ": " + next.status().message());
+        break;
+      }
+      s = ch->Send(buf, timeout);
+      std::lock_guard<std::mutex> l(mu_);
+      peer->send_next = *next;
+    } else if (frames.size() == 1) {
+      s = ch->Send(*frames[0], timeout);
+    } else {
+      buf.clear();
+      for (const auto& f : frames) buf.append(*f);
+      s = ch->Send(buf, timeout);
+    }
+    if (!s.ok()) {
+      result = s;
+      break;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    peer->session_dead = true;
+  }
+  receiver.join();
+  return result;
+}
+
+void Replicator::ReceiveAcks(Peer* peer, rdma::Channel* ch) {
+  SetThreadName("faha-repl-in");
+  while (true) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stopping_ || peer->session_dead || peer->kick) return;
+    }
+    auto f = ch->Receive(kPollMs);
+    if (!f.ok() && f.status().code() == Status::Code::kTimeout) continue;
+    std::lock_guard<std::mutex> l(mu_);
+    if (!f.ok()) {
+      peer->last_error = f.status().message();
+    } else if (f->type == FrameType::kAck && f->epoch == options_.epoch && f->body.empty()) {
+      if (f->lsn + 1 > ship_end_) {
+        peer->last_error = "acknowledged LSN " + std::to_string(f->lsn) + " that was never sent";
+      } else {
+        peer->acked_end = std::max(peer->acked_end, f->lsn + 1);
+        if (!peer->in_sync && peer->acked_end >= ship_end_) peer->state = "connected";
+        MaybeJoinLocked(peer);
+        cv_.notify_all();
+        continue;
+      }
+    } else if (f->type == FrameType::kError) {
+      peer->last_error = "backup refused: " + std::string(f->body.substr(0, 512));
+    } else {
+      peer->last_error = "unexpected frame type " + std::to_string(static_cast<int>(f->type)) +
+                         " or epoch " + std::to_string(f->epoch);
+    }
+    peer->session_dead = true;
+    cv_.notify_all();
+    return;
+  }
+}
+
+void Replicator::AppendInfo(std::string* t) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto line = [&](const std::string& k, const std::string& v) { *t += k + ":" + v + "\r\n"; };
+  line("role", "primary");
+  line("epoch", std::to_string(options_.epoch));
+  line("shipped_lsn", std::to_string(ship_end_ - 1));
+  line("committed_lsn", std::to_string(committed_end_ - 1));
+  line("batches_in_flight", std::to_string(ring_.size()));
+  line("repl_window", std::to_string(options_.window));
+  line("min_sync_backups", std::to_string(options_.min_sync_backups));
+  line("backups", std::to_string(peers_.size()));
+  line("in_sync_backups", std::to_string(InSyncLocked()));
+  line("connected_slaves", std::to_string(InSyncLocked()));
+  for (size_t i = 0; i < peers_.size(); i++) {
+    const Peer& p = *peers_[i];
+    std::string v = "addr=" + p.address + ",state=" + (p.in_sync ? "in_sync" : p.state) +
+                    ",acked_lsn=" + std::to_string(p.acked_end ? p.acked_end - 1 : 0) +
+                    ",lag=" + std::to_string(ship_end_ > p.acked_end ? ship_end_ - p.acked_end : 0) +
+                    ",sessions=" + std::to_string(p.sessions);
+    if (!p.in_sync && !p.last_error.empty()) {
+      std::string e = p.last_error;
+      std::replace(e.begin(), e.end(), '\r', ' ');
+      std::replace(e.begin(), e.end(), '\n', ' ');
+      v += ",error=" + e;
+    }
+    line("backup" + std::to_string(i), v);
+  }
+}
+
+void Replicator::AppendRole(std::string* out) const {
+  std::lock_guard<std::mutex> l(mu_);
+  resp::AppendArray(out, 3);
+  resp::AppendBulk(out, "primary");
+  resp::AppendInt(out, static_cast<int64_t>(committed_end_ - 1));
+  resp::AppendArray(out, static_cast<int64_t>(peers_.size()));
+  for (const auto& p : peers_) {
+    auto [host, port] = SplitAddress(p->address);
+    resp::AppendArray(out, 4);
+    resp::AppendBulk(out, host);
+    resp::AppendBulk(out, std::to_string(port));
+    resp::AppendBulk(out, std::to_string(p->acked_end ? p->acked_end - 1 : 0));
+    resp::AppendBulk(out, p->in_sync ? "in_sync" : p->state);
+  }
+}
+
+// ---------------------------------------------------------------- backup
+
+BackupService::BackupService(const BackupOptions& options,
+                             std::unique_ptr<rdma::Transport> transport, Store* store)
+    : options_(options), transport_(std::move(transport)), store_(store) {}
+
+BackupService::~BackupService() { Stop(); }
+
+Status BackupService::Start() {
+  auto epoch = nvm::EpochFile::Open(options_.data_dir);
+  if (!epoch.ok()) return epoch.status();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    epoch_file_ = std::make_unique<nvm::EpochFile>(std::move(*epoch));
+  }
+  durable_end_.store(store_->log().next_lsn());
+  auto listener = transport_->Listen(options_.bind, options_.port);
+  if (!listener.ok()) return listener.status();
+  listener_ = std::move(*listener);
+  port_ = listener_->port();
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+  return Status::OK();
+}
+
+void BackupService::Stop() {
+  stopping_.store(true);
+  if (acceptor_.joinable()) acceptor_.join();
+  std::vector<SessionThread> sessions;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    sessions.swap(sessions_);
+  }
+  for (auto& t : sessions) t.thread.join();
+}
+
+void BackupService::AcceptLoop() {
+  SetThreadName("faha-repl-acc");
+  std::string logged;
+  while (!stopping_.load()) {
+    auto ch = listener_->Accept(kPollMs);
+    if (!ch.ok()) {
+      if (ch.status().code() == Status::Code::kTimeout &&
+          ch.status().message() == "no replication peer connected") {
+        continue;
+      }
+      // An unauthenticated or broken peer: refused by the transport.
+      FAHA_LOG_WARN("replication: refused a peer: %s", ch.status().ToString().c_str());
+      std::lock_guard<std::mutex> l(mu_);
+      refused_++;
+      last_error_ = ch.status().message();
+      continue;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    // Reap sessions that ended.
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if (it->done->load()) {
+        it->thread.join();
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::shared_ptr<rdma::Channel> c(std::move(*ch));
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    sessions_.push_back(SessionThread{std::thread([this, c, done] {
+                                        Session(c);
+                                        done->store(true);
+                                      }),
+                                      done});
+  }
+}
+
+void BackupService::SendError(rdma::Channel* ch, uint64_t epoch, const std::string& why) {
+  std::string out;
+  rdma::EncodeFrame(&out, FrameType::kError, epoch, 0, why);
+  ch->Send(out, 200);
+}
+
+void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
+  SetThreadName("faha-repl-in");
+  auto refuse = [&](uint64_t epoch, const std::string& why) {
+    FAHA_LOG_WARN("replication: refused %s: %s", ch->peer().c_str(), why.c_str());
+    SendError(ch.get(), epoch, why);
+    std::lock_guard<std::mutex> l(mu_);
+    refused_++;
+    last_error_ = why;
+  };
+  auto hello = ch->Receive(2000);
+  if (!hello.ok()) {
+    refuse(0, "no HELLO: " + hello.status().message());
+    return;
+  }
+  if (hello->type != FrameType::kHello || hello->epoch == 0) {
+    refuse(0, "a session must start with HELLO carrying an epoch");
+    return;
+  }
+  const uint64_t epoch = hello->epoch;
+  const std::string primary(hello->body.substr(0, 256));
+  auto stale = [&]() -> std::string {
+    std::lock_guard<std::mutex> l(mu_);
+    if (epoch >= epoch_file_->epoch()) return "";
+    return "stale epoch " + std::to_string(epoch) + ": this backup has seen epoch " +
+           std::to_string(epoch_file_->epoch());
+  };
+  if (std::string why = stale(); !why.empty()) {
+    refuse(epoch, why);
+    return;
+  }
+  // This session replaces any older one, which notices within kPollMs.
+  const uint64_t gen = generation_.fetch_add(1) + 1;
+  std::lock_guard<std::mutex> apply(apply_mu_);
+  if (generation_.load() != gen || stopping_.load()) return;
+  if (std::string why = stale(); !why.empty()) {
+    refuse(epoch, why);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    Status s = epoch_file_->Advance(epoch);
+    if (!s.ok()) {
+      last_error_ = "cannot persist epoch: " + s.message();
+      SendError(ch.get(), epoch, last_error_);
+      return;
+    }
+    primary_ = primary;
+    state_ = "connected";
+  }
+  const nvm::BatchHeader& last = store_->log().last_batch_wt();
+  JoinPoint jp{last.first_lsn, last.checksum};
+  std::string out;
+  rdma::EncodeFrame(&out, FrameType::kHello, epoch, store_->log().next_lsn(),
+                    std::string_view(reinterpret_cast<const char*>(&jp), sizeof(jp)));
+  Status s = ch->Send(out, 2000);
+  if (s.ok()) {
+    FAHA_LOG_INFO("replication: primary %s (client address %s) connected in epoch %llu; our LSN %llu",
+                  ch->peer().c_str(), primary.c_str(), static_cast<unsigned long long>(epoch),
+                  static_cast<unsigned long long>(store_->log().next_lsn() - 1));
+    s = ServeSession(ch.get(), epoch, gen);
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  state_ = "disconnected";
+  if (!s.ok()) {
+    last_error_ = s.message();
+    FAHA_LOG_WARN("replication: session with %s ended: %s", ch->peer().c_str(),
+                  s.ToString().c_str());
+  }
+}
+
+Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t gen) {
+  std::vector<nvm::Log::AppendResult> pending;
+  uint64_t durable_end = store_->log().next_lsn();
+  // Acknowledge what is durable, then apply it to the index.
+  auto ack_and_apply = [&]() -> Status {
+    if (pending.empty()) return Status::OK();
+    std::string ack;
+    rdma::EncodeFrame(&ack, FrameType::kAck, epoch, durable_end - 1, {});
+    Status s = ch->Send(ack, 2000);
+    for (const auto& r : pending) store_->PublishReplicated(r);
+    pending.clear();
+    return s;
+  };
+  auto fail = [&](const std::string& why) {
+    ack_and_apply();
+    SendError(ch, epoch, why);
+    return Status::Protocol(why);
+  };
+  while (true) {
+    if (stopping_.load()) return ack_and_apply();
+    if (generation_.load() != gen) {
+      ack_and_apply();
+      return Status::Unavailable("replaced by a newer session");
+    }
+    auto f = ch->Receive(pending.empty() ? kPollMs : 0);
+    if (!f.ok()) {
+      if (f.status().code() == Status::Code::kTimeout) {
+        FAHA_RETURN_IF_ERROR(ack_and_apply());
+        continue;
+      }
+      if (f.status().code() == Status::Code::kProtocol) return fail(f.status().message());
+      ack_and_apply();
+      return f.status();
+    }
+    if (f->type == FrameType::kError) {
+      ack_and_apply();
+      return Status::Unavailable("primary ended the session: " +
+                                 std::string(f->body.substr(0, 512)));
+    }
+    if (f->type != FrameType::kBatch) {
+      return fail("unexpected frame type " + std::to_string(static_cast<int>(f->type)) +
+                  " in a replication session");
+    }
+    if (f->epoch != epoch) {
+      return fail("frame from epoch " + std::to_string(f->epoch) + " refused: this session is epoch " +
+                  std::to_string(epoch));
+    }
+    if (f->body.size() < sizeof(nvm::BatchHeader)) return fail("BATCH frame without a batch header");
+    nvm::BatchHeader h;
+    std::memcpy(&h, f->body.data(), sizeof(h));
+    if (h.first_lsn != f->lsn) return fail("BATCH frame LSN does not match its batch header");
+    auto r = store_->AppendReplicated(h, f->body.substr(sizeof(h)));
+    if (!r.ok()) {
+      return fail("batch at LSN " + std::to_string(h.first_lsn) + " refused: " +
+                  r.status().message());
+    }
+    durable_end = h.first_lsn + h.record_count;
+    durable_end_.store(durable_end);
+    batches_received_.fetch_add(1, std::memory_order_relaxed);
+    pending.push_back(*r);
+    if (pending.size() >= 64) FAHA_RETURN_IF_ERROR(ack_and_apply());
+  }
+}
+
+void BackupService::AppendInfo(std::string* t) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto line = [&](const std::string& k, const std::string& v) { *t += k + ":" + v + "\r\n"; };
+  auto [host, port] = SplitAddress(primary_);
+  uint64_t durable = durable_end_.load() - 1;
+  uint64_t applied = store_->committed_lsn();
+  line("role", "backup");
+  line("epoch", std::to_string(epoch_file_ ? epoch_file_->epoch() : 0));
+  line("master_host", host);
+  line("master_port", std::to_string(port));
+  line("master_link_status", state_ == "connected" ? "up" : "down");
+  line("backup_state", state_);
+  line("repl_port", std::to_string(port_));
+  line("durable_lsn", std::to_string(durable));
+  line("applied_lsn", std::to_string(applied));
+  line("apply_lag", std::to_string(durable > applied ? durable - applied : 0));
+  line("batches_received", std::to_string(batches_received_.load()));
+  line("peers_refused", std::to_string(refused_));
+  if (!last_error_.empty()) {
+    std::string e = last_error_;
+    std::replace(e.begin(), e.end(), '\r', ' ');
+    std::replace(e.begin(), e.end(), '\n', ' ');
+    line("last_error", e);
+  }
+}
+
+void BackupService::AppendRole(std::string* out) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto [host, port] = SplitAddress(primary_);
+  resp::AppendArray(out, 5);
+  resp::AppendBulk(out, "backup");
+  resp::AppendBulk(out, host);
+  resp::AppendInt(out, port);
+  resp::AppendBulk(out, state_);
+  resp::AppendInt(out, static_cast<int64_t>(store_->committed_lsn()));
+}
+
+std::string BackupService::primary_address() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return primary_;
+}
+
+}  // namespace faha

@@ -1,0 +1,198 @@
+// Replication: a primary ships every batch of its log to its backups and
+// commits a batch only when each in-sync backup holds it durably; a backup
+// stores the primary's batches byte for byte in its own log, acknowledges,
+// then applies them to its index. Both sides speak rdma/repl_frame.h over a
+// Transport chosen at run time (docs/architecture.md, "Replication").
+//
+// Session, after the transport's mutual authentication:
+//   primary -> HELLO  epoch, lsn = the primary's next LSN, body = its client address
+//   backup  -> HELLO  epoch, lsn = the backup's next LSN,
+//                     body = first LSN and checksum of the backup's last batch
+//              (or ERROR: stale epoch, and the session ends)
+//   primary -> BATCH ... from the backup's next LSN: first from the primary's
+//              log (catch-up), then the live stream of new batches
+//   backup  -> ACK    lsn = last LSN durable in the backup's log
+// A backup joins the in-sync set once it has acknowledged every committed batch.
+#ifndef FAHA_SERVER_REPLICATION_H_
+#define FAHA_SERVER_REPLICATION_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/thread_annotations.h"
+#include "faha/status.h"
+#include "nvm/epoch_file.h"
+#include "nvm/log.h"
+#include "rdma/transport.h"
+
+namespace faha {
+
+class Store;
+
+// What INFO and ROLE show about a node's part in replication.
+class ReplicationRole {
+ public:
+  virtual ~ReplicationRole() = default;
+  virtual bool is_backup() const = 0;
+  // Lines of INFO's "# Replication" section ("key:value\r\n" each).
+  virtual void AppendInfo(std::string* text) const = 0;
+  // The RESP reply to ROLE.
+  virtual void AppendRole(std::string* out) const = 0;
+  // The primary's client address as far as this node knows ("" if none).
+  virtual std::string primary_address() const = 0;
+};
+
+struct ReplicatorOptions {
+  std::vector<std::string> backups;  // HOST:PORT of each backup's replication port
+  size_t window = 16;                // batches shipped but not yet committed
+  int timeout_ms = 1000;             // an in-sync backup that does not ack in time is dropped
+  size_t min_sync_backups = 0;       // writes fail while fewer backups are in sync
+  uint64_t epoch = 1;
+  std::string advertise;             // this primary's client address, told to backups
+  uint64_t catchup_chunk_bytes = 4 << 20;
+  int connect_timeout_ms = 1000;
+};
+
+// The primary's side. Threads: the store's sequencer calls WaitWritable and
+// Ship; its committer calls WaitDurable and Committed; each backup has a
+// sender thread (connection, catch-up, live stream) and, while connected, a
+// receiver thread (acks).
+class Replicator final : public ReplicationRole {
+ public:
+  Replicator(const ReplicatorOptions& options, std::unique_ptr<rdma::Transport> transport,
+             const nvm::Log* log);
+  ~Replicator() override;
+
+  // next_lsn: the log's next LSN, where the live stream starts.
+  void Start(uint64_t next_lsn);
+  void Stop();
+
+  // Waits until a batch may be shipped: fewer than `window` in flight and at
+  // least min_sync_backups in sync. Unavailable (NOREPLICAS ...) at the
+  // deadline (MonoUs), naming each backup that is not in sync and why.
+  Status WaitWritable(int64_t deadline_us);
+  // Hands one batch, framed with its header, to every backup's stream.
+  void Ship(const nvm::BatchHeader& header, std::string_view payload);
+  // Waits until every in-sync backup holds LSNs below `end_lsn` durably and at
+  // least min_sync_backups are in sync. At the deadline, in-sync backups that
+  // have not acknowledged are dropped from the set (they reconnect and catch
+  // up); if the rest still suffice the batch is durable, else NOREPLICAS.
+  // A deadline of 0 waits until Stop().
+  Status WaitDurable(uint64_t end_lsn, int64_t deadline_us);
+  // The committer made LSNs below end_lsn visible: their frames are dropped.
+  void Committed(uint64_t end_lsn);
+
+  bool is_backup() const override { return false; }
+  void AppendInfo(std::string* text) const override;
+  void AppendRole(std::string* out) const override;
+  std::string primary_address() const override { return options_.advertise; }
+  size_t in_sync_count() const;
+
+ private:
+  struct Shipped {
+    uint64_t first_lsn;
+    uint64_t end_lsn;
+    std::shared_ptr<const std::string> frame;
+  };
+  struct Peer {
+    std::string address;
+    std::thread thread;
+    // Guarded by mu_.
+    bool connected = false;
+    bool in_sync = false;
+    bool kick = false;          // the committer dropped it: end the session
+    bool session_dead = false;  // the receiver saw the session end
+    uint64_t acked_end = 0;     // the backup holds every LSN below this durably
+    uint64_t send_next = 0;     // next LSN to send
+    std::string state = "connecting";
+    std::string last_error;
+    uint64_t sessions = 0;
+  };
+
+  void PeerLoop(Peer* peer);
+  Status RunSession(Peer* peer, rdma::Channel* ch);
+  void ReceiveAcks(Peer* peer, rdma::Channel* ch);
+  // Checks that the backup's last batch is ours (same LSN and checksum).
+  Status CheckJoinPoint(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum);
+  bool CoveredLocked(uint64_t end_lsn) const REQUIRES(mu_);
+  size_t InSyncLocked() const REQUIRES(mu_);
+  void MaybeJoinLocked(Peer* peer) REQUIRES(mu_);
+  std::string WhyNotReadyLocked() const REQUIRES(mu_);
+
+  const ReplicatorOptions options_;
+  std::unique_ptr<rdma::Transport> transport_;
+  const nvm::Log* log_;
+  std::vector<std::unique_ptr<Peer>> peers_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Shipped> ring_ GUARDED_BY(mu_);  // shipped, not committed, in LSN order
+  uint64_t ship_end_ GUARDED_BY(mu_) = 1;     // LSN after the last shipped batch
+  uint64_t committed_end_ GUARDED_BY(mu_) = 1;
+  bool stopping_ GUARDED_BY(mu_) = false;
+};
+
+struct BackupOptions {
+  std::string bind = "127.0.0.1";
+  int port = 0;
+  std::string data_dir;  // holds the EPOCH file
+};
+
+// The backup's side: listens on the replication port, serves one primary
+// session at a time (a newer session with an epoch at least as high replaces
+// an older one), and applies batches to `store`.
+class BackupService final : public ReplicationRole {
+ public:
+  BackupService(const BackupOptions& options, std::unique_ptr<rdma::Transport> transport,
+                Store* store);
+  ~BackupService() override;
+  Status Start();
+  void Stop();
+  int port() const { return port_; }
+
+  bool is_backup() const override { return true; }
+  void AppendInfo(std::string* text) const override;
+  void AppendRole(std::string* out) const override;
+  std::string primary_address() const override;
+
+ private:
+  void AcceptLoop();
+  void Session(std::shared_ptr<rdma::Channel> ch);
+  Status ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t generation);
+  static void SendError(rdma::Channel* ch, uint64_t epoch, const std::string& why);
+
+  const BackupOptions options_;
+  std::unique_ptr<rdma::Transport> transport_;
+  std::unique_ptr<rdma::Listener> listener_;
+  Store* store_;
+  int port_ = 0;
+  std::thread acceptor_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> generation_{0};  // the newest session; older ones end
+
+  std::mutex apply_mu_;  // held by the session that applies batches
+  mutable std::mutex mu_;
+  struct SessionThread {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<SessionThread> sessions_ GUARDED_BY(mu_);
+  std::unique_ptr<nvm::EpochFile> epoch_file_ GUARDED_BY(mu_);
+  std::string primary_ GUARDED_BY(mu_);
+  std::string state_ GUARDED_BY(mu_) = "waiting for a primary";
+  std::string last_error_ GUARDED_BY(mu_);
+  uint64_t refused_ GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> durable_end_{1};
+  std::atomic<uint64_t> batches_received_{0};
+};
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_REPLICATION_H_
