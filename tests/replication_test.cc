@@ -1,0 +1,593 @@
+// Replication over TCP with real processes on 127.0.0.1: a primary and its
+// backups must end with the same batches and the same data; killing the
+// primary with kill -9 must leave every acknowledged write on every backup;
+// backups that were killed or started empty catch up while writes go on; a
+// silent backup makes writes fail after --repl_timeout_ms; frames of an old
+// epoch and bad bytes on the replication port are refused and change nothing.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "faha/client.h"
+#include "nvm/log.h"
+#include "rdma/transport.h"
+#include "tests/harness.h"
+
+namespace faha::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string kSecret = "replication-test-secret-0123456789";
+
+std::string WriteSecret(const std::string& dir) {
+  std::string path = dir + "/secret";
+  std::ofstream(path) << kSecret << "\n";
+  chmod(path.c_str(), 0600);
+  return path;
+}
+
+std::unique_ptr<Client> Connect(const std::string& addr) {
+  ClientOptions o;
+  o.address = addr;
+  o.op_timeout_ms = 10000;
+  auto c = Client::Connect(o);
+  EXPECT_TRUE(c.ok()) << addr << ": " << c.status().ToString();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+std::string Info(Client* c, const std::string& field) {
+  auto r = c->Command({"INFO", "replication"});
+  if (!r.ok()) return "";
+  std::string key = field + ":";
+  size_t at = r->str.find("\n" + key);
+  if (at == std::string::npos) return "";
+  at += key.size() + 1;
+  return r->str.substr(at, r->str.find('\r', at) - at);
+}
+
+struct Digest {
+  long long lsn = -1;
+  std::string log, data;
+  long long keys = 0;
+  bool operator==(const Digest& o) const {
+    return lsn == o.lsn && log == o.log && data == o.data && keys == o.keys;
+  }
+};
+
+Digest GetDigest(Client* c) {
+  Digest d;
+  auto r = c->Command({"FAHA.DIGEST"});
+  if (!r.ok() || r->type != Reply::Type::kArray || r->elements.size() != 4) return d;
+  d.lsn = r->elements[0].integer;
+  d.log = r->elements[1].str;
+  d.data = r->elements[2].str;
+  d.keys = r->elements[3].integer;
+  return d;
+}
+
+std::string Show(const Digest& d) {
+  return "lsn=" + std::to_string(d.lsn) + " log=" + d.log + " data=" + d.data +
+         " keys=" + std::to_string(d.keys);
+}
+
+// A primary and its backups, each a real faha-server process.
+class Cluster {
+ public:
+  Cluster(int backups, std::vector<std::string> primary_flags = {}) : n_(backups) {
+    secret_ = WriteSecret(dir_.path());
+    for (int i = 0; i < n_; i++) repl_ports_.push_back(FreePort());
+    primary_flags_ = std::move(primary_flags);
+  }
+  std::string dir() const { return dir_.path(); }
+  std::string backup_dir(int i) const { return dir_.path() + "/b" + std::to_string(i); }
+  std::string primary_dir() const { return dir_.path() + "/p"; }
+
+  void StartBackup(int i) {
+    backups_.resize(n_);
+    backups_[i] = std::make_unique<ServerProcess>(
+        backup_dir(i), std::vector<std::string>{"--role=backup",
+                                                "--repl_port=" + std::to_string(repl_ports_[i]),
+                                                "--cluster_secret_file=" + secret_});
+    backups_[i]->Start();
+    ASSERT_TRUE(backups_[i]->WaitReady()) << backups_[i]->Log();
+  }
+  void StartPrimary() {
+    std::string list;
+    for (int i = 0; i < n_; i++) {
+      list += (i ? "," : "") + std::string("127.0.0.1:") + std::to_string(repl_ports_[i]);
+    }
+    std::vector<std::string> flags = {"--backups=" + list, "--cluster_secret_file=" + secret_};
+    for (const auto& f : primary_flags_) flags.push_back(f);
+    primary_ = std::make_unique<ServerProcess>(primary_dir(), flags);
+    primary_->Start();
+    ASSERT_TRUE(primary_->WaitReady()) << primary_->Log();
+  }
+  void Start() {
+    for (int i = 0; i < n_; i++) {
+      StartBackup(i);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+    StartPrimary();
+    if (::testing::Test::HasFatalFailure()) return;
+    ASSERT_TRUE(WaitInSync(n_)) << primary_->Log();
+  }
+  // Polls the primary's INFO until `want` backups are in sync.
+  bool WaitInSync(int want, int timeout_ms = 30000) {
+    auto c = Connect(primary_->address());
+    if (!c) return false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (Info(c.get(), "in_sync_backups") == std::to_string(want)) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+  // Waits until every backup has applied the primary's committed LSN, then
+  // checks that all digests are equal.
+  void ExpectSameDigests() {
+    auto p = Connect(primary_->address());
+    ASSERT_TRUE(p);
+    Digest want = GetDigest(p.get());
+    ASSERT_GE(want.lsn, 0);
+    for (int i = 0; i < n_; i++) {
+      auto b = Connect(backups_[i]->address());
+      ASSERT_TRUE(b);
+      Digest got;
+      auto deadline = std::chrono::steady_clock::now() + 30s;
+      while (std::chrono::steady_clock::now() < deadline) {
+        got = GetDigest(b.get());
+        if (got.lsn >= want.lsn) break;
+        std::this_thread::sleep_for(20ms);
+      }
+      EXPECT_EQ(Show(got), Show(want)) << "backup " << i << " differs from the primary\n"
+                                       << backups_[i]->Log();
+    }
+  }
+  ServerProcess& primary() { return *primary_; }
+  ServerProcess& backup(int i) { return *backups_[i]; }
+  const std::string& secret_file() const { return secret_; }
+  int repl_port(int i) const { return repl_ports_[i]; }
+
+ private:
+  TempDir dir_;
+  int n_;
+  std::string secret_;
+  std::vector<int> repl_ports_;
+  std::vector<std::string> primary_flags_;
+  std::unique_ptr<ServerProcess> primary_;
+  std::vector<std::unique_ptr<ServerProcess>> backups_;
+};
+
+// Writes unique keys through pipelined async puts and records each one the
+// server acknowledged. Stops on request or when the server goes away.
+class Writer {
+ public:
+  Writer(std::string addr, std::string prefix) : addr_(std::move(addr)), prefix_(std::move(prefix)) {}
+  void Start() {
+    thread_ = std::thread([this] { Run(); });
+  }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  ~Writer() { Stop(); }
+  uint64_t acked() const { return acked_count_.load(); }
+  uint64_t failed() const { return failed_count_.load(); }
+  // Key -> value of every acknowledged write.
+  std::map<std::string, std::string> Acked() {
+    std::lock_guard<std::mutex> l(mu_);
+    return acked_;
+  }
+  static std::string ValueFor(const std::string& key) {
+    return "value-of-" + key + std::string(key.size() % 50, 'x');
+  }
+
+ private:
+  void Run() {
+    uint64_t n = 0;
+    while (!stop_) {
+      ClientOptions o;
+      o.address = addr_;
+      o.op_timeout_ms = 5000;
+      auto c = Client::Connect(o);
+      if (!c.ok()) {
+        std::this_thread::sleep_for(20ms);
+        continue;
+      }
+      while (!stop_) {
+        for (int i = 0; i < 16; i++) {
+          std::string key = prefix_ + std::to_string(n++);
+          (*c)->PutAsync(key, ValueFor(key), [this, key](const Status& s) {
+            if (s.ok()) {
+              std::lock_guard<std::mutex> l(mu_);
+              acked_[key] = ValueFor(key);
+              acked_count_++;
+            } else {
+              failed_count_++;
+            }
+          });
+        }
+        if (!(*c)->Flush().ok()) break;
+      }
+    }
+  }
+  std::string addr_, prefix_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::map<std::string, std::string> acked_;
+  std::atomic<uint64_t> acked_count_{0}, failed_count_{0};
+};
+
+template <typename F>
+bool WaitFor(F cond, int timeout_ms = 30000) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+TEST(ReplicationTest, PrimaryAndTwoBackupsHoldTheSameBatchesAndData) {
+  Cluster cl(2);
+  cl.Start();
+  ASSERT_FALSE(HasFatalFailure());
+  // Unique keys from two writers, plus read-modify-write commands whose result
+  // depends on batches still in flight: counters must add up exactly.
+  Writer w1(cl.primary().address(), "a-"), w2(cl.primary().address(), "b-");
+  w1.Start();
+  w2.Start();
+  std::atomic<int64_t> incr_acked{0};
+  std::vector<std::thread> incrs;
+  for (int t = 0; t < 3; t++) {
+    incrs.emplace_back([&] {
+      auto c = Connect(cl.primary().address());
+      for (int i = 0; i < 300 && c; i++) {
+        auto r = c->Command({"INCRBY", "counter", "2"});
+        if (r.ok() && r->type == Reply::Type::kInt) incr_acked += 2;
+        c->Command({"SET", "nx-" + std::to_string(i % 50), "x", "NX"});
+        c->Command({"DEL", "a-" + std::to_string(i)});
+      }
+    });
+  }
+  for (auto& t : incrs) t.join();
+  ASSERT_TRUE(WaitFor([&] { return w1.acked() + w2.acked() > 20000; }, 60000));
+  w1.Stop();
+  w2.Stop();
+  EXPECT_EQ(w1.failed() + w2.failed(), 0u);
+  auto p = Connect(cl.primary().address());
+  auto r = p->Command({"GET", "counter"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->str, std::to_string(incr_acked.load()));
+  cl.ExpectSameDigests();
+  // The backups answer reads once asked to, and refuse writes.
+  auto b = Connect(cl.backup(0).address());
+  auto denied = b->Command({"GET", "counter"});
+  ASSERT_TRUE(denied.ok());
+  EXPECT_EQ(denied->type, Reply::Type::kError);
+  EXPECT_NE(denied->str.find("STALEREAD"), std::string::npos) << denied->str;
+  ASSERT_TRUE(b->Command({"READONLY"}).ok());
+  auto got = b->Command({"GET", "counter"});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->str, std::to_string(incr_acked.load()));
+  auto w = b->Command({"SET", "k", "v"});
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->str.rfind("READONLY", 0), 0u) << w->str;
+  auto role = b->Command({"ROLE"});
+  ASSERT_TRUE(role.ok());
+  ASSERT_EQ(role->elements.size(), 5u);
+  EXPECT_EQ(role->elements[0].str, "backup");
+  EXPECT_EQ(role->elements[1].str, "127.0.0.1");
+  EXPECT_EQ(role->elements[2].integer, cl.primary().port());
+  EXPECT_EQ(role->elements[4].integer, GetDigest(p.get()).lsn);
+}
+
+TEST(ReplicationTest, KillNinePrimaryLeavesEveryAcknowledgedWriteOnEveryBackup) {
+  for (int round = 0; round < 2; round++) {
+    // Round 1 freezes backup 1 before the kill, so that batches are in flight
+    // to it: none of them may have been acknowledged.
+    Cluster cl(2, {"--repl_timeout_ms=10000"});
+    cl.Start();
+    ASSERT_FALSE(HasFatalFailure());
+    std::vector<std::unique_ptr<Writer>> writers;
+    for (int t = 0; t < 4; t++) {
+      writers.push_back(std::make_unique<Writer>(cl.primary().address(),
+                                                 "r" + std::to_string(round) + "t" +
+                                                     std::to_string(t) + "-"));
+      writers.back()->Start();
+    }
+    auto total = [&] {
+      uint64_t n = 0;
+      for (auto& w : writers) n += w->acked();
+      return n;
+    };
+    ASSERT_TRUE(WaitFor([&] { return total() > 3000u + 4000u * round; }, 60000));
+    if (round == 1) {
+      cl.backup(1).Kill(SIGSTOP);
+      std::this_thread::sleep_for(300ms);
+    }
+    EXPECT_EQ(cl.primary().Kill(SIGKILL), 128 + SIGKILL);
+    if (round == 1) cl.backup(1).Kill(SIGCONT);
+    std::map<std::string, std::string> acked;
+    for (auto& w : writers) {
+      w->Stop();
+      auto a = w->Acked();
+      acked.insert(a.begin(), a.end());
+    }
+    ASSERT_GT(acked.size(), 3000u);
+    for (int i = 0; i < 2; i++) {
+      // Crash the backup too, then bring its data directory up alone.
+      EXPECT_EQ(cl.backup(i).Kill(SIGKILL), 128 + SIGKILL);
+      ServerProcess alone(cl.backup_dir(i));
+      alone.Start();
+      ASSERT_TRUE(alone.WaitReady()) << alone.Log();
+      auto c = Connect(alone.address());
+      ASSERT_TRUE(c);
+      uint64_t missing = 0;
+      std::string first_missing;
+      for (const auto& [key, value] : acked) {
+        std::string v;
+        Status s = c->Get(key, &v);
+        if (!s.ok() || v != value) {
+          if (missing++ == 0) first_missing = key + " (" + s.ToString() + ")";
+        }
+      }
+      EXPECT_EQ(missing, 0u) << "backup " << i << " lacks " << missing << " of " << acked.size()
+                             << " acknowledged writes, first " << first_missing;
+      if (missing == 0) {
+        printf("round %d backup %d: all %zu acknowledged writes present\n", round, i,
+               acked.size());
+      }
+    }
+  }
+}
+
+TEST(ReplicationTest, KilledAndEmptyBackupsCatchUpWhileWritesContinue) {
+  Cluster cl(2, {"--min_sync_backups=1"});
+  cl.StartBackup(0);
+  cl.StartPrimary();
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(cl.WaitInSync(1));
+  // 100k writes with redis-benchmark before the second backup exists.
+  RunResult rb = RunTool({"redis-benchmark", "-h", "127.0.0.1", "-p",
+                          std::to_string(cl.primary().port()), "-t", "set", "-n", "100000", "-P",
+                          "16", "-d", "100", "-r", "1000000", "-q"},
+                         "", 120000);
+  ASSERT_EQ(rb.exit_code, 0) << rb.err;
+  Writer w(cl.primary().address(), "live-");
+  w.Start();
+  // An empty backup joins while writes continue.
+  cl.StartBackup(1);
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(cl.WaitInSync(2)) << cl.primary().Log();
+  // Backup 0 dies under load; writes go on through backup 1; it comes back.
+  uint64_t before_kill = w.acked();
+  EXPECT_EQ(cl.backup(0).Kill(SIGKILL), 128 + SIGKILL);
+  ASSERT_TRUE(WaitFor([&] { return w.acked() > before_kill + 2000; }));
+  cl.StartBackup(0);
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(cl.WaitInSync(2)) << cl.primary().Log();
+  uint64_t after_rejoin = w.acked();
+  ASSERT_TRUE(WaitFor([&] { return w.acked() > after_rejoin + 2000; }));
+  w.Stop();
+  cl.ExpectSameDigests();
+  auto p = Connect(cl.primary().address());
+  EXPECT_GT(GetDigest(p.get()).lsn, 100000);
+}
+
+TEST(ReplicationTest, SilentBackupMakesWritesFailAfterTheTimeout) {
+  Cluster cl(1, {"--repl_timeout_ms=300"});
+  cl.Start();
+  ASSERT_FALSE(HasFatalFailure());
+  auto p = Connect(cl.primary().address());
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(p->Put("before", "1").ok());
+  cl.backup(0).Kill(SIGSTOP);
+  auto t0 = std::chrono::steady_clock::now();
+  Status s = p->Put("during", "2");
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - t0)
+                  .count();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("NOREPLICAS"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("repl_timeout_ms"), std::string::npos) << s.ToString();
+  EXPECT_GE(took, 250);
+  EXPECT_LT(took, 5000);
+  cl.backup(0).Kill(SIGCONT);
+  ASSERT_TRUE(cl.WaitInSync(1)) << cl.primary().Log();
+  EXPECT_TRUE(p->Put("after", "3").ok());
+  cl.ExpectSameDigests();
+}
+
+// ---- the replication port, spoken to directly ----
+
+struct RawPeer {
+  std::unique_ptr<rdma::Transport> transport;
+  std::unique_ptr<rdma::Channel> ch;
+  Status Connect(int port, const std::string& secret = kSecret) {
+    rdma::TransportOptions o;
+    o.secret = secret;
+    auto t = rdma::MakeTransport("tcp", o);
+    if (!t.ok()) return t.status();
+    transport = std::move(*t);
+    auto c = transport->Connect("127.0.0.1:" + std::to_string(port), 3000);
+    if (!c.ok()) return c.status();
+    ch = std::move(*c);
+    return Status::OK();
+  }
+  Status Send(rdma::FrameType type, uint64_t epoch, uint64_t lsn, std::string_view body) {
+    std::string out;
+    rdma::EncodeFrame(&out, type, epoch, lsn, body);
+    return ch->Send(out, 3000);
+  }
+  StatusOr<rdma::ReplFrame> Receive() { return ch->Receive(3000); }
+};
+
+// A BATCH body: batch header + payload with `count` puts starting at first_lsn.
+std::string BatchBody(uint64_t first_lsn, uint64_t epoch, int count) {
+  nvm::BatchBuilder b;
+  for (int i = 0; i < count; i++) {
+    b.Add(nvm::RecordType::kPut, "key" + std::to_string(first_lsn + i), "value", 0);
+  }
+  nvm::BatchHeader h = nvm::Log::FrameBatch(b.payload(), b.count(), first_lsn, epoch);
+  return std::string(reinterpret_cast<const char*>(&h), sizeof(h)) + std::string(b.payload());
+}
+
+long long DurableLsn(ServerProcess& backup) {
+  auto c = Connect(backup.address());
+  std::string v = c ? Info(c.get(), "durable_lsn") : "";
+  return v.empty() ? -1 : std::stoll(v);
+}
+
+TEST(ReplicationTest, FramesOfAStaleEpochAreRefusedAndNothingIsWritten) {
+  Cluster cl(1, {"--epoch=2", "--repl_timeout_ms=300"});
+  cl.StartBackup(0);
+  ASSERT_FALSE(HasFatalFailure());
+  const int port = cl.repl_port(0);
+  {
+    RawPeer peer;
+    ASSERT_TRUE(peer.Connect(port).ok());
+    ASSERT_TRUE(peer.Send(rdma::FrameType::kHello, 5, 1, "127.0.0.1:1").ok());
+    auto hello = peer.Receive();
+    ASSERT_TRUE(hello.ok()) << hello.status().ToString();
+    EXPECT_EQ(hello->type, rdma::FrameType::kHello);
+    EXPECT_EQ(hello->lsn, 1u);
+    // A good batch of epoch 5 is stored and acknowledged ...
+    ASSERT_TRUE(peer.Send(rdma::FrameType::kBatch, 5, 1, BatchBody(1, 5, 3)).ok());
+    auto ack = peer.Receive();
+    ASSERT_TRUE(ack.ok()) << ack.status().ToString();
+    EXPECT_EQ(ack->type, rdma::FrameType::kAck);
+    EXPECT_EQ(ack->lsn, 3u);
+    // ... a frame of epoch 4 in the same session is not.
+    ASSERT_TRUE(peer.Send(rdma::FrameType::kBatch, 4, 4, BatchBody(4, 4, 2)).ok());
+    auto err = peer.Receive();
+    ASSERT_TRUE(err.ok()) << err.status().ToString();
+    EXPECT_EQ(err->type, rdma::FrameType::kError);
+    EXPECT_NE(std::string(err->body).find("epoch 4"), std::string::npos) << err->body;
+  }
+  EXPECT_EQ(DurableLsn(cl.backup(0)), 3);
+  // A new session of a lower epoch is refused, also after a restart.
+  for (int restart = 0; restart < 2; restart++) {
+    RawPeer peer;
+    ASSERT_TRUE(peer.Connect(port).ok());
+    ASSERT_TRUE(peer.Send(rdma::FrameType::kHello, 3, 1, "127.0.0.1:1").ok());
+    auto err = peer.Receive();
+    ASSERT_TRUE(err.ok()) << err.status().ToString();
+    EXPECT_EQ(err->type, rdma::FrameType::kError);
+    EXPECT_NE(std::string(err->body).find("stale epoch 3: this backup has seen epoch 5"),
+              std::string::npos)
+        << err->body;
+    // Whatever follows is not written.
+    peer.Send(rdma::FrameType::kBatch, 3, 4, BatchBody(4, 3, 2));
+    EXPECT_EQ(DurableLsn(cl.backup(0)), 3);
+    if (restart == 0) {
+      cl.backup(0).Kill(SIGKILL);
+      cl.StartBackup(0);
+      ASSERT_FALSE(HasFatalFailure());
+    }
+  }
+  auto c = Connect(cl.backup(0).address());
+  EXPECT_NE(Info(c.get(), "last_error").find("stale epoch"), std::string::npos);
+  // A primary of an old epoch gets a clear error for its writes.
+  cl.StartPrimary();
+  ASSERT_FALSE(HasFatalFailure());
+  auto p = Connect(cl.primary().address());
+  Status s = p->Put("k", "v");
+  EXPECT_NE(s.message().find("stale epoch 2: this backup has seen epoch 5"), std::string::npos)
+      << s.ToString();
+  EXPECT_EQ(DurableLsn(cl.backup(0)), 3);
+}
+
+TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
+  Cluster cl(1);
+  cl.StartBackup(0);
+  ASSERT_FALSE(HasFatalFailure());
+  const int port = cl.repl_port(0);
+  // Strangers: garbage, an HTTP request, a peer with the wrong secret.
+  bool closed = false;
+  RawExchange(port, std::string(300, '\x7f'), 5000, &closed);
+  EXPECT_TRUE(closed);
+  RawExchange(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5000, &closed);
+  EXPECT_TRUE(closed);
+  {
+    RawPeer wrong;
+    Status s = wrong.Connect(port, "not-the-cluster-secret-at-all");
+    EXPECT_EQ(s.code(), Status::Code::kAuth) << s.ToString();
+  }
+  // Authenticated, but malformed.
+  auto session = [&](RawPeer* peer) {
+    ASSERT_TRUE(peer->Connect(port).ok());
+    ASSERT_TRUE(peer->Send(rdma::FrameType::kHello, 1, 1, "127.0.0.1:1").ok());
+    auto hello = peer->Receive();
+    ASSERT_TRUE(hello.ok()) << hello.status().ToString();
+  };
+  auto expect_error = [&](RawPeer* peer, const std::string& what) {
+    auto err = peer->Receive();
+    ASSERT_TRUE(err.ok()) << what << ": " << err.status().ToString();
+    EXPECT_EQ(err->type, rdma::FrameType::kError) << what;
+    EXPECT_FALSE(err->body.empty()) << what;
+  };
+  {
+    // A frame whose own checksum is wrong.
+    RawPeer peer;
+    session(&peer);
+    std::string frame;
+    rdma::EncodeFrame(&frame, rdma::FrameType::kBatch, 1, 1, BatchBody(1, 1, 2));
+    frame[frame.size() - 3] ^= 0x20;
+    ASSERT_TRUE(peer.ch->Send(frame, 3000).ok());
+    expect_error(&peer, "frame checksum");
+  }
+  {
+    // A well-framed batch whose batch checksum is wrong.
+    RawPeer peer;
+    session(&peer);
+    std::string body = BatchBody(1, 1, 2);
+    body[body.size() - 1] ^= 0x01;
+    ASSERT_TRUE(peer.Send(rdma::FrameType::kBatch, 1, 1, body).ok());
+    expect_error(&peer, "batch checksum");
+  }
+  {
+    // A batch that skips LSNs, and one too short to hold a batch header.
+    RawPeer peer;
+    session(&peer);
+    ASSERT_TRUE(peer.Send(rdma::FrameType::kBatch, 1, 7, BatchBody(7, 1, 2)).ok());
+    expect_error(&peer, "LSN gap");
+    RawPeer peer2;
+    session(&peer2);
+    ASSERT_TRUE(peer2.Send(rdma::FrameType::kBatch, 1, 1, "short").ok());
+    expect_error(&peer2, "short body");
+  }
+  {
+    // A truncated frame, then the peer goes away.
+    RawPeer peer;
+    session(&peer);
+    std::string frame;
+    rdma::EncodeFrame(&frame, rdma::FrameType::kBatch, 1, 1, BatchBody(1, 1, 2));
+    ASSERT_TRUE(peer.ch->Send(std::string_view(frame).substr(0, frame.size() / 2), 3000).ok());
+  }
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(DurableLsn(cl.backup(0)), 0);
+  auto c = Connect(cl.backup(0).address());
+  ASSERT_TRUE(c);
+  EXPECT_GE(std::stoi(Info(c.get(), "peers_refused")), 3);
+  // A real primary still gets through and replicates.
+  cl.StartPrimary();
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(cl.WaitInSync(1)) << cl.primary().Log();
+  auto p = Connect(cl.primary().address());
+  ASSERT_TRUE(p->Put("k", "v").ok());
+  cl.ExpectSameDigests();
+}
+
+}  // namespace
+}  // namespace faha::test
