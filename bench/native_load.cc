@@ -1,7 +1,8 @@
 // native_load: write load through libfaha's native protocol, for the
 // replication benchmark (bench/repl_bench.sh). Each connection runs on its own
 // thread and sends bursts of `depth` pipelined PUTs of `value_bytes` to random
-// keys of a `keyspace`, waiting for all replies before the next burst. Every
+// keys of a `keyspace`, waiting for all replies before the next burst, for
+// --seconds or until --ops writes were sent. Every
 // write's latency (queued -> acknowledged, durable on every in-sync node) is
 // recorded; one line reports ops/s and p50/p99 in microseconds.
 //
@@ -24,7 +25,8 @@ DEFINE_int32(connections, 8, "Connections, one thread each.");
 DEFINE_int32(depth, 16, "Writes pipelined per burst on each connection.");
 DEFINE_int32(value_bytes, 1000, "Value size.");
 DEFINE_int32(keyspace, 100000, "Distinct keys written.");
-DEFINE_double(seconds, 5, "How long to run.");
+DEFINE_double(seconds, 5, "How long to run (unless --ops is set).");
+DEFINE_int64(ops, 0, "Stop after this many writes in all (0: run for --seconds).");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("write load over the native protocol; see bench/repl_bench.sh");
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   }
   faha::Histogram latency_us;
   std::atomic<uint64_t> ops{0}, errors{0};
+  std::atomic<int64_t> issued{0};
   std::atomic<bool> stop{false}, failed{false};
   const std::string value(static_cast<size_t>(FLAGS_value_bytes), 'v');
   std::vector<std::thread> threads;
@@ -54,6 +57,7 @@ int main(int argc, char** argv) {
       std::mt19937_64 rng(t + 1);
       std::vector<int64_t> started(static_cast<size_t>(FLAGS_depth));
       while (!stop.load(std::memory_order_relaxed)) {
+        if (FLAGS_ops > 0 && issued.fetch_add(FLAGS_depth) >= FLAGS_ops) break;
         for (int i = 0; i < FLAGS_depth; i++) {
           std::string key = "key:" + std::to_string(rng() % static_cast<uint64_t>(FLAGS_keyspace));
           int64_t start = faha::MonoUs();
@@ -73,8 +77,10 @@ int main(int argc, char** argv) {
       }
     });
   }
-  std::this_thread::sleep_for(std::chrono::duration<double>(FLAGS_seconds));
-  stop = true;
+  if (FLAGS_ops <= 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(FLAGS_seconds));
+    stop = true;
+  }
   for (auto& th : threads) th.join();
   double secs = static_cast<double>(faha::MonoUs() - t0) / 1e6;
   printf("ops_per_sec=%.0f p50_us=%llu p99_us=%llu ops=%llu errors=%llu\n",

@@ -8,8 +8,12 @@
 #     faster-than-durable for the replicas).
 # Each system gets `redis-benchmark -t set -c 50 -d 1000 -P 16 -r 100000 --csv`
 # and (FaHA only) build/faha_native_load (8 connections x 16 pipelined PUTs of
-# 1000 bytes) for NATIVE_SECONDS, REPEAT times, interleaved across the
-# systems. The table shows medians of requests/s, p50 and p99 latency, and the
+# 1000 bytes, NATIVE_OPS in all), REPEAT times, interleaved across the systems.
+# Every run starts the system afresh on empty data directories and removes
+# them afterwards, so memory stays bounded and no run inherits another's log.
+# FaHA nodes preallocate PREALLOC_MB of log at start (this VM backs fresh guest
+# pages slowly; see docs/bench.md), as a log with cleaning recycles segments.
+# The table shows medians of requests/s, p50 and p99 latency, and the
 # throughput ratio to faha0.
 #
 # Run (from the repository root, after building with -DFAHA_BUILD_BENCH=ON):
@@ -18,7 +22,8 @@
 # Environment:
 #   FAHA_BIN_DIR      faha-server, faha-cli, faha_native_load (default <repo>/build)
 #   BENCH_N           requests per redis-benchmark run (default 200000)
-#   NATIVE_SECONDS    seconds per native-client run (default 5)
+#   NATIVE_OPS        writes per native-client run (default 200000)
+#   PREALLOC_MB       --log_preallocate_mb of every FaHA node (default 512; 0: none)
 #   REPEAT            runs per system whose median is shown (default 3)
 #   FAHA_DATA_PARENT  parent of every data directory (default /tmp, a disk;
 #                     /dev/shm stands in for PMem bandwidth, not durability)
@@ -32,7 +37,8 @@ readonly REPO_ROOT
 FAHA_BIN_DIR="$(cd "${FAHA_BIN_DIR:-${REPO_ROOT}/build}" && pwd)"
 export FAHA_BIN_DIR
 readonly BENCH_N="${BENCH_N:-200000}"
-readonly NATIVE_SECONDS="${NATIVE_SECONDS:-5}"
+readonly NATIVE_OPS="${NATIVE_OPS:-200000}"
+readonly PREALLOC_MB="${PREALLOC_MB:-512}"
 readonly REPEAT="${REPEAT:-3}"
 readonly FAHA_DATA_PARENT="${FAHA_DATA_PARENT:-/tmp}"
 readonly SYSTEMS=(faha0 faha1 faha2 faha3 redis_2rep)
@@ -51,18 +57,20 @@ done
 
 WORK="$(mktemp -d "${FAHA_DATA_PARENT}/faha-repl-bench.XXXXXX")"
 declare -A PORT
-REDIS_PIDS=()
-FAHA_SINGLE_PID=""
-cleanup() {
+PIDS=()
+stop_system() {
+  local n pid
   for n in 1 2 3; do
+    [[ -d "${WORK}/faha${n}" ]] || continue
     "${REPO_ROOT}/deploy/local-cluster" stop --dir "${WORK}/faha${n}" >/dev/null 2>&1 || true
   done
-  for pid in ${FAHA_SINGLE_PID} "${REDIS_PIDS[@]}"; do
-    kill -TERM "${pid}" 2>/dev/null || true
-  done
-  for pid in ${FAHA_SINGLE_PID} "${REDIS_PIDS[@]}"; do
-    wait "${pid}" 2>/dev/null || true
-  done
+  for pid in "${PIDS[@]}"; do kill -TERM "${pid}" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "${pid}" 2>/dev/null || true; done
+  PIDS=()
+  rm -rf -- "${WORK:?}"/*
+}
+cleanup() {
+  stop_system
   rm -rf -- "${WORK}"
 }
 trap cleanup EXIT
@@ -94,38 +102,39 @@ wait_ping() {  # port pid name
 }
 
 # shellcheck disable=SC2206  # FAHA_FLAGS is meant to split on spaces
-EXTRA=(${FAHA_FLAGS:-})
-start_systems() {
+EXTRA=(--log_preallocate_mb="${PREALLOC_MB}" ${FAHA_FLAGS:-})
+start_system() {  # sys
   local base
   base="$(free_base)"
-  PORT[faha0]="${base}"
-  "${FAHA_BIN_DIR}/faha-server" --data_dir="${WORK}/faha0" --bind=127.0.0.1 --port="${base}" \
-    --metrics_port=-1 "${EXTRA[@]}" >"${WORK}/faha0.log" 2>&1 &
-  FAHA_SINGLE_PID=$!
-  wait_ping "${base}" "${FAHA_SINGLE_PID}" faha0
-  for n in 1 2 3; do
-    base="$(free_base)"
-    PORT[faha${n}]="${base}"
-    "${REPO_ROOT}/deploy/local-cluster" start --backups "${n}" --dir "${WORK}/faha${n}" \
-      --port "${base}" -- --metrics_port=-1 "${EXTRA[@]}" >/dev/null
-  done
-  base="$(free_base)"
-  PORT[redis_2rep]="${base}"
-  for i in 0 1 2; do
-    local -a cmd=(redis-server --bind 127.0.0.1 --port $((base + i)) --dir "${WORK}"
-                  --dbfilename "r${i}.rdb" --appendfilename "r${i}.aof" --save ""
-                  --appendonly yes --appendfsync always --daemonize no)
-    [[ "${i}" == 0 ]] || cmd+=(--replicaof 127.0.0.1 "${base}")
-    mkdir -p "${WORK}/appendonlydir"
-    "${cmd[@]}" >"${WORK}/redis${i}.log" 2>&1 &
-    REDIS_PIDS+=($!)
-    wait_ping $((base + i)) $! "redis ${i}"
-  done
-  for _ in $(seq 600); do
-    [[ "$(redis-cli -p "${base}" info replication | tr -d '\r' | sed -n 's/^connected_slaves://p')" == 2 ]] && break
-    sleep 0.05
-  done
-  log "ports: $(for s in "${SYSTEMS[@]}"; do printf '%s=%s ' "${s}" "${PORT[${s}]}"; done)"
+  PORT[$1]="${base}"
+  case "$1" in
+    faha0)
+      "${FAHA_BIN_DIR}/faha-server" --data_dir="${WORK}/faha0" --bind=127.0.0.1 --port="${base}" \
+        --metrics_port=-1 "${EXTRA[@]}" >"${WORK}/faha0.log" 2>&1 &
+      PIDS+=($!)
+      wait_ping "${base}" $! faha0
+      ;;
+    faha[123])
+      "${REPO_ROOT}/deploy/local-cluster" start --backups "${1#faha}" --dir "${WORK}/$1" \
+        --port "${base}" -- --metrics_port=-1 "${EXTRA[@]}" >/dev/null
+      ;;
+    redis_2rep)
+      mkdir -p "${WORK}/redis"
+      for i in 0 1 2; do
+        local -a cmd=(redis-server --bind 127.0.0.1 --port $((base + i)) --dir "${WORK}/redis"
+                      --dbfilename "r${i}.rdb" --appendfilename "r${i}.aof" --save ""
+                      --appendonly yes --appendfsync always --daemonize no)
+        [[ "${i}" == 0 ]] || cmd+=(--replicaof 127.0.0.1 "${base}")
+        "${cmd[@]}" >"${WORK}/redis${i}.log" 2>&1 &
+        PIDS+=($!)
+        wait_ping $((base + i)) $! "redis ${i}"
+      done
+      for _ in $(seq 600); do
+        [[ "$(redis-cli -p "${base}" info replication | tr -d '\r' | sed -n 's/^connected_slaves://p')" == 2 ]] && break
+        sleep 0.05
+      done
+      ;;
+  esac
 }
 
 declare -A RUNS
@@ -151,27 +160,28 @@ run_redis_benchmark() {  # sys
 run_native() {  # sys
   local out
   out="$("${FAHA_BIN_DIR}/faha_native_load" --address="127.0.0.1:${PORT[$1]}" \
-    --seconds="${NATIVE_SECONDS}")" || die "faha_native_load against $1 failed: ${out}"
+    --ops="${NATIVE_OPS}")" || die "faha_native_load against $1 failed: ${out}"
   record "$1|nat|rps" "$(sed 's/.*ops_per_sec=\([0-9]*\).*/\1/' <<<"${out}")"
   record "$1|nat|p50" "$(sed 's/.*p50_us=\([0-9]*\).*/\1/' <<<"${out}")"
   record "$1|nat|p99" "$(sed 's/.*p99_us=\([0-9]*\).*/\1/' <<<"${out}")"
   log "$1 native: ${out}"
 }
 
-start_systems
 for ((rep = 1; rep <= REPEAT; rep++)); do
   for sys in "${SYSTEMS[@]}"; do
     log "run ${rep}/${REPEAT}: ${sys}"
+    start_system "${sys}"
     run_redis_benchmark "${sys}"
-    [[ "${sys}" == faha* ]] && run_native "${sys}"
+    if [[ "${sys}" == faha* ]]; then run_native "${sys}"; fi
+    stop_system
   done
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "n/a") printf "%.2fx", a / b; else print "n/a" }'; }
 {
   echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr); $(redis-server --version | cut -d' ' -f1-3)"
-  echo "Data under ${FAHA_DATA_PARENT} ($(df -T "${FAHA_DATA_PARENT}" | awk 'NR == 2 { print $2 }')); medians of ${REPEAT} interleaved runs; FAHA_FLAGS='${FAHA_FLAGS:-}'"
-  echo "Command: BENCH_N=${BENCH_N} NATIVE_SECONDS=${NATIVE_SECONDS} REPEAT=${REPEAT} FAHA_DATA_PARENT=${FAHA_DATA_PARENT} bench/repl_bench.sh"
+  echo "Data under ${FAHA_DATA_PARENT} ($(df -T "${FAHA_DATA_PARENT}" | awk 'NR == 2 { print $2 }')); medians of ${REPEAT} interleaved runs; PREALLOC_MB=${PREALLOC_MB} FAHA_FLAGS='${FAHA_FLAGS:-}'"
+  echo "Command: BENCH_N=${BENCH_N} NATIVE_OPS=${NATIVE_OPS} PREALLOC_MB=${PREALLOC_MB} REPEAT=${REPEAT} FAHA_DATA_PARENT=${FAHA_DATA_PARENT} bench/repl_bench.sh"
   echo
   echo "| system | redis-benchmark SET -P16 req/s | vs faha0 | p50 ms | p99 ms | native PUT ops/s | vs faha0 | p50 us | p99 us |"
   echo "|---|---|---|---|---|---|---|---|---|"
