@@ -13,8 +13,11 @@
 # them afterwards, so memory stays bounded and no run inherits another's log.
 # FaHA nodes preallocate PREALLOC_MB of log at start (this VM backs fresh guest
 # pages slowly; see docs/bench.md), as a log with cleaning recycles segments.
-# The table shows medians of requests/s, p50 and p99 latency, and the
-# throughput ratio to faha0.
+# The table shows medians of requests/s, p50 and p99 latency, the throughput
+# ratio to faha0, and the CPU time the primary process spent per write (all
+# nodes share this machine's cores, so throughput here also pays for the
+# backups' work; the primary's CPU per write is what bounds it when backups
+# run elsewhere).
 #
 # Run (from the repository root, after building with -DFAHA_BUILD_BENCH=ON):
 #   bench/repl_bench.sh
@@ -144,8 +147,24 @@ median() {
     awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+primary_pid() {  # sys
+  case "$1" in
+    faha[123]) cat "${WORK}/$1/node0.pid" ;;
+    *) echo "${PIDS[0]}" ;;
+  esac
+}
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU time the primary process spent per write, in microseconds (what bounds its
+# throughput once backups run on other machines).
+record_cpu() {  # key pid ticks_before ops
+  record "$1" "$(awk -v t=$(( $(cpu_ticks "$2") - $3 )) -v hz="$(getconf CLK_TCK)" -v n="$4" \
+    'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+}
+
 run_redis_benchmark() {  # sys
-  local out line
+  local out line pid t0
+  pid="$(primary_pid "$1")"
+  t0="$(cpu_ticks "${pid}")"
   out="$(redis-benchmark -h 127.0.0.1 -p "${PORT[$1]}" -t set -c 50 -d 1000 -P 16 -n "${BENCH_N}" \
     -r 100000 --csv 2>/dev/null)" || die "redis-benchmark against $1 failed"
   line="$(grep '^"SET"' <<<"${out}" | tr -d '"')"
@@ -154,16 +173,20 @@ run_redis_benchmark() {  # sys
   record "$1|rb|rps" "$(cut -d, -f2 <<<"${line}")"
   record "$1|rb|p50" "$(cut -d, -f5 <<<"${line}")"
   record "$1|rb|p99" "$(cut -d, -f7 <<<"${line}")"
+  record_cpu "$1|rb|cpu" "${pid}" "${t0}" "${BENCH_N}"
   log "$1 redis-benchmark: $(cut -d, -f2 <<<"${line}") req/s p50 $(cut -d, -f5 <<<"${line}") ms p99 $(cut -d, -f7 <<<"${line}") ms"
 }
 
 run_native() {  # sys
-  local out
+  local out pid t0
+  pid="$(primary_pid "$1")"
+  t0="$(cpu_ticks "${pid}")"
   out="$("${FAHA_BIN_DIR}/faha_native_load" --address="127.0.0.1:${PORT[$1]}" \
     --ops="${NATIVE_OPS}")" || die "faha_native_load against $1 failed: ${out}"
   record "$1|nat|rps" "$(sed 's/.*ops_per_sec=\([0-9]*\).*/\1/' <<<"${out}")"
   record "$1|nat|p50" "$(sed 's/.*p50_us=\([0-9]*\).*/\1/' <<<"${out}")"
   record "$1|nat|p99" "$(sed 's/.*p99_us=\([0-9]*\).*/\1/' <<<"${out}")"
+  record_cpu "$1|nat|cpu" "${pid}" "${t0}" "${NATIVE_OPS}"
   log "$1 native: ${out}"
 }
 
@@ -183,16 +206,19 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "n/a") printf "%.2f
   echo "Data under ${FAHA_DATA_PARENT} ($(df -T "${FAHA_DATA_PARENT}" | awk 'NR == 2 { print $2 }')); medians of ${REPEAT} interleaved runs; PREALLOC_MB=${PREALLOC_MB} FAHA_FLAGS='${FAHA_FLAGS:-}'"
   echo "Command: BENCH_N=${BENCH_N} NATIVE_OPS=${NATIVE_OPS} PREALLOC_MB=${PREALLOC_MB} REPEAT=${REPEAT} FAHA_DATA_PARENT=${FAHA_DATA_PARENT} bench/repl_bench.sh"
   echo
-  echo "| system | redis-benchmark SET -P16 req/s | vs faha0 | p50 ms | p99 ms | native PUT ops/s | vs faha0 | p50 us | p99 us |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| system | redis-benchmark SET -P16 req/s | vs faha0 | p50 ms | p99 ms | primary CPU us/write | native PUT ops/s | vs faha0 | p50 us | p99 us | primary CPU us/write |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   base_rb="$(median "${RUNS[faha0|rb|rps]}")"
   base_nat="$(median "${RUNS[faha0|nat|rps]}")"
   for sys in "${SYSTEMS[@]}"; do
     rb="$(median "${RUNS[${sys}|rb|rps]}")"
     nat="$(median "${RUNS[${sys}|nat|rps]:-}")"
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${sys}" "${rb}" "$(ratio "${rb}" "${base_rb}")" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${sys}" "${rb}" \
+      "$(ratio "${rb}" "${base_rb}")" \
       "$(median "${RUNS[${sys}|rb|p50]}")" "$(median "${RUNS[${sys}|rb|p99]}")" \
+      "$(median "${RUNS[${sys}|rb|cpu]}")" \
       "${nat}" "$(ratio "${nat}" "${base_nat}")" \
-      "$(median "${RUNS[${sys}|nat|p50]:-}")" "$(median "${RUNS[${sys}|nat|p99]:-}")"
+      "$(median "${RUNS[${sys}|nat|p50]:-}")" "$(median "${RUNS[${sys}|nat|p99]:-}")" \
+      "$(median "${RUNS[${sys}|nat|cpu]:-}")"
   done
 } | tee "${OUT:-/dev/null}"
