@@ -25,7 +25,16 @@ namespace faha::nvm {
 namespace {
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
-std::string PmemError(const std::string& what) { return what + ": " + pmem2_errormsg(); }
+std::string PmemError(const std::string& what, int rc = 0) {
+  std::string msg = pmem2_errormsg();
+  if (msg.empty() && rc != 0) msg = strerror(rc < 0 ? -rc : rc);
+  return what + ": " + (msg.empty() ? "unknown error" : msg);
+}
+
+// libpmem2 calls that set up a mapping run one at a time: two threads mapping
+// at once (the background segment preparer and --log_preallocate_mb after a
+// restart) once made both fail without a message under ASan.
+std::mutex g_map_mu;
 
 const char* GranularityName(pmem2_granularity g) {
   switch (g) {
@@ -47,7 +56,10 @@ class PmemSegment final : public Segment {
     persist_ = pmem2_get_persist_fn(map);
     memcpy_ = pmem2_get_memcpy_fn(map);
   }
-  ~PmemSegment() override { pmem2_map_delete(&map_); }
+  ~PmemSegment() override {
+    std::lock_guard<std::mutex> l(g_map_mu);
+    pmem2_map_delete(&map_);
+  }
   PmemSegment(const PmemSegment&) = delete;
   PmemSegment& operator=(const PmemSegment&) = delete;
 
@@ -191,17 +203,20 @@ class PmemDevice final : public LogDevice {
     pmem2_source* src = nullptr;
     pmem2_map* map = nullptr;
     Status st;
+    std::unique_lock<std::mutex> map_lock(g_map_mu);
+    int rc = 0;
     if (pmem2_config_new(&cfg) != 0) {
       st = Status::IOError(PmemError("pmem2_config_new"));
     } else if (pmem2_config_set_required_store_granularity(cfg, PMEM2_GRANULARITY_PAGE) != 0) {
       st = Status::IOError(PmemError("pmem2_config_set_required_store_granularity"));
     } else if (pmem2_source_from_fd(&src, fd) != 0) {
       st = Status::IOError(PmemError("pmem2_source_from_fd " + path));
-    } else if (pmem2_map_new(&map, cfg, src) != 0) {
-      st = Status::IOError(PmemError("pmem2_map_new " + path));
+    } else if ((rc = pmem2_map_new(&map, cfg, src)) != 0) {
+      st = Status::IOError(PmemError("pmem2_map_new " + path, rc));
     }
     if (src) pmem2_source_delete(&src);
     if (cfg) pmem2_config_delete(&cfg);
+    map_lock.unlock();
     close(fd);  // the mapping keeps the file
     if (!st.ok()) return st;
     pmem2_granularity g = pmem2_map_get_store_granularity(map);
