@@ -90,6 +90,12 @@ const Spec* Lookup(const std::string& name) {
   return it == by_name.end() ? nullptr : it->second;
 }
 
+// Commands that read keys (the ones a backup answers only when asked to).
+bool IsKeyRead(std::string_view name) {
+  return name == "get"sv || name == "mget"sv || name == "exists"sv || name == "ttl"sv ||
+         name == "pttl"sv || name == "scan"sv || name == "strlen"sv || name == "type"sv;
+}
+
 void WrongArgs(std::string* out, const std::string& name) {
   resp::AppendError(out, "ERR wrong number of arguments for '" + name + "' command");
 }
@@ -206,19 +212,14 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
       return error("READONLY You can't write against a read only backup" +
                    (primary.empty() ? std::string() : " (primary: " + primary + ")"));
     }
-    bool data_read = name == "get"sv || name == "mget"sv || name == "exists"sv ||
-                     name == "ttl"sv || name == "pttl"sv || name == "scan"sv ||
-                     name == "strlen"sv || name == "type"sv || name == "dbsize"sv;
-    if (data_read && !opt.stale_reads && !s->stale_reads) {
+    if ((IsKeyRead(name) || name == "dbsize"sv) && !opt.stale_reads && !s->stale_reads) {
       return error(
           "STALEREAD this node is a backup and may lag its primary; send READONLY on this "
           "connection (or start it with --stale_reads) to read anyway");
     }
   }
   if (!spec->write) {
-    bool read = name == "get"sv || name == "mget"sv || name == "exists"sv || name == "ttl"sv ||
-                name == "pttl"sv || name == "scan"sv || name == "strlen"sv || name == "type"sv;
-    m->ops[static_cast<int>(read ? OpClass::kRead : OpClass::kOther)].fetch_add(
+    m->ops[static_cast<int>(IsKeyRead(name) ? OpClass::kRead : OpClass::kOther)].fetch_add(
         1, std::memory_order_relaxed);
   }
 

@@ -202,10 +202,8 @@ void Replicator::Committed(uint64_t end_lsn) {
 
 Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first,
                                   uint64_t last_checksum) {
-  uint64_t ship_end;
   {
     std::lock_guard<std::mutex> l(mu_);
-    ship_end = ship_end_;
     if (backup_next > ship_end_) {
       return Status::InvalidArgument(
           "the backup's log reaches LSN " + std::to_string(backup_next - 1) +
@@ -235,7 +233,6 @@ Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first,
         "the backup's log diverges from this primary's at LSN " + std::to_string(last_first) +
         (r.ok() ? "" : " (" + r.status().message() + ")") + "; wipe its data directory");
   }
-  (void)ship_end;
   return Status::OK();
 }
 
@@ -349,17 +346,12 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
       }
       from = peer->send_next;
       if (!ring_.empty() && from >= ring_.front().first_lsn) {
+        // The ring is contiguous: send the frames from `from` on.
         for (const auto& s : ring_) {
-          if (s.first_lsn >= from) frames.push_back(s.frame);
+          if (s.first_lsn < from) continue;
+          frames.push_back(s.frame);
+          peer->send_next = s.end_lsn;
           if (frames.size() >= 64) break;
-        }
-        if (!frames.empty()) {
-          // The ring is contiguous: the frames run from `from` on.
-          const Shipped* last = nullptr;
-          for (const auto& s : ring_) {
-            if (s.frame == frames.back()) last = &s;
-          }
-          peer->send_next = last->end_lsn;
         }
       } else {
         limit = ring_.empty() ? ship_end_ : ring_.front().first_lsn;

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <charconv>
 #include <climits>
 
@@ -125,8 +126,8 @@ StatusOr<Store::Digest> Store::ComputeDigest() const {
   return d;
 }
 
-void Store::DeliverAll(std::vector<std::pair<CompletionSink*, std::vector<Completion>>>* by_sink) {
-  for (auto& [sink, completions] : *by_sink) sink->Deliver(&completions);
+void Store::DeliverAll(Replies* replies) {
+  for (auto& [sink, completions] : *replies) sink->Deliver(&completions);
 }
 
 void Store::CommitLoop_ct() {
@@ -210,6 +211,45 @@ bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now
   return true;
 }
 
+StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader* framed,
+                                                        const nvm::BatchBuilder& batch,
+                                                        size_t ops,
+                                                        std::vector<WriteResult>* results) {
+  int64_t t0 = MonoUs();
+  auto appended = framed ? log_->AppendFramed_wt(*framed, batch.payload())
+                         : log_->AppendBatch_wt(batch.payload(), batch.count());
+  if (!appended.ok()) {
+    // Only an I/O error leaves the log in doubt; anything else is this batch's fault.
+    if (appended.status().code() == Status::Code::kIOError && !failed_.exchange(true)) {
+      FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
+                     appended.status().ToString().c_str());
+    }
+    for (auto& r : *results) {
+      r = WriteResult::Error("IOERR write not durable: " + appended.status().ToString());
+    }
+    return appended;
+  }
+  metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+  metrics_->batches.fetch_add(1, std::memory_order_relaxed);
+  metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
+  metrics_->batch_bytes.Record(batch.bytes());
+  metrics_->batch_ops.Record(ops);
+  return appended;
+}
+
+void Store::GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* results,
+                         Replies* replies) {
+  replies->clear();
+  for (size_t i = 0; i < taken->size(); i++) {
+    Pending& p = (*taken)[i];
+    // Sinks are the server's I/O threads, a handful: a linear search beats a map.
+    auto it = std::find_if(replies->begin(), replies->end(),
+                           [&](const auto& r) { return r.first == p.sink; });
+    if (it == replies->end()) it = replies->emplace(replies->end(), p.sink, std::vector<Completion>{});
+    it->second.push_back(Completion{p.conn_id, std::move((*results)[i]), p.op.start_us});
+  }
+}
+
 void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
                             std::vector<WriteResult>* results) {
   InFlight f;
@@ -222,22 +262,8 @@ void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>
         nvm::Log::FrameBatch(batch.payload(), batch.count(), log_->next_lsn(), options_.log.epoch);
     // Backups start persisting while we do: one round trip after our own persist.
     options_.replicator->Ship(h, batch.payload());
-    int64_t t0 = MonoUs();
-    auto appended = log_->AppendFramed_wt(h, batch.payload());
-    if (!appended.ok()) {
-      if (!failed_.exchange(true)) {
-        FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
-                       appended.status().ToString().c_str());
-      }
-      for (auto& r : *results) {
-        r = WriteResult::Error("IOERR write not durable: " + appended.status().ToString());
-      }
-    } else {
-      metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
-      metrics_->batches.fetch_add(1, std::memory_order_relaxed);
-      metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
-      metrics_->batch_bytes.Record(batch.bytes());
-      metrics_->batch_ops.Record(taken->size());
+    auto appended = PersistBatch_st(&h, batch, taken->size(), results);
+    if (appended.ok()) {
       f.end_lsn = h.first_lsn + h.record_count;
       f.base_location = appended->base_location;
       f.bytes = batch.bytes();
@@ -245,14 +271,7 @@ void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>
       if (inflight_valid_) MergeInFlight_st(seq_inflight_.back());
     }
   }
-  std::unordered_map<CompletionSink*, size_t> slot;
-  for (size_t i = 0; i < taken->size(); i++) {
-    Pending& p = (*taken)[i];
-    auto [it, fresh] = slot.emplace(p.sink, f.replies.size());
-    if (fresh) f.replies.emplace_back(p.sink, std::vector<Completion>{});
-    f.replies[it->second].second.push_back(
-        Completion{p.conn_id, std::move((*results)[i]), p.op.start_us});
-  }
+  GroupReplies(taken, results, &f.replies);
   {
     std::lock_guard<std::mutex> l(commit_mu_);
     inflight_.push_back(std::move(f));
@@ -385,7 +404,7 @@ void Store::SequencerLoop_st() {
   std::vector<Pending> taken;
   nvm::BatchBuilder batch;
   std::vector<WriteResult> results;
-  std::unordered_map<CompletionSink*, std::vector<Completion>> by_sink;
+  Replies replies;
   while (true) {
     taken.clear();
     {
@@ -459,33 +478,14 @@ void Store::SequencerLoop_st() {
       continue;
     }
     if (!batch.empty()) {
-      int64_t t0 = MonoUs();
-      auto appended = log_->AppendBatch_wt(batch.payload(), batch.count());
-      if (!appended.ok()) {
-        // Only an I/O error leaves the log in doubt; anything else is this batch's fault.
-        if (appended.status().code() == Status::Code::kIOError && !failed_.exchange(true)) {
-          FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
-                         appended.status().ToString().c_str());
-        }
-        for (auto& r : results) {
-          r = WriteResult::Error("IOERR write not durable: " + appended.status().ToString());
-        }
-      } else {
-        metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
-        metrics_->batches.fetch_add(1, std::memory_order_relaxed);
-        metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
-        metrics_->batch_bytes.Record(batch.bytes());
-        metrics_->batch_ops.Record(taken.size());
+      auto appended = PersistBatch_st(nullptr, batch, taken.size(), &results);
+      if (appended.ok()) {
         PublishBatch_st(appended->base_location, batch.bytes());
         applied_end_.store(log_->next_lsn(), std::memory_order_release);
       }
     }
-    by_sink.clear();
-    for (size_t i = 0; i < taken.size(); i++) {
-      by_sink[taken[i].sink].push_back(
-          Completion{taken[i].conn_id, std::move(results[i]), taken[i].op.start_us});
-    }
-    for (auto& [sink, completions] : by_sink) sink->Deliver(&completions);
+    GroupReplies(&taken, &results, &replies);
+    DeliverAll(&replies);
   }
 }
 

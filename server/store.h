@@ -240,8 +240,16 @@ class Store : private KeyReader {
   // Replicated primary: ships, persists and queues one batch for the committer.
   void ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
                        std::vector<WriteResult>* results);
-  // Hands each write's result to its sink (one Deliver per sink).
-  static void DeliverAll(std::vector<std::pair<CompletionSink*, std::vector<Completion>>>* by_sink);
+  // Appends `batch` (framed by the caller when `framed` is set, else framed
+  // here) and records its metrics; on failure turns every result into an error.
+  StatusOr<nvm::Log::AppendResult> PersistBatch_st(const nvm::BatchHeader* framed,
+                                                   const nvm::BatchBuilder& batch, size_t ops,
+                                                   std::vector<WriteResult>* results);
+  // Each write's result, grouped by sink in submission order (one Deliver per sink).
+  using Replies = std::vector<std::pair<CompletionSink*, std::vector<Completion>>>;
+  static void GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* results,
+                           Replies* replies);
+  static void DeliverAll(Replies* replies);
   // The in-flight overlay: state of a key after the batches shipped but not
   // yet committed. Returns false if no in-flight batch touches the key.
   bool LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, Current* out);
@@ -295,7 +303,7 @@ class Store : private KeyReader {
     uint64_t base_location;
     size_t bytes;
     int64_t shipped_us;
-    std::vector<std::pair<CompletionSink*, std::vector<Completion>>> replies;
+    Replies replies;
     bool replied = false;  // an error went out already (outcome unknown to the client)
   };
   std::mutex commit_mu_;

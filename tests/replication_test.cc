@@ -433,6 +433,15 @@ struct RawPeer {
   StatusOr<rdma::ReplFrame> Receive() { return ch->Receive(3000); }
 };
 
+// Expects the next frame to be an ERROR whose text contains `contains`.
+void ExpectError(RawPeer* peer, const std::string& what, const std::string& contains = "") {
+  auto err = peer->Receive();
+  ASSERT_TRUE(err.ok()) << what << ": " << err.status().ToString();
+  EXPECT_EQ(err->type, rdma::FrameType::kError) << what;
+  EXPECT_FALSE(err->body.empty()) << what;
+  EXPECT_NE(std::string(err->body).find(contains), std::string::npos) << what << ": " << err->body;
+}
+
 // A BATCH body: batch header + payload with `count` puts starting at first_lsn.
 std::string BatchBody(uint64_t first_lsn, uint64_t epoch, int count) {
   nvm::BatchBuilder b;
@@ -470,10 +479,7 @@ TEST(ReplicationTest, FramesOfAStaleEpochAreRefusedAndNothingIsWritten) {
     EXPECT_EQ(ack->lsn, 3u);
     // ... a frame of epoch 4 in the same session is not.
     ASSERT_TRUE(peer.Send(rdma::FrameType::kBatch, 4, 4, BatchBody(4, 4, 2)).ok());
-    auto err = peer.Receive();
-    ASSERT_TRUE(err.ok()) << err.status().ToString();
-    EXPECT_EQ(err->type, rdma::FrameType::kError);
-    EXPECT_NE(std::string(err->body).find("epoch 4"), std::string::npos) << err->body;
+    ExpectError(&peer, "epoch 4 frame in an epoch 5 session", "epoch 4");
   }
   EXPECT_EQ(DurableLsn(cl.backup(0)), 3);
   // A new session of a lower epoch is refused, also after a restart.
@@ -481,12 +487,7 @@ TEST(ReplicationTest, FramesOfAStaleEpochAreRefusedAndNothingIsWritten) {
     RawPeer peer;
     ASSERT_TRUE(peer.Connect(port).ok());
     ASSERT_TRUE(peer.Send(rdma::FrameType::kHello, 3, 1, "127.0.0.1:1").ok());
-    auto err = peer.Receive();
-    ASSERT_TRUE(err.ok()) << err.status().ToString();
-    EXPECT_EQ(err->type, rdma::FrameType::kError);
-    EXPECT_NE(std::string(err->body).find("stale epoch 3: this backup has seen epoch 5"),
-              std::string::npos)
-        << err->body;
+    ExpectError(&peer, "HELLO of epoch 3", "stale epoch 3: this backup has seen epoch 5");
     // Whatever follows is not written.
     peer.Send(rdma::FrameType::kBatch, 3, 4, BatchBody(4, 3, 2));
     EXPECT_EQ(DurableLsn(cl.backup(0)), 3);
@@ -531,12 +532,6 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
     auto hello = peer->Receive();
     ASSERT_TRUE(hello.ok()) << hello.status().ToString();
   };
-  auto expect_error = [&](RawPeer* peer, const std::string& what) {
-    auto err = peer->Receive();
-    ASSERT_TRUE(err.ok()) << what << ": " << err.status().ToString();
-    EXPECT_EQ(err->type, rdma::FrameType::kError) << what;
-    EXPECT_FALSE(err->body.empty()) << what;
-  };
   {
     // A frame whose own checksum is wrong.
     RawPeer peer;
@@ -545,7 +540,7 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
     rdma::EncodeFrame(&frame, rdma::FrameType::kBatch, 1, 1, BatchBody(1, 1, 2));
     frame[frame.size() - 3] ^= 0x20;
     ASSERT_TRUE(peer.ch->Send(frame, 3000).ok());
-    expect_error(&peer, "frame checksum");
+    ExpectError(&peer, "frame checksum");
   }
   {
     // A well-framed batch whose batch checksum is wrong.
@@ -554,18 +549,18 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
     std::string body = BatchBody(1, 1, 2);
     body[body.size() - 1] ^= 0x01;
     ASSERT_TRUE(peer.Send(rdma::FrameType::kBatch, 1, 1, body).ok());
-    expect_error(&peer, "batch checksum");
+    ExpectError(&peer, "batch checksum");
   }
   {
     // A batch that skips LSNs, and one too short to hold a batch header.
     RawPeer peer;
     session(&peer);
     ASSERT_TRUE(peer.Send(rdma::FrameType::kBatch, 1, 7, BatchBody(7, 1, 2)).ok());
-    expect_error(&peer, "LSN gap");
+    ExpectError(&peer, "LSN gap");
     RawPeer peer2;
     session(&peer2);
     ASSERT_TRUE(peer2.Send(rdma::FrameType::kBatch, 1, 1, "short").ok());
-    expect_error(&peer2, "short body");
+    ExpectError(&peer2, "short body");
   }
   {
     // A truncated frame, then the peer goes away.
