@@ -198,7 +198,7 @@ class TcpListener final : public Listener {
   StatusOr<std::unique_ptr<Channel>> Accept(int timeout_ms) override {
     pollfd p{fd_, POLLIN, 0};
     int rc = poll(&p, 1, timeout_ms);
-    if (rc == 0) return Status::Timeout("no replication peer connected");
+    if (rc == 0) return Status::NotFound("no replication peer connected");
     sockaddr_storage addr{};
     socklen_t len = sizeof(addr);
     int fd = accept4(fd_, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);

@@ -44,7 +44,9 @@ class Channel {
 class Listener {
  public:
   virtual ~Listener() = default;
-  // Accepts and authenticates one peer.
+  // Accepts and authenticates one peer. NotFound if none connected within
+  // timeout_ms; a peer that connected but failed or stalled the handshake is
+  // an error of its own (Auth, Protocol, Timeout).
   virtual StatusOr<std::unique_ptr<Channel>> Accept(int timeout_ms) = 0;
   virtual int port() const = 0;
 };

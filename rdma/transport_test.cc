@@ -110,6 +110,11 @@ TEST(TcpTransportTest, GarbageAndOversizedFramesBeforeAuthAreRefused) {
     close(fd);
   }
   {
+    // Nobody at all: told apart from a peer that stalls.
+    auto nobody = (*listener)->Accept(50);
+    EXPECT_TRUE(nobody.status().IsNotFound()) << nobody.status().ToString();
+  }
+  {
     // Silence: the handshake times out instead of hanging.
     auto accepted = std::async(std::launch::async, [&] { return (*listener)->Accept(3000); });
     int fd = RawConnect((*listener)->port());

@@ -516,10 +516,7 @@ void BackupService::AcceptLoop() {
   while (!stopping_.load()) {
     auto ch = listener_->Accept(kPollMs);
     if (!ch.ok()) {
-      if (ch.status().code() == Status::Code::kTimeout &&
-          ch.status().message() == "no replication peer connected") {
-        continue;
-      }
+      if (ch.status().IsNotFound()) continue;  // nobody came
       // An unauthenticated or broken peer: refused by the transport.
       FAHA_LOG_WARN("replication: refused a peer: %s", ch.status().ToString().c_str());
       std::lock_guard<std::mutex> l(mu_);
