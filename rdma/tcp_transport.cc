@@ -1,13 +1,10 @@
 // The TCP implementation of Transport: replication frames over a stream
-// socket, with poll() for timeouts and the HMAC challenge of transport.h.
+// socket (StreamChannel), with poll() for timeouts.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,12 +13,11 @@
 #include <chrono>
 #include <cstring>
 
+#include "rdma/byte_stream.h"
 #include "rdma/transport.h"
 
 namespace faha::rdma {
 namespace {
-
-constexpr size_t kNonceBytes = 32;
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -31,36 +27,18 @@ int64_t NowMs() {
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
-std::string Proof(const std::string& secret, std::string_view nonce, std::string_view role) {
-  std::string msg(nonce);
-  msg.append(role);
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len);
-  return std::string(reinterpret_cast<char*>(out), len);
-}
-
-bool ConstantTimeEqual(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char d = 0;
-  for (size_t i = 0; i < a.size(); i++) d |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return d == 0;
-}
-
-class TcpChannel final : public Channel {
+class TcpStream final : public ByteStream {
  public:
-  TcpChannel(int fd, std::string peer, const TransportOptions& options)
-      : fd_(fd), peer_(std::move(peer)), options_(options) {}
-  ~TcpChannel() override { close(fd_); }
-  TcpChannel(const TcpChannel&) = delete;
-  TcpChannel& operator=(const TcpChannel&) = delete;
+  TcpStream(int fd, std::string peer) : fd_(fd), peer_(std::move(peer)) {}
+  ~TcpStream() override { close(fd_); }
+  TcpStream(const TcpStream&) = delete;
+  TcpStream& operator=(const TcpStream&) = delete;
 
-  Status Send(std::string_view frames, int timeout_ms) override {
+  Status Write(std::string_view bytes, int timeout_ms) override {
     int64_t deadline = NowMs() + timeout_ms;
     size_t sent = 0;
-    while (sent < frames.size()) {
-      ssize_t n = send(fd_, frames.data() + sent, frames.size() - sent, MSG_NOSIGNAL);
+    while (sent < bytes.size()) {
+      ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
       if (n > 0) {
         sent += static_cast<size_t>(n);
         continue;
@@ -78,100 +56,35 @@ class TcpChannel final : public Channel {
     return Status::OK();
   }
 
-  StatusOr<ReplFrame> Receive(int timeout_ms) override {
-    if (consumed_ > 0) {
-      in_.erase(0, consumed_);
-      consumed_ = 0;
-    }
+  Status Read(std::string* in, int timeout_ms) override {
     int64_t deadline = NowMs() + timeout_ms;
     while (true) {
-      ReplFrame f;
-      size_t used = 0;
-      std::string err;
-      FrameDecode d = DecodeFrame(in_, limit_, &f, &used, &err);
-      if (d == FrameDecode::kOk) {
-        consumed_ = used;
-        return f;
+      char buf[64 << 10];
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n > 0) {
+        in->append(buf, static_cast<size_t>(n));
+        return Status::OK();
       }
-      if (d == FrameDecode::kError) return Status::Protocol(peer_ + ": " + err);
+      if (n == 0) return Status::Unavailable("connection closed by " + peer_);
+      if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+        return Status::Unavailable(Errno("recv from " + peer_));
+      }
       int wait = static_cast<int>(deadline - NowMs());
-      if (wait <= 0)
+      if (wait <= 0) {
         return Status::Timeout("no frame from " + peer_ + " within " + std::to_string(timeout_ms) +
                                " ms");
+      }
       pollfd p{fd_, POLLIN, 0};
       int rc = poll(&p, 1, wait);
       if (rc < 0 && errno != EINTR) return Status::Unavailable(Errno("poll " + peer_));
-      if (rc <= 0) continue;
-      char buf[64 << 10];
-      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-      if (n == 0) return Status::Unavailable("connection closed by " + peer_);
-      if (n < 0) {
-        if (errno == EINTR || errno == EAGAIN) continue;
-        return Status::Unavailable(Errno("recv from " + peer_));
-      }
-      in_.append(buf, static_cast<size_t>(n));
     }
   }
 
   const std::string& peer() const override { return peer_; }
 
-  // The acceptor's half of the handshake.
-  Status AuthenticatePeer() {
-    unsigned char nonce[kNonceBytes];
-    if (RAND_bytes(nonce, sizeof(nonce)) != 1) return Status::IOError("RAND_bytes failed");
-    std::string_view n(reinterpret_cast<char*>(nonce), sizeof(nonce));
-    std::string out;
-    EncodeFrame(&out, FrameType::kHello, 0, 0, n);
-    FAHA_RETURN_IF_ERROR(Send(out, options_.handshake_timeout_ms));
-    auto reply = Receive(options_.handshake_timeout_ms);
-    if (!reply.ok()) return reply.status();
-    if (reply->type != FrameType::kHello ||
-        !ConstantTimeEqual(reply->body, Proof(options_.secret, n, "client"))) {
-      std::string refusal;
-      EncodeFrame(&refusal, FrameType::kError, 0, 0, "authentication failed: wrong cluster secret");
-      Send(refusal, 200);
-      return Status::Auth(peer_ + " did not prove the cluster secret");
-    }
-    out.clear();
-    EncodeFrame(&out, FrameType::kHello, 0, 0, Proof(options_.secret, n, "server"));
-    FAHA_RETURN_IF_ERROR(Send(out, options_.handshake_timeout_ms));
-    limit_ = options_.max_frame_body;
-    return Status::OK();
-  }
-
-  // The connector's half.
-  Status AuthenticateToPeer() {
-    auto hello = Receive(options_.handshake_timeout_ms);
-    if (!hello.ok()) return hello.status();
-    if (hello->type != FrameType::kHello || hello->body.size() != kNonceBytes) {
-      return Status::Protocol(peer_ + " did not start with a HELLO challenge");
-    }
-    std::string nonce(hello->body);
-    std::string out;
-    EncodeFrame(&out, FrameType::kHello, 0, 0, Proof(options_.secret, nonce, "client"));
-    FAHA_RETURN_IF_ERROR(Send(out, options_.handshake_timeout_ms));
-    auto proof = Receive(options_.handshake_timeout_ms);
-    if (!proof.ok()) return proof.status();
-    if (proof->type == FrameType::kError) {
-      return Status::Auth(peer_ + " refused us: " + std::string(proof->body));
-    }
-    if (proof->type != FrameType::kHello ||
-        !ConstantTimeEqual(proof->body, Proof(options_.secret, nonce, "server"))) {
-      return Status::Auth(peer_ + " did not prove the cluster secret");
-    }
-    limit_ = options_.max_frame_body;
-    return Status::OK();
-  }
-
  private:
   int fd_;
   std::string peer_;
-  TransportOptions options_;
-  std::string in_;
-  size_t consumed_ = 0;
-  // Until the peer is authenticated only handshake-sized frames are accepted,
-  // so a stranger cannot make us buffer a large body.
-  uint32_t limit_ = 256;
 };
 
 std::string PeerName(const sockaddr_storage& a) {
@@ -205,7 +118,8 @@ class TcpListener final : public Listener {
     if (fd < 0) return Status::Unavailable(Errno("accept"));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    auto ch = std::make_unique<TcpChannel>(fd, PeerName(addr), options_);
+    auto ch = std::make_unique<StreamChannel>(std::make_unique<TcpStream>(fd, PeerName(addr)),
+                                              options_);
     FAHA_RETURN_IF_ERROR(ch->AuthenticatePeer());
     return std::unique_ptr<Channel>(std::move(ch));
   }
@@ -261,7 +175,7 @@ class TcpTransport final : public Transport {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       freeaddrinfo(res);
-      auto ch = std::make_unique<TcpChannel>(fd, address, options_);
+      auto ch = std::make_unique<StreamChannel>(std::make_unique<TcpStream>(fd, address), options_);
       FAHA_RETURN_IF_ERROR(ch->AuthenticateToPeer());
       return std::unique_ptr<Channel>(std::move(ch));
     }
@@ -301,7 +215,8 @@ StatusOr<std::unique_ptr<Transport>> MakeTransport(const std::string& kind,
     return Status::InvalidArgument("replication needs a cluster secret");
   }
   if (kind == "tcp") return std::unique_ptr<Transport>(new TcpTransport(options));
-  return Status::InvalidArgument("unknown transport '" + kind + "' (available: tcp)");
+  if (kind == "rdma") return MakeVerbsTransport(options);
+  return Status::InvalidArgument("unknown transport '" + kind + "' (available: tcp, rdma)");
 }
 
 }  // namespace faha::rdma

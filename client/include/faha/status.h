@@ -47,6 +47,10 @@ class Status {
   bool ok() const { return code_ == Code::kOk; }
   bool IsNotFound() const { return code_ == Code::kNotFound; }
   Code code() const { return code_; }
+  // The same error with `prefix` put before its message.
+  Status WithPrefix(std::string_view prefix) const {
+    return ok() ? *this : Status(code_, std::string(prefix) + msg_);
+  }
   const std::string& message() const { return msg_; }
 
   // "IOError: disk full" style text, or "OK".

@@ -1,0 +1,49 @@
+// ByteStream: an ordered, reliable byte stream between two peers (a TCP
+// socket or a verbs stream), and StreamChannel, the replication Channel built
+// on any of them: frames, the HMAC challenge of transport.h, frame limits.
+// Internal to rdma/.
+#ifndef FAHA_RDMA_BYTE_STREAM_H_
+#define FAHA_RDMA_BYTE_STREAM_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "faha/status.h"
+#include "rdma/byte_stream_base.h"
+#include "rdma/transport.h"
+
+namespace faha::rdma {
+
+class StreamChannel final : public Channel {
+ public:
+  StreamChannel(std::unique_ptr<ByteStream> stream, const TransportOptions& options);
+  Status Send(std::string_view frames, int timeout_ms) override;
+  StatusOr<ReplFrame> Receive(int timeout_ms) override;
+  const std::string& peer() const override { return stream_->peer(); }
+
+  // The acceptor's and the connector's halves of the challenge.
+  Status AuthenticatePeer();
+  Status AuthenticateToPeer();
+
+ private:
+  std::unique_ptr<ByteStream> stream_;
+  TransportOptions options_;
+  std::string in_;
+  size_t consumed_ = 0;
+  // Until the peer is authenticated only handshake-sized frames are accepted,
+  // so a stranger cannot make us buffer a large body.
+  uint32_t limit_ = 256;
+};
+
+// HMAC-SHA256(secret, nonce | role).
+std::string SecretProof(const std::string& secret, std::string_view nonce, std::string_view role);
+bool ConstantTimeEqual(std::string_view a, std::string_view b);
+
+// The verbs transport (verbs_transport.cc): Unavailable when built without
+// rdma-core.
+StatusOr<std::unique_ptr<Transport>> MakeVerbsTransport(const TransportOptions& options);
+
+}  // namespace faha::rdma
+
+#endif  // FAHA_RDMA_BYTE_STREAM_H_

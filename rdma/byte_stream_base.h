@@ -1,0 +1,26 @@
+// ByteStream: an ordered, reliable byte stream between two peers (a TCP
+// socket or a verbs stream).
+#ifndef FAHA_RDMA_BYTE_STREAM_BASE_H_
+#define FAHA_RDMA_BYTE_STREAM_BASE_H_
+
+#include <string>
+#include <string_view>
+
+#include "faha/status.h"
+
+namespace faha::rdma {
+
+class ByteStream {
+ public:
+  virtual ~ByteStream() = default;
+  // Writes all of `bytes` within timeout_ms.
+  virtual Status Write(std::string_view bytes, int timeout_ms) = 0;
+  // Appends what has arrived to *in, waiting up to timeout_ms for at least
+  // one byte: Timeout if none came, Unavailable once the peer is gone.
+  virtual Status Read(std::string* in, int timeout_ms) = 0;
+  virtual const std::string& peer() const = 0;
+};
+
+}  // namespace faha::rdma
+
+#endif  // FAHA_RDMA_BYTE_STREAM_BASE_H_

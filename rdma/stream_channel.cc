@@ -1,0 +1,116 @@
+// StreamChannel: replication frames and the cluster-secret challenge over any
+// ByteStream (byte_stream.h).
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <chrono>
+
+#include "rdma/byte_stream.h"
+
+namespace faha::rdma {
+namespace {
+constexpr size_t kNonceBytes = 32;
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+std::string SecretProof(const std::string& secret, std::string_view nonce, std::string_view role) {
+  std::string msg(nonce);
+  msg.append(role);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out, &len);
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+bool ConstantTimeEqual(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char d = 0;
+  for (size_t i = 0; i < a.size(); i++) d |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return d == 0;
+}
+
+StreamChannel::StreamChannel(std::unique_ptr<ByteStream> stream, const TransportOptions& options)
+    : stream_(std::move(stream)), options_(options) {}
+
+Status StreamChannel::Send(std::string_view frames, int timeout_ms) {
+  return stream_->Write(frames, timeout_ms);
+}
+
+StatusOr<ReplFrame> StreamChannel::Receive(int timeout_ms) {
+  if (consumed_ > 0) {
+    in_.erase(0, consumed_);
+    consumed_ = 0;
+  }
+  const int64_t deadline = NowMs() + timeout_ms;
+  while (true) {
+    ReplFrame f;
+    size_t used = 0;
+    std::string err;
+    FrameDecode d = DecodeFrame(in_, limit_, &f, &used, &err);
+    if (d == FrameDecode::kOk) {
+      consumed_ = used;
+      return f;
+    }
+    if (d == FrameDecode::kError) return Status::Protocol(peer() + ": " + err);
+    const int64_t left = deadline - NowMs();
+    if (left <= 0) {
+      return Status::Timeout("no frame from " + peer() + " within " + std::to_string(timeout_ms) +
+                             " ms");
+    }
+    FAHA_RETURN_IF_ERROR(stream_->Read(&in_, static_cast<int>(left)));
+  }
+}
+
+Status StreamChannel::AuthenticatePeer() {
+  unsigned char nonce[kNonceBytes];
+  if (RAND_bytes(nonce, sizeof(nonce)) != 1) return Status::IOError("RAND_bytes failed");
+  std::string_view n(reinterpret_cast<char*>(nonce), sizeof(nonce));
+  std::string out;
+  EncodeFrame(&out, FrameType::kHello, 0, 0, n);
+  FAHA_RETURN_IF_ERROR(Send(out, options_.handshake_timeout_ms));
+  auto reply = Receive(options_.handshake_timeout_ms);
+  if (!reply.ok()) return reply.status();
+  if (reply->type != FrameType::kHello ||
+      !ConstantTimeEqual(reply->body, SecretProof(options_.secret, n, "client"))) {
+    std::string refusal;
+    EncodeFrame(&refusal, FrameType::kError, 0, 0, "authentication failed: wrong cluster secret");
+    Send(refusal, 200);
+    return Status::Auth(peer() + " did not prove the cluster secret");
+  }
+  out.clear();
+  EncodeFrame(&out, FrameType::kHello, 0, 0, SecretProof(options_.secret, n, "server"));
+  FAHA_RETURN_IF_ERROR(Send(out, options_.handshake_timeout_ms));
+  limit_ = options_.max_frame_body;
+  return Status::OK();
+}
+
+Status StreamChannel::AuthenticateToPeer() {
+  auto hello = Receive(options_.handshake_timeout_ms);
+  if (!hello.ok()) return hello.status();
+  if (hello->type != FrameType::kHello || hello->body.size() != kNonceBytes) {
+    return Status::Protocol(peer() + " did not start with a HELLO challenge");
+  }
+  std::string nonce(hello->body);
+  std::string out;
+  EncodeFrame(&out, FrameType::kHello, 0, 0, SecretProof(options_.secret, nonce, "client"));
+  FAHA_RETURN_IF_ERROR(Send(out, options_.handshake_timeout_ms));
+  auto proof = Receive(options_.handshake_timeout_ms);
+  if (!proof.ok()) return proof.status();
+  if (proof->type == FrameType::kError) {
+    return Status::Auth(peer() + " refused us: " + std::string(proof->body));
+  }
+  if (proof->type != FrameType::kHello ||
+      !ConstantTimeEqual(proof->body, SecretProof(options_.secret, nonce, "server"))) {
+    return Status::Auth(peer() + " did not prove the cluster secret");
+  }
+  limit_ = options_.max_frame_body;
+  return Status::OK();
+}
+
+}  // namespace faha::rdma
