@@ -15,6 +15,7 @@
 
 #include "common/native_protocol.h"
 #include "common/resp.h"
+#include "rdma/verbs.h"
 
 namespace faha {
 namespace {
@@ -25,12 +26,19 @@ int64_t NowMs() {
       .count();
 }
 
-Status ParseAddress(std::string address, std::string* host, std::string* port) {
-  const std::string kScheme = "native://";
-  if (address.rfind(kScheme, 0) == 0) address = address.substr(kScheme.size());
+Status ParseAddress(std::string address, std::string* host, std::string* port,
+                    bool* rdma = nullptr) {
+  const std::string kScheme = "native://", kRdma = "rdma://";
+  if (rdma) *rdma = false;
+  if (address.rfind(kScheme, 0) == 0) {
+    address = address.substr(kScheme.size());
+  } else if (address.rfind(kRdma, 0) == 0) {
+    address = address.substr(kRdma.size());
+    if (rdma) *rdma = true;
+  }
   if (address.find("://") != std::string::npos) {
     return Status::InvalidArgument("unsupported address scheme in '" + address +
-                                   "' (this client speaks native:// over TCP)");
+                                   "' (use native://HOST:PORT for TCP or rdma://HOST:PORT)");
   }
   size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon + 1 == address.size()) {
@@ -86,6 +94,7 @@ std::string Reply::ToString() const { return ToResp(*this).Render(); }
 struct Client::Impl {
   ClientOptions options;
   int fd = -1;
+  std::unique_ptr<rdma::VerbsStream> verbs;  // rdma:// connections
   Status broken;  // non-OK once the connection failed
   uint64_t next_id = 1;
   std::string out;
@@ -103,7 +112,17 @@ struct Client::Impl {
 
   Status Dial() {
     std::string host, port;
-    FAHA_RETURN_IF_ERROR(ParseAddress(options.address, &host, &port));
+    bool use_rdma = false;
+    FAHA_RETURN_IF_ERROR(ParseAddress(options.address, &host, &port, &use_rdma));
+    if (use_rdma) {
+      rdma::VerbsOptions vo;  // no keepalive: an idle client reads nothing
+      auto s = rdma::VerbsConnect(host, std::atoi(port.c_str()),
+                                  rdma::EncodeConnectData(rdma::ConnectKind::kClient, ""), vo,
+                                  options.connect_timeout_ms);
+      if (!s.ok()) return s.status().WithPrefix("connect to " + options.address + ": ");
+      verbs = std::move(*s);
+      return Status::OK();
+    }
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -161,6 +180,7 @@ struct Client::Impl {
       close(fd);
       fd = -1;
     }
+    verbs.reset();
     native::Response none{};
     while (!waiters.empty()) {
       auto w = std::move(waiters.front());
@@ -171,8 +191,27 @@ struct Client::Impl {
     return broken;
   }
 
+  // The same exchange over a verbs stream: send everything, then read replies.
+  Status FlushVerbs() {
+    Status s = verbs->Write(out, options.op_timeout_ms);
+    if (!s.ok()) return Fail(s.WithPrefix(options.address + ": "));
+    while (!waiters.empty()) {
+      s = verbs->Read(&in, options.op_timeout_ms);
+      if (s.code() == Status::Code::kTimeout) {
+        return Fail(Status::Timeout("no reply from " + options.address + " within " +
+                                    std::to_string(options.op_timeout_ms) + " ms"));
+      }
+      if (!s.ok()) return Fail(s.WithPrefix(options.address + ": "));
+      s = Drain();
+      if (!s.ok()) return Fail(s);
+    }
+    out.clear();
+    return Status::OK();
+  }
+
   Status Flush() {
     if (!broken.ok()) return Fail(broken);
+    if (verbs) return FlushVerbs();
     size_t out_pos = 0;
     int64_t deadline = NowMs() + options.op_timeout_ms;
     while (out_pos < out.size() || !waiters.empty()) {

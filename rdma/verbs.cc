@@ -809,7 +809,10 @@ std::vector<VerbsDeviceInfo> ProbeVerbsDevices(std::string* why) {
   int n = 0;
   ibv_device** list = ibv_get_device_list(&n);
   if (!list) {
-    if (why) *why = Errno("ibv_get_device_list");
+    if (why) {
+      *why = "no RDMA device (" + Errno("ibv_get_device_list") +
+             (errno == ENOSYS ? "; this kernel has no RDMA support)" : ")");
+    }
     return out;
   }
   for (int i = 0; i < n; i++) {

@@ -210,8 +210,8 @@ TEST(VerbsTransportTest, WrongSecretIsRefusedAtConnectionSetUp) {
   // A client-kind request on the replication port is refused too.
   Status refused;
   std::thread t2([&] {
-    auto ch = (*l)->Accept(5000);
-    refused = ch.ok() ? Status::OK() : ch.status();
+    auto refusal = (*l)->Accept(5000);
+    refused = refusal.ok() ? Status::OK() : refusal.status();
   });
   auto client = VerbsConnect(RdmaAddr(), (*l)->port(),
                              EncodeConnectData(ConnectKind::kClient, ""), SmallRing(), 5000);

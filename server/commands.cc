@@ -718,6 +718,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("uptime_in_seconds", std::to_string((WallMs() - server_->start_ms()) / 1000));
     line("io_threads", std::to_string(opt.io_threads));
     line("metrics_port", std::to_string(opt.metrics_port));
+    line("rdma", opt.rdma_info.empty() ? "off" : opt.rdma_info);
     t += "\r\n";
   }
   if (all || section == "clients"sv) {

@@ -18,6 +18,7 @@
 #include "common/logging.h"
 #include "nvm/epoch_file.h"
 #include "rdma/transport.h"
+#include "server/rdma_gateway.h"
 #include "server/replication.h"
 #include "server/server.h"
 #include "server/store.h"
@@ -55,7 +56,12 @@ DEFINE_string(backups, "",
               "Primary: comma-separated HOST:PORT replication addresses of its backups (1-3).");
 DEFINE_int32(repl_port, -1, "Backup: replication port to listen on; -1 means --port + 100.");
 DEFINE_string(repl_bind, "", "Backup: IPv4 address of the replication port (empty: --bind).");
-DEFINE_string(repl_transport, "tcp", "Replication transport: tcp.");
+DEFINE_string(repl_transport, "tcp",
+              "Replication transport: tcp, or rdma (verbs; the addresses in --backups and "
+              "--repl_bind must then be addresses of RDMA devices).");
+DEFINE_string(rdma, "auto",
+              "Serve rdma:// clients on --bind:--port over RDMA verbs: auto (when an RDMA "
+              "device has --bind; a log line says which), on (refuse to start without one), off.");
 DEFINE_string(cluster_secret_file, "",
               "File holding the cluster secret that primary and backups prove to each other "
               "(HMAC-SHA256 challenge). Required with replication; keep it mode 0600.");
@@ -192,6 +198,10 @@ int main(int argc, char** argv) {
   }
   if (FLAGS_min_sync_backups > static_cast<int>(backups.size()) || FLAGS_min_sync_backups < -1) {
     FAHA_LOG_ERROR("--min_sync_backups must be -1..%zu (the number of --backups)", backups.size());
+    return 2;
+  }
+  if (FLAGS_rdma != "auto" && FLAGS_rdma != "on" && FLAGS_rdma != "off") {
+    FAHA_LOG_ERROR("--rdma must be auto, on or off (not '%s')", FLAGS_rdma.c_str());
     return 2;
   }
   std::string secret;
@@ -338,11 +348,35 @@ int main(int argc, char** argv) {
     st->Start();
   }
   faha::Server server(opt, st, &metrics);
+  // rdma:// clients: the listener first (so INFO knows), the accept loop once
+  // the server runs. rdma_cm has its own port space: the same number as TCP.
+  std::unique_ptr<faha::RdmaGateway> gateway;
+  if (FLAGS_rdma != "off") {
+    std::string why;
+    for (const auto& d : faha::rdma::ProbeVerbsDevices(&why)) {
+      FAHA_LOG_INFO("RDMA device %s", d.summary.c_str());
+    }
+    gateway = std::make_unique<faha::RdmaGateway>(&server, FLAGS_bind, FLAGS_port);
+    faha::Status gs = gateway->Listen();
+    if (gs.ok()) {
+      FAHA_LOG_INFO("RDMA: serving rdma:// clients on %s:%d", FLAGS_bind.c_str(), gateway->port());
+      server.set_rdma_info("rdma://" + FLAGS_bind + ":" + std::to_string(gateway->port()));
+    } else {
+      gateway.reset();
+      if (FLAGS_rdma == "on") {
+        FAHA_LOG_ERROR("--rdma=on: %s", gs.ToString().c_str());
+        return 1;
+      }
+      FAHA_LOG_INFO("RDMA: not serving rdma:// clients (%s): TCP only", gs.message().c_str());
+      server.set_rdma_info("off (" + gs.message() + ")");
+    }
+  }
   faha::Status s = server.Start();
   if (!s.ok()) {
     FAHA_LOG_ERROR("cannot start: %s", s.ToString().c_str());
     return 1;
   }
+  if (gateway) gateway->Run();
   std::unique_ptr<prometheus::Exposer> exposer;
   auto collectable = std::make_shared<faha::MetricsCollectable>(&metrics);
   if (metrics_port > 0) {
@@ -368,6 +402,7 @@ int main(int argc, char** argv) {
                 FLAGS_io_threads);
   server.Wait();
   FAHA_LOG_INFO("shutting down: committing queued writes");
+  if (gateway) gateway->Stop();
   server.Stop();
   if (backup_service) backup_service->Stop();
   if (replicator) replicator->Stop();

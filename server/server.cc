@@ -666,6 +666,21 @@ Status Server::Start() {
   return Status::OK();
 }
 
+Status Server::AdoptConnection(int fd) {
+  if (threads_.empty() || draining_.load()) return Status::Unavailable("server is stopping");
+  if (clients_.load() >= options_.max_clients) {
+    metrics_->connections_rejected.fetch_add(1, std::memory_order_relaxed);
+    return Status::Busy("ERR max number of clients reached");
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    return Status::IOError(std::string("fcntl: ") + strerror(errno));
+  }
+  clients_.fetch_add(1);
+  threads_[next_adopt_.fetch_add(1) % threads_.size()]->Adopt(fd);
+  return Status::OK();
+}
+
 void Server::Wait() {
   uint64_t v;
   while (read(shutdown_fd_, &v, sizeof(v)) < 0 && errno == EINTR) {

@@ -43,6 +43,7 @@ struct ServerOptions {
   // reads need --stale_reads or the connection's READONLY command.
   const ReplicationRole* replication = nullptr;
   bool stale_reads = false;
+  std::string rdma_info;  // for INFO: "rdma://ADDR:PORT" or why there is none
 };
 
 class IoThread;
@@ -60,6 +61,9 @@ class Server {
   void Wait();
   // Async-signal-safe.
   void RequestShutdown();
+  // Serves an already connected stream socket (the RDMA gateway's socketpair
+  // end) like an accepted client. Busy (max clients; fd not taken) or OK.
+  Status AdoptConnection(int fd);
   // Stops accepting, lets the store commit what it holds, flushes replies, joins.
   void Stop();
 
@@ -68,6 +72,8 @@ class Server {
   Metrics* metrics() const { return metrics_; }
   int64_t start_ms() const { return start_ms_; }
   int bound_port() const { return bound_port_; }
+  // Before Start (INFO reads it without a lock).
+  void set_rdma_info(std::string info) { options_.rdma_info = std::move(info); }
 
  private:
   friend class IoThread;
@@ -81,6 +87,7 @@ class Server {
   std::atomic<uint32_t> clients_{0};
   std::atomic<bool> draining_{false};  // Stop() began: parse no more commands
   std::atomic<uint64_t> next_conn_id_{16};
+  std::atomic<uint32_t> next_adopt_{0};
   std::vector<std::unique_ptr<IoThread>> threads_;
 };
 

@@ -26,7 +26,8 @@
 namespace faha {
 
 struct ClientOptions {
-  // "HOST:PORT" or "native://HOST:PORT" (IPv6 as "[::1]:7379").
+  // "HOST:PORT" or "native://HOST:PORT" over TCP (IPv6 as "[::1]:7379"), or
+  // "rdma://HOST:PORT" over RDMA verbs (HOST an address of an RDMA device).
   std::string address = "127.0.0.1:7379";
   std::string password;  // sent with AUTH on connect when non-empty
   int connect_timeout_ms = 2000;
