@@ -18,10 +18,12 @@ namespace {
 
 void Usage() {
   fprintf(stderr,
-          "usage: faha-cli [-h HOST] [-p PORT] [-a PASSWORD] [--timeout_ms MS] [COMMAND ARGS...]\n"
+          "usage: faha-cli [-h HOST] [-p PORT] [--rdma] [-a PASSWORD] [--timeout_ms MS] [COMMAND ARGS...]\n"
           "  -h HOST          server host (default 127.0.0.1)\n"
           "  -p PORT          server port (default 7379)\n"
           "  -a PASSWORD      password for AUTH (or set FAHA_PASSWORD)\n"
+          "  --rdma           connect over RDMA verbs (rdma://HOST:PORT; HOST must be an\n"
+          "                   address of an RDMA device) instead of TCP\n"
           "  --timeout_ms MS  reply timeout (default 5000)\n"
           "Without a command, reads commands from standard input, one per line.\n");
 }
@@ -84,7 +86,7 @@ void Print(const faha::Reply& r) {
 
 int main(int argc, char** argv) {
   faha::ClientOptions opt;
-  std::string host = "127.0.0.1", port = "7379";
+  std::string host = "127.0.0.1", port = "7379", scheme;
   if (const char* pw = getenv("FAHA_PASSWORD")) opt.password = pw;
   int i = 1;
   for (; i < argc; i++) {
@@ -100,6 +102,8 @@ int main(int argc, char** argv) {
       host = need("-h");
     } else if (a == "-p") {
       port = need("-p");
+    } else if (a == "--rdma") {
+      scheme = "rdma://";
     } else if (a == "-a") {
       opt.password = need("-a");
     } else if (a == "--timeout_ms") {
@@ -115,7 +119,8 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  opt.address = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
+  opt.address =
+      scheme + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
   auto client = faha::Client::Connect(opt);
   if (!client.ok()) {
     fprintf(stderr, "faha-cli: cannot connect to %s: %s\n", opt.address.c_str(),

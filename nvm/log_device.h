@@ -58,6 +58,10 @@ class LogDevice {
 // Opens (creating if needed) the directory `dir` as a PMDK-backed device.
 StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir);
 
+// True if [p, p + n) overlaps a log segment this process has mapped (libpmem2
+// segments; the RDMA layer refuses to expose such memory for remote access).
+bool OverlapsLogMapping(const void* p, size_t n);
+
 }  // namespace faha::nvm
 
 #endif  // FAHA_NVM_LOG_DEVICE_H_

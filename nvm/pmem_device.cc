@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <deque>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -36,6 +37,13 @@ std::string PmemError(const std::string& what, int rc = 0) {
 // restart) once made both fail without a message under ASan.
 std::mutex g_map_mu;
 
+// Every mapped segment's address range, for OverlapsLogMapping.
+std::mutex g_ranges_mu;
+std::map<uintptr_t, size_t>& Ranges() {
+  static auto* r = new std::map<uintptr_t, size_t>;
+  return *r;
+}
+
 const char* GranularityName(pmem2_granularity g) {
   switch (g) {
     case PMEM2_GRANULARITY_BYTE:
@@ -55,8 +63,14 @@ class PmemSegment final : public Segment {
     size_ = pmem2_map_get_size(map);
     persist_ = pmem2_get_persist_fn(map);
     memcpy_ = pmem2_get_memcpy_fn(map);
+    std::lock_guard<std::mutex> l(g_ranges_mu);
+    Ranges()[reinterpret_cast<uintptr_t>(data_)] = size_;
   }
   ~PmemSegment() override {
+    {
+      std::lock_guard<std::mutex> r(g_ranges_mu);
+      Ranges().erase(reinterpret_cast<uintptr_t>(data_));
+    }
     std::lock_guard<std::mutex> l(g_map_mu);
     pmem2_map_delete(&map_);
   }
@@ -336,6 +350,15 @@ StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir) {
     closedir(d);
   }
   return std::unique_ptr<LogDevice>(new PmemDevice(dir));
+}
+
+bool OverlapsLogMapping(const void* p, size_t n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> l(g_ranges_mu);
+  for (const auto& [start, len] : Ranges()) {
+    if (a < start + len && start < a + n) return true;
+  }
+  return false;
 }
 
 }  // namespace faha::nvm

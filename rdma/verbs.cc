@@ -37,6 +37,8 @@ constexpr uint32_t kSetupMagic = 0x56484146;  // "FAHV"
 constexpr uint64_t kWrSetup = 1, kWrData = 2, kWrCredit = 3;
 constexpr int kSetupBytes = 64;
 
+std::atomic<bool (*)(const void*, size_t)> g_remote_guard{nullptr};
+
 int64_t NowUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -244,6 +246,10 @@ class Stream final : public VerbsStream {
     if (!ring_in_ || !small_) return Status::Unavailable("out of memory for RDMA buffers");
     // Remote write only into the receive ring and the credit word; the rest
     // is registered for local access.
+    if (auto guard = g_remote_guard.load();
+        guard && (guard(ring_in_.get(), ring) || guard(small_.get(), sizeof(CreditWord)))) {
+      return Status::IOError("refusing to expose log memory for remote access");
+    }
     ring_mr_.reset(ibv_reg_mr(pd_.get(), ring_in_.get(), ring,
                               IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE));
     credit_mr_.reset(ibv_reg_mr(pd_.get(), small_.get(), sizeof(CreditWord),
@@ -854,6 +860,8 @@ std::vector<VerbsDeviceInfo> ProbeVerbsDevices(std::string* why) {
 }
 
 bool VerbsBuiltIn() { return true; }
+
+void SetRemoteAccessGuard(bool (*overlaps)(const void* p, size_t n)) { g_remote_guard = overlaps; }
 
 std::string EncodeConnectData(ConnectKind kind, std::string_view rest) {
   std::string out("FAHV", 4);

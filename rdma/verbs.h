@@ -99,6 +99,9 @@ struct VerbsDeviceInfo {
 // *why says why there are none.
 std::vector<VerbsDeviceInfo> ProbeVerbsDevices(std::string* why);
 bool VerbsBuiltIn();
+// Memory for which `overlaps` is true (the server passes nvm::OverlapsLogMapping)
+// is never registered for remote access: such a connection fails to set up.
+void SetRemoteAccessGuard(bool (*overlaps)(const void* p, size_t n));
 
 }  // namespace faha::rdma
 

@@ -20,6 +20,7 @@ std::vector<VerbsDeviceInfo> ProbeVerbsDevices(std::string* why) {
   return {};
 }
 bool VerbsBuiltIn() { return false; }
+void SetRemoteAccessGuard(bool (*)(const void*, size_t)) {}
 std::string EncodeConnectData(ConnectKind, std::string_view) { return {}; }
 bool DecodeConnectData(std::string_view, ConnectKind*, std::string_view*) { return false; }
 }  // namespace faha::rdma

@@ -139,6 +139,25 @@ TEST(VerbsTest, OnlyTheReceiveRingAndCreditWordAreExposed) {
   }
 }
 
+TEST(VerbsTest, GuardedMemoryIsNeverRegisteredForRemoteAccess) {
+  REQUIRE_RDMA();
+  // A guard that calls everything log memory: no stream can be set up.
+  SetRemoteAccessGuard([](const void*, size_t) { return true; });
+  auto l = VerbsListen(RdmaAddr(), 0, SmallRing());
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  Status accepted;
+  std::thread t([&] {
+    auto s = (*l)->Accept(5000, [](std::string_view) { return Status::OK(); });
+    accepted = s.ok() ? Status::OK() : s.status();
+  });
+  auto c = VerbsConnect(RdmaAddr(), (*l)->port(), "x", SmallRing(), 5000);
+  t.join();
+  SetRemoteAccessGuard(nullptr);
+  EXPECT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("log memory"), std::string::npos) << c.status().ToString();
+  EXPECT_FALSE(accepted.ok());
+}
+
 TEST(VerbsTest, RefusalReachesTheConnectorWithItsReason) {
   REQUIRE_RDMA();
   auto l = VerbsListen(RdmaAddr(), 0, SmallRing());

@@ -781,6 +781,9 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("keyspace_hits", std::to_string(m.keyspace_hits.load()));
     line("keyspace_misses", std::to_string(m.keyspace_misses.load()));
     line("rejected_connections", std::to_string(m.connections_rejected.load()));
+    line("rdma_connections_total", std::to_string(m.rdma_connections_total.load()));
+    line("rdma_regions_exposed_total", std::to_string(m.rdma_regions_exposed_total.load()));
+    line("rdma_log_regions_exposed_total", std::to_string(m.rdma_log_regions_exposed_total.load()));
     line("total_error_replies", std::to_string(m.errors.load()));
     line("protocol_errors", std::to_string(m.protocol_errors.load()));
     line("auth_failures", std::to_string(m.auth_failures.load()));

@@ -17,6 +17,8 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "nvm/epoch_file.h"
+#include "nvm/log_device.h"
+#include "rdma/verbs.h"
 #include "rdma/transport.h"
 #include "server/rdma_gateway.h"
 #include "server/replication.h"
@@ -351,6 +353,7 @@ int main(int argc, char** argv) {
   // rdma:// clients: the listener first (so INFO knows), the accept loop once
   // the server runs. rdma_cm has its own port space: the same number as TCP.
   std::unique_ptr<faha::RdmaGateway> gateway;
+  faha::rdma::SetRemoteAccessGuard(&faha::nvm::OverlapsLogMapping);
   if (FLAGS_rdma != "off") {
     std::string why;
     for (const auto& d : faha::rdma::ProbeVerbsDevices(&why)) {

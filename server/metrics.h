@@ -25,6 +25,11 @@ struct Metrics {
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_current{0};
   std::atomic<uint64_t> connections_rejected{0};
+  // rdma:// clients, and the memory their connections could write remotely:
+  // receive rings and credit words; log memory never (checked per connection).
+  std::atomic<uint64_t> rdma_connections_total{0};
+  std::atomic<uint64_t> rdma_regions_exposed_total{0};
+  std::atomic<uint64_t> rdma_log_regions_exposed_total{0};
   std::atomic<uint64_t> auth_failures{0};
   std::atomic<uint64_t> protocol_errors{0};
   std::atomic<uint64_t> keyspace_hits{0};

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "common/logging.h"
+#include "nvm/log_device.h"
 #include "server/server.h"
 
 namespace faha {
@@ -73,6 +74,17 @@ void RdmaGateway::AcceptLoop() {
       }
       continue;
     }
+    // What this client may write remotely: its receive ring and credit word,
+    // never log memory (the verbs layer's guard refuses that; counted here).
+    Metrics* m = server_->metrics();
+    for (const auto& r : (*s)->RemoteRegions()) {
+      m->rdma_regions_exposed_total.fetch_add(1);
+      if (nvm::OverlapsLogMapping(reinterpret_cast<const void*>(r.addr), r.bytes)) {
+        m->rdma_log_regions_exposed_total.fetch_add(1);
+        FAHA_LOG_ERROR("rdma client port: %s region overlaps the log", r.what.c_str());
+      }
+    }
+    m->rdma_connections_total.fetch_add(1);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
       FAHA_LOG_WARN("rdma client port: socketpair: %s", strerror(errno));

@@ -36,6 +36,17 @@ std::string BinDir() {
   return d ? d : "./build";
 }
 
+const std::string& TestHost() {
+  static const std::string host = getenv("FAHA_TEST_HOST") ? getenv("FAHA_TEST_HOST") : "127.0.0.1";
+  return host;
+}
+
+const std::string& TestReplTransport() {
+  static const std::string t =
+      getenv("FAHA_REPL_TRANSPORT") ? getenv("FAHA_REPL_TRANSPORT") : "tcp";
+  return t;
+}
+
 int FreePort() {
   int s = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -160,7 +171,7 @@ ServerProcess::~ServerProcess() {
 
 void ServerProcess::Start() {
   std::vector<std::string> argv = {BinDir() + "/faha-server", "--data_dir=" + data_dir_,
-                                   "--port=" + std::to_string(port_), "--bind=127.0.0.1",
+                                   "--port=" + std::to_string(port_), "--bind=" + TestHost(),
                                    "--metrics_port=-1"};
   for (const auto& f : flags_) argv.push_back(f);
   pid_ = fork();
@@ -230,7 +241,7 @@ std::string RawExchange(int port, const std::string& bytes, int timeout_ms,
   int s = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  inet_pton(AF_INET, TestHost().c_str(), &a.sin_addr);
   a.sin_port = htons(static_cast<uint16_t>(port));
   if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
     close(s);

@@ -16,6 +16,11 @@ namespace faha::test {
 std::string BinDir();
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreePort();
+// The address test servers bind: FAHA_TEST_HOST (the soft-RoCE guest sets the
+// address of its RDMA device) or 127.0.0.1.
+const std::string& TestHost();
+// The replication transport of test clusters: FAHA_REPL_TRANSPORT or "tcp".
+const std::string& TestReplTransport();
 
 // A fresh directory under /tmp, removed on destruction.
 class TempDir {
@@ -55,7 +60,7 @@ class ServerProcess {
   int WaitExit(int timeout_ms = 20000);
   bool running() const { return pid_ > 0; }
   int port() const { return port_; }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string address() const { return TestHost() + ":" + std::to_string(port_); }
   // The server's stderr so far.
   std::string Log() const;
 
