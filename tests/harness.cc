@@ -36,6 +36,16 @@ std::string BinDir() {
   return d ? d : "./build";
 }
 
+std::string InfoField(Client* c, const std::string& field, const std::string& section) {
+  auto r = c->Command({"INFO", section});
+  if (!r.ok()) return "";
+  std::string key = field + ":";
+  size_t at = r->str.find("\n" + key);
+  if (at == std::string::npos) return "";
+  at += key.size() + 1;
+  return r->str.substr(at, r->str.find('\r', at) - at);
+}
+
 const std::string& TestHost() {
   static const std::string host = getenv("FAHA_TEST_HOST") ? getenv("FAHA_TEST_HOST") : "127.0.0.1";
   return host;

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "faha/client.h"
+
 namespace faha::test {
 
 // Directory of the built binaries (FAHA_BIN_DIR, set by CTest).
@@ -41,6 +43,9 @@ struct RunResult {
 // Runs argv with `input` on stdin; kills it after timeout_ms.
 RunResult RunTool(const std::vector<std::string>& argv, const std::string& input = "",
                   int timeout_ms = 30000);
+
+// One field of INFO (of `section`, or of everything), "" if absent.
+std::string InfoField(Client* c, const std::string& field, const std::string& section = "everything");
 
 class ServerProcess {
  public:

@@ -59,15 +59,7 @@ std::unique_ptr<Client> Connect(const std::string& addr) {
   return c.ok() ? std::move(*c) : nullptr;
 }
 
-std::string Info(Client* c, const std::string& field) {
-  auto r = c->Command({"INFO", "replication"});
-  if (!r.ok()) return "";
-  std::string key = field + ":";
-  size_t at = r->str.find("\n" + key);
-  if (at == std::string::npos) return "";
-  at += key.size() + 1;
-  return r->str.substr(at, r->str.find('\r', at) - at);
-}
+std::string Info(Client* c, const std::string& field) { return InfoField(c, field, "replication"); }
 
 struct Digest {
   long long lsn = -1;

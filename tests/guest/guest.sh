@@ -11,6 +11,7 @@
 #   --nvdimm FILE  backing file of the NVDIMM (created sparse, 512 MiB, if missing;
 #                  it keeps its bytes across boots and when qemu is killed).
 #   --kill-after S kill qemu with SIGKILL S seconds after boot: a power cut.
+#   --kill-when-lines FILE N   the same, once FILE (under DIR) has N lines.
 # Exit status: the script's, 124 if the guest timed out, 137 after --kill-after.
 # The guest has no route out (-netdev user,restrict=on): it can reach only itself.
 set -euo pipefail
@@ -22,12 +23,15 @@ OUT="$WORK/out"
 NVDIMM="$WORK/nvdimm.img"
 TIMEOUT=540
 KILL_AFTER=""
+KILL_FILE=""
+KILL_LINES=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --nvdimm) NVDIMM="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --kill-after) KILL_AFTER="$2"; shift 2 ;;
+    --kill-when-lines) KILL_FILE="$2"; KILL_LINES="$3"; shift 3 ;;
     --) shift; break ;;
     -*) echo "guest.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
@@ -99,7 +103,7 @@ fi
 
 log="$OUT/console.log"
 qemu=(qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2
-  -machine pc,nvdimm=on -m 2G,slots=2,maxmem=4G
+  -machine pc,nvdimm=on -m 3G,slots=2,maxmem=5G
   -object "memory-backend-file,id=nv0,share=on,mem-path=$NVDIMM,size=524416K"
   -device nvdimm,id=nvd0,memdev=nv0,label-size=128K
   -fsdev local,id=r,path=/,security_model=none,readonly=on,multidevs=remap
@@ -112,16 +116,27 @@ qemu=(qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2
   -nographic -no-reboot)
 start=$(date +%s)
 set +e
-if [ -n "$KILL_AFTER" ]; then
+if [ -n "$KILL_AFTER" ] || [ -n "$KILL_FILE" ]; then
   "${qemu[@]}" > "$log" 2>&1 &
   qpid=$!
   # The power cut is timed from the guest's boot, not qemu's start.
   for _ in $(seq 1 600); do grep -q FAHA_GUEST_BOOTED "$log" 2>/dev/null && break; sleep 0.2; done
-  sleep "$KILL_AFTER"
-  kill -KILL "$qpid" 2>/dev/null
+  if [ -n "$KILL_AFTER" ]; then sleep "$KILL_AFTER"; fi
+  if [ -n "$KILL_FILE" ]; then
+    for _ in $(seq 1 $((TIMEOUT * 5))); do
+      [ "$(wc -l < "$KILL_FILE" 2>/dev/null || echo 0)" -ge "$KILL_LINES" ] && break
+      kill -0 "$qpid" 2>/dev/null || break
+      sleep 0.2
+    done
+  fi
+  if ! kill -KILL "$qpid" 2>/dev/null; then
+    cat "$log"
+    echo "guest.sh: the guest ended before the power cut" >&2
+    exit 1
+  fi
   wait "$qpid" 2>/dev/null
   cat "$log"
-  echo "guest.sh: qemu killed (power cut) $KILL_AFTER s after boot, $(( $(date +%s) - start )) s in all"
+  echo "guest.sh: qemu killed (power cut) after $(( $(date +%s) - start )) s"
   exit 137
 fi
 timeout --foreground -k 10 "$TIMEOUT" "${qemu[@]}" 2>&1 | tee "$log"
