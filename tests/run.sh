@@ -4,14 +4,17 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer build -- and runs every ctest
 # test (unit, integration with real processes, redis-tools) in both; then
 # builds the libFuzzer targets with clang (ASan + UBSan) and runs each parser
-# fuzzer (RESP, native frames, log recovery) for FUZZ_SECONDS (default 30).
-# Usage: tests/run.sh [release|asan|fuzz]...   (default: all three)
+# fuzzer (RESP, native frames, log recovery) for FUZZ_SECONDS (default 30);
+# and the RDMA + persistent-memory suite in a qemu guest with soft-RoCE and an
+# emulated NVDIMM mounted -o dax (tests/guest/run-rdma-suite.sh: ctest -L rdma,
+# a cluster over rxe on DAX, a power cut), on the release build.
+# Usage: tests/run.sh [release|asan|rdma|fuzz]...   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
 
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(release asan fuzz)
+[ ${#configs[@]} -gt 0 ] || configs=(release asan rdma fuzz)
 jobs=$(nproc)
 for cfg in "${configs[@]}"; do
   if [ "$cfg" = fuzz ]; then
@@ -31,10 +34,21 @@ for cfg in "${configs[@]}"; do
     echo "fuzz: 3 passed, 0 failed"
     continue
   fi
+  if [ "$cfg" = rdma ]; then
+    if [ ! -x build-release/faha-server ]; then
+      echo "=== rdma: the guest suite needs the release build ==="
+      cmake -S . -B build-release -DFAHA_WERROR=ON -DCMAKE_BUILD_TYPE=Release > build-release.configure.log 2>&1 \
+        || { cat build-release.configure.log; exit 1; }
+      cmake --build build-release -j"$jobs"
+    fi
+    echo "=== rdma: soft-RoCE + emulated NVDIMM guest (qemu, TCG) ==="
+    ./tests/guest/run-rdma-suite.sh build-release
+    continue
+  fi
   case "$cfg" in
     release) flags=(-DCMAKE_BUILD_TYPE=Release) ;;
     asan) flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DFAHA_SANITIZE=address,undefined -DFAHA_BUILD_BENCH=OFF) ;;
-    *) echo "tests/run.sh: unknown configuration '$cfg' (release, asan or fuzz)" >&2; exit 2 ;;
+    *) echo "tests/run.sh: unknown configuration '$cfg' (release, asan, rdma or fuzz)" >&2; exit 2 ;;
   esac
   echo "=== $cfg: configure and build (build-$cfg) ==="
   cmake -S . -B "build-$cfg" -DFAHA_WERROR=ON "${flags[@]}" > "build-$cfg.configure.log" 2>&1 \

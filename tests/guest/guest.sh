@@ -124,7 +124,7 @@ if [ -n "$KILL_AFTER" ] || [ -n "$KILL_FILE" ]; then
   if [ -n "$KILL_AFTER" ]; then sleep "$KILL_AFTER"; fi
   if [ -n "$KILL_FILE" ]; then
     for _ in $(seq 1 $((TIMEOUT * 5))); do
-      [ "$(wc -l < "$KILL_FILE" 2>/dev/null || echo 0)" -ge "$KILL_LINES" ] && break
+      [ -f "$KILL_FILE" ] && [ "$(wc -l < "$KILL_FILE")" -ge "$KILL_LINES" ] && break
       kill -0 "$qpid" 2>/dev/null || break
       sleep 0.2
     done

@@ -15,6 +15,11 @@ source tests/guest/setup.sh
 export FAHA_BIN_DIR="$BUILD" FAHA_TEST_HOST="$FAHA_RDMA_ADDR" FAHA_REQUIRE_RDMA=1
 A="$FAHA_RDMA_ADDR"
 cli() { "$BUILD/faha-cli" -h "$A" "$@"; }
+# ctest writes into the build directory, which the guest sees read-only:
+# lay a tmpfs-backed overlay over it.
+modprobe overlay
+mkdir -p /run/ovl/upper /run/ovl/work
+mount -t overlay overlay -o "lowerdir=$BUILD,upperdir=/run/ovl/upper,workdir=/run/ovl/work" "$BUILD"
 field() { tr -d '\r' | sed -n "s/^$1://p"; }
 
 case "$MODE" in
@@ -27,7 +32,7 @@ case "$MODE" in
     dir=/run/pmem/cluster
     rm -rf "$dir"
     ./deploy/local-cluster start --backups 2 --dir "$dir" --host "$A" --port 7400 \
-      -- --repl_transport=rdma --metrics_port=-1 --rdma=on
+      -- --repl_transport=rdma --metrics_port=-1 --rdma=on --segment_mb=16
     trap './deploy/local-cluster stop --dir '"$dir"' > /dev/null 2>&1 || true' EXIT
     for p in 7400 7401 7402; do
       g=$(cli -p "$p" INFO persistence | field log_granularity)
@@ -46,13 +51,15 @@ case "$MODE" in
     sed 's/^/guest: FAHA.DIGEST: /' /tmp/digests
     [ "$(sort -u /tmp/digests | wc -l)" = 1 ] || { echo "guest: digests differ"; exit 1; }
     ./deploy/local-cluster status --dir "$dir"
+    ./deploy/local-cluster stop --dir "$dir" > /dev/null
+    rm -rf "$dir"
     echo "guest: suite passed"
     ;;
   powercut-write)
     dir=/run/pmem/powercut
     rm -rf "$dir"
     ./deploy/local-cluster start --backups 2 --dir "$dir" --host "$A" --port 7500 \
-      -- --repl_transport=rdma --metrics_port=-1 --rdma=on
+      -- --repl_transport=rdma --metrics_port=-1 --rdma=on --segment_mb=16
     echo "guest: cluster up; writing until the power is cut"
     "$BUILD/faha_acked_writer" write --address "rdma://$A:7500" --record "$FAHA_GUEST_OUT/acked.txt" \
       --depth 8
@@ -61,7 +68,7 @@ case "$MODE" in
     dir=/run/pmem/powercut
     for i in 0 1 2; do
       "$BUILD/faha-server" --bind "$A" --port 7600 --data_dir "$dir/node$i" --metrics_port=-1 \
-        --rdma=off > "/tmp/check$i.log" 2>&1 &
+        --rdma=off --segment_mb=16 > "/tmp/check$i.log" 2>&1 &
       pid=$!
       for _ in $(seq 1 600); do cli -p 7600 PING > /dev/null 2>&1 && break; sleep 0.1; done
       grep -E "recovery|granularity" "/tmp/check$i.log" | sed "s/^/guest: node$i alone: /"

@@ -21,8 +21,10 @@ start=$(date +%s)
 rm -f build-guest/nvdimm.img "$OUT/acked.txt"
 
 echo "=== guest 1 of 3: RDMA tests and a cluster over rxe on DAX ==="
-./tests/guest/guest.sh --timeout 480 tests/guest/in-guest.sh "$BUILD" suite \
-  | grep -v -E '^\[ *[0-9]+\.[0-9]+\]|SeaBIOS|Booting from ROM|iPXE' 
+./tests/guest/guest.sh --timeout 480 tests/guest/in-guest.sh "$BUILD" suite > "$OUT/suite.log" 2>&1 \
+  || { cat "$OUT/suite.log"; echo "run-rdma-suite: the RDMA suite failed"; exit 1; }
+# The summary: every test's verdict, the devices, the cluster's figures.
+grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|RDMA device|^guest|^setup|^(primary|backup)" "$OUT/suite.log"
 echo "=== guest 2 of 3: writes until qemu is killed ==="
 set +e
 ./tests/guest/guest.sh --timeout 300 --kill-when-lines "$OUT/acked.txt" 400 \
