@@ -163,6 +163,12 @@ StatusOr<rdma_cm_event*> NextCmEvent(rdma_event_channel* ec, int timeout_ms) {
   }
 }
 
+// ibv_reg_mr called as the function: rdma-core's same-named macro mixes two
+// enum types, which clang's -Wdeprecated-enum-enum-conversion rejects.
+ibv_mr* RegisterMr(ibv_pd* pd, void* addr, size_t bytes, int access) {
+  return (ibv_reg_mr)(pd, addr, bytes, access);
+}
+
 Status NonBlocking(int fd, const char* what) {
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
@@ -250,11 +256,11 @@ class Stream final : public VerbsStream {
         guard && (guard(ring_in_.get(), ring) || guard(small_.get(), sizeof(CreditWord)))) {
       return Status::IOError("refusing to expose log memory for remote access");
     }
-    ring_mr_.reset(ibv_reg_mr(pd_.get(), ring_in_.get(), ring,
+    ring_mr_.reset(RegisterMr(pd_.get(), ring_in_.get(), ring,
                               IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE));
-    credit_mr_.reset(ibv_reg_mr(pd_.get(), small_.get(), sizeof(CreditWord),
+    credit_mr_.reset(RegisterMr(pd_.get(), small_.get(), sizeof(CreditWord),
                                 IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE));
-    local_mr_.reset(ibv_reg_mr(pd_.get(), small_.get() + 1024, 3072, IBV_ACCESS_LOCAL_WRITE));
+    local_mr_.reset(RegisterMr(pd_.get(), small_.get() + 1024, 3072, IBV_ACCESS_LOCAL_WRITE));
     if (!ring_mr_ || !credit_mr_ || !local_mr_) {
       return Status::Unavailable(Errno("ibv_reg_mr"));
     }
@@ -321,7 +327,7 @@ class Stream final : public VerbsStream {
         // Our staging ring mirrors the peer's receive ring, offset for offset.
         staging_ = AllocBuffer(p.ring_bytes);
         if (!staging_) return Status::Unavailable("out of memory for the RDMA staging ring");
-        staging_mr_.reset(ibv_reg_mr(pd_.get(), staging_.get(), p.ring_bytes, 0));
+        staging_mr_.reset(RegisterMr(pd_.get(), staging_.get(), p.ring_bytes, 0));
         if (!staging_mr_) return Status::Unavailable(Errno("ibv_reg_mr (staging)"));
         peer_ring_addr_ = p.ring_addr;
         peer_ring_bytes_ = p.ring_bytes;
