@@ -19,6 +19,7 @@ inline int64_t MonoNs() {
       .count();
 }
 inline int64_t MonoUs() { return MonoNs() / 1000; }
+inline int64_t MonoMs() { return MonoNs() / 1000000; }
 
 }  // namespace faha
 

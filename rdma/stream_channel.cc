@@ -4,18 +4,13 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#include <chrono>
 
 #include "rdma/byte_stream.h"
+#include "common/clock.h"
 
 namespace faha::rdma {
 namespace {
 constexpr size_t kNonceBytes = 32;
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 }  // namespace
 
 std::string SecretProof(const std::string& secret, std::string_view nonce, std::string_view role) {
@@ -47,7 +42,7 @@ StatusOr<ReplFrame> StreamChannel::Receive(int timeout_ms) {
     in_.erase(0, consumed_);
     consumed_ = 0;
   }
-  const int64_t deadline = NowMs() + timeout_ms;
+  const int64_t deadline = MonoMs() + timeout_ms;
   while (true) {
     ReplFrame f;
     size_t used = 0;
@@ -58,7 +53,7 @@ StatusOr<ReplFrame> StreamChannel::Receive(int timeout_ms) {
       return f;
     }
     if (d == FrameDecode::kError) return Status::Protocol(peer() + ": " + err);
-    const int64_t left = deadline - NowMs();
+    const int64_t left = deadline - MonoMs();
     if (left <= 0) {
       return Status::Timeout("no frame from " + peer() + " within " + std::to_string(timeout_ms) +
                              " ms");

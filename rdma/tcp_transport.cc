@@ -10,20 +10,14 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 
 #include "rdma/byte_stream.h"
+#include "common/clock.h"
 #include "rdma/transport.h"
 
 namespace faha::rdma {
 namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
@@ -35,7 +29,7 @@ class TcpStream final : public ByteStream {
   TcpStream& operator=(const TcpStream&) = delete;
 
   Status Write(std::string_view bytes, int timeout_ms) override {
-    int64_t deadline = NowMs() + timeout_ms;
+    int64_t deadline = MonoMs() + timeout_ms;
     size_t sent = 0;
     while (sent < bytes.size()) {
       ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
@@ -45,7 +39,7 @@ class TcpStream final : public ByteStream {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        int wait = static_cast<int>(deadline - NowMs());
+        int wait = static_cast<int>(deadline - MonoMs());
         if (wait <= 0) return Status::Timeout("sending to " + peer_ + " timed out");
         pollfd p{fd_, POLLOUT, 0};
         poll(&p, 1, wait);
@@ -57,7 +51,7 @@ class TcpStream final : public ByteStream {
   }
 
   Status Read(std::string* in, int timeout_ms) override {
-    int64_t deadline = NowMs() + timeout_ms;
+    int64_t deadline = MonoMs() + timeout_ms;
     while (true) {
       char buf[64 << 10];
       ssize_t n = recv(fd_, buf, sizeof(buf), 0);
@@ -69,7 +63,7 @@ class TcpStream final : public ByteStream {
       if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
         return Status::Unavailable(Errno("recv from " + peer_));
       }
-      int wait = static_cast<int>(deadline - NowMs());
+      int wait = static_cast<int>(deadline - MonoMs());
       if (wait <= 0) {
         return Status::Timeout("no frame from " + peer_ + " within " + std::to_string(timeout_ms) +
                                " ms");

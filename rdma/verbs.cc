@@ -18,6 +18,8 @@
 #include <mutex>
 #include <thread>
 
+#include "common/clock.h"
+
 namespace faha::rdma {
 namespace {
 
@@ -38,12 +40,6 @@ constexpr uint64_t kWrSetup = 1, kWrData = 2, kWrCredit = 3;
 constexpr int kSetupBytes = 64;
 
 std::atomic<bool (*)(const void*, size_t)> g_remote_guard{nullptr};
-
-int64_t NowUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
@@ -152,12 +148,12 @@ class Qp {
 // Takes the next event from a cm event channel, waiting up to timeout_ms.
 StatusOr<rdma_cm_event*> NextCmEvent(rdma_event_channel* ec, int timeout_ms) {
   pollfd p{ec->fd, POLLIN, 0};
-  int64_t deadline = NowUs() + int64_t{timeout_ms} * 1000;
+  int64_t deadline = MonoUs() + int64_t{timeout_ms} * 1000;
   while (true) {
     rdma_cm_event* ev = nullptr;
     if (rdma_get_cm_event(ec, &ev) == 0) return ev;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return Status::Unavailable(Errno("rdma_get_cm_event"));
-    int wait = static_cast<int>((deadline - NowUs()) / 1000);
+    int wait = static_cast<int>((deadline - MonoUs()) / 1000);
     if (wait <= 0) return Status::Timeout("no rdma_cm event within " + std::to_string(timeout_ms) + " ms");
     poll(&p, 1, wait);
   }
@@ -184,6 +180,19 @@ StatusOr<EventChannel> NewEventChannel() {
   }
   FAHA_RETURN_IF_ERROR(NonBlocking(ec->fd, "the rdma_cm event channel"));
   return ec;
+}
+
+// A fresh event channel and an rdma_cm id on it.
+Status NewCmId(EventChannel* ec, CmId* id) {
+  auto ecs = NewEventChannel();
+  if (!ecs.ok()) return ecs.status();
+  *ec = std::move(*ecs);
+  rdma_cm_id* raw = nullptr;
+  if (rdma_create_id(ec->get(), &raw, nullptr, RDMA_PS_TCP) != 0) {
+    return Status::Unavailable(Errno("rdma_create_id"));
+  }
+  id->reset(raw);
+  return Status::OK();
 }
 
 // Waits for one event of the expected type on ec; anything else is an error
@@ -308,7 +317,7 @@ class Stream final : public VerbsStream {
       if (ibv_post_send(qp_.get(), &wr, &bad) != 0) return Status::Unavailable(Errno("ibv_post_send"));
       sq_outstanding_++;
     }
-    int64_t deadline = NowUs() + int64_t{timeout_ms} * 1000;
+    int64_t deadline = MonoUs() + int64_t{timeout_ms} * 1000;
     while (true) {
       ibv_wc wc{};
       int n = ibv_poll_cq(recv_cq_.get(), 1, &wc);  // one: data may follow at once
@@ -336,16 +345,16 @@ class Stream final : public VerbsStream {
         peer_credit_rkey_ = p.credit_rkey;
         peer_depth_ = p.queue_depth;
         peer_max_message_ = std::min(p.max_message, options_.max_message);
-        last_recv_us_ = last_send_us_ = NowUs();
+        last_recv_us_ = last_send_us_ = MonoUs();
         return Status::OK();
       }
-      if (NowUs() > deadline) return Status::Timeout(peer_ + " sent no ring set-up");
+      if (MonoUs() > deadline) return Status::Timeout(peer_ + " sent no ring set-up");
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
 
   Status Write(std::string_view bytes, int timeout_ms) override {
-    int64_t deadline = NowUs() + int64_t{timeout_ms} * 1000;
+    int64_t deadline = MonoUs() + int64_t{timeout_ms} * 1000;
     int spins = 0;
     while (!bytes.empty()) {
       {
@@ -368,7 +377,7 @@ class Stream final : public VerbsStream {
           continue;
         }
       }
-      if (NowUs() > deadline) {
+      if (MonoUs() > deadline) {
         return Status::Timeout("sending to " + peer_ + " timed out waiting for RDMA credits");
       }
       // Credits arrive as a remote write, which raises no event: spin a
@@ -380,7 +389,7 @@ class Stream final : public VerbsStream {
 
   Status Read(std::string* in, int timeout_ms) override {
     if (!error_.ok()) return error_;
-    const int64_t start = NowUs();
+    const int64_t start = MonoUs();
     const int64_t deadline = start + int64_t{timeout_ms} * 1000;
     while (true) {
       auto got = PollRecv(in);
@@ -396,7 +405,7 @@ class Stream final : public VerbsStream {
       // can go on (it raises no event for us to answer later).
       if (unreported_bytes_ || unreported_msgs_) FAHA_RETURN_IF_ERROR(ReturnCredits());
       FAHA_RETURN_IF_ERROR(CheckCmEvents());
-      const int64_t now = NowUs();
+      const int64_t now = MonoUs();
       if (options_.keepalive_ms > 0 && now - last_send_us_ >= options_.keepalive_ms * 1000) {
         FAHA_RETURN_IF_ERROR(SendKeepalive());
       }
@@ -477,7 +486,7 @@ class Stream final : public VerbsStream {
     }
     sq_outstanding_++;
     msgs_sent_++;
-    last_send_us_ = NowUs();
+    last_send_us_ = MonoUs();
     return Status::OK();
   }
 
@@ -523,7 +532,7 @@ class Stream final : public VerbsStream {
           return Fail(Status::Protocol(peer_ + " wrote " + std::to_string(len) +
                                        " bytes past its ring space"));
         }
-        last_recv_us_ = NowUs();
+        last_recv_us_ = MonoUs();
         if (len > 0) {
           in->append(ring_in_.get() + pos, len);
           got = true;
@@ -584,8 +593,8 @@ class Stream final : public VerbsStream {
       rdma_ack_cm_event(ev);
       if (type == RDMA_CM_EVENT_DISCONNECTED || type == RDMA_CM_EVENT_DEVICE_REMOVAL ||
           type == RDMA_CM_EVENT_TIMEWAIT_EXIT) {
-        connected_ = type != RDMA_CM_EVENT_DISCONNECTED && connected_;
-        // Take what arrived before the disconnect first.
+        // Read polls the CQ before this, so what arrived first is taken first.
+        if (type == RDMA_CM_EVENT_DISCONNECTED) connected_ = false;
         return Fail(Status::Unavailable(peer_ + " disconnected (" + rdma_event_str(type) + ")"));
       }
     }
@@ -682,9 +691,9 @@ class Listener final : public VerbsListener {
       : ec_(std::move(ec)), id_(std::move(id)), port_(port), options_(options) {}
 
   StatusOr<std::unique_ptr<VerbsStream>> Accept(int timeout_ms, const Check& check) override {
-    int64_t deadline = NowUs() + int64_t{timeout_ms} * 1000;
+    int64_t deadline = MonoUs() + int64_t{timeout_ms} * 1000;
     while (true) {
-      int left = static_cast<int>((deadline - NowUs()) / 1000);
+      int left = static_cast<int>((deadline - MonoUs()) / 1000);
       auto ev = NextCmEvent(ec_.get(), std::max(left, 0));
       if (!ev.ok()) {
         if (ev.status().code() == Status::Code::kTimeout) return Status::NotFound("no RDMA peer connected");
@@ -763,14 +772,9 @@ StatusOr<std::unique_ptr<VerbsStream>> VerbsConnect(const std::string& host, int
   int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
   if (rc != 0) return Status::InvalidArgument("cannot resolve " + host + ": " + gai_strerror(rc));
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> resolved(res, freeaddrinfo);
-  auto ecs = NewEventChannel();
-  if (!ecs.ok()) return ecs.status();
-  EventChannel ec = std::move(*ecs);
-  rdma_cm_id* raw = nullptr;
-  if (rdma_create_id(ec.get(), &raw, nullptr, RDMA_PS_TCP) != 0) {
-    return Status::Unavailable(Errno("rdma_create_id"));
-  }
-  CmId id(raw);
+  EventChannel ec;
+  CmId id;
+  FAHA_RETURN_IF_ERROR(NewCmId(&ec, &id));
   if (rdma_resolve_addr(id.get(), nullptr, res->ai_addr, timeout_ms) != 0) {
     return Status::Unavailable(Errno("rdma_resolve_addr " + peer));
   }
@@ -797,14 +801,9 @@ StatusOr<std::unique_ptr<VerbsListener>> VerbsListen(const std::string& bind, in
   if (inet_pton(AF_INET, bind.c_str(), &a.sin_addr) != 1) {
     return Status::InvalidArgument("'" + bind + "' is not an IPv4 address");
   }
-  auto ecs = NewEventChannel();
-  if (!ecs.ok()) return ecs.status();
-  EventChannel ec = std::move(*ecs);
-  rdma_cm_id* raw = nullptr;
-  if (rdma_create_id(ec.get(), &raw, nullptr, RDMA_PS_TCP) != 0) {
-    return Status::Unavailable(Errno("rdma_create_id"));
-  }
-  CmId id(raw);
+  EventChannel ec;
+  CmId id;
+  FAHA_RETURN_IF_ERROR(NewCmId(&ec, &id));
   if (rdma_bind_addr(id.get(), reinterpret_cast<sockaddr*>(&a)) != 0) {
     return Status::Unavailable(Errno("rdma_bind_addr " + bind + ":" + std::to_string(port)));
   }

@@ -1,5 +1,6 @@
 #include "tests/harness.h"
 
+#include <gtest/gtest.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,22 +19,26 @@
 #include <stdexcept>
 #include <thread>
 
+#include "common/clock.h"
 #include "faha/client.h"
 
 namespace faha::test {
 namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 
 std::string BinDir() {
   const char* d = getenv("FAHA_BIN_DIR");
   return d ? d : "./build";
+}
+
+std::unique_ptr<Client> ConnectClient(const std::string& address, int op_timeout_ms) {
+  ClientOptions o;
+  o.address = address;
+  o.op_timeout_ms = op_timeout_ms;
+  auto c = Client::Connect(o);
+  EXPECT_TRUE(c.ok()) << address << ": " << c.status().ToString();
+  return c.ok() ? std::move(*c) : nullptr;
 }
 
 std::string InfoField(Client* c, const std::string& field, const std::string& section) {
@@ -108,13 +113,13 @@ RunResult RunTool(const std::vector<std::string>& argv, const std::string& input
     close(in_fd);
     in_fd = -1;
   }
-  int64_t deadline = NowMs() + timeout_ms;
+  int64_t deadline = MonoMs() + timeout_ms;
   bool out_open = true, err_open = true;
   while (out_open || err_open) {
     pollfd p[3] = {{out_open ? out_pipe[0] : -1, POLLIN, 0},
                    {err_open ? err_pipe[0] : -1, POLLIN, 0},
                    {in_fd, POLLOUT, 0}};
-    int wait = static_cast<int>(deadline - NowMs());
+    int wait = static_cast<int>(deadline - MonoMs());
     if (wait <= 0) break;
     poll(p, 3, wait);
     char buf[65536];
@@ -154,7 +159,7 @@ RunResult RunTool(const std::vector<std::string>& argv, const std::string& input
   while (true) {
     pid_t w = waitpid(pid, &status, WNOHANG);
     if (w == pid) break;
-    if (NowMs() > deadline) {
+    if (MonoMs() > deadline) {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
       r.exit_code = -1;
@@ -199,8 +204,8 @@ void ServerProcess::Start() {
 }
 
 bool ServerProcess::WaitReady(int timeout_ms) {
-  int64_t deadline = NowMs() + timeout_ms;
-  while (NowMs() < deadline) {
+  int64_t deadline = MonoMs() + timeout_ms;
+  while (MonoMs() < deadline) {
     int status;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
@@ -227,12 +232,12 @@ int ServerProcess::Kill(int sig) {
 
 int ServerProcess::WaitExit(int timeout_ms) {
   if (pid_ <= 0) return -1;
-  int64_t deadline = NowMs() + timeout_ms;
+  int64_t deadline = MonoMs() + timeout_ms;
   int status = 0;
   while (true) {
     pid_t w = waitpid(pid_, &status, WNOHANG);
     if (w == pid_) break;
-    if (NowMs() > deadline) return -1;
+    if (MonoMs() > deadline) return -1;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   pid_ = -1;
@@ -259,9 +264,9 @@ std::string RawExchange(int port, const std::string& bytes, int timeout_ms,
   }
   size_t sent = 0;
   std::string out;
-  int64_t deadline = NowMs() + timeout_ms;
+  int64_t deadline = MonoMs() + timeout_ms;
   bool closed = false;
-  while (NowMs() < deadline) {
+  while (MonoMs() < deadline) {
     pollfd p{s, static_cast<short>(POLLIN | (sent < bytes.size() ? POLLOUT : 0)), 0};
     poll(&p, 1, 50);
     if ((p.revents & POLLOUT) && sent < bytes.size()) {

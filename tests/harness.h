@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ struct RunResult {
 // Runs argv with `input` on stdin; kills it after timeout_ms.
 RunResult RunTool(const std::vector<std::string>& argv, const std::string& input = "",
                   int timeout_ms = 30000);
+
+// A client of `address` (a failed connect is a test failure, and null).
+std::unique_ptr<Client> ConnectClient(const std::string& address, int op_timeout_ms = 10000);
 
 // One field of INFO (of `section`, or of everything), "" if absent.
 std::string InfoField(Client* c, const std::string& field, const std::string& section = "everything");

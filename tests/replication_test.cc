@@ -50,15 +50,6 @@ std::string WriteSecret(const std::string& dir) {
   return path;
 }
 
-std::unique_ptr<Client> Connect(const std::string& addr) {
-  ClientOptions o;
-  o.address = addr;
-  o.op_timeout_ms = 10000;
-  auto c = Client::Connect(o);
-  EXPECT_TRUE(c.ok()) << addr << ": " << c.status().ToString();
-  return c.ok() ? std::move(*c) : nullptr;
-}
-
 std::string Info(Client* c, const std::string& field) { return InfoField(c, field, "replication"); }
 
 struct Digest {
@@ -131,7 +122,7 @@ class Cluster {
   }
   // Polls the primary's INFO until `want` backups are in sync.
   bool WaitInSync(int want, int timeout_ms = 30000) {
-    auto c = Connect(primary_->address());
+    auto c = ConnectClient(primary_->address());
     if (!c) return false;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     while (std::chrono::steady_clock::now() < deadline) {
@@ -143,12 +134,12 @@ class Cluster {
   // Waits until every backup has applied the primary's committed LSN, then
   // checks that all digests are equal.
   void ExpectSameDigests() {
-    auto p = Connect(primary_->address());
+    auto p = ConnectClient(primary_->address());
     ASSERT_TRUE(p);
     Digest want = GetDigest(p.get());
     ASSERT_GE(want.lsn, 0);
     for (int i = 0; i < n_; i++) {
-      auto b = Connect(backups_[i]->address());
+      auto b = ConnectClient(backups_[i]->address());
       ASSERT_TRUE(b);
       Digest got;
       auto deadline = std::chrono::steady_clock::now() + 30s;
@@ -260,7 +251,7 @@ TEST(ReplicationTest, PrimaryAndTwoBackupsHoldTheSameBatchesAndData) {
   std::vector<std::thread> incrs;
   for (int t = 0; t < 3; t++) {
     incrs.emplace_back([&] {
-      auto c = Connect(cl.primary().address());
+      auto c = ConnectClient(cl.primary().address());
       for (int i = 0; i < 300 && c; i++) {
         auto r = c->Command({"INCRBY", "counter", "2"});
         if (r.ok() && r->type == Reply::Type::kInt) incr_acked += 2;
@@ -274,13 +265,13 @@ TEST(ReplicationTest, PrimaryAndTwoBackupsHoldTheSameBatchesAndData) {
   w1.Stop();
   w2.Stop();
   EXPECT_EQ(w1.failed() + w2.failed(), 0u);
-  auto p = Connect(cl.primary().address());
+  auto p = ConnectClient(cl.primary().address());
   auto r = p->Command({"GET", "counter"});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->str, std::to_string(incr_acked.load()));
   cl.ExpectSameDigests();
   // The backups answer reads once asked to, and refuse writes.
-  auto b = Connect(cl.backup(0).address());
+  auto b = ConnectClient(cl.backup(0).address());
   auto denied = b->Command({"GET", "counter"});
   ASSERT_TRUE(denied.ok());
   EXPECT_EQ(denied->type, Reply::Type::kError);
@@ -340,7 +331,7 @@ TEST(ReplicationTest, KillNinePrimaryLeavesEveryAcknowledgedWriteOnEveryBackup) 
       ServerProcess alone(cl.backup_dir(i));
       alone.Start();
       ASSERT_TRUE(alone.WaitReady()) << alone.Log();
-      auto c = Connect(alone.address());
+      auto c = ConnectClient(alone.address());
       ASSERT_TRUE(c);
       uint64_t missing = 0;
       std::string first_missing;
@@ -390,7 +381,7 @@ TEST(ReplicationTest, KilledAndEmptyBackupsCatchUpWhileWritesContinue) {
   ASSERT_TRUE(WaitFor([&] { return w.acked() > after_rejoin + 2000; }));
   w.Stop();
   cl.ExpectSameDigests();
-  auto p = Connect(cl.primary().address());
+  auto p = ConnectClient(cl.primary().address());
   EXPECT_GT(GetDigest(p.get()).lsn, 100000);
 }
 
@@ -398,7 +389,7 @@ TEST(ReplicationTest, SilentBackupMakesWritesFailAfterTheTimeout) {
   Cluster cl(1, {"--repl_timeout_ms=300"});
   cl.Start();
   ASSERT_FALSE(HasFatalFailure());
-  auto p = Connect(cl.primary().address());
+  auto p = ConnectClient(cl.primary().address());
   ASSERT_TRUE(p);
   ASSERT_TRUE(p->Put("before", "1").ok());
   cl.backup(0).Kill(SIGSTOP);
@@ -462,7 +453,7 @@ std::string BatchBody(uint64_t first_lsn, uint64_t epoch, int count) {
 }
 
 long long DurableLsn(ServerProcess& backup) {
-  auto c = Connect(backup.address());
+  auto c = ConnectClient(backup.address());
   std::string v = c ? Info(c.get(), "durable_lsn") : "";
   return v.empty() ? -1 : std::stoll(v);
 }
@@ -506,12 +497,12 @@ TEST(ReplicationTest, FramesOfAStaleEpochAreRefusedAndNothingIsWritten) {
       ASSERT_FALSE(HasFatalFailure());
     }
   }
-  auto c = Connect(cl.backup(0).address());
+  auto c = ConnectClient(cl.backup(0).address());
   EXPECT_NE(Info(c.get(), "last_error").find("stale epoch"), std::string::npos);
   // A primary of an old epoch gets a clear error for its writes.
   cl.StartPrimary();
   ASSERT_FALSE(HasFatalFailure());
-  auto p = Connect(cl.primary().address());
+  auto p = ConnectClient(cl.primary().address());
   Status s = p->Put("k", "v");
   EXPECT_NE(s.message().find("stale epoch 2: this backup has seen epoch 5"), std::string::npos)
       << s.ToString();
@@ -584,7 +575,7 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
   }
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(DurableLsn(cl.backup(0)), 0);
-  auto c = Connect(cl.backup(0).address());
+  auto c = ConnectClient(cl.backup(0).address());
   ASSERT_TRUE(c);
   // Garbage, HTTP and the wrong secret over TCP; only the last over RDMA.
   EXPECT_GE(std::stoi(Info(c.get(), "peers_refused")), TestReplTransport() == "tcp" ? 3 : 1);
@@ -592,7 +583,7 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
   cl.StartPrimary();
   ASSERT_FALSE(HasFatalFailure());
   ASSERT_TRUE(cl.WaitInSync(1)) << cl.primary().Log();
-  auto p = Connect(cl.primary().address());
+  auto p = ConnectClient(cl.primary().address());
   ASSERT_TRUE(p->Put("k", "v").ok());
   cl.ExpectSameDigests();
 }
