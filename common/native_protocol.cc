@@ -25,7 +25,7 @@ DecodeResult DecodeRequest(std::string_view in, const Limits& limits, Request* r
     *error = "unsupported protocol version " + std::to_string(h.version);
     return DecodeResult::kError;
   }
-  if (h.op < static_cast<uint8_t>(Op::kPing) || h.op > static_cast<uint8_t>(Op::kCommand)) {
+  if (h.op < static_cast<uint8_t>(Op::kPing) || h.op > static_cast<uint8_t>(Op::kClientId)) {
     *error = "unknown opcode " + std::to_string(h.op);
     return DecodeResult::kError;
   }
@@ -85,7 +85,7 @@ DecodeResult DecodeResponse(std::string_view in, uint32_t max_body, Response* re
     *error = "bad response header";
     return DecodeResult::kError;
   }
-  if (h.code > static_cast<uint8_t>(Code::kBusy)) {
+  if (h.code > static_cast<uint8_t>(Code::kTryAgain)) {
     *error = "unknown response code " + std::to_string(h.code);
     return DecodeResult::kError;
   }
@@ -99,12 +99,13 @@ DecodeResult DecodeResponse(std::string_view in, uint32_t max_body, Response* re
   resp->request_id = h.request_id;
   resp->arg = h.arg;
   resp->body = in.substr(sizeof(h), h.body_bytes);
+  resp->stamp = h.stamp;
   *consumed = total;
   return DecodeResult::kOk;
 }
 
 void EncodeResponse(std::string* out, Code code, uint64_t request_id, std::string_view body,
-                    int64_t arg) {
+                    int64_t arg, uint64_t stamp) {
   ResponseHeader h{};
   h.magic = kResponseMagic;
   h.version = kVersion;
@@ -112,6 +113,7 @@ void EncodeResponse(std::string* out, Code code, uint64_t request_id, std::strin
   h.body_bytes = static_cast<uint32_t>(body.size());
   h.request_id = request_id;
   h.arg = arg;
+  h.stamp = stamp;
   out->append(reinterpret_cast<const char*>(&h), sizeof(h));
   out->append(body);
 }

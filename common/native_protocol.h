@@ -25,6 +25,12 @@ enum class Op : uint8_t {
   kPut = 4,      // key, value; arg = time-to-live in ms (0 = none)
   kDelete = 5,   // key; response arg = 1 if it existed
   kCommand = 6,  // value = argument list (EncodeArgs); response body = RESP reply
+  // arg = this connection's client id (nonzero). From then on each write's
+  // request_id is its sequence number: ids must grow, a retry reuses the id,
+  // and a write already applied is answered with its first reply, not applied
+  // again (also on a new primary after a failover). Write responses then carry
+  // a commit stamp in `stamp`.
+  kClientId = 7,
 };
 
 enum class Code : uint8_t {
@@ -34,7 +40,17 @@ enum class Code : uint8_t {
   kNoAuth = 3,    // body = message
   kReadOnly = 4,  // body = message
   kBusy = 5,      // body = message
+  kMoved = 6,     // body = "HOST:PORT" of the primary: send it there
+  kTryAgain = 7,  // body = message: no node serves this now (failover); retry later
 };
+
+// Commit stamp of a write on a connection with a client id: epoch in the high
+// 16 bits, LSN of the write's reply record in the low 48 (0 = none).
+inline constexpr uint64_t CommitStamp(uint64_t epoch, uint64_t lsn) {
+  return lsn == 0 ? 0 : (epoch << 48) | (lsn & ((uint64_t{1} << 48) - 1));
+}
+inline constexpr uint64_t StampEpoch(uint64_t stamp) { return stamp >> 48; }
+inline constexpr uint64_t StampLsn(uint64_t stamp) { return stamp & ((uint64_t{1} << 48) - 1); }
 
 struct RequestHeader {
   uint8_t magic;  // kRequestMagic
@@ -55,7 +71,7 @@ struct ResponseHeader {
   uint8_t code;
   uint8_t flags;  // 0
   uint32_t body_bytes;
-  uint64_t reserved;  // 0
+  uint64_t stamp;  // CommitStamp of a write on a connection with a client id, else 0
   uint64_t request_id;
   int64_t arg;
 };
@@ -87,11 +103,12 @@ struct Response {
   uint64_t request_id;
   int64_t arg;
   std::string_view body;
+  uint64_t stamp = 0;
 };
 DecodeResult DecodeResponse(std::string_view in, uint32_t max_body, Response* resp,
                             size_t* consumed, std::string* error);
 void EncodeResponse(std::string* out, Code code, uint64_t request_id, std::string_view body,
-                    int64_t arg = 0);
+                    int64_t arg = 0, uint64_t stamp = 0);
 
 // kCommand argument lists: u32 count, then per argument u32 length + bytes.
 void EncodeArgs(std::string* out, const std::vector<std::string>& args);

@@ -15,7 +15,7 @@ bool DecodeRecord(const char* p, size_t avail, RecordView* out, size_t* record_b
   RecordHeader h;
   std::memcpy(&h, p, sizeof(h));
   if (h.type < static_cast<uint8_t>(RecordType::kPut) ||
-      h.type > static_cast<uint8_t>(RecordType::kFlushAll)) {
+      h.type > static_cast<uint8_t>(RecordType::kClientReply)) {
     return false;
   }
   uint64_t body = static_cast<uint64_t>(h.key_bytes) + h.value_bytes;
@@ -549,6 +549,81 @@ StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint
   return expected;
 }
 
+Status Log::TruncateTo_wt(uint64_t lsn) {
+  const uint64_t next = next_lsn();
+  if (lsn == next) return Status::OK();
+  if (lsn == 0 || lsn > next) {
+    return Status::InvalidArgument("cannot truncate the log to LSN " + std::to_string(lsn) +
+                                   ": it ends before LSN " + std::to_string(next));
+  }
+  // Where the batch starting at `lsn` lies, and the header of the one before it.
+  uint32_t seg_id = 0;
+  uint64_t off = 0;
+  BatchHeader prev{};
+  bool found = false;
+  for (uint32_t i = 1; i < kMaxSegments && !found; i++) {
+    const Segment* seg = segments_[i].load(std::memory_order_acquire);
+    if (seg == nullptr) {
+      if (seg_id != 0) break;
+      continue;
+    }
+    seg_id = i;
+    uint64_t first = seg_first_lsn_[i].load(std::memory_order_acquire);
+    uint64_t o = sizeof(SegmentHeader);
+    if (first == lsn) {
+      off = o;
+      found = true;
+      break;
+    }
+    uint64_t next_first = i + 1 < kMaxSegments ? seg_first_lsn_[i + 1].load() : 0;
+    if (next_first != 0 && next_first < lsn) continue;  // neither the batch nor the one before
+    const bool inside = first != 0 && first < lsn && (next_first == 0 || next_first > lsn);
+    // Walk this segment: for the batch at lsn, or to learn its last header.
+    while (o + sizeof(BatchHeader) <= seg->size()) {
+      BatchHeader h;
+      std::memcpy(&h, seg->data() + o, sizeof(h));
+      if (h.magic != kBatchMagic || h.record_count == 0) break;
+      if (h.first_lsn == lsn) {
+        off = o;
+        found = true;
+        break;
+      }
+      if (h.first_lsn > lsn) break;
+      prev = h;
+      o += BatchSize(h.payload_bytes);
+    }
+    if (inside && !found) break;
+  }
+  if (!found) {
+    return Status::InvalidArgument("cannot truncate the log to LSN " + std::to_string(lsn) +
+                                   ": no batch starts there");
+  }
+  // Later segments first, newest first: the log stays a valid prefix throughout.
+  for (uint32_t i = kMaxSegments - 1; i > seg_id; i--) {
+    Segment* later = segments_[i].exchange(nullptr);
+    if (later == nullptr) continue;
+    owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
+                                [&](const auto& p) { return p.get() == later; }),
+                 owned_.end());
+    seg_first_lsn_[i].store(0);
+    segment_count_.fetch_sub(1);
+    FAHA_RETURN_IF_ERROR(device_->RemoveSegment(i));
+  }
+  Segment* seg = segments_[seg_id].load();
+  uint64_t end = NonZeroEnd(*seg, off);
+  if (end > off) {
+    std::vector<char> zeros(end - off, 0);
+    seg->Write(off, zeros.data(), zeros.size());
+    FAHA_RETURN_IF_ERROR(seg->Persist(off, end - off));
+  }
+  if (off == sizeof(SegmentHeader)) seg_first_lsn_[seg_id].store(0);
+  tail_segment_ = seg_id;
+  tail_offset_ = off;
+  last_batch_ = prev;
+  next_lsn_.store(lsn, std::memory_order_release);
+  return Status::OK();
+}
+
 StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string_view payload) {
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
   if (payload.size() > max_payload_bytes()) {
@@ -589,6 +664,16 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
 const char* Log::RecordPtr(uint64_t loc) const {
   Segment* seg = segments_[LocationSegment(loc)].load(std::memory_order_acquire);
   return seg->data() + LocationOffset(loc);
+}
+
+uint64_t Log::LocationOf(const char* p) const {
+  for (uint32_t i = 1; i < kMaxSegments; i++) {
+    const Segment* seg = segments_[i].load(std::memory_order_acquire);
+    if (seg != nullptr && p >= seg->data() && p < seg->data() + seg->size()) {
+      return MakeLocation(i, static_cast<uint32_t>(p - seg->data()));
+    }
+  }
+  return 0;
 }
 
 RecordView Log::ReadRecord(uint64_t loc) const {

@@ -122,6 +122,16 @@ class Log {
   // checked: the header must come from FrameBatch over this payload.
   StatusOr<AppendResult> AppendFramed_wt(const BatchHeader& header, std::string_view payload);
 
+  // Drops every batch from the one starting at `lsn` on (a replica's
+  // unacknowledged suffix that its new primary does not have): later segments
+  // are removed first, then the rest of the segment is zeroed and persisted,
+  // so a crash part way leaves a shorter valid log. lsn == next_lsn() changes
+  // nothing. InvalidArgument if no batch starts at lsn. The caller makes sure
+  // no reader holds a location at or beyond it.
+  Status TruncateTo_wt(uint64_t lsn);
+  // The epoch written into the headers of later batches (a promoted backup).
+  void set_epoch_wt(uint64_t epoch) { options_.epoch = epoch; }
+
   // Calls fn(header, payload) for each batch from the one starting at
   // `from_lsn`, in log order, while batches start below `limit_lsn` and until
   // about `max_bytes` were visited. Any thread may call it for LSNs the writer
@@ -146,6 +156,9 @@ class Log {
   // by recovery.
   const char* RecordPtr(uint64_t loc) const;
   RecordView ReadRecord(uint64_t loc) const;
+  // The location of a record given a pointer to it inside a mapped segment
+  // (e.g. from a ForEachBatch payload). REQUIRES: p points into the log.
+  uint64_t LocationOf(const char* p) const;
 
   // Prepares `segments` spare segments ahead of need (see LogDevice::Preallocate).
   Status Preallocate(size_t segments) {

@@ -54,6 +54,10 @@ enum class RecordType : uint8_t {
   kPut = 1,       // key := value, with an absolute expiry (0 = none)
   kDelete = 2,    // key removed
   kFlushAll = 3,  // every key removed (key and value empty)
+  // The reply to one write of a client that gave its identity: client_id and
+  // client_seq in the header, the encoded reply as value, key empty. Written
+  // after the write's own records so a retry is answered, not applied again.
+  kClientReply = 4,
 };
 
 struct RecordHeader {

@@ -234,6 +234,66 @@ std::shared_ptr<MemoryDevice> WriteBatches(int batches, std::vector<uint64_t>* l
   return dev;
 }
 
+// A replica drops its unacknowledged suffix: at a batch inside a segment, at
+// the first batch of a segment, and down to nothing. After each cut the log
+// appends from there, and recovery (also after a cut whose later segments were
+// removed) returns exactly the kept batches followed by the new ones.
+TEST(LogTest, TruncateToDropsTheSuffixAndAppendsContinueFromThere) {
+  for (int cut_batch : {0, 1, 7, 13, 29}) {
+    SCOPED_TRACE("cut at batch " + std::to_string(cut_batch));
+    auto dev = std::make_shared<MemoryDevice>();
+    std::vector<uint64_t> first_lsns;
+    std::vector<Rec> kept;
+    {
+      auto log = Log::Open(dev, SmallSegments());
+      ASSERT_TRUE(log.ok());
+      RecoveryReport rep;
+      ASSERT_TRUE((*log)->Recover(nullptr, &rep).ok());
+      BatchBuilder b;
+      for (int i = 0; i < 30; i++) {
+        BatchPayload(i, 40, &b);  // ~7 KiB: several batches per 64 KiB segment
+        auto r = (*log)->AppendBatch_wt(b.payload(), b.count());
+        ASSERT_TRUE(r.ok());
+        first_lsns.push_back(r->first_lsn);
+      }
+      ASSERT_GT((*log)->segment_count(), 3u);
+      EXPECT_FALSE((*log)->TruncateTo_wt(first_lsns[5] + 1).ok()) << "inside a batch";
+      EXPECT_FALSE((*log)->TruncateTo_wt((*log)->next_lsn() + 1).ok()) << "beyond the end";
+      ASSERT_TRUE((*log)->TruncateTo_wt(first_lsns[cut_batch]).ok());
+      EXPECT_EQ((*log)->next_lsn(), first_lsns[cut_batch]);
+      if (cut_batch > 0) {
+        EXPECT_EQ((*log)->last_batch_wt().first_lsn, first_lsns[cut_batch - 1]);
+      } else {
+        EXPECT_EQ((*log)->last_batch_wt().first_lsn, 0u);
+      }
+      // Appends continue at the cut, with different contents.
+      for (int i = 100; i < 103; i++) {
+        BatchPayload(i, 40, &b);
+        auto r = (*log)->AppendBatch_wt(b.payload(), b.count());
+        ASSERT_TRUE(r.ok()) << r.status().ToString();
+      }
+      EXPECT_EQ((*log)->last_batch_wt().first_lsn, first_lsns[cut_batch] + 80);
+      auto visited = (*log)->ForEachBatch(1, (*log)->next_lsn(), UINT64_MAX,
+                                          [](const BatchHeader&, std::string_view) {});
+      ASSERT_TRUE(visited.ok()) << visited.status().ToString();
+    }
+    auto log = Log::Open(dev, SmallSegments());
+    ASSERT_TRUE(log.ok());
+    RecoveryReport rep;
+    Status s;
+    std::vector<Rec> got = Replay(log->get(), &rep, &s);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_FALSE(rep.torn_tail);
+    ASSERT_EQ(got.size(), static_cast<size_t>(cut_batch + 3) * 40);
+    for (size_t i = 0; i < got.size(); i++) {
+      int batch = static_cast<int>(i / 40);
+      int want_batch = batch < cut_batch ? batch : 100 + batch - cut_batch;
+      EXPECT_EQ(got[i].key, "b" + std::to_string(want_batch) + "-r" + std::to_string(i % 40));
+      EXPECT_EQ(got[i].lsn, i + 1);
+    }
+  }
+}
+
 TEST(LogTest, DamagedBatchFollowedByValidOnesRefusesToStartAndNamesTheOffset) {
   std::vector<uint64_t> locs;
   auto dev = WriteBatches(5, &locs);

@@ -60,7 +60,7 @@ FrameDecode DecodeFrame(std::string_view in, uint32_t max_body_bytes, ReplFrame*
     return FrameDecode::kError;
   }
   if (h.type < static_cast<uint16_t>(FrameType::kBatch) ||
-      h.type > static_cast<uint16_t>(FrameType::kError) || h.reserved != 0) {
+      h.type > static_cast<uint16_t>(FrameType::kTruncate) || h.reserved != 0) {
     *error = "unknown replication frame type " + std::to_string(h.type);
     return FrameDecode::kError;
   }

@@ -22,7 +22,14 @@ namespace faha::rdma {
 inline constexpr uint32_t kReplMagic = 0x52484146;  // "FAHR"
 inline constexpr uint16_t kReplVersion = 1;
 
-enum class FrameType : uint16_t { kBatch = 1, kAck = 2, kHello = 3, kError = 4 };
+enum class FrameType : uint16_t {
+  kBatch = 1,
+  kAck = 2,
+  kHello = 3,
+  kError = 4,
+  kHeartbeat = 5,  // primary -> backup when idle; the backup answers with an ACK
+  kTruncate = 6,   // primary -> backup: drop your log from LSN `lsn` on, then reconnect
+};
 
 struct ReplFrameHeader {
   uint32_t magic;

@@ -141,6 +141,8 @@ void Commands::AppendResult(std::string* out, const WriteResult& r) {
 
 ExecStatus Commands::Submit(Session* s, WriteOp op, CompletionSink* sink) {
   op.start_us = s->start_us;
+  op.client_id = s->client_id;
+  op.client_seq = s->client_id != 0 ? s->write_seq : 0;
   server_->metrics()->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1,
                                                                        std::memory_order_relaxed);
   outbox_->push_back(Store::Write{std::move(op), sink, s->conn_id});
@@ -206,6 +208,10 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
       "ERR this write is larger than one log batch (--max_batch_kb=" +
       std::to_string(opt.max_batch_bytes >> 10) + "); split it";
   const ReplicationRole* repl = opt.replication;
+  if (repl && (spec->write || IsKeyRead(name) || name == "dbsize"sv || name == "keys"sv)) {
+    std::string why = repl->Refusal(spec->write, s->stale_reads || opt.stale_reads);
+    if (!why.empty()) return error(why);
+  }
   if (repl && repl->is_backup()) {
     if (spec->write) {
       std::string primary = repl->primary_address();
@@ -787,6 +793,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("total_error_replies", std::to_string(m.errors.load()));
     line("protocol_errors", std::to_string(m.protocol_errors.load()));
     line("auth_failures", std::to_string(m.auth_failures.load()));
+    line("duplicate_writes", std::to_string(m.duplicate_writes.load()));
     t += "\r\n";
   }
   if (all || section == "replication"sv) {

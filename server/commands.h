@@ -27,6 +27,10 @@ struct Session {
   bool close_after_reply = false;
   bool shutdown = false;  // SHUTDOWN was accepted
   bool stale_reads = false;  // READONLY: this connection may read from a backup
+  // Native kClientId: writes are de-duplicated by (client_id, write_seq), where
+  // write_seq is the request id of the write being executed.
+  uint64_t client_id = 0;
+  uint64_t write_seq = 0;
 };
 
 enum class ExecStatus {

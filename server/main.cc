@@ -10,6 +10,8 @@
 #include <cstring>
 
 #include <cstdio>
+#include <atomic>
+#include <unistd.h>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -20,6 +22,7 @@
 #include "nvm/log_device.h"
 #include "rdma/verbs.h"
 #include "rdma/transport.h"
+#include "server/cluster.h"
 #include "server/rdma_gateway.h"
 #include "server/replication.h"
 #include "server/server.h"
@@ -84,12 +87,35 @@ DEFINE_uint64(epoch, 0,
 DEFINE_string(advertise, "",
               "Primary: client address HOST:PORT told to backups (for ROLE and -READONLY); "
               "empty: --bind and the client port.");
+DEFINE_string(etcd, "",
+              "etcd endpoints (http://HOST:PORT, comma-separated): join the cluster --cluster as "
+              "node --node_id with automatic failover instead of a fixed --role. The first node "
+              "to register is primary; the others are backups.");
+DEFINE_string(cluster, "faha", "With --etcd: the cluster's name (its etcd keys are under /faha/NAME/).");
+DEFINE_string(node_id, "", "With --etcd: this node's name, unique in the cluster (required).");
+DEFINE_int32(lease_ttl_s, 2,
+             "With --etcd: TTL of this node's etcd lease in seconds (etcd may raise it to its "
+             "minimum). A primary that cannot renew it is replaced.");
+DEFINE_int32(read_lease_ms, 400,
+             "With --etcd: a primary serves reads and writes only within this long of its last "
+             "lease renewal; a new primary waits this long after revoking the old one's lease. "
+             "Must be shorter than --lease_ttl_s.");
+DEFINE_int32(failover_timeout_ms, 400,
+             "With --etcd: an in-sync backup that hears nothing from its primary for this long "
+             "(heartbeats every --heartbeat_ms) runs for primary.");
+DEFINE_int32(heartbeat_ms, 50,
+             "With --etcd: idle replication sessions send a heartbeat this often; also the "
+             "period at which each node reads the cluster configuration.");
+DEFINE_int32(election_wait_ms, 200,
+             "With --etcd: how long a candidate waits for the other eligible backups to publish "
+             "their log ends before the longest log is chosen.");
 DEFINE_bool(stale_reads, false,
             "Backup: answer reads from every client (they may lag the primary). Without it a "
             "client must send READONLY on its connection first.");
 
 namespace {
 faha::Server* g_server = nullptr;
+std::atomic<bool> g_restart{false};
 void OnSignal(int) {
   if (g_server) g_server->RequestShutdown();
 }
@@ -127,6 +153,24 @@ bool ValidateFlags() {
   if (FLAGS_repl_port < -1 || FLAGS_repl_port > 65535) return Fail("--repl_port must be -1..65535");
   if (FLAGS_repl_window < 1 || FLAGS_repl_window > 1024) return Fail("--repl_window must be 1..1024");
   if (FLAGS_repl_timeout_ms < 10) return Fail("--repl_timeout_ms must be at least 10");
+  if (!FLAGS_etcd.empty()) {
+    if (FLAGS_node_id.empty()) return Fail("--etcd needs --node_id (unique in the cluster)");
+    if (FLAGS_node_id.find('/') != std::string::npos || FLAGS_cluster.empty() ||
+        FLAGS_cluster.find('/') != std::string::npos) {
+      return Fail("--node_id and --cluster must be non-empty and without '/'");
+    }
+    if (!gflags::GetCommandLineFlagInfoOrDie("role").is_default || !FLAGS_backups.empty()) {
+      return Fail("--etcd chooses roles itself: drop --role and --backups");
+    }
+    if (FLAGS_lease_ttl_s < 1 || FLAGS_lease_ttl_s > 60) return Fail("--lease_ttl_s must be 1..60");
+    if (FLAGS_read_lease_ms < 10 || FLAGS_read_lease_ms >= FLAGS_lease_ttl_s * 1000) {
+      return Fail("--read_lease_ms must be at least 10 and below --lease_ttl_s");
+    }
+    if (FLAGS_heartbeat_ms < 5 || FLAGS_failover_timeout_ms < 2 * FLAGS_heartbeat_ms) {
+      return Fail("--heartbeat_ms must be at least 5 and --failover_timeout_ms at least twice it");
+    }
+    if (FLAGS_election_wait_ms < 0) return Fail("--election_wait_ms must be >= 0");
+  }
   return true;
 }
 
@@ -164,6 +208,9 @@ bool LoadSecret(std::string* secret) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A deposed primary re-executes itself with the same arguments.
+  std::vector<char*> original_argv(argv, argv + argc);
+  original_argv.push_back(nullptr);
   gflags::SetUsageMessage("durable key-value server; see docs/flags.md");
   gflags::SetVersionString("0.1.0");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
@@ -191,14 +238,16 @@ int main(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);
 
-  const bool backup = FLAGS_role == "backup";
+  const bool clustered = !FLAGS_etcd.empty();
+  const bool backup = FLAGS_role == "backup" || clustered;
   const std::vector<std::string> backups = SplitList(FLAGS_backups);
   const bool replicated = backup || !backups.empty();
   if (backups.size() > 3) {
     FAHA_LOG_ERROR("--backups lists %zu backups; at most 3 are supported", backups.size());
     return 2;
   }
-  if (FLAGS_min_sync_backups > static_cast<int>(backups.size()) || FLAGS_min_sync_backups < -1) {
+  if (!clustered &&
+      (FLAGS_min_sync_backups > static_cast<int>(backups.size()) || FLAGS_min_sync_backups < -1)) {
     FAHA_LOG_ERROR("--min_sync_backups must be -1..%zu (the number of --backups)", backups.size());
     return 2;
   }
@@ -209,10 +258,10 @@ int main(int argc, char** argv) {
   std::string secret;
   if (replicated && !LoadSecret(&secret)) return 2;
   std::unique_ptr<faha::rdma::Transport> transport;
+  faha::rdma::TransportOptions topt;
+  topt.secret = secret;
+  topt.max_frame_body = static_cast<uint32_t>((FLAGS_max_batch_kb << 10) + 4096);
   if (replicated) {
-    faha::rdma::TransportOptions topt;
-    topt.secret = secret;
-    topt.max_frame_body = static_cast<uint32_t>((FLAGS_max_batch_kb << 10) + 4096);
     auto t = faha::rdma::MakeTransport(FLAGS_repl_transport, topt);
     if (!t.ok()) {
       FAHA_LOG_ERROR("--repl_transport: %s", t.status().ToString().c_str());
@@ -250,7 +299,8 @@ int main(int argc, char** argv) {
   sopt.log.epoch = epoch;
   sopt.repl_timeout_ms = FLAGS_repl_timeout_ms;
   FAHA_LOG_INFO("faha-server 0.1.0 starting: role=%s data_dir=%s",
-                backup ? "backup" : (backups.empty() ? "single node" : "primary"),
+                clustered ? "chosen through etcd"
+                          : backup ? "backup" : (backups.empty() ? "single node" : "primary"),
                 FLAGS_data_dir.c_str());
   faha::nvm::RecoveryReport report;
   auto store = faha::Store::Open(sopt, &metrics, &report);
@@ -310,6 +360,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<faha::Replicator> replicator;
   std::unique_ptr<faha::BackupService> backup_service;
+  std::unique_ptr<faha::ClusterNode> cluster;
   if (!backups.empty()) {
     faha::ReplicatorOptions ropt;
     ropt.backups = backups;
@@ -343,11 +394,51 @@ int main(int argc, char** argv) {
     }
     opt.replication = backup_service.get();
     opt.stale_reads = FLAGS_stale_reads;
-    FAHA_LOG_INFO("backup: replication port %s:%d (transport %s), log at LSN %llu",
+    FAHA_LOG_INFO("replication port %s:%d (transport %s), log at LSN %llu",
                   bopt.bind.c_str(), backup_service->port(), FLAGS_repl_transport.c_str(),
                   static_cast<unsigned long long>(st->log().next_lsn() - 1));
+    if (clustered) {
+      faha::ClusterOptions copt;
+      copt.etcd = FLAGS_etcd;
+      copt.cluster = FLAGS_cluster;
+      copt.node_id = FLAGS_node_id;
+      copt.client_address = !FLAGS_advertise.empty()
+                                ? FLAGS_advertise
+                                : FLAGS_bind + ":" + std::to_string(FLAGS_port);
+      copt.repl_address = bopt.bind + ":" + std::to_string(backup_service->port());
+      copt.data_dir = FLAGS_data_dir;
+      copt.lease_ttl_s = FLAGS_lease_ttl_s;
+      copt.read_lease_ms = FLAGS_read_lease_ms;
+      copt.heartbeat_ms = FLAGS_heartbeat_ms;
+      copt.failover_timeout_ms = FLAGS_failover_timeout_ms;
+      copt.election_wait_ms = FLAGS_election_wait_ms;
+      copt.window = FLAGS_repl_window;
+      copt.repl_timeout_ms = FLAGS_repl_timeout_ms;
+      copt.min_sync_backups = FLAGS_min_sync_backups < 0 ? 1 : FLAGS_min_sync_backups;
+      copt.make_transport = [topt] {
+        auto t = faha::rdma::MakeTransport(FLAGS_repl_transport, topt);
+        return t.ok() ? std::move(*t) : nullptr;
+      };
+      copt.request_restart = [] {
+        g_restart.store(true);
+        if (g_server) g_server->RequestShutdown();
+      };
+      cluster = std::make_unique<faha::ClusterNode>(copt, st, std::move(backup_service));
+      opt.replication = cluster.get();
+    }
   } else {
     st->Start();
+  }
+  if (cluster) {
+    if (FLAGS_port == 0) {
+      FAHA_LOG_ERROR("--etcd needs a fixed --port (clients are told this address)");
+      return 2;
+    }
+    faha::Status cs = cluster->Start();
+    if (!cs.ok()) {
+      FAHA_LOG_ERROR("cannot join the cluster: %s", cs.ToString().c_str());
+      return 1;
+    }
   }
   faha::Server server(opt, st, &metrics);
   // rdma:// clients: the listener first (so INFO knows), the accept loop once
@@ -395,6 +486,7 @@ int main(int argc, char** argv) {
     }
   }
   g_server = &server;
+  if (g_restart.load()) server.RequestShutdown();
   struct sigaction sa {};
   sa.sa_handler = OnSignal;
   sigaction(SIGTERM, &sa, nullptr);
@@ -407,10 +499,21 @@ int main(int argc, char** argv) {
   FAHA_LOG_INFO("shutting down: committing queued writes");
   if (gateway) gateway->Stop();
   server.Stop();
+  if (cluster) cluster->Stop();
   if (backup_service) backup_service->Stop();
   if (replicator) replicator->Stop();
   g_server = nullptr;
   FAHA_LOG_INFO("shutdown complete: committed LSN %llu",
                 static_cast<unsigned long long>(st->committed_lsn()));
+  if (g_restart.load()) {
+    exposer.reset();
+    cluster.reset();
+    FAHA_LOG_INFO("restarting as a backup of the new primary");
+    fflush(nullptr);
+    close_range(3, ~0u, 0);
+    execv("/proc/self/exe", original_argv.data());
+    FAHA_LOG_ERROR("cannot restart: execv: %s", strerror(errno));
+    return 1;
+  }
   return 0;
 }

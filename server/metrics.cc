@@ -94,6 +94,9 @@ std::vector<MetricFamily> MetricsCollectable::Collect() const {
                        MetricType::Counter, static_cast<double>(m_->connections_rejected.load())));
   out.push_back(Single("faha_auth_failures_total", "Failed AUTH attempts", MetricType::Counter,
                        static_cast<double>(m_->auth_failures.load())));
+  out.push_back(Single("faha_duplicate_writes_total",
+                       "Retried writes answered with their first reply instead of applied again",
+                       MetricType::Counter, static_cast<double>(m_->duplicate_writes.load())));
   out.push_back(Single("faha_protocol_errors_total", "Connections closed for malformed input",
                        MetricType::Counter, static_cast<double>(m_->protocol_errors.load())));
   out.push_back(Single("faha_keyspace_hits_total", "Reads that found their key",

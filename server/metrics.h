@@ -31,6 +31,8 @@ struct Metrics {
   std::atomic<uint64_t> rdma_regions_exposed_total{0};
   std::atomic<uint64_t> rdma_log_regions_exposed_total{0};
   std::atomic<uint64_t> auth_failures{0};
+  // Retried writes answered from the client table instead of applied again.
+  std::atomic<uint64_t> duplicate_writes{0};
   std::atomic<uint64_t> protocol_errors{0};
   std::atomic<uint64_t> keyspace_hits{0};
   std::atomic<uint64_t> keyspace_misses{0};

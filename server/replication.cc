@@ -27,8 +27,9 @@ void SetThreadName(const std::string& name) {
 struct JoinPoint {
   uint64_t last_first_lsn;
   uint64_t last_checksum;
+  uint64_t last_epoch;
 };
-static_assert(sizeof(JoinPoint) == 16);
+static_assert(sizeof(JoinPoint) == 24);
 
 // "host:port" -> ("host", port); port 0 if malformed.
 std::pair<std::string, int64_t> SplitAddress(const std::string& a) {
@@ -59,10 +60,90 @@ void Replicator::Start(uint64_t next_lsn) {
     ship_end_ = next_lsn;
     committed_end_ = next_lsn;
   }
-  for (auto& p : peers_) {
-    Peer* peer = p.get();
-    peer->thread = std::thread([this, peer] { PeerLoop(peer); });
+  std::lock_guard<std::mutex> l(mu_);
+  started_ = true;
+  for (auto& p : peers_) StartPeerLocked(p.get());
+}
+
+void Replicator::StartPeerLocked(Peer* peer) {
+  peer->thread = std::thread([this, peer] { PeerLoop(peer); });
+}
+
+void Replicator::AddPeer(const std::string& address) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (stopping_) return;
+  for (const auto& p : peers_) {
+    if (p->address == address) return;
   }
+  auto p = std::make_unique<Peer>();
+  p->address = address;
+  FAHA_LOG_INFO("replication: shipping to a new backup %s", address.c_str());
+  if (started_) StartPeerLocked(p.get());
+  peers_.push_back(std::move(p));
+}
+
+std::vector<std::string> Replicator::PromoteCaughtUp() {
+  std::vector<std::string> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& p : peers_) {
+    if (p->in_sync || !p->connected || p->kick || p->session_dead) continue;
+    if (p->acked_end < committed_end_ || p->acked_end < ship_end_) continue;
+    p->in_sync = true;
+    p->state = "in sync";
+    p->last_error.clear();
+    out.push_back(p->address);
+    FAHA_LOG_INFO("replication: backup %s caught up at LSN %llu: joins the in-sync set",
+                  p->address.c_str(), static_cast<unsigned long long>(p->acked_end - 1));
+  }
+  if (!out.empty()) cv_.notify_all();
+  return out;
+}
+
+std::vector<std::string> Replicator::InSyncAddresses() const {
+  std::vector<std::string> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& p : peers_) {
+    if (p->in_sync) out.push_back(p->address);
+  }
+  return out;
+}
+
+Status Replicator::DropSilent(int silent_ms) {
+  std::unique_lock<std::mutex> l(mu_);
+  const int64_t now = MonoUs();
+  std::vector<Peer*> silent;
+  for (auto& p : peers_) {
+    if (p->in_sync && now - p->last_ack_us > int64_t{silent_ms} * 1000) silent.push_back(p.get());
+  }
+  if (silent.empty()) return Status::OK();
+  return DropLocked(&l, silent,
+                    "sent nothing for " + std::to_string(silent_ms) + " ms (--repl_timeout_ms)");
+}
+
+Status Replicator::DropLocked(std::unique_lock<std::mutex>* l, const std::vector<Peer*>& laggards,
+                              const std::string& why) {
+  if (cluster_mode()) {
+    std::vector<std::string> addresses;
+    for (Peer* p : laggards) addresses.push_back(p->address);
+    l->unlock();
+    Status s = options_.drop_backups(addresses);
+    l->lock();
+    if (!s.ok()) {
+      return Status::Unavailable("NOREPLICAS cannot remove " + addresses[0] +
+                                 " from the in-sync set: " + s.message());
+    }
+  }
+  for (Peer* p : laggards) {
+    if (!p->in_sync) continue;
+    p->in_sync = false;
+    p->kick = true;
+    p->state = "dropped";
+    p->last_error = why;
+    FAHA_LOG_WARN("replication: backup %s %s; dropped from the in-sync set, it must catch up",
+                  p->address.c_str(), why.c_str());
+  }
+  cv_.notify_all();
+  return Status::OK();
 }
 
 void Replicator::Stop() {
@@ -100,6 +181,7 @@ bool Replicator::CoveredLocked(uint64_t end_lsn) const {
 void Replicator::MaybeJoinLocked(Peer* peer) {
   // Every batch committed so far is on the backup, and every later one will
   // wait for its ack: from here on it counts.
+  if (cluster_mode()) return;  // joins through PromoteCaughtUp and the configuration
   if (peer->in_sync || !peer->connected || peer->kick || peer->session_dead) return;
   if (peer->acked_end < committed_end_) return;
   peer->in_sync = true;
@@ -174,18 +256,16 @@ Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {
       continue;
     }
     // Deadline: drop the backups that did not answer in time.
+    std::vector<Peer*> laggards;
     for (auto& p : peers_) {
-      if (p->in_sync && p->acked_end < end_lsn) {
-        p->in_sync = false;
-        p->kick = true;
-        p->state = "dropped";
-        p->last_error = "did not acknowledge LSN " + std::to_string(end_lsn - 1) + " within " +
-                        std::to_string(options_.timeout_ms) + " ms (--repl_timeout_ms)";
-        FAHA_LOG_WARN("replication: backup %s %s; dropped from the in-sync set, it must catch up",
-                      p->address.c_str(), p->last_error.c_str());
-      }
+      if (p->in_sync && p->acked_end < end_lsn) laggards.push_back(p.get());
     }
-    cv_.notify_all();
+    if (!laggards.empty()) {
+      FAHA_RETURN_IF_ERROR(DropLocked(&l, laggards,
+                                      "did not acknowledge LSN " + std::to_string(end_lsn - 1) +
+                                          " within " + std::to_string(options_.timeout_ms) +
+                                          " ms (--repl_timeout_ms)"));
+    }
     if (CoveredLocked(end_lsn)) return Status::OK();
     return Status::Unavailable(WhyNotReadyLocked());
   }
@@ -201,7 +281,36 @@ void Replicator::Committed(uint64_t end_lsn) {
 }
 
 Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first,
-                                  uint64_t last_checksum) {
+                                  uint64_t last_checksum, uint64_t last_epoch,
+                                  uint64_t* truncate_to) {
+  *truncate_to = 0;
+  Status same = CheckPrefix(backup_next, last_first, last_checksum);
+  if (same.ok() || options_.history.empty() || backup_next <= 1 || last_epoch >= options_.epoch) {
+    return same;
+  }
+  // The backup's log holds a suffix of an older epoch that was never
+  // committed: batches of epoch e are ours only below the first LSN of the
+  // epoch after e. Without a history reaching back to e: start over.
+  uint64_t cut = 1;
+  if (options_.history.front().first <= last_epoch) {
+    for (const auto& [e, start] : options_.history) {
+      if (e > last_epoch) {
+        cut = start;
+        break;
+      }
+    }
+  }
+  if (cut >= backup_next) cut = 1;
+  *truncate_to = cut;
+  return Status::InvalidArgument("the backup's log (last batch at LSN " +
+                                 std::to_string(last_first) + ", epoch " +
+                                 std::to_string(last_epoch) + ") diverges from this primary's (" +
+                                 same.message() + "); it must truncate its log to LSN " +
+                                 std::to_string(cut) + " and catch up");
+}
+
+Status Replicator::CheckPrefix(uint64_t backup_next, uint64_t last_first,
+                               uint64_t last_checksum) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (backup_next > ship_end_) {
@@ -260,7 +369,9 @@ void Replicator::PeerLoop(Peer* peer) {
       std::lock_guard<std::mutex> l(mu_);
       bool was_in_sync = peer->in_sync;
       peer->connected = false;
-      peer->in_sync = false;
+      // In cluster mode it stays in the set (commits wait for it) until
+      // removed from the configuration.
+      if (!cluster_mode()) peer->in_sync = false;
       if (peer->state != "dropped") peer->state = "disconnected";
       if (!s.ok() && !stopping_) peer->last_error = s.message();
       if (was_in_sync && !stopping_) {
@@ -296,17 +407,24 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
   if (reply->type == FrameType::kError) {
     return Status::InvalidArgument("refused: " + std::string(reply->body));
   }
-  if (reply->type != FrameType::kHello || reply->body.size() != sizeof(JoinPoint) ||
+  if (reply->type != FrameType::kHello || reply->body.size() < sizeof(JoinPoint) ||
       reply->epoch != options_.epoch || reply->lsn == 0) {
     return Status::Protocol("unexpected answer to HELLO");
   }
   JoinPoint jp;
   std::memcpy(&jp, reply->body.data(), sizeof(jp));
   const uint64_t backup_next = reply->lsn;
-  Status join = CheckJoinPoint(backup_next, jp.last_first_lsn, jp.last_checksum);
+  uint64_t truncate_to = 0;
+  Status join = CheckJoinPoint(backup_next, jp.last_first_lsn, jp.last_checksum, jp.last_epoch,
+                               &truncate_to);
   if (!join.ok()) {
     out.clear();
-    rdma::EncodeFrame(&out, FrameType::kError, options_.epoch, 0, join.message());
+    if (truncate_to != 0) {
+      FAHA_LOG_WARN("replication: backup %s: %s", peer->address.c_str(), join.message().c_str());
+      rdma::EncodeFrame(&out, FrameType::kTruncate, options_.epoch, truncate_to, {});
+    } else {
+      rdma::EncodeFrame(&out, FrameType::kError, options_.epoch, 0, join.message());
+    }
     ch->Send(out, 200);
     return join;
   }
@@ -316,6 +434,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
     peer->sessions++;
     peer->send_next = backup_next;
     peer->acked_end = backup_next;
+    peer->last_ack_us = MonoUs();
     peer->state = backup_next < ship_end_ ? "catching up" : "connected";
     MaybeJoinLocked(peer);
   }
@@ -327,14 +446,42 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
   Status result;
   std::vector<std::shared_ptr<const std::string>> frames;
   std::string buf;
+  int64_t last_send_us = MonoUs();
   while (true) {
     uint64_t from, limit = 0;
     frames.clear();
+    bool heartbeat = false;
     {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] {
+      auto ready = [&] {
         return stopping_ || peer->kick || peer->session_dead || peer->send_next < ship_end_;
-      });
+      };
+      if (options_.heartbeat_ms > 0) {
+        int64_t due = last_send_us + int64_t{options_.heartbeat_ms} * 1000;
+        while (!ready() && MonoUs() < due) {
+          cv_.wait_for(l, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
+        }
+        heartbeat = !ready();
+      } else {
+        cv_.wait(l, ready);
+      }
+      if (heartbeat) {
+        out.clear();
+        rdma::EncodeFrame(&out, FrameType::kHeartbeat, options_.epoch, committed_end_ - 1, {});
+      }
+    }
+    if (heartbeat) {
+      Status hs = ch->Send(out, timeout);
+      if (!hs.ok()) {
+        result = hs;
+        break;
+      }
+      last_send_us = MonoUs();
+      continue;
+    }
+    last_send_us = MonoUs();
+    {
+      std::unique_lock<std::mutex> l(mu_);
       if (stopping_) break;
       if (peer->kick) {
         result = Status::Timeout(peer->last_error);
@@ -413,6 +560,7 @@ void Replicator::ReceiveAcks(Peer* peer, rdma::Channel* ch) {
         peer->last_error = "acknowledged LSN " + std::to_string(f->lsn) + " that was never sent";
       } else {
         peer->acked_end = std::max(peer->acked_end, f->lsn + 1);
+        peer->last_ack_us = MonoUs();
         if (!peer->in_sync && peer->acked_end >= ship_end_) peer->state = "connected";
         MaybeJoinLocked(peer);
         cv_.notify_all();
@@ -571,6 +719,13 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
   const uint64_t epoch = hello->epoch;
   const std::string primary(hello->body.substr(0, 256));
   auto stale = [&]() -> std::string {
+    {
+      std::lock_guard<std::mutex> l(log_mu_);
+      if (epoch < fence_epoch_) {
+        return "stale epoch " + std::to_string(epoch) + ": this node runs for primary of epoch " +
+               std::to_string(fence_epoch_);
+      }
+    }
     std::lock_guard<std::mutex> l(mu_);
     if (epoch >= epoch_file_->epoch()) return "";
     return "stale epoch " + std::to_string(epoch) + ": this backup has seen epoch " +
@@ -599,10 +754,18 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
     primary_ = primary;
     state_ = "connected";
   }
-  const nvm::BatchHeader& last = store_->log().last_batch_wt();
-  JoinPoint jp{last.first_lsn, last.checksum};
+  JoinPoint jp;
+  uint64_t next_lsn;
+  {
+    std::lock_guard<std::mutex> l(log_mu_);
+    const nvm::BatchHeader& last = store_->log().last_batch_wt();
+    jp = JoinPoint{last.first_lsn, last.checksum, last.epoch};
+    next_lsn = store_->log().next_lsn();
+  }
+  session_epoch_.store(epoch);
+  last_heard_us_.store(MonoUs());
   std::string out;
-  rdma::EncodeFrame(&out, FrameType::kHello, epoch, store_->log().next_lsn(),
+  rdma::EncodeFrame(&out, FrameType::kHello, epoch, next_lsn,
                     std::string_view(reinterpret_cast<const char*>(&jp), sizeof(jp)));
   Status s = ch->Send(out, 2000);
   if (s.ok()) {
@@ -624,8 +787,8 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
   std::vector<nvm::Log::AppendResult> pending;
   uint64_t durable_end = store_->log().next_lsn();
   // Acknowledge what is durable, then apply it to the index.
-  auto ack_and_apply = [&]() -> Status {
-    if (pending.empty()) return Status::OK();
+  auto ack_and_apply = [&](bool always = false) -> Status {
+    if (pending.empty() && !always) return Status::OK();
     std::string ack;
     rdma::EncodeFrame(&ack, FrameType::kAck, epoch, durable_end - 1, {});
     Status s = ch->Send(ack, 2000);
@@ -654,6 +817,33 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
       ack_and_apply();
       return f.status();
     }
+    last_heard_us_.store(MonoUs());
+    if (f->type == FrameType::kHeartbeat && f->epoch == epoch) {
+      FAHA_RETURN_IF_ERROR(ack_and_apply(true));
+      continue;
+    }
+    if (f->type == FrameType::kTruncate && f->epoch == epoch) {
+      ack_and_apply();
+      Status t;
+      {
+        std::lock_guard<std::mutex> l(log_mu_);
+        uint64_t before = store_->log().next_lsn();
+        t = store_->TruncateLog(f->lsn);
+        if (t.ok()) {
+          durable_end_.store(store_->log().next_lsn());
+          truncations_.fetch_add(1);
+          FAHA_LOG_WARN("replication: primary of epoch %llu had us drop our log from LSN %llu "
+                        "(it ended at %llu): a suffix that was never committed",
+                        static_cast<unsigned long long>(epoch),
+                        static_cast<unsigned long long>(f->lsn),
+                        static_cast<unsigned long long>(before - 1));
+        }
+      }
+      if (!t.ok()) return fail("cannot truncate the log to LSN " + std::to_string(f->lsn) + ": " +
+                               t.message());
+      return Status::Unavailable("truncated the log to LSN " + std::to_string(f->lsn) +
+                                 "; reconnecting to catch up");
+    }
     if (f->type == FrameType::kError) {
       ack_and_apply();
       return Status::Unavailable("primary ended the session: " +
@@ -671,7 +861,17 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     nvm::BatchHeader h;
     std::memcpy(&h, f->body.data(), sizeof(h));
     if (h.first_lsn != f->lsn) return fail("BATCH frame LSN does not match its batch header");
-    auto r = store_->AppendReplicated(h, f->body.substr(sizeof(h)));
+    StatusOr<nvm::Log::AppendResult> r = Status::Unavailable("fenced");
+    {
+      std::lock_guard<std::mutex> l(log_mu_);
+      if (epoch < fence_epoch_) {
+        ack_and_apply();
+        return Status::Unavailable("epoch " + std::to_string(epoch) +
+                                   " ended here: this node runs for primary of epoch " +
+                                   std::to_string(fence_epoch_));
+      }
+      r = store_->AppendReplicated(h, f->body.substr(sizeof(h)));
+    }
     if (!r.ok()) {
       return fail("batch at LSN " + std::to_string(h.first_lsn) + " refused: " +
                   r.status().message());
@@ -682,6 +882,21 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     pending.push_back(*r);
     if (pending.size() >= 64) FAHA_RETURN_IF_ERROR(ack_and_apply());
   }
+}
+
+void BackupService::Fence(uint64_t epoch) {
+  std::lock_guard<std::mutex> l(log_mu_);
+  fence_epoch_ = std::max(fence_epoch_, epoch);
+}
+
+std::pair<uint64_t, uint64_t> BackupService::LogEnd() const {
+  std::lock_guard<std::mutex> l(log_mu_);
+  return {store_->log().next_lsn(), store_->log().last_batch_wt().epoch};
+}
+
+uint64_t BackupService::epoch() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return epoch_file_ ? epoch_file_->epoch() : 0;
 }
 
 void BackupService::AppendInfo(std::string* t) const {
@@ -702,6 +917,7 @@ void BackupService::AppendInfo(std::string* t) const {
   line("apply_lag", std::to_string(durable > applied ? durable - applied : 0));
   line("batches_received", std::to_string(batches_received_.load()));
   line("peers_refused", std::to_string(refused_));
+  line("log_truncations", std::to_string(truncations_.load()));
   if (!last_error_.empty()) {
     std::string e = last_error_;
     std::replace(e.begin(), e.end(), '\r', ' ');

@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -47,6 +48,11 @@ class ReplicationRole {
   virtual void AppendRole(std::string* out) const = 0;
   // The primary's client address as far as this node knows ("" if none).
   virtual std::string primary_address() const = 0;
+  // Whether this node may serve a data command now (a write, or a key read
+  // that `stale_ok` allows on a backup). Empty: yes. Otherwise the error
+  // reply without its '-': "MOVED 0 HOST:PORT" (the primary is there) or
+  // "TRYAGAIN ..." (no node may serve it now, as during a failover).
+  virtual std::string Refusal(bool /*write*/, bool /*stale_ok*/) const { return {}; }
 };
 
 struct ReplicatorOptions {
@@ -58,6 +64,18 @@ struct ReplicatorOptions {
   std::string advertise;             // this primary's client address, told to backups
   uint64_t catchup_chunk_bytes = 4 << 20;
   int connect_timeout_ms = 1000;
+  // Idle sessions send a HEARTBEAT this often (0: never); backups answer.
+  int heartbeat_ms = 0;
+  // Cluster mode (set by the etcd coordinator): the in-sync set lives in the
+  // cluster configuration. A backup enters it only through PromoteCaughtUp
+  // (the caller then records it there) and leaves it only once this callback
+  // has removed it there: until then every commit waits for it, also while
+  // it is disconnected. The callback returns an error if the configuration
+  // moved on (this primary was deposed); nothing then commits without it.
+  std::function<Status(const std::vector<std::string>& addresses)> drop_backups;
+  // Epoch history {epoch, first LSN of that epoch}, oldest first: tells a
+  // returning backup whose log diverges where to truncate it.
+  std::vector<std::pair<uint64_t, uint64_t>> history;
 };
 
 // The primary's side. Threads: the store's sequencer calls WaitWritable and
@@ -95,6 +113,18 @@ class Replicator final : public ReplicationRole {
   std::string primary_address() const override { return options_.advertise; }
   size_t in_sync_count() const;
 
+  // Cluster mode: starts shipping to one more backup (no-op if known).
+  void AddPeer(const std::string& address);
+  // Cluster mode: marks in sync every connected backup that holds every
+  // committed batch and is not in sync yet, and returns their addresses.
+  std::vector<std::string> PromoteCaughtUp();
+  // Cluster mode: removes from the in-sync set (through drop_backups) the
+  // backups that have not acknowledged anything for `silent_ms`.
+  Status DropSilent(int silent_ms);
+  // Addresses of the backups in the in-sync set.
+  std::vector<std::string> InSyncAddresses() const;
+  const ReplicatorOptions& options() const { return options_; }
+
  private:
   struct Shipped {
     uint64_t first_lsn;
@@ -111,6 +141,7 @@ class Replicator final : public ReplicationRole {
     bool session_dead = false;  // the receiver saw the session end
     uint64_t acked_end = 0;     // the backup holds every LSN below this durably
     uint64_t send_next = 0;     // next LSN to send
+    int64_t last_ack_us = 0;    // when its last ACK arrived (MonoUs)
     std::string state = "connecting";
     std::string last_error;
     uint64_t sessions = 0;
@@ -119,8 +150,19 @@ class Replicator final : public ReplicationRole {
   void PeerLoop(Peer* peer);
   Status RunSession(Peer* peer, rdma::Channel* ch);
   void ReceiveAcks(Peer* peer, rdma::Channel* ch);
-  // Checks that the backup's last batch is ours (same LSN and checksum).
-  Status CheckJoinPoint(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum);
+  // Checks that the backup's last batch is ours (same LSN and checksum). If
+  // it is not and the epoch history tells where the backup's log left ours,
+  // sets *truncate_to to the LSN the backup must truncate its log to.
+  Status CheckJoinPoint(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum,
+                        uint64_t last_epoch, uint64_t* truncate_to);
+  // Whether the backup's log is a prefix of ours (its last batch is ours).
+  Status CheckPrefix(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum);
+  // Drops `laggards` from the in-sync set; in cluster mode through
+  // drop_backups first. REQUIRES: l holds mu_ (released while calling out).
+  Status DropLocked(std::unique_lock<std::mutex>* l, const std::vector<Peer*>& laggards,
+                    const std::string& why);
+  void StartPeerLocked(Peer* peer) REQUIRES(mu_);
+  bool cluster_mode() const { return static_cast<bool>(options_.drop_backups); }
   bool CoveredLocked(uint64_t end_lsn) const REQUIRES(mu_);
   size_t InSyncLocked() const REQUIRES(mu_);
   void MaybeJoinLocked(Peer* peer) REQUIRES(mu_);
@@ -137,6 +179,7 @@ class Replicator final : public ReplicationRole {
   uint64_t ship_end_ GUARDED_BY(mu_) = 1;     // LSN after the last shipped batch
   uint64_t committed_end_ GUARDED_BY(mu_) = 1;
   bool stopping_ GUARDED_BY(mu_) = false;
+  bool started_ GUARDED_BY(mu_) = false;
 };
 
 struct BackupOptions {
@@ -156,6 +199,18 @@ class BackupService final : public ReplicationRole {
   Status Start();
   void Stop();
   int port() const { return port_; }
+
+  // Refuses every frame and session of an epoch below `epoch` from now on
+  // (a backup running for primary of `epoch`). When it returns, the log
+  // takes no more batches of older epochs.
+  void Fence(uint64_t epoch);
+  // The log's next LSN and the epoch of its last batch (after Fence: final).
+  std::pair<uint64_t, uint64_t> LogEnd() const;
+  // When a frame of the current primary last arrived (MonoUs; 0: never) and
+  // that session's epoch.
+  int64_t last_heard_us() const { return last_heard_us_.load(); }
+  uint64_t session_epoch() const { return session_epoch_.load(); }
+  uint64_t epoch() const;
 
   bool is_backup() const override { return true; }
   void AppendInfo(std::string* text) const override;
@@ -191,6 +246,13 @@ class BackupService final : public ReplicationRole {
   uint64_t refused_ GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> durable_end_{1};
   std::atomic<uint64_t> batches_received_{0};
+  // Held while a batch is checked against the fence and appended, and while
+  // the log is truncated: Fence() and LogEnd() then see a settled log.
+  mutable std::mutex log_mu_;
+  uint64_t fence_epoch_ GUARDED_BY(log_mu_) = 0;
+  std::atomic<int64_t> last_heard_us_{0};
+  std::atomic<uint64_t> session_epoch_{0};
+  std::atomic<uint64_t> truncations_{0};
 };
 
 }  // namespace faha

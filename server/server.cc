@@ -220,6 +220,7 @@ class IoThread final : public CompletionSink {
         static_cast<uint64_t>(now_us - comp.start_us));
     const WriteResult& r = comp.result;
     if (r.kind == WriteResult::Kind::kError) m->errors.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t stamp = native::CommitStamp(server_->store_->epoch(), r.lsn);
     switch (pr.kind) {
       case PendingReply::Kind::kResp:
         Commands::AppendResult(&c->out, r);
@@ -230,13 +231,13 @@ class IoThread final : public CompletionSink {
           native::EncodeResponse(&c->out, native::Code::kError, pr.request_id, r.str);
         } else {
           native::EncodeResponse(&c->out, native::Code::kOk, pr.request_id, {},
-                                 r.kind == WriteResult::Kind::kInt ? r.integer : 0);
+                                 r.kind == WriteResult::Kind::kInt ? r.integer : 0, stamp);
         }
         break;
       case PendingReply::Kind::kNativeCommand: {
         std::string body;
         Commands::AppendResult(&body, r);
-        native::EncodeResponse(&c->out, native::Code::kOk, pr.request_id, body);
+        native::EncodeResponse(&c->out, native::Code::kOk, pr.request_id, body, 0, stamp);
         break;
       }
     }
@@ -475,7 +476,49 @@ class IoThread final : public CompletionSink {
     }
     int64_t t0 = MonoUs();
     c->session.start_us = t0;
+    c->session.write_seq = req.request_id;
+    if (const ReplicationRole* repl = server_->options_.replication;
+        repl && (is_write || req.op == native::Op::kGet)) {
+      // Reads too: only the primary holding its lease may answer them.
+      std::string why = repl->Refusal(is_write, server_->options_.stale_reads ||
+                                                    c->session.stale_reads);
+      if (why.empty() && !is_write && repl->is_backup() && !server_->options_.stale_reads &&
+          !c->session.stale_reads) {
+        why = "STALEREAD this node is a backup and may lag its primary; send READONLY on this "
+              "connection (or start it with --stale_reads) to read anyway";
+      }
+      if (why.empty() && is_write && repl->is_backup()) {
+        why = "READONLY You can't write against a read only backup";
+      }
+      if (!why.empty()) {
+        if (!may_reply) return false;
+        native::Code code = native::Code::kError;
+        std::string body = why;
+        if (why.rfind("MOVED ", 0) == 0) {
+          code = native::Code::kMoved;
+          body = why.substr(why.find(' ', 6) + 1);  // "MOVED 0 HOST:PORT" -> HOST:PORT
+        } else if (why.rfind("TRYAGAIN", 0) == 0) {
+          code = native::Code::kTryAgain;
+        } else if (why.rfind("READONLY", 0) == 0) {
+          code = native::Code::kReadOnly;
+        }
+        native::EncodeResponse(&c->out, code, req.request_id, body);
+        m->errors.fetch_add(1, std::memory_order_relaxed);
+        c->in_pos += consumed;
+        return true;
+      }
+    }
     switch (req.op) {
+      case native::Op::kClientId:
+        if (req.arg == 0) {
+          native::EncodeResponse(&c->out, native::Code::kError, req.request_id,
+                                 "ERR a client id must be nonzero");
+          m->errors.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          c->session.client_id = static_cast<uint64_t>(req.arg);
+          native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, {});
+        }
+        break;
       case native::Op::kPing:
         native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, "PONG");
         m->ops[static_cast<int>(OpClass::kOther)].fetch_add(1, std::memory_order_relaxed);
@@ -532,6 +575,8 @@ class IoThread final : public CompletionSink {
           op.args = {std::string(req.key)};
         }
         op.start_us = t0;
+        op.client_id = c->session.client_id;
+        op.client_seq = c->session.client_id != 0 ? req.request_id : 0;
         m->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1, std::memory_order_relaxed);
         outbox_.push_back(Store::Write{std::move(op), this, c->id});
         c->session.pending_writes++;

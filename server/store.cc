@@ -54,7 +54,53 @@ StatusOr<std::unique_ptr<Store>> Store::OpenOnDevice(std::shared_ptr<nvm::LogDev
       },
       report));
   store->applied_end_.store(store->log_->next_lsn());
+  store->epoch_.store(options.log.epoch);
   return store;
+}
+
+void Store::StampLsns(uint64_t first_lsn, std::vector<WriteResult>* results) {
+  for (auto& r : *results) {
+    if (r.lsn != 0) r.lsn += first_lsn - 2;  // r.lsn was the record's index + 1
+  }
+}
+
+void Store::BecomePrimary(Replicator* r, uint64_t epoch) {
+  options_.replicator = r;
+  options_.log.epoch = epoch;
+  log_->set_epoch_wt(epoch);
+  epoch_.store(epoch);
+  Start();
+}
+
+Status Store::TruncateLog(uint64_t lsn) {
+  std::unique_lock<std::mutex> slots[kReadSlots];
+  for (int i = 0; i < kReadSlots; i++) slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
+  FAHA_RETURN_IF_ERROR(log_->TruncateTo_wt(lsn));
+  index_.Clear();
+  keys_with_expiry_.store(0);
+  clients_.Clear();
+  const int64_t now = WallMs();
+  auto replayed = log_->ForEachBatch(
+      1, lsn, UINT64_MAX, [&](const nvm::BatchHeader& h, std::string_view payload) {
+        (void)h;
+        for (size_t off = 0; off < payload.size();) {
+          RecordView rec;
+          size_t n;
+          if (!nvm::DecodeRecord(payload.data() + off, payload.size() - off, &rec, &n)) break;
+          uint64_t loc = log_->LocationOf(payload.data() + off);
+          if (rec.type == RecordType::kPut && rec.expire_at_ms != 0 && rec.expire_at_ms <= now) {
+            RecordView del = rec;
+            del.type = RecordType::kDelete;
+            ApplyRecord(del, loc);
+          } else {
+            ApplyRecord(rec, loc);
+          }
+          off += n;
+        }
+      });
+  if (!replayed.ok() && lsn > 1) return replayed.status();
+  applied_end_.store(lsn, std::memory_order_release);
+  return Status::OK();
 }
 
 void Store::Start() {
@@ -183,7 +229,7 @@ void Store::MergeInFlight_st(const SeqInFlight& b) {
       inflight_overlay_[std::string(rec.key)] = b.base_location + off;
     } else if (rec.type == RecordType::kDelete) {
       inflight_overlay_[std::string(rec.key)] = kInFlightDeleted;
-    } else {
+    } else if (rec.type == RecordType::kFlushAll) {
       inflight_overlay_.clear();
       inflight_flushed_ = true;
     }
@@ -264,6 +310,7 @@ void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>
     options_.replicator->Ship(h, batch.payload());
     auto appended = PersistBatch_st(&h, batch, taken->size(), results);
     if (appended.ok()) {
+      StampLsns(h.first_lsn, results);
       f.end_lsn = h.first_lsn + h.record_count;
       f.base_location = appended->base_location;
       f.bytes = batch.bytes();
@@ -324,6 +371,13 @@ void Store::ApplyRecord(const RecordView& rec, uint64_t location, uint64_t hash)
       index_.Clear();
       keys_with_expiry_.store(0);
       break;
+    case RecordType::kClientReply: {
+      WriteResult reply;
+      if (ClientTable::DecodeReply(rec.value, &reply)) {
+        clients_.Record(rec.client_id, rec.client_seq, reply);
+      }
+      break;
+    }
   }
 }
 
@@ -452,7 +506,31 @@ void Store::SequencerLoop_st() {
       const size_t mark_bytes = batch.bytes();
       const uint32_t mark_count = batch.count();
       const bool mark_flushed = overlay_flushed_;
-      WriteResult r = Evaluate_st(taken[i].op, &batch, now);
+      const WriteOp& op = taken[i].op;
+      WriteResult r;
+      if (op.client_id != 0) {
+        switch (clients_.Lookup(op.client_id, op.client_seq, &r)) {
+          case ClientTable::Seen::kDuplicate:
+            metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
+            results.push_back(std::move(r));
+            continue;
+          case ClientTable::Seen::kForgotten:
+            metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
+            results.push_back(WriteResult::Error(
+                "ERR this write (client " + std::to_string(op.client_id) + ", sequence " +
+                std::to_string(op.client_seq) +
+                ") was applied already; its reply is no longer kept"));
+            continue;
+          case ClientTable::Seen::kNew:
+            break;
+        }
+      }
+      r = Evaluate_st(op, &batch, now);
+      if (op.client_id != 0) {
+        r.lsn = batch.count() + 1;  // made absolute once the batch has its first LSN
+        batch.Add(RecordType::kClientReply, {}, ClientTable::EncodeReply(r), 0, op.client_id,
+                  op.client_seq);
+      }
       const bool too_big_for_batch = batch.bytes() > options_.max_batch_bytes;
       if (too_big_for_batch || batch.bytes() > log_->max_payload_bytes()) {
         // The estimate at dequeue time missed (EXPIRE and INCR rewrite the
@@ -469,6 +547,8 @@ void Store::SequencerLoop_st() {
           break;
         }
         r = WriteResult::Error("ERR this write needs more than one log batch (--max_batch_kb)");
+      } else if (op.client_id != 0) {
+        clients_.Record(op.client_id, op.client_seq, r);
       }
       results.push_back(std::move(r));
     }
@@ -480,6 +560,7 @@ void Store::SequencerLoop_st() {
     if (!batch.empty()) {
       auto appended = PersistBatch_st(nullptr, batch, taken.size(), &results);
       if (appended.ok()) {
+        StampLsns(appended->first_lsn, &results);
         PublishBatch_st(appended->base_location, batch.bytes());
         applied_end_.store(log_->next_lsn(), std::memory_order_release);
       }
@@ -511,8 +592,8 @@ void Store::BuildOverlay_st(const nvm::BatchBuilder& batch) {
       overlay_[std::string(r.key)] = off;
     } else if (r.type == RecordType::kDelete) {
       overlay_[std::string(r.key)] = kDeleted;
-    } else {
-      overlay_.clear();  // FLUSHALL: overlay_flushed_ is already set
+    } else if (r.type == RecordType::kFlushAll) {
+      overlay_.clear();  // overlay_flushed_ is already set
     }
     off += n;
   }

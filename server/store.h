@@ -27,6 +27,7 @@
 #include "common/thread_annotations.h"
 #include "faha/status.h"
 #include "nvm/log.h"
+#include "server/client_table.h"
 #include "server/index.h"
 #include "server/metrics.h"
 
@@ -98,6 +99,11 @@ struct WriteOp {
   enum class ExpireIf : uint8_t { kAlways, kNoExpiry, kHasExpiry, kGreater, kLess };
   ExpireIf expire_if = ExpireIf::kAlways;
   int64_t start_us = 0;  // for latency metrics
+  // Retry de-duplication: a client that names itself numbers its writes; a
+  // write whose (client_id, client_seq) was applied before gets its first
+  // reply again (ClientTable). 0: anonymous, never de-duplicated.
+  uint64_t client_id = 0;
+  uint64_t client_seq = 0;
 };
 
 struct WriteResult {
@@ -105,11 +111,14 @@ struct WriteResult {
   Kind kind = Kind::kOk;
   int64_t integer = 0;
   std::string str;  // kBulk value or kError message (without the leading '-')
+  // Writes of named clients: the LSN of the write's kClientReply record once
+  // committed (its commit stamp, with the store's epoch); 0 otherwise.
+  uint64_t lsn = 0;
   static WriteResult Ok() { return {}; }
-  static WriteResult Nil() { return {Kind::kNil, 0, {}}; }
-  static WriteResult Int(int64_t v) { return {Kind::kInt, v, {}}; }
-  static WriteResult Bulk(std::string s) { return {Kind::kBulk, 0, std::move(s)}; }
-  static WriteResult Error(std::string s) { return {Kind::kError, 0, std::move(s)}; }
+  static WriteResult Nil() { return {Kind::kNil, 0, {}, 0}; }
+  static WriteResult Int(int64_t v) { return {Kind::kInt, v, {}, 0}; }
+  static WriteResult Bulk(std::string s) { return {Kind::kBulk, 0, std::move(s), 0}; }
+  static WriteResult Error(std::string s) { return {Kind::kError, 0, std::move(s), 0}; }
 };
 
 struct Completion {
@@ -154,6 +163,11 @@ class Store : private KeyReader {
 
   // Primary of a cluster: ship batches through `r` (before Start).
   void set_replicator(Replicator* r) { options_.replicator = r; }
+  // A backup promoted to primary of `epoch`: later batches carry that epoch
+  // and ship through `r`; starts the sequencer. REQUIRES: the backup stopped
+  // applying its old primary's stream.
+  void BecomePrimary(Replicator* r, uint64_t epoch);
+  uint64_t epoch() const { return epoch_.load(std::memory_order_relaxed); }
   void Start();
   // Commits everything submitted so far, then stops the sequencer.
   void Stop();
@@ -196,6 +210,11 @@ class Store : private KeyReader {
   StatusOr<nvm::Log::AppendResult> AppendReplicated(const nvm::BatchHeader& header,
                                                     std::string_view payload);
   void PublishReplicated(const nvm::Log::AppendResult& appended);
+  // Backup: drops the log from the batch at `lsn` on (an unacknowledged
+  // suffix its new primary does not have) and rebuilds the index and the
+  // client table from what remains. Readers wait meanwhile. From the thread
+  // that applies the primary's stream.
+  Status TruncateLog(uint64_t lsn);
 
   // What FAHA.DIGEST reports: the committed LSN, a digest of the committed
   // batches (chained batch checksums) and of the visible data.
@@ -209,6 +228,7 @@ class Store : private KeyReader {
   StatusOr<Digest> ComputeDigest() const;
 
   uint64_t KeyCount() const { return index_.size(); }
+  size_t ClientCount() const { return clients_.size(); }
   uint64_t KeysWithExpiry() const { return keys_with_expiry_.load(std::memory_order_relaxed); }
   size_t IndexMemoryBytes() const { return index_.MemoryBytes(); }
   const nvm::Log& log() const { return *log_; }
@@ -227,6 +247,8 @@ class Store : private KeyReader {
   // Applies a just-persisted batch to the index, prefetching first.
   void PublishBatch_st(uint64_t base_location, size_t bytes);
   void SequencerLoop_st();
+  // Turns the record indexes in results' lsn fields into LSNs.
+  static void StampLsns(uint64_t first_lsn, std::vector<WriteResult>* results);
 
   using Pending = Write;
   // The state of a key as the sequencer sees it: committed, or overwritten by
@@ -268,6 +290,8 @@ class Store : private KeyReader {
   std::unique_ptr<nvm::Log> log_;
   Index index_;
   std::atomic<uint64_t> keys_with_expiry_{0};
+  std::atomic<uint64_t> epoch_{0};
+  ClientTable clients_;
   std::atomic<bool> failed_{false};
 
   static constexpr int kReadSlots = 16;

@@ -1,0 +1,216 @@
+// EtcdProcess: fork/exec of a single-member etcd for tests (see etcd_testing.h).
+#include "coord/etcd_testing.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "coord/etcd_client.h"
+
+namespace faha::coord {
+namespace {
+
+constexpr int kStartTimeoutMs = 15000;
+constexpr int kLaunchAttempts = 3;  // a picked port can be taken before etcd binds it
+
+std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+// Two distinct free loopback ports: bound at once to port 0, read back, released.
+Status PickFreePorts(int* a, int* b) {
+  int fds[2] = {-1, -1};
+  int ports[2] = {0, 0};
+  Status s;
+  for (int i = 0; i < 2 && s.ok(); ++i) {
+    fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fds[i] < 0) {
+      s = Status::IOError(Errno("socket"));
+      break;
+    }
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof(addr);
+    if (bind(fds[i], reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      s = Status::IOError(Errno("bind 127.0.0.1:0"));
+    } else if (getsockname(fds[i], reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      s = Status::IOError(Errno("getsockname"));
+    } else {
+      ports[i] = ntohs(addr.sin_port);
+    }
+  }
+  for (int fd : fds) {
+    if (fd >= 0) close(fd);
+  }
+  *a = ports[0];
+  *b = ports[1];
+  return s;
+}
+
+// waitpid that retries on EINTR.
+pid_t WaitPid(pid_t pid, int* status, int flags) {
+  pid_t r;
+  do {
+    r = waitpid(pid, status, flags);
+  } while (r < 0 && errno == EINTR);
+  return r;
+}
+
+std::string DescribeExit(int status) {
+  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+}  // namespace
+
+EtcdProcess::~EtcdProcess() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    int status = 0;
+    WaitPid(pid_, &status, 0);
+  }
+  if (!dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+std::string EtcdProcess::endpoint() const {
+  if (client_port_ == 0) return std::string();
+  return "http://127.0.0.1:" + std::to_string(client_port_);
+}
+
+Status EtcdProcess::Start() {
+  if (pid_ > 0) return Status::InvalidArgument("etcd is already running as pid " + std::to_string(pid_));
+  const bool fresh = dir_.empty();
+  if (fresh) {
+    char tmpl[] = "/tmp/faha-etcd-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return Status::IOError(Errno("mkdtemp /tmp/faha-etcd-XXXXXX"));
+    dir_ = tmpl;
+  }
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
+  Status s;
+  for (int attempt = 0; attempt < kLaunchAttempts; ++attempt) {
+    if (fresh) {
+      FAHA_RETURN_IF_ERROR(PickFreePorts(&client_port_, &peer_port_));
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) break;
+    s = Launch(static_cast<int>(left.count()));
+    // Unavailable: etcd exited before answering, most likely because another
+    // process took a picked port; a fresh etcd tries again on new ports.
+    if (s.ok() || !fresh || s.code() != Status::Code::kUnavailable) return s;
+    std::error_code ec;
+    std::filesystem::remove_all(dir_ + "/data", ec);
+  }
+  return s;
+}
+
+Status EtcdProcess::Launch(int deadline_ms) {
+  const char* env_bin = std::getenv("FAHA_ETCD_BIN");
+  const std::string bin = env_bin != nullptr && env_bin[0] != '\0' ? env_bin : "/usr/bin/etcd";
+  if (access(bin.c_str(), X_OK) != 0) return Status::NotFound(Errno(bin.c_str()));
+  const std::string client_url = endpoint();
+  const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer_port_);
+  std::vector<std::string> args = {bin,
+                                   "--name", "t",
+                                   "--data-dir", dir_ + "/data",
+                                   "--listen-client-urls", client_url,
+                                   "--advertise-client-urls", client_url,
+                                   "--listen-peer-urls", peer_url,
+                                   "--initial-advertise-peer-urls", peer_url,
+                                   "--initial-cluster", "t=" + peer_url,
+                                   "--heartbeat-interval", "20",
+                                   "--election-timeout", "200",
+                                   "--log-level", "error"};
+  // Everything the child needs is built before fork(): between fork and exec
+  // only async-signal-safe calls are allowed.
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log = log_path();
+  const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) return Status::IOError(Errno(log.c_str()));
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(log_fd);
+    return Status::IOError(Errno("fork"));
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);  // the parent died before prctl
+    dup2(log_fd, STDOUT_FILENO);
+    dup2(log_fd, STDERR_FILENO);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(log_fd);
+  pid_ = pid;
+
+  StatusOr<std::unique_ptr<EtcdClient>> client = EtcdClient::Create(client_url, 1000);
+  if (!client.ok()) return client.status();
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(deadline_ms);
+  Status last;
+  while (true) {
+    int status = 0;
+    if (WaitPid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return Status::Unavailable("etcd on " + client_url + " exited (" + DescribeExit(status) +
+                                 ") before answering; " + log + ":\n" + LogTail());
+    }
+    // A linearizable read: answers only once etcd has a leader.
+    last = (*client)->Get("faha/etcd-process/probe").status();
+    if (last.ok()) return Status::OK();
+    if (Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // poll interval
+  }
+  Kill(SIGKILL);
+  return Status::Timeout("etcd on " + client_url + " did not answer within " +
+                         std::to_string(deadline_ms) + " ms (last: " + last.ToString() + "); " +
+                         log + ":\n" + LogTail());
+}
+
+Status EtcdProcess::Kill(int sig) {
+  if (pid_ <= 0) return Status::InvalidArgument("etcd is not running");
+  if (kill(pid_, sig) != 0) return Status::IOError(Errno("kill"));
+  if (sig != SIGKILL && sig != SIGTERM && sig != SIGINT) return Status::OK();
+  if (sig != SIGKILL) kill(pid_, SIGCONT);  // a stopped etcd could not act on it
+  int status = 0;
+  if (WaitPid(pid_, &status, 0) != pid_) return Status::IOError(Errno("waitpid"));
+  pid_ = -1;
+  return Status::OK();
+}
+
+std::string EtcdProcess::LogTail() const {
+  constexpr std::streamoff kTail = 2000;
+  std::ifstream in(log_path(), std::ios::binary);
+  if (!in) return "(no log)";
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  in.seekg(size > kTail ? size - kTail : 0);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace faha::coord

@@ -1,0 +1,55 @@
+// EtcdProcess: a throw-away single-member etcd for tests. Start() runs
+// /usr/bin/etcd (or $FAHA_ETCD_BIN) on two free 127.0.0.1 ports with its own
+// data directory under /tmp, fast raft timers (heartbeat 20 ms, election
+// 200 ms) and its output in <dir>/etcd.log, and returns once etcd serves a
+// linearizable read. The destructor SIGKILLs that one pid and removes the
+// directory; etcd also dies with the thread that started it (PR_SET_PDEATHSIG),
+// so a crashed test leaves no etcd behind. Thread-compatible: one thread owns it.
+#ifndef FAHA_COORD_ETCD_TESTING_H_
+#define FAHA_COORD_ETCD_TESTING_H_
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "faha/status.h"
+
+namespace faha::coord {
+
+class EtcdProcess {
+ public:
+  EtcdProcess() = default;
+  ~EtcdProcess();
+  EtcdProcess(const EtcdProcess&) = delete;
+  EtcdProcess& operator=(const EtcdProcess&) = delete;
+
+  // Starts etcd and waits up to 15 s until it answers. The first Start()
+  // creates the data directory and picks the ports; a Start() after a Kill()
+  // that stopped etcd restarts it on the same ports and data.
+  Status Start();
+  // Sends `sig` to etcd. For SIGKILL, SIGTERM and SIGINT also waits for etcd to
+  // exit; other signals (SIGSTOP, SIGCONT) are only delivered.
+  Status Kill(int sig);
+
+  // "http://127.0.0.1:<client port>"; empty before the first Start().
+  std::string endpoint() const;
+  int client_port() const { return client_port_; }
+  pid_t pid() const { return pid_; }  // -1 when not running
+  const std::string& dir() const { return dir_; }
+  std::string log_path() const { return dir_ + "/etcd.log"; }
+
+ private:
+  // One attempt to launch etcd and see it answer within deadline_ms.
+  Status Launch(int deadline_ms);
+  // The last lines of etcd.log, for error messages.
+  std::string LogTail() const;
+
+  std::string dir_;
+  int client_port_ = 0;
+  int peer_port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace faha::coord
+
+#endif  // FAHA_COORD_ETCD_TESTING_H_

@@ -1,0 +1,81 @@
+#include "server/client_table.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "server/store.h"
+
+namespace faha {
+
+namespace {
+// Encoded reply: u8 kind, i64 integer, then the string bytes.
+constexpr size_t kFixed = 1 + 8;
+}  // namespace
+
+std::string ClientTable::EncodeReply(const WriteResult& r) {
+  std::string out(kFixed, '\0');
+  out[0] = static_cast<char>(r.kind);
+  std::memcpy(out.data() + 1, &r.integer, 8);
+  out.append(r.str);
+  return out;
+}
+
+bool ClientTable::DecodeReply(std::string_view b, WriteResult* r) {
+  if (b.size() < kFixed) return false;
+  uint8_t kind = static_cast<uint8_t>(b[0]);
+  if (kind > static_cast<uint8_t>(WriteResult::Kind::kError)) return false;
+  r->kind = static_cast<WriteResult::Kind>(kind);
+  std::memcpy(&r->integer, b.data() + 1, 8);
+  r->str.assign(b.substr(kFixed));
+  return true;
+}
+
+ClientTable::Seen ClientTable::Lookup(uint64_t client, uint64_t seq, WriteResult* reply) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = clients_.find(client);
+  if (it == clients_.end() || seq > it->second.max_seq) return Seen::kNew;
+  const auto& replies = it->second.replies;
+  auto r = std::lower_bound(replies.begin(), replies.end(), seq,
+                            [](const auto& e, uint64_t s) { return e.first < s; });
+  if (r == replies.end() || r->first != seq || !DecodeReply(r->second, reply)) {
+    return Seen::kForgotten;
+  }
+  return Seen::kDuplicate;
+}
+
+void ClientTable::Record(uint64_t client, uint64_t seq, const WriteResult& reply) {
+  std::lock_guard<std::mutex> l(mu_);
+  Entry& e = clients_[client];
+  e.touched = ++clock_;
+  if (seq <= e.max_seq && e.max_seq != 0) return;
+  e.max_seq = seq;
+  e.replies.emplace_back(seq, EncodeReply(reply));
+  if (e.replies.size() > kRepliesPerClient) e.replies.pop_front();
+  if (clients_.size() > kMaxClients) EvictLocked();
+}
+
+void ClientTable::EvictLocked() {
+  // Forget the least recently written eighth at once, so this runs rarely.
+  std::vector<uint64_t> ages;
+  ages.reserve(clients_.size());
+  for (const auto& [id, e] : clients_) ages.push_back(e.touched);
+  size_t drop = clients_.size() / 8;
+  std::nth_element(ages.begin(), ages.begin() + static_cast<ptrdiff_t>(drop), ages.end());
+  const uint64_t cutoff = ages[drop];
+  for (auto it = clients_.begin(); it != clients_.end();) {
+    it = it->second.touched < cutoff ? clients_.erase(it) : std::next(it);
+  }
+}
+
+void ClientTable::Clear() {
+  std::lock_guard<std::mutex> l(mu_);
+  clients_.clear();
+}
+
+size_t ClientTable::size() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return clients_.size();
+}
+
+}  // namespace faha

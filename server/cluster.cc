@@ -1,0 +1,627 @@
+#include "server/cluster.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "common/clock.h"
+#include "common/logging.h"
+#include "common/resp.h"
+#include "nvm/epoch_file.h"
+#include "server/store.h"
+
+namespace faha {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kHistoryKept = 64;
+constexpr int64_t kNsPerMs = 1000000;
+// A restarted node waits this long for its primary to call before it may
+// suspect it: a primary retries a lost backup within a few hundred ms.
+constexpr int64_t kStartupGraceMs = 1500;
+// Safety margin on top of the old primary's read lease.
+constexpr int64_t kLeaseMarginMs = 50;
+
+}  // namespace
+
+std::string ClusterConfig::ToJson() const {
+  json j;
+  j["epoch"] = epoch;
+  j["primary"] = primary;
+  j["in_sync"] = in_sync;
+  json h = json::array();
+  for (const auto& [e, lsn] : history) h.push_back({e, lsn});
+  j["history"] = h;
+  return j.dump();
+}
+
+StatusOr<ClusterConfig> ClusterConfig::FromJson(const std::string& text) {
+  try {
+    json j = json::parse(text);
+    ClusterConfig c;
+    c.epoch = j.at("epoch").get<uint64_t>();
+    c.primary = j.at("primary").get<std::string>();
+    c.in_sync = j.at("in_sync").get<std::vector<std::string>>();
+    for (const auto& e : j.at("history")) {
+      c.history.emplace_back(e.at(0).get<uint64_t>(), e.at(1).get<uint64_t>());
+    }
+    if (c.epoch == 0 || c.primary.empty()) return Status::Corruption("epoch 0 or no primary");
+    return c;
+  } catch (const std::exception& e) {
+    return Status::Corruption(std::string("cluster configuration is not valid: ") + e.what());
+  }
+}
+
+ClusterNode::ClusterNode(const ClusterOptions& options, Store* store,
+                         std::unique_ptr<BackupService> backup)
+    : options_(options), store_(store), backup_(std::move(backup)), started_ns_(MonoNs()) {}
+
+ClusterNode::~ClusterNode() { Stop(); }
+
+std::string ClusterNode::Key(const std::string& suffix) const {
+  return "/faha/" + options_.cluster + "/" + suffix;
+}
+
+Status ClusterNode::Start() {
+  auto a = coord::EtcdClient::Create(options_.etcd, options_.etcd_timeout_ms);
+  if (!a.ok()) return a.status();
+  etcd_ = std::move(*a);
+  auto b = coord::EtcdClient::Create(options_.etcd, options_.etcd_timeout_ms);
+  if (!b.ok()) return b.status();
+  keepalive_ = std::move(*b);
+  Status s;
+  const int64_t deadline = MonoMs() + 10000;
+  do {
+    s = RenewLease();
+    if (s.ok()) s = Register(0);
+    if (s.ok()) break;
+    FAHA_LOG_WARN("cluster: cannot reach etcd at %s yet: %s", options_.etcd.c_str(),
+                  s.ToString().c_str());
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  } while (MonoMs() < deadline);
+  if (!s.ok()) return s.WithPrefix("etcd " + options_.etcd);
+  FAHA_LOG_INFO("cluster %s: node %s registered in etcd %s (lease TTL %lld s, read lease %d ms, "
+                "failover after %d ms of silence)",
+                options_.cluster.c_str(), options_.node_id.c_str(), options_.etcd.c_str(),
+                static_cast<long long>(granted_ttl_s_), options_.read_lease_ms,
+                options_.failover_timeout_ms);
+  keeper_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "faha-lease");
+    KeepAliveLoop();
+  });
+  runner_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "faha-cluster");
+    Run();
+  });
+  return Status::OK();
+}
+
+void ClusterNode::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (runner_.joinable()) runner_.join();
+  if (keeper_.joinable()) keeper_.join();
+  if (replicator_) replicator_->Stop();
+  if (backup_) backup_->Stop();
+  // Leaving: let the others take over at once instead of after the TTL.
+  if (etcd_ && lease_id_.load() != 0) etcd_->RevokeLease(lease_id_.load());
+}
+
+Status ClusterNode::RenewLease() {
+  int64_t granted = 0;
+  auto id = etcd_->GrantLease(options_.lease_ttl_s, &granted);
+  if (!id.ok()) return id.status();
+  granted_ttl_s_ = granted;
+  lease_id_.store(*id);
+  lease_lost_.store(false);
+  return Status::OK();
+}
+
+Status ClusterNode::Register(uint64_t candidate) {
+  auto [next_lsn, last_epoch] = backup_ && !replicator_ ? backup_->LogEnd()
+                                                        : std::pair<uint64_t, uint64_t>{
+                                                              store_->log().next_lsn(), 0};
+  json j;
+  j["id"] = options_.node_id;
+  j["client"] = options_.client_address;
+  j["repl"] = options_.repl_address;
+  j["next_lsn"] = next_lsn;
+  j["last_epoch"] = last_epoch;
+  j["candidate"] = candidate;
+  return etcd_->Put(Key("nodes/" + options_.node_id), j.dump(), lease_id_.load());
+}
+
+StatusOr<std::optional<ClusterConfig>> ClusterNode::ReadConfig() {
+  auto kv = etcd_->Get(Key("config"));
+  if (!kv.ok()) return kv.status();
+  if (!kv->has_value()) return std::optional<ClusterConfig>();
+  auto c = ClusterConfig::FromJson((*kv)->value);
+  if (!c.ok()) return c.status();
+  c->mod_revision = (*kv)->mod_revision;
+  return std::optional<ClusterConfig>(std::move(*c));
+}
+
+StatusOr<std::vector<ClusterNode::NodeInfo>> ClusterNode::ReadNodes() {
+  auto kvs = etcd_->GetPrefix(Key("nodes/"));
+  if (!kvs.ok()) return kvs.status();
+  std::vector<NodeInfo> out;
+  for (const auto& kv : *kvs) {
+    try {
+      json j = json::parse(kv.value);
+      NodeInfo n;
+      n.id = j.at("id").get<std::string>();
+      n.client = j.at("client").get<std::string>();
+      n.repl = j.at("repl").get<std::string>();
+      n.next_lsn = j.value("next_lsn", uint64_t{0});
+      n.last_epoch = j.value("last_epoch", uint64_t{0});
+      n.candidate = j.value("candidate", uint64_t{0});
+      out.push_back(std::move(n));
+    } catch (const std::exception& e) {
+      FAHA_LOG_WARN("cluster: ignoring malformed node key %s: %s", kv.key.c_str(), e.what());
+    }
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& n : out) repl_to_id_[n.repl] = n.id;
+  return out;
+}
+
+void ClusterNode::KeepAliveLoop() {
+  const int interval_ms = std::max(20, options_.read_lease_ms / 4);
+  while (true) {
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      if (cv_.wait_for(l, std::chrono::milliseconds(interval_ms), [&] { return stopping_; })) {
+        return;
+      }
+    }
+    const int64_t lease = lease_id_.load();
+    if (lease == 0 || lease_lost_.load()) continue;
+    const int64_t sent = MonoNs();
+    auto ttl = keepalive_->KeepAliveOnce(lease);
+    if (ttl.ok()) {
+      // etcd counts its TTL from when it saw this renewal, after we sent it:
+      // our read lease from the send time ends first.
+      lease_valid_until_ns_.store(sent + int64_t{options_.read_lease_ms} * kNsPerMs);
+    } else if (ttl.status().IsNotFound()) {
+      if (lease_id_.load() == lease) {
+        lease_lost_.store(true);
+        lease_valid_until_ns_.store(0);
+        cv_.notify_all();
+      }
+    }
+  }
+}
+
+void ClusterNode::Run() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      if (cv_.wait_for(l, std::chrono::milliseconds(options_.heartbeat_ms),
+                       [&] { return stopping_; })) {
+        return;
+      }
+      if (role_ == Role::kDeposed) continue;
+    }
+    Tick();
+  }
+}
+
+void ClusterNode::Tick() {
+  auto cfg = ReadConfig();
+  if (!cfg.ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (last_error_ != cfg.status().message()) {
+      FAHA_LOG_WARN("cluster: %s", cfg.status().ToString().c_str());
+    }
+    last_error_ = cfg.status().message();
+    return;
+  }
+  bool primary;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    last_error_.clear();
+    primary = role_ == Role::kPrimary;
+    if (cfg->has_value()) {
+      epoch_ = (*cfg)->epoch;
+      primary_id_ = (*cfg)->primary;
+    }
+  }
+  if (primary) {
+    PrimaryTick(*cfg);
+  } else {
+    if (lease_lost_.load()) {
+      // A backup whose lease lapsed (etcd unreachable for a TTL): a new one.
+      if (RenewLease().ok()) Register(0);
+      return;
+    }
+    BackupTick(*cfg);
+  }
+}
+
+void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
+  const int64_t now = MonoNs();
+  if (!cfg) {
+    // A new cluster: the first node to write the configuration is primary.
+    auto [next_lsn, last_epoch] = backup_->LogEnd();
+    ClusterConfig next;
+    next.epoch = std::max(backup_->epoch(), last_epoch) + 1;
+    next.primary = options_.node_id;
+    next.history = {{next.epoch, next_lsn}};
+    TryTakeOver(std::nullopt, next, 0);
+    return;
+  }
+  auto leader = etcd_->Get(Key("leader"));
+  if (!leader.ok()) return;
+  bool leader_present = leader->has_value();
+  uint64_t leader_epoch = 0;
+  std::string leader_id;
+  if (leader_present) {
+    try {
+      json j = json::parse((*leader)->value);
+      leader_epoch = j.at("epoch").get<uint64_t>();
+      leader_id = j.at("id").get<std::string>();
+      std::lock_guard<std::mutex> l(mu_);
+      primary_client_ = j.at("client").get<std::string>();
+    } catch (const std::exception&) {
+      leader_present = false;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (leader_present && leader_epoch == cfg->epoch) {
+      not_serving_.clear();
+    } else {
+      not_serving_ = "the cluster has no serving primary (failover in progress)";
+    }
+  }
+  if (cfg->epoch != watched_epoch_) {
+    watched_epoch_ = cfg->epoch;
+    watched_since_ns_ = now;
+    suspect_since_ns_ = 0;
+  }
+  const bool eligible =
+      cfg->primary == options_.node_id ||
+      std::find(cfg->in_sync.begin(), cfg->in_sync.end(), options_.node_id) != cfg->in_sync.end();
+  if (!eligible) return;
+  // Someone else is between taking the leader key and writing the new
+  // configuration: wait for it (its lease ends the wait if it died).
+  if (leader_present && leader_epoch > cfg->epoch) return;
+  bool gone;
+  if (cfg->primary == options_.node_id) {
+    gone = true;  // our own previous incarnation: it is not running
+  } else if (!leader_present) {
+    gone = true;  // its lease ended in etcd
+  } else {
+    const int64_t heard_ns = backup_->session_epoch() == cfg->epoch
+                                 ? backup_->last_heard_us() * 1000
+                                 : 0;
+    const int64_t since = std::max({heard_ns, watched_since_ns_,
+                                    started_ns_ + (kStartupGraceMs - options_.failover_timeout_ms) *
+                                                      kNsPerMs});
+    gone = now - since > int64_t{options_.failover_timeout_ms} * kNsPerMs;
+  }
+  if (!gone) {
+    suspect_since_ns_ = 0;
+    return;
+  }
+  if (suspect_since_ns_ == 0) {
+    suspect_since_ns_ = now;
+    FAHA_LOG_WARN("cluster: primary %s of epoch %llu looks gone (%s); running for primary",
+                  cfg->primary.c_str(), static_cast<unsigned long long>(cfg->epoch),
+                  !leader_present ? "its lease ended" : "no heartbeat");
+  }
+  if (now < election_retry_ns_) return;
+  RunElection(*cfg);
+}
+
+void ClusterNode::RunElection(const ClusterConfig& cfg) {
+  const uint64_t target = cfg.epoch + 1;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    elections_++;
+  }
+  // From here on this node acknowledges nothing of the old epoch: the old
+  // primary cannot commit without removing it from the configuration.
+  backup_->Fence(target);
+  auto [next_lsn, last_epoch] = backup_->LogEnd();
+  if (!Register(target).ok()) return;
+  std::vector<std::string> eligible = cfg.in_sync;
+  eligible.push_back(cfg.primary);
+  const int64_t deadline = MonoNs() + int64_t{options_.election_wait_ms} * kNsPerMs;
+  std::vector<NodeInfo> candidates;
+  while (true) {
+    auto nodes = ReadNodes();
+    if (!nodes.ok()) return;
+    candidates.clear();
+    size_t alive = 0;
+    for (const auto& n : *nodes) {
+      if (std::find(eligible.begin(), eligible.end(), n.id) == eligible.end()) continue;
+      if (n.id != cfg.primary) alive++;  // the suspect is not waited for
+      if (n.candidate == target) candidates.push_back(n);
+    }
+    if (candidates.size() == alive || MonoNs() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  // The longest log wins (ties: the larger id): every committed batch is on
+  // every candidate; the longest keeps the most, and the others' logs are
+  // prefixes of it or get truncated to one.
+  const NodeInfo* best = nullptr;
+  for (const auto& n : candidates) {
+    if (!best || n.next_lsn > best->next_lsn ||
+        (n.next_lsn == best->next_lsn && n.id > best->id)) {
+      best = &n;
+    }
+  }
+  if (best == nullptr || best->id != options_.node_id) {
+    FAHA_LOG_INFO("cluster: epoch %llu: %s has the longest log (%llu; ours %llu); waiting for it",
+                  static_cast<unsigned long long>(target), best ? best->id.c_str() : "nobody",
+                  static_cast<unsigned long long>(best ? best->next_lsn - 1 : 0),
+                  static_cast<unsigned long long>(next_lsn - 1));
+    election_retry_ns_ = MonoNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
+    return;
+  }
+  // Fence the old primary by time: revoke its lease (its leader key goes with
+  // it); it stops serving within its read lease of the revocation.
+  int64_t revoked_ns = 0;
+  auto leader = etcd_->Get(Key("leader"));
+  if (!leader.ok()) return;
+  if (leader->has_value()) {
+    if (!etcd_->RevokeLease((*leader)->lease).ok()) return;
+    revoked_ns = MonoNs();
+  }
+  ClusterConfig next;
+  next.epoch = target;
+  next.primary = options_.node_id;
+  next.history = cfg.history;
+  next.history.emplace_back(target, next_lsn);
+  if (next.history.size() > kHistoryKept) {
+    next.history.erase(next.history.begin(),
+                       next.history.begin() + static_cast<ptrdiff_t>(next.history.size() -
+                                                                      kHistoryKept));
+  }
+  (void)last_epoch;
+  if (!TryTakeOver(cfg, next, revoked_ns)) {
+    election_retry_ns_ = MonoNs() + int64_t{options_.failover_timeout_ms} * kNsPerMs;
+  }
+}
+
+bool ClusterNode::TryTakeOver(const std::optional<ClusterConfig>& expected, ClusterConfig next,
+                              int64_t revoked_ns) {
+  json leader;
+  leader["id"] = options_.node_id;
+  leader["epoch"] = next.epoch;
+  leader["client"] = options_.client_address;
+  const int64_t lease = lease_id_.load();
+  auto took = etcd_->CompareAndSwap(Key("leader"), 0, leader.dump(), lease, nullptr);
+  if (!took.ok() || !*took) return false;
+  auto wrote = etcd_->CompareAndSwap(Key("config"), expected ? expected->mod_revision : 0,
+                                     next.ToJson(), 0, nullptr);
+  if (!wrote.ok() || !*wrote) {
+    etcd_->Delete(Key("leader"));
+    return false;
+  }
+  Promote(next, revoked_ns);
+  return true;
+}
+
+void ClusterNode::Promote(const ClusterConfig& cfg, int64_t revoked_ns) {
+  FAHA_LOG_INFO("cluster: this node is primary of epoch %llu from LSN %llu%s",
+                static_cast<unsigned long long>(cfg.epoch),
+                static_cast<unsigned long long>(cfg.history.back().second - 1),
+                revoked_ns ? "; serving once the old primary's read lease has passed" : "");
+  backup_->Stop();  // applies what it received, then ends its sessions
+  auto ef = nvm::EpochFile::Open(options_.data_dir);
+  if (ef.ok()) ef->Advance(cfg.epoch);
+  ReplicatorOptions ropt;
+  auto nodes = ReadNodes();
+  if (nodes.ok()) {
+    for (const auto& n : *nodes) {
+      if (n.id != options_.node_id) ropt.backups.push_back(n.repl);
+    }
+  }
+  ropt.window = options_.window;
+  ropt.timeout_ms = options_.repl_timeout_ms;
+  ropt.min_sync_backups = options_.min_sync_backups;
+  ropt.epoch = cfg.epoch;
+  ropt.advertise = options_.client_address;
+  ropt.heartbeat_ms = options_.heartbeat_ms;
+  ropt.history = cfg.history;
+  ropt.drop_backups = [this](const std::vector<std::string>& a) { return DropFromConfig(a); };
+  replicator_ = std::make_unique<Replicator>(ropt, options_.make_transport(), &store_->log());
+  replicator_->Start(store_->log().next_lsn());
+  store_->BecomePrimary(replicator_.get(), cfg.epoch);
+  std::lock_guard<std::mutex> l(mu_);
+  role_ = Role::kPrimary;
+  epoch_ = cfg.epoch;
+  primary_id_ = options_.node_id;
+  primary_client_ = options_.client_address;
+  serving_ = false;
+  serve_after_ns_ = revoked_ns ? revoked_ns + (options_.read_lease_ms + kLeaseMarginMs) * kNsPerMs
+                               : 0;
+  not_serving_ = "it was just promoted and brings its backups to its log end";
+}
+
+void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
+  uint64_t my_epoch;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    my_epoch = epoch_;
+  }
+  if (lease_lost_.load()) return Depose("its etcd lease ended (revoked or expired)");
+  if (!cfg || cfg->primary != options_.node_id || cfg->epoch != my_epoch) {
+    return Depose("the configuration moved on to epoch " +
+                  std::to_string(cfg ? cfg->epoch : 0) + " with primary " +
+                  (cfg ? cfg->primary : std::string("none")));
+  }
+  auto nodes = ReadNodes();
+  if (nodes.ok()) {
+    for (const auto& n : *nodes) {
+      if (n.id != options_.node_id) replicator_->AddPeer(n.repl);
+    }
+  }
+  std::vector<std::string> joined = replicator_->PromoteCaughtUp();
+  if (!joined.empty()) {
+    Status s = UpdateConfig([&](ClusterConfig* c) {
+      for (const auto& a : joined) {
+        std::string id = IdOfRepl(a);
+        if (!id.empty() && std::find(c->in_sync.begin(), c->in_sync.end(), id) == c->in_sync.end())
+          c->in_sync.push_back(id);
+      }
+    });
+    if (!s.ok()) return Depose("cannot record backups in the configuration: " + s.message());
+  }
+  Status d = replicator_->DropSilent(options_.repl_timeout_ms);
+  if (!d.ok()) return Depose(d.message());
+  const bool enough = replicator_->in_sync_count() >= options_.min_sync_backups;
+  std::lock_guard<std::mutex> l(mu_);
+  if (!serving_ && MonoNs() >= serve_after_ns_ && enough) {
+    serving_ = true;
+    not_serving_.clear();
+    FAHA_LOG_INFO("cluster: serving as primary of epoch %llu (%zu backups in sync)",
+                  static_cast<unsigned long long>(epoch_), replicator_->in_sync_count());
+  }
+}
+
+void ClusterNode::Depose(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (role_ == Role::kDeposed) return;
+    role_ = Role::kDeposed;
+    serving_ = false;
+    not_serving_ = "it was primary of epoch " + std::to_string(epoch_) +
+                   " and was deposed; it restarts as a backup";
+  }
+  lease_valid_until_ns_.store(0);
+  FAHA_LOG_WARN("cluster: no longer primary: %s; restarting as a backup", why.c_str());
+  if (options_.request_restart) options_.request_restart();
+}
+
+std::string ClusterNode::IdOfRepl(const std::string& repl) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = repl_to_id_.find(repl);
+  return it == repl_to_id_.end() ? std::string() : it->second;
+}
+
+Status ClusterNode::UpdateConfig(const std::function<void(ClusterConfig*)>& change) {
+  std::lock_guard<std::mutex> serial(config_mu_);
+  uint64_t my_epoch;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    my_epoch = epoch_;
+  }
+  for (int attempt = 0; attempt < 5; attempt++) {
+    auto cfg = ReadConfig();
+    if (!cfg.ok()) return cfg.status();
+    if (!cfg->has_value() || (*cfg)->primary != options_.node_id || (*cfg)->epoch != my_epoch) {
+      return Status::Unavailable("this node is no longer primary of epoch " +
+                                 std::to_string(my_epoch));
+    }
+    ClusterConfig next = **cfg;
+    change(&next);
+    auto ok = etcd_->CompareAndSwap(Key("config"), (*cfg)->mod_revision, next.ToJson(), 0, nullptr);
+    if (!ok.ok()) return ok.status();
+    if (*ok) return Status::OK();
+  }
+  return Status::Unavailable("the configuration kept changing under this primary");
+}
+
+Status ClusterNode::DropFromConfig(const std::vector<std::string>& addresses) {
+  std::vector<std::string> ids;
+  for (const auto& a : addresses) {
+    std::string id = IdOfRepl(a);
+    if (!id.empty()) ids.push_back(id);
+  }
+  Status s = UpdateConfig([&](ClusterConfig* c) {
+    for (const auto& id : ids) {
+      c->in_sync.erase(std::remove(c->in_sync.begin(), c->in_sync.end(), id), c->in_sync.end());
+    }
+  });
+  if (s.ok()) {
+    std::string list;
+    for (const auto& id : ids) list += (list.empty() ? "" : ", ") + id;
+    FAHA_LOG_WARN("cluster: removed %s from the in-sync set in etcd", list.c_str());
+  }
+  return s;
+}
+
+bool ClusterNode::is_backup() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return role_ != Role::kPrimary;
+}
+
+std::string ClusterNode::primary_address() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return primary_client_;
+}
+
+std::string ClusterNode::Refusal(bool write, bool stale_ok) const {
+  std::lock_guard<std::mutex> l(mu_);
+  switch (role_) {
+    case Role::kPrimary:
+      if (!serving_) return "TRYAGAIN this node does not serve yet: " + not_serving_;
+      if (MonoNs() > lease_valid_until_ns_.load()) {
+        return "TRYAGAIN this primary has not renewed its etcd lease within --read_lease_ms; "
+               "it does not serve while a failover may be under way";
+      }
+      return {};
+    case Role::kDeposed:
+      return "TRYAGAIN this node does not serve: " + not_serving_;
+    case Role::kBackup:
+      if (!write && stale_ok) return {};
+      if (!not_serving_.empty() || primary_client_.empty()) {
+        return "TRYAGAIN this node is a backup and " +
+               (not_serving_.empty() ? std::string("knows no primary yet") : not_serving_);
+      }
+      return "MOVED 0 " + primary_client_;
+  }
+  return {};
+}
+
+void ClusterNode::AppendInfo(std::string* t) const {
+  auto line = [&](const std::string& k, const std::string& v) { *t += k + ":" + v + "\r\n"; };
+  Role role;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    role = role_;
+    line("cluster", options_.cluster);
+    line("node_id", options_.node_id);
+    line("etcd", options_.etcd);
+    line("cluster_role", role == Role::kPrimary ? "primary"
+                         : role == Role::kDeposed ? "deposed"
+                                                  : "backup");
+    line("cluster_epoch", std::to_string(epoch_));
+    line("cluster_primary", primary_id_);
+    line("serving", role == Role::kPrimary && serving_ ? "yes" : "no");
+    if (!not_serving_.empty()) line("not_serving_because", not_serving_);
+    line("elections_run", std::to_string(elections_));
+    line("lease_ttl_s", std::to_string(granted_ttl_s_));
+    if (!last_error_.empty()) line("etcd_error", last_error_);
+  }
+  if (role == Role::kPrimary && replicator_) {
+    replicator_->AppendInfo(t);
+  } else if (backup_) {
+    backup_->AppendInfo(t);
+  }
+}
+
+void ClusterNode::AppendRole(std::string* out) const {
+  bool primary;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    primary = role_ == Role::kPrimary;
+  }
+  if (primary && replicator_) {
+    replicator_->AppendRole(out);
+  } else {
+    backup_->AppendRole(out);
+  }
+}
+
+}  // namespace faha

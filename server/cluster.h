@@ -1,0 +1,170 @@
+// ClusterNode: a node of a cluster coordinated through etcd. It has no fixed
+// role: the first node to write the cluster configuration is primary, the
+// others are backups; when the primary fails, an in-sync backup with the
+// longest log takes over in a new epoch. docs/architecture.md, "Failover".
+//
+// etcd keys under /faha/CLUSTER/:
+//   config      {epoch, primary, in_sync: [ids], history: [[epoch, first LSN]]}
+//               changed only by compare-and-swap on its mod_revision
+//   leader      {id, epoch, client, lease}: held by the serving primary, on
+//               its lease; created only while absent
+//   nodes/ID    {client, repl, next_lsn, last_epoch, candidate}, on the
+//               node's lease: who is up, and where
+// The primary serves only while it renews its lease (a read lease of
+// --read_lease_ms from each renewal it sent, shorter than etcd's TTL). A
+// backup that stops hearing its primary for --failover_timeout_ms (or sees
+// the leader key gone) fences its log against the old epoch, publishes its
+// log end, and the eligible candidate with the longest log revokes the old
+// primary's lease, takes the leader key, and CASes the configuration to
+// epoch+1. It then waits out the old primary's read lease and brings
+// --min_sync_backups backups to its log end before it serves.
+//
+// A deposed primary stops serving and asks to be restarted (main re-executes
+// the server), so it comes back as a backup that truncates its unacknowledged
+// suffix and catches up.
+//
+// Thread-safety: Start/Stop from the main thread; the ReplicationRole methods
+// from any thread. Two internal threads: the coordinator loop and the lease
+// keepalive.
+#ifndef FAHA_SERVER_CLUSTER_H_
+#define FAHA_SERVER_CLUSTER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/thread_annotations.h"
+#include "coord/etcd_client.h"
+#include "faha/status.h"
+#include "rdma/transport.h"
+#include "server/replication.h"
+
+namespace faha {
+
+class Store;
+
+struct ClusterOptions {
+  std::string etcd;            // endpoints, "http://127.0.0.1:2379[,...]"
+  std::string cluster;         // cluster name: the etcd key prefix
+  std::string node_id;         // unique in the cluster
+  std::string client_address;  // HOST:PORT clients reach this node at
+  std::string repl_address;    // HOST:PORT of this node's replication port
+  std::string data_dir;        // holds the EPOCH file
+  int lease_ttl_s = 2;
+  int read_lease_ms = 400;
+  int heartbeat_ms = 50;
+  int failover_timeout_ms = 400;
+  int election_wait_ms = 200;
+  int etcd_timeout_ms = 1000;
+  // The primary's replication settings.
+  size_t window = 16;
+  int repl_timeout_ms = 1000;
+  size_t min_sync_backups = 1;
+  std::function<std::unique_ptr<rdma::Transport>()> make_transport;
+  // Called once when this node was deposed and must restart as a backup.
+  std::function<void()> request_restart;
+};
+
+struct ClusterConfig {
+  uint64_t epoch = 0;
+  std::string primary;
+  std::vector<std::string> in_sync;
+  std::vector<std::pair<uint64_t, uint64_t>> history;  // {epoch, first LSN}
+  int64_t mod_revision = 0;
+  std::string ToJson() const;
+  static StatusOr<ClusterConfig> FromJson(const std::string& json);
+};
+
+class ClusterNode final : public ReplicationRole {
+ public:
+  // `backup` is started (listening) and owned from here on.
+  ClusterNode(const ClusterOptions& options, Store* store, std::unique_ptr<BackupService> backup);
+  ~ClusterNode() override;
+
+  // Connects to etcd (retrying for up to 10 s), grants the lease, registers
+  // this node and starts the threads.
+  Status Start();
+  void Stop();
+
+  bool is_backup() const override;
+  void AppendInfo(std::string* text) const override;
+  void AppendRole(std::string* out) const override;
+  std::string primary_address() const override;
+  std::string Refusal(bool write, bool stale_ok) const override;
+
+ private:
+  enum class Role { kBackup, kPrimary, kDeposed };
+  struct NodeInfo {
+    std::string id, client, repl;
+    uint64_t next_lsn = 0, last_epoch = 0, candidate = 0;
+  };
+
+  void Run();
+  void KeepAliveLoop();
+  void Tick();
+  void BackupTick(const std::optional<ClusterConfig>& cfg);
+  void PrimaryTick(const std::optional<ClusterConfig>& cfg);
+  void RunElection(const ClusterConfig& cfg);
+  // Takes the leader key and writes `next` over `expected` (nullopt: no
+  // configuration yet); then promotes. False if another node got there first.
+  bool TryTakeOver(const std::optional<ClusterConfig>& expected, ClusterConfig next,
+                   int64_t revoked_ns);
+  void Promote(const ClusterConfig& cfg, int64_t revoked_ns);
+  void Depose(const std::string& why);
+  Status Register(uint64_t candidate);
+  Status RenewLease();
+  StatusOr<std::optional<ClusterConfig>> ReadConfig();
+  StatusOr<std::vector<NodeInfo>> ReadNodes();
+  // Primary: applies `change` to the configuration by CAS, retrying on
+  // concurrent changes; fails if this node is no longer its primary.
+  Status UpdateConfig(const std::function<void(ClusterConfig*)>& change);
+  Status DropFromConfig(const std::vector<std::string>& addresses);
+  std::string IdOfRepl(const std::string& repl_address) const;
+  std::string Key(const std::string& suffix) const;
+
+  const ClusterOptions options_;
+  Store* store_;
+  std::unique_ptr<BackupService> backup_;
+  std::unique_ptr<Replicator> replicator_;  // set once, on promotion
+  std::unique_ptr<coord::EtcdClient> etcd_;       // coordinator thread
+  std::unique_ptr<coord::EtcdClient> keepalive_;  // keepalive thread
+  std::thread runner_, keeper_;
+  const int64_t started_ns_;
+
+  std::atomic<int64_t> lease_id_{0};
+  std::atomic<bool> lease_lost_{false};
+  std::atomic<int64_t> lease_valid_until_ns_{0};  // primary's read lease (MonoNs)
+  int64_t granted_ttl_s_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  Role role_ GUARDED_BY(mu_) = Role::kBackup;
+  uint64_t epoch_ GUARDED_BY(mu_) = 0;  // the configuration's epoch as last read
+  std::string primary_id_ GUARDED_BY(mu_);
+  std::string primary_client_ GUARDED_BY(mu_);
+  std::string not_serving_ GUARDED_BY(mu_) = "it has not joined the cluster yet";
+  bool serving_ GUARDED_BY(mu_) = false;
+  int64_t serve_after_ns_ GUARDED_BY(mu_) = 0;
+  std::map<std::string, std::string> repl_to_id_ GUARDED_BY(mu_);
+  uint64_t elections_ GUARDED_BY(mu_) = 0;
+  std::string last_error_ GUARDED_BY(mu_);
+
+  // Coordinator thread only.
+  int64_t suspect_since_ns_ = 0;  // when the primary first looked gone
+  uint64_t watched_epoch_ = 0;
+  int64_t watched_since_ns_ = 0;
+  int64_t election_retry_ns_ = 0;
+  std::mutex config_mu_;  // one configuration update at a time
+};
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_CLUSTER_H_
