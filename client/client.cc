@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <random>
+#include <thread>
 
 #include "common/native_protocol.h"
 #include "common/resp.h"
@@ -93,6 +95,13 @@ std::string Reply::ToString() const { return ToResp(*this).Render(); }
 
 struct Client::Impl {
   ClientOptions options;
+  std::vector<std::string> seeds;  // follow_primary: the listed nodes
+  size_t seed_next = 0;
+  std::string connected;           // address of the current connection
+  std::string moved_to;            // a MOVED reply named the primary
+  std::string retry_why;           // why requests wait for a retry
+  uint64_t stamp = 0;              // commit stamp of the reply being delivered
+  uint64_t retries = 0, reconnects = 0;
   int fd = -1;
   std::unique_ptr<rdma::VerbsStream> verbs;  // rdma:// connections
   Status broken;  // non-OK once the connection failed
@@ -103,23 +112,33 @@ struct Client::Impl {
   struct Waiter {
     uint64_t id;
     std::function<void(const Status&, const native::Response&)> done;
+    std::string request;  // follow_primary: the encoded request, to re-send
   };
   std::deque<Waiter> waiters;
+  std::deque<Waiter> retry;  // follow_primary: to re-send on the next connection
 
   ~Impl() {
     if (fd >= 0) close(fd);
   }
 
-  Status Dial() {
+  Status Dial() { return DialTo(options.address); }
+
+  Status DialTo(const std::string& address) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+    verbs.reset();
+    in.clear();
+    in_pos = 0;
+    connected = address;
     std::string host, port;
     bool use_rdma = false;
-    FAHA_RETURN_IF_ERROR(ParseAddress(options.address, &host, &port, &use_rdma));
+    FAHA_RETURN_IF_ERROR(ParseAddress(address, &host, &port, &use_rdma));
     if (use_rdma) {
       rdma::VerbsOptions vo;  // no keepalive: an idle client reads nothing
       auto s = rdma::VerbsConnect(host, std::atoi(port.c_str()),
                                   rdma::EncodeConnectData(rdma::ConnectKind::kClient, ""), vo,
                                   options.connect_timeout_ms);
-      if (!s.ok()) return s.status().WithPrefix("connect to " + options.address + ": ");
+      if (!s.ok()) return s.status().WithPrefix("connect to " + connected + ": ");
       verbs = std::move(*s);
       return Status::OK();
     }
@@ -131,7 +150,7 @@ struct Client::Impl {
     if (rc != 0) {
       return Status::InvalidArgument("cannot resolve '" + host + "': " + gai_strerror(rc));
     }
-    Status last = Status::Unavailable("no address for " + options.address);
+    Status last = Status::Unavailable("no address for " + connected);
     for (addrinfo* ai = res; ai; ai = ai->ai_next) {
       int s =
           socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
@@ -142,7 +161,7 @@ struct Client::Impl {
         rc = poll(&p, 1, options.connect_timeout_ms);
         if (rc == 0) {
           close(s);
-          last = Status::Timeout("connect to " + options.address + " timed out after " +
+          last = Status::Timeout("connect to " + connected + " timed out after " +
                                  std::to_string(options.connect_timeout_ms) + " ms");
           continue;
         }
@@ -153,7 +172,7 @@ struct Client::Impl {
         errno = err;
       }
       if (rc != 0) {
-        last = Status::Unavailable("connect to " + options.address + ": " + strerror(errno));
+        last = Status::Unavailable("connect to " + connected + ": " + strerror(errno));
         close(s);
         continue;
       }
@@ -170,12 +189,149 @@ struct Client::Impl {
   void Enqueue(native::Op op, std::string_view key, std::string_view value, int64_t arg,
                std::function<void(const Status&, const native::Response&)> done) {
     uint64_t id = next_id++;
+    size_t at = out.size();
     native::EncodeRequest(&out, op, id, key, value, arg);
-    waiters.push_back({id, std::move(done)});
+    waiters.push_back({id, std::move(done),
+                       options.follow_primary ? out.substr(at) : std::string()});
   }
+
+  // follow_primary: whether a reply asks for the request to go elsewhere or
+  // again later; records where and why.
+  bool Retryable(const native::Response& r) {
+    std::string_view body = r.body;
+    if (r.code == native::Code::kMoved) {
+      moved_to = std::string(body);
+      retry_why = "MOVED to " + moved_to;
+      return true;
+    }
+    if (r.code == native::Code::kTryAgain || r.code == native::Code::kReadOnly) {
+      retry_why = std::string(body.substr(0, 300));
+      return true;
+    }
+    // Command replies carry RESP errors in an OK response.
+    if (r.code == native::Code::kOk && body.rfind("-MOVED ", 0) == 0) {
+      size_t sp = body.find(' ', 7);
+      size_t nl = body.find('\r');
+      if (sp != std::string_view::npos && nl != std::string_view::npos && nl > sp) {
+        moved_to = std::string(body.substr(sp + 1, nl - sp - 1));
+      }
+      retry_why = "MOVED to " + moved_to;
+      return true;
+    }
+    bool error = r.code == native::Code::kError ||
+                 (r.code == native::Code::kOk && !body.empty() && body[0] == '-');
+    if (error) {
+      std::string_view text = body[0] == '-' ? body.substr(1) : body;
+      if (text.rfind("TRYAGAIN", 0) == 0 || text.rfind("NOREPLICAS", 0) == 0 ||
+          text.rfind("READONLY", 0) == 0) {
+        retry_why = std::string(text.substr(0, 300));
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // follow_primary: Flush, re-sending what needs it to the primary until
+  // everything is answered or failover_timeout_ms passes.
+  Status FlushFollowing() {
+    const int64_t deadline = NowMs() + options.failover_timeout_ms;
+    int backoff_ms = 20;
+    Status last;
+    while (true) {
+      last = broken.ok() ? FlushOnce() : broken;
+      if (retry.empty() && last.ok()) return Status::OK();
+      if (!last.ok()) retry_why = last.ToString();
+      if (NowMs() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+      backoff_ms = std::min(backoff_ms * 2, 200);
+      // Where to: the node a MOVED named, else the next listed node.
+      std::string target = moved_to;
+      moved_to.clear();
+      if (target.empty()) {
+        target = seeds[seed_next % seeds.size()];
+        seed_next++;
+      }
+      broken = Status::OK();
+      Status d = DialTo(target);
+      if (d.ok()) d = SendClientId();
+      if (!d.ok()) {
+        broken = d;
+        retry_why = d.ToString();
+        continue;
+      }
+      reconnects++;
+      // Re-send in the original order, before anything queued since.
+      std::deque<Waiter> again;
+      again.swap(retry);
+      std::string resend;
+      for (auto& w : again) resend += w.request;
+      retries += again.size();
+      out.insert(0, resend);
+      for (auto it = again.rbegin(); it != again.rend(); ++it) waiters.push_front(std::move(*it));
+    }
+    Status fail = Status::Unavailable("no primary answered within failover_timeout_ms (" +
+                                      std::to_string(options.failover_timeout_ms) +
+                                      " ms): " + retry_why);
+    native::Response none{};
+    for (auto* q : {&retry, &waiters}) {
+      while (!q->empty()) {
+        auto w = std::move(q->front());
+        q->pop_front();
+        w.done(fail, none);
+      }
+    }
+    out.clear();
+    return fail;
+  }
+
+  // Names this connection (follow_primary), synchronously.
+  Status SendClientId() {
+    std::string req;
+    native::EncodeRequest(&req, native::Op::kClientId, 0, {}, {},
+                          static_cast<int64_t>(options.client_id));
+    if (!options.password.empty()) {
+      std::string auth;
+      native::EncodeRequest(&auth, native::Op::kAuth, 0, {}, options.password);
+      req = auth + req;
+    }
+    std::deque<Waiter> saved;
+    saved.swap(waiters);
+    std::string saved_out;
+    saved_out.swap(out);
+    Status result;
+    out = req;
+    int expect = options.password.empty() ? 1 : 2;
+    for (int i = 0; i < expect; i++) {
+      waiters.push_back({0, [&](const Status& st, const native::Response& r) {
+                           if (!st.ok()) result = st;
+                           else if (r.code != native::Code::kOk && result.ok())
+                             result = ErrorStatus(r.code, r.body);
+                         }, {}});
+    }
+    following_ = false;
+    Status f = FlushOnce();
+    following_ = true;
+    waiters.swap(saved);
+    out.swap(saved_out);
+    if (!f.ok()) return f;
+    return result;
+  }
+  bool following_ = false;
 
   Status Fail(Status s) {
     if (broken.ok()) broken = s;
+    if (following_) {
+      // Everything unanswered goes to the next primary.
+      if (fd >= 0) close(fd);
+      fd = -1;
+      verbs.reset();
+      while (!waiters.empty()) {
+        retry.push_back(std::move(waiters.front()));
+        waiters.pop_front();
+      }
+      out.clear();
+      return broken;
+    }
     if (fd >= 0) {
       close(fd);
       fd = -1;
@@ -210,6 +366,11 @@ struct Client::Impl {
   }
 
   Status Flush() {
+    if (following_) return FlushFollowing();
+    return FlushOnce();
+  }
+
+  Status FlushOnce() {
     if (!broken.ok()) return Fail(broken);
     if (verbs) return FlushVerbs();
     size_t out_pos = 0;
@@ -281,8 +442,13 @@ struct Client::Impl {
       }
       auto w = std::move(waiters.front());
       waiters.pop_front();
-      w.done(Status::OK(), r);
       in_pos += consumed;
+      if (following_ && Retryable(r)) {
+        retry.push_back(std::move(w));
+        continue;
+      }
+      stamp = r.stamp;
+      w.done(Status::OK(), r);
     }
     if (in_pos == in.size()) {
       in.clear();
@@ -298,6 +464,32 @@ Client::~Client() = default;
 StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  if (options.follow_primary) {
+    size_t start = 0;
+    while (start <= options.address.size()) {
+      size_t comma = options.address.find(',', start);
+      if (comma == std::string::npos) comma = options.address.size();
+      if (comma > start) impl->seeds.push_back(options.address.substr(start, comma - start));
+      start = comma + 1;
+    }
+    if (impl->seeds.empty()) return Status::InvalidArgument("no address given");
+    if (impl->options.client_id == 0) {
+      std::random_device rd;
+      impl->options.client_id = (uint64_t{rd()} << 32 | rd()) | 1;
+    }
+    // The first node that answers; requests find the primary from there.
+    Status last;
+    for (const auto& a : impl->seeds) {
+      impl->seed_next++;
+      last = impl->DialTo(a);
+      if (last.ok()) last = impl->SendClientId();
+      if (last.ok()) break;
+      impl->broken = Status::OK();
+    }
+    if (!last.ok()) return last;
+    impl->following_ = true;
+    return std::unique_ptr<Client>(new Client(std::move(impl)));
+  }
   FAHA_RETURN_IF_ERROR(impl->Dial());
   std::unique_ptr<Client> c(new Client(std::move(impl)));
   if (!options.password.empty()) {
@@ -318,7 +510,13 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
   return c;
 }
 
-const std::string& Client::address() const { return impl_->options.address; }
+const std::string& Client::address() const {
+  return impl_->connected.empty() ? impl_->options.address : impl_->connected;
+}
+uint64_t Client::last_commit_epoch() const { return native::StampEpoch(impl_->stamp); }
+uint64_t Client::last_commit_lsn() const { return native::StampLsn(impl_->stamp); }
+uint64_t Client::retries() const { return impl_->retries; }
+uint64_t Client::reconnects() const { return impl_->reconnects; }
 size_t Client::queued() const { return impl_->waiters.size(); }
 Status Client::Flush() { return impl_->Flush(); }
 

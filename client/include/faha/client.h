@@ -33,6 +33,17 @@ struct ClientOptions {
   int connect_timeout_ms = 2000;
   // Longest wait for the next reply while requests are outstanding.
   int op_timeout_ms = 5000;
+  // A cluster with failover (servers started with --etcd): `address` may
+  // list several nodes, comma-separated. The client finds the primary
+  // (following MOVED replies), names itself with `client_id` (0: a random
+  // one) so that the server applies each write once, and re-sends every
+  // unanswered request with its original id to whichever node is primary
+  // after a lost connection, a timeout, MOVED, TRYAGAIN or NOREPLICAS, for up
+  // to failover_timeout_ms; only then does a call fail. A retried request's
+  // callback may then run after those of later requests.
+  bool follow_primary = false;
+  int failover_timeout_ms = 10000;
+  uint64_t client_id = 0;
 };
 
 struct PutOptions {
@@ -79,7 +90,15 @@ class Client {
   Status Flush();
   size_t queued() const;
 
+  // The node this client is connected to now.
   const std::string& address() const;
+  // In a write's callback (or after a synchronous write) on a follow_primary
+  // client: the epoch and LSN at which the server committed it (0 if unknown).
+  uint64_t last_commit_epoch() const;
+  uint64_t last_commit_lsn() const;
+  // Requests re-sent after a failover or redirect, and reconnections, so far.
+  uint64_t retries() const;
+  uint64_t reconnects() const;
 
  private:
   struct Impl;
