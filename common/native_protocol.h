@@ -45,7 +45,8 @@ enum class Code : uint8_t {
 };
 
 // Commit stamp of a write on a connection with a client id: epoch in the high
-// 16 bits, LSN of the write's reply record in the low 48 (0 = none).
+// 16 bits, LSN of the write's reply record in the low 48 (0 = none, also for
+// a retry answered from the client table).
 inline constexpr uint64_t CommitStamp(uint64_t epoch, uint64_t lsn) {
   return lsn == 0 ? 0 : (epoch << 48) | (lsn & ((uint64_t{1} << 48) - 1));
 }

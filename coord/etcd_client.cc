@@ -121,8 +121,8 @@ Status GetInt64(const json& obj, const char* name, int64_t* out) {
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
     if (ec == std::errc() && end == s.data() + s.size() && !s.empty()) return Status::OK();
   }
-  return Status::Protocol(std::string("etcd sent a bad int64 in \"") + name + "\": " +
-                          Snippet(it->dump()));
+  return Status::Protocol(std::string("etcd sent a bad int64 in \"") + name +
+                          "\": " + Snippet(it->dump()));
 }
 
 // A bytes field, sent as base64; absent = empty.
@@ -133,8 +133,8 @@ Status GetBytes(const json& obj, const char* name, std::string* out) {
   if (it->is_string() && Base64Decode(it->get_ref<const std::string&>(), out)) {
     return Status::OK();
   }
-  return Status::Protocol(std::string("etcd sent bad base64 in \"") + name + "\": " +
-                          Snippet(it->dump()));
+  return Status::Protocol(std::string("etcd sent bad base64 in \"") + name +
+                          "\": " + Snippet(it->dump()));
 }
 
 Status ParseKeyValue(const json& j, KeyValue* kv) {
@@ -163,11 +163,11 @@ Status ParseKvs(const json& range_response, std::vector<KeyValue>* out) {
 
 // etcd's gRPC status code and message as a Status.
 Status EtcdError(int64_t grpc_code, const std::string& message) {
-  const std::string msg = message.empty() ? "etcd error (gRPC code " + std::to_string(grpc_code) + ")"
-                                          : message;
+  const std::string msg =
+      message.empty() ? "etcd error (gRPC code " + std::to_string(grpc_code) + ")" : message;
   switch (grpc_code) {
-    case 3:  // INVALID_ARGUMENT
-    case 9:  // FAILED_PRECONDITION
+    case 3:   // INVALID_ARGUMENT
+    case 9:   // FAILED_PRECONDITION
     case 11:  // OUT_OF_RANGE (e.g. "required revision has been compacted")
       return Status::InvalidArgument(msg);
     case 4:  // DEADLINE_EXCEEDED
@@ -219,7 +219,7 @@ size_t AppendToString(char* data, size_t size, size_t nmemb, void* userdata) {
 
 struct Attempt {
   Status status;
-  bool sent = false;  // any byte of the request went out: etcd may have applied it
+  bool sent = false;     // any byte of the request went out: etcd may have applied it
   bool reached = false;  // etcd answered (with an error status or body)
   json response;
 };
@@ -310,8 +310,8 @@ Attempt EtcdClient::CurlHandle::Post(const std::string& url, const std::string& 
   if (streaming) {
     auto it = j.find("result");
     if (it == j.end() || !it->is_object()) {
-      a.status = Status::Protocol("etcd " + url + " sent a stream message without \"result\": " +
-                                  Snippet(body));
+      a.status = Status::Protocol("etcd " + url +
+                                  " sent a stream message without \"result\": " + Snippet(body));
       return a;
     }
     json result = std::move(*it);
@@ -403,11 +403,14 @@ StatusOr<json> EtcdClient::Call(std::string_view path, const json& request, Retr
       return std::move(a.response);
     }
     const bool etcd_unavailable = a.reached && a.status.code() == Status::Code::kUnavailable;
-    const bool may_retry =
-        (!a.reached && (!a.sent || retry == Retry::kAlways)) ||
-        (etcd_unavailable && retry == Retry::kAlways);
+    const bool may_retry = (!a.reached && (!a.sent || retry == Retry::kAlways)) ||
+                           (etcd_unavailable && retry == Retry::kAlways);
     if (!may_retry) {
       current_ = index;
+      // etcd's UNAVAILABLE also covers "request timed out" and "leader
+      // changed", after which a write may still be applied: its outcome is
+      // unknown, which is what Timeout means here.
+      if (etcd_unavailable) return Status::Timeout(a.status.message() + " (outcome unknown)");
       return a.status;
     }
     if (!failures.empty()) failures += "; ";
@@ -425,8 +428,7 @@ StatusOr<json> EtcdClient::Call(std::string_view path, const json& request, Retr
 StatusOr<int64_t> EtcdClient::GrantLease(int64_t ttl_s, int64_t* granted_ttl_s) {
   if (ttl_s <= 0) return Status::InvalidArgument("lease TTL must be > 0 s");
   try {
-    StatusOr<json> r =
-        Call("/v3/lease/grant", {{"TTL", std::to_string(ttl_s)}}, Retry::kIfNotSent);
+    StatusOr<json> r = Call("/v3/lease/grant", {{"TTL", std::to_string(ttl_s)}}, Retry::kIfNotSent);
     if (!r.ok()) return r.status();
     int64_t id = 0, ttl = 0;
     FAHA_RETURN_IF_ERROR(GetInt64(*r, "ID", &id));
@@ -459,8 +461,7 @@ StatusOr<int64_t> EtcdClient::KeepAliveOnce(int64_t lease_id) {
 
 Status EtcdClient::RevokeLease(int64_t lease_id) {
   try {
-    StatusOr<json> r =
-        Call("/v3/lease/revoke", {{"ID", std::to_string(lease_id)}}, Retry::kAlways);
+    StatusOr<json> r = Call("/v3/lease/revoke", {{"ID", std::to_string(lease_id)}}, Retry::kAlways);
     if (!r.ok() && !r.status().IsNotFound()) return r.status();
     return Status::OK();
   } catch (const json::exception& e) {
@@ -509,9 +510,9 @@ StatusOr<std::vector<KeyValue>> EtcdClient::GetPrefix(const std::string& prefix)
   }
   try {
     // Without a sort order etcd returns the range in key order.
-    StatusOr<json> r = Call("/v3/kv/range",
-                            {{"key", Base64Encode(start)}, {"range_end", Base64Encode(end)}},
-                            Retry::kAlways);
+    StatusOr<json> r =
+        Call("/v3/kv/range", {{"key", Base64Encode(start)}, {"range_end", Base64Encode(end)}},
+             Retry::kAlways);
     if (!r.ok()) return r.status();
     std::vector<KeyValue> kvs;
     FAHA_RETURN_IF_ERROR(ParseKvs(*r, &kvs));
@@ -542,15 +543,13 @@ StatusOr<bool> EtcdClient::CompareAndSwap(const std::string& key, int64_t expect
     const std::string k = Base64Encode(key);
     // An absent key has mod_revision 0 too, so "must not exist" compares the
     // create revision, which is 0 only for an absent key.
-    json compare = expected_mod_revision == 0
-                       ? json{{"target", "CREATE"},
-                              {"key", k},
-                              {"result", "EQUAL"},
-                              {"create_revision", "0"}}
-                       : json{{"target", "MOD"},
-                              {"key", k},
-                              {"result", "EQUAL"},
-                              {"mod_revision", std::to_string(expected_mod_revision)}};
+    json compare =
+        expected_mod_revision == 0
+            ? json{{"target", "CREATE"}, {"key", k}, {"result", "EQUAL"}, {"create_revision", "0"}}
+            : json{{"target", "MOD"},
+                   {"key", k},
+                   {"result", "EQUAL"},
+                   {"mod_revision", std::to_string(expected_mod_revision)}};
     json put = {{"key", k}, {"value", Base64Encode(value)}};
     if (lease != 0) put["lease"] = std::to_string(lease);
     json txn = {{"compare", json::array({std::move(compare)})},

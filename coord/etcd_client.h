@@ -4,6 +4,11 @@
 // more HTTP round trips bounded in total by the timeout given to Create(); with
 // several endpoints, a call moves to the next endpoint only when retrying
 // cannot apply it twice (the request never left, or the call is idempotent).
+// Errors: Unavailable = etcd could not be reached (a write was not sent, so
+// not applied); Timeout = a write's outcome is unknown (sent but unanswered in
+// time, or etcd said "request timed out" / "leader changed"); otherwise the
+// Status carries etcd's own message (NotFound, InvalidArgument, ...); Protocol
+// = the gateway's answer was not understood. Nothing throws.
 // Thread-safe: all calls serialize on one mutex around a single CURL easy
 // handle, so a client may be shared, but calls from different threads queue
 // behind each other.
@@ -14,12 +19,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "common/thread_annotations.h"
 #include "faha/status.h"
@@ -40,8 +44,7 @@ class EtcdClient {
   // endpoints: "http://127.0.0.1:2379", or a comma-separated list tried in
   // order; after a failover, later calls start at the endpoint that answered.
   // Every call is bounded by timeout_ms (> 0). Does not contact etcd.
-  static StatusOr<std::unique_ptr<EtcdClient>> Create(const std::string& endpoints,
-                                                      int timeout_ms);
+  static StatusOr<std::unique_ptr<EtcdClient>> Create(const std::string& endpoints, int timeout_ms);
   ~EtcdClient();
   EtcdClient(const EtcdClient&) = delete;
   EtcdClient& operator=(const EtcdClient&) = delete;
@@ -85,16 +88,15 @@ class EtcdClient {
   // calls that are harmless to repeat, kIfNotSent for writes.
   enum class Retry { kIfNotSent, kAlways };
 
-  EtcdClient(std::vector<std::string> endpoints, int timeout_ms,
-             std::unique_ptr<CurlHandle> curl);
+  EtcdClient(std::vector<std::string> endpoints, int timeout_ms, std::unique_ptr<CurlHandle> curl);
 
   // POSTs `request` to `path` (e.g. "/v3/kv/range"), starting at the
   // endpoint last used and failing over as `retry` allows, and returns etcd's
   // response object if etcd answered 200 without an error. A `streaming`
   // endpoint's answer is the first message of the stream, unwrapped from its
   // {"result": ...} envelope.
-  StatusOr<nlohmann::json> Call(std::string_view path, const nlohmann::json& request,
-                                Retry retry, bool streaming = false);
+  StatusOr<nlohmann::json> Call(std::string_view path, const nlohmann::json& request, Retry retry,
+                                bool streaming = false);
 
   const std::vector<std::string> endpoints_;
   const int timeout_ms_;

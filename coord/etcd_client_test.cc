@@ -24,9 +24,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-#define ASSERT_OK(expr)                                 \
-  do {                                                  \
-    const ::faha::Status _s = (expr);                   \
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    const ::faha::Status _s = (expr);                       \
     ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.ToString(); \
   } while (0)
 
@@ -162,12 +162,12 @@ TEST_F(EtcdClientTest, GetPrefixReturnsOnlyThePrefixInKeyOrder) {
   }
   StatusOr<std::vector<KeyValue>> got = client_->GetPrefix("p/");
   ASSERT_OK(got.status());
-  EXPECT_EQ(Keys(*got),
-            (std::vector<std::string>{"p/a", "p/a/x", "p/b", "p/c", "p/\xff\xff"}));
+  EXPECT_EQ(Keys(*got), (std::vector<std::string>{"p/a", "p/a/x", "p/b", "p/c", "p/\xff\xff"}));
   for (const KeyValue& kv : *got) EXPECT_EQ(kv.value, "v:" + kv.key);
 
   // A prefix ending in 0xff bytes: its range ends at the next byte up.
-  for (const std::string k : {"q\xff", "q\xff\x01", "q\xfe\xff", "r"}) ASSERT_OK(client_->Put(k, "x"));
+  for (const std::string k : {"q\xff", "q\xff\x01", "q\xfe\xff", "r"})
+    ASSERT_OK(client_->Put(k, "x"));
   got = client_->GetPrefix("q\xff");
   ASSERT_OK(got.status());
   EXPECT_EQ(Keys(*got), (std::vector<std::string>{"q\xff", "q\xff\x01"}));
@@ -415,7 +415,8 @@ TEST_F(EtcdClientTest, BlackholedEndpointLeavesTimeForTheNext) {
 
   // First of two, it gets half the time to connect, and the write (never
   // sent) goes on to the live endpoint within the one timeout.
-  std::unique_ptr<EtcdClient> two = NewClient(blackhole.url() + "," + etcd_->endpoint(), kTimeoutMs);
+  std::unique_ptr<EtcdClient> two =
+      NewClient(blackhole.url() + "," + etcd_->endpoint(), kTimeoutMs);
   ASSERT_NE(two, nullptr);
   start = Clock::now();
   ASSERT_OK(two->Put("bh/k", "v"));

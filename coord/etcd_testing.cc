@@ -98,7 +98,8 @@ std::string EtcdProcess::endpoint() const {
 }
 
 Status EtcdProcess::Start() {
-  if (pid_ > 0) return Status::InvalidArgument("etcd is already running as pid " + std::to_string(pid_));
+  if (pid_ > 0)
+    return Status::InvalidArgument("etcd is already running as pid " + std::to_string(pid_));
   const bool fresh = dir_.empty();
   if (fresh) {
     char tmpl[] = "/tmp/faha-etcd-XXXXXX";
@@ -112,7 +113,8 @@ Status EtcdProcess::Start() {
     if (fresh) {
       FAHA_RETURN_IF_ERROR(PickFreePorts(&client_port_, &peer_port_));
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) break;
     s = Launch(static_cast<int>(left.count()));
     // Unavailable: etcd exited before answering, most likely because another
@@ -131,16 +133,26 @@ Status EtcdProcess::Launch(int deadline_ms) {
   const std::string client_url = endpoint();
   const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer_port_);
   std::vector<std::string> args = {bin,
-                                   "--name", "t",
-                                   "--data-dir", dir_ + "/data",
-                                   "--listen-client-urls", client_url,
-                                   "--advertise-client-urls", client_url,
-                                   "--listen-peer-urls", peer_url,
-                                   "--initial-advertise-peer-urls", peer_url,
-                                   "--initial-cluster", "t=" + peer_url,
-                                   "--heartbeat-interval", "20",
-                                   "--election-timeout", "200",
-                                   "--log-level", "error"};
+                                   "--name",
+                                   "t",
+                                   "--data-dir",
+                                   dir_ + "/data",
+                                   "--listen-client-urls",
+                                   client_url,
+                                   "--advertise-client-urls",
+                                   client_url,
+                                   "--listen-peer-urls",
+                                   peer_url,
+                                   "--initial-advertise-peer-urls",
+                                   peer_url,
+                                   "--initial-cluster",
+                                   "t=" + peer_url,
+                                   "--heartbeat-interval",
+                                   "20",
+                                   "--election-timeout",
+                                   "200",
+                                   "--log-level",
+                                   "error"};
   // Everything the child needs is built before fork(): between fork and exec
   // only async-signal-safe calls are allowed.
   std::vector<char*> argv;
