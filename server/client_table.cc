@@ -34,24 +34,33 @@ bool ClientTable::DecodeReply(std::string_view b, WriteResult* r) {
 ClientTable::Seen ClientTable::Lookup(uint64_t client, uint64_t seq, WriteResult* reply) const {
   std::lock_guard<std::mutex> l(mu_);
   auto it = clients_.find(client);
-  if (it == clients_.end() || seq > it->second.max_seq) return Seen::kNew;
+  if (it == clients_.end()) return Seen::kNew;
   const auto& replies = it->second.replies;
   auto r = std::lower_bound(replies.begin(), replies.end(), seq,
                             [](const auto& e, uint64_t s) { return e.first < s; });
-  if (r == replies.end() || r->first != seq || !DecodeReply(r->second, reply)) {
-    return Seen::kForgotten;
+  if (r != replies.end() && r->first == seq) {
+    return DecodeReply(r->second, reply) ? Seen::kDuplicate : Seen::kForgotten;
   }
-  return Seen::kDuplicate;
+  // Sequence numbers may have gaps (a refused write is retried after later
+  // ones were applied): only below what is kept is "applied" unknowable.
+  if (it->second.dropped_below > 0 && seq < it->second.dropped_below) return Seen::kForgotten;
+  return Seen::kNew;
 }
 
 void ClientTable::Record(uint64_t client, uint64_t seq, const WriteResult& reply) {
   std::lock_guard<std::mutex> l(mu_);
   Entry& e = clients_[client];
   e.touched = ++clock_;
-  if (seq <= e.max_seq && e.max_seq != 0) return;
-  e.max_seq = seq;
-  e.replies.emplace_back(seq, EncodeReply(reply));
-  if (e.replies.size() > kRepliesPerClient) e.replies.pop_front();
+  auto& replies = e.replies;
+  auto r = std::lower_bound(replies.begin(), replies.end(), seq,
+                            [](const auto& x, uint64_t s) { return x.first < s; });
+  if (r != replies.end() && r->first == seq) return;
+  if (seq < e.dropped_below) return;
+  replies.emplace(r, seq, EncodeReply(reply));
+  if (replies.size() > kRepliesPerClient) {
+    e.dropped_below = replies.front().first + 1;
+    replies.pop_front();
+  }
   if (clients_.size() > kMaxClients) EvictLocked();
 }
 

@@ -32,11 +32,10 @@ class ClientTable {
   enum class Seen {
     kNew,        // not applied yet
     kDuplicate,  // applied; *reply is its reply
-    kForgotten,  // applied, but its reply is no longer kept
+    kForgotten,  // older than the replies kept: maybe applied, its reply is gone
   };
   Seen Lookup(uint64_t client, uint64_t seq, WriteResult* reply) const;
-  // Records that write `seq` of `client` was applied with `reply`. Sequence
-  // numbers of one client only grow; an older or equal one is ignored.
+  // Records that write `seq` of `client` was applied with `reply` (again: ignored).
   void Record(uint64_t client, uint64_t seq, const WriteResult& reply);
   void Clear();
   size_t size() const;
@@ -47,7 +46,7 @@ class ClientTable {
 
  private:
   struct Entry {
-    uint64_t max_seq = 0;
+    uint64_t dropped_below = 0;  // replies of sequences below this were dropped
     uint64_t touched = 0;
     std::deque<std::pair<uint64_t, std::string>> replies;  // (seq, encoded reply), oldest first
   };

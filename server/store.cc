@@ -519,7 +519,7 @@ void Store::SequencerLoop_st() {
             results.push_back(WriteResult::Error(
                 "ERR this write (client " + std::to_string(op.client_id) + ", sequence " +
                 std::to_string(op.client_seq) +
-                ") was applied already; its reply is no longer kept"));
+                ") is older than the replies kept for retries; it is not applied again"));
             continue;
           case ClientTable::Seen::kNew:
             break;
