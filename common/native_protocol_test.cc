@@ -140,7 +140,7 @@ TEST(NativeRequestTest, BadHeaderFieldsAreRefused) {
   ExpectRefused(0, '*', "bad request magic");
   for (uint8_t v : {0, 2, 255})
     ExpectRefused(1, v, "unsupported protocol version " + std::to_string(v));
-  for (uint8_t op : {0, 7, 255}) ExpectRefused(2, op, "unknown opcode " + std::to_string(op));
+  for (uint8_t op : {0, 8, 255}) ExpectRefused(2, op, "unknown opcode " + std::to_string(op));
   for (size_t byte : {3, 12, 13, 15}) ExpectRefused(byte, 1, "reserved header fields must be zero");
 }
 
@@ -282,12 +282,12 @@ TEST(NativeResponseTest, EveryProperPrefixNeedsMore) {
 TEST(NativeResponseTest, BadCode) {
   std::string buf;
   EncodeResponse(&buf, Code::kOk, 1, "");
-  buf[2] = 6;
+  buf[2] = 8;
   Response resp{};
   size_t consumed = 0;
   std::string error;
   EXPECT_EQ(DecodeResponse(buf, 1 << 20, &resp, &consumed, &error), DecodeResult::kError);
-  EXPECT_EQ(error, "unknown response code 6");
+  EXPECT_EQ(error, "unknown response code 8");
 }
 
 TEST(NativeResponseTest, BadMagicOrVersion) {
