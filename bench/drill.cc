@@ -14,9 +14,7 @@
 #include <gflags/gflags.h>
 #include <signal.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,19 +62,6 @@ namespace {
 
 using faha::drill::Op;
 
-int FreePort() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  close(s);
-  return port;
-}
-
 struct Node {
   std::string id;
   int port = 0, repl_port = 0;
@@ -95,8 +80,11 @@ class Cluster {
     for (int i = 1; i <= 3; i++) {
       Node n;
       n.id = "n" + std::to_string(i);
-      n.port = FreePort();
-      n.repl_port = FreePort();
+      faha::Status ps = faha::coord::PickFreePorts(&n.port, &n.repl_port);
+      if (!ps.ok()) {
+        fprintf(stderr, "faha-drill: no free ports: %s\n", ps.ToString().c_str());
+        exit(1);
+      }
       n.data_dir = dir_ + "/" + n.id;
       n.log = dir_ + "/" + n.id + ".log";
       nodes_.push_back(n);

@@ -31,7 +31,23 @@ constexpr int kLaunchAttempts = 3;  // a picked port can be taken before etcd bi
 
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
-// Two distinct free loopback ports: bound at once to port 0, read back, released.
+// waitpid that retries on EINTR.
+pid_t WaitPid(pid_t pid, int* status, int flags) {
+  pid_t r;
+  do {
+    r = waitpid(pid, status, flags);
+  } while (r < 0 && errno == EINTR);
+  return r;
+}
+
+std::string DescribeExit(int status) {
+  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+}  // namespace
+
 Status PickFreePorts(int* a, int* b) {
   int fds[2] = {-1, -1};
   int ports[2] = {0, 0};
@@ -63,22 +79,6 @@ Status PickFreePorts(int* a, int* b) {
   return s;
 }
 
-// waitpid that retries on EINTR.
-pid_t WaitPid(pid_t pid, int* status, int flags) {
-  pid_t r;
-  do {
-    r = waitpid(pid, status, flags);
-  } while (r < 0 && errno == EINTR);
-  return r;
-}
-
-std::string DescribeExit(int status) {
-  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
-  return "status " + std::to_string(status);
-}
-
-}  // namespace
 
 EtcdProcess::~EtcdProcess() {
   if (pid_ > 0) {

@@ -16,6 +16,10 @@
 
 namespace faha::coord {
 
+// Two distinct loopback ports that were free a moment ago (both bound to
+// port 0 at once, read back, released).
+Status PickFreePorts(int* a, int* b);
+
 class EtcdProcess {
  public:
   EtcdProcess() = default;

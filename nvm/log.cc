@@ -217,8 +217,18 @@ std::string Log::FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t id
   return found;
 }
 
-Status Log::TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& ids,
-                       size_t idx) {
+Status Log::TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& later) {
+  // Later segments first, newest first: a crash part way leaves a valid prefix.
+  for (auto it = later.rbegin(); it != later.rend(); ++it) {
+    if (Segment* seg = segments_[*it].exchange(nullptr)) {
+      owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
+                                  [&](const auto& p) { return p.get() == seg; }),
+                   owned_.end());
+      segment_count_.fetch_sub(1);
+    }
+    seg_first_lsn_[*it].store(0);
+    FAHA_RETURN_IF_ERROR(device_->RemoveSegment(*it));
+  }
   Segment* seg = segments_[seg_id].load();
   uint64_t end = NonZeroEnd(*seg, off);
   if (end > off) {
@@ -226,15 +236,7 @@ Status Log::TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t
     seg->Write(off, zeros.data(), zeros.size());
     FAHA_RETURN_IF_ERROR(seg->Persist(off, end - off));
   }
-  for (size_t i = ids.size(); i > idx + 1; i--) {
-    if (Segment* later = segments_[ids[i - 1]].exchange(nullptr)) {
-      owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
-                                  [&](const auto& p) { return p.get() == later; }),
-                   owned_.end());
-      segment_count_.fetch_sub(1);
-    }
-    FAHA_RETURN_IF_ERROR(device_->RemoveSegment(ids[i - 1]));
-  }
+  if (off == sizeof(SegmentHeader)) seg_first_lsn_[seg_id].store(0);
   tail_segment_ = seg_id;
   tail_offset_ = off;
   return Status::OK();
@@ -391,7 +393,7 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
                                 " bytes of an incomplete last batch dropped";
           FAHA_LOG_WARN("recovery: dropped torn tail at %s", report->torn_detail.c_str());
         }
-        FAHA_RETURN_IF_ERROR(TruncateAt(id, off, ids, idx));
+        FAHA_RETURN_IF_ERROR(TruncateAt(id, off, {ids.begin() + idx + 1, ids.end()}));
         return Status::OK();
       }
       std::string what = where + ": damaged batch (" + (zero_header ? "zeroed header" : why) +
@@ -408,7 +410,7 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
                                " later valid batches (" + std::to_string(later_records) +
                                " records) because --recovery_drop_corrupt is set";
       FAHA_LOG_WARN("recovery: %s", report->dropped_detail.c_str());
-      FAHA_RETURN_IF_ERROR(TruncateAt(id, off, ids, idx));
+      FAHA_RETURN_IF_ERROR(TruncateAt(id, off, {ids.begin() + idx + 1, ids.end()}));
       return Status::OK();
     }
   }
@@ -598,27 +600,11 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
     return Status::InvalidArgument("cannot truncate the log to LSN " + std::to_string(lsn) +
                                    ": no batch starts there");
   }
-  // Later segments first, newest first: the log stays a valid prefix throughout.
-  for (uint32_t i = kMaxSegments - 1; i > seg_id; i--) {
-    Segment* later = segments_[i].exchange(nullptr);
-    if (later == nullptr) continue;
-    owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
-                                [&](const auto& p) { return p.get() == later; }),
-                 owned_.end());
-    seg_first_lsn_[i].store(0);
-    segment_count_.fetch_sub(1);
-    FAHA_RETURN_IF_ERROR(device_->RemoveSegment(i));
+  std::vector<uint32_t> later;
+  for (uint32_t i = seg_id + 1; i < kMaxSegments && segments_[i].load() != nullptr; i++) {
+    later.push_back(i);
   }
-  Segment* seg = segments_[seg_id].load();
-  uint64_t end = NonZeroEnd(*seg, off);
-  if (end > off) {
-    std::vector<char> zeros(end - off, 0);
-    seg->Write(off, zeros.data(), zeros.size());
-    FAHA_RETURN_IF_ERROR(seg->Persist(off, end - off));
-  }
-  if (off == sizeof(SegmentHeader)) seg_first_lsn_[seg_id].store(0);
-  tail_segment_ = seg_id;
-  tail_offset_ = off;
+  FAHA_RETURN_IF_ERROR(TruncateAt(seg_id, off, later));
   last_batch_ = prev;
   next_lsn_.store(lsn, std::memory_order_release);
   return Status::OK();

@@ -181,7 +181,9 @@ class Log {
   Status RecoverImpl(const ApplyFn& apply, RecoveryReport* report);
   StatusOr<AppendResult> WriteBatch_wt(const BatchHeader& header, std::string_view payload);
   Status NewSegment_wt(uint32_t id);
-  Status TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& ids, size_t idx);
+  // Drops the log from (seg_id, off) on: removes the `later` segments (newest
+  // first), then zeroes and persists the rest of seg_id; appends continue there.
+  Status TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& later);
   // Looks for any valid batch at or after (ids[idx], off), in segments before
   // ids[end_idx]. Returns a description of the first one, or "" if none.
   // A segment that cannot be opened sets *error (never "nothing found").

@@ -330,7 +330,7 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
   // From here on this node acknowledges nothing of the old epoch: the old
   // primary cannot commit without removing it from the configuration.
   backup_->Fence(target);
-  auto [next_lsn, last_epoch] = backup_->LogEnd();
+  const uint64_t next_lsn = backup_->LogEnd().first;
   if (!Register(target).ok()) return;
   std::vector<std::string> eligible = cfg.in_sync;
   eligible.push_back(cfg.primary);
@@ -386,7 +386,6 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
                        next.history.begin() + static_cast<ptrdiff_t>(next.history.size() -
                                                                       kHistoryKept));
   }
-  (void)last_epoch;
   if (!TryTakeOver(cfg, next, revoked_ns)) {
     election_retry_ns_ = MonoNs() + int64_t{options_.failover_timeout_ms} * kNsPerMs;
   }
@@ -419,16 +418,13 @@ void ClusterNode::Promote(const ClusterConfig& cfg, int64_t revoked_ns) {
   backup_->Stop();  // applies what it received, then ends its sessions
   auto ef = nvm::EpochFile::Open(options_.data_dir);
   if (ef.ok()) ef->Advance(cfg.epoch);
-  ReplicatorOptions ropt;
+  ReplicatorOptions ropt = options_.replication;
   auto nodes = ReadNodes();
   if (nodes.ok()) {
     for (const auto& n : *nodes) {
       if (n.id != options_.node_id) ropt.backups.push_back(n.repl);
     }
   }
-  ropt.window = options_.window;
-  ropt.timeout_ms = options_.repl_timeout_ms;
-  ropt.min_sync_backups = options_.min_sync_backups;
   ropt.epoch = cfg.epoch;
   ropt.advertise = options_.client_address;
   ropt.heartbeat_ms = options_.heartbeat_ms;
@@ -477,9 +473,9 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
     });
     if (!s.ok()) return Depose("cannot record backups in the configuration: " + s.message());
   }
-  Status d = replicator_->DropSilent(options_.repl_timeout_ms);
+  Status d = replicator_->DropSilent(options_.replication.timeout_ms);
   if (!d.ok()) return Depose(d.message());
-  const bool enough = replicator_->in_sync_count() >= options_.min_sync_backups;
+  const bool enough = replicator_->in_sync_count() >= options_.replication.min_sync_backups;
   std::lock_guard<std::mutex> l(mu_);
   if (!serving_ && MonoNs() >= serve_after_ns_ && enough) {
     serving_ = true;

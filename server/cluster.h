@@ -63,10 +63,10 @@ struct ClusterOptions {
   int failover_timeout_ms = 400;
   int election_wait_ms = 200;
   int etcd_timeout_ms = 1000;
-  // The primary's replication settings.
-  size_t window = 16;
-  int repl_timeout_ms = 1000;
-  size_t min_sync_backups = 1;
+  // The primary's replication settings (window, timeout, min_sync_backups);
+  // backups, epoch, heartbeat, history and drop_backups are filled in on
+  // promotion. The advertised client address is client_address.
+  ReplicatorOptions replication;
   std::function<std::unique_ptr<rdma::Transport>()> make_transport;
   // Called once when this node was deposed and must restart as a backup.
   std::function<void()> request_restart;

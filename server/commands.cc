@@ -150,6 +150,25 @@ ExecStatus Commands::Submit(Session* s, WriteOp op, CompletionSink* sink) {
   return ExecStatus::kSubmitted;
 }
 
+std::string Commands::Refusal(const Session& s, bool write) const {
+  const ServerOptions& opt = server_->options();
+  const ReplicationRole* repl = opt.replication;
+  if (repl == nullptr) return {};
+  const bool stale_ok = s.stale_reads || opt.stale_reads;
+  std::string why = repl->Refusal(write, stale_ok);
+  if (!why.empty() || !repl->is_backup()) return why;
+  if (write) {
+    std::string primary = repl->primary_address();
+    return "READONLY You can't write against a read only backup" +
+           (primary.empty() ? std::string() : " (primary: " + primary + ")");
+  }
+  if (!stale_ok) {
+    return "STALEREAD this node is a backup and may lag its primary; send READONLY on this "
+           "connection (or start it with --stale_reads) to read anyway";
+  }
+  return {};
+}
+
 ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& args,
                              std::string* out, CompletionSink* sink) {
   const ServerOptions& opt = server_->options();
@@ -207,22 +226,9 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   const std::string too_big_for_batch =
       "ERR this write is larger than one log batch (--max_batch_kb=" +
       std::to_string(opt.max_batch_bytes >> 10) + "); split it";
-  const ReplicationRole* repl = opt.replication;
-  if (repl && (spec->write || IsKeyRead(name) || name == "dbsize"sv || name == "keys"sv)) {
-    std::string why = repl->Refusal(spec->write, s->stale_reads || opt.stale_reads);
+  if (spec->write || IsKeyRead(name) || name == "dbsize"sv) {
+    std::string why = Refusal(*s, spec->write);
     if (!why.empty()) return error(why);
-  }
-  if (repl && repl->is_backup()) {
-    if (spec->write) {
-      std::string primary = repl->primary_address();
-      return error("READONLY You can't write against a read only backup" +
-                   (primary.empty() ? std::string() : " (primary: " + primary + ")"));
-    }
-    if ((IsKeyRead(name) || name == "dbsize"sv) && !opt.stale_reads && !s->stale_reads) {
-      return error(
-          "STALEREAD this node is a backup and may lag its primary; send READONLY on this "
-          "connection (or start it with --stale_reads) to read anyway");
-    }
   }
   if (!spec->write) {
     m->ops[static_cast<int>(IsKeyRead(name) ? OpClass::kRead : OpClass::kOther)].fetch_add(

@@ -46,6 +46,10 @@ class Commands {
   Commands(Server* server, std::vector<Store::Write>* outbox) : server_(server), outbox_(outbox) {}
   ExecStatus Execute(Session* s, const std::vector<std::string_view>& args, std::string* out,
                      CompletionSink* sink);
+  // Whether this node may run a data command (a write, or a key read) for
+  // session `s` now. Empty: yes; else the error reply without its '-':
+  // MOVED/TRYAGAIN (failover), READONLY or STALEREAD (a backup).
+  std::string Refusal(const Session& s, bool write) const;
   // Checks a password in constant time against --requirepass.
   bool PasswordMatches(std::string_view given) const;
   // Encodes a write's reply as RESP.

@@ -361,15 +361,17 @@ int main(int argc, char** argv) {
   std::unique_ptr<faha::Replicator> replicator;
   std::unique_ptr<faha::BackupService> backup_service;
   std::unique_ptr<faha::ClusterNode> cluster;
+  // What a primary ships with: now (--backups), or once elected (--etcd).
+  faha::ReplicatorOptions ropt;
+  ropt.window = FLAGS_repl_window;
+  ropt.timeout_ms = FLAGS_repl_timeout_ms;
+  ropt.advertise =
+      !FLAGS_advertise.empty() ? FLAGS_advertise : FLAGS_bind + ":" + std::to_string(FLAGS_port);
   if (!backups.empty()) {
-    faha::ReplicatorOptions ropt;
     ropt.backups = backups;
-    ropt.window = FLAGS_repl_window;
-    ropt.timeout_ms = FLAGS_repl_timeout_ms;
     ropt.min_sync_backups =
         FLAGS_min_sync_backups < 0 ? backups.size() : static_cast<size_t>(FLAGS_min_sync_backups);
     ropt.epoch = epoch;
-    ropt.advertise = !FLAGS_advertise.empty() ? FLAGS_advertise : FLAGS_bind + ":" + std::to_string(FLAGS_port);
     replicator = std::make_unique<faha::Replicator>(ropt, std::move(transport), &st->log());
     opt.replication = replicator.get();
     // The store was opened before the replicator existed; it needs it from Start on.
@@ -402,9 +404,7 @@ int main(int argc, char** argv) {
       copt.etcd = FLAGS_etcd;
       copt.cluster = FLAGS_cluster;
       copt.node_id = FLAGS_node_id;
-      copt.client_address = !FLAGS_advertise.empty()
-                                ? FLAGS_advertise
-                                : FLAGS_bind + ":" + std::to_string(FLAGS_port);
+      copt.client_address = ropt.advertise;
       copt.repl_address = bopt.bind + ":" + std::to_string(backup_service->port());
       copt.data_dir = FLAGS_data_dir;
       copt.lease_ttl_s = FLAGS_lease_ttl_s;
@@ -412,9 +412,9 @@ int main(int argc, char** argv) {
       copt.heartbeat_ms = FLAGS_heartbeat_ms;
       copt.failover_timeout_ms = FLAGS_failover_timeout_ms;
       copt.election_wait_ms = FLAGS_election_wait_ms;
-      copt.window = FLAGS_repl_window;
-      copt.repl_timeout_ms = FLAGS_repl_timeout_ms;
-      copt.min_sync_backups = FLAGS_min_sync_backups < 0 ? 1 : FLAGS_min_sync_backups;
+      copt.replication = ropt;
+      copt.replication.min_sync_backups =
+          FLAGS_min_sync_backups < 0 ? 1 : static_cast<size_t>(FLAGS_min_sync_backups);
       copt.make_transport = [topt] {
         auto t = faha::rdma::MakeTransport(FLAGS_repl_transport, topt);
         return t.ok() ? std::move(*t) : nullptr;

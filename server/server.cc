@@ -477,19 +477,9 @@ class IoThread final : public CompletionSink {
     int64_t t0 = MonoUs();
     c->session.start_us = t0;
     c->session.write_seq = req.request_id;
-    if (const ReplicationRole* repl = server_->options_.replication;
-        repl && (is_write || req.op == native::Op::kGet)) {
+    if (is_write || req.op == native::Op::kGet) {
       // Reads too: only the primary holding its lease may answer them.
-      std::string why = repl->Refusal(is_write, server_->options_.stale_reads ||
-                                                    c->session.stale_reads);
-      if (why.empty() && !is_write && repl->is_backup() && !server_->options_.stale_reads &&
-          !c->session.stale_reads) {
-        why = "STALEREAD this node is a backup and may lag its primary; send READONLY on this "
-              "connection (or start it with --stale_reads) to read anyway";
-      }
-      if (why.empty() && is_write && repl->is_backup()) {
-        why = "READONLY You can't write against a read only backup";
-      }
+      std::string why = commands_.Refusal(c->session, is_write);
       if (!why.empty()) {
         if (!may_reply) return false;
         native::Code code = native::Code::kError;

@@ -42,20 +42,22 @@ StatusOr<std::unique_ptr<Store>> Store::OpenOnDevice(std::shared_ptr<nvm::LogDev
   Store* s = store.get();
   const int64_t now = WallMs();
   FAHA_RETURN_IF_ERROR(store->log_->Recover(
-      [s, now](const RecordView& rec, uint64_t loc, uint64_t) {
-        if (rec.type == RecordType::kPut && rec.expire_at_ms != 0 && rec.expire_at_ms <= now) {
-          // Expired while the server was down: reclaim it now.
-          RecordView del = rec;
-          del.type = RecordType::kDelete;
-          s->ApplyRecord(del, loc);
-          return;
-        }
-        s->ApplyRecord(rec, loc);
-      },
+      [s, now](const RecordView& rec, uint64_t loc, uint64_t) { s->ReplayRecord(rec, loc, now); },
       report));
   store->applied_end_.store(store->log_->next_lsn());
   store->epoch_.store(options.log.epoch);
   return store;
+}
+
+void Store::ReplayRecord(const RecordView& rec, uint64_t location, int64_t now_ms) {
+  if (rec.type == RecordType::kPut && rec.expire_at_ms != 0 && rec.expire_at_ms <= now_ms) {
+    // Expired while the server was down: reclaim it now.
+    RecordView del = rec;
+    del.type = RecordType::kDelete;
+    ApplyRecord(del, location);
+    return;
+  }
+  ApplyRecord(rec, location);
 }
 
 void Store::StampLsns(uint64_t first_lsn, std::vector<WriteResult>* results) {
@@ -81,20 +83,14 @@ Status Store::TruncateLog(uint64_t lsn) {
   clients_.Clear();
   const int64_t now = WallMs();
   auto replayed = log_->ForEachBatch(
-      1, lsn, UINT64_MAX, [&](const nvm::BatchHeader& h, std::string_view payload) {
-        (void)h;
+      1, lsn, UINT64_MAX, [&](const nvm::BatchHeader&, std::string_view payload) {
+        // A batch lies in one segment: its records' locations follow its payload's.
+        const uint64_t base = log_->LocationOf(payload.data());
         for (size_t off = 0; off < payload.size();) {
           RecordView rec;
           size_t n;
           if (!nvm::DecodeRecord(payload.data() + off, payload.size() - off, &rec, &n)) break;
-          uint64_t loc = log_->LocationOf(payload.data() + off);
-          if (rec.type == RecordType::kPut && rec.expire_at_ms != 0 && rec.expire_at_ms <= now) {
-            RecordView del = rec;
-            del.type = RecordType::kDelete;
-            ApplyRecord(del, loc);
-          } else {
-            ApplyRecord(rec, loc);
-          }
+          ReplayRecord(rec, base + off, now);
           off += n;
         }
       });

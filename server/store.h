@@ -244,6 +244,9 @@ class Store : private KeyReader {
   void ApplyRecord(const nvm::RecordView& rec, uint64_t location) {
     ApplyRecord(rec, location, HashKey(rec.key));
   }
+  // ApplyRecord for a record read back from the log (recovery, truncation):
+  // a PUT that expired meanwhile is applied as a DELETE.
+  void ReplayRecord(const nvm::RecordView& rec, uint64_t location, int64_t now_ms);
   // Applies a just-persisted batch to the index, prefetching first.
   void PublishBatch_st(uint64_t base_location, size_t bytes);
   void SequencerLoop_st();
