@@ -702,10 +702,13 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
   SetThreadName("faha-repl-in");
   auto refuse = [&](uint64_t epoch, const std::string& why) {
     FAHA_LOG_WARN("replication: refused %s: %s", ch->peer().c_str(), why.c_str());
+    {
+      // Recorded before the peer hears it, so INFO already shows it when the peer reacts.
+      std::lock_guard<std::mutex> l(mu_);
+      refused_++;
+      last_error_ = why;
+    }
     SendError(ch.get(), epoch, why);
-    std::lock_guard<std::mutex> l(mu_);
-    refused_++;
-    last_error_ = why;
   };
   auto hello = ch->Receive(2000);
   if (!hello.ok()) {
