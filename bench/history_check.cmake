@@ -7,6 +7,6 @@ faha_unit_test(history_check_test ${CMAKE_SOURCE_DIR}/bench/history_check_test.c
 target_link_libraries(history_check_test PRIVATE faha_history_check)
 
 # faha-drill: the failover drill (starts etcd and three faha-server nodes).
-add_executable(faha-drill ${CMAKE_SOURCE_DIR}/bench/drill.cc)
+add_executable(faha-drill ${CMAKE_SOURCE_DIR}/bench/drill.cc ${CMAKE_SOURCE_DIR}/bench/netns.cc)
 target_link_libraries(faha-drill PRIVATE faha faha_common faha_history_check faha_coord_testing
                       gflags faha_warnings)

@@ -121,9 +121,9 @@ struct Client::Impl {
     if (fd >= 0) close(fd);
   }
 
-  Status Dial() { return DialTo(options.address); }
+  Status Dial() { return DialTo(options.address, options.connect_timeout_ms); }
 
-  Status DialTo(const std::string& address) {
+  Status DialTo(const std::string& address, int timeout_ms) {
     if (fd >= 0) close(fd);
     fd = -1;
     verbs.reset();
@@ -137,7 +137,7 @@ struct Client::Impl {
       rdma::VerbsOptions vo;  // no keepalive: an idle client reads nothing
       auto s = rdma::VerbsConnect(host, std::atoi(port.c_str()),
                                   rdma::EncodeConnectData(rdma::ConnectKind::kClient, ""), vo,
-                                  options.connect_timeout_ms);
+                                  timeout_ms);
       if (!s.ok()) return s.status().WithPrefix("connect to " + connected + ": ");
       verbs = std::move(*s);
       return Status::OK();
@@ -158,11 +158,11 @@ struct Client::Impl {
       rc = connect(s, ai->ai_addr, ai->ai_addrlen);
       if (rc != 0 && errno == EINPROGRESS) {
         pollfd p{s, POLLOUT, 0};
-        rc = poll(&p, 1, options.connect_timeout_ms);
+        rc = poll(&p, 1, timeout_ms);
         if (rc == 0) {
           close(s);
           last = Status::Timeout("connect to " + connected + " timed out after " +
-                                 std::to_string(options.connect_timeout_ms) + " ms");
+                                 std::to_string(timeout_ms) + " ms");
           continue;
         }
         int err = 0;
@@ -235,7 +235,9 @@ struct Client::Impl {
   // everything is answered or failover_timeout_ms passes.
   Status FlushFollowing() {
     const int64_t deadline = NowMs() + options.failover_timeout_ms;
-    int backoff_ms = 20;
+    // Short and capped low: a failover ends at an unknown moment, and a
+    // refused request costs a node one round trip.
+    int backoff_ms = 10;
     Status last;
     while (true) {
       last = broken.ok() ? FlushOnce() : broken;
@@ -243,7 +245,7 @@ struct Client::Impl {
       if (!last.ok()) retry_why = last.ToString();
       if (NowMs() >= deadline) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
-      backoff_ms = std::min(backoff_ms * 2, 200);
+      backoff_ms = std::min(backoff_ms * 2, 50);
       // Where to: the node a MOVED named, else the next listed node.
       std::string target = moved_to;
       moved_to.clear();
@@ -252,7 +254,7 @@ struct Client::Impl {
         seed_next++;
       }
       broken = Status::OK();
-      Status d = DialTo(target);
+      Status d = DialTo(target, options.failover_connect_timeout_ms);
       if (d.ok()) d = SendClientId();
       if (!d.ok()) {
         broken = d;
@@ -481,7 +483,7 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) 
     Status last;
     for (const auto& a : impl->seeds) {
       impl->seed_next++;
-      last = impl->DialTo(a);
+      last = impl->DialTo(a, impl->options.connect_timeout_ms);
       if (last.ok()) last = impl->SendClientId();
       if (last.ok()) break;
       impl->broken = Status::OK();

@@ -97,6 +97,11 @@ std::string EtcdProcess::endpoint() const {
   return "http://127.0.0.1:" + std::to_string(client_port_);
 }
 
+std::string EtcdProcess::endpoint_on_extra_host() const {
+  if (client_port_ == 0 || extra_host_.empty()) return std::string();
+  return "http://" + extra_host_ + ":" + std::to_string(client_port_);
+}
+
 Status EtcdProcess::Start() {
   if (pid_ > 0)
     return Status::InvalidArgument("etcd is already running as pid " + std::to_string(pid_));
@@ -131,6 +136,8 @@ Status EtcdProcess::Launch(int deadline_ms) {
   const std::string bin = env_bin != nullptr && env_bin[0] != '\0' ? env_bin : "/usr/bin/etcd";
   if (access(bin.c_str(), X_OK) != 0) return Status::NotFound(Errno(bin.c_str()));
   const std::string client_url = endpoint();
+  const std::string listen_urls =
+      extra_host_.empty() ? client_url : client_url + "," + endpoint_on_extra_host();
   const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer_port_);
   std::vector<std::string> args = {bin,
                                    "--name",
@@ -138,9 +145,9 @@ Status EtcdProcess::Launch(int deadline_ms) {
                                    "--data-dir",
                                    dir_ + "/data",
                                    "--listen-client-urls",
-                                   client_url,
+                                   listen_urls,
                                    "--advertise-client-urls",
-                                   client_url,
+                                   listen_urls,
                                    "--listen-peer-urls",
                                    peer_url,
                                    "--initial-advertise-peer-urls",

@@ -35,8 +35,14 @@ class EtcdProcess {
   // exit; other signals (SIGSTOP, SIGCONT) are only delivered.
   Status Kill(int sig);
 
+  // Before the first Start(): etcd also serves clients on `host` (an address
+  // of this machine, such as a bridge to network namespaces), same port.
+  void AlsoListenOn(const std::string& host) { extra_host_ = host; }
+
   // "http://127.0.0.1:<client port>"; empty before the first Start().
   std::string endpoint() const;
+  // The same port on AlsoListenOn's host.
+  std::string endpoint_on_extra_host() const;
   int client_port() const { return client_port_; }
   pid_t pid() const { return pid_; }  // -1 when not running
   const std::string& dir() const { return dir_; }
@@ -51,6 +57,7 @@ class EtcdProcess {
   std::string dir_;
   int client_port_ = 0;
   int peer_port_ = 0;
+  std::string extra_host_;
   pid_t pid_ = -1;
 };
 

@@ -1,6 +1,12 @@
 #include "server/cluster.h"
 
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
@@ -24,6 +30,41 @@ constexpr int64_t kNsPerMs = 1000000;
 constexpr int64_t kStartupGraceMs = 1500;
 // Safety margin on top of the old primary's read lease.
 constexpr int64_t kLeaseMarginMs = 50;
+
+// Whether HOST:PORT actively refuses a TCP connection (nothing listens: the
+// process that served it is gone), within timeout_ms. False if it accepts,
+// stays silent, or cannot be resolved.
+bool RefusesConnections(const std::string& address, int timeout_ms) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return false;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(address.substr(0, colon).c_str(), address.substr(colon + 1).c_str(), &hints,
+                  &res) != 0) {
+    return false;
+  }
+  bool refused = false;
+  const int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    int rc = connect(fd, res->ai_addr, res->ai_addrlen);
+    int err = rc == 0 ? 0 : errno;
+    if (rc != 0 && err == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      err = ETIMEDOUT;
+      if (poll(&p, 1, timeout_ms) > 0) {
+        socklen_t len = sizeof(err);
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      }
+    }
+    refused = err == ECONNREFUSED;
+    close(fd);
+  }
+  freeaddrinfo(res);
+  return refused;
+}
 
 }  // namespace
 
@@ -88,6 +129,14 @@ Status ClusterNode::Start() {
                 options_.cluster.c_str(), options_.node_id.c_str(), options_.etcd.c_str(),
                 static_cast<long long>(granted_ttl_s_), options_.read_lease_ms,
                 options_.failover_timeout_ms);
+  // A broken session is looked at at once, not at the next tick.
+  backup_->set_on_session_lost([this] {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      tick_now_ = true;
+    }
+    cv_.notify_all();
+  });
   keeper_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "faha-lease");
     KeepAliveLoop();
@@ -203,10 +252,16 @@ void ClusterNode::Run() {
   while (true) {
     {
       std::unique_lock<std::mutex> l(mu_);
-      if (cv_.wait_for(l, std::chrono::milliseconds(options_.heartbeat_ms),
-                       [&] { return stopping_; })) {
-        return;
+      int64_t wait_ns = int64_t{options_.heartbeat_ms} * kNsPerMs;
+      if (role_ == Role::kPrimary && !serving_) {
+        // Serve as soon as the old primary's read lease has passed.
+        wait_ns = std::clamp<int64_t>(serve_after_ns_ - MonoNs(), 1000, wait_ns);
       }
+      if (cv_.wait_for(l, std::chrono::nanoseconds(wait_ns),
+                       [&] { return stopping_ || tick_now_; })) {
+        if (stopping_) return;
+      }
+      tick_now_ = false;
       if (role_ == Role::kDeposed) continue;
     }
     Tick();
@@ -294,18 +349,37 @@ void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
   // configuration: wait for it (its lease ends the wait if it died).
   if (leader_present && leader_epoch > cfg->epoch) return;
   bool gone;
+  const char* why = "no heartbeat";
   if (cfg->primary == options_.node_id) {
     gone = true;  // our own previous incarnation: it is not running
+    why = "it was this node, restarted";
   } else if (!leader_present) {
     gone = true;  // its lease ended in etcd
+    why = "its lease ended";
   } else {
-    const int64_t heard_ns = backup_->session_epoch() == cfg->epoch
-                                 ? backup_->last_heard_us() * 1000
-                                 : 0;
+    const bool current = backup_->session_epoch() == cfg->epoch;
+    const int64_t heard_ns = current ? backup_->last_heard_us() * 1000 : 0;
     const int64_t since = std::max({heard_ns, watched_since_ns_,
                                     started_ns_ + (kStartupGraceMs - options_.failover_timeout_ms) *
                                                       kNsPerMs});
     gone = now - since > int64_t{options_.failover_timeout_ms} * kNsPerMs;
+    // A primary process that died closed our session at once: if its client
+    // port refuses connections too, nobody serves there; no need to wait
+    // out the silence. (Only the start is earlier: the election still waits
+    // out the old primary's read lease.) Probed once per broken session.
+    const int64_t lost_us = current ? backup_->session_lost_us() : 0;
+    if (!gone && lost_us != 0 && lost_us * 1000 >= heard_ns && lost_us != probed_loss_us_) {
+      probed_loss_us_ = lost_us;
+      std::string client;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        client = primary_client_;
+      }
+      if (!client.empty() && RefusesConnections(client, 100)) {
+        gone = true;
+        why = "its connection closed and its client port refuses connections";
+      }
+    }
   }
   if (!gone) {
     suspect_since_ns_ = 0;
@@ -314,8 +388,7 @@ void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
   if (suspect_since_ns_ == 0) {
     suspect_since_ns_ = now;
     FAHA_LOG_WARN("cluster: primary %s of epoch %llu looks gone (%s); running for primary",
-                  cfg->primary.c_str(), static_cast<unsigned long long>(cfg->epoch),
-                  !leader_present ? "its lease ended" : "no heartbeat");
+                  cfg->primary.c_str(), static_cast<unsigned long long>(cfg->epoch), why);
   }
   if (now < election_retry_ns_) return;
   RunElection(*cfg);
@@ -328,10 +401,31 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
     elections_++;
   }
   // From here on this node acknowledges nothing of the old epoch: the old
-  // primary cannot commit without removing it from the configuration.
+  // primary cannot commit without removing it from the configuration, and
+  // its lease from its backups' heartbeat echoes ends within --read_lease_ms.
   backup_->Fence(target);
+  const int64_t fenced_ns = MonoNs();
   const uint64_t next_lsn = backup_->LogEnd().first;
   if (!Register(target).ok()) return;
+  // Fence the old primary by time: revoke its etcd lease (its leader key
+  // goes with it); it stops serving within its read lease of the revocation.
+  // Done before the candidates are counted, so that wait and the read lease
+  // overlap; whoever wins, the suspect is deposed.
+  int64_t revoked_ns = 0;
+  {
+    auto leader = etcd_->Get(Key("leader"));
+    if (!leader.ok()) return;
+    if (leader->has_value()) {
+      uint64_t leader_epoch = 0;
+      try {
+        leader_epoch = json::parse((*leader)->value).at("epoch").get<uint64_t>();
+      } catch (const std::exception&) {
+      }
+      if (leader_epoch > cfg.epoch) return;  // someone already took over
+      if (!etcd_->RevokeLease((*leader)->lease).ok()) return;
+      revoked_ns = MonoNs();
+    }
+  }
   std::vector<std::string> eligible = cfg.in_sync;
   eligible.push_back(cfg.primary);
   const int64_t deadline = MonoNs() + int64_t{options_.election_wait_ms} * kNsPerMs;
@@ -367,15 +461,6 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
     election_retry_ns_ = MonoNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
     return;
   }
-  // Fence the old primary by time: revoke its lease (its leader key goes with
-  // it); it stops serving within its read lease of the revocation.
-  int64_t revoked_ns = 0;
-  auto leader = etcd_->Get(Key("leader"));
-  if (!leader.ok()) return;
-  if (leader->has_value()) {
-    if (!etcd_->RevokeLease((*leader)->lease).ok()) return;
-    revoked_ns = MonoNs();
-  }
   ClusterConfig next;
   next.epoch = target;
   next.primary = options_.node_id;
@@ -386,13 +471,13 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
                        next.history.begin() + static_cast<ptrdiff_t>(next.history.size() -
                                                                       kHistoryKept));
   }
-  if (!TryTakeOver(cfg, next, revoked_ns)) {
+  if (!TryTakeOver(cfg, next, std::max(fenced_ns, revoked_ns))) {
     election_retry_ns_ = MonoNs() + int64_t{options_.failover_timeout_ms} * kNsPerMs;
   }
 }
 
 bool ClusterNode::TryTakeOver(const std::optional<ClusterConfig>& expected, ClusterConfig next,
-                              int64_t revoked_ns) {
+                              int64_t old_lease_start_ns) {
   json leader;
   leader["id"] = options_.node_id;
   leader["epoch"] = next.epoch;
@@ -406,15 +491,15 @@ bool ClusterNode::TryTakeOver(const std::optional<ClusterConfig>& expected, Clus
     etcd_->Delete(Key("leader"));
     return false;
   }
-  Promote(next, revoked_ns);
+  Promote(next, old_lease_start_ns);
   return true;
 }
 
-void ClusterNode::Promote(const ClusterConfig& cfg, int64_t revoked_ns) {
+void ClusterNode::Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns) {
   FAHA_LOG_INFO("cluster: this node is primary of epoch %llu from LSN %llu%s",
                 static_cast<unsigned long long>(cfg.epoch),
                 static_cast<unsigned long long>(cfg.history.back().second - 1),
-                revoked_ns ? "; serving once the old primary's read lease has passed" : "");
+                old_lease_start_ns ? "; serving once the old primary's read lease has passed" : "");
   backup_->Stop();  // applies what it received, then ends its sessions
   auto ef = nvm::EpochFile::Open(options_.data_dir);
   if (ef.ok()) ef->Advance(cfg.epoch);
@@ -439,8 +524,9 @@ void ClusterNode::Promote(const ClusterConfig& cfg, int64_t revoked_ns) {
   primary_id_ = options_.node_id;
   primary_client_ = options_.client_address;
   serving_ = false;
-  serve_after_ns_ = revoked_ns ? revoked_ns + (options_.read_lease_ms + kLeaseMarginMs) * kNsPerMs
-                               : 0;
+  serve_after_ns_ = old_lease_start_ns
+                        ? old_lease_start_ns + (options_.read_lease_ms + kLeaseMarginMs) * kNsPerMs
+                        : 0;
   not_serving_ = "it was just promoted and brings its backups to its log end";
 }
 
@@ -462,19 +548,30 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
       if (n.id != options_.node_id) replicator_->AddPeer(n.repl);
     }
   }
-  std::vector<std::string> joined = replicator_->PromoteCaughtUp();
-  if (!joined.empty()) {
+  // Backups join the in-sync set here first, then in the configuration
+  // (retried each tick until etcd takes it): the set this primary waits for
+  // always holds every backup that the configuration makes eligible.
+  replicator_->PromoteCaughtUp();
+  std::vector<std::string> missing;
+  for (const auto& a : replicator_->InSyncAddresses()) {
+    std::string id = IdOfRepl(a);
+    if (!id.empty() && std::find(cfg->in_sync.begin(), cfg->in_sync.end(), id) == cfg->in_sync.end())
+      missing.push_back(id);
+  }
+  if (!missing.empty()) {
     Status s = UpdateConfig([&](ClusterConfig* c) {
-      for (const auto& a : joined) {
-        std::string id = IdOfRepl(a);
-        if (!id.empty() && std::find(c->in_sync.begin(), c->in_sync.end(), id) == c->in_sync.end())
+      for (const auto& id : missing) {
+        if (std::find(c->in_sync.begin(), c->in_sync.end(), id) == c->in_sync.end())
           c->in_sync.push_back(id);
       }
     });
-    if (!s.ok()) return Depose("cannot record backups in the configuration: " + s.message());
+    // If the configuration moved on, the next tick deposes this node.
+    if (!s.ok()) FAHA_LOG_WARN("cluster: cannot add backups to the in-sync set in etcd yet: %s",
+                               s.ToString().c_str());
   }
+  // Waits for etcd if it is unreachable: configuration changes wait for it.
   Status d = replicator_->DropSilent(options_.replication.timeout_ms);
-  if (!d.ok()) return Depose(d.message());
+  if (!d.ok()) FAHA_LOG_WARN("cluster: %s", d.ToString().c_str());
   const bool enough = replicator_->in_sync_count() >= options_.replication.min_sync_backups;
   std::lock_guard<std::mutex> l(mu_);
   if (!serving_ && MonoNs() >= serve_after_ns_ && enough) {
@@ -483,6 +580,15 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
     FAHA_LOG_INFO("cluster: serving as primary of epoch %llu (%zu backups in sync)",
                   static_cast<unsigned long long>(epoch_), replicator_->in_sync_count());
   }
+}
+
+bool ClusterNode::HoldsReadLease() const {
+  const int64_t now = MonoNs();
+  if (now <= lease_valid_until_ns_.load()) return true;
+  // etcd unreachable (restarting, say): the backups' heartbeat echoes hold
+  // the lease as long as every in-sync backup still follows this primary.
+  const int64_t echo_us = replicator_ ? replicator_->in_sync_echo_us() : 0;
+  return echo_us != 0 && now / 1000 < echo_us + int64_t{options_.read_lease_ms} * 1000;
 }
 
 void ClusterNode::Depose(const std::string& why) {
@@ -562,9 +668,9 @@ std::string ClusterNode::Refusal(bool write, bool stale_ok) const {
   switch (role_) {
     case Role::kPrimary:
       if (!serving_) return "TRYAGAIN this node does not serve yet: " + not_serving_;
-      if (MonoNs() > lease_valid_until_ns_.load()) {
-        return "TRYAGAIN this primary has not renewed its etcd lease within --read_lease_ms; "
-               "it does not serve while a failover may be under way";
+      if (!HoldsReadLease()) {
+        return "TRYAGAIN this primary has neither renewed its etcd lease nor heard every in-sync "
+               "backup within --read_lease_ms; it does not serve while a failover may be under way";
       }
       return {};
     case Role::kDeposed:

@@ -10,14 +10,19 @@
 //               its lease; created only while absent
 //   nodes/ID    {client, repl, next_lsn, last_epoch, candidate}, on the
 //               node's lease: who is up, and where
-// The primary serves only while it renews its lease (a read lease of
-// --read_lease_ms from each renewal it sent, shorter than etcd's TTL). A
-// backup that stops hearing its primary for --failover_timeout_ms (or sees
-// the leader key gone) fences its log against the old epoch, publishes its
-// log end, and the eligible candidate with the longest log revokes the old
-// primary's lease, takes the leader key, and CASes the configuration to
-// epoch+1. It then waits out the old primary's read lease and brings
-// --min_sync_backups backups to its log end before it serves.
+// The primary serves only while it holds a read lease: --read_lease_ms from
+// the send time of its last etcd lease renewal (shorter than etcd's TTL), or,
+// while etcd is unreachable, from the oldest heartbeat that every in-sync
+// backup echoed. A backup that stops hearing its primary for
+// --failover_timeout_ms, sees the leader key gone, or finds its session
+// closed and the primary's client port refusing connections (a dead process)
+// fences its log against the old epoch (so it echoes and acknowledges nothing
+// more of it), publishes its log end, and revokes the old primary's lease.
+// The eligible candidate with the longest log takes the leader key and CASes
+// the configuration to epoch+1. It then waits out the old primary's read
+// lease (from its fence or the revocation, whichever came later) and brings
+// --min_sync_backups backups to its log end before it serves. Configuration
+// changes wait while etcd is unreachable; serving goes on.
 //
 // A deposed primary stops serving and asks to be restarted (main re-executes
 // the server), so it comes back as a backup that truncates its unacknowledged
@@ -114,10 +119,16 @@ class ClusterNode final : public ReplicationRole {
   void RunElection(const ClusterConfig& cfg);
   // Takes the leader key and writes `next` over `expected` (nullopt: no
   // configuration yet); then promotes. False if another node got there first.
+  // old_lease_start_ns: the latest time the old primary could have renewed
+  // either of its read leases (0: there was no old primary); it serves for at
+  // most --read_lease_ms after it, so this node serves only after that.
   bool TryTakeOver(const std::optional<ClusterConfig>& expected, ClusterConfig next,
-                   int64_t revoked_ns);
-  void Promote(const ClusterConfig& cfg, int64_t revoked_ns);
+                   int64_t old_lease_start_ns);
+  void Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns);
   void Depose(const std::string& why);
+  // Primary: whether it may still serve, by its etcd lease or, while etcd is
+  // unreachable, by every in-sync backup's heartbeat echo. REQUIRES: mu_.
+  bool HoldsReadLease() const;
   Status Register(uint64_t candidate);
   Status RenewLease();
   StatusOr<std::optional<ClusterConfig>> ReadConfig();
@@ -153,6 +164,7 @@ class ClusterNode final : public ReplicationRole {
   std::string not_serving_ GUARDED_BY(mu_) = "it has not joined the cluster yet";
   bool serving_ GUARDED_BY(mu_) = false;
   int64_t serve_after_ns_ GUARDED_BY(mu_) = 0;
+  bool tick_now_ GUARDED_BY(mu_) = false;  // look at the cluster before the next tick
   std::map<std::string, std::string> repl_to_id_ GUARDED_BY(mu_);
   uint64_t elections_ GUARDED_BY(mu_) = 0;
   std::string last_error_ GUARDED_BY(mu_);
@@ -162,6 +174,7 @@ class ClusterNode final : public ReplicationRole {
   uint64_t watched_epoch_ = 0;
   int64_t watched_since_ns_ = 0;
   int64_t election_retry_ns_ = 0;
+  int64_t probed_loss_us_ = 0;  // the broken session whose primary was probed
   std::mutex config_mu_;  // one configuration update at a time
 };
 

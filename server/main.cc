@@ -96,15 +96,17 @@ DEFINE_string(node_id, "", "With --etcd: this node's name, unique in the cluster
 DEFINE_int32(lease_ttl_s, 2,
              "With --etcd: TTL of this node's etcd lease in seconds (etcd may raise it to its "
              "minimum). A primary that cannot renew it is replaced.");
-DEFINE_int32(read_lease_ms, 400,
+DEFINE_int32(read_lease_ms, 300,
              "With --etcd: a primary serves reads and writes only within this long of its last "
-             "lease renewal; a new primary waits this long after revoking the old one's lease. "
-             "Must be shorter than --lease_ttl_s.");
+             "etcd lease renewal or, while etcd is unreachable, of the last heartbeat every "
+             "in-sync backup echoed; a new primary waits this long after fencing itself and "
+             "revoking the old one's lease. Must be shorter than --lease_ttl_s.");
 DEFINE_int32(failover_timeout_ms, 400,
              "With --etcd: an in-sync backup that hears nothing from its primary for this long "
-             "(heartbeats every --heartbeat_ms) runs for primary.");
+             "(heartbeats every --heartbeat_ms) runs for primary; at once if its session broke "
+             "and the primary's client port refuses connections.");
 DEFINE_int32(heartbeat_ms, 50,
-             "With --etcd: idle replication sessions send a heartbeat this often; also the "
+             "With --etcd: replication sessions send a heartbeat this often; also the "
              "period at which each node reads the cluster configuration.");
 DEFINE_int32(election_wait_ms, 200,
              "With --etcd: how long a candidate waits for the other eligible backups to publish "

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/clock.h"
+#include "common/coding.h"
 #include "common/logging.h"
 #include "common/resp.h"
 #include "server/store.h"
@@ -95,8 +96,22 @@ std::vector<std::string> Replicator::PromoteCaughtUp() {
     FAHA_LOG_INFO("replication: backup %s caught up at LSN %llu: joins the in-sync set",
                   p->address.c_str(), static_cast<unsigned long long>(p->acked_end - 1));
   }
-  if (!out.empty()) cv_.notify_all();
+  if (!out.empty()) {
+    UpdateEchoLocked();
+    cv_.notify_all();
+  }
   return out;
+}
+
+void Replicator::UpdateEchoLocked() {
+  int64_t oldest = 0;
+  bool any = false;
+  for (const auto& p : peers_) {
+    if (!p->in_sync) continue;
+    oldest = any ? std::min(oldest, p->echo_us) : p->echo_us;
+    any = true;
+  }
+  in_sync_echo_us_.store(oldest, std::memory_order_release);
 }
 
 std::vector<std::string> Replicator::InSyncAddresses() const {
@@ -142,6 +157,7 @@ Status Replicator::DropLocked(std::unique_lock<std::mutex>* l, const std::vector
     FAHA_LOG_WARN("replication: backup %s %s; dropped from the in-sync set, it must catch up",
                   p->address.c_str(), why.c_str());
   }
+  UpdateEchoLocked();
   cv_.notify_all();
   return Status::OK();
 }
@@ -190,6 +206,7 @@ void Replicator::MaybeJoinLocked(Peer* peer) {
   FAHA_LOG_INFO("replication: backup %s joined the in-sync set at LSN %llu (%zu of %zu in sync)",
                 peer->address.c_str(), static_cast<unsigned long long>(peer->acked_end - 1),
                 InSyncLocked(), peers_.size());
+  UpdateEchoLocked();
   cv_.notify_all();
 }
 
@@ -446,7 +463,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
   Status result;
   std::vector<std::shared_ptr<const std::string>> frames;
   std::string buf;
-  int64_t last_send_us = MonoUs();
+  int64_t last_heartbeat_us = 0;  // the first one goes out at once
   while (true) {
     uint64_t from, limit = 0;
     frames.clear();
@@ -457,17 +474,23 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
         return stopping_ || peer->kick || peer->session_dead || peer->send_next < ship_end_;
       };
       if (options_.heartbeat_ms > 0) {
-        int64_t due = last_send_us + int64_t{options_.heartbeat_ms} * 1000;
+        // Due also while batches flow: the echo is this primary's lease.
+        int64_t due = last_heartbeat_us + int64_t{options_.heartbeat_ms} * 1000;
         while (!ready() && MonoUs() < due) {
           cv_.wait_for(l, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
         }
-        heartbeat = !ready();
+        heartbeat = MonoUs() >= due && !stopping_ && !peer->kick && !peer->session_dead;
       } else {
         cv_.wait(l, ready);
       }
       if (heartbeat) {
+        // Stamped before it is sent: the echo never claims a later time.
+        last_heartbeat_us = MonoUs();
+        char stamp[8];
+        EncodeFixed<int64_t>(stamp, last_heartbeat_us);
         out.clear();
-        rdma::EncodeFrame(&out, FrameType::kHeartbeat, options_.epoch, committed_end_ - 1, {});
+        rdma::EncodeFrame(&out, FrameType::kHeartbeat, options_.epoch, committed_end_ - 1,
+                          std::string_view(stamp, sizeof(stamp)));
       }
     }
     if (heartbeat) {
@@ -476,10 +499,8 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
         result = hs;
         break;
       }
-      last_send_us = MonoUs();
       continue;
     }
-    last_send_us = MonoUs();
     {
       std::unique_lock<std::mutex> l(mu_);
       if (stopping_) break;
@@ -555,12 +576,20 @@ void Replicator::ReceiveAcks(Peer* peer, rdma::Channel* ch) {
     std::lock_guard<std::mutex> l(mu_);
     if (!f.ok()) {
       peer->last_error = f.status().message();
-    } else if (f->type == FrameType::kAck && f->epoch == options_.epoch && f->body.empty()) {
+    } else if (f->type == FrameType::kAck && f->epoch == options_.epoch &&
+               (f->body.empty() || f->body.size() == 8)) {
+      const int64_t echo = f->body.empty() ? 0 : DecodeFixed<int64_t>(f->body.data());
       if (f->lsn + 1 > ship_end_) {
         peer->last_error = "acknowledged LSN " + std::to_string(f->lsn) + " that was never sent";
+      } else if (echo > MonoUs()) {
+        peer->last_error = "echoed a heartbeat from the future";
       } else {
         peer->acked_end = std::max(peer->acked_end, f->lsn + 1);
         peer->last_ack_us = MonoUs();
+        if (echo > peer->echo_us) {
+          peer->echo_us = echo;
+          if (peer->in_sync) UpdateEchoLocked();
+        }
         if (!peer->in_sync && peer->acked_end >= ship_end_) peer->state = "connected";
         MaybeJoinLocked(peer);
         cv_.notify_all();
@@ -790,10 +819,10 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
   std::vector<nvm::Log::AppendResult> pending;
   uint64_t durable_end = store_->log().next_lsn();
   // Acknowledge what is durable, then apply it to the index.
-  auto ack_and_apply = [&](bool always = false) -> Status {
+  auto ack_and_apply = [&](bool always = false, std::string_view echo = {}) -> Status {
     if (pending.empty() && !always) return Status::OK();
     std::string ack;
-    rdma::EncodeFrame(&ack, FrameType::kAck, epoch, durable_end - 1, {});
+    rdma::EncodeFrame(&ack, FrameType::kAck, epoch, durable_end - 1, echo);
     Status s = ch->Send(ack, 2000);
     for (const auto& r : pending) store_->PublishReplicated(r);
     pending.clear();
@@ -817,12 +846,32 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
         continue;
       }
       if (f.status().code() == Status::Code::kProtocol) return fail(f.status().message());
+      if (generation_.load() == gen) {
+        session_lost_us_.store(MonoUs());
+        std::function<void()> hook;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          hook = on_session_lost_;
+        }
+        if (hook) hook();
+      }
       ack_and_apply();
       return f.status();
     }
     last_heard_us_.store(MonoUs());
     if (f->type == FrameType::kHeartbeat && f->epoch == epoch) {
-      FAHA_RETURN_IF_ERROR(ack_and_apply(true));
+      if (f->body.size() != 0 && f->body.size() != 8) return fail("HEARTBEAT with a bad body");
+      {
+        // Echoing it renews the primary's lease: not once we run for primary.
+        std::lock_guard<std::mutex> l(log_mu_);
+        if (epoch < fence_epoch_) {
+          ack_and_apply();
+          return Status::Unavailable("epoch " + std::to_string(epoch) +
+                                     " ended here: this node runs for primary of epoch " +
+                                     std::to_string(fence_epoch_));
+        }
+      }
+      FAHA_RETURN_IF_ERROR(ack_and_apply(true, f->body));
       continue;
     }
     if (f->type == FrameType::kTruncate && f->epoch == epoch) {

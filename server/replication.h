@@ -64,7 +64,8 @@ struct ReplicatorOptions {
   std::string advertise;             // this primary's client address, told to backups
   uint64_t catchup_chunk_bytes = 4 << 20;
   int connect_timeout_ms = 1000;
-  // Idle sessions send a HEARTBEAT this often (0: never); backups answer.
+  // Every session sends a HEARTBEAT this often (0: never), also while
+  // batches flow; backups echo its send time in their ACK.
   int heartbeat_ms = 0;
   // Cluster mode (set by the etcd coordinator): the in-sync set lives in the
   // cluster configuration. A backup enters it only through PromoteCaughtUp
@@ -123,6 +124,12 @@ class Replicator final : public ReplicationRole {
   Status DropSilent(int silent_ms);
   // Addresses of the backups in the in-sync set.
   std::vector<std::string> InSyncAddresses() const;
+  // The oldest, over the in-sync backups, of the send time (MonoUs) of the
+  // newest heartbeat each acknowledged; 0 if none is in sync or one has not
+  // acknowledged a heartbeat yet. A backup that runs for primary stops
+  // acknowledging first, so this primary heard every in-sync backup agree
+  // that it still leads at that time. Lock-free: read per command.
+  int64_t in_sync_echo_us() const { return in_sync_echo_us_.load(std::memory_order_acquire); }
   const ReplicatorOptions& options() const { return options_; }
 
  private:
@@ -142,6 +149,7 @@ class Replicator final : public ReplicationRole {
     uint64_t acked_end = 0;     // the backup holds every LSN below this durably
     uint64_t send_next = 0;     // next LSN to send
     int64_t last_ack_us = 0;    // when its last ACK arrived (MonoUs)
+    int64_t echo_us = 0;        // send time of the newest heartbeat it acknowledged
     std::string state = "connecting";
     std::string last_error;
     uint64_t sessions = 0;
@@ -167,6 +175,7 @@ class Replicator final : public ReplicationRole {
   size_t InSyncLocked() const REQUIRES(mu_);
   void MaybeJoinLocked(Peer* peer) REQUIRES(mu_);
   std::string WhyNotReadyLocked() const REQUIRES(mu_);
+  void UpdateEchoLocked() REQUIRES(mu_);
 
   const ReplicatorOptions options_;
   std::unique_ptr<rdma::Transport> transport_;
@@ -180,6 +189,7 @@ class Replicator final : public ReplicationRole {
   uint64_t committed_end_ GUARDED_BY(mu_) = 1;
   bool stopping_ GUARDED_BY(mu_) = false;
   bool started_ GUARDED_BY(mu_) = false;
+  std::atomic<int64_t> in_sync_echo_us_{0};
 };
 
 struct BackupOptions {
@@ -210,6 +220,15 @@ class BackupService final : public ReplicationRole {
   // that session's epoch.
   int64_t last_heard_us() const { return last_heard_us_.load(); }
   uint64_t session_epoch() const { return session_epoch_.load(); }
+  // When (MonoUs) the newest session's connection broke (closed or reset by
+  // the primary's side, not a timeout), or 0: a primary whose process died
+  // leaves this behind at once.
+  int64_t session_lost_us() const { return session_lost_us_.load(); }
+  // Called (from the session's thread) right after session_lost_us changed.
+  void set_on_session_lost(std::function<void()> hook) {
+    std::lock_guard<std::mutex> l(mu_);
+    on_session_lost_ = std::move(hook);
+  }
   uint64_t epoch() const;
 
   bool is_backup() const override { return true; }
@@ -252,6 +271,8 @@ class BackupService final : public ReplicationRole {
   uint64_t fence_epoch_ GUARDED_BY(log_mu_) = 0;
   std::atomic<int64_t> last_heard_us_{0};
   std::atomic<uint64_t> session_epoch_{0};
+  std::atomic<int64_t> session_lost_us_{0};
+  std::function<void()> on_session_lost_ GUARDED_BY(mu_);
   std::atomic<uint64_t> truncations_{0};
 };
 

@@ -43,6 +43,9 @@ struct ClientOptions {
   // callback may then run after those of later requests.
   bool follow_primary = false;
   int failover_timeout_ms = 10000;
+  // While re-sending, the longest wait for one node to accept a connection
+  // before trying the next (a node cut off the network does not refuse).
+  int failover_connect_timeout_ms = 300;
   uint64_t client_id = 0;
 };
 
