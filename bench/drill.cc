@@ -24,10 +24,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -73,6 +75,9 @@ DEFINE_string(repl_transport, "tcp", "Replication transport of the nodes: tcp or
 DEFINE_string(host, "127.0.0.1",
               "Address the nodes bind without namespaces (an RDMA device's address for rdma).");
 DEFINE_uint64(seed, 1, "Workload random seed.");
+DEFINE_string(server_flags, "",
+              "Extra faha-server flags for every node, space-separated (e.g. slower timers "
+              "under emulation: --failover_timeout_ms=1000).");
 
 namespace {
 
@@ -126,6 +131,8 @@ class Cluster {
         "--repl_port=" + std::to_string(n->repl_port), "--data_dir=" + n->data_dir,
         "--cluster_secret_file=" + dir_ + "/secret", "--segment_mb=16", "--metrics_port=-1",
         "--rdma=off", "--repl_transport=" + FLAGS_repl_transport, "--repl_timeout_ms=1000"};
+    std::stringstream extra(FLAGS_server_flags);
+    for (std::string f; extra >> f;) server.push_back(f);
     args.insert(args.end(), server.begin(), server.end());
     pid_t pid = fork();
     if (pid == 0) {
@@ -418,8 +425,12 @@ int main(int argc, char** argv) {
       return 1;
     }
     dir = tmpl;
-  } else {
-    mkdir(dir.c_str(), 0755);
+  } else if (mkdir(dir.c_str(), 0755) != 0) {
+    // Old logs and data would make the history check meaningless.
+    if (errno != EEXIST || !std::filesystem::is_empty(dir)) {
+      fprintf(stderr, "faha-drill: --dir %s must not exist or be empty\n", dir.c_str());
+      return 2;
+    }
   }
   printf("faha-drill: working directory %s\n", dir.c_str());
   faha::drill::NetnsNetwork net;

@@ -4,7 +4,8 @@
 # and an emulated NVDIMM mounted -o dax, three times:
 #   1. ctest -L rdma (verbs streams, replication tests over verbs, rdma://
 #      clients) and a primary + 2 backups over rxe with their logs on the DAX
-#      mount (PMem granularity must be CACHE_LINE), workload and digests;
+#      mount (PMem granularity must be CACHE_LINE), workload and digests, and
+#      faha-drill (etcd failover, replication over rxe, logs on DAX);
 #   2. a cluster on the DAX mount taking writes, each acknowledged one recorded
 #      on the host, until qemu itself is killed (a power cut);
 #   3. a new boot on the same NVDIMM backing file: each node recovers alone and
@@ -21,7 +22,7 @@ start=$(date +%s)
 rm -f build-guest/nvdimm.img "$OUT/acked.txt"
 
 echo "=== guest 1 of 3: RDMA tests and a cluster over rxe on DAX ==="
-./tests/guest/guest.sh --timeout 480 tests/guest/in-guest.sh "$BUILD" suite > "$OUT/suite.log" 2>&1 \
+./tests/guest/guest.sh --timeout 720 tests/guest/in-guest.sh "$BUILD" suite > "$OUT/suite.log" 2>&1 \
   || { cat "$OUT/suite.log"; echo "run-rdma-suite: the RDMA suite failed"; exit 1; }
 # The summary: every test's verdict, the devices, the cluster's figures.
 grep -E "^ *[0-9]+/[0-9]+ Test|tests passed|RDMA device|^guest|^setup|^(primary|backup)" "$OUT/suite.log"
