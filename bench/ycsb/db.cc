@@ -1,0 +1,304 @@
+#include "bench/ycsb/db.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "faha/client.h"
+
+namespace faha::ycsb {
+
+namespace {
+
+// libfaha: native protocol over TCP or RDMA.
+class NativeDB final : public DB {
+ public:
+  explicit NativeDB(std::unique_ptr<Client> c) : c_(std::move(c)) {}
+  Status Read(const std::string& key, std::string* value) override { return c_->Get(key, value); }
+  Status Update(const std::string& key, const std::string& value) override {
+    return c_->Put(key, value);
+  }
+  Status Insert(const std::string& key, const std::string& value) override {
+    return c_->Put(key, value);
+  }
+
+ private:
+  std::unique_ptr<Client> c_;
+};
+
+struct RespValue {
+  char type = 0;  // + - : $ * (a null bulk/array: type set, null true)
+  bool null = false;
+  std::string str;
+  int64_t integer = 0;
+  std::vector<RespValue> elements;
+};
+
+// One blocking RESP connection.
+class RespConn {
+ public:
+  ~RespConn() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Status Connect(const std::string& host, const std::string& port, int timeout_ms) {
+    timeout_ms_ = timeout_ms;
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0) return Status::InvalidArgument("cannot resolve " + host + ": " + gai_strerror(rc));
+    Status last = Status::Unavailable("no address for " + host);
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+      int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) continue;
+      if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        fd_ = fd;
+        break;
+      }
+      last = Status::Unavailable("connect to " + host + ":" + port + ": " + strerror(errno));
+      close(fd);
+    }
+    freeaddrinfo(res);
+    return fd_ >= 0 ? Status::OK() : last;
+  }
+  // Sends the commands in one write, then reads one reply per command.
+  Status Call(const std::vector<std::vector<std::string>>& cmds, std::vector<RespValue>* replies) {
+    if (!broken_.ok()) return broken_;
+    Status s = CallOnce(cmds, replies);
+    // A reply may still be on its way: the connection is out of step for good.
+    if (!s.ok()) broken_ = Status::Unavailable("connection unusable after: " + s.ToString());
+    return s;
+  }
+
+ private:
+  Status CallOnce(const std::vector<std::vector<std::string>>& cmds,
+                  std::vector<RespValue>* replies) {
+    out_.clear();
+    for (const auto& cmd : cmds) {
+      out_ += "*" + std::to_string(cmd.size()) + "\r\n";
+      for (const auto& a : cmd) {
+        out_ += "$" + std::to_string(a.size()) + "\r\n";
+        out_ += a;
+        out_ += "\r\n";
+      }
+    }
+    size_t off = 0;
+    while (off < out_.size()) {
+      ssize_t n = send(fd_, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Status::Unavailable(std::string("send: ") + strerror(errno));
+      off += static_cast<size_t>(n);
+    }
+    replies->clear();
+    for (size_t i = 0; i < cmds.size(); i++) {
+      RespValue v;
+      FAHA_RETURN_IF_ERROR(ReadValue(&v, 0));
+      replies->push_back(std::move(v));
+    }
+    return Status::OK();
+  }
+
+  Status Fill() {
+    if (pos_ > 0 && pos_ == in_.size()) {
+      in_.clear();
+      pos_ = 0;
+    }
+    pollfd p{fd_, POLLIN, 0};
+    int rc = poll(&p, 1, timeout_ms_);
+    if (rc == 0) return Status::Timeout("no reply within " + std::to_string(timeout_ms_) + " ms");
+    char buf[65536];
+    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    if (n == 0) return Status::Unavailable("the server closed the connection");
+    if (n < 0) return Status::Unavailable(std::string("recv: ") + strerror(errno));
+    in_.append(buf, static_cast<size_t>(n));
+    return Status::OK();
+  }
+  Status Line(std::string* line) {
+    while (true) {
+      size_t e = in_.find("\r\n", pos_);
+      if (e != std::string::npos) {
+        *line = in_.substr(pos_, e - pos_);
+        pos_ = e + 2;
+        return Status::OK();
+      }
+      if (in_.size() - pos_ > (1 << 20)) return Status::Protocol("reply line over 1 MiB");
+      FAHA_RETURN_IF_ERROR(Fill());
+    }
+  }
+  Status ReadValue(RespValue* v, int depth) {
+    if (depth > 8) return Status::Protocol("reply nested too deeply");
+    std::string line;
+    FAHA_RETURN_IF_ERROR(Line(&line));
+    if (line.empty()) return Status::Protocol("empty reply line");
+    v->type = line[0];
+    const std::string rest = line.substr(1);
+    int64_t n = 0;
+    if (v->type == '$' || v->type == '*' || v->type == ':') {
+      char* end = nullptr;
+      n = std::strtoll(rest.c_str(), &end, 10);
+      if (rest.empty() || *end != '\0') return Status::Protocol("bad length or integer: " + line);
+    }
+    switch (v->type) {
+      case '+':
+      case '-':
+        v->str = rest;
+        return Status::OK();
+      case ':':
+        v->integer = n;
+        return Status::OK();
+      case '$': {
+        if (n < 0) {
+          v->null = true;
+          return Status::OK();
+        }
+        if (n > (512 << 20)) return Status::Protocol("bulk reply over 512 MiB");
+        while (in_.size() - pos_ < static_cast<size_t>(n) + 2) FAHA_RETURN_IF_ERROR(Fill());
+        v->str = in_.substr(pos_, static_cast<size_t>(n));
+        pos_ += static_cast<size_t>(n) + 2;
+        return Status::OK();
+      }
+      case '*':
+        if (n < 0) {
+          v->null = true;
+          return Status::OK();
+        }
+        if (n > 1024) return Status::Protocol("array reply over 1024 elements");
+        v->elements.resize(static_cast<size_t>(n));
+        for (auto& e : v->elements) FAHA_RETURN_IF_ERROR(ReadValue(&e, depth + 1));
+        return Status::OK();
+      default:
+        return Status::Protocol("unknown reply type: " + line.substr(0, 40));
+    }
+  }
+
+  int fd_ = -1;
+  int timeout_ms_ = 10000;
+  Status broken_;
+  std::string in_, out_;
+  size_t pos_ = 0;
+};
+
+// How a RESP write is made durable before it counts as done.
+struct RespDurability {
+  int64_t waitaof_local = 0, waitaof_replicas = 0;  // WAITAOF (Redis >= 7.2) if either > 0
+  int64_t wait_replicas = 0;                         // else WAIT (any Redis) if > 0
+  int timeout_ms = 10000;
+};
+
+class RespDB final : public DB {
+ public:
+  RespDB(std::unique_ptr<RespConn> c, const RespDurability& d) : c_(std::move(c)), d_(d) {}
+  Status Read(const std::string& key, std::string* value) override {
+    FAHA_RETURN_IF_ERROR(c_->Call({{"GET", key}}, &r_));
+    if (r_[0].type == '-') return Status::ServerError(r_[0].str);
+    if (r_[0].null) return Status::NotFound(key);
+    if (r_[0].type != '$') return Status::Protocol("GET answered with type " + std::string(1, r_[0].type));
+    *value = std::move(r_[0].str);
+    return Status::OK();
+  }
+  Status Update(const std::string& key, const std::string& value) override { return Set(key, value); }
+  Status Insert(const std::string& key, const std::string& value) override { return Set(key, value); }
+
+ private:
+  Status Set(const std::string& key, const std::string& value) {
+    std::vector<std::vector<std::string>> cmds = {{"SET", key, value}};
+    const std::string tmo = std::to_string(d_.timeout_ms);
+    if (d_.waitaof_local > 0 || d_.waitaof_replicas > 0) {
+      cmds.push_back({"WAITAOF", std::to_string(d_.waitaof_local),
+                      std::to_string(d_.waitaof_replicas), tmo});
+    } else if (d_.wait_replicas > 0) {
+      cmds.push_back({"WAIT", std::to_string(d_.wait_replicas), tmo});
+    }
+    FAHA_RETURN_IF_ERROR(c_->Call(cmds, &r_));
+    if (r_[0].type == '-') return Status::ServerError(r_[0].str);
+    if (r_[0].type != '+') return Status::Protocol("SET answered with type " + std::string(1, r_[0].type));
+    if (cmds.size() == 1) return Status::OK();
+    const RespValue& w = r_[1];
+    if (w.type == '-') return Status::ServerError(cmds[1][0] + ": " + w.str);
+    const bool reached =
+        cmds[1][0] == "WAIT"
+            ? w.type == ':' && w.integer >= d_.wait_replicas
+            : w.type == '*' && w.elements.size() == 2 &&
+                  w.elements[0].integer >= d_.waitaof_local &&
+                  w.elements[1].integer >= d_.waitaof_replicas;
+    if (!reached) {
+      return Status::ServerError(cmds[1][0] + " did not reach the required copies within " + tmo +
+                                 " ms");
+    }
+    return Status::OK();
+  }
+
+  std::unique_ptr<RespConn> c_;
+  RespDurability d_;
+  std::vector<RespValue> r_;
+};
+
+}  // namespace
+
+StatusOr<DBFactory> MakeDBFactory(const Properties& props) {
+  const std::string target = props.Get("target", "");
+  if (target.empty()) {
+    return Status::InvalidArgument(
+        "no target: give -p target=native://HOST:PORT, rdma://HOST:PORT or resp://HOST:PORT");
+  }
+  auto timeout = props.GetInt("timeout.ms", 10000);
+  if (!timeout.ok()) return timeout.status();
+  const std::string password = props.Get("password", "");
+  if (target.rfind("resp://", 0) == 0) {
+    const std::string hp = target.substr(7);
+    const size_t colon = hp.rfind(':');
+    if (colon == std::string::npos || hp.find(',') != std::string::npos) {
+      return Status::InvalidArgument("resp target must be resp://HOST:PORT");
+    }
+    RespDurability d;
+    for (auto [name, out] : {std::pair{"redis.waitaof.local", &d.waitaof_local},
+                             std::pair{"redis.waitaof.replicas", &d.waitaof_replicas},
+                             std::pair{"redis.wait.replicas", &d.wait_replicas}}) {
+      auto v = props.GetInt(name, 0);
+      if (!v.ok()) return v.status();
+      if (*v < 0) return Status::InvalidArgument(std::string("property ") + name + " must be >= 0");
+      *out = *v;
+    }
+    if (d.waitaof_local > 1) return Status::InvalidArgument("redis.waitaof.local is 0 or 1");
+    const std::string host = hp.substr(0, colon), port = hp.substr(colon + 1);
+    d.timeout_ms = static_cast<int>(*timeout);
+    return DBFactory([host, port, d, password]() -> StatusOr<std::unique_ptr<DB>> {
+      auto c = std::make_unique<RespConn>();
+      // WAIT/WAITAOF give up after timeout.ms themselves; the socket waits a second more.
+      FAHA_RETURN_IF_ERROR(c->Connect(host, port, d.timeout_ms + 1000));
+      if (!password.empty()) {
+        std::vector<RespValue> rep;
+        FAHA_RETURN_IF_ERROR(c->Call({{"AUTH", password}}, &rep));
+        if (rep[0].type == '-') return Status::Auth(rep[0].str);
+      }
+      return std::unique_ptr<DB>(new RespDB(std::move(c), d));
+    });
+  }
+  const bool rdma = target.rfind("rdma://", 0) == 0;
+  if (!rdma && target.rfind("native://", 0) != 0) {
+    return Status::InvalidArgument("target " + target +
+                                   " has no known scheme (native://, rdma://, resp://)");
+  }
+  ClientOptions o;
+  o.address = target;
+  o.password = password;
+  o.op_timeout_ms = static_cast<int>(*timeout);
+  o.follow_primary = target.find(',') != std::string::npos ||
+                     props.Get("faha.follow_primary", "false") == "true";
+  return DBFactory([o]() -> StatusOr<std::unique_ptr<DB>> {
+    auto c = Client::Connect(o);
+    if (!c.ok()) return c.status();
+    return std::unique_ptr<DB>(new NativeDB(std::move(*c)));
+  });
+}
+
+}  // namespace faha::ycsb
