@@ -12,7 +12,7 @@
 // phase draws a progress bar on a terminal. Back-ends: bench/ycsb/db.h.
 // Exit status: 0 ok, 1 failure (connect, or errors with -p failonerror=true),
 // 2 bad usage, 3 the workload needs scans, which faha does not have.
-// docs/bench.md lists every property.
+// docs/faha-bench.md lists every property.
 #include <unistd.h>
 
 #include <cstdio>
@@ -31,7 +31,7 @@ int Usage(const char* why) {
           "usage: faha-bench load|run -P WORKLOADFILE [-P FILE...] [-p name=value...]\n"
           "                  [-threads N] [-target OPS_PER_SEC] [-s]\n"
           "  -p target=native://HOST:PORT | rdma://HOST:PORT | resp://HOST:PORT (required)\n"
-          "  see docs/bench.md for every property\n",
+          "  see docs/faha-bench.md for every property\n",
           why);
   return 2;
 }

@@ -10,7 +10,7 @@
 // redis.waitaof.replicas (WAITAOF L R timeout.ms, Redis >= 7.2: fsynced
 // locally / on R replicas) or redis.wait.replicas (WAIT R timeout.ms, any
 // Redis: R replicas received it). A write that does not reach them is an
-// error. docs/bench.md says what each configuration guarantees.
+// error. docs/faha-bench.md says what each configuration guarantees.
 #ifndef FAHA_BENCH_YCSB_DB_H_
 #define FAHA_BENCH_YCSB_DB_H_
 

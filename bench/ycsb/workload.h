@@ -1,6 +1,6 @@
 // faha-bench's YCSB core workload: properties (YCSB's names and defaults),
 // the database interface its back-ends implement, and the runner that drives
-// load and run phases over threads with measurements. docs/bench.md.
+// load and run phases over threads with measurements. docs/faha-bench.md.
 #ifndef FAHA_BENCH_YCSB_WORKLOAD_H_
 #define FAHA_BENCH_YCSB_WORKLOAD_H_
 
