@@ -137,7 +137,8 @@ struct Client::Impl {
       rdma::VerbsOptions vo;  // no keepalive: an idle client reads nothing
       auto s = rdma::VerbsConnect(host, std::atoi(port.c_str()),
                                   rdma::EncodeConnectData(rdma::ConnectKind::kClient, ""), vo,
-                                  timeout_ms);
+                                  // rdma_cm setup takes longer than a TCP connect
+                                  std::max(timeout_ms, options.connect_timeout_ms));
       if (!s.ok()) return s.status().WithPrefix("connect to " + connected + ": ");
       verbs = std::move(*s);
       return Status::OK();

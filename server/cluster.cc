@@ -253,9 +253,9 @@ void ClusterNode::Run() {
     {
       std::unique_lock<std::mutex> l(mu_);
       int64_t wait_ns = int64_t{options_.heartbeat_ms} * kNsPerMs;
-      if (role_ == Role::kPrimary && !serving_) {
-        // Serve as soon as the old primary's read lease has passed.
-        wait_ns = std::clamp<int64_t>(serve_after_ns_ - MonoNs(), 1000, wait_ns);
+      const int64_t until_serve = serve_after_ns_ - MonoNs();
+      if (role_ == Role::kPrimary && !serving_ && until_serve > 0 && until_serve < wait_ns) {
+        wait_ns = until_serve;  // serve as soon as the old primary's read lease has passed
       }
       if (cv_.wait_for(l, std::chrono::nanoseconds(wait_ns),
                        [&] { return stopping_ || tick_now_; })) {
@@ -423,8 +423,10 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
       }
       if (leader_epoch > cfg.epoch) return;  // someone already took over
       if (!etcd_->RevokeLease((*leader)->lease).ok()) return;
-      revoked_ns = MonoNs();
     }
+    // Revoked now, or gone before this read (expired, or another candidate
+    // revoked it): either way the old lease was renewed last before now.
+    revoked_ns = MonoNs();
   }
   std::vector<std::string> eligible = cfg.in_sync;
   eligible.push_back(cfg.primary);
@@ -552,18 +554,21 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
   // (retried each tick until etcd takes it): the set this primary waits for
   // always holds every backup that the configuration makes eligible.
   replicator_->PromoteCaughtUp();
-  std::vector<std::string> missing;
-  for (const auto& a : replicator_->InSyncAddresses()) {
-    std::string id = IdOfRepl(a);
-    if (!id.empty() && std::find(cfg->in_sync.begin(), cfg->in_sync.end(), id) == cfg->in_sync.end())
-      missing.push_back(id);
-  }
-  if (!missing.empty()) {
+  auto missing_from = [&](const std::vector<std::string>& in_sync) {
+    std::vector<std::string> ids;
+    for (const auto& a : replicator_->InSyncAddresses()) {
+      std::string id = IdOfRepl(a);
+      if (!id.empty() && std::find(in_sync.begin(), in_sync.end(), id) == in_sync.end())
+        ids.push_back(id);
+    }
+    return ids;
+  };
+  if (!missing_from(cfg->in_sync).empty()) {
+    // Looked at again under the configuration lock: a backup being dropped
+    // meanwhile must not be added back (it would be eligible in etcd while
+    // this primary no longer waits for it).
     Status s = UpdateConfig([&](ClusterConfig* c) {
-      for (const auto& id : missing) {
-        if (std::find(c->in_sync.begin(), c->in_sync.end(), id) == c->in_sync.end())
-          c->in_sync.push_back(id);
-      }
+      for (const auto& id : missing_from(c->in_sync)) c->in_sync.push_back(id);
     });
     // If the configuration moved on, the next tick deposes this node.
     if (!s.ok()) FAHA_LOG_WARN("cluster: cannot add backups to the in-sync set in etcd yet: %s",
@@ -583,6 +588,8 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
 }
 
 bool ClusterNode::HoldsReadLease() const {
+  // A revocation this node has seen ends both leases.
+  if (lease_lost_.load()) return false;
   const int64_t now = MonoNs();
   if (now <= lease_valid_until_ns_.load()) return true;
   // etcd unreachable (restarting, say): the backups' heartbeat echoes hold

@@ -118,7 +118,7 @@ std::vector<std::string> Replicator::InSyncAddresses() const {
   std::vector<std::string> out;
   std::lock_guard<std::mutex> l(mu_);
   for (const auto& p : peers_) {
-    if (p->in_sync) out.push_back(p->address);
+    if (p->in_sync && !p->leaving) out.push_back(p->address);
   }
   return out;
 }
@@ -139,10 +139,14 @@ Status Replicator::DropLocked(std::unique_lock<std::mutex>* l, const std::vector
                               const std::string& why) {
   if (cluster_mode()) {
     std::vector<std::string> addresses;
-    for (Peer* p : laggards) addresses.push_back(p->address);
+    for (Peer* p : laggards) {
+      addresses.push_back(p->address);
+      p->leaving = true;  // not re-added to the configuration meanwhile
+    }
     l->unlock();
     Status s = options_.drop_backups(addresses);
     l->lock();
+    for (Peer* p : laggards) p->leaving = false;
     if (!s.ok()) {
       return Status::Unavailable("NOREPLICAS cannot remove " + addresses[0] +
                                  " from the in-sync set: " + s.message());

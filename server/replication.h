@@ -122,7 +122,8 @@ class Replicator final : public ReplicationRole {
   // Cluster mode: removes from the in-sync set (through drop_backups) the
   // backups that have not acknowledged anything for `silent_ms`.
   Status DropSilent(int silent_ms);
-  // Addresses of the backups in the in-sync set.
+  // Addresses of the backups in the in-sync set, except those being removed
+  // from the configuration right now (they stay required until that is done).
   std::vector<std::string> InSyncAddresses() const;
   // The oldest, over the in-sync backups, of the send time (MonoUs) of the
   // newest heartbeat each acknowledged; 0 if none is in sync or one has not
@@ -150,6 +151,7 @@ class Replicator final : public ReplicationRole {
     uint64_t send_next = 0;     // next LSN to send
     int64_t last_ack_us = 0;    // when its last ACK arrived (MonoUs)
     int64_t echo_us = 0;        // send time of the newest heartbeat it acknowledged
+    bool leaving = false;       // being removed from the configuration's in_sync
     std::string state = "connecting";
     std::string last_error;
     uint64_t sessions = 0;

@@ -45,6 +45,7 @@ struct ClientOptions {
   int failover_timeout_ms = 10000;
   // While re-sending, the longest wait for one node to accept a connection
   // before trying the next (a node cut off the network does not refuse).
+  // rdma:// nodes get at least connect_timeout_ms (rdma_cm setup is slower).
   int failover_connect_timeout_ms = 300;
   uint64_t client_id = 0;
 };
