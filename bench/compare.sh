@@ -58,12 +58,14 @@ pick_port() {
       && port_free $((p + 2001)) && port_free $((p + 2002)) && { echo "$p"; return; }
   done
 }
-wait_ping() {  # port
-  for _ in $(seq 1 200); do
+wait_ping() {  # port [log]
+  for _ in $(seq 1 600); do
     [ "$(redis-cli -p "$1" PING 2> /dev/null)" = PONG ] && return 0
     sleep 0.05
   done
-  echo "compare: nothing answers on port $1" >&2; return 1
+  echo "compare: nothing answers on port $1 within 30 s" >&2
+  [ -n "${2:-}" ] && tail -n 20 "$2" >&2
+  return 1
 }
 redis_version="$(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')"
 has_waitaof() { [ "$(printf '%s\n' 7.2 "$redis_version" | sort -V | head -1)" = 7.2 ]; }
@@ -78,7 +80,7 @@ start() {
     faha-0)
       "$bin/faha-server" --bind 127.0.0.1 --port "$p" --data_dir "$work/data/faha" \
         --metrics_port=-1 --rdma=off > "$work/server.log" 2>&1 &
-      pids+=($!); wait_ping "$p"; target="native://127.0.0.1:$p" ;;
+      pids+=($!); wait_ping "$p" "$work/server.log"; target="native://127.0.0.1:$p" ;;
     faha-2)
       FAHA_BIN_DIR="$bin" "$repo/deploy/local-cluster" start --backups 2 --dir "$work/cluster" \
         --port "$p" -- --rdma=off > /dev/null
@@ -86,7 +88,7 @@ start() {
     redis-none)
       redis-server --port "$p" --bind 127.0.0.1 --dir "$work/data" --save '' --appendonly no \
         > "$work/server.log" 2>&1 &
-      pids+=($!); wait_ping "$p"; target="resp://127.0.0.1:$p" ;;
+      pids+=($!); wait_ping "$p" "$work/server.log"; target="resp://127.0.0.1:$p" ;;
     redis-always | redis-always-2)
       local n=0
       [ "$sys" = redis-always-2 ] && n=2
@@ -96,7 +98,7 @@ start() {
         [ "$i" -gt 0 ] && repl=(--replicaof 127.0.0.1 "$p")
         redis-server --port $((p + i)) --bind 127.0.0.1 --dir "$work/data/r$i" --save '' \
           --appendonly yes --appendfsync always "${repl[@]}" > "$work/server$i.log" 2>&1 &
-        pids+=($!); wait_ping $((p + i))
+        pids+=($!); wait_ping $((p + i)) "$work/server$i.log"
       done
       if [ "$n" -gt 0 ]; then
         for _ in $(seq 1 200); do
