@@ -221,6 +221,24 @@ StatusOr<std::vector<ClusterNode::NodeInfo>> ClusterNode::ReadNodes() {
   return out;
 }
 
+StatusOr<std::optional<ClusterNode::LeaderKey>> ClusterNode::ReadLeader() {
+  auto kv = etcd_->Get(Key("leader"));
+  if (!kv.ok()) return kv.status();
+  if (!kv->has_value()) return std::optional<LeaderKey>();
+  LeaderKey k;
+  k.lease = (*kv)->lease;
+  try {
+    json j = json::parse((*kv)->value);
+    k.epoch = j.at("epoch").get<uint64_t>();
+    k.id = j.at("id").get<std::string>();
+    k.client = j.at("client").get<std::string>();
+    k.valid = true;
+  } catch (const std::exception& e) {
+    FAHA_LOG_WARN("cluster: malformed leader key: %s", e.what());
+  }
+  return std::optional<LeaderKey>(std::move(k));
+}
+
 void ClusterNode::KeepAliveLoop() {
   const int interval_ms = std::max(20, options_.read_lease_ms / 4);
   while (true) {
@@ -312,21 +330,13 @@ void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
     TryTakeOver(std::nullopt, next, 0);
     return;
   }
-  auto leader = etcd_->Get(Key("leader"));
+  auto leader = ReadLeader();
   if (!leader.ok()) return;
-  bool leader_present = leader->has_value();
-  uint64_t leader_epoch = 0;
-  std::string leader_id;
+  const bool leader_present = leader->has_value() && (*leader)->valid;
+  const uint64_t leader_epoch = leader_present ? (*leader)->epoch : 0;
   if (leader_present) {
-    try {
-      json j = json::parse((*leader)->value);
-      leader_epoch = j.at("epoch").get<uint64_t>();
-      leader_id = j.at("id").get<std::string>();
-      std::lock_guard<std::mutex> l(mu_);
-      primary_client_ = j.at("client").get<std::string>();
-    } catch (const std::exception&) {
-      leader_present = false;
-    }
+    std::lock_guard<std::mutex> l(mu_);
+    primary_client_ = (*leader)->client;
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -413,15 +423,10 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
   // overlap; whoever wins, the suspect is deposed.
   int64_t revoked_ns = 0;
   {
-    auto leader = etcd_->Get(Key("leader"));
+    auto leader = ReadLeader();
     if (!leader.ok()) return;
     if (leader->has_value()) {
-      uint64_t leader_epoch = 0;
-      try {
-        leader_epoch = json::parse((*leader)->value).at("epoch").get<uint64_t>();
-      } catch (const std::exception&) {
-      }
-      if (leader_epoch > cfg.epoch) return;  // someone already took over
+      if ((*leader)->epoch > cfg.epoch) return;  // someone already took over
       if (!etcd_->RevokeLease((*leader)->lease).ok()) return;
     }
     // Revoked now, or gone before this read (expired, or another candidate

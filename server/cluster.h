@@ -133,6 +133,15 @@ class ClusterNode final : public ReplicationRole {
   Status RenewLease();
   StatusOr<std::optional<ClusterConfig>> ReadConfig();
   StatusOr<std::vector<NodeInfo>> ReadNodes();
+  // The leader key: nullopt if absent; `valid` false if its value is malformed
+  // (its lease is still there to revoke).
+  struct LeaderKey {
+    bool valid = false;
+    std::string id, client;
+    uint64_t epoch = 0;
+    int64_t lease = 0;
+  };
+  StatusOr<std::optional<LeaderKey>> ReadLeader();
   // Primary: applies `change` to the configuration by CAS, retrying on
   // concurrent changes; fails if this node is no longer its primary.
   Status UpdateConfig(const std::function<void(ClusterConfig*)>& change);

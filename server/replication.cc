@@ -832,6 +832,15 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     pending.clear();
     return s;
   };
+  // REQUIRES: log_mu_. Unavailable once this node runs for primary of a
+  // later epoch: the session's epoch ended here, nothing more of it is taken.
+  auto fenced = [&]() -> Status {
+    if (epoch >= fence_epoch_) return Status::OK();
+    ack_and_apply();
+    return Status::Unavailable("epoch " + std::to_string(epoch) +
+                               " ended here: this node runs for primary of epoch " +
+                               std::to_string(fence_epoch_));
+  };
   auto fail = [&](const std::string& why) {
     ack_and_apply();
     SendError(ch, epoch, why);
@@ -868,12 +877,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
       {
         // Echoing it renews the primary's lease: not once we run for primary.
         std::lock_guard<std::mutex> l(log_mu_);
-        if (epoch < fence_epoch_) {
-          ack_and_apply();
-          return Status::Unavailable("epoch " + std::to_string(epoch) +
-                                     " ended here: this node runs for primary of epoch " +
-                                     std::to_string(fence_epoch_));
-        }
+        FAHA_RETURN_IF_ERROR(fenced());
       }
       FAHA_RETURN_IF_ERROR(ack_and_apply(true, f->body));
       continue;
@@ -920,12 +924,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     StatusOr<nvm::Log::AppendResult> r = Status::Unavailable("fenced");
     {
       std::lock_guard<std::mutex> l(log_mu_);
-      if (epoch < fence_epoch_) {
-        ack_and_apply();
-        return Status::Unavailable("epoch " + std::to_string(epoch) +
-                                   " ended here: this node runs for primary of epoch " +
-                                   std::to_string(fence_epoch_));
-      }
+      FAHA_RETURN_IF_ERROR(fenced());
       r = store_->AppendReplicated(h, f->body.substr(sizeof(h)));
     }
     if (!r.ok()) {

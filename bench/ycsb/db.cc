@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/resp.h"
 #include "faha/client.h"
 
 namespace faha::ycsb {
@@ -21,10 +22,10 @@ class NativeDB final : public DB {
  public:
   explicit NativeDB(std::unique_ptr<Client> c) : c_(std::move(c)) {}
   Status Read(const std::string& key, std::string* value) override { return c_->Get(key, value); }
-  Status Update(const std::string& key, const std::string& value) override {
+  Status Update(const std::string& key, std::string_view value) override {
     return c_->Put(key, value);
   }
-  Status Insert(const std::string& key, const std::string& value) override {
+  Status Insert(const std::string& key, std::string_view value) override {
     return c_->Put(key, value);
   }
 
@@ -32,13 +33,6 @@ class NativeDB final : public DB {
   std::unique_ptr<Client> c_;
 };
 
-struct RespValue {
-  char type = 0;  // + - : $ * (a null bulk/array: type set, null true)
-  bool null = false;
-  std::string str;
-  int64_t integer = 0;
-  std::vector<RespValue> elements;
-};
 
 // One blocking RESP connection.
 class RespConn {
@@ -71,7 +65,8 @@ class RespConn {
     return fd_ >= 0 ? Status::OK() : last;
   }
   // Sends the commands in one write, then reads one reply per command.
-  Status Call(const std::vector<std::vector<std::string>>& cmds, std::vector<RespValue>* replies) {
+  using Command = std::vector<std::string_view>;
+  Status Call(const std::vector<Command>& cmds, std::vector<resp::Reply>* replies) {
     if (!broken_.ok()) return broken_;
     Status s = CallOnce(cmds, replies);
     // A reply may still be on its way: the connection is out of step for good.
@@ -80,16 +75,11 @@ class RespConn {
   }
 
  private:
-  Status CallOnce(const std::vector<std::vector<std::string>>& cmds,
-                  std::vector<RespValue>* replies) {
+  Status CallOnce(const std::vector<Command>& cmds, std::vector<resp::Reply>* replies) {
     out_.clear();
     for (const auto& cmd : cmds) {
-      out_ += "*" + std::to_string(cmd.size()) + "\r\n";
-      for (const auto& a : cmd) {
-        out_ += "$" + std::to_string(a.size()) + "\r\n";
-        out_ += a;
-        out_ += "\r\n";
-      }
+      resp::AppendArray(&out_, static_cast<int64_t>(cmd.size()));
+      for (std::string_view a : cmd) resp::AppendBulk(&out_, a);
     }
     size_t off = 0;
     while (off < out_.size()) {
@@ -100,18 +90,16 @@ class RespConn {
     }
     replies->clear();
     for (size_t i = 0; i < cmds.size(); i++) {
-      RespValue v;
-      FAHA_RETURN_IF_ERROR(ReadValue(&v, 0));
-      replies->push_back(std::move(v));
+      resp::Reply r;
+      FAHA_RETURN_IF_ERROR(ReadReply(&r));
+      replies->push_back(std::move(r));
     }
     return Status::OK();
   }
 
   Status Fill() {
-    if (pos_ > 0 && pos_ == in_.size()) {
-      in_.clear();
-      pos_ = 0;
-    }
+    in_.erase(0, pos_);
+    pos_ = 0;
     pollfd p{fd_, POLLIN, 0};
     int rc = poll(&p, 1, timeout_ms_);
     if (rc == 0) return Status::Timeout("no reply within " + std::to_string(timeout_ms_) + " ms");
@@ -122,61 +110,20 @@ class RespConn {
     in_.append(buf, static_cast<size_t>(n));
     return Status::OK();
   }
-  Status Line(std::string* line) {
+  // One reply, by the project's RESP reply parser.
+  Status ReadReply(resp::Reply* r) {
     while (true) {
-      size_t e = in_.find("\r\n", pos_);
-      if (e != std::string::npos) {
-        *line = in_.substr(pos_, e - pos_);
-        pos_ = e + 2;
-        return Status::OK();
-      }
-      if (in_.size() - pos_ > (1 << 20)) return Status::Protocol("reply line over 1 MiB");
-      FAHA_RETURN_IF_ERROR(Fill());
-    }
-  }
-  Status ReadValue(RespValue* v, int depth) {
-    if (depth > 8) return Status::Protocol("reply nested too deeply");
-    std::string line;
-    FAHA_RETURN_IF_ERROR(Line(&line));
-    if (line.empty()) return Status::Protocol("empty reply line");
-    v->type = line[0];
-    const std::string rest = line.substr(1);
-    int64_t n = 0;
-    if (v->type == '$' || v->type == '*' || v->type == ':') {
-      char* end = nullptr;
-      n = std::strtoll(rest.c_str(), &end, 10);
-      if (rest.empty() || *end != '\0') return Status::Protocol("bad length or integer: " + line);
-    }
-    switch (v->type) {
-      case '+':
-      case '-':
-        v->str = rest;
-        return Status::OK();
-      case ':':
-        v->integer = n;
-        return Status::OK();
-      case '$': {
-        if (n < 0) {
-          v->null = true;
+      size_t used = 0;
+      std::string error;
+      switch (resp::ParseReply(std::string_view(in_).substr(pos_), r, &used, &error)) {
+        case resp::ParseResult::kOk:
+          pos_ += used;
           return Status::OK();
-        }
-        if (n > (512 << 20)) return Status::Protocol("bulk reply over 512 MiB");
-        while (in_.size() - pos_ < static_cast<size_t>(n) + 2) FAHA_RETURN_IF_ERROR(Fill());
-        v->str = in_.substr(pos_, static_cast<size_t>(n));
-        pos_ += static_cast<size_t>(n) + 2;
-        return Status::OK();
+        case resp::ParseResult::kError:
+          return Status::Protocol("bad reply: " + error);
+        case resp::ParseResult::kNeedMore:
+          FAHA_RETURN_IF_ERROR(Fill());
       }
-      case '*':
-        if (n < 0) {
-          v->null = true;
-          return Status::OK();
-        }
-        if (n > 1024) return Status::Protocol("array reply over 1024 elements");
-        v->elements.resize(static_cast<size_t>(n));
-        for (auto& e : v->elements) FAHA_RETURN_IF_ERROR(ReadValue(&e, depth + 1));
-        return Status::OK();
-      default:
-        return Status::Protocol("unknown reply type: " + line.substr(0, 40));
     }
   }
 
@@ -196,50 +143,54 @@ struct RespDurability {
 
 class RespDB final : public DB {
  public:
-  RespDB(std::unique_ptr<RespConn> c, const RespDurability& d) : c_(std::move(c)), d_(d) {}
+  RespDB(std::unique_ptr<RespConn> c, const RespDurability& d) : c_(std::move(c)), d_(d) {
+    const std::string tmo = std::to_string(d_.timeout_ms);
+    if (d_.waitaof_local > 0 || d_.waitaof_replicas > 0) {
+      wait_ = {"WAITAOF", std::to_string(d_.waitaof_local), std::to_string(d_.waitaof_replicas), tmo};
+    } else if (d_.wait_replicas > 0) {
+      wait_ = {"WAIT", std::to_string(d_.wait_replicas), tmo};
+    }
+  }
   Status Read(const std::string& key, std::string* value) override {
     FAHA_RETURN_IF_ERROR(c_->Call({{"GET", key}}, &r_));
-    if (r_[0].type == '-') return Status::ServerError(r_[0].str);
-    if (r_[0].null) return Status::NotFound(key);
-    if (r_[0].type != '$') return Status::Protocol("GET answered with type " + std::string(1, r_[0].type));
+    using T = resp::Reply::Type;
+    if (r_[0].type == T::kError) return Status::ServerError(r_[0].str);
+    if (r_[0].type == T::kNil) return Status::NotFound(key);
+    if (r_[0].type != T::kBulk) return Status::Protocol("GET answered with " + r_[0].Render());
     *value = std::move(r_[0].str);
     return Status::OK();
   }
-  Status Update(const std::string& key, const std::string& value) override { return Set(key, value); }
-  Status Insert(const std::string& key, const std::string& value) override { return Set(key, value); }
+  Status Update(const std::string& key, std::string_view value) override { return Set(key, value); }
+  Status Insert(const std::string& key, std::string_view value) override { return Set(key, value); }
 
  private:
-  Status Set(const std::string& key, const std::string& value) {
-    std::vector<std::vector<std::string>> cmds = {{"SET", key, value}};
-    const std::string tmo = std::to_string(d_.timeout_ms);
-    if (d_.waitaof_local > 0 || d_.waitaof_replicas > 0) {
-      cmds.push_back({"WAITAOF", std::to_string(d_.waitaof_local),
-                      std::to_string(d_.waitaof_replicas), tmo});
-    } else if (d_.wait_replicas > 0) {
-      cmds.push_back({"WAIT", std::to_string(d_.wait_replicas), tmo});
-    }
+  Status Set(const std::string& key, std::string_view value) {
+    std::vector<RespConn::Command> cmds = {{"SET", key, value}};
+    if (!wait_.empty()) cmds.emplace_back(wait_.begin(), wait_.end());
     FAHA_RETURN_IF_ERROR(c_->Call(cmds, &r_));
-    if (r_[0].type == '-') return Status::ServerError(r_[0].str);
-    if (r_[0].type != '+') return Status::Protocol("SET answered with type " + std::string(1, r_[0].type));
-    if (cmds.size() == 1) return Status::OK();
-    const RespValue& w = r_[1];
-    if (w.type == '-') return Status::ServerError(cmds[1][0] + ": " + w.str);
+    using T = resp::Reply::Type;
+    if (r_[0].type == T::kError) return Status::ServerError(r_[0].str);
+    if (r_[0].type != T::kSimple) return Status::Protocol("SET answered with " + r_[0].Render());
+    if (wait_.empty()) return Status::OK();
+    const resp::Reply& w = r_[1];
+    if (w.type == T::kError) return Status::ServerError(wait_[0] + ": " + w.str);
     const bool reached =
-        cmds[1][0] == "WAIT"
-            ? w.type == ':' && w.integer >= d_.wait_replicas
-            : w.type == '*' && w.elements.size() == 2 &&
+        wait_[0] == "WAIT"
+            ? w.type == T::kInt && w.integer >= d_.wait_replicas
+            : w.type == T::kArray && w.elements.size() == 2 &&
                   w.elements[0].integer >= d_.waitaof_local &&
                   w.elements[1].integer >= d_.waitaof_replicas;
     if (!reached) {
-      return Status::ServerError(cmds[1][0] + " did not reach the required copies within " + tmo +
-                                 " ms");
+      return Status::ServerError(wait_[0] + " did not reach the required copies within " +
+                                 std::to_string(d_.timeout_ms) + " ms");
     }
     return Status::OK();
   }
 
   std::unique_ptr<RespConn> c_;
   RespDurability d_;
-  std::vector<RespValue> r_;
+  std::vector<std::string> wait_;  // WAIT/WAITAOF after each SET, or empty
+  std::vector<resp::Reply> r_;
 };
 
 }  // namespace
@@ -276,9 +227,9 @@ StatusOr<DBFactory> MakeDBFactory(const Properties& props) {
       // WAIT/WAITAOF give up after timeout.ms themselves; the socket waits a second more.
       FAHA_RETURN_IF_ERROR(c->Connect(host, port, d.timeout_ms + 1000));
       if (!password.empty()) {
-        std::vector<RespValue> rep;
+        std::vector<resp::Reply> rep;
         FAHA_RETURN_IF_ERROR(c->Call({{"AUTH", password}}, &rep));
-        if (rep[0].type == '-') return Status::Auth(rep[0].str);
+        if (rep[0].type == resp::Reply::Type::kError) return Status::Auth(rep[0].str);
       }
       return std::unique_ptr<DB>(new RespDB(std::move(c), d));
     });

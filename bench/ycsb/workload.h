@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/histogram.h"
@@ -62,8 +63,8 @@ class DB {
  public:
   virtual ~DB() = default;
   virtual Status Read(const std::string& key, std::string* value) = 0;
-  virtual Status Update(const std::string& key, const std::string& value) = 0;
-  virtual Status Insert(const std::string& key, const std::string& value) = 0;
+  virtual Status Update(const std::string& key, std::string_view value) = 0;
+  virtual Status Insert(const std::string& key, std::string_view value) = 0;
 };
 using DBFactory = std::function<StatusOr<std::unique_ptr<DB>>()>;
 

@@ -131,13 +131,13 @@ class FakeDB : public DB {
     *value = it->second;
     return Status::OK();
   }
-  Status Update(const std::string& key, const std::string& value) override {
+  Status Update(const std::string& key, std::string_view value) override {
     std::lock_guard<std::mutex> l(s_->mu);
     s_->writes++;
-    s_->data[key] = value;
+    s_->data[key] = std::string(value);
     return Status::OK();
   }
-  Status Insert(const std::string& key, const std::string& value) override {
+  Status Insert(const std::string& key, std::string_view value) override {
     return Update(key, value);
   }
 
