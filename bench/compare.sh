@@ -48,11 +48,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A base port with P..P+2 and their +100 replication ports free.
+# A base port with P..P+2 and their +100 replication ports free, below Linux's
+# ephemeral range (32768-60999), so no client's outgoing connection can hold it.
 port_free() { ! (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 pick_port() {
   while true; do
-    local p=$(( 20000 + RANDOM % 30000 ))
+    local p=$(( 10000 + RANDOM % 20000 ))
     port_free "$p" && port_free $((p + 1)) && port_free $((p + 2)) && port_free $((p + 100)) \
       && port_free $((p + 101)) && port_free $((p + 102)) && port_free $((p + 2000)) \
       && port_free $((p + 2001)) && port_free $((p + 2002)) && { echo "$p"; return; }
@@ -178,6 +179,31 @@ for w in $WORKLOADS; do
   done
   echo "$row" >> "$data"
 done
+# faha's throughput as a ratio to each Redis configuration (those that ran).
+med() { awk -F'\t' -v s="$1" -v w="$2" '$2==s && $3==w {print $4}' "$tsv" | median; }
+pairs=()
+for f in faha-0 faha-2; do
+  for r in redis-none redis-always redis-always-2; do
+    case " $SYSTEMS " in *" $f "*) case " $SYSTEMS " in *" $r "*) pairs+=("$f/$r") ;; esac ;; esac
+  done
+done
+if [ ${#pairs[@]} -gt 0 ]; then
+  {
+    echo
+    echo "faha's throughput as a ratio to each Redis configuration's (medians):"
+    echo
+    printf '| workload |'; for pr in "${pairs[@]}"; do printf ' %s |' "${pr/\// \/ }"; done; echo
+    printf '|---|'; for _ in "${pairs[@]}"; do printf -- '---:|'; done; echo
+    for w in $WORKLOADS; do
+      printf '| %s |' "$w"
+      for pr in "${pairs[@]}"; do
+        a=$(med "${pr%/*}" "$w"); b=$(med "${pr#*/}" "$w")
+        printf ' %s |' "$(awk -v a="$a" -v b="$b" 'BEGIN {if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a/b}')"
+      done
+      echo
+    done
+  } >> "$md"
+fi
 cat >> "$md" << EOF
 
 What each configuration guarantees for an acknowledged write:
