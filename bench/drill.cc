@@ -198,13 +198,25 @@ class Cluster {
     }
     return nullptr;
   }
-  // Waits until a primary serves with both backups in sync.
+  // Waits until the cluster is whole: every node answers in one epoch, and
+  // the one primary among them serves with both backups in sync. (A primary
+  // resumed after SIGSTOP still calls itself serving with two backups until
+  // it sees the newer epoch; that is not whole.)
   bool WaitHealthy(int timeout_ms) {
     int64_t deadline = faha::MonoMs() + timeout_ms;
     while (faha::MonoMs() < deadline) {
-      if (Node* p = ServingPrimary()) {
-        if (Info(*p)["in_sync_backups"] == "2") return true;
+      int primaries = 0;
+      bool whole = true;
+      std::string epoch;
+      for (const auto& n : nodes_) {
+        auto info = Info(n);
+        if (info.empty() || (!epoch.empty() && info["cluster_epoch"] != epoch)) whole = false;
+        epoch = info["cluster_epoch"];
+        if (info["cluster_role"] != "primary") continue;
+        primaries++;
+        if (info["serving"] != "yes" || info["in_sync_backups"] != "2") whole = false;
       }
+      if (whole && primaries == 1) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     return false;

@@ -114,7 +114,7 @@ Status ClusterNode::Start() {
   if (!b.ok()) return b.status();
   keepalive_ = std::move(*b);
   Status s;
-  const int64_t deadline = MonoMs() + 10000;
+  const int64_t deadline = MonoMs() + options_.join_timeout_ms;
   do {
     s = RenewLease();
     if (s.ok()) s = Register(0);
@@ -123,7 +123,10 @@ Status ClusterNode::Start() {
                   s.ToString().c_str());
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   } while (MonoMs() < deadline);
-  if (!s.ok()) return s.WithPrefix("etcd " + options_.etcd);
+  if (!s.ok()) {
+    return s.WithPrefix("etcd unreachable for " + std::to_string(options_.join_timeout_ms) +
+                        " ms (--etcd_join_timeout_ms)");
+  }
   FAHA_LOG_INFO("cluster %s: node %s registered in etcd %s (lease TTL %lld s, read lease %d ms, "
                 "failover after %d ms of silence)",
                 options_.cluster.c_str(), options_.node_id.c_str(), options_.etcd.c_str(),

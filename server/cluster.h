@@ -68,6 +68,9 @@ struct ClusterOptions {
   int failover_timeout_ms = 400;
   int election_wait_ms = 200;
   int etcd_timeout_ms = 1000;
+  // Start() keeps trying to reach etcd (lease + registration) this long before it
+  // gives up: a node restarted while etcd itself restarts must wait it out.
+  int join_timeout_ms = 60000;
   // The primary's replication settings (window, timeout, min_sync_backups);
   // backups, epoch, heartbeat, history and drop_backups are filled in on
   // promotion. The advertised client address is client_address.

@@ -111,6 +111,10 @@ DEFINE_int32(heartbeat_ms, 50,
 DEFINE_int32(election_wait_ms, 200,
              "With --etcd: how long a candidate waits for the other eligible backups to publish "
              "their log ends before the longest log is chosen.");
+DEFINE_int32(etcd_join_timeout_ms, 60000,
+             "With --etcd: at start, how long to keep trying to reach etcd (a lease and this "
+             "node's registration) before giving up with an error; a node restarted while etcd "
+             "itself restarts waits it out.");
 DEFINE_bool(stale_reads, false,
             "Backup: answer reads from every client (they may lag the primary). Without it a "
             "client must send READONLY on its connection first.");
@@ -172,6 +176,7 @@ bool ValidateFlags() {
       return Fail("--heartbeat_ms must be at least 5 and --failover_timeout_ms at least twice it");
     }
     if (FLAGS_election_wait_ms < 0) return Fail("--election_wait_ms must be >= 0");
+    if (FLAGS_etcd_join_timeout_ms < 0) return Fail("--etcd_join_timeout_ms must be >= 0");
   }
   return true;
 }
@@ -414,6 +419,7 @@ int main(int argc, char** argv) {
       copt.heartbeat_ms = FLAGS_heartbeat_ms;
       copt.failover_timeout_ms = FLAGS_failover_timeout_ms;
       copt.election_wait_ms = FLAGS_election_wait_ms;
+      copt.join_timeout_ms = FLAGS_etcd_join_timeout_ms;
       copt.replication = ropt;
       copt.replication.min_sync_backups =
           FLAGS_min_sync_backups < 0 ? 1 : static_cast<size_t>(FLAGS_min_sync_backups);

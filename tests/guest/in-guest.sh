@@ -3,7 +3,8 @@
 # Usage: in-guest.sh BUILD_DIR suite|powercut-write|powercut-check
 #   suite           ctest -L rdma (verbs, replication over verbs, rdma:// clients),
 #                   then a primary + 2 backups over rxe with their logs on the DAX
-#                   mount: granularity, a native-client workload over rdma://, digests;
+#                   mount: granularity, a native-client workload and YCSB workload A
+#                   (faha-bench) over rdma://, digests;
 #                   then faha-drill (etcd failover) with replication over rxe and the
 #                   nodes' logs on the DAX mount.
 #   powercut-write  a cluster on the DAX mount and a writer recording every
@@ -43,6 +44,14 @@ case "$MODE" in
     done
     "$BUILD/faha_native_load" --address "rdma://$A:7400" --ops 20000 --connections 4 --depth 8 \
       --value_bytes 1000 --keyspace 5000 | sed 's/^/guest: native client over rdma:\/\/ (3 nodes, 2 sync backups): /'
+    # The YCSB driver over rdma://: workload A (load, then 50% reads / 50%
+    # updates, zipfian) against the same cluster; any failed operation fails it.
+    ycsb=(-P bench/workloads/workloada -p "target=rdma://$A:7400" -p recordcount=2000
+          -p operationcount=4000 -p threadcount=2 -p status.interval=0 -p failonerror=true)
+    "$BUILD/faha-bench" load "${ycsb[@]}" > /tmp/ycsb-load.txt
+    "$BUILD/faha-bench" run "${ycsb[@]}" > /tmp/ycsb-run.txt
+    grep -E '^\[(OVERALL|READ|UPDATE)\], (Throughput|99thPercentile|Return)' /tmp/ycsb-run.txt \
+      | sed 's/^/guest: faha-bench workload A over rdma:\/\/: /'
     # Backups apply a little behind what they made durable: poll for equal digests.
     for _ in $(seq 1 100); do
       rm -f /tmp/digests
