@@ -18,6 +18,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "common/logging.h"
 #include "nvm/log_device.h"
@@ -182,6 +183,18 @@ class PmemDevice final : public LogDevice {
 
   void PrepareNext(size_t bytes) override { StartPreparing(bytes); }
 
+  static Status WriteZeros(int fd, size_t bytes) {
+    static const std::vector<char> kZeros(1 << 20, 0);
+    for (size_t off = 0; off < bytes;) {
+      const size_t n = std::min(kZeros.size(), bytes - off);
+      const ssize_t w = pwrite(fd, kZeros.data(), n, static_cast<off_t>(off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return Status::IOError(Errno("write zeros"));
+      off += static_cast<size_t>(w);
+    }
+    return Status::OK();
+  }
+
   // Creates a zeroed, space-reserved file at `path` and maps it.
   StatusOr<std::unique_ptr<Segment>> MakeFile(const std::string& path, size_t bytes) {
     std::string tmp = path + ".tmp";
@@ -195,6 +208,18 @@ class PmemDevice final : public LogDevice {
       unlink(tmp.c_str());
       errno = rc;
       return Status::IOError(Errno("reserve " + std::to_string(bytes) + " bytes for " + tmp));
+    }
+    // Then write the zeros for real. fallocate leaves "unwritten" extents, and
+    // on ext4/xfs the first store into each block turns into an extent
+    // conversion that every later msync must commit to the journal: a journal
+    // commit per batch, which showed as persist latency (docs/bench/compare.md).
+    // Written blocks make an msync a data write-back only. This runs on the
+    // spare-segment thread, off the write path.
+    Status zeroed = WriteZeros(fd, bytes);
+    if (!zeroed.ok()) {
+      close(fd);
+      unlink(tmp.c_str());
+      return zeroed.WithPrefix(tmp);
     }
     if (fsync(fd) != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
       Status s = Status::IOError(Errno("sync/rename " + tmp));
