@@ -469,14 +469,30 @@ StatusOr<Log::AppendResult> Log::AppendBatch_wt(std::string_view payload, uint32
 }
 
 StatusOr<Log::AppendResult> Log::AppendReplicated_wt(const BatchHeader& header,
-                                                     std::string_view payload) {
+                                                     std::string_view payload, bool persist) {
   FAHA_RETURN_IF_ERROR(CheckBatch(header, payload));
   uint64_t want = next_lsn_.load(std::memory_order_relaxed);
   if (header.first_lsn != want) {
     return Status::InvalidArgument("batch starts at LSN " + std::to_string(header.first_lsn) +
                                    " but this log continues at " + std::to_string(want));
   }
-  return WriteBatch_wt(header, payload);
+  return WriteBatch_wt(header, payload, persist);
+}
+
+Status Log::PersistAppended_wt() {
+  if (unpersisted_from_ == 0) return Status::OK();
+  if (failed_) return Status::IOError("log failed earlier: " + failure_);
+  Segment* seg = segments_[tail_segment_].load();
+  Status s = seg->Persist(unpersisted_from_, tail_offset_ - unpersisted_from_);
+  if (!s.ok()) return Fail_wt(s);
+  unpersisted_from_ = 0;
+  return Status::OK();
+}
+
+Status Log::Fail_wt(const Status& s) {
+  failed_ = true;
+  failure_ = s.ToString();
+  return s;
 }
 
 StatusOr<Log::AppendResult> Log::AppendFramed_wt(const BatchHeader& header,
@@ -552,6 +568,8 @@ StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint
 }
 
 Status Log::TruncateTo_wt(uint64_t lsn) {
+  // What stays must be durable, and nothing left unpersisted may point past it.
+  FAHA_RETURN_IF_ERROR(PersistAppended_wt());
   const uint64_t next = next_lsn();
   if (lsn == next) return Status::OK();
   if (lsn == 0 || lsn > next) {
@@ -610,7 +628,8 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
   return Status::OK();
 }
 
-StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string_view payload) {
+StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string_view payload,
+                                               bool persist) {
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
   if (payload.size() > max_payload_bytes()) {
     return Status::InvalidArgument("batch of " + std::to_string(payload.size()) +
@@ -619,12 +638,11 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
   uint64_t size = BatchSize(payload.size());
   Segment* seg = segments_[tail_segment_].load();
   if (tail_offset_ + size > seg->size()) {
+    // What waits to be persisted lies in this segment: persist it before the
+    // next one exists, so the durable part of the log stays a prefix.
+    FAHA_RETURN_IF_ERROR(PersistAppended_wt());
     Status s = NewSegment_wt(tail_segment_ + 1);
-    if (!s.ok()) {
-      failed_ = true;
-      failure_ = s.ToString();
-      return s;
-    }
+    if (!s.ok()) return Fail_wt(s);
     seg = segments_[tail_segment_].load();
   }
   uint64_t off = tail_offset_;
@@ -633,11 +651,13 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
   }
   seg->Write(off, &h, sizeof(h));
   seg->Write(off + sizeof(h), payload.data(), payload.size());
-  Status s = seg->Persist(off, sizeof(h) + payload.size());
-  if (!s.ok()) {
-    failed_ = true;
-    failure_ = s.ToString();
-    return s;
+  if (persist) {
+    const uint64_t from = unpersisted_from_ != 0 ? unpersisted_from_ : off;
+    Status s = seg->Persist(from, off + sizeof(h) + payload.size() - from);
+    if (!s.ok()) return Fail_wt(s);
+    unpersisted_from_ = 0;
+  } else if (unpersisted_from_ == 0) {
+    unpersisted_from_ = off;
   }
   tail_offset_ += size;
   last_batch_ = h;

@@ -115,7 +115,14 @@ class Log {
   // byte for byte: same LSNs, same epoch. Refuses, changing nothing, a header
   // that is not valid, a checksum or record layout that does not match the
   // payload, or a first LSN that does not continue this log.
-  StatusOr<AppendResult> AppendReplicated_wt(const BatchHeader& header, std::string_view payload);
+  // With persist=false the batch is written but not yet durable: a backup
+  // taking a burst of batches makes them durable together with
+  // PersistAppended_wt() (one msync instead of one per batch) before it
+  // acknowledges any of them.
+  StatusOr<AppendResult> AppendReplicated_wt(const BatchHeader& header, std::string_view payload,
+                                             bool persist = true);
+  // Makes every batch appended so far durable. A no-op when nothing waits.
+  Status PersistAppended_wt();
 
   // Appends a batch framed by FrameBatch on this node (a primary that shipped
   // the header to its backups before persisting locally). Only the LSN is
@@ -179,7 +186,10 @@ class Log {
  private:
   Log(std::shared_ptr<LogDevice> device, const LogOptions& options);
   Status RecoverImpl(const ApplyFn& apply, RecoveryReport* report);
-  StatusOr<AppendResult> WriteBatch_wt(const BatchHeader& header, std::string_view payload);
+  StatusOr<AppendResult> WriteBatch_wt(const BatchHeader& header, std::string_view payload,
+                                       bool persist = true);
+  // Records a persist failure: the log refuses further appends.
+  Status Fail_wt(const Status& s);
   Status NewSegment_wt(uint32_t id);
   // Drops the log from (seg_id, off) on: removes the `later` segments (newest
   // first), then zeroes and persists the rest of seg_id; appends continue there.
@@ -207,6 +217,9 @@ class Log {
   uint32_t tail_segment_ = 0;  // writer-owned
   uint64_t tail_offset_ = 0;   // writer-owned
   bool failed_ = false;        // writer-owned
+  // Start, in the tail segment, of bytes appended but not yet persisted
+  // (AppendReplicated_wt with persist=false); 0: none. Writer-owned.
+  uint64_t unpersisted_from_ = 0;
   std::string failure_;
   std::atomic<uint64_t> next_lsn_{1};
   std::atomic<uint64_t> bytes_written_{0};

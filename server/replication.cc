@@ -820,11 +820,28 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
 }
 
 Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t gen) {
+  // Batches appended but not yet persisted, acknowledged or applied: a burst
+  // of them (all the frames already received, up to 64) costs one persist.
   std::vector<nvm::Log::AppendResult> pending;
   uint64_t durable_end = store_->log().next_lsn();
-  // Acknowledge what is durable, then apply it to the index.
+  uint64_t appended_end = durable_end;
+  // Persist what was appended, acknowledge it, then apply it to the index.
+  // REQUIRES: log_mu_ not held.
   auto ack_and_apply = [&](bool always = false, std::string_view echo = {}) -> Status {
     if (pending.empty() && !always) return Status::OK();
+    if (!pending.empty()) {
+      Status p;
+      {
+        std::lock_guard<std::mutex> l(log_mu_);
+        p = store_->PersistReplicated();
+      }
+      if (!p.ok()) {
+        pending.clear();  // neither acknowledged nor applied
+        return p;
+      }
+      durable_end = appended_end;
+      durable_end_.store(durable_end);
+    }
     std::string ack;
     rdma::EncodeFrame(&ack, FrameType::kAck, epoch, durable_end - 1, echo);
     Status s = ch->Send(ack, 2000);
@@ -833,10 +850,10 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     return s;
   };
   // REQUIRES: log_mu_. Unavailable once this node runs for primary of a
-  // later epoch: the session's epoch ended here, nothing more of it is taken.
+  // later epoch: the session's epoch ended here, nothing more of it is taken
+  // (the caller still acknowledges what it took before, once unlocked).
   auto fenced = [&]() -> Status {
     if (epoch >= fence_epoch_) return Status::OK();
-    ack_and_apply();
     return Status::Unavailable("epoch " + std::to_string(epoch) +
                                " ended here: this node runs for primary of epoch " +
                                std::to_string(fence_epoch_));
@@ -874,10 +891,15 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     last_heard_us_.store(MonoUs());
     if (f->type == FrameType::kHeartbeat && f->epoch == epoch) {
       if (f->body.size() != 0 && f->body.size() != 8) return fail("HEARTBEAT with a bad body");
+      Status fence;
       {
         // Echoing it renews the primary's lease: not once we run for primary.
         std::lock_guard<std::mutex> l(log_mu_);
-        FAHA_RETURN_IF_ERROR(fenced());
+        fence = fenced();
+      }
+      if (!fence.ok()) {
+        ack_and_apply();
+        return fence;
       }
       FAHA_RETURN_IF_ERROR(ack_and_apply(true, f->body));
       continue;
@@ -922,17 +944,21 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     std::memcpy(&h, f->body.data(), sizeof(h));
     if (h.first_lsn != f->lsn) return fail("BATCH frame LSN does not match its batch header");
     StatusOr<nvm::Log::AppendResult> r = Status::Unavailable("fenced");
+    Status fence;
     {
       std::lock_guard<std::mutex> l(log_mu_);
-      FAHA_RETURN_IF_ERROR(fenced());
-      r = store_->AppendReplicated(h, f->body.substr(sizeof(h)));
+      fence = fenced();
+      if (fence.ok()) r = store_->AppendReplicated(h, f->body.substr(sizeof(h)));
+    }
+    if (!fence.ok()) {
+      ack_and_apply();
+      return fence;
     }
     if (!r.ok()) {
       return fail("batch at LSN " + std::to_string(h.first_lsn) + " refused: " +
                   r.status().message());
     }
-    durable_end = h.first_lsn + h.record_count;
-    durable_end_.store(durable_end);
+    appended_end = h.first_lsn + h.record_count;
     batches_received_.fetch_add(1, std::memory_order_relaxed);
     pending.push_back(*r);
     if (pending.size() >= 64) FAHA_RETURN_IF_ERROR(ack_and_apply());
@@ -946,6 +972,11 @@ void BackupService::Fence(uint64_t epoch) {
 
 std::pair<uint64_t, uint64_t> BackupService::LogEnd() const {
   std::lock_guard<std::mutex> l(log_mu_);
+  // The end reported must be durable: persist a burst still waiting for its
+  // acknowledgement (on failure the log refuses appends and the node reports
+  // its error; the candidate it is part of fails with it).
+  Status s = store_->PersistReplicated();
+  if (!s.ok()) FAHA_LOG_WARN("replication: %s", s.ToString().c_str());
   return {store_->log().next_lsn(), store_->log().last_batch_wt().epoch};
 }
 

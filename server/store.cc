@@ -129,7 +129,7 @@ void Store::Stop() {
 
 StatusOr<nvm::Log::AppendResult> Store::AppendReplicated(const nvm::BatchHeader& header,
                                                          std::string_view payload) {
-  auto r = log_->AppendReplicated_wt(header, payload);
+  auto r = log_->AppendReplicated_wt(header, payload, /*persist=*/false);
   if (r.ok()) {
     metrics_->batches.fetch_add(1, std::memory_order_relaxed);
     metrics_->batch_records.fetch_add(header.record_count, std::memory_order_relaxed);
@@ -138,6 +138,17 @@ StatusOr<nvm::Log::AppendResult> Store::AppendReplicated(const nvm::BatchHeader&
     FAHA_LOG_ERROR("log append failed: %s", r.status().ToString().c_str());
   }
   return r;
+}
+
+Status Store::PersistReplicated() {
+  const int64_t t0 = MonoUs();
+  Status s = log_->PersistAppended_wt();
+  if (s.ok()) {
+    metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+  } else if (!failed_.exchange(true)) {
+    FAHA_LOG_ERROR("log persist failed: %s", s.ToString().c_str());
+  }
+  return s;
 }
 
 void Store::PublishReplicated(const nvm::Log::AppendResult& appended) {

@@ -205,10 +205,12 @@ class Store : private KeyReader {
   uint64_t Scan(uint64_t cursor, size_t count, std::vector<std::string>* keys) const;
 
   // Backup: appends a batch received from the primary, byte for byte; it is
-  // durable on return. PublishReplicated then makes it visible to readers.
-  // Both from the one thread that applies the primary's stream.
+  // durable once PersistReplicated returns. PublishReplicated then makes it
+  // visible to readers. All from the one thread that applies the primary's
+  // stream (or under the lock that serialises it).
   StatusOr<nvm::Log::AppendResult> AppendReplicated(const nvm::BatchHeader& header,
                                                     std::string_view payload);
+  Status PersistReplicated();
   void PublishReplicated(const nvm::Log::AppendResult& appended);
   // Backup: drops the log from the batch at `lsn` on (an unacknowledged
   // suffix its new primary does not have) and rebuilds the index and the
