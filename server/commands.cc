@@ -746,6 +746,9 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("used_memory_rss", std::to_string(RssBytes()));
     line("index_memory_bytes", std::to_string(idx));
     line("index_bytes_per_key", keys ? num(static_cast<double>(idx) / keys) : "0");
+    line("hot_cache_bytes", std::to_string(store->hot().bytes()));
+    line("hot_cache_budget", std::to_string(store->hot().budget()));
+    line("hot_cache_keys", std::to_string(store->hot().size()));
     line("log_mapped_bytes",
          std::to_string(store->log().segment_count() * store->log().segment_bytes()));
     t += "\r\n";
@@ -792,6 +795,12 @@ void Commands::Info(std::string_view section, std::string* out) const {
     }
     line("keyspace_hits", std::to_string(m.keyspace_hits.load()));
     line("keyspace_misses", std::to_string(m.keyspace_misses.load()));
+    // Reader lookups of present keys: from the hot layer (DRAM) or from the log.
+    line("key_hot_hits", std::to_string(m.key_hot_hits.load()));
+    line("key_log_reads", std::to_string(m.key_log_reads.load()));
+    line("hot_promotions", std::to_string(m.hot_promotions.load()));
+    line("hot_demotions", std::to_string(m.hot_demotions.load()));
+    line("hot_updates", std::to_string(m.hot_updates.load()));
     line("rejected_connections", std::to_string(m.connections_rejected.load()));
     line("rdma_connections_total", std::to_string(m.rdma_connections_total.load()));
     line("rdma_regions_exposed_total", std::to_string(m.rdma_regions_exposed_total.load()));

@@ -44,6 +44,10 @@ DEFINE_uint32(max_pipeline, 4096, "Most writes one connection may have in flight
 DEFINE_int32(io_threads, 2, "Threads serving client connections.");
 DEFINE_uint64(segment_mb, 64, "Size of each log segment file, in MiB (1..4095).");
 DEFINE_uint64(max_batch_kb, 8192, "Largest group-commit batch, in KiB.");
+DEFINE_uint64(hot_cache_bytes, 64ull << 20,
+              "DRAM for the hot layer: the most read keys, found by sampled access counts, are "
+              "held with their values in DRAM so reads of them skip the log, and their updates "
+              "skip the base index. 0 turns it off.");
 DEFINE_bool(recovery_drop_corrupt, false,
             "If recovery finds a damaged batch with valid batches "
             "after it (lost media), drop the log from the damaged batch on instead of refusing to "
@@ -305,6 +309,7 @@ int main(int argc, char** argv) {
   sopt.max_batch_bytes = FLAGS_max_batch_kb << 10;
   sopt.log.epoch = epoch;
   sopt.repl_timeout_ms = FLAGS_repl_timeout_ms;
+  sopt.hot_cache_bytes = FLAGS_hot_cache_bytes;
   FAHA_LOG_INFO("faha-server 0.1.0 starting: role=%s data_dir=%s",
                 clustered ? "chosen through etcd"
                           : backup ? "backup" : (backups.empty() ? "single node" : "primary"),

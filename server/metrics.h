@@ -36,6 +36,13 @@ struct Metrics {
   std::atomic<uint64_t> protocol_errors{0};
   std::atomic<uint64_t> keyspace_hits{0};
   std::atomic<uint64_t> keyspace_misses{0};
+  // Key lookups of readers (GET, EXISTS, TTL, ...): answered from the hot
+  // layer in DRAM, or by reading the key's record in the log.
+  std::atomic<uint64_t> key_hot_hits{0};
+  std::atomic<uint64_t> key_log_reads{0};
+  std::atomic<uint64_t> hot_promotions{0};
+  std::atomic<uint64_t> hot_demotions{0};
+  std::atomic<uint64_t> hot_updates{0};  // writes of held keys that left the base index alone
   std::atomic<uint64_t> batches{0};
   std::atomic<uint64_t> batch_records{0};
   Histogram op_latency_us[kOpClasses];  // request parsed -> reply queued

@@ -849,14 +849,23 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     pending.clear();
     return s;
   };
-  // REQUIRES: log_mu_. Unavailable once this node runs for primary of a
-  // later epoch: the session's epoch ended here, nothing more of it is taken
-  // (the caller still acknowledges what it took before, once unlocked).
-  auto fenced = [&]() -> Status {
-    if (epoch >= fence_epoch_) return Status::OK();
-    return Status::Unavailable("epoch " + std::to_string(epoch) +
-                               " ended here: this node runs for primary of epoch " +
-                               std::to_string(fence_epoch_));
+  // Runs `then` under log_mu_ unless this node runs for primary of a later
+  // epoch: then the session's epoch ended here, nothing more of it is taken,
+  // what it took before is acknowledged, and the result is Unavailable.
+  auto unless_fenced = [&](const std::function<void()>& then) -> Status {
+    Status fence;
+    {
+      std::lock_guard<std::mutex> l(log_mu_);
+      if (epoch < fence_epoch_) {
+        fence = Status::Unavailable("epoch " + std::to_string(epoch) +
+                                    " ended here: this node runs for primary of epoch " +
+                                    std::to_string(fence_epoch_));
+      } else if (then) {
+        then();
+      }
+    }
+    if (!fence.ok()) ack_and_apply();
+    return fence;
   };
   auto fail = [&](const std::string& why) {
     ack_and_apply();
@@ -891,16 +900,8 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     last_heard_us_.store(MonoUs());
     if (f->type == FrameType::kHeartbeat && f->epoch == epoch) {
       if (f->body.size() != 0 && f->body.size() != 8) return fail("HEARTBEAT with a bad body");
-      Status fence;
-      {
-        // Echoing it renews the primary's lease: not once we run for primary.
-        std::lock_guard<std::mutex> l(log_mu_);
-        fence = fenced();
-      }
-      if (!fence.ok()) {
-        ack_and_apply();
-        return fence;
-      }
+      // Echoing it renews the primary's lease: not once we run for primary.
+      FAHA_RETURN_IF_ERROR(unless_fenced(nullptr));
       FAHA_RETURN_IF_ERROR(ack_and_apply(true, f->body));
       continue;
     }
@@ -944,16 +945,8 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     std::memcpy(&h, f->body.data(), sizeof(h));
     if (h.first_lsn != f->lsn) return fail("BATCH frame LSN does not match its batch header");
     StatusOr<nvm::Log::AppendResult> r = Status::Unavailable("fenced");
-    Status fence;
-    {
-      std::lock_guard<std::mutex> l(log_mu_);
-      fence = fenced();
-      if (fence.ok()) r = store_->AppendReplicated(h, f->body.substr(sizeof(h)));
-    }
-    if (!fence.ok()) {
-      ack_and_apply();
-      return fence;
-    }
+    FAHA_RETURN_IF_ERROR(
+        unless_fenced([&] { r = store_->AppendReplicated(h, f->body.substr(sizeof(h))); }));
     if (!r.ok()) {
       return fail("batch at LSN " + std::to_string(h.first_lsn) + " refused: " +
                   r.status().message());

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <climits>
 
 #include "common/checksum.h"
@@ -17,9 +18,12 @@ using nvm::RecordType;
 using nvm::RecordView;
 
 Store::Store(const StoreOptions& options, Metrics* metrics)
-    : options_(options), metrics_(metrics), index_(this) {}
+    : options_(options), metrics_(metrics), index_(this), hot_(options.hot_cache_bytes) {}
 
-Store::~Store() { Stop(); }
+Store::~Store() {
+  StopHot();
+  Stop();
+}
 
 StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options, Metrics* metrics,
                                              nvm::RecoveryReport* report) {
@@ -46,7 +50,97 @@ StatusOr<std::unique_ptr<Store>> Store::OpenOnDevice(std::shared_ptr<nvm::LogDev
       report));
   store->applied_end_.store(store->log_->next_lsn());
   store->epoch_.store(options.log.epoch);
+  if (store->hot_.enabled()) {
+    store->hot_thread_ = std::thread([s] {
+      pthread_setname_np(pthread_self(), "faha-hot");
+      s->HotLoop();
+    });
+  }
   return store;
+}
+
+void Store::HotLoop() {
+  constexpr auto kPass = std::chrono::milliseconds(10);
+  int64_t aged_ms = MonoMs();
+  std::unique_lock<std::mutex> l(hot_mu_);
+  while (!hot_cv_.wait_for(l, kPass, [&] { return hot_stopping_; })) {
+    l.unlock();
+    const bool age = MonoMs() - aged_ms >= options_.hot_age_ms;
+    if (age) aged_ms = MonoMs();
+    MaintainHot(age);
+    l.lock();
+  }
+}
+
+void Store::StopHot() {
+  {
+    std::lock_guard<std::mutex> l(hot_mu_);
+    hot_stopping_ = true;
+  }
+  hot_cv_.notify_all();
+  if (hot_thread_.joinable()) hot_thread_.join();
+}
+
+void Store::MaintainHot(bool age) {
+  if (!hot_.enabled()) return;
+  auto candidates = hot_.TakeCandidates();
+  if (candidates.empty() && !age && hot_.bytes() <= hot_.budget()) return;
+  std::lock_guard<std::mutex> writer(index_writer_mu_);
+  std::unique_lock<std::mutex> slots[kReadSlots];
+  for (int i = 0; i < kReadSlots; i++) slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
+  const int64_t now = WallMs();
+  for (const auto& [key, hash] : candidates) {
+    if (hot_.Find(key, hash) != nullptr) continue;
+    const uint64_t loc = index_.Find(key, hash);
+    if (loc == 0) continue;  // deleted meanwhile
+    RecordView r = log_->ReadRecord(loc);
+    if (r.expire_at_ms != 0 && r.expire_at_ms <= now) continue;
+    const size_t cost = HotCache::Cost(key.size(), r.value.size());
+    if (cost > hot_.budget() / 16) continue;  // one value must not crowd out the rest
+    const uint32_t hits = hot_.Estimate(hash);
+    while (hot_.bytes() + cost > hot_.budget()) {
+      HotCache::Entry* victim = hot_.Victim(hits);
+      if (victim == nullptr) break;
+      DemoteHot(victim);
+    }
+    if (hot_.bytes() + cost > hot_.budget()) continue;  // nothing colder to make room
+    hot_.Insert(key, hash, r.value, r.expire_at_ms, loc, hits);
+    metrics_->hot_promotions.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Updates to larger values can overrun the budget: shrink back.
+  while (hot_.bytes() > hot_.budget()) {
+    HotCache::Entry* victim = hot_.Victim(UINT32_MAX);
+    DemoteHot(victim != nullptr ? victim : hot_.Any());
+  }
+  if (age) hot_.Age();
+}
+
+void Store::DemoteHot(HotCache::Entry* e) {
+  // The base index still names the record it named at promotion: write the
+  // current one back (the differential part ends here).
+  if (e->dirty()) index_.Upsert(e->key, e->hash, e->location);
+  hot_.Remove(e);
+  metrics_->hot_demotions.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool Store::Resolve(std::string_view key, uint64_t hash, Resolved* out) const {
+  if (hot_.enabled()) {
+    const HotCache::Entry* e = hot_.Find(key, hash);
+    hot_.RecordAccess(e, key, hash);
+    if (e != nullptr) {
+      metrics_->key_hot_hits.fetch_add(1, std::memory_order_relaxed);
+      out->value = e->value;
+      out->expire_at_ms = e->expire_at_ms;
+      return true;
+    }
+  }
+  const uint64_t loc = index_.Find(key, hash);
+  if (loc == 0) return false;
+  metrics_->key_log_reads.fetch_add(1, std::memory_order_relaxed);
+  RecordView r = log_->ReadRecord(loc);
+  out->value = r.value;
+  out->expire_at_ms = r.expire_at_ms;
+  return true;
 }
 
 void Store::ReplayRecord(const RecordView& rec, uint64_t location, int64_t now_ms) {
@@ -75,9 +169,11 @@ void Store::BecomePrimary(Replicator* r, uint64_t epoch) {
 }
 
 Status Store::TruncateLog(uint64_t lsn) {
+  std::lock_guard<std::mutex> writer(index_writer_mu_);
   std::unique_lock<std::mutex> slots[kReadSlots];
   for (int i = 0; i < kReadSlots; i++) slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
   FAHA_RETURN_IF_ERROR(log_->TruncateTo_wt(lsn));
+  hot_.Clear();
   index_.Clear();
   keys_with_expiry_.store(0);
   clients_.Clear();
@@ -171,6 +267,11 @@ StatusOr<Store::Digest> Store::ComputeDigest() const {
   do {
     cursor = index_.Scan(cursor, 1024, [&](uint64_t loc) {
       RecordView rec = log_->ReadRecord(loc);
+      // A key held in the hot layer: its entry is current, the base's record may be older.
+      if (const HotCache::Entry* e = hot_.Find(rec.key, HashKey(rec.key))) {
+        rec.value = e->value;
+        rec.expire_at_ms = e->expire_at_ms;
+      }
       uint64_t h = Checksum(rec.key.data(), rec.key.size(), static_cast<uint64_t>(rec.expire_at_ms));
       d.data_digest += Checksum(rec.value.data(), rec.value.size(), h);
       d.keys++;
@@ -336,6 +437,7 @@ void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>
 std::string_view Store::KeyAt(uint64_t location) const { return log_->ReadRecord(location).key; }
 
 void Store::PublishBatch_st(uint64_t base_location, size_t bytes) {
+  std::lock_guard<std::mutex> writer(index_writer_mu_);
   // Decode and hash every record, then prefetch in two waves (index slots,
   // then the records they point to), so that the key comparisons of the
   // upserts below find the overwritten records in cache: reading them was the
@@ -363,18 +465,33 @@ void Store::PublishBatch_st(uint64_t base_location, size_t bytes) {
 void Store::ApplyRecord(const RecordView& rec, uint64_t location, uint64_t hash) {
   switch (rec.type) {
     case RecordType::kPut: {
-      uint64_t old = index_.Upsert(rec.key, hash, location);
+      // A held key: only its hot entry changes (the differential layer).
+      uint64_t old =
+          hot_.enabled() ? hot_.Update(rec.key, hash, rec.value, rec.expire_at_ms, location) : 0;
+      if (old != 0) {
+        metrics_->hot_updates.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        old = index_.Upsert(rec.key, hash, location);
+      }
       bool had = old != 0 && log_->ReadRecord(old).expire_at_ms != 0;
       if (had && rec.expire_at_ms == 0) keys_with_expiry_.fetch_sub(1);
       if (!had && rec.expire_at_ms != 0) keys_with_expiry_.fetch_add(1);
       break;
     }
     case RecordType::kDelete: {
-      uint64_t old = index_.Erase(rec.key, hash);
+      uint64_t old = 0;
+      if (HotCache::Entry* e = hot_.enabled() ? hot_.FindMutable(rec.key, hash) : nullptr) {
+        old = e->location;
+        hot_.Remove(e);
+        index_.Erase(rec.key, hash);
+      } else {
+        old = index_.Erase(rec.key, hash);
+      }
       if (old != 0 && log_->ReadRecord(old).expire_at_ms != 0) keys_with_expiry_.fetch_sub(1);
       break;
     }
     case RecordType::kFlushAll:
+      hot_.Clear();
       index_.Clear();
       keys_with_expiry_.store(0);
       break;
@@ -395,25 +512,22 @@ Store::ReadGuard Store::LockForRead() const {
 }
 
 bool Store::Get(std::string_view key, std::string* value) const {
-  uint64_t loc = index_.Find(key, HashKey(key));
-  if (loc == 0) return false;
-  RecordView r = log_->ReadRecord(loc);
+  Resolved r;
+  if (!Resolve(key, HashKey(key), &r)) return false;
   if (r.expire_at_ms != 0 && r.expire_at_ms <= WallMs()) return false;
   value->append(r.value);
   return true;
 }
 
 bool Store::Exists(std::string_view key) const {
-  uint64_t loc = index_.Find(key, HashKey(key));
-  if (loc == 0) return false;
-  RecordView r = log_->ReadRecord(loc);
+  Resolved r;
+  if (!Resolve(key, HashKey(key), &r)) return false;
   return r.expire_at_ms == 0 || r.expire_at_ms > WallMs();
 }
 
 int64_t Store::PttlMs(std::string_view key) const {
-  uint64_t loc = index_.Find(key, HashKey(key));
-  if (loc == 0) return -2;
-  RecordView r = log_->ReadRecord(loc);
+  Resolved r;
+  if (!Resolve(key, HashKey(key), &r)) return -2;
   if (r.expire_at_ms == 0) return -1;
   int64_t left = r.expire_at_ms - WallMs();
   return left <= 0 ? -2 : left;
@@ -423,6 +537,7 @@ uint64_t Store::Scan(uint64_t cursor, size_t count, std::vector<std::string>* ke
   int64_t now = WallMs();
   return index_.Scan(cursor, count, [&](uint64_t loc) {
     RecordView r = log_->ReadRecord(loc);
+    if (const HotCache::Entry* e = hot_.Find(r.key, HashKey(r.key))) r.expire_at_ms = e->expire_at_ms;
     if (r.expire_at_ms == 0 || r.expire_at_ms > now) keys->emplace_back(r.key);
   });
 }
@@ -451,9 +566,10 @@ void Store::SubmitAll(std::vector<Write>* writes) {
 Store::Current Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms) {
   Current c;
   if (overlay_flushed_) return c;
-  uint64_t loc = index_.Find(key, HashKey(key));
-  if (loc == 0) return c;
-  RecordView r = log_->ReadRecord(loc);
+  // The hot layer's maintenance may run meanwhile: read as a reader does.
+  ReadGuard guard = LockForRead();
+  Resolved r;
+  if (!Resolve(key, HashKey(key), &r)) return c;
   if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return c;
   c.exists = true;
   c.expire_at_ms = r.expire_at_ms;

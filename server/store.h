@@ -28,6 +28,7 @@
 #include "faha/status.h"
 #include "nvm/log.h"
 #include "server/client_table.h"
+#include "server/hot_cache.h"
 #include "server/index.h"
 #include "server/metrics.h"
 
@@ -147,6 +148,10 @@ struct StoreOptions {
   // in-sync backups hold them. Null on a single node and on a backup.
   Replicator* replicator = nullptr;
   int repl_timeout_ms = 1000;
+  // DRAM for the hot layer (HotCache): hot keys' values held inline. 0: off.
+  size_t hot_cache_bytes = 0;
+  // How often the hot layer's counts halve.
+  int hot_age_ms = 1000;
 };
 
 class Store : private KeyReader {
@@ -233,6 +238,11 @@ class Store : private KeyReader {
   size_t ClientCount() const { return clients_.size(); }
   uint64_t KeysWithExpiry() const { return keys_with_expiry_.load(std::memory_order_relaxed); }
   size_t IndexMemoryBytes() const { return index_.MemoryBytes(); }
+  const HotCache& hot() const { return hot_; }
+  // One pass of the hot layer's maintenance (the faha-hot thread runs it every
+  // few ms): promotes candidates, demotes to stay within the budget, and ages
+  // the counts if `age`. Public for tests.
+  void MaintainHot(bool age);
   const nvm::Log& log() const { return *log_; }
   nvm::Log* mutable_log() { return log_.get(); }
   // The last LSN visible to readers (committed on a primary, applied on a backup).
@@ -242,6 +252,18 @@ class Store : private KeyReader {
  private:
   Store(const StoreOptions& options, Metrics* metrics);
   std::string_view KeyAt(uint64_t location) const override;
+  // The committed state of a key as a reader sees it: from the hot layer if
+  // held there (no log access), else from its record in the log. The views
+  // stay valid while the caller's ReadGuard is held.
+  struct Resolved {
+    std::string_view value;
+    int64_t expire_at_ms = 0;
+  };
+  bool Resolve(std::string_view key, uint64_t hash, Resolved* out) const;
+  // REQUIRES: the exclusive lock (index_writer_mu_ and every read slot).
+  void DemoteHot(HotCache::Entry* e);
+  void HotLoop();
+  void StopHot();
   void ApplyRecord(const nvm::RecordView& rec, uint64_t location, uint64_t hash);
   void ApplyRecord(const nvm::RecordView& rec, uint64_t location) {
     ApplyRecord(rec, location, HashKey(rec.key));
@@ -294,6 +316,15 @@ class Store : private KeyReader {
   Metrics* metrics_;
   std::unique_ptr<nvm::Log> log_;
   Index index_;
+  HotCache hot_;
+  // Held by whoever changes the index or the hot layer's structure (the
+  // publisher of batches, truncation, hot maintenance), before the read slots:
+  // the index has one writer at a time.
+  std::mutex index_writer_mu_;
+  std::mutex hot_mu_;
+  std::condition_variable hot_cv_;
+  bool hot_stopping_ = false;  // GUARDED_BY(hot_mu_)
+  std::thread hot_thread_;
   std::atomic<uint64_t> keys_with_expiry_{0};
   std::atomic<uint64_t> epoch_{0};
   ClientTable clients_;
