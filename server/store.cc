@@ -85,6 +85,10 @@ void Store::MaintainHot(bool age) {
   if (!hot_.enabled()) return;
   auto candidates = hot_.TakeCandidates();
   if (candidates.empty() && !age && hot_.bytes() <= hot_.budget()) return;
+  // Readers wait while a pass holds their slots: bound its work. Candidates
+  // left out are queued again by their next sampled accesses if still hot.
+  constexpr size_t kPromotionsPerPass = 64;
+  if (candidates.size() > kPromotionsPerPass) candidates.resize(kPromotionsPerPass);
   std::lock_guard<std::mutex> writer(index_writer_mu_);
   std::unique_lock<std::mutex> slots[kReadSlots];
   for (int i = 0; i < kReadSlots; i++) slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
