@@ -90,8 +90,7 @@ void Store::MaintainHot(bool age) {
   constexpr size_t kPromotionsPerPass = 64;
   if (candidates.size() > kPromotionsPerPass) candidates.resize(kPromotionsPerPass);
   std::lock_guard<std::mutex> writer(index_writer_mu_);
-  std::unique_lock<std::mutex> slots[kReadSlots];
-  for (int i = 0; i < kReadSlots; i++) slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
+  AllReadSlots slots(read_slots_);
   const int64_t now = WallMs();
   for (const auto& [key, hash] : candidates) {
     if (hot_.Find(key, hash) != nullptr) continue;
@@ -174,8 +173,7 @@ void Store::BecomePrimary(Replicator* r, uint64_t epoch) {
 
 Status Store::TruncateLog(uint64_t lsn) {
   std::lock_guard<std::mutex> writer(index_writer_mu_);
-  std::unique_lock<std::mutex> slots[kReadSlots];
-  for (int i = 0; i < kReadSlots; i++) slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
+  AllReadSlots slots(read_slots_);
   FAHA_RETURN_IF_ERROR(log_->TruncateTo_wt(lsn));
   hot_.Clear();
   index_.Clear();
@@ -461,8 +459,7 @@ void Store::PublishBatch_st(uint64_t base_location, size_t bytes) {
   }
   // Publish in log order, with every reader slot held so that no command sees
   // half a batch: the index now names the new records.
-  std::unique_lock<std::mutex> slots[kReadSlots];
-  for (int i = 0; i < kReadSlots; i++) slots[i] = std::unique_lock<std::mutex>(read_slots_[i].mu);
+  AllReadSlots slots(read_slots_);
   for (const Applying& a : applying_) ApplyRecord(a.rec, a.location, a.hash);
 }
 

@@ -335,6 +335,17 @@ class Store : private KeyReader {
     std::mutex mu;
   };
   mutable ReadSlot read_slots_[kReadSlots];
+  // Holds every read slot for its lifetime: no reader runs meanwhile. Taken
+  // after index_writer_mu_ by whoever changes the index or the hot layer.
+  class AllReadSlots {
+   public:
+    explicit AllReadSlots(ReadSlot* slots) {
+      for (int i = 0; i < kReadSlots; i++) held_[i] = std::unique_lock<std::mutex>(slots[i].mu);
+    }
+
+   private:
+    std::unique_lock<std::mutex> held_[kReadSlots];
+  };
 
   std::mutex mu_;
   std::condition_variable cv_;
