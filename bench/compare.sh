@@ -34,9 +34,8 @@ WORKLOADS="${WORKLOADS:-a b c f d}"
 SYSTEMS="${SYSTEMS:-faha-0 faha-2 redis-none redis-always redis-always-2}"
 OUT_DIR="${OUT_DIR:-docs/bench}"
 DATA_PARENT="${DATA_PARENT:-/tmp}"
-for b in faha-server faha-bench faha-cli; do
-  [ -x "$bin/$b" ] || { echo "compare: $bin/$b missing (build first)" >&2; exit 1; }
-done
+source bench/lib.sh
+bench_need compare "$bin/faha-server" "$bin/faha-bench" "$bin/faha-cli"
 command -v redis-server > /dev/null || { echo "compare: redis-server missing (deploy/install-deps.sh)" >&2; exit 1; }
 mkdir -p "$OUT_DIR"
 work="$(mktemp -d "$DATA_PARENT/faha-compare.XXXXXX")"
@@ -48,17 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A base port with P..P+2 and their +100 replication ports free, below Linux's
-# ephemeral range (32768-60999), so no client's outgoing connection can hold it.
-port_free() { ! (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
-pick_port() {
-  while true; do
-    local p=$(( 10000 + RANDOM % 20000 ))
-    port_free "$p" && port_free $((p + 1)) && port_free $((p + 2)) && port_free $((p + 100)) \
-      && port_free $((p + 101)) && port_free $((p + 102)) && port_free $((p + 2000)) \
-      && port_free $((p + 2001)) && port_free $((p + 2002)) && { echo "$p"; return; }
-  done
-}
+# A base port with P..P+2, their +100 replication and +2000 metrics ports free.
+pick_port() { bench_port 1 2 100 101 102 2000 2001 2002; }
 wait_ping() {  # port [log]
   for _ in $(seq 1 600); do
     [ "$(redis-cli -p "$1" PING 2> /dev/null)" = PONG ] && return 0
@@ -148,13 +138,12 @@ done
 elapsed=$(( $(date +%s) - start_time ))
 
 # Medians per (system, workload), then the table.
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 md="$OUT_DIR/compare.md"
 data="$OUT_DIR/compare.dat"
 {
   echo "# faha vs Redis, YCSB workloads (faha-bench)"
   echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); data under $DATA_PARENT ($(df -T "$DATA_PARENT" | awk 'NR==2 {print $2}'))."
+  echo "Machine: $(bench_machine); data under $DATA_PARENT ($(df -T "$DATA_PARENT" | awk 'NR==2 {print $2}'))."
   echo "Versions: faha $("$bin/faha-server" --version 2> /dev/null | head -1 || echo '?'), Redis $redis_version, commit $(git rev-parse --short HEAD 2> /dev/null || echo '?')."
   echo "Command: \`RECORDS=$RECORDS OPS=$OPS THREADS=$THREADS REPEAT=$REPEAT WORKLOADS=\"$WORKLOADS\" bench/compare.sh\` ($elapsed s)."
   echo "Each cell: median of $REPEAT run(s); 1 KB records, $THREADS client threads, one synchronous request at a time per thread, all on 127.0.0.1."

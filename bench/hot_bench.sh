@@ -26,9 +26,8 @@ REPEAT="${REPEAT:-3}"
 HOT_BYTES="${HOT_BYTES:-67108864}"
 OUT_DIR="${OUT_DIR:-docs/bench}"
 DATA_PARENT="${DATA_PARENT:-/tmp}"
-for b in faha-server faha-bench faha-cli; do
-  [ -x "$bin/$b" ] || { echo "hot_bench: $bin/$b missing (build first)" >&2; exit 1; }
-done
+source bench/lib.sh
+bench_need hot_bench "$bin/faha-server" "$bin/faha-bench" "$bin/faha-cli"
 mkdir -p "$OUT_DIR"
 work="$(mktemp -d "$DATA_PARENT/faha-hot.XXXXXX")"
 pid=""
@@ -37,13 +36,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-# A port below Linux's ephemeral range (32768-60999).
-pick_port() {
-  while true; do
-    local p=$(( 10000 + RANDOM % 20000 ))
-    (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null || { echo "$p"; return; }
-  done
-}
 info() { "$bin/faha-cli" -p "$port" INFO | tr -d '\r' | sed -n "s/^$1://p"; }
 field() { sed -n "s/^\[$2\], $3, //p" "$1" | head -1; }
 
@@ -54,7 +46,7 @@ for round in $(seq 1 "$REPEAT"); do
   for setting in hot off; do
     bytes=$HOT_BYTES
     [ "$setting" = off ] && bytes=0
-    port=$(pick_port)
+    port=$(bench_port)
     rm -rf "$work/data"
     "$bin/faha-server" --bind 127.0.0.1 --port "$port" --data_dir "$work/data" --metrics_port=-1 \
       --rdma=off --hot_cache_bytes="$bytes" > "$work/server.log" 2>&1 &
@@ -80,13 +72,12 @@ for round in $(seq 1 "$REPEAT"); do
 done
 elapsed=$(( $(date +%s) - start_time ))
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 col() { awk -F'\t' -v s="$1" -v w="$2" -v d="$3" -v c="$4" '$2==s && $3==w && $4==d {print $c}' "$tsv" | median; }
 md="$OUT_DIR/hot.md"
 {
   echo "# The hot layer on and off (YCSB B and C, one node)"
   echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); log under $DATA_PARENT ($(df -T "$DATA_PARENT" | awk 'NR==2 {print $2}'))."
+  echo "Machine: $(bench_machine); log under $DATA_PARENT ($(df -T "$DATA_PARENT" | awk 'NR==2 {print $2}'))."
   echo "Commit $(git rev-parse --short HEAD 2> /dev/null || echo '?'). Command: \`RECORDS=$RECORDS OPS=$OPS THREADS=$THREADS REPEAT=$REPEAT HOT_BYTES=$HOT_BYTES bench/hot_bench.sh\` ($elapsed s)."
   echo "Each cell: median of $REPEAT run(s); 1 KB records, $THREADS client threads (native protocol, one request at a time each), server and client on 127.0.0.1."
   echo "hot: \`--hot_cache_bytes=$HOT_BYTES\`; off: \`--hot_cache_bytes=0\`. Log reads per GET: key_log_reads / (key_log_reads + key_hot_hits) over the run."

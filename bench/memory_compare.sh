@@ -21,7 +21,8 @@ KEYS="${KEYS:-10000000}"
 VALUE_BYTES="${VALUE_BYTES:-100}"
 OUT_DIR="${OUT_DIR:-docs/bench}"
 DATA_PARENT="${DATA_PARENT:-/dev/shm}"
-[ -x "$bin/faha_memory_bench" ] || { echo "memory_compare: $bin/faha_memory_bench missing (build first)" >&2; exit 1; }
+source bench/lib.sh
+bench_need memory_compare "$bin/faha_memory_bench"
 command -v redis-server > /dev/null || { echo "memory_compare: redis-server missing (deploy/install-deps.sh)" >&2; exit 1; }
 mkdir -p "$OUT_DIR"
 work="$(mktemp -d "$DATA_PARENT/faha-mem.XXXXXX")"
@@ -37,10 +38,7 @@ start_time=$(date +%s)
 f() { sed -n "s/^$1: //p" "$work/faha.txt"; }
 
 # Redis: the same keys and value size, through the protocol in bulk.
-while true; do
-  port=$(( 10000 + RANDOM % 20000 ))
-  (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null || break
-done
+port=$(bench_port)
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
   > "$work/redis.log" 2>&1 &
 pid=$!
@@ -65,7 +63,7 @@ md="$OUT_DIR/memory.md"
 {
   echo "# DRAM per key: faha's index, std::unordered_map, Redis"
   echo
-  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr). Commit $(git rev-parse --short HEAD 2> /dev/null || echo '?'), Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')."
+  echo "Machine: $(bench_machine). Commit $(git rev-parse --short HEAD 2> /dev/null || echo '?'), Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')."
   echo "Command: \`KEYS=$KEYS VALUE_BYTES=$VALUE_BYTES bench/memory_compare.sh\` ($elapsed s); faha's log under $DATA_PARENT."
   echo "$KEYS keys \`key:%012d\` (16 bytes) with $VALUE_BYTES-byte values, one run."
   echo

@@ -181,6 +181,15 @@ ServerProcess::~ServerProcess() {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
   }
+  // A failed test shows what its servers said last.
+  if (::testing::Test::HasFailure()) {
+    std::ifstream in(log_path_);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    const size_t from = lines.size() > 40 ? lines.size() - 40 : 0;
+    fprintf(stderr, "--- last %zu lines of %s\n", lines.size() - from, log_path_.c_str());
+    for (size_t i = from; i < lines.size(); i++) fprintf(stderr, "%s\n", lines[i].c_str());
+  }
   unlink(log_path_.c_str());
 }
 
