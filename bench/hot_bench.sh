@@ -29,13 +29,7 @@ DATA_PARENT="${DATA_PARENT:-/tmp}"
 source bench/lib.sh
 bench_need hot_bench "$bin/faha-server" "$bin/faha-bench" "$bin/faha-cli"
 mkdir -p "$OUT_DIR"
-work="$(mktemp -d "$DATA_PARENT/faha-hot.XXXXXX")"
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2> /dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir "$DATA_PARENT" faha-hot
 info() { "$bin/faha-cli" -p "$port" INFO | tr -d '\r' | sed -n "s/^$1://p"; }
 field() { sed -n "s/^\[$2\], $3, //p" "$1" | head -1; }
 

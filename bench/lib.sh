@@ -5,6 +5,9 @@
 #                             ports), with P+OFFSET free for every OFFSET too
 #   median                    the median of the numbers on stdin ("-" if none)
 #   bench_machine             one line: cores, memory, kernel
+#   bench_workdir DIR PREFIX  sets $work to a new directory DIR/PREFIX.XXXXXX and,
+#                             on exit, kills the server whose pid is in $pid (if
+#                             any) and removes $work
 
 bench_need() {
   local name="$1"; shift
@@ -29,4 +32,10 @@ median() {
 
 bench_machine() {
   echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+}
+
+bench_workdir() {
+  work="$(mktemp -d "$1/$2.XXXXXX")"
+  pid=""
+  trap '[ -n "$pid" ] && kill -9 "$pid" 2> /dev/null; rm -rf "$work"' EXIT
 }

@@ -25,13 +25,7 @@ source bench/lib.sh
 bench_need memory_compare "$bin/faha_memory_bench"
 command -v redis-server > /dev/null || { echo "memory_compare: redis-server missing (deploy/install-deps.sh)" >&2; exit 1; }
 mkdir -p "$OUT_DIR"
-work="$(mktemp -d "$DATA_PARENT/faha-mem.XXXXXX")"
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2> /dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir "$DATA_PARENT" faha-mem
 start_time=$(date +%s)
 
 "$bin/faha_memory_bench" --keys "$KEYS" --value_bytes "$VALUE_BYTES" --dir "$work/faha" > "$work/faha.txt"
