@@ -10,10 +10,13 @@ HotCache::HotCache(size_t budget_bytes) : budget_(budget_bytes) {
   }
 }
 
-const HotCache::Entry* HotCache::Find(std::string_view key, uint64_t /*hash*/) const {
+const HotCache::Entry* HotCache::Find(std::string_view key, uint64_t hash) const {
   if (count_.load(std::memory_order_relaxed) == 0) return nullptr;
-  auto it = map_.find(key);
-  return it == map_.end() ? nullptr : it->second.get();
+  auto [it, end] = map_.equal_range(hash);
+  for (; it != end; ++it) {
+    if (it->second->key == key) return it->second.get();
+  }
+  return nullptr;
 }
 
 HotCache::Entry* HotCache::FindMutable(std::string_view key, uint64_t hash) {
@@ -67,7 +70,7 @@ HotCache::Entry* HotCache::Insert(std::string_view key, uint64_t hash, std::stri
   e->slot = entries_.size();
   Entry* raw = e.get();
   entries_.push_back(raw);
-  map_.emplace(std::string_view(raw->key), std::move(e));
+  map_.emplace(hash, std::move(e));
   bytes_.fetch_add(Cost(raw->key.size(), raw->value.capacity()), std::memory_order_relaxed);
   count_.fetch_add(1, std::memory_order_relaxed);
   return raw;
@@ -93,7 +96,9 @@ void HotCache::Remove(Entry* e) {
   entries_.pop_back();
   bytes_.fetch_sub(Cost(e->key.size(), e->value.capacity()), std::memory_order_relaxed);
   count_.fetch_sub(1, std::memory_order_relaxed);
-  map_.erase(std::string_view(e->key));  // destroys e
+  auto [it, end] = map_.equal_range(e->hash);
+  while (it != end && it->second.get() != e) ++it;
+  map_.erase(it);  // destroys e
 }
 
 HotCache::Entry* HotCache::Victim(uint32_t hits) {

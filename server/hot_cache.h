@@ -110,14 +110,16 @@ class HotCache {
  private:
   static constexpr size_t kNodeOverhead = 48;  // hash-map node and bucket, roughly
   static constexpr size_t kSketchBits = 16;
-  struct Hasher {
-    size_t operator()(std::string_view k) const { return HashKey(k); }
+  // Keyed by the key's hash, which every caller has computed already (no
+  // second hash on the read path); keys are compared within a hash's range.
+  struct Identity {
+    size_t operator()(uint64_t h) const { return static_cast<size_t>(h); }
   };
   size_t Row0(uint64_t hash) const { return hash & ((1u << kSketchBits) - 1); }
   size_t Row1(uint64_t hash) const { return (hash >> 32) & ((1u << kSketchBits) - 1); }
 
   const size_t budget_;
-  std::unordered_map<std::string_view, std::unique_ptr<Entry>, Hasher> map_;
+  std::unordered_multimap<uint64_t, std::unique_ptr<Entry>, Identity> map_;
   std::vector<Entry*> entries_;  // for sampling victims
   std::atomic<size_t> bytes_{0};
   std::atomic<size_t> count_{0};

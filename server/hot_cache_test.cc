@@ -67,6 +67,22 @@ TEST(HotCacheTest, VictimIsColderThanTheCandidateOrNone) {
   EXPECT_EQ(hot.bytes(), 0u);
 }
 
+TEST(HotCacheTest, KeysSharingAHashAreToldApartByTheirBytes) {
+  HotCache hot(1 << 20);
+  const uint64_t same = 42;  // as if two keys collided on all 64 bits
+  HotCache::Entry* a = hot.Insert("alpha", same, "A", 0, 1, 0);
+  hot.Insert("beta", same, "B", 0, 2, 0);
+  ASSERT_NE(hot.Find("alpha", same), nullptr);
+  EXPECT_EQ(hot.Find("alpha", same)->value, "A");
+  EXPECT_EQ(hot.Find("beta", same)->value, "B");
+  EXPECT_EQ(hot.Find("gamma", same), nullptr);
+  hot.Remove(a);
+  EXPECT_EQ(hot.Find("alpha", same), nullptr);
+  ASSERT_NE(hot.Find("beta", same), nullptr);
+  EXPECT_EQ(hot.Find("beta", same)->value, "B");
+  EXPECT_EQ(hot.size(), 1u);
+}
+
 class Collect : public CompletionSink {
  public:
   void Deliver(std::vector<Completion>* c) override {
