@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include "common/checksum.h"
 #include "common/clock.h"
@@ -28,6 +29,7 @@ bool DecodeRecord(const char* p, size_t avail, RecordView* out, size_t* record_b
   out->expire_at_ms = h.expire_at_ms;
   out->client_id = h.client_id;
   out->client_seq = h.client_seq;
+  out->lsn_delta = h.lsn_delta;
   *record_bytes = total;
   return true;
 }
@@ -85,7 +87,8 @@ Log::Log(std::shared_ptr<LogDevice> device, const LogOptions& options)
     : device_(std::move(device)),
       options_(options),
       segments_(new std::atomic<Segment*>[kMaxSegments]()),  // value-initialized: all null
-      seg_first_lsn_(new std::atomic<uint64_t>[kMaxSegments]()) {}
+      seg_first_lsn_(new std::atomic<uint64_t>[kMaxSegments]()),
+      seg_data_bytes_(new std::atomic<uint64_t>[kMaxSegments]()) {}
 
 Log::~Log() = default;
 
@@ -151,15 +154,22 @@ bool Log::ValidBatchAt(const Segment& seg, uint64_t off, BatchHeader* hdr, std::
     *why = "bad batch magic";
     return false;
   }
-  if (hdr->version != kFormatVersion) {
-    *why = "unknown batch version " + std::to_string(hdr->version);
+  const bool compacted = hdr->version == kCleanedVersion && hdr->flags == kBatchCompacted;
+  if (!compacted && (hdr->version != kFormatVersion || hdr->flags != 0 || hdr->lsn_span != 0)) {
+    *why = "unknown batch version " + std::to_string(hdr->version) + " or flags";
+    return false;
+  }
+  if (compacted && (hdr->lsn_span == 0 || hdr->lsn_span > (1ull << 32) ||
+                    hdr->lsn_span < hdr->record_count)) {
+    *why = "impossible LSN span " + std::to_string(hdr->lsn_span);
     return false;
   }
   if (hdr->payload_bytes > seg.size() - off - sizeof(BatchHeader)) {
     *why = "batch length " + std::to_string(hdr->payload_bytes) + " runs past the segment end";
     return false;
   }
-  if (hdr->record_count == 0 || hdr->record_count > hdr->payload_bytes / sizeof(RecordHeader)) {
+  if ((hdr->record_count == 0 && !compacted) ||
+      hdr->record_count > hdr->payload_bytes / sizeof(RecordHeader)) {
     *why = "impossible record count " + std::to_string(hdr->record_count);
     return false;
   }
@@ -227,6 +237,7 @@ Status Log::TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t
       segment_count_.fetch_sub(1);
     }
     seg_first_lsn_[*it].store(0);
+    seg_data_bytes_[*it].store(0);
     FAHA_RETURN_IF_ERROR(device_->RemoveSegment(*it));
   }
   Segment* seg = segments_[seg_id].load();
@@ -237,6 +248,7 @@ Status Log::TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t
     FAHA_RETURN_IF_ERROR(seg->Persist(off, end - off));
   }
   if (off == sizeof(SegmentHeader)) seg_first_lsn_[seg_id].store(0);
+  seg_data_bytes_[seg_id].store(off - sizeof(SegmentHeader));
   tail_segment_ = seg_id;
   tail_offset_ = off;
   return Status::OK();
@@ -246,6 +258,9 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
   auto listed = device_->ListSegments();
   if (!listed.ok()) return listed.status();
   const std::vector<uint32_t>& ids = *listed;
+  // A cleaning pass that crashed before putting its replacement in place left
+  // it staged: the segment it was made from is intact and stays.
+  FAHA_RETURN_IF_ERROR(device_->DiscardReplacement(0));
   if (ids.empty()) return NewSegment_wt(1);
 
   uint64_t expected_lsn = 0;  // 0 until the first batch fixes it
@@ -266,7 +281,8 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
 
     SegmentHeader sh;
     std::memcpy(&sh, seg->data(), sizeof(sh));
-    bool header_ok = sh.magic == kSegmentMagic && sh.version == kFormatVersion &&
+    bool header_ok = sh.magic == kSegmentMagic &&
+                     (sh.version == kFormatVersion || sh.version == kCleanedVersion) &&
                      sh.segment_id == id &&
                      sh.checksum == Checksum(&sh, offsetof(SegmentHeader, checksum));
     if (!header_ok) {
@@ -295,7 +311,7 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
       return Status::Corruption(name + " offset 0: damaged segment header");
     }
     if (idx == 0 && id != 1) {
-      // Nothing removes old segments yet (log cleaning will), so the log must
+      // Cleaning replaces segments but never removes one, so the log must
       // start at segment 1.
       if (!options_.drop_corrupt) {
         return Status::Corruption(name + ": the log's first segment " + device_->SegmentName(1) +
@@ -338,17 +354,27 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
         const char* p = seg->data() + off + sizeof(BatchHeader);
         size_t left = h.payload_bytes;
         uint64_t lsn = h.first_lsn;
+        const bool compacted = IsCompacted(h);
         for (uint32_t i = 0; i < h.record_count; i++) {
           RecordView rec;
           size_t n;
-          if (!DecodeRecord(p, left, &rec, &n)) {
+          bool ok = DecodeRecord(p, left, &rec, &n);
+          if (ok && compacted) {
+            // LSNs ascend inside the span; records of ordinary batches carry no delta.
+            const uint64_t at = h.first_lsn + rec.lsn_delta;
+            ok = rec.lsn_delta < h.lsn_span && (i == 0 || at > lsn);
+            lsn = at;
+          } else if (ok) {
+            ok = rec.lsn_delta == 0;
+          }
+          if (!ok) {
             return Status::Corruption(name + " offset " + std::to_string(off) + ": record " +
                                       std::to_string(i) +
                                       " is malformed inside a batch whose checksum matches");
           }
           uint64_t loc = MakeLocation(id, static_cast<uint32_t>(p - seg->data()));
           if (apply) apply(rec, loc, lsn);
-          lsn++;
+          if (!compacted) lsn++;
           p += n;
           left -= n;
         }
@@ -358,7 +384,8 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
         report->records += h.record_count;
         report->log_bytes += BatchSize(h.payload_bytes);
         bytes_written_.fetch_add(BatchSize(h.payload_bytes));
-        expected_lsn = h.first_lsn + h.record_count;
+        seg_data_bytes_[id].fetch_add(BatchSize(h.payload_bytes));
+        expected_lsn = BatchEndLsn(h);
         next_lsn_.store(expected_lsn);
         off += BatchSize(h.payload_bytes);
         if (off + sizeof(BatchHeader) > seg->size()) break;  // segment full
@@ -434,10 +461,16 @@ BatchHeader Log::FrameBatch(std::string_view payload, uint32_t record_count, uin
 }
 
 Status Log::CheckBatch(const BatchHeader& h, std::string_view payload) {
-  if (h.magic != kBatchMagic || h.version != kFormatVersion || h.flags != 0 || h.reserved != 0) {
-    return Status::InvalidArgument("not a version-1 batch header");
+  const bool compacted = h.version == kCleanedVersion && h.flags == kBatchCompacted;
+  if (h.magic != kBatchMagic ||
+      (!compacted && (h.version != kFormatVersion || h.flags != 0 || h.lsn_span != 0))) {
+    return Status::InvalidArgument("not a version-1 batch header nor a compacted batch");
   }
-  if (h.payload_bytes != payload.size() || payload.empty()) {
+  if (compacted && (h.lsn_span == 0 || h.lsn_span > (1ull << 32) || h.lsn_span < h.record_count)) {
+    return Status::InvalidArgument("compacted batch with an impossible LSN span " +
+                                   std::to_string(h.lsn_span));
+  }
+  if (h.payload_bytes != payload.size() || (payload.empty() && !compacted)) {
     return Status::InvalidArgument("batch length " + std::to_string(h.payload_bytes) +
                                    " does not match its " + std::to_string(payload.size()) +
                                    " payload bytes");
@@ -446,15 +479,19 @@ Status Log::CheckBatch(const BatchHeader& h, std::string_view payload) {
     return Status::Corruption("batch checksum mismatch");
   }
   size_t off = 0;
+  int64_t last_delta = -1;
   for (uint32_t i = 0; i < h.record_count; i++) {
     RecordView r;
     size_t n;
-    if (!DecodeRecord(payload.data() + off, payload.size() - off, &r, &n)) {
+    if (!DecodeRecord(payload.data() + off, payload.size() - off, &r, &n) ||
+        (compacted ? (r.lsn_delta >= h.lsn_span || int64_t{r.lsn_delta} <= last_delta)
+                   : r.lsn_delta != 0)) {
       return Status::Corruption("record " + std::to_string(i) + " of the batch is malformed");
     }
+    last_delta = r.lsn_delta;
     off += n;
   }
-  if (h.record_count == 0 || off != payload.size()) {
+  if ((h.record_count == 0 && !compacted) || off != payload.size()) {
     return Status::Corruption("batch holds " + std::to_string(h.record_count) +
                               " records that do not fill its payload");
   }
@@ -508,6 +545,7 @@ StatusOr<Log::AppendResult> Log::AppendFramed_wt(const BatchHeader& header,
 StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint64_t max_bytes,
                                      const BatchFn& fn) const {
   if (from_lsn >= limit_lsn) return from_lsn;
+  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
   // The segment holding from_lsn: the last one whose first batch starts at or
   // before it. Segments are numbered consecutively from the first one present.
   uint32_t id = 0;
@@ -544,7 +582,7 @@ StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint
       }
       continue;
     }
-    uint64_t end = h.first_lsn + h.record_count;
+    uint64_t end = BatchEndLsn(h);
     if (!started) {
       if (h.first_lsn == from_lsn) {
         started = true;
@@ -570,6 +608,8 @@ StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint
 Status Log::TruncateTo_wt(uint64_t lsn) {
   // What stays must be durable, and nothing left unpersisted may point past it.
   FAHA_RETURN_IF_ERROR(PersistAppended_wt());
+  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
+  truncations_++;
   const uint64_t next = next_lsn();
   if (lsn == next) return Status::OK();
   if (lsn == 0 || lsn > next) {
@@ -602,7 +642,7 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
     while (o + sizeof(BatchHeader) <= seg->size()) {
       BatchHeader h;
       std::memcpy(&h, seg->data() + o, sizeof(h));
-      if (h.magic != kBatchMagic || h.record_count == 0) break;
+      if (h.magic != kBatchMagic) break;
       if (h.first_lsn == lsn) {
         off = o;
         found = true;
@@ -623,6 +663,19 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
     later.push_back(i);
   }
   FAHA_RETURN_IF_ERROR(TruncateAt(seg_id, off, later));
+  SegmentHeader sh;
+  std::memcpy(&sh, segments_[seg_id].load()->data(), sizeof(sh));
+  if (off == sizeof(SegmentHeader) && (sh.flags & kSegmentCleaned) != 0) {
+    // Emptied, a cleaned segment would still claim what its header says about
+    // records it no longer holds: start it afresh.
+    Segment* seg = segments_[seg_id].exchange(nullptr);
+    owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
+                                [&](const auto& p) { return p.get() == seg; }),
+                 owned_.end());
+    segment_count_.fetch_sub(1);
+    FAHA_RETURN_IF_ERROR(device_->RemoveSegment(seg_id));
+    FAHA_RETURN_IF_ERROR(NewSegment_wt(seg_id));
+  }
   last_batch_ = prev;
   next_lsn_.store(lsn, std::memory_order_release);
   return Status::OK();
@@ -641,6 +694,7 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
     // What waits to be persisted lies in this segment: persist it before the
     // next one exists, so the durable part of the log stays a prefix.
     FAHA_RETURN_IF_ERROR(PersistAppended_wt());
+    std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
     Status s = NewSegment_wt(tail_segment_ + 1);
     if (!s.ok()) return Fail_wt(s);
     seg = segments_[tail_segment_].load();
@@ -662,7 +716,8 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
   tail_offset_ += size;
   last_batch_ = h;
   bytes_written_.fetch_add(size, std::memory_order_relaxed);
-  next_lsn_.store(h.first_lsn + h.record_count, std::memory_order_release);
+  seg_data_bytes_[tail_segment_].fetch_add(size, std::memory_order_relaxed);
+  next_lsn_.store(BatchEndLsn(h), std::memory_order_release);
   return AppendResult{MakeLocation(tail_segment_, static_cast<uint32_t>(off + sizeof(h))),
                       h.first_lsn, size, h};
 }
@@ -690,6 +745,204 @@ RecordView Log::ReadRecord(uint64_t loc) const {
   bool ok = DecodeRecord(seg->data() + off, seg->size() - off, &r, &n);
   (void)ok;  // locations come only from verified batches
   return r;
+}
+
+}  // namespace faha::nvm
+
+namespace faha::nvm {
+
+std::vector<Log::SegmentInfo> Log::SealedSegments() const {
+  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
+  std::vector<SegmentInfo> out;
+  bool seen = false;
+  for (uint32_t i = 1; i + 1 < kMaxSegments; i++) {
+    const Segment* seg = segments_[i].load(std::memory_order_acquire);
+    if (seg == nullptr) {
+      if (seen) break;
+      continue;
+    }
+    seen = true;
+    // Sealed: the writer has moved on to the next segment and appended there.
+    const uint64_t end = seg_first_lsn_[i + 1].load(std::memory_order_acquire);
+    const uint64_t first = seg_first_lsn_[i].load(std::memory_order_acquire);
+    if (end == 0 || segments_[i + 1].load(std::memory_order_acquire) == nullptr) break;
+    if (first == 0) continue;
+    SegmentHeader sh;
+    std::memcpy(&sh, seg->data(), sizeof(sh));
+    SegmentInfo info;
+    info.id = i;
+    info.first_lsn = first;
+    info.end_lsn = end;
+    info.data_bytes = seg_data_bytes_[i].load(std::memory_order_relaxed);
+    info.file_bytes = seg->size();
+    info.cleaned = (sh.flags & kSegmentCleaned) != 0;
+    info.cleaned_lsn = info.cleaned ? sh.cleaned_lsn : 0;
+    out.push_back(info);
+  }
+  return out;
+}
+
+uint64_t Log::file_bytes() const {
+  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
+  uint64_t total = 0;
+  for (const auto& seg : owned_) total += seg->size();
+  return total;
+}
+
+Status Log::ForEachRecord(uint32_t id, const ApplyFn& fn) const {
+  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
+  const Segment* seg = id > 0 && id + 1 < kMaxSegments ? segments_[id].load() : nullptr;
+  const uint64_t end = seg != nullptr ? seg_first_lsn_[id + 1].load() : 0;
+  if (seg == nullptr || end == 0) {
+    return Status::NotFound("segment " + std::to_string(id) + " is not sealed");
+  }
+  uint64_t off = sizeof(SegmentHeader);
+  uint64_t expected = seg_first_lsn_[id].load();
+  while (expected < end) {
+    BatchHeader h;
+    std::string why;
+    if (!ValidBatchAt(*seg, off, &h, &why) || h.first_lsn != expected) {
+      return Status::Corruption(device_->SegmentName(id) + " offset " + std::to_string(off) +
+                                ": no batch at LSN " + std::to_string(expected) + " (" + why + ")");
+    }
+    const char* p = seg->data() + off + sizeof(BatchHeader);
+    size_t left = h.payload_bytes;
+    for (uint32_t i = 0; i < h.record_count; i++) {
+      RecordView rec;
+      size_t n;
+      if (!DecodeRecord(p, left, &rec, &n)) {
+        return Status::Corruption(device_->SegmentName(id) + " offset " + std::to_string(off) +
+                                  ": malformed record");
+      }
+      const uint64_t lsn = h.first_lsn + (IsCompacted(h) ? rec.lsn_delta : i);
+      fn(rec, MakeLocation(id, static_cast<uint32_t>(p - seg->data())), lsn);
+      p += n;
+      left -= n;
+    }
+    expected = BatchEndLsn(h);
+    off += BatchSize(h.payload_bytes);
+  }
+  return Status::OK();
+}
+
+StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
+    const SegmentInfo& seg, const std::vector<KeptRecord>& kept, uint64_t cleaned_lsn,
+    std::vector<uint64_t>* locations) {
+  // Group the records into compacted batches of at most max_payload_bytes;
+  // batch g covers from its first record's LSN (the segment's first LSN for
+  // the first batch) to the next batch's start (the segment's end for the last).
+  struct Group {
+    size_t begin, end;  // indexes into kept
+    uint64_t payload;
+  };
+  std::vector<Group> groups;
+  groups.push_back({0, 0, 0});
+  for (size_t i = 0; i < kept.size(); i++) {
+    RecordView r;
+    size_t n;
+    if (!DecodeRecord(kept[i].bytes.data(), kept[i].bytes.size(), &r, &n) ||
+        kept[i].lsn < seg.first_lsn || kept[i].lsn >= seg.end_lsn ||
+        (i > 0 && kept[i].lsn <= kept[i - 1].lsn)) {
+      return Status::InvalidArgument("cleaning: a kept record is malformed or out of order");
+    }
+    const uint64_t size = RecordSize(r.key.size(), r.value.size());
+    if (groups.back().payload + size > max_payload_bytes()) groups.push_back({i, i, 0});
+    groups.back().end = i + 1;
+    groups.back().payload += size;
+  }
+  if (seg.end_lsn - seg.first_lsn > (1ull << 32)) {
+    return Status::InvalidArgument("cleaning: segment covers too many LSNs");
+  }
+  uint64_t data = 0;
+  for (const auto& g : groups) data += BatchSize(g.payload);
+  const uint64_t file = AlignUp(sizeof(SegmentHeader) + data, 4096);
+  if (file > (1ull << 32)) return Status::InvalidArgument("cleaning: replacement too large");
+
+  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
+  const uint64_t truncations = truncations_;
+  segments_lock.unlock();
+  auto staged = device_->CreateReplacement(seg.id, file);
+  if (!staged.ok()) return staged.status();
+  Segment* out = staged->get();
+
+  SegmentHeader sh{};
+  sh.magic = kSegmentMagic;
+  sh.version = kCleanedVersion;
+  sh.header_bytes = sizeof(SegmentHeader);
+  sh.segment_id = seg.id;
+  sh.segment_bytes = file;
+  sh.created_ms = WallMs();
+  sh.flags = kSegmentCleaned;
+  sh.cleaned_lsn = cleaned_lsn;
+  sh.checksum = Checksum(&sh, offsetof(SegmentHeader, checksum));
+  out->Write(0, &sh, sizeof(sh));
+
+  locations->assign(kept.size(), 0);
+  uint64_t off = sizeof(SegmentHeader);
+  std::string payload;
+  for (size_t g = 0; g < groups.size(); g++) {
+    const uint64_t first = g == 0 ? seg.first_lsn : kept[groups[g].begin].lsn;
+    const uint64_t end = g + 1 < groups.size() ? kept[groups[g + 1].begin].lsn : seg.end_lsn;
+    payload.clear();
+    for (size_t i = groups[g].begin; i < groups[g].end; i++) {
+      const size_t at = payload.size();
+      (*locations)[i] = MakeLocation(seg.id, static_cast<uint32_t>(off + sizeof(BatchHeader) + at));
+      RecordView r;
+      size_t n;
+      DecodeRecord(kept[i].bytes.data(), kept[i].bytes.size(), &r, &n);
+      payload.append(kept[i].bytes.data(), sizeof(RecordHeader) + r.key.size() + r.value.size());
+      payload.resize(at + RecordSize(r.key.size(), r.value.size()), '\0');
+      const uint32_t delta = static_cast<uint32_t>(kept[i].lsn - first);
+      std::memcpy(payload.data() + at + offsetof(RecordHeader, lsn_delta), &delta, sizeof(delta));
+    }
+    BatchHeader h{};
+    h.magic = kBatchMagic;
+    h.version = kCleanedVersion;
+    h.flags = kBatchCompacted;
+    h.payload_bytes = static_cast<uint32_t>(payload.size());
+    h.record_count = static_cast<uint32_t>(groups[g].end - groups[g].begin);
+    h.first_lsn = first;
+    h.epoch = options_.epoch;
+    h.lsn_span = end - first;
+    h.checksum = BatchChecksum(h, payload.data());
+    out->Write(off, &h, sizeof(h));
+    out->Write(off + sizeof(h), payload.data(), payload.size());
+    off += BatchSize(payload.size());
+  }
+  Status persisted = out->Persist(0, off);
+  if (!persisted.ok()) {
+    device_->DiscardReplacement(seg.id);
+    return persisted;
+  }
+  auto r = std::unique_ptr<Replacement>(new Replacement());
+  r->id = seg.id;
+  r->truncations = truncations;
+  r->data_bytes = data;
+  r->segment = std::move(*staged);
+  return r;
+}
+
+Status Log::InstallReplacement(std::unique_ptr<Replacement> r) {
+  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
+  if (r->truncations != truncations_ || segments_[r->id].load() == nullptr) {
+    device_->DiscardReplacement(r->id);
+    return Status::Unavailable("the log was truncated while segment " + std::to_string(r->id) +
+                           " was being cleaned");
+  }
+  FAHA_RETURN_IF_ERROR(device_->CommitReplacement(r->id));
+  Segment* old = segments_[r->id].exchange(r->segment.get(), std::memory_order_acq_rel);
+  owned_.push_back(std::move(r->segment));
+  owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
+                              [&](const auto& p) { return p.get() == old; }),
+               owned_.end());  // unmaps it
+  seg_data_bytes_[r->id].store(r->data_bytes);
+  segments_cleaned_.fetch_add(1, std::memory_order_relaxed);
+  return Status::OK();
+}
+
+void Log::DiscardReplacement(std::unique_ptr<Replacement> r) {
+  r->segment.reset();
+  device_->DiscardReplacement(r->id);
 }
 
 }  // namespace faha::nvm

@@ -2,8 +2,10 @@
 //
 // Thread-safety: Open() runs recovery on the calling thread. After that exactly
 // one thread (the writer, suffix _wt) appends batches; any thread may read
-// records that an append has returned, since segments are never unmapped or
-// reused while the Log lives.
+// records that an append has returned. A segment's mapping goes away only when
+// log cleaning installs its replacement (InstallReplacement, whose caller keeps
+// readers of records away meanwhile) or truncation removes it; ForEachBatch
+// and ForEachRecord hold a shared lock against both.
 #ifndef FAHA_NVM_LOG_H_
 #define FAHA_NVM_LOG_H_
 
@@ -11,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,6 +32,7 @@ struct RecordView {
   int64_t expire_at_ms;
   uint64_t client_id;
   uint64_t client_seq;
+  uint32_t lsn_delta = 0;  // RecordHeader::lsn_delta (compacted batches)
 };
 
 // Decodes the record at `p`, which has `avail` readable bytes. Returns false if
@@ -181,6 +185,60 @@ class Log {
     return options_.segment_bytes - sizeof(SegmentHeader) - sizeof(BatchHeader) - kBatchAlign;
   }
 
+  // ---- Log cleaning (docs/architecture.md, "Log cleaning") ----
+
+  // A sealed segment: one the writer has left (a later segment holds a batch).
+  struct SegmentInfo {
+    uint32_t id = 0;
+    uint64_t first_lsn = 0;  // it covers the LSNs [first_lsn, end_lsn)
+    uint64_t end_lsn = 0;
+    uint64_t data_bytes = 0;  // bytes of the batches in it
+    uint64_t file_bytes = 0;
+    bool cleaned = false;
+    uint64_t cleaned_lsn = 0;  // SegmentHeader::cleaned_lsn; 0 if never cleaned
+  };
+  // The sealed segments, oldest first. Any thread.
+  std::vector<SegmentInfo> SealedSegments() const;
+  // Calls fn(record, location, lsn) for every record of sealed segment `id`,
+  // in LSN order. Any thread; the views are valid during the call.
+  Status ForEachRecord(uint32_t id, const ApplyFn& fn) const;
+
+  // A record that cleaning keeps: its bytes as DecodeRecord reads them (from
+  // the log, or encoded anew) and its LSN.
+  struct KeptRecord {
+    std::string_view bytes;
+    uint64_t lsn;
+  };
+  // A replacement written by PrepareReplacement, not yet in place.
+  class Replacement {
+   private:
+    friend class Log;
+    uint32_t id = 0;
+    uint64_t truncations = 0;  // the log's count when prepared
+    uint64_t data_bytes = 0;
+    std::unique_ptr<Segment> segment;
+  };
+  // Writes and persists the cleaned replacement of sealed segment `seg`: a
+  // file of compacted batches covering the same LSNs that holds only `kept`
+  // (ascending LSNs within the segment's). The segment stays in use; nothing
+  // changes for readers. (*locations)[i] is where kept[i] lies once installed.
+  StatusOr<std::unique_ptr<Replacement>> PrepareReplacement(const SegmentInfo& seg,
+                                                            const std::vector<KeptRecord>& kept,
+                                                            uint64_t cleaned_lsn,
+                                                            std::vector<uint64_t>* locations);
+  // Puts a prepared replacement in place of its segment: on the media first
+  // (atomically: a crash before recovers the old segment, after, the new one),
+  // then in memory, unmapping the old one. Aborted, changing nothing, if the
+  // log was truncated since the replacement was prepared. REQUIRES: no thread
+  // reads records of the segment from before the call until the caller has
+  // moved every location it holds to the new ones.
+  Status InstallReplacement(std::unique_ptr<Replacement> replacement);
+  // Drops a prepared replacement (a pass that gave up).
+  void DiscardReplacement(std::unique_ptr<Replacement> replacement);
+  uint64_t segments_cleaned() const { return segments_cleaned_.load(std::memory_order_relaxed); }
+  // Bytes of the segment files on the media (what the log occupies).
+  uint64_t file_bytes() const;
+
   static constexpr uint32_t kMaxSegments = 1u << 16;
 
  private:
@@ -224,6 +282,13 @@ class Log {
   std::atomic<uint64_t> next_lsn_{1};
   std::atomic<uint64_t> bytes_written_{0};
   std::atomic<uint64_t> segment_count_{0};
+  // Bytes of batches in segment i.
+  std::unique_ptr<std::atomic<uint64_t>[]> seg_data_bytes_;
+  // Shared by readers that walk segments (ForEachBatch, ForEachRecord,
+  // SealedSegments); exclusive to whoever adds, removes or replaces one.
+  mutable std::shared_mutex segments_mu_;
+  uint64_t truncations_ = 0;  // GUARDED_BY(segments_mu_): invalidates prepared replacements
+  std::atomic<uint64_t> segments_cleaned_{0};
 };
 
 }  // namespace faha::nvm

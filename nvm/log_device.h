@@ -44,6 +44,15 @@ class LogDevice {
   // Ids of existing segments, ascending.
   virtual StatusOr<std::vector<uint32_t>> ListSegments() = 0;
   virtual Status RemoveSegment(uint32_t id) = 0;
+  // Log cleaning. A replacement for segment `id`, staged apart from it (not
+  // listed, not opened) while the caller writes and persists it.
+  virtual StatusOr<std::unique_ptr<Segment>> CreateReplacement(uint32_t id, size_t bytes) = 0;
+  // Puts the staged replacement in place of segment `id`, atomically and
+  // durably; the staged Segment stays mapped and becomes the segment.
+  virtual Status CommitReplacement(uint32_t id) = 0;
+  // Removes the staged replacement of `id`, or with id 0 every one left over
+  // (recovery: a crash between staging and committing).
+  virtual Status DiscardReplacement(uint32_t id) = 0;
   // Hint: a segment of `bytes` will be created soon; prepare it in the background.
   virtual void PrepareNext(size_t /*bytes*/) {}
   // Prepares `count` spare segments of `bytes` now (allocated and faulted in),

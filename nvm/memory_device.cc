@@ -25,6 +25,7 @@ class MemorySegment final : public Segment {
 };
 
 StatusOr<std::unique_ptr<Segment>> MemoryDevice::CreateSegment(uint32_t id, size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
   if (crashed_) return Status::IOError("simulated power cut");
   auto img = std::make_shared<Image>();
   img->mapped.assign(bytes, 0);
@@ -34,40 +35,82 @@ StatusOr<std::unique_ptr<Segment>> MemoryDevice::CreateSegment(uint32_t id, size
 }
 
 StatusOr<std::unique_ptr<Segment>> MemoryDevice::OpenSegment(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = images_.find(id);
   if (it == images_.end()) return Status::IOError("no segment " + std::to_string(id));
   return std::unique_ptr<Segment>(new MemorySegment(this, it->second));
 }
 
 StatusOr<std::vector<uint32_t>> MemoryDevice::ListSegments() {
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<uint32_t> ids;
   for (auto& [id, img] : images_) ids.push_back(id);
   return ids;
 }
 
 Status MemoryDevice::RemoveSegment(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
   if (crashed_) return Status::IOError("simulated power cut");
   images_.erase(id);
   return Status::OK();
 }
 
+StatusOr<std::unique_ptr<Segment>> MemoryDevice::CreateReplacement(uint32_t id, size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (crashed_) return Status::IOError("simulated power cut");
+  auto img = std::make_shared<Image>();
+  img->mapped.assign(bytes, 0);
+  img->durable.assign(bytes, 0);
+  staged_[id] = img;
+  return std::unique_ptr<Segment>(new MemorySegment(this, img));
+}
+
+Status MemoryDevice::CommitReplacement(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (crash_at_commit_) {
+    crash_at_commit_ = false;
+    crashed_ = true;
+  }
+  if (crashed_) return Status::IOError("simulated power cut");
+  auto it = staged_.find(id);
+  if (it == staged_.end()) return Status::IOError("no staged replacement of segment " + std::to_string(id));
+  images_[id] = it->second;
+  staged_.erase(it);
+  return Status::OK();
+}
+
+Status MemoryDevice::DiscardReplacement(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (id == 0) {
+    staged_.clear();
+  } else {
+    staged_.erase(id);
+  }
+  return Status::OK();
+}
+
 void MemoryDevice::CrashAtPersist(uint64_t n, KeepFn keep) {
+  std::lock_guard<std::mutex> lock(mu_);
   crash_at_ = persist_calls_ + n;
   keep_ = std::move(keep);
 }
 
 void MemoryDevice::PowerCut() {
+  std::lock_guard<std::mutex> lock(mu_);
   for (auto& [id, img] : images_) img->mapped = img->durable;
+  staged_.clear();
   crashed_ = false;
   crash_at_ = UINT64_MAX;
 }
 
 std::vector<char>* MemoryDevice::Durable(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = images_.find(id);
   return it == images_.end() ? nullptr : &it->second->durable;
 }
 
 Status MemoryDevice::PersistRange(Image* img, size_t off, size_t len) {
+  std::lock_guard<std::mutex> lock(mu_);
   uint64_t call = persist_calls_++;
   if (crashed_) return Status::IOError("simulated power cut");
   if (call == crash_at_) {

@@ -5,7 +5,10 @@
 // CrashAtPersist(n, keep) makes the n-th Persist() call (0-based, counted from
 // the call) copy only a chosen part of its range and fail, and every later
 // Persist() fail: the process "died" in the middle of that persist.
-// Not thread-safe beyond the Log's single-writer use.
+// Replacements (log cleaning) are staged apart and swapped in by
+// CommitReplacement; a power cut loses the staged ones, as a crash before the
+// rename would (recovery removes the files).
+// Thread-safe: the log's writer and its cleaner use it at once.
 #ifndef FAHA_NVM_MEMORY_DEVICE_H_
 #define FAHA_NVM_MEMORY_DEVICE_H_
 
@@ -13,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,6 +34,15 @@ class MemoryDevice final : public LogDevice {
   StatusOr<std::unique_ptr<Segment>> OpenSegment(uint32_t id) override;
   StatusOr<std::vector<uint32_t>> ListSegments() override;
   Status RemoveSegment(uint32_t id) override;
+  StatusOr<std::unique_ptr<Segment>> CreateReplacement(uint32_t id, size_t bytes) override;
+  Status CommitReplacement(uint32_t id) override;
+  Status DiscardReplacement(uint32_t id) override;
+  // The next CommitReplacement cuts the power instead (before the swap).
+  void CrashAtCommit() {
+    std::lock_guard<std::mutex> l(mu_);
+    crash_at_commit_ = true;
+  }
+  size_t staged() const { return staged_.size(); }
   std::string SegmentName(uint32_t id) const override {
     return "mem-segment-" + std::to_string(id);
   }
@@ -37,8 +50,14 @@ class MemoryDevice final : public LogDevice {
 
   void CrashAtPersist(uint64_t n, KeepFn keep);
   void PowerCut();
-  uint64_t persist_calls() const { return persist_calls_; }
-  bool crashed() const { return crashed_; }
+  uint64_t persist_calls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return persist_calls_;
+  }
+  bool crashed() {
+    std::lock_guard<std::mutex> l(mu_);
+    return crashed_;
+  }
   // Direct access to the durable image (to flip bytes in tests).
   std::vector<char>* Durable(uint32_t id);
 
@@ -51,7 +70,10 @@ class MemoryDevice final : public LogDevice {
   friend class MemorySegment;
   Status PersistRange(Image* img, size_t off, size_t len);
 
+  std::mutex mu_;
   std::map<uint32_t, std::shared_ptr<Image>> images_;
+  std::map<uint32_t, std::shared_ptr<Image>> staged_;  // replacements not yet committed
+  bool crash_at_commit_ = false;
   uint64_t persist_calls_ = 0;
   uint64_t crash_at_ = UINT64_MAX;
   KeepFn keep_;

@@ -294,6 +294,53 @@ class PmemDevice final : public LogDevice {
     return SyncDir();
   }
 
+  // Staged as "segment-N.log.clean": not a segment name, so never listed.
+  StatusOr<std::unique_ptr<Segment>> CreateReplacement(uint32_t id, size_t bytes) override {
+    const std::string path = SegmentName(id) + ".clean";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return Status::IOError(Errno("create " + path));
+    int rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+    close(fd);
+    if (rc != 0) {
+      unlink(path.c_str());
+      errno = rc;
+      return Status::IOError(Errno("reserve " + std::to_string(bytes) + " bytes for " + path));
+    }
+    return MapFile(path);
+  }
+
+  Status CommitReplacement(uint32_t id) override {
+    const std::string path = SegmentName(id);
+    // The caller persisted the staged file's bytes; the rename swaps the
+    // directory entry atomically, and the directory's fsync makes it durable.
+    if (rename((path + ".clean").c_str(), path.c_str()) != 0) {
+      return Status::IOError(Errno("rename " + path + ".clean over it"));
+    }
+    return SyncDir();
+  }
+
+  Status DiscardReplacement(uint32_t id) override {
+    if (id != 0) {
+      const std::string path = SegmentName(id) + ".clean";
+      if (unlink(path.c_str()) != 0 && errno != ENOENT) return Status::IOError(Errno("unlink " + path));
+      return Status::OK();
+    }
+    DIR* d = opendir(dir_.c_str());
+    if (!d) return Status::IOError(Errno("opendir " + dir_));
+    std::vector<std::string> stale;
+    while (dirent* e = readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.size() > 6 && name.compare(name.size() - 6, 6, ".clean") == 0) stale.push_back(name);
+    }
+    closedir(d);
+    for (const auto& name : stale) {
+      const std::string path = dir_ + "/" + name;
+      FAHA_LOG_WARN("recovery: removing %s, a cleaned segment never put in place", path.c_str());
+      if (unlink(path.c_str()) != 0) return Status::IOError(Errno("unlink " + path));
+    }
+    return Status::OK();
+  }
+
   std::string SegmentName(uint32_t id) const override {
     char name[32];
     snprintf(name, sizeof(name), "segment-%08u.log", id);

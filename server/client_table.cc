@@ -64,6 +64,16 @@ void ClientTable::Record(uint64_t client, uint64_t seq, const WriteResult& reply
   if (clients_.size() > kMaxClients) EvictLocked();
 }
 
+bool ClientTable::Holds(uint64_t client, uint64_t seq) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = clients_.find(client);
+  if (it == clients_.end()) return false;
+  const auto& replies = it->second.replies;
+  auto r = std::lower_bound(replies.begin(), replies.end(), seq,
+                            [](const auto& e, uint64_t s) { return e.first < s; });
+  return r != replies.end() && r->first == seq;
+}
+
 void ClientTable::EvictLocked() {
   // Forget the least recently written eighth at once, so this runs rarely.
   std::vector<uint64_t> ages;

@@ -37,6 +37,9 @@ class ClientTable {
   Seen Lookup(uint64_t client, uint64_t seq, WriteResult* reply) const;
   // Records that write `seq` of `client` was applied with `reply` (again: ignored).
   void Record(uint64_t client, uint64_t seq, const WriteResult& reply);
+  // Whether the reply of write `seq` of `client` is kept (log cleaning keeps
+  // the records of exactly those).
+  bool Holds(uint64_t client, uint64_t seq) const;
   void Clear();
   size_t size() const;
 

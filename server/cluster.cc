@@ -526,6 +526,8 @@ void ClusterNode::Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns) 
   ropt.history = cfg.history;
   ropt.drop_backups = [this](const std::vector<std::string>& a) { return DropFromConfig(a); };
   replicator_ = std::make_unique<Replicator>(ropt, options_.make_transport(), &store_->log());
+  Replicator* r = replicator_.get();
+  store_->set_clean_horizon([r] { return r->CleanHorizon(); });
   replicator_->Start(store_->log().next_lsn());
   store_->BecomePrimary(replicator_.get(), cfg.epoch);
   std::lock_guard<std::mutex> l(mu_);

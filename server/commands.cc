@@ -749,8 +749,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("hot_cache_bytes", std::to_string(store->hot().bytes()));
     line("hot_cache_budget", std::to_string(store->hot().budget()));
     line("hot_cache_keys", std::to_string(store->hot().size()));
-    line("log_mapped_bytes",
-         std::to_string(store->log().segment_count() * store->log().segment_bytes()));
+    line("log_mapped_bytes", std::to_string(store->log().file_bytes()));
     t += "\r\n";
   }
   if (all || section == "persistence"sv) {
@@ -761,6 +760,14 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("log_bytes", std::to_string(store->log().bytes_written()));
     line("log_segments", std::to_string(store->log().segment_count()));
     line("log_segment_bytes", std::to_string(store->log().segment_bytes()));
+    // What the log occupies on the media, and what log cleaning did.
+    line("log_file_bytes", std::to_string(store->log().file_bytes()));
+    line("log_segments_cleaned", std::to_string(store->log().segments_cleaned()));
+    line("clean_passes", std::to_string(m.clean_passes.load()));
+    line("clean_records_moved", std::to_string(m.clean_records_moved.load()));
+    line("clean_bytes_reclaimed", std::to_string(m.clean_bytes_reclaimed.load()));
+    line("clean_expired_reclaimed", std::to_string(m.clean_expired_reclaimed.load()));
+    line("clean_failures", std::to_string(m.clean_failures.load()));
     line("committed_lsn", std::to_string(store->committed_lsn()));
     line("log_batches", std::to_string(m.batches.load()));
     line("log_records", std::to_string(m.batch_records.load()));

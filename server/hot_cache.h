@@ -104,6 +104,11 @@ class HotCache {
   // Any entry (for shrinking below the budget), or null when empty.
   Entry* Any();
   void Clear();
+  // Calls fn on every entry (log cleaning moves their locations).
+  template <typename Fn>
+  void ForEach(Fn fn) {
+    for (Entry* e : entries_) fn(e);
+  }
   // Halves every count (entries and sketch).
   void Age();
 

@@ -115,6 +115,32 @@ uint64_t Index::Erase(std::string_view key, uint64_t hash) {
   return old;
 }
 
+bool Index::Relocate(uint64_t hash, uint64_t from, uint64_t to) {
+  Shard& s = ShardOf(hash);
+  std::unique_lock lock(s.mu);
+  const size_t mask = s.slots.size() - 1;
+  const uint64_t want = Pack(hash, from);
+  for (size_t i = HomeOf(s, hash), n = 0; n <= mask; i = (i + 1) & mask, n++) {
+    const uint64_t v = s.slots[i];
+    if (v == 0) return false;
+    if (v != want) continue;
+    if (to != 0) {
+      s.slots[i] = Pack(hash, to);
+    } else {
+      if (s.slots[(i + 1) & mask] == 0) {
+        s.slots[i] = 0;
+      } else {
+        s.slots[i] = kTombstone;
+        s.tombstones++;
+      }
+      s.used--;
+      size_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    return true;
+  }
+  return false;
+}
+
 void Index::Clear() {
   for (uint64_t i = 0; i <= shard_mask_; i++) {
     Shard& s = shards_[i];

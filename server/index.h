@@ -54,6 +54,11 @@ class Index {
   // Removes `key`; returns its location or 0 if absent.
   uint64_t Erase(std::string_view key, uint64_t hash);
   void Clear();
+  // Log cleaning moved a record: if the key of `hash` is at `from`, points it
+  // at `to` (or removes it if `to` is 0) and returns true. Compares locations
+  // only, never keys: it runs while `from` and `to` name the same segment in
+  // two different mappings. Writer only, like Upsert.
+  bool Relocate(uint64_t hash, uint64_t from, uint64_t to);
 
   size_t size() const { return size_.load(std::memory_order_relaxed); }
   // DRAM held by the index: slot arrays plus per-shard bookkeeping.

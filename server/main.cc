@@ -48,6 +48,13 @@ DEFINE_uint64(hot_cache_bytes, 64ull << 20,
               "DRAM for the hot layer: the most read keys, found by sampled access counts, are "
               "held with their values in DRAM so reads of them skip the log, and their updates "
               "skip the base index. 0 turns it off.");
+DEFINE_double(clean_threshold, 0.5,
+              "Log cleaning: a sealed log segment whose live fraction (bytes of records still "
+              "current over bytes written) falls below this is compacted in the background into "
+              "a smaller file holding only its live records, on every node. Higher keeps the "
+              "log smaller at the cost of more copying; 0 turns cleaning off (the log then "
+              "grows with every write).");
+DEFINE_int32(clean_interval_ms, 100, "How often log cleaning looks for a segment to compact.");
 DEFINE_bool(recovery_drop_corrupt, false,
             "If recovery finds a damaged batch with valid batches "
             "after it (lost media), drop the log from the damaged batch on instead of refusing to "
@@ -163,6 +170,9 @@ bool ValidateFlags() {
   if (FLAGS_repl_port < -1 || FLAGS_repl_port > 65535) return Fail("--repl_port must be -1..65535");
   if (FLAGS_repl_window < 1 || FLAGS_repl_window > 1024) return Fail("--repl_window must be 1..1024");
   if (FLAGS_repl_timeout_ms < 10) return Fail("--repl_timeout_ms must be at least 10");
+  if (FLAGS_clean_threshold < 0 || FLAGS_clean_threshold >= 1 || FLAGS_clean_interval_ms < 1) {
+    return Fail("--clean_threshold must be in [0, 1) and --clean_interval_ms at least 1");
+  }
   if (!FLAGS_etcd.empty()) {
     if (FLAGS_node_id.empty()) return Fail("--etcd needs --node_id (unique in the cluster)");
     if (FLAGS_node_id.find('/') != std::string::npos || FLAGS_cluster.empty() ||
@@ -310,6 +320,8 @@ int main(int argc, char** argv) {
   sopt.log.epoch = epoch;
   sopt.repl_timeout_ms = FLAGS_repl_timeout_ms;
   sopt.hot_cache_bytes = FLAGS_hot_cache_bytes;
+  sopt.clean_threshold = FLAGS_clean_threshold;
+  sopt.clean_interval_ms = FLAGS_clean_interval_ms;
   FAHA_LOG_INFO("faha-server 0.1.0 starting: role=%s data_dir=%s",
                 clustered ? "chosen through etcd"
                           : backup ? "backup" : (backups.empty() ? "single node" : "primary"),
@@ -384,7 +396,11 @@ int main(int argc, char** argv) {
     ropt.min_sync_backups =
         FLAGS_min_sync_backups < 0 ? backups.size() : static_cast<size_t>(FLAGS_min_sync_backups);
     ropt.epoch = epoch;
+    // Heartbeats tell the backups what is committed (their log cleaning needs it).
+    ropt.heartbeat_ms = FLAGS_heartbeat_ms;
     replicator = std::make_unique<faha::Replicator>(ropt, std::move(transport), &st->log());
+    faha::Replicator* r = replicator.get();
+    st->set_clean_horizon([r] { return r->CleanHorizon(); });
     opt.replication = replicator.get();
     // The store was opened before the replicator existed; it needs it from Start on.
     st->set_replicator(replicator.get());

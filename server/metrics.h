@@ -43,6 +43,13 @@ struct Metrics {
   std::atomic<uint64_t> hot_promotions{0};
   std::atomic<uint64_t> hot_demotions{0};
   std::atomic<uint64_t> hot_updates{0};  // writes of held keys that left the base index alone
+  // Log cleaning: passes that replaced a segment, records moved into the
+  // replacements, bytes of segment files given back, expired puts reclaimed.
+  std::atomic<uint64_t> clean_passes{0};
+  std::atomic<uint64_t> clean_records_moved{0};
+  std::atomic<uint64_t> clean_bytes_reclaimed{0};
+  std::atomic<uint64_t> clean_expired_reclaimed{0};
+  std::atomic<uint64_t> clean_failures{0};
   std::atomic<uint64_t> batches{0};
   std::atomic<uint64_t> batch_records{0};
   Histogram op_latency_us[kOpClasses];  // request parsed -> reply queued

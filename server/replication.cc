@@ -292,6 +292,15 @@ Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {
   }
 }
 
+uint64_t Replicator::CleanHorizon() const {
+  std::lock_guard<std::mutex> l(mu_);
+  uint64_t horizon = UINT64_MAX;
+  for (const auto& p : peers_) {
+    if (p->connected) horizon = std::min(horizon, p->send_next);
+  }
+  return horizon;
+}
+
 void Replicator::Committed(uint64_t end_lsn) {
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -305,7 +314,14 @@ Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first,
                                   uint64_t last_checksum, uint64_t last_epoch,
                                   uint64_t* truncate_to) {
   *truncate_to = 0;
-  Status same = CheckPrefix(backup_next, last_first, last_checksum);
+  bool cleaned = false;
+  Status same = CheckPrefix(backup_next, last_first, last_checksum, &cleaned);
+  if (!same.ok() && cleaned) {
+    // Our log no longer holds that batch as it was: cleaning compacted it.
+    // The backup starts over from our first LSN (a full copy).
+    *truncate_to = 1;
+    return same;
+  }
   if (same.ok() || options_.history.empty() || backup_next <= 1 || last_epoch >= options_.epoch) {
     return same;
   }
@@ -331,7 +347,8 @@ Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first,
 }
 
 Status Replicator::CheckPrefix(uint64_t backup_next, uint64_t last_first,
-                               uint64_t last_checksum) {
+                               uint64_t last_checksum, bool* cleaned) {
+  *cleaned = false;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (backup_next > ship_end_) {
@@ -355,9 +372,18 @@ Status Replicator::CheckPrefix(uint64_t backup_next, uint64_t last_first,
   auto r = log_->ForEachBatch(last_first, last_first + 1, 1,
                               [&](const nvm::BatchHeader& h, std::string_view) {
                                 found = true;
+                                *cleaned = nvm::IsCompacted(h);
                                 same = h.checksum == last_checksum &&
-                                       h.first_lsn + h.record_count == backup_next;
+                                       nvm::BatchEndLsn(h) == backup_next;
                               });
+  // Inside a batch of ours: a compacted one (ordinary batches are the same on
+  // every node, and the backup's last batch was one of them).
+  if (!r.ok() && r.status().code() == Status::Code::kNotFound) *cleaned = true;
+  if (*cleaned) {
+    return Status::InvalidArgument("the backup's log ends at LSN " + std::to_string(backup_next - 1) +
+                                   ", in a part of this primary's log that log cleaning "
+                                   "compacted since; it starts over with a full copy");
+  }
   if (!r.ok() || !found || !same) {
     return Status::InvalidArgument(
         "the backup's log diverges from this primary's at LSN " + std::to_string(last_first) +
@@ -463,6 +489,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
                 peer->address.c_str(), static_cast<unsigned long long>(backup_next - 1),
                 static_cast<unsigned long long>(ship_end - 1));
 
+  const bool full_copy = backup_next == 1;
   std::thread receiver([this, peer, ch] { ReceiveAcks(peer, ch); });
   Status result;
   std::vector<std::shared_ptr<const std::string>> frames;
@@ -533,13 +560,29 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
     if (limit != 0) {
       // Catch-up from our log; everything below `limit` is committed and persisted.
       buf.clear();
+      bool cleaned = false;
       auto next = log_->ForEachBatch(
           from, limit, options_.catchup_chunk_bytes,
           [&](const nvm::BatchHeader& h, std::string_view payload) {
+            // Compacted batches go only to a backup that starts from nothing:
+            // they dropped records that a longer log could still hold.
+            if (nvm::IsCompacted(h) && full_copy == false) cleaned = true;
+            if (cleaned) return;
             rdma::EncodeFrame(&buf, FrameType::kBatch, options_.epoch, h.first_lsn,
                               std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)),
                               payload);
           });
+      if (cleaned || (!next.ok() && next.status().code() == Status::Code::kNotFound)) {
+        // Cleaning compacted what this backup still needs: it starts over.
+        FAHA_LOG_WARN("replication: backup %s needs LSN %llu, which log cleaning compacted "
+                      "here; it starts over with a full copy",
+                      peer->address.c_str(), static_cast<unsigned long long>(from));
+        out.clear();
+        rdma::EncodeFrame(&out, FrameType::kTruncate, options_.epoch, 1, {});
+        ch->Send(out, 200);
+        result = Status::Unavailable("backup sent back to LSN 1 (cleaned log)");
+        break;
+      }
       if (!next.ok()) {
         result = Status::IOError("cannot read our log for catch-up from LSN " +
                                   std::to_string(from) + ": " + next.status().message());
@@ -660,7 +703,9 @@ void Replicator::AppendRole(std::string* out) const {
 
 BackupService::BackupService(const BackupOptions& options,
                              std::unique_ptr<rdma::Transport> transport, Store* store)
-    : options_(options), transport_(std::move(transport)), store_(store) {}
+    : options_(options), transport_(std::move(transport)), store_(store) {
+  store_->SetBackup();
+}
 
 BackupService::~BackupService() { Stop(); }
 
@@ -900,6 +945,8 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     last_heard_us_.store(MonoUs());
     if (f->type == FrameType::kHeartbeat && f->epoch == epoch) {
       if (f->body.size() != 0 && f->body.size() != 8) return fail("HEARTBEAT with a bad body");
+      // What the primary has committed: log cleaning here may rely on it.
+      store_->SetCommitHint(f->lsn);
       // Echoing it renews the primary's lease: not once we run for primary.
       FAHA_RETURN_IF_ERROR(unless_fenced(nullptr));
       FAHA_RETURN_IF_ERROR(ack_and_apply(true, f->body));
@@ -951,7 +998,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
       return fail("batch at LSN " + std::to_string(h.first_lsn) + " refused: " +
                   r.status().message());
     }
-    appended_end = h.first_lsn + h.record_count;
+    appended_end = nvm::BatchEndLsn(h);
     batches_received_.fetch_add(1, std::memory_order_relaxed);
     pending.push_back(*r);
     if (pending.size() >= 64) FAHA_RETURN_IF_ERROR(ack_and_apply());

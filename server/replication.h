@@ -105,6 +105,9 @@ class Replicator final : public ReplicationRole {
   // up); if the rest still suffice the batch is durable, else NOREPLICAS.
   // A deadline of 0 waits until Stop().
   Status WaitDurable(uint64_t end_lsn, int64_t deadline_us);
+  // The first LSN some connected backup still needs from our log (catch-up):
+  // log cleaning leaves it and what follows alone. UINT64_MAX if none.
+  uint64_t CleanHorizon() const;
   // The committer made LSNs below end_lsn visible: their frames are dropped.
   void Committed(uint64_t end_lsn);
 
@@ -166,7 +169,10 @@ class Replicator final : public ReplicationRole {
   Status CheckJoinPoint(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum,
                         uint64_t last_epoch, uint64_t* truncate_to);
   // Whether the backup's log is a prefix of ours (its last batch is ours).
-  Status CheckPrefix(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum);
+  // *cleaned: the backup's log ends inside a part of ours that log cleaning
+  // compacted (it must start over).
+  Status CheckPrefix(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum,
+                     bool* cleaned);
   // Drops `laggards` from the in-sync set; in cluster mode through
   // drop_backups first. REQUIRES: l holds mu_ (released while calling out).
   Status DropLocked(std::unique_lock<std::mutex>* l, const std::vector<Peer*>& laggards,

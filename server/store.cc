@@ -6,9 +6,11 @@
 #include <charconv>
 #include <chrono>
 #include <climits>
+#include <unordered_set>
 
 #include "common/checksum.h"
 #include "common/clock.h"
+#include "common/coding.h"
 #include "common/logging.h"
 #include "server/replication.h"
 
@@ -18,7 +20,11 @@ using nvm::RecordType;
 using nvm::RecordView;
 
 Store::Store(const StoreOptions& options, Metrics* metrics)
-    : options_(options), metrics_(metrics), index_(this), hot_(options.hot_cache_bytes) {}
+    : options_(options),
+      metrics_(metrics),
+      index_(this),
+      hot_(options.hot_cache_bytes),
+      dead_bytes_(new std::atomic<uint64_t>[nvm::Log::kMaxSegments]()) {}
 
 Store::~Store() {
   StopHot();
@@ -56,6 +62,12 @@ StatusOr<std::unique_ptr<Store>> Store::OpenOnDevice(std::shared_ptr<nvm::LogDev
       s->HotLoop();
     });
   }
+  if (options.clean_threshold > 0) {
+    store->clean_thread_ = std::thread([s] {
+      pthread_setname_np(pthread_self(), "faha-clean");
+      s->CleanLoop();
+    });
+  }
   return store;
 }
 
@@ -76,9 +88,11 @@ void Store::StopHot() {
   {
     std::lock_guard<std::mutex> l(hot_mu_);
     hot_stopping_ = true;
+    clean_stopping_ = true;
   }
   hot_cv_.notify_all();
   if (hot_thread_.joinable()) hot_thread_.join();
+  if (clean_thread_.joinable()) clean_thread_.join();
 }
 
 void Store::MaintainHot(bool age) {
@@ -164,6 +178,11 @@ void Store::StampLsns(uint64_t first_lsn, std::vector<WriteResult>* results) {
 }
 
 void Store::BecomePrimary(Replicator* r, uint64_t epoch) {
+  backup_.store(false);
+  {
+    std::lock_guard<std::mutex> l(recent_mu_);
+    recent_.clear();
+  }
   options_.replicator = r;
   options_.log.epoch = epoch;
   log_->set_epoch_wt(epoch);
@@ -172,9 +191,12 @@ void Store::BecomePrimary(Replicator* r, uint64_t epoch) {
 }
 
 Status Store::TruncateLog(uint64_t lsn) {
+  // Not while a cleaning pass holds views into segments this may remove.
+  std::lock_guard<std::mutex> pass(clean_pass_mu_);
   std::lock_guard<std::mutex> writer(index_writer_mu_);
   AllReadSlots slots(read_slots_);
   FAHA_RETURN_IF_ERROR(log_->TruncateTo_wt(lsn));
+  for (uint32_t i = 0; i < nvm::Log::kMaxSegments; i++) dead_bytes_[i].store(0);  // replay recounts
   hot_.Clear();
   index_.Clear();
   keys_with_expiry_.store(0);
@@ -194,10 +216,18 @@ Status Store::TruncateLog(uint64_t lsn) {
       });
   if (!replayed.ok() && lsn > 1) return replayed.status();
   applied_end_.store(lsn, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> l(recent_mu_);
+    while (!recent_.empty() && recent_.back().end_lsn > lsn) recent_.pop_back();
+  }
+  clean_floor_.store(lsn);
   return Status::OK();
 }
 
 void Store::Start() {
+  // A replicated node cannot tell which of its records were committed before
+  // it (re)started: cleaning waits for a commit beyond them.
+  if (options_.replicator) clean_floor_.store(applied_end_.load());
   sequencer_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "faha-sequencer");
     SequencerLoop_st();
@@ -250,8 +280,15 @@ Status Store::PersistReplicated() {
 }
 
 void Store::PublishReplicated(const nvm::Log::AppendResult& appended) {
+  {
+    std::lock_guard<std::mutex> l(recent_mu_);
+    const uint64_t hint = commit_hint_.load(std::memory_order_acquire);
+    while (!recent_.empty() && recent_.front().end_lsn <= hint + 1) recent_.pop_front();
+    recent_.push_back(Recent{nvm::BatchEndLsn(appended.header), appended.base_location,
+                             appended.header.payload_bytes});
+  }
   PublishBatch_st(appended.base_location, appended.header.payload_bytes);
-  applied_end_.store(appended.header.first_lsn + appended.header.record_count,
+  applied_end_.store(nvm::BatchEndLsn(appended.header),
                      std::memory_order_release);
 }
 
@@ -259,12 +296,16 @@ StatusOr<Store::Digest> Store::ComputeDigest() const {
   Digest d;
   const uint64_t end = applied_end_.load(std::memory_order_acquire);
   d.lsn = end - 1;
+  // Compacted batches are this node's own (each node cleans on its own
+  // schedule): the digest chains the batches as the primary framed them.
   auto r = log_->ForEachBatch(1, end, UINT64_MAX,
                               [&](const nvm::BatchHeader& h, std::string_view) {
+                                if (nvm::IsCompacted(h)) return;
                                 d.log_digest = Checksum(&h.checksum, sizeof(h.checksum),
                                                         d.log_digest);
                               });
   if (!r.ok()) return r.status();
+  const int64_t now = WallMs();
   uint64_t cursor = 0;
   do {
     cursor = index_.Scan(cursor, 1024, [&](uint64_t loc) {
@@ -274,6 +315,9 @@ StatusOr<Store::Digest> Store::ComputeDigest() const {
         rec.value = e->value;
         rec.expire_at_ms = e->expire_at_ms;
       }
+      // Expired keys: gone for readers, and cleaning may or may not have
+      // reclaimed them yet on this node.
+      if (rec.expire_at_ms != 0 && rec.expire_at_ms <= now) return;
       uint64_t h = Checksum(rec.key.data(), rec.key.size(), static_cast<uint64_t>(rec.expire_at_ms));
       d.data_digest += Checksum(rec.value.data(), rec.value.size(), h);
       d.keys++;
@@ -474,7 +518,12 @@ void Store::ApplyRecord(const RecordView& rec, uint64_t location, uint64_t hash)
       } else {
         old = index_.Upsert(rec.key, hash, location);
       }
-      bool had = old != 0 && log_->ReadRecord(old).expire_at_ms != 0;
+      bool had = false;
+      if (old != 0) {
+        RecordView o = log_->ReadRecord(old);
+        had = o.expire_at_ms != 0;
+        AddDead(old, nvm::RecordSize(o.key.size(), o.value.size()));
+      }
       if (had && rec.expire_at_ms == 0) keys_with_expiry_.fetch_sub(1);
       if (!had && rec.expire_at_ms != 0) keys_with_expiry_.fetch_add(1);
       break;
@@ -488,15 +537,28 @@ void Store::ApplyRecord(const RecordView& rec, uint64_t location, uint64_t hash)
       } else {
         old = index_.Erase(rec.key, hash);
       }
-      if (old != 0 && log_->ReadRecord(old).expire_at_ms != 0) keys_with_expiry_.fetch_sub(1);
+      if (old != 0) {
+        RecordView o = log_->ReadRecord(old);
+        if (o.expire_at_ms != 0) keys_with_expiry_.fetch_sub(1);
+        AddDead(old, nvm::RecordSize(o.key.size(), o.value.size()));
+      }
+      // A tombstone is dead weight unless older records of its key remain.
+      AddDead(location, nvm::RecordSize(rec.key.size(), 0));
       break;
     }
     case RecordType::kFlushAll:
       hot_.Clear();
       index_.Clear();
       keys_with_expiry_.store(0);
+      for (uint32_t i = 1; i < nvm::LocationSegment(location); i++) {
+        dead_bytes_[i].store(uint64_t{1} << 40, std::memory_order_relaxed);
+      }
+      AddDead(location, sizeof(nvm::RecordHeader));
       break;
     case RecordType::kClientReply: {
+      // Counted dead at once: most are superseded soon; cleaning keeps those
+      // the client table still holds.
+      AddDead(location, nvm::RecordSize(0, rec.value.size()));
       WriteResult reply;
       if (ClientTable::DecodeReply(rec.value, &reply)) {
         clients_.Record(rec.client_id, rec.client_seq, reply);
@@ -847,6 +909,264 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       return WriteResult::Ok();
   }
   return WriteResult::Error("ERR internal: unknown write");
+}
+
+
+// ---- Log cleaning ----
+
+void Store::AddDead(uint64_t location, uint64_t bytes) {
+  const uint32_t seg = nvm::LocationSegment(location);
+  if (seg < nvm::Log::kMaxSegments) dead_bytes_[seg].fetch_add(bytes, std::memory_order_relaxed);
+}
+
+double Store::LiveFraction(const nvm::Log::SegmentInfo& seg) const {
+  if (seg.data_bytes == 0) return 1.0;
+  const uint64_t dead = dead_bytes_[seg.id].load(std::memory_order_relaxed);
+  return dead >= seg.data_bytes ? 0.0
+                                : static_cast<double>(seg.data_bytes - dead) /
+                                      static_cast<double>(seg.data_bytes);
+}
+
+void Store::SetBackup() {
+  backup_.store(true);
+  commit_hint_.store(0);
+  clean_floor_.store(applied_end_.load());
+}
+
+void Store::set_clean_horizon(std::function<uint64_t()> horizon) {
+  std::lock_guard<std::mutex> l(horizon_mu_);
+  clean_horizon_ = std::move(horizon);
+}
+
+uint64_t Store::CleanSafeLsn() const {
+  uint64_t safe = applied_end_.load(std::memory_order_acquire) - 1;
+  if (backup_.load()) safe = std::min(safe, commit_hint_.load(std::memory_order_acquire));
+  return safe >= clean_floor_.load() ? safe : 0;
+}
+
+void Store::CleanLoop() {
+  const auto interval = std::chrono::milliseconds(std::max(options_.clean_interval_ms, 1));
+  std::string last_error;
+  std::unique_lock<std::mutex> l(hot_mu_);
+  while (!hot_cv_.wait_for(l, interval, [&] { return clean_stopping_; })) {
+    l.unlock();
+    // Clean while there is work, then wait for the next period.
+    for (int i = 0; i < 16; i++) {
+      auto r = CleanOnce();
+      if (!r.ok()) {
+        metrics_->clean_failures.fetch_add(1, std::memory_order_relaxed);
+        if (r.status().message() != last_error) {
+          FAHA_LOG_WARN("log cleaning: %s (will retry)", r.status().ToString().c_str());
+          last_error = r.status().message();
+        }
+        break;
+      }
+      if (!*r) break;
+      std::lock_guard<std::mutex> stop(hot_mu_);
+      if (clean_stopping_) break;
+    }
+    l.lock();
+  }
+}
+
+StatusOr<bool> Store::CleanOnce() {
+  std::lock_guard<std::mutex> pass(clean_pass_mu_);
+  if (options_.clean_threshold <= 0 || failed_.load()) return false;
+  const uint64_t safe = CleanSafeLsn();
+  if (safe == 0) return false;
+  uint64_t horizon = UINT64_MAX;
+  {
+    std::lock_guard<std::mutex> l(horizon_mu_);
+    if (clean_horizon_) horizon = clean_horizon_();
+  }
+  // The victim: the sealed segment with the least live data, below the
+  // threshold, worth a pass, and wholly committed for good.
+  const std::vector<nvm::Log::SegmentInfo> segs = log_->SealedSegments();
+  const uint64_t min_gain = log_->segment_bytes() / 16;
+  const nvm::Log::SegmentInfo* victim = nullptr;
+  double victim_live = 2;
+  uint64_t older_cleaned = UINT64_MAX;  // min cleaned_lsn of the segments before the victim
+  uint64_t running = UINT64_MAX;
+  for (const auto& seg : segs) {
+    if (seg.end_lsn - 1 > safe || seg.end_lsn > horizon) break;
+    const double live = LiveFraction(seg);
+    const double dead = (1 - live) * static_cast<double>(seg.data_bytes);
+    if (live < options_.clean_threshold && dead >= static_cast<double>(min_gain) &&
+        live < victim_live) {
+      victim = &seg;
+      victim_live = live;
+      older_cleaned = running;
+    }
+    running = std::min(running, seg.cleaned ? seg.cleaned_lsn : 0);
+  }
+  if (victim == nullptr) return false;
+  const uint32_t id = victim->id;
+
+  // Every record of the victim. The views stay valid for the whole pass: only
+  // a pass or a truncation (which waits for clean_pass_mu_) unmaps a segment.
+  struct Rec {
+    nvm::RecordView rec;
+    uint64_t location;
+    uint64_t lsn;
+    uint64_t hash;
+    size_t bytes;
+  };
+  std::vector<Rec> recs;
+  FAHA_RETURN_IF_ERROR(log_->ForEachRecord(id, [&](const RecordView& r, uint64_t loc, uint64_t lsn) {
+    recs.push_back(Rec{r, loc, lsn, HashKey(r.key), nvm::RecordSize(r.key.size(), r.value.size())});
+  }));
+
+  // Judge each record against the committed state, a chunk at a time under
+  // the index writer's lock (publishing waits meanwhile, readers do not).
+  enum class Verdict : uint8_t { kDrop, kKeep, kMove, kExpire };
+  std::vector<Verdict> verdict(recs.size(), Verdict::kDrop);
+  uint64_t cleaned_lsn = safe;
+  const int64_t now = WallMs();
+  constexpr size_t kChunk = 4096;
+  for (size_t begin = 0; begin < recs.size(); begin += kChunk) {
+    std::lock_guard<std::mutex> writer(index_writer_mu_);
+    // A backup's keys written by batches its primary has not committed yet:
+    // their index entries may not last; judge them conservatively.
+    std::unordered_set<std::string_view> uncommitted;
+    if (backup_.load()) {
+      const uint64_t hint = commit_hint_.load(std::memory_order_acquire);
+      std::lock_guard<std::mutex> l(recent_mu_);
+      for (const Recent& b : recent_) {
+        if (b.end_lsn <= hint + 1) continue;
+        const char* base = log_->RecordPtr(b.base_location);
+        for (size_t off = 0; off < b.bytes;) {
+          RecordView r;
+          size_t n;
+          if (!nvm::DecodeRecord(base + off, b.bytes - off, &r, &n)) break;
+          if (r.type == RecordType::kFlushAll) return false;  // everything is in doubt
+          uncommitted.insert(r.key);
+          off += n;
+        }
+      }
+    }
+    for (size_t i = begin; i < std::min(recs.size(), begin + kChunk); i++) {
+      const Rec& r = recs[i];
+      const bool doubt = !uncommitted.empty() && uncommitted.count(r.rec.key) != 0;
+      switch (r.rec.type) {
+        case RecordType::kPut: {
+          const HotCache::Entry* e = hot_.enabled() ? hot_.Find(r.rec.key, r.hash) : nullptr;
+          const uint64_t cur = e != nullptr ? e->location : index_.Find(r.rec.key, r.hash);
+          if (cur == r.location) {
+            const bool expired = r.rec.expire_at_ms != 0 && r.rec.expire_at_ms <= now;
+            verdict[i] = expired && !doubt ? Verdict::kExpire : Verdict::kMove;
+          } else if (doubt) {
+            // Maybe made obsolete only by a write that may yet be truncated.
+            verdict[i] = Verdict::kKeep;
+            cleaned_lsn = std::min(cleaned_lsn, r.lsn);
+          }
+          break;
+        }
+        case RecordType::kDelete:
+        case RecordType::kFlushAll: {
+          // Needed while an older record of the key may remain: unless every
+          // segment before this one was cleaned after the deletion committed.
+          // A tombstone of a key written again since (committed) is obsolete.
+          const bool rewritten =
+              r.rec.type == RecordType::kDelete && !doubt &&
+              (index_.Find(r.rec.key, r.hash) != 0);
+          if (!rewritten && r.lsn > older_cleaned) verdict[i] = Verdict::kKeep;
+          if (doubt && r.lsn > older_cleaned) verdict[i] = Verdict::kKeep;
+          break;
+        }
+        case RecordType::kClientReply:
+          if (clients_.Holds(r.rec.client_id, r.rec.client_seq)) verdict[i] = Verdict::kKeep;
+          break;
+      }
+    }
+  }
+
+  // The replacement: kept records as they are, expired ones as deletions.
+  std::vector<nvm::Log::KeptRecord> kept;
+  std::vector<size_t> kept_from;  // index into recs
+  std::deque<std::string> encoded;
+  uint64_t kept_bytes = 0, expired = 0;
+  for (size_t i = 0; i < recs.size(); i++) {
+    if (verdict[i] == Verdict::kDrop) continue;
+    const Rec& r = recs[i];
+    std::string_view bytes(log_->RecordPtr(r.location), r.bytes);
+    if (verdict[i] == Verdict::kExpire) {
+      nvm::BatchBuilder b;
+      b.Add(RecordType::kDelete, r.rec.key, {}, 0);
+      encoded.emplace_back(b.payload());
+      bytes = encoded.back();
+      expired++;
+    }
+    kept.push_back({bytes, r.lsn});
+    kept_from.push_back(i);
+    kept_bytes += bytes.size();
+  }
+  if (victim->data_bytes < kept_bytes + min_gain) {
+    // The estimate was off (say, a tombstone that must stay): correct it so
+    // the segment is not judged again and again for nothing.
+    dead_bytes_[id].store(victim->data_bytes - std::min(victim->data_bytes, kept_bytes));
+    return false;
+  }
+  std::vector<uint64_t> moved_to;
+  auto prepared = log_->PrepareReplacement(*victim, kept, cleaned_lsn, &moved_to);
+  if (!prepared.ok()) return prepared.status();
+
+  // Put it in place and move every location that named the old records, with
+  // readers held off (they would follow a location into the wrong mapping).
+  std::lock_guard<std::mutex> writer(index_writer_mu_);
+  AllReadSlots slots(read_slots_);
+  std::unordered_map<uint64_t, uint64_t> moved;  // old location -> new (0: expired)
+  for (size_t k = 0; k < kept.size(); k++) {
+    const Rec& r = recs[kept_from[k]];
+    const Verdict v = verdict[kept_from[k]];
+    if (v == Verdict::kMove) moved[r.location] = moved_to[k];
+    if (v == Verdict::kExpire) moved[r.location] = 0;
+  }
+  const uint64_t old_file = victim->file_bytes;
+  Status installed = log_->InstallReplacement(std::move(*prepared));
+  if (!installed.ok()) return installed;
+  // From here the victim's old locations name nothing: no key may be read
+  // through one (Relocate compares locations only).
+  for (size_t k = 0; k < kept.size(); k++) {
+    const Rec& r = recs[kept_from[k]];
+    const Verdict v = verdict[kept_from[k]];
+    if (v == Verdict::kMove) {
+      index_.Relocate(r.hash, r.location, moved_to[k]);
+    } else if (v == Verdict::kExpire && index_.Relocate(r.hash, r.location, 0)) {
+      keys_with_expiry_.fetch_sub(1);
+    }
+  }
+  if (hot_.enabled()) {
+    std::vector<HotCache::Entry*> gone;
+    hot_.ForEach([&](HotCache::Entry* e) {
+      auto cur = moved.find(e->location);
+      if (cur != moved.end() && cur->second == 0) {
+        // Expired: the key goes, with its base entry if that names an older record.
+        if (index_.Relocate(e->hash, e->base_location, 0)) keys_with_expiry_.fetch_sub(1);
+        gone.push_back(e);
+        return;
+      }
+      if (cur != moved.end()) e->location = cur->second;
+      auto base = moved.find(e->base_location);
+      if (base != moved.end()) {
+        e->base_location = base->second;
+      } else if (nvm::LocationSegment(e->base_location) == id) {
+        // The base named an older record of the key, dropped: write the
+        // current one back (the differential part ends early).
+        index_.Relocate(e->hash, e->base_location, e->location);
+        e->base_location = e->location;
+      }
+    });
+    for (HotCache::Entry* e : gone) hot_.Remove(e);
+  }
+  dead_bytes_[id].store(0);
+  metrics_->clean_passes.fetch_add(1, std::memory_order_relaxed);
+  metrics_->clean_records_moved.fetch_add(kept.size(), std::memory_order_relaxed);
+  metrics_->clean_expired_reclaimed.fetch_add(expired, std::memory_order_relaxed);
+  const uint64_t new_file = AlignUp(sizeof(nvm::SegmentHeader) + kept_bytes, 4096);
+  if (old_file > new_file) {
+    metrics_->clean_bytes_reclaimed.fetch_add(old_file - new_file, std::memory_order_relaxed);
+  }
+  return true;
 }
 
 }  // namespace faha

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -152,6 +153,10 @@ struct StoreOptions {
   size_t hot_cache_bytes = 0;
   // How often the hot layer's counts halve.
   int hot_age_ms = 1000;
+  // Log cleaning: a sealed segment whose live fraction is below this is
+  // compacted in the background (0: never). Checked every clean_interval_ms.
+  double clean_threshold = 0.5;
+  int clean_interval_ms = 100;
 };
 
 class Store : private KeyReader {
@@ -243,6 +248,24 @@ class Store : private KeyReader {
   // few ms): promotes candidates, demotes to stay within the budget, and ages
   // the counts if `age`. Public for tests.
   void MaintainHot(bool age);
+  // ---- Log cleaning (docs/architecture.md, "Log cleaning") ----
+  // One pass: compacts the emptiest sealed segment below the threshold, if
+  // any may be cleaned. Returns whether a segment was replaced. Public for
+  // tests; the faha-clean thread runs it every clean_interval_ms.
+  StatusOr<bool> CleanOnce();
+  // This node is a backup: its index may hold records its primary has not
+  // committed yet (they could be truncated), so cleaning judges with what the
+  // primary said is committed (SetCommitHint, from its heartbeats).
+  void SetBackup();
+  void SetCommitHint(uint64_t committed_lsn) {
+    commit_hint_.store(committed_lsn, std::memory_order_release);
+  }
+  // Primary: no LSN at or after horizon() may be cleaned (a backup is still
+  // catching up from there).
+  void set_clean_horizon(std::function<uint64_t()> horizon);
+  // Estimated live fraction of a sealed segment (tests, INFO).
+  double LiveFraction(const nvm::Log::SegmentInfo& seg) const;
+
   const nvm::Log& log() const { return *log_; }
   nvm::Log* mutable_log() { return log_.get(); }
   // The last LSN visible to readers (committed on a primary, applied on a backup).
@@ -264,6 +287,11 @@ class Store : private KeyReader {
   void DemoteHot(HotCache::Entry* e);
   void HotLoop();
   void StopHot();
+  void CleanLoop();
+  // The highest LSN cleaning may treat as committed for good (0: none yet).
+  uint64_t CleanSafeLsn() const;
+  // A record at `location` of `bytes` bytes stopped being live.
+  void AddDead(uint64_t location, uint64_t bytes);
   void ApplyRecord(const nvm::RecordView& rec, uint64_t location, uint64_t hash);
   void ApplyRecord(const nvm::RecordView& rec, uint64_t location) {
     ApplyRecord(rec, location, HashKey(rec.key));
@@ -325,6 +353,25 @@ class Store : private KeyReader {
   std::condition_variable hot_cv_;
   bool hot_stopping_ = false;  // GUARDED_BY(hot_mu_)
   std::thread hot_thread_;
+  std::thread clean_thread_;
+  bool clean_stopping_ = false;  // GUARDED_BY(hot_mu_)
+  std::mutex clean_pass_mu_;     // one pass at a time
+  std::unique_ptr<std::atomic<uint64_t>[]> dead_bytes_;  // per segment id
+  std::atomic<bool> backup_{false};
+  std::atomic<uint64_t> commit_hint_{UINT64_MAX};
+  // Nothing below this LSN is known committed after a (re)start, a
+  // promotion or a truncation until a commit at or beyond it.
+  std::atomic<uint64_t> clean_floor_{0};
+  std::mutex horizon_mu_;
+  std::function<uint64_t()> clean_horizon_;  // GUARDED_BY(horizon_mu_)
+  // Backup: batches applied that the primary may not have committed yet.
+  struct Recent {
+    uint64_t end_lsn;
+    uint64_t base_location;
+    size_t bytes;
+  };
+  std::mutex recent_mu_;
+  std::deque<Recent> recent_;  // GUARDED_BY(recent_mu_)
   std::atomic<uint64_t> keys_with_expiry_{0};
   std::atomic<uint64_t> epoch_{0};
   ClientTable clients_;
