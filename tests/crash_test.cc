@@ -132,7 +132,22 @@ void Verify(const std::string& addr, std::vector<Shard>* shards, uint64_t* check
   } while (cursor != 0);
 }
 
-TEST(CrashTest, KillNineAtRandomMomentsLosesNoAcknowledgedWrite) {
+// Sum of INFO field `name` (an integer) of the server at `addr`, or -1.
+int64_t InfoField(const std::string& addr, const std::string& name) {
+  ClientOptions o;
+  o.address = addr;
+  auto c = Client::Connect(o);
+  if (!c.ok()) return -1;
+  auto r = (*c)->Command({"INFO"});
+  if (!r.ok()) return -1;
+  const std::string& text = r->str;
+  size_t at = text.find("\n" + name + ":");
+  if (at == std::string::npos) return -1;
+  return std::stoll(text.substr(at + name.size() + 2));
+}
+
+void KillNineRounds(const std::vector<std::string>& flags, int rounds, uint64_t* acked,
+                    int64_t* clean_passes) {
   TempDir dir;
   const std::string data = dir.path() + "/data";
   const int kThreads = 8;
@@ -140,13 +155,13 @@ TEST(CrashTest, KillNineAtRandomMomentsLosesNoAcknowledgedWrite) {
   std::mt19937 rng(12345);
   uint64_t checked = 0;
   std::atomic<uint64_t> acked_total{0};
-  const int rounds = Rounds();
+  *clean_passes = 0;
   for (int round = 0; round <= rounds; round++) {
-    ServerProcess server(data, {"--io_threads=2"});
+    ServerProcess server(data, flags);
     server.Start();
     ASSERT_TRUE(server.WaitReady()) << server.Log();
     Verify(server.address(), &shards, &checked);
-    if (HasFatalFailure()) {
+    if (::testing::Test::HasFatalFailure()) {
       ADD_FAILURE() << "round " << round << " server log:\n" << server.Log();
       return;
     }
@@ -161,6 +176,7 @@ TEST(CrashTest, KillNineAtRandomMomentsLosesNoAcknowledgedWrite) {
     while (acked_total.load() < before + 200)
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 300));
+    *clean_passes += std::max<int64_t>(0, InfoField(server.address(), "clean_passes"));
     EXPECT_EQ(server.Kill(SIGKILL), 128 + SIGKILL);
     stop = true;
     for (auto& th : threads) th.join();
@@ -170,6 +186,26 @@ TEST(CrashTest, KillNineAtRandomMomentsLosesNoAcknowledgedWrite) {
   printf("crash test: %d kill -9 rounds, %llu acknowledged writes, %llu key checks\n", rounds,
          static_cast<unsigned long long>(acked_total.load()),
          static_cast<unsigned long long>(checked));
+  *acked = acked_total.load();
+}
+
+TEST(CrashTest, KillNineAtRandomMomentsLosesNoAcknowledgedWrite) {
+  uint64_t acked = 0;
+  int64_t passes = 0;
+  KillNineRounds({"--io_threads=2"}, Rounds(), &acked, &passes);
+}
+
+// The same with log cleaning running all the time (small segments, a high
+// threshold, a short period): kills land in the middle of cleaning passes.
+TEST(CrashTest, KillNineWhileTheLogIsCleanedLosesNoAcknowledgedWrite) {
+  uint64_t acked = 0;
+  int64_t passes = 0;
+  KillNineRounds({"--io_threads=2", "--segment_mb=2", "--max_batch_kb=1100", "--clean_threshold=0.9",
+                  "--clean_interval_ms=2"},
+                 Rounds(), &acked, &passes);
+  printf("crash test with cleaning: %lld cleaning passes before the kills\n",
+         static_cast<long long>(passes));
+  EXPECT_GT(passes, 0) << "cleaning never ran: the test did not test it";
 }
 
 }  // namespace
