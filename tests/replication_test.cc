@@ -386,6 +386,55 @@ TEST(ReplicationTest, KilledAndEmptyBackupsCatchUpWhileWritesContinue) {
   EXPECT_GT(GetDigest(p.get()).lsn, 100000);
 }
 
+// A backup away while its primary's log cleaning compacts the LSNs it would
+// need: on return it is sent back to LSN 1 and copies the primary's log
+// (compacted batches included), then holds the same data. Cleaning runs on
+// the primary all the time (small segments, high threshold).
+TEST(ReplicationTest, BackupAwayWhileThePrimaryCleansStartsOverWithAFullCopy) {
+  const std::vector<std::string> cleaning = {"--segment_mb=2", "--max_batch_kb=1100",
+                                             "--clean_threshold=0.9", "--clean_interval_ms=5"};
+  std::vector<std::string> pflags = {"--min_sync_backups=0"};
+  pflags.insert(pflags.end(), cleaning.begin(), cleaning.end());
+  Cluster cl(1, pflags);
+  cl.Start();
+  ASSERT_FALSE(HasFatalFailure());
+  auto overwrite = [&](const char* n) {
+    RunResult rb = RunTool({"redis-benchmark", "-h", TestHost(), "-p",
+                            std::to_string(cl.primary().port()), "-t", "set", "-n", n, "-P", "16",
+                            "-d", "200", "-r", "2000", "-q"},
+                           "", 120000);
+    ASSERT_EQ(rb.exit_code, 0) << rb.err;
+  };
+  overwrite("20000");
+  EXPECT_EQ(cl.backup(0).Kill(SIGKILL), 128 + SIGKILL);
+  auto p = ConnectClient(cl.primary().address());
+  ASSERT_TRUE(p);
+  const long long cleaned_before = std::stoll(InfoField(p.get(), "log_segments_cleaned", "persistence"));
+  overwrite("60000");
+  ASSERT_TRUE(WaitFor([&] {
+    return std::stoll(InfoField(p.get(), "log_segments_cleaned", "persistence")) > cleaned_before + 2;
+  })) << cl.primary().Log();
+  cl.StartBackup(0);
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(cl.WaitInSync(1)) << cl.primary().Log();
+  EXPECT_NE(cl.primary().Log().find("starts over with a full copy"), std::string::npos)
+      << cl.primary().Log();
+  // Same committed LSN, same data (log digests differ: each node cleans on
+  // its own schedule, and compacted batches are left out of it).
+  Digest want = GetDigest(p.get());
+  auto b = ConnectClient(cl.backup(0).address());
+  ASSERT_TRUE(b);
+  Digest got;
+  ASSERT_TRUE(WaitFor([&] {
+    got = GetDigest(b.get());
+    return got.lsn >= want.lsn;
+  }));
+  EXPECT_EQ(got.lsn, want.lsn);
+  EXPECT_EQ(got.data, want.data) << cl.backup(0).Log();
+  EXPECT_EQ(got.keys, want.keys);
+  EXPECT_EQ(got.keys, 2000);
+}
+
 TEST(ReplicationTest, SilentBackupMakesWritesFailAfterTheTimeout) {
   Cluster cl(1, {"--repl_timeout_ms=300"});
   cl.Start();
