@@ -922,14 +922,20 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
   return r;
 }
 
-Status Log::InstallReplacement(std::unique_ptr<Replacement> r) {
-  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
+Status Log::CommitReplacement(Replacement* r) {
+  // Shared: a truncation (exclusive) cannot run meanwhile, readers can.
+  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
   if (r->truncations != truncations_ || segments_[r->id].load() == nullptr) {
-    device_->DiscardReplacement(r->id);
     return Status::Unavailable("the log was truncated while segment " + std::to_string(r->id) +
-                           " was being cleaned");
+                               " was being cleaned");
   }
   FAHA_RETURN_IF_ERROR(device_->CommitReplacement(r->id));
+  r->committed = true;
+  return Status::OK();
+}
+
+void Log::SwapReplacement(std::unique_ptr<Replacement> r) {
+  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
   Segment* old = segments_[r->id].exchange(r->segment.get(), std::memory_order_acq_rel);
   owned_.push_back(std::move(r->segment));
   owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
@@ -937,12 +943,11 @@ Status Log::InstallReplacement(std::unique_ptr<Replacement> r) {
                owned_.end());  // unmaps it
   seg_data_bytes_[r->id].store(r->data_bytes);
   segments_cleaned_.fetch_add(1, std::memory_order_relaxed);
-  return Status::OK();
 }
 
 void Log::DiscardReplacement(std::unique_ptr<Replacement> r) {
   r->segment.reset();
-  device_->DiscardReplacement(r->id);
+  if (!r->committed) device_->DiscardReplacement(r->id);
 }
 
 }  // namespace faha::nvm

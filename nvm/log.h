@@ -3,7 +3,7 @@
 // Thread-safety: Open() runs recovery on the calling thread. After that exactly
 // one thread (the writer, suffix _wt) appends batches; any thread may read
 // records that an append has returned. A segment's mapping goes away only when
-// log cleaning installs its replacement (InstallReplacement, whose caller keeps
+// log cleaning swaps in its replacement (SwapReplacement, whose caller keeps
 // readers of records away meanwhile) or truncation removes it; ForEachBatch
 // and ForEachRecord hold a shared lock against both.
 #ifndef FAHA_NVM_LOG_H_
@@ -216,6 +216,7 @@ class Log {
     uint32_t id = 0;
     uint64_t truncations = 0;  // the log's count when prepared
     uint64_t data_bytes = 0;
+    bool committed = false;
     std::unique_ptr<Segment> segment;
   };
   // Writes and persists the cleaned replacement of sealed segment `seg`: a
@@ -226,13 +227,16 @@ class Log {
                                                             const std::vector<KeptRecord>& kept,
                                                             uint64_t cleaned_lsn,
                                                             std::vector<uint64_t>* locations);
-  // Puts a prepared replacement in place of its segment: on the media first
-  // (atomically: a crash before recovers the old segment, after, the new one),
-  // then in memory, unmapping the old one. Aborted, changing nothing, if the
-  // log was truncated since the replacement was prepared. REQUIRES: no thread
+  // Puts a prepared replacement in place of its segment on the media,
+  // atomically: a crash before recovers the old segment, after, the new one.
+  // Readers go on with the old mapping meanwhile. Unavailable, changing
+  // nothing, if the log was truncated since the replacement was prepared.
+  Status CommitReplacement(Replacement* replacement);
+  // Then in memory: readers of the segment see the replacement and the old
+  // mapping is unmapped. REQUIRES: CommitReplacement succeeded; no thread
   // reads records of the segment from before the call until the caller has
   // moved every location it holds to the new ones.
-  Status InstallReplacement(std::unique_ptr<Replacement> replacement);
+  void SwapReplacement(std::unique_ptr<Replacement> replacement);
   // Drops a prepared replacement (a pass that gave up).
   void DiscardReplacement(std::unique_ptr<Replacement> replacement);
   uint64_t segments_cleaned() const { return segments_cleaned_.load(std::memory_order_relaxed); }

@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
+#include "common/checksum.h"
 #include "nvm/memory_device.h"
 
 namespace faha::nvm {
@@ -41,6 +43,12 @@ std::vector<Rec> Replay(Log* log, RecoveryReport* report, Status* status) {
       },
       report);
   return out;
+}
+
+std::string_view ReadKey(std::string_view record) {
+  RecordView r;
+  size_t n;
+  return DecodeRecord(record.data(), record.size(), &r, &n) ? r.key : std::string_view();
 }
 
 LogOptions SmallSegments() {
@@ -100,6 +108,111 @@ TEST(LogTest, AppendThenRecoverReturnsEveryRecordInOrder) {
   auto r = (*log)->AppendBatch_wt(b.payload(), b.count());
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->first_lsn, written.size() + 1);
+}
+
+// A cleaned segment keeps a subset of its records with their own LSNs and
+// covers the same LSN range: recovery replays the kept records with those
+// LSNs, the log goes on from where it was, ForEachBatch walks compacted
+// batches, another log accepts them as a replica, and a damaged LSN delta
+// inside a valid checksum is corruption.
+TEST(LogTest, CleanedSegmentKeepsLsnsAndCoversTheSameRange) {
+  auto dev = std::make_shared<MemoryDevice>();
+  std::vector<Rec> written;
+  {
+    auto log = std::move(*Log::Open(dev, SmallSegments()));
+    RecoveryReport rep;
+    Status st;
+    Replay(log.get(), &rep, &st);
+    ASSERT_TRUE(st.ok());
+    BatchBuilder b;
+    for (int i = 0; i < 200; i++) {
+      std::string p = BatchPayload(i, 5, &b);
+      ASSERT_TRUE(log->AppendBatch_wt(p, b.count()).ok());
+    }
+    auto sealed = log->SealedSegments();
+    ASSERT_GE(sealed.size(), 2u);
+    const Log::SegmentInfo seg = sealed[0];
+    EXPECT_EQ(seg.first_lsn, 1u);
+    // Keep every third record of segment 1.
+    std::vector<std::string> bytes;
+    std::vector<uint64_t> lsns;
+    ASSERT_TRUE(log->ForEachRecord(seg.id, [&](const RecordView& r, uint64_t loc, uint64_t lsn) {
+                     if (lsn % 3 != 0) return;
+                     size_t n;
+                     RecordView v;
+                     ASSERT_TRUE(DecodeRecord(log->RecordPtr(loc), 1 << 20, &v, &n));
+                     bytes.emplace_back(log->RecordPtr(loc), n);
+                     lsns.push_back(lsn);
+                     (void)r;
+                   }).ok());
+    std::vector<Log::KeptRecord> kept;
+    for (size_t i = 0; i < bytes.size(); i++) kept.push_back({bytes[i], lsns[i]});
+    std::vector<uint64_t> where;
+    auto r = log->PrepareReplacement(seg, kept, 77, &where);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_TRUE(log->CommitReplacement(r->get()).ok());
+    log->SwapReplacement(std::move(*r));
+    for (size_t i = 0; i < kept.size(); i++) {
+      EXPECT_EQ(log->ReadRecord(where[i]).key, ReadKey(bytes[i]));
+    }
+    auto after = log->SealedSegments();
+    EXPECT_TRUE(after[0].cleaned);
+    EXPECT_EQ(after[0].cleaned_lsn, 77u);
+    EXPECT_EQ(after[0].end_lsn, seg.end_lsn);
+    EXPECT_LT(after[0].file_bytes, seg.file_bytes / 2);
+    // The whole log from LSN 1, compacted batches first, into a replica.
+    auto replica = std::move(*Log::Open(std::make_shared<MemoryDevice>(), SmallSegments()));
+    ASSERT_TRUE(replica->Recover(nullptr, nullptr).ok());
+    int compacted = 0;
+    auto end = log->ForEachBatch(1, log->next_lsn(), UINT64_MAX,
+                                 [&](const BatchHeader& h, std::string_view payload) {
+                                   compacted += IsCompacted(h);
+                                   EXPECT_TRUE(replica->AppendReplicated_wt(h, payload).ok());
+                                 });
+    ASSERT_TRUE(end.ok()) << end.status().ToString();
+    EXPECT_EQ(*end, log->next_lsn());
+    EXPECT_GE(compacted, 1);
+    EXPECT_EQ(replica->next_lsn(), log->next_lsn());
+    // A batch can no longer start inside the compacted range.
+    EXPECT_EQ(log->ForEachBatch(2, 3, 1, [](const BatchHeader&, std::string_view) {}).status().code(),
+              Status::Code::kNotFound);
+    for (const auto& k : kept) written.push_back({std::string(ReadKey(k.bytes)), "", k.lsn});
+  }
+  dev->PowerCut();
+  auto log = std::move(*Log::Open(dev, SmallSegments()));
+  RecoveryReport rep;
+  Status st;
+  auto got = Replay(log.get(), &rep, &st);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  // The kept records of segment 1 with their LSNs, then everything after it.
+  ASSERT_GE(got.size(), written.size());
+  for (size_t i = 0; i < written.size(); i++) {
+    EXPECT_EQ(got[i].key, written[i].key);
+    EXPECT_EQ(got[i].lsn, written[i].lsn);
+  }
+  for (size_t i = written.size() + 1; i < got.size(); i++) EXPECT_EQ(got[i].lsn, got[i - 1].lsn + 1);
+  EXPECT_EQ(log->next_lsn(), 200u * 5 + 1);
+  // Flip an LSN delta (and fix the checksum): corruption, not a torn tail.
+  std::vector<char>* img = dev->Durable(1);
+  BatchHeader h;
+  std::memcpy(&h, img->data() + sizeof(SegmentHeader), sizeof(h));
+  ASSERT_TRUE(IsCompacted(h));
+  ASSERT_GE(h.record_count, 2u);
+  char* second = img->data() + sizeof(SegmentHeader) + sizeof(BatchHeader);
+  RecordView first;
+  size_t n;
+  ASSERT_TRUE(DecodeRecord(second, h.payload_bytes, &first, &n));
+  second += n;
+  uint32_t zero = 0;  // not above the first record's: LSNs must ascend
+  std::memcpy(second + offsetof(RecordHeader, lsn_delta), &zero, sizeof(zero));
+  const char* payload = img->data() + sizeof(SegmentHeader) + sizeof(BatchHeader);
+  h.checksum = Checksum(payload, h.payload_bytes, Checksum(&h, offsetof(BatchHeader, checksum)));
+  std::memcpy(img->data() + sizeof(SegmentHeader), &h, sizeof(h));
+  dev->PowerCut();
+  auto damaged = std::move(*Log::Open(dev, SmallSegments()));
+  Status bad = damaged->Recover(nullptr, nullptr);
+  EXPECT_EQ(bad.code(), Status::Code::kCorruption) << bad.ToString();
+  EXPECT_NE(bad.message().find("malformed"), std::string::npos) << bad.ToString();
 }
 
 TEST(LogTest, RejectsBatchesThatCannotFit) {

@@ -57,11 +57,11 @@ std::vector<std::pair<std::string, uint64_t>> HotCache::TakeCandidates() {
   return out;
 }
 
-HotCache::Entry* HotCache::Insert(std::string_view key, uint64_t hash, std::string_view value,
+HotCache::Entry* HotCache::Insert(std::string_view key, uint64_t hash, std::string value,
                                   int64_t expire_at_ms, uint64_t location, uint32_t hits) {
   auto e = std::make_unique<Entry>();
   e->key.assign(key);
-  e->value.assign(value);
+  e->value = std::move(value);
   e->expire_at_ms = expire_at_ms;
   e->location = location;
   e->base_location = location;

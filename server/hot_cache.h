@@ -89,8 +89,9 @@ class HotCache {
 
   // REQUIRES for the rest: the exclusive lock.
   //
-  // A new entry (the caller made room); returns it.
-  Entry* Insert(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at_ms,
+  // A new entry (the caller made room); returns it. The value is moved in
+  // (the caller copies it out of the log before taking the exclusive lock).
+  Entry* Insert(std::string_view key, uint64_t hash, std::string value, int64_t expire_at_ms,
                 uint64_t location, uint32_t hits);
   // A held key was overwritten by the record at `location`: returns the
   // location it had, or 0 if the key is not held (nothing changes then).

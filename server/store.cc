@@ -103,25 +103,41 @@ void Store::MaintainHot(bool age) {
   // left out are queued again by their next sampled accesses if still hot.
   constexpr size_t kPromotionsPerPass = 64;
   if (candidates.size() > kPromotionsPerPass) candidates.resize(kPromotionsPerPass);
+  // The index cannot change while index_writer_mu_ is held (every writer of it
+  // and of the hot layer's structure takes it): read the candidates' records
+  // and copy their values now, with readers running, and hold the readers off
+  // only to link the new entries in.
   std::lock_guard<std::mutex> writer(index_writer_mu_);
-  AllReadSlots slots(read_slots_);
+  struct Promotion {
+    std::string key;
+    uint64_t hash;
+    std::string value;
+    int64_t expire_at_ms;
+    uint64_t location;
+  };
+  std::vector<Promotion> ready;
   const int64_t now = WallMs();
-  for (const auto& [key, hash] : candidates) {
+  for (auto& [key, hash] : candidates) {
     if (hot_.Find(key, hash) != nullptr) continue;
     const uint64_t loc = index_.Find(key, hash);
     if (loc == 0) continue;  // deleted meanwhile
     RecordView r = log_->ReadRecord(loc);
     if (r.expire_at_ms != 0 && r.expire_at_ms <= now) continue;
-    const size_t cost = HotCache::Cost(key.size(), r.value.size());
-    if (cost > hot_.budget() / 16) continue;  // one value must not crowd out the rest
-    const uint32_t hits = hot_.Estimate(hash);
+    if (HotCache::Cost(key.size(), r.value.size()) > hot_.budget() / 16) continue;  // would crowd out the rest
+    ready.push_back({std::move(key), hash, std::string(r.value), r.expire_at_ms, loc});
+  }
+  if (ready.empty() && !age && hot_.bytes() <= hot_.budget()) return;
+  AllReadSlots slots(read_slots_);
+  for (auto& p : ready) {
+    const size_t cost = HotCache::Cost(p.key.size(), p.value.size());
+    const uint32_t hits = hot_.Estimate(p.hash);
     while (hot_.bytes() + cost > hot_.budget()) {
       HotCache::Entry* victim = hot_.Victim(hits);
       if (victim == nullptr) break;
       DemoteHot(victim);
     }
     if (hot_.bytes() + cost > hot_.budget()) continue;  // nothing colder to make room
-    hot_.Insert(key, hash, r.value, r.expire_at_ms, loc, hits);
+    hot_.Insert(p.key, p.hash, std::move(p.value), p.expire_at_ms, p.location, hits);
     metrics_->hot_promotions.fetch_add(1, std::memory_order_relaxed);
   }
   // Updates to larger values can overrun the budget: shrink back.
@@ -982,7 +998,11 @@ StatusOr<bool> Store::CleanOnce() {
   // The victim: the sealed segment with the least live data, below the
   // threshold, worth a pass, and wholly committed for good.
   const std::vector<nvm::Log::SegmentInfo> segs = log_->SealedSegments();
-  const uint64_t min_gain = log_->segment_bytes() / 16;
+  // Below the threshold a pass gains at least (1 - threshold) of the data;
+  // this only keeps passes from chasing crumbs (a cleaned file whose few
+  // records all died). Not a fraction of the segment size: cleaned files are
+  // smaller, and their dead bytes must be reclaimable too.
+  const uint64_t min_gain = std::min<uint64_t>(64 << 10, log_->segment_bytes() / 16);
   const nvm::Log::SegmentInfo* victim = nullptr;
   double victim_live = 2;
   uint64_t older_cleaned = UINT64_MAX;  // min cleaned_lsn of the segments before the victim
@@ -1110,8 +1130,16 @@ StatusOr<bool> Store::CleanOnce() {
   auto prepared = log_->PrepareReplacement(*victim, kept, cleaned_lsn, &moved_to);
   if (!prepared.ok()) return prepared.status();
 
-  // Put it in place and move every location that named the old records, with
+  // On the media first (readers go on with the old mapping meanwhile), then
+  // in memory, moving every location that named the old records, with
   // readers held off (they would follow a location into the wrong mapping).
+  {
+    Status committed = log_->CommitReplacement(prepared->get());
+    if (!committed.ok()) {
+      log_->DiscardReplacement(std::move(*prepared));
+      return committed;
+    }
+  }
   std::lock_guard<std::mutex> writer(index_writer_mu_);
   AllReadSlots slots(read_slots_);
   std::unordered_map<uint64_t, uint64_t> moved;  // old location -> new (0: expired)
@@ -1122,8 +1150,7 @@ StatusOr<bool> Store::CleanOnce() {
     if (v == Verdict::kExpire) moved[r.location] = 0;
   }
   const uint64_t old_file = victim->file_bytes;
-  Status installed = log_->InstallReplacement(std::move(*prepared));
-  if (!installed.ok()) return installed;
+  log_->SwapReplacement(std::move(*prepared));
   // From here the victim's old locations name nothing: no key may be read
   // through one (Relocate compares locations only).
   for (size_t k = 0; k < kept.size(); k++) {
