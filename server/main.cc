@@ -263,6 +263,12 @@ int main(int argc, char** argv) {
   const bool backup = FLAGS_role == "backup" || clustered;
   const std::vector<std::string> backups = SplitList(FLAGS_backups);
   const bool replicated = backup || !backups.empty();
+  // First, before anything that could wait (the RDMA transport, the log):
+  // a restart (execv) that hangs then shows where.
+  FAHA_LOG_INFO("faha-server 0.1.0 starting (pid %d): role=%s data_dir=%s", static_cast<int>(getpid()),
+                clustered ? "chosen through etcd"
+                          : backup ? "backup" : (backups.empty() ? "single node" : "primary"),
+                FLAGS_data_dir.c_str());
   if (backups.size() > 3) {
     FAHA_LOG_ERROR("--backups lists %zu backups; at most 3 are supported", backups.size());
     return 2;
@@ -289,6 +295,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     transport = std::move(*t);
+    FAHA_LOG_INFO("replication transport %s ready", FLAGS_repl_transport.c_str());
   }
   uint64_t epoch = 0;
   if (!backups.empty()) {
@@ -322,10 +329,6 @@ int main(int argc, char** argv) {
   sopt.hot_cache_bytes = FLAGS_hot_cache_bytes;
   sopt.clean_threshold = FLAGS_clean_threshold;
   sopt.clean_interval_ms = FLAGS_clean_interval_ms;
-  FAHA_LOG_INFO("faha-server 0.1.0 starting: role=%s data_dir=%s",
-                clustered ? "chosen through etcd"
-                          : backup ? "backup" : (backups.empty() ? "single node" : "primary"),
-                FLAGS_data_dir.c_str());
   faha::nvm::RecoveryReport report;
   auto store = faha::Store::Open(sopt, &metrics, &report);
   if (!store.ok()) {
