@@ -62,7 +62,7 @@ for round in $(seq 1 "$REPEAT"); do
     sleep 2  # let cleaning catch up with the last segments before the final size
     info log_file_bytes >> "$work/sizes"
     final=$(info log_file_bytes)
-    keys=$("$bin/faha-cli" -p "$port" DBSIZE | tr -d '\r')
+    keys=$(info db0 | sed -n 's/^keys=\([0-9]*\).*/\1/p')
     passes=$(info clean_passes); cleaned=$(info log_segments_cleaned); moved=$(info clean_records_moved)
     kill "$sampler" 2> /dev/null || true; wait "$sampler" 2> /dev/null || true
     kill "$pid"; wait "$pid" 2> /dev/null || true; pid=""
