@@ -122,6 +122,12 @@ Status Log::Recover(const ApplyFn& apply, RecoveryReport* report) {
   return s;
 }
 
+void Log::DropOwned(const Segment* seg) {
+  owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
+                              [&](const auto& p) { return p.get() == seg; }),
+               owned_.end());
+}
+
 Status Log::NewSegment_wt(uint32_t id) {
   if (id >= kMaxSegments) return Status::IOError("log is full: segment id limit reached");
   auto seg = device_->CreateSegment(id, options_.segment_bytes);
@@ -231,9 +237,7 @@ Status Log::TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t
   // Later segments first, newest first: a crash part way leaves a valid prefix.
   for (auto it = later.rbegin(); it != later.rend(); ++it) {
     if (Segment* seg = segments_[*it].exchange(nullptr)) {
-      owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
-                                  [&](const auto& p) { return p.get() == seg; }),
-                   owned_.end());
+      DropOwned(seg);
       segment_count_.fetch_sub(1);
     }
     seg_first_lsn_[*it].store(0);
@@ -669,9 +673,7 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
     // Emptied, a cleaned segment would still claim what its header says about
     // records it no longer holds: start it afresh.
     Segment* seg = segments_[seg_id].exchange(nullptr);
-    owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
-                                [&](const auto& p) { return p.get() == seg; }),
-                 owned_.end());
+    DropOwned(seg);
     segment_count_.fetch_sub(1);
     FAHA_RETURN_IF_ERROR(device_->RemoveSegment(seg_id));
     FAHA_RETURN_IF_ERROR(NewSegment_wt(seg_id));
@@ -945,9 +947,7 @@ void Log::SwapReplacement(std::unique_ptr<Replacement> r) {
   std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
   Segment* old = segments_[r->id].exchange(r->segment.get(), std::memory_order_acq_rel);
   owned_.push_back(std::move(r->segment));
-  owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
-                              [&](const auto& p) { return p.get() == old; }),
-               owned_.end());  // unmaps it
+  DropOwned(old);  // unmaps it
   seg_data_bytes_[r->id].store(r->data_bytes);
   segments_cleaned_.fetch_add(1, std::memory_order_relaxed);
 }

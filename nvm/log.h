@@ -253,6 +253,9 @@ class Log {
   // Records a persist failure: the log refuses further appends.
   Status Fail_wt(const Status& s);
   Status NewSegment_wt(uint32_t id);
+  // Destroys (unmaps) an owned segment. REQUIRES: segments_mu_ held
+  // exclusively, or recovery.
+  void DropOwned(const Segment* seg);
   // Drops the log from (seg_id, off) on: removes the `later` segments (newest
   // first), then zeroes and persists the rest of seg_id; appends continue there.
   Status TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& later);

@@ -12,43 +12,17 @@
 #include "common/clock.h"
 #include "nvm/memory_device.h"
 #include "server/store.h"
+#include "server/store_testing.h"
 
 namespace faha {
 namespace {
 
-class Collect : public CompletionSink {
- public:
-  void Deliver(std::vector<Completion>* c) override {
-    std::lock_guard<std::mutex> l(mu_);
-    for (auto& x : *c) got_.push_back(std::move(x));
-    cv_.notify_all();
-  }
-  std::vector<Completion> WaitFor(size_t n) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return got_.size() >= n; });
-    return got_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Completion> got_;
-};
+using testing::Collect;
 
 WriteOp Set(const std::string& k, const std::string& v, int64_t expire_at_ms = 0) {
-  WriteOp op;
-  op.kind = WriteOp::Kind::kSet;
-  op.args = {k, v};
-  op.expire_at_ms = expire_at_ms;
-  return op;
+  return testing::SetOp(k, v, expire_at_ms);
 }
-
-WriteOp Del(const std::string& k) {
-  WriteOp op;
-  op.kind = WriteOp::Kind::kDelete;
-  op.args = {k};
-  return op;
-}
+WriteOp Del(const std::string& k) { return testing::DelOp(k); }
 
 std::string Value(int key, int round) {
   return "v" + std::to_string(round) + "-" + std::string(100 + key % 50, 'a' + key % 26);

@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "nvm/memory_device.h"
 #include "server/store.h"
+#include "server/store_testing.h"
 
 namespace faha {
 namespace {
@@ -83,23 +84,7 @@ TEST(HotCacheTest, KeysSharingAHashAreToldApartByTheirBytes) {
   EXPECT_EQ(hot.size(), 1u);
 }
 
-class Collect : public CompletionSink {
- public:
-  void Deliver(std::vector<Completion>* c) override {
-    std::lock_guard<std::mutex> l(mu_);
-    n_ += c->size();
-    cv_.notify_all();
-  }
-  void WaitFor(size_t n) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return n_ >= n; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  size_t n_ = 0;
-};
+using testing::Collect;
 
 class HotStoreTest : public ::testing::Test {
  protected:

@@ -103,6 +103,11 @@ uint64_t Index::Erase(std::string_view key, uint64_t hash) {
   size_t i = Locate(s, key, hash);
   if (i == SIZE_MAX) return 0;
   uint64_t old = Unpack(s.slots[i]);
+  RemoveSlot(s, i);
+  return old;
+}
+
+void Index::RemoveSlot(Shard& s, size_t i) {
   const size_t mask = s.slots.size() - 1;
   if (s.slots[(i + 1) & mask] == 0) {
     s.slots[i] = 0;  // end of a probe run: no tombstone needed
@@ -112,7 +117,6 @@ uint64_t Index::Erase(std::string_view key, uint64_t hash) {
   }
   s.used--;
   size_.fetch_sub(1, std::memory_order_relaxed);
-  return old;
 }
 
 bool Index::Relocate(uint64_t hash, uint64_t from, uint64_t to) {
@@ -127,14 +131,7 @@ bool Index::Relocate(uint64_t hash, uint64_t from, uint64_t to) {
     if (to != 0) {
       s.slots[i] = Pack(hash, to);
     } else {
-      if (s.slots[(i + 1) & mask] == 0) {
-        s.slots[i] = 0;
-      } else {
-        s.slots[i] = kTombstone;
-        s.tombstones++;
-      }
-      s.used--;
-      size_.fetch_sub(1, std::memory_order_relaxed);
+      RemoveSlot(s, i);
     }
     return true;
   }

@@ -91,6 +91,9 @@ class Index {
   }
   // REQUIRES: s.mu held exclusively.
   void Grow(Shard& s);
+  // Empties live slot i (a tombstone unless it ends its probe run).
+  // REQUIRES: s.mu held exclusively.
+  void RemoveSlot(Shard& s, size_t i);
   // Index of the slot holding key in s, or SIZE_MAX. REQUIRES: s.mu held.
   size_t Locate(const Shard& s, std::string_view key, uint64_t hash) const;
 

@@ -1090,7 +1090,6 @@ StatusOr<bool> Store::CleanOnce() {
               r.rec.type == RecordType::kDelete && !doubt &&
               (index_.Find(r.rec.key, r.hash) != 0);
           if (!rewritten && r.lsn > older_cleaned) verdict[i] = Verdict::kKeep;
-          if (doubt && r.lsn > older_cleaned) verdict[i] = Verdict::kKeep;
           break;
         }
         case RecordType::kClientReply:
@@ -1130,6 +1129,13 @@ StatusOr<bool> Store::CleanOnce() {
   auto prepared = log_->PrepareReplacement(*victim, kept, cleaned_lsn, &moved_to);
   if (!prepared.ok()) return prepared.status();
 
+  std::unordered_map<uint64_t, uint64_t> moved;  // old location -> new (0: expired)
+  for (size_t k = 0; k < kept.size(); k++) {
+    const Rec& r = recs[kept_from[k]];
+    const Verdict v = verdict[kept_from[k]];
+    if (v == Verdict::kMove) moved[r.location] = moved_to[k];
+    if (v == Verdict::kExpire) moved[r.location] = 0;
+  }
   // On the media first (readers go on with the old mapping meanwhile), then
   // in memory, moving every location that named the old records, with
   // readers held off (they would follow a location into the wrong mapping).
@@ -1142,13 +1148,6 @@ StatusOr<bool> Store::CleanOnce() {
   }
   std::lock_guard<std::mutex> writer(index_writer_mu_);
   AllReadSlots slots(read_slots_);
-  std::unordered_map<uint64_t, uint64_t> moved;  // old location -> new (0: expired)
-  for (size_t k = 0; k < kept.size(); k++) {
-    const Rec& r = recs[kept_from[k]];
-    const Verdict v = verdict[kept_from[k]];
-    if (v == Verdict::kMove) moved[r.location] = moved_to[k];
-    if (v == Verdict::kExpire) moved[r.location] = 0;
-  }
   const uint64_t old_file = victim->file_bytes;
   log_->SwapReplacement(std::move(*prepared));
   // From here the victim's old locations name nothing: no key may be read

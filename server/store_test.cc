@@ -2,6 +2,7 @@
 // DEL counts, EXPIRE, MSET atomicity, FLUSHALL), reads see only committed
 // state, and everything acknowledged survives a simulated power cut.
 #include "server/store.h"
+#include "server/store_testing.h"
 
 #include <gtest/gtest.h>
 
@@ -14,24 +15,7 @@
 namespace faha {
 namespace {
 
-class Collect : public CompletionSink {
- public:
-  void Deliver(std::vector<Completion>* c) override {
-    std::lock_guard<std::mutex> l(mu_);
-    for (auto& x : *c) got_.push_back(std::move(x));
-    cv_.notify_all();
-  }
-  std::vector<Completion> WaitFor(size_t n) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return got_.size() >= n; });
-    return got_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Completion> got_;
-};
+using testing::Collect;
 
 class StoreTest : public ::testing::Test {
  protected:
