@@ -13,7 +13,8 @@ namespace faha::rdma {
 class ByteStream {
  public:
   virtual ~ByteStream() = default;
-  // Writes all of `bytes` within timeout_ms.
+  // Writes all of `bytes`; Timeout once the peer took none of them for
+  // timeout_ms (a slow reader that keeps up some progress is waited for).
   virtual Status Write(std::string_view bytes, int timeout_ms) = 0;
   // Appends what has arrived to *in, waiting up to timeout_ms for at least
   // one byte: Timeout if none came, Unavailable once the peer is gone.

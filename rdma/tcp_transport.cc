@@ -35,12 +35,16 @@ class TcpStream final : public ByteStream {
       ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
       if (n > 0) {
         sent += static_cast<size_t>(n);
+        deadline = MonoMs() + timeout_ms;
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         int wait = static_cast<int>(deadline - MonoMs());
-        if (wait <= 0) return Status::Timeout("sending to " + peer_ + " timed out");
+        if (wait <= 0) {
+          return Status::Timeout("sending to " + peer_ + " timed out: it took no bytes for " +
+                                 std::to_string(timeout_ms) + " ms");
+        }
         pollfd p{fd_, POLLOUT, 0};
         poll(&p, 1, wait);
         continue;

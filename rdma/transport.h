@@ -33,7 +33,8 @@ struct TransportOptions {
 class Channel {
  public:
   virtual ~Channel() = default;
-  // Writes whole encoded frames (EncodeFrame output), waiting up to timeout_ms.
+  // Writes whole encoded frames (EncodeFrame output). timeout_ms bounds a
+  // stall: a peer that keeps taking bytes, however slowly, is waited for.
   virtual Status Send(std::string_view frames, int timeout_ms) = 0;
   // Waits up to timeout_ms for the next frame. Its body stays valid until the
   // next Receive. Timeout gives Status::Timeout; a malformed frame, Protocol.

@@ -13,6 +13,8 @@
 #include <future>
 #include <thread>
 
+#include "rdma/channel_testing.h"
+
 namespace faha::rdma {
 namespace {
 
@@ -68,6 +70,20 @@ TEST(TcpTransportTest, AuthenticatedChannelCarriesFramesBothWaysInOrder) {
   }
   auto none = (*ch)->Receive(50);
   EXPECT_EQ(none.status().code(), Status::Code::kTimeout);
+}
+
+TEST(TcpTransportTest, SlowReaderIsWaitedForAndAStalledOneTimesOut) {
+  auto server = MakeTransport("tcp", Opts("s"));
+  auto client = MakeTransport("tcp", Opts("s"));
+  ASSERT_TRUE(server.ok() && client.ok());
+  auto listener = (*server)->Listen("127.0.0.1", 0);
+  ASSERT_TRUE(listener.ok()) << listener.status().ToString();
+  auto accepted = std::async(std::launch::async, [&] { return (*listener)->Accept(3000); });
+  auto ch = (*client)->Connect("127.0.0.1:" + std::to_string((*listener)->port()), 3000);
+  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
+  auto peer = accepted.get();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  testing::ExpectSlowReaderWaitedForAndStallTimedOut(ch->get(), peer->get());
 }
 
 TEST(TcpTransportTest, PeerWithoutTheSecretIsRefusedBothWays) {

@@ -374,11 +374,13 @@ class Stream final : public VerbsStream {
           head_ += n;
           bytes.remove_prefix(n);
           spins = 0;
+          deadline = MonoUs() + int64_t{timeout_ms} * 1000;
           continue;
         }
       }
       if (MonoUs() > deadline) {
-        return Status::Timeout("sending to " + peer_ + " timed out waiting for RDMA credits");
+        return Status::Timeout("sending to " + peer_ + " timed out: no RDMA credits for " +
+                               std::to_string(timeout_ms) + " ms");
       }
       // Credits arrive as a remote write, which raises no event: spin a
       // little, then back off.
@@ -515,11 +517,17 @@ class Stream final : public VerbsStream {
   }
 
   // Returns true if bytes were appended; consumes keepalives silently.
+  // Copies no more than about a quarter of the ring at a time: a slow reader
+  // comes back for more, and hands back credits, before its sender has
+  // waited long on a full ring.
   StatusOr<bool> PollRecv(std::string* in) {
     bool got = false;
-    ibv_wc wc[32];
+    size_t taken = 0;
+    constexpr int kPoll = 8;
+    ibv_wc wc[kPoll];
     while (true) {
-      int n = ibv_poll_cq(recv_cq_.get(), 32, wc);
+      if (taken >= options_.ring_bytes / 4) return got;
+      int n = ibv_poll_cq(recv_cq_.get(), kPoll, wc);
       if (n < 0) return Fail(Status::Unavailable(peer_ + ": ibv_poll_cq (recv) failed"));
       for (int i = 0; i < n; i++) {
         FAHA_RETURN_IF_ERROR(CheckWc(wc[i], "receive"));
@@ -536,6 +544,7 @@ class Stream final : public VerbsStream {
         if (len > 0) {
           in->append(ring_in_.get() + pos, len);
           got = true;
+          taken += len;
         }
         rpos_ += len;
         msgs_consumed_++;
@@ -543,7 +552,7 @@ class Stream final : public VerbsStream {
         unreported_msgs_++;
         FAHA_RETURN_IF_ERROR(PostDataRecv());
       }
-      if (n < 32) return got;
+      if (n < kPoll) return got;
     }
   }
 

@@ -55,9 +55,9 @@ struct RemoteRegion {
   std::string what;  // "receive ring", "credit word"
 };
 
-// Write waits up to timeout_ms for credits; Read appends what has arrived,
-// waiting up to timeout_ms for at least one byte (Timeout if none; Unavailable
-// once the peer is gone).
+// Write waits for credits while the peer hands some back at least every
+// timeout_ms; Read appends what has arrived, waiting up to timeout_ms for at
+// least one byte (Timeout if none; Unavailable once the peer is gone).
 class VerbsStream : public ByteStream {
  public:
   virtual std::vector<RemoteRegion> RemoteRegions() const = 0;

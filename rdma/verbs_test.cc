@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "rdma/channel_testing.h"
 #include "rdma/repl_frame.h"
 #include "rdma/transport.h"
 
@@ -274,6 +275,27 @@ TEST(VerbsTransportTest, FramesFlowBetweenPeersWithTheSecret) {
   auto ack = (*client)->Receive(5000);
   ASSERT_TRUE(ack.ok()) << ack.status().ToString();
   EXPECT_EQ(ack->type, FrameType::kAck);
+}
+
+TEST(VerbsTransportTest, SlowReaderIsWaitedForAndAStalledOneTimesOut) {
+  REQUIRE_RDMA();
+  TransportOptions o{.secret = "the-right-secret-0123"};
+  auto a = MakeTransport("rdma", o);
+  auto b = MakeTransport("rdma", o);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString();
+  auto l = (*b)->Listen(RdmaAddr(), 0);
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  std::unique_ptr<Channel> server;
+  std::thread t([&] {
+    auto ch = (*l)->Accept(5000);
+    ASSERT_TRUE(ch.ok()) << ch.status().ToString();
+    server = std::move(*ch);
+  });
+  auto client = (*a)->Connect(RdmaAddr() + ":" + std::to_string((*l)->port()), 5000);
+  t.join();
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  ASSERT_TRUE(server);
+  testing::ExpectSlowReaderWaitedForAndStallTimedOut(client->get(), server.get());
 }
 
 TEST(VerbsTransportTest, WithoutADeviceTheTransportSaysSo) {
