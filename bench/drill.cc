@@ -57,6 +57,9 @@ DEFINE_string(faults, "",
               "primary's link down for --cut_ms; needs network namespaces). Empty: each once, "
               "cut-link only with namespaces.");
 DEFINE_int32(etcd_down_ms, 3000, "How long restart-etcd keeps etcd down.");
+DEFINE_int32(etcd_start_timeout_ms, 15000,
+             "How long etcd may take to answer after it is started or restarted (under "
+             "emulation, such as the TCG guest, it can take tens of seconds).");
 DEFINE_int32(cut_ms, 3000, "How long cut-link keeps the primary's link down.");
 DEFINE_string(netns, "auto",
               "Run each node in its own network namespace (ip netns + veth + bridge) so links "
@@ -93,6 +96,36 @@ struct Node {
   bool stopped = false;
   std::string address() const { return host + ":" + std::to_string(port); }
 };
+
+// What a node's process is doing, from /proc: for each thread its name,
+// state, wait channel and (as root) kernel stack. Printed when the drill
+// fails, so a node that hangs (in the kernel or before it logs) shows where.
+std::string DescribeProcess(pid_t pid) {
+  auto slurp = [](const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  const std::string base = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  if (!std::filesystem::exists(base, ec)) return "  no such process\n";
+  std::string out = "  exe: " + std::filesystem::read_symlink(base + "/exe", ec).string() + "\n";
+  for (const auto& t : std::filesystem::directory_iterator(base + "/task", ec)) {
+    const std::string dir = t.path().string();
+    std::string comm = slurp(dir + "/comm");
+    if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    const std::string stat = slurp(dir + "/stat");
+    const size_t close = stat.rfind(')');
+    const char state = close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
+    out += "  thread " + t.path().filename().string() + " " + comm + " state " + state +
+           " wchan " + slurp(dir + "/wchan") + "\n";
+    std::string stack = slurp(dir + "/stack");
+    std::istringstream lines(stack);
+    for (std::string line; std::getline(lines, line);) out += "    " + line + "\n";
+  }
+  return out;
+}
 
 class Cluster {
  public:
@@ -459,6 +492,7 @@ int main(int argc, char** argv) {
     printf("no network namespaces (%s): no cut-link fault\n", netns_why.c_str());
   }
   faha::coord::EtcdProcess etcd;
+  etcd.set_start_timeout_ms(FLAGS_etcd_start_timeout_ms);
   if (use_netns) etcd.AlsoListenOn(net.bridge_address());
   faha::Status es = etcd.Start();
   if (!es.ok()) {
@@ -529,7 +563,13 @@ int main(int argc, char** argv) {
       fault.at_us = faha::MonoUs();
       etcd.Kill(SIGKILL);
       std::this_thread::sleep_for(std::chrono::milliseconds(FLAGS_etcd_down_ms));
+      const int64_t restart_us = faha::MonoUs();
       injected = etcd.Start();
+      if (injected.ok()) {
+        fault.detail += "; etcd answered " +
+                        std::to_string((faha::MonoUs() - restart_us) / 1000) +
+                        " ms after its restart";
+      }
     } else if (f == "cut-link") {
       const int idx = static_cast<int>(primary - &cluster.nodes()[0]);
       fault.detail = "link of primary " + primary->id + " down for " +
@@ -720,6 +760,13 @@ int main(int argc, char** argv) {
   printf("verdict: %s\n", ok ? "PASS (every acknowledged write present, history linearizable, "
                                "no deposed-primary acknowledgement, no duplicated retry)"
                              : "FAIL");
+  if (!ok) {
+    for (const auto& n : cluster.nodes()) {
+      if (n.pid <= 0) continue;
+      printf("node %s (pid %d)%s:\n%s", n.id.c_str(), static_cast<int>(n.pid),
+             n.stopped ? " stopped" : "", DescribeProcess(n.pid).c_str());
+    }
+  }
   if (!ok || FLAGS_keep) {
     printf("logs and data kept in %s\n", dir.c_str());
   } else {

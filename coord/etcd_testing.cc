@@ -26,7 +26,6 @@
 namespace faha::coord {
 namespace {
 
-constexpr int kStartTimeoutMs = 15000;
 constexpr int kLaunchAttempts = 3;  // a picked port can be taken before etcd binds it
 
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
@@ -112,7 +111,7 @@ Status EtcdProcess::Start() {
     dir_ = tmpl;
   }
   using Clock = std::chrono::steady_clock;
-  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(start_timeout_ms_);
   Status s;
   for (int attempt = 0; attempt < kLaunchAttempts; ++attempt) {
     if (fresh) {

@@ -27,7 +27,7 @@ class EtcdProcess {
   EtcdProcess(const EtcdProcess&) = delete;
   EtcdProcess& operator=(const EtcdProcess&) = delete;
 
-  // Starts etcd and waits up to 15 s until it answers. The first Start()
+  // Starts etcd and waits up to start_timeout_ms (15 s) until it answers. The first Start()
   // creates the data directory and picks the ports; a Start() after a Kill()
   // that stopped etcd restarts it on the same ports and data.
   Status Start();
@@ -38,6 +38,8 @@ class EtcdProcess {
   // Before the first Start(): etcd also serves clients on `host` (an address
   // of this machine, such as a bridge to network namespaces), same port.
   void AlsoListenOn(const std::string& host) { extra_host_ = host; }
+  // How long Start() waits for etcd to answer (emulated machines need more).
+  void set_start_timeout_ms(int ms) { start_timeout_ms_ = ms; }
 
   // "http://127.0.0.1:<client port>"; empty before the first Start().
   std::string endpoint() const;
@@ -59,6 +61,7 @@ class EtcdProcess {
   int peer_port_ = 0;
   std::string extra_host_;
   pid_t pid_ = -1;
+  int start_timeout_ms_ = 15000;
 };
 
 }  // namespace faha::coord

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <atomic>
 #include <unistd.h>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -135,6 +136,15 @@ faha::Server* g_server = nullptr;
 std::atomic<bool> g_restart{false};
 void OnSignal(int) {
   if (g_server) g_server->RequestShutdown();
+}
+int ThreadCount() {
+  std::error_code ec;
+  int n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    n++;
+  }
+  return n;
 }
 
 bool Fail(const std::string& msg) {
@@ -538,14 +548,24 @@ int main(int argc, char** argv) {
   FAHA_LOG_INFO("shutdown complete: committed LSN %llu",
                 static_cast<unsigned long long>(st->committed_lsn()));
   if (g_restart.load()) {
+    // Everything torn down first, in order: exec then has no other thread to
+    // kill and no RDMA or log resource to release, and a restart that hangs
+    // shows in which step.
     exposer.reset();
+    gateway.reset();
     cluster.reset();
-    FAHA_LOG_INFO("restarting as a backup of the new primary");
+    backup_service.reset();
+    replicator.reset();
+    store->reset();
+    FAHA_LOG_INFO("restarting as a backup of the new primary (%d threads left)", ThreadCount());
     fflush(nullptr);
     close_range(3, ~0u, 0);
+    FAHA_LOG_INFO("restart: descriptors closed; exec");
+    fflush(nullptr);
     execv("/proc/self/exe", original_argv.data());
     FAHA_LOG_ERROR("cannot restart: execv: %s", strerror(errno));
-    return 1;
+    fflush(nullptr);
+    _exit(1);  // the store is gone: no destructor may run
   }
   return 0;
 }

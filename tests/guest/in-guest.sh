@@ -68,10 +68,12 @@ case "$MODE" in
     # TCG runs a few times slower than the host: longer failure detection and
     # leases keep it from taking a slow node for a dead one, and one client
     # leaves a restarted node the CPU to catch up (3 nodes, etcd and the
-    # drill share 2 emulated CPUs; catch-up must outrun the writes).
+    # drill share 2 emulated CPUs; catch-up must outrun the writes). A restarted
+    # etcd has taken up to 20 s to answer there.
     rm -rf /run/pmem/drill
     "$BUILD/faha-drill" --repl_transport=rdma --host "$A" --netns=off --dir /run/pmem/drill \
       --faults=kill-primary,kill-backup,stop-primary,restart-etcd --settle_ms=2000 --clients=1 \
+      --etcd_start_timeout_ms=60000 \
       --server_flags="--failover_timeout_ms=1000 --read_lease_ms=600 --heartbeat_ms=100" \
       | sed 's/^/guest: drill: /' || {
         for f in /run/pmem/drill/*.log; do echo "--- $f"; tail -n 60 "$f"; done
