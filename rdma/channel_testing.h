@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <future>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -11,6 +13,36 @@
 #include "rdma/transport.h"
 
 namespace faha::rdma::testing {
+
+// Two ends of one channel, with what they came from.
+struct ChannelPair {
+  std::unique_ptr<Transport> client_transport, server_transport;
+  std::unique_ptr<Listener> listener;
+  std::unique_ptr<Channel> client, server;
+};
+
+// Connects a client channel to a server channel of transport `kind` ("tcp",
+// "rdma") listening on `host`, port 0.
+inline ::testing::AssertionResult Connect(const std::string& kind, const std::string& host,
+                                          const TransportOptions& options, ChannelPair* p) {
+  auto server = MakeTransport(kind, options);
+  auto client = MakeTransport(kind, options);
+  if (!server.ok()) return ::testing::AssertionFailure() << server.status().ToString();
+  if (!client.ok()) return ::testing::AssertionFailure() << client.status().ToString();
+  p->server_transport = std::move(*server);
+  p->client_transport = std::move(*client);
+  auto listener = p->server_transport->Listen(host, 0);
+  if (!listener.ok()) return ::testing::AssertionFailure() << listener.status().ToString();
+  p->listener = std::move(*listener);
+  auto accepted = std::async(std::launch::async, [&] { return p->listener->Accept(5000); });
+  auto ch = p->client_transport->Connect(host + ":" + std::to_string(p->listener->port()), 5000);
+  auto peer = accepted.get();
+  if (!ch.ok()) return ::testing::AssertionFailure() << "connect: " << ch.status().ToString();
+  if (!peer.ok()) return ::testing::AssertionFailure() << "accept: " << peer.status().ToString();
+  p->client = std::move(*ch);
+  p->server = std::move(*peer);
+  return ::testing::AssertionSuccess();
+}
 
 // A Send's timeout bounds a stall, not the whole send: 48 frames of 256 KiB
 // to a receiver that takes one every 25 ms (about 1.2 s in all, four times

@@ -36,54 +36,40 @@ int RawConnect(int port) {
 }
 
 TEST(TcpTransportTest, AuthenticatedChannelCarriesFramesBothWaysInOrder) {
-  auto server = MakeTransport("tcp", Opts("s3cret"));
-  auto client = MakeTransport("tcp", Opts("s3cret"));
-  ASSERT_TRUE(server.ok() && client.ok());
-  auto listener = (*server)->Listen("127.0.0.1", 0);
-  ASSERT_TRUE(listener.ok()) << listener.status().ToString();
-  auto accepted = std::async(std::launch::async, [&] { return (*listener)->Accept(3000); });
-  auto ch = (*client)->Connect("127.0.0.1:" + std::to_string((*listener)->port()), 3000);
-  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
-  auto peer = accepted.get();
-  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  testing::ChannelPair p;
+  ASSERT_TRUE(testing::Connect("tcp", "127.0.0.1", Opts("s3cret"), &p));
+  Channel* ch = p.client.get();
+  Channel* peer = p.server.get();
 
   std::string frames;
   for (uint64_t lsn = 1; lsn <= 100; lsn++) {
     EncodeFrame(&frames, FrameType::kBatch, 4, lsn, std::string(lsn * 100, 'b'));
   }
-  ASSERT_TRUE((*ch)->Send(frames, 3000).ok());
+  ASSERT_TRUE(ch->Send(frames, 3000).ok());
   for (uint64_t lsn = 1; lsn <= 100; lsn++) {
-    auto f = (*peer)->Receive(3000);
+    auto f = peer->Receive(3000);
     ASSERT_TRUE(f.ok()) << f.status().ToString();
     EXPECT_EQ(f->lsn, lsn);
     EXPECT_EQ(f->epoch, 4u);
     EXPECT_EQ(f->body.size(), lsn * 100);
     std::string ack;
     EncodeFrame(&ack, FrameType::kAck, 4, lsn, "");
-    ASSERT_TRUE((*peer)->Send(ack, 1000).ok());
+    ASSERT_TRUE(peer->Send(ack, 1000).ok());
   }
   for (uint64_t lsn = 1; lsn <= 100; lsn++) {
-    auto a = (*ch)->Receive(3000);
+    auto a = ch->Receive(3000);
     ASSERT_TRUE(a.ok());
     EXPECT_EQ(a->type, FrameType::kAck);
     EXPECT_EQ(a->lsn, lsn);
   }
-  auto none = (*ch)->Receive(50);
+  auto none = ch->Receive(50);
   EXPECT_EQ(none.status().code(), Status::Code::kTimeout);
 }
 
 TEST(TcpTransportTest, SlowReaderIsWaitedForAndAStalledOneTimesOut) {
-  auto server = MakeTransport("tcp", Opts("s"));
-  auto client = MakeTransport("tcp", Opts("s"));
-  ASSERT_TRUE(server.ok() && client.ok());
-  auto listener = (*server)->Listen("127.0.0.1", 0);
-  ASSERT_TRUE(listener.ok()) << listener.status().ToString();
-  auto accepted = std::async(std::launch::async, [&] { return (*listener)->Accept(3000); });
-  auto ch = (*client)->Connect("127.0.0.1:" + std::to_string((*listener)->port()), 3000);
-  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
-  auto peer = accepted.get();
-  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
-  testing::ExpectSlowReaderWaitedForAndStallTimedOut(ch->get(), peer->get());
+  testing::ChannelPair p;
+  ASSERT_TRUE(testing::Connect("tcp", "127.0.0.1", Opts("s"), &p));
+  testing::ExpectSlowReaderWaitedForAndStallTimedOut(p.client.get(), p.server.get());
 }
 
 TEST(TcpTransportTest, PeerWithoutTheSecretIsRefusedBothWays) {

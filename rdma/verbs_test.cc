@@ -242,26 +242,14 @@ TEST(VerbsTransportTest, WrongSecretIsRefusedAtConnectionSetUp) {
 
 TEST(VerbsTransportTest, FramesFlowBetweenPeersWithTheSecret) {
   REQUIRE_RDMA();
-  TransportOptions o{.secret = "the-right-secret-0123"};
-  auto a = MakeTransport("rdma", o);
-  auto b = MakeTransport("rdma", o);
-  ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString();
-  auto l = (*b)->Listen(RdmaAddr(), 0);
-  ASSERT_TRUE(l.ok()) << l.status().ToString();
-  std::unique_ptr<Channel> server;
-  std::thread t([&] {
-    auto ch = (*l)->Accept(5000);
-    ASSERT_TRUE(ch.ok()) << ch.status().ToString();
-    server = std::move(*ch);
-  });
-  auto client = (*a)->Connect(RdmaAddr() + ":" + std::to_string((*l)->port()), 5000);
-  t.join();
-  ASSERT_TRUE(client.ok()) << client.status().ToString();
-  ASSERT_TRUE(server);
+  testing::ChannelPair p;
+  ASSERT_TRUE(testing::Connect("rdma", RdmaAddr(), {.secret = "the-right-secret-0123"}, &p));
+  Channel* client = p.client.get();
+  Channel* server = p.server.get();
   std::string out;
   const std::string big = Pattern(3 << 20, 9);  // larger than one ring message
   for (uint64_t i = 1; i <= 20; i++) EncodeFrame(&out, FrameType::kBatch, 7, i, i == 10 ? big : "b");
-  ASSERT_TRUE((*client)->Send(out, 5000).ok());
+  ASSERT_TRUE(client->Send(out, 5000).ok());
   for (uint64_t i = 1; i <= 20; i++) {
     auto f = server->Receive(5000);
     ASSERT_TRUE(f.ok()) << f.status().ToString();
@@ -272,30 +260,18 @@ TEST(VerbsTransportTest, FramesFlowBetweenPeersWithTheSecret) {
   out.clear();
   EncodeFrame(&out, FrameType::kAck, 7, 20, "");
   ASSERT_TRUE(server->Send(out, 5000).ok());
-  auto ack = (*client)->Receive(5000);
+  auto ack = client->Receive(5000);
   ASSERT_TRUE(ack.ok()) << ack.status().ToString();
   EXPECT_EQ(ack->type, FrameType::kAck);
 }
 
 TEST(VerbsTransportTest, SlowReaderIsWaitedForAndAStalledOneTimesOut) {
   REQUIRE_RDMA();
-  TransportOptions o{.secret = "the-right-secret-0123"};
-  auto a = MakeTransport("rdma", o);
-  auto b = MakeTransport("rdma", o);
-  ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString();
-  auto l = (*b)->Listen(RdmaAddr(), 0);
-  ASSERT_TRUE(l.ok()) << l.status().ToString();
-  std::unique_ptr<Channel> server;
-  std::thread t([&] {
-    auto ch = (*l)->Accept(5000);
-    ASSERT_TRUE(ch.ok()) << ch.status().ToString();
-    server = std::move(*ch);
-  });
-  auto client = (*a)->Connect(RdmaAddr() + ":" + std::to_string((*l)->port()), 5000);
-  t.join();
-  ASSERT_TRUE(client.ok()) << client.status().ToString();
-  ASSERT_TRUE(server);
-  testing::ExpectSlowReaderWaitedForAndStallTimedOut(client->get(), server.get());
+  testing::ChannelPair p;
+  ASSERT_TRUE(testing::Connect("rdma", RdmaAddr(), {.secret = "the-right-secret-0123"}, &p));
+  Channel* client = p.client.get();
+  Channel* server = p.server.get();
+  testing::ExpectSlowReaderWaitedForAndStallTimedOut(client, server);
 }
 
 TEST(VerbsTransportTest, WithoutADeviceTheTransportSaysSo) {

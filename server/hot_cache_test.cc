@@ -107,18 +107,8 @@ class HotStoreTest : public ::testing::Test {
     for (auto& op : ops) s->Submit(std::move(op), &sink, 1);
     sink.WaitFor(n);
   }
-  static WriteOp Set(const std::string& k, const std::string& v) {
-    WriteOp op;
-    op.kind = WriteOp::Kind::kSet;
-    op.args = {k, v};
-    return op;
-  }
-  static WriteOp Del(const std::string& k) {
-    WriteOp op;
-    op.kind = WriteOp::Kind::kDelete;
-    op.args = {k};
-    return op;
-  }
+  static WriteOp Set(const std::string& k, const std::string& v) { return testing::SetOp(k, v); }
+  static WriteOp Del(const std::string& k) { return testing::DelOp(k); }
   static std::string Get(Store* s, const std::string& k) {
     auto g = s->LockForRead();
     std::string v;
