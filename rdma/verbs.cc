@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <rdma/rdma_cma.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,7 +16,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <list>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "common/clock.h"
@@ -292,7 +296,8 @@ class Stream final : public VerbsStream {
   }
 
   // After ESTABLISHED: tells the peer where to write and learns where we write.
-  Status ExchangeSetup(int timeout_ms) {
+  // Gives up early once *cancel is set.
+  Status ExchangeSetup(int timeout_ms, const std::atomic<bool>* cancel = nullptr) {
     connected_ = true;
     SetupMsg m{};
     m.magic = kSetupMagic;
@@ -349,6 +354,7 @@ class Stream final : public VerbsStream {
         return Status::OK();
       }
       if (MonoUs() > deadline) return Status::Timeout(peer_ + " sent no ring set-up");
+      if (cancel && cancel->load()) return Status::Unavailable(peer_ + ": set-up abandoned");
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
@@ -694,68 +700,163 @@ rdma_conn_param ConnParam(std::string_view private_data) {
   return p;
 }
 
+// How long an accepted connection has to finish its set-up (ESTABLISHED, then
+// the peer's ring set-up), and how many may be setting up at once. Set-ups run
+// on their own threads, so a slow or silent peer holds up nobody else.
+constexpr int kAcceptSetUpMs = 5000;
+constexpr size_t kMaxSettingUp = 32;
+
 class Listener final : public VerbsListener {
  public:
-  Listener(EventChannel ec, CmId id, int port, const VerbsOptions& options)
-      : ec_(std::move(ec)), id_(std::move(id)), port_(port), options_(options) {}
+  Listener(EventChannel ec, CmId id, int port, const VerbsOptions& options, int wake_fd)
+      : ec_(std::move(ec)), id_(std::move(id)), port_(port), options_(options), wake_fd_(wake_fd) {}
+
+  ~Listener() override {
+    closing_ = true;
+    for (auto& h : setting_up_) h.thread.join();
+    finished_.clear();
+    close(wake_fd_);
+  }
 
   StatusOr<std::unique_ptr<VerbsStream>> Accept(int timeout_ms, const Check& check) override {
-    int64_t deadline = MonoUs() + int64_t{timeout_ms} * 1000;
+    const int64_t deadline = MonoUs() + int64_t{timeout_ms} * 1000;
     while (true) {
-      int left = static_cast<int>((deadline - MonoUs()) / 1000);
-      auto ev = NextCmEvent(ec_.get(), std::max(left, 0));
-      if (!ev.ok()) {
-        if (ev.status().code() == Status::Code::kTimeout) return Status::NotFound("no RDMA peer connected");
-        return ev.status();
-      }
-      rdma_cm_event* e = *ev;
-      if (e->event != RDMA_CM_EVENT_CONNECT_REQUEST) {
-        rdma_ack_cm_event(e);
+      if (auto done = TakeFinished()) return std::move(*done);
+      rdma_cm_event* e = nullptr;
+      if (rdma_get_cm_event(ec_.get(), &e) == 0) {
+        if (e->event != RDMA_CM_EVENT_CONNECT_REQUEST) {
+          rdma_ack_cm_event(e);
+          continue;
+        }
+        FAHA_RETURN_IF_ERROR(StartSetUp(e, check));
         continue;
       }
-      CmId child(e->id);
-      std::string pdata(static_cast<const char*>(e->param.conn.private_data),
-                        e->param.conn.private_data_len);
-      std::string peer = AddrString(rdma_get_peer_addr(child.get()));
-      rdma_ack_cm_event(e);
-      Status ok = check(pdata);
-      if (!ok.ok()) {
-        std::string reason = ok.message().substr(0, 140);
-        rdma_reject(child.get(), reason.c_str(), static_cast<uint8_t>(reason.size() + 1));
-        return ok.WithPrefix(peer + ": ");
-      }
-      auto ec = NewEventChannel();
-      if (!ec.ok()) {
-        rdma_reject(child.get(), nullptr, 0);
-        return ec.status();
-      }
-      if (rdma_migrate_id(child.get(), ec->get()) != 0) {
-        rdma_reject(child.get(), nullptr, 0);
-        return Status::Unavailable(Errno("rdma_migrate_id"));
-      }
-      auto s = std::make_unique<Stream>(options_, peer);
-      rdma_cm_id* raw = child.get();
-      Status b = s->Build(std::move(*ec), std::move(child));
-      if (!b.ok()) {
-        rdma_reject(raw, nullptr, 0);
-        return b;
-      }
-      rdma_conn_param param = ConnParam({});
-      if (rdma_accept(s->id(), &param) != 0) return Status::Unavailable(Errno("rdma_accept"));
-      FAHA_RETURN_IF_ERROR(
-          ExpectCmEvent(s->event_channel(), RDMA_CM_EVENT_ESTABLISHED, peer, 2000));
-      FAHA_RETURN_IF_ERROR(s->ExchangeSetup(2000));
-      return std::unique_ptr<VerbsStream>(std::move(s));
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return Status::Unavailable(Errno("rdma_get_cm_event"));
+      const int left = static_cast<int>((deadline - MonoUs()) / 1000);
+      if (left <= 0) return Status::NotFound("no RDMA peer connected");
+      pollfd p[2] = {{ec_->fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+      poll(p, 2, left);
+      uint64_t count;
+      if (p[1].revents & POLLIN) (void)!read(wake_fd_, &count, sizeof(count));
     }
   }
 
   int port() const override { return port_; }
 
  private:
+  struct SettingUp {
+    std::thread thread;
+    bool done = false;
+  };
+  using Result = StatusOr<std::unique_ptr<VerbsStream>>;
+
+  // Refuses or accepts the request of event e (acknowledging e); an accepted
+  // one finishes its set-up on its own thread and comes out of a later Accept.
+  Status StartSetUp(rdma_cm_event* e, const Check& check) {
+    CmId child(e->id);
+    std::string pdata(static_cast<const char*>(e->param.conn.private_data),
+                      e->param.conn.private_data_len);
+    std::string peer = AddrString(rdma_get_peer_addr(child.get()));
+    rdma_ack_cm_event(e);
+    Status ok = check(pdata);
+    if (ok.ok() && Reap() >= kMaxSettingUp) {
+      ok = Status::Unavailable("too many RDMA connections setting up (" +
+                               std::to_string(kMaxSettingUp) + "); try again");
+    }
+    if (!ok.ok()) {
+      std::string reason = ok.message().substr(0, 140);
+      rdma_reject(child.get(), reason.c_str(), static_cast<uint8_t>(reason.size() + 1));
+      return ok.WithPrefix(peer + ": ");
+    }
+    auto ec = NewEventChannel();
+    if (!ec.ok()) {
+      rdma_reject(child.get(), nullptr, 0);
+      return ec.status();
+    }
+    // From here on the child's events arrive on its own channel.
+    if (rdma_migrate_id(child.get(), ec->get()) != 0) {
+      rdma_reject(child.get(), nullptr, 0);
+      return Status::Unavailable(Errno("rdma_migrate_id"));
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    setting_up_.emplace_back();
+    SettingUp* h = &setting_up_.back();
+    h->thread = std::thread([this, h, ec = std::move(*ec), child = std::move(child),
+                             peer = std::move(peer)]() mutable {
+      Result r = SetUp(std::move(ec), std::move(child), peer);
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        finished_.push_back(std::move(r));
+        h->done = true;
+      }
+      const uint64_t one = 1;
+      (void)!write(wake_fd_, &one, sizeof(one));
+    });
+    return Status::OK();
+  }
+
+  Result SetUp(EventChannel ec, CmId child, const std::string& peer) {
+    auto s = std::make_unique<Stream>(options_, peer);
+    rdma_cm_id* raw = child.get();
+    Status b = s->Build(std::move(ec), std::move(child));
+    if (!b.ok()) {
+      rdma_reject(raw, nullptr, 0);
+      return b;
+    }
+    rdma_conn_param param = ConnParam({});
+    if (rdma_accept(s->id(), &param) != 0) return Status::Unavailable(Errno("rdma_accept"));
+    // Waited for in slices, so that closing the listener is not held up.
+    const int64_t deadline = MonoUs() + int64_t{kAcceptSetUpMs} * 1000;
+    while (true) {
+      if (closing_) return Status::Unavailable(peer + ": set-up abandoned");
+      const int left = static_cast<int>((deadline - MonoUs()) / 1000);
+      Status e = ExpectCmEvent(s->event_channel(), RDMA_CM_EVENT_ESTABLISHED, peer,
+                               std::clamp(left, 0, 100));
+      if (e.ok()) break;
+      if (e.code() != Status::Code::kTimeout) return e;
+      if (left <= 100) {
+        return Status::Timeout(peer + ": not established within " +
+                               std::to_string(kAcceptSetUpMs) + " ms of its acceptance");
+      }
+    }
+    FAHA_RETURN_IF_ERROR(s->ExchangeSetup(kAcceptSetUpMs, &closing_));
+    return std::unique_ptr<VerbsStream>(std::move(s));
+  }
+
+  // Joins the set-up threads that are done; returns how many are still running.
+  size_t Reap() {
+    std::list<SettingUp> done;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (auto it = setting_up_.begin(); it != setting_up_.end();) {
+        auto next = std::next(it);
+        if (it->done) done.splice(done.end(), setting_up_, it);
+        it = next;
+      }
+    }
+    for (auto& h : done) h.thread.join();
+    std::lock_guard<std::mutex> l(mu_);
+    return setting_up_.size();
+  }
+
+  std::optional<Result> TakeFinished() {
+    Reap();
+    std::lock_guard<std::mutex> l(mu_);
+    if (finished_.empty()) return std::nullopt;
+    Result r = std::move(finished_.front());
+    finished_.pop_front();
+    return r;
+  }
+
   EventChannel ec_;
   CmId id_;
   int port_;
   VerbsOptions options_;
+  int wake_fd_;  // an eventfd a set-up thread writes when it is done
+  std::atomic<bool> closing_{false};
+  std::mutex mu_;
+  std::list<SettingUp> setting_up_;  // list: a thread holds a pointer to its entry
+  std::deque<Result> finished_;
 };
 
 Status ValidateOptions(const VerbsOptions& o) {
@@ -821,7 +922,10 @@ StatusOr<std::unique_ptr<VerbsListener>> VerbsListen(const std::string& bind, in
     return Status::Unavailable("no RDMA device has the address " + bind);
   }
   int bound = ntohs(rdma_get_src_port(id.get()));
-  return std::unique_ptr<VerbsListener>(new Listener(std::move(ec), std::move(id), bound, options));
+  int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake < 0) return Status::Unavailable(Errno("eventfd"));
+  return std::unique_ptr<VerbsListener>(
+      new Listener(std::move(ec), std::move(id), bound, options, wake));
 }
 
 std::vector<VerbsDeviceInfo> ProbeVerbsDevices(std::string* why) {

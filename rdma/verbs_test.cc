@@ -4,11 +4,21 @@
 #include "rdma/verbs.h"
 
 #include <gtest/gtest.h>
+#include <netdb.h>
+#include <poll.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <random>
 #include <thread>
+#include <vector>
+
+#if __has_include(<rdma/rdma_cma.h>)
+#include <rdma/rdma_cma.h>
+#define FAHA_TEST_RAW_CM 1
+#endif
 
 #include "rdma/channel_testing.h"
 #include "rdma/repl_frame.h"
@@ -207,6 +217,132 @@ TEST(VerbsTest, ASilentPeerIsTakenForDeadByTheKeepalive) {
   EXPECT_NE(s.message().find("keepalive"), std::string::npos) << s.ToString();
   EXPECT_LT(ms, 3000);
 }
+
+#ifdef FAHA_TEST_RAW_CM
+// A peer that goes through rdma_cm up to ESTABLISHED and then says nothing: it
+// never sends the ring set-up a FaHA stream starts with.
+class SilentPeer {
+ public:
+  ~SilentPeer() {
+    if (established_) rdma_disconnect(id_);
+    if (id_ && id_->qp) rdma_destroy_qp(id_);
+    if (id_) rdma_destroy_id(id_);
+    if (ec_) rdma_destroy_event_channel(ec_);
+  }
+
+  Status Connect(const std::string& host, int port, const std::string& private_data) {
+    ec_ = rdma_create_event_channel();
+    if (!ec_ || rdma_create_id(ec_, &id_, nullptr, RDMA_PS_TCP) != 0) {
+      return Status::Unavailable("rdma_create_id failed");
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    addrinfo* res = nullptr;
+    if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) {
+      return Status::InvalidArgument("cannot resolve " + host);
+    }
+    int rc = rdma_resolve_addr(id_, nullptr, res->ai_addr, 5000);
+    freeaddrinfo(res);
+    if (rc != 0) return Status::Unavailable("rdma_resolve_addr failed");
+    FAHA_RETURN_IF_ERROR(Expect(RDMA_CM_EVENT_ADDR_RESOLVED));
+    if (rdma_resolve_route(id_, 5000) != 0) return Status::Unavailable("rdma_resolve_route failed");
+    FAHA_RETURN_IF_ERROR(Expect(RDMA_CM_EVENT_ROUTE_RESOLVED));
+    ibv_qp_init_attr qa{};
+    qa.qp_type = IBV_QPT_RC;
+    qa.cap.max_send_wr = qa.cap.max_recv_wr = 4;
+    qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
+    if (rdma_create_qp(id_, nullptr, &qa) != 0) return Status::Unavailable("rdma_create_qp failed");
+    rdma_conn_param param{};
+    param.private_data = private_data.data();
+    param.private_data_len = static_cast<uint8_t>(private_data.size());
+    param.retry_count = 7;
+    param.rnr_retry_count = 7;
+    if (rdma_connect(id_, &param) != 0) return Status::Unavailable("rdma_connect failed");
+    FAHA_RETURN_IF_ERROR(Expect(RDMA_CM_EVENT_ESTABLISHED));
+    established_ = true;
+    return Status::OK();
+  }
+
+ private:
+  Status Expect(rdma_cm_event_type want) {
+    pollfd p{ec_->fd, POLLIN, 0};
+    if (poll(&p, 1, 10000) != 1) return Status::Timeout(std::string("no ") + rdma_event_str(want));
+    rdma_cm_event* e = nullptr;
+    if (rdma_get_cm_event(ec_, &e) != 0) return Status::Unavailable("rdma_get_cm_event failed");
+    rdma_cm_event_type got = e->event;
+    rdma_ack_cm_event(e);
+    if (got != want) return Status::Unavailable(std::string("got ") + rdma_event_str(got));
+    return Status::OK();
+  }
+
+  rdma_event_channel* ec_ = nullptr;
+  rdma_cm_id* id_ = nullptr;
+  bool established_ = false;
+};
+
+TEST(VerbsTest, APeerSilentInItsSetUpHoldsUpNoOtherConnection) {
+  REQUIRE_RDMA();
+  auto l = VerbsListen(RdmaAddr(), 0, SmallRing());
+  ASSERT_TRUE(l.ok()) << l.status().ToString();
+  // Accepts until the test ends, keeping what each Accept gave.
+  struct Acceptor {
+    std::mutex mu;
+    std::vector<std::unique_ptr<VerbsStream>> accepted;
+    std::vector<Status> failed;
+    std::atomic<bool> stop{false};
+    std::thread thread;
+    ~Acceptor() {
+      stop = true;
+      if (thread.joinable()) thread.join();
+    }
+  } a;
+  a.thread = std::thread([&] {
+    while (!a.stop) {
+      auto s = (*l)->Accept(100, [](std::string_view) { return Status::OK(); });
+      if (!s.ok() && s.status().code() == Status::Code::kNotFound) continue;
+      std::lock_guard<std::mutex> g(a.mu);
+      if (s.ok()) {
+        a.accepted.push_back(std::move(*s));
+      } else {
+        a.failed.push_back(s.status());
+      }
+    }
+  });
+  auto wait_for = [&](auto done, int ms) {
+    for (int i = 0; i < ms / 10; i++) {
+      {
+        std::lock_guard<std::mutex> g(a.mu);
+        if (done()) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+
+  SilentPeer silent;
+  Status sc = silent.Connect(RdmaAddr(), (*l)->port(), "x");
+  ASSERT_TRUE(sc.ok()) << sc.ToString();
+  // The silent peer's set-up may take the listener's whole set-up time (5 s);
+  // an honest connection made meanwhile must not wait for it.
+  auto t0 = std::chrono::steady_clock::now();
+  auto c = VerbsConnect(RdmaAddr(), (*l)->port(), "x", SmallRing(), 1500);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - t0)
+                .count();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::printf("connected in %lld ms while a silent peer was setting up\n", static_cast<long long>(ms));
+  ASSERT_TRUE(wait_for([&] { return a.accepted.size() == 1; }, 5000));
+  ASSERT_TRUE((*c)->Write("hello", 1000).ok());
+  std::string got;
+  while (got.size() < 5) ASSERT_TRUE(a.accepted[0]->Read(&got, 2000).ok());
+  EXPECT_EQ(got, "hello");
+
+  // The silent one is given up once its set-up time has passed, with a reason.
+  ASSERT_TRUE(wait_for([&] { return !a.failed.empty(); }, 10000));
+  EXPECT_EQ(a.failed[0].code(), Status::Code::kTimeout) << a.failed[0].ToString();
+  EXPECT_NE(a.failed[0].message().find("ring set-up"), std::string::npos) << a.failed[0].ToString();
+}
+#endif  // FAHA_TEST_RAW_CM
 
 TEST(VerbsTransportTest, WrongSecretIsRefusedAtConnectionSetUp) {
   REQUIRE_RDMA();
