@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -176,13 +177,61 @@ ServerProcess::ServerProcess(std::string data_dir, std::vector<std::string> extr
   log_path_ = data_dir_ + ".server.log";
 }
 
+namespace {
+
+// The TCP ports process `pid` listens on (its socket inodes looked up in
+// /proc/net/tcp and tcp6), for a failed test's report.
+std::string ListeningPorts(pid_t pid) {
+  std::set<std::string> inodes;
+  std::error_code ec;
+  const std::string fds = "/proc/" + std::to_string(pid) + "/fd";
+  for (auto it = std::filesystem::directory_iterator(fds, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::string target = std::filesystem::read_symlink(it->path(), ec).string();
+    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  std::string out;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string sl, local, remote, state, queues, timer, retr, uid, timeout, inode;
+      f >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
+      if (state != "0A" || !inodes.count(inode)) continue;  // 0A: LISTEN
+      const size_t colon = local.rfind(':');
+      out += " " + std::to_string(std::stoul(local.substr(colon + 1), nullptr, 16));
+    }
+  }
+  return out.empty() ? " none" : out;
+}
+
+}  // namespace
+
 ServerProcess::~ServerProcess() {
+  // A failed test says whether each of its servers was still alive, and if so
+  // where it listened.
+  const bool failed = ::testing::Test::HasFailure();
   if (pid_ > 0) {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      if (failed) {
+        fprintf(stderr, "--- server %d (%s) had %s %d before the test ended\n", pid_,
+                log_path_.c_str(), WIFEXITED(status) ? "exited with status" : "died of signal",
+                WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+      }
+    } else {
+      if (failed) {
+        fprintf(stderr, "--- server %d (%s) was running, listening on TCP ports:%s\n", pid_,
+                log_path_.c_str(), ListeningPorts(pid_).c_str());
+      }
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
   }
   // A failed test shows what its servers said last.
-  if (::testing::Test::HasFailure()) {
+  if (failed) {
     std::ifstream in(log_path_);
     std::vector<std::string> lines;
     for (std::string line; std::getline(in, line);) lines.push_back(line);
