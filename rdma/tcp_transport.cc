@@ -109,10 +109,16 @@ class TcpListener final : public Listener {
   StatusOr<std::unique_ptr<Channel>> Accept(int timeout_ms) override {
     pollfd p{fd_, POLLIN, 0};
     int rc = poll(&p, 1, timeout_ms);
-    if (rc == 0) return Status::NotFound("no replication peer connected");
+    if (rc < 0 && errno != EINTR) return Status::Unavailable(Errno("poll on the replication port"));
+    if (rc <= 0) return Status::NotFound("no replication peer connected");
     sockaddr_storage addr{};
     socklen_t len = sizeof(addr);
+    // The listening socket is non-blocking: a peer that went away between
+    // poll and accept4 leaves nothing to wait for.
     int fd = accept4(fd_, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED)) {
+      return Status::NotFound("no replication peer connected");
+    }
     if (fd < 0) return Status::Unavailable(Errno("accept"));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -188,7 +194,8 @@ class TcpTransport final : public Transport {
     if (inet_pton(AF_INET, bind_addr.c_str(), &a.sin_addr) != 1) {
       return Status::InvalidArgument("'" + bind_addr + "' is not an IPv4 address");
     }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return Status::IOError(Errno("socket"));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(fd, 64) != 0) {

@@ -144,6 +144,7 @@ void OnSignal(int) {
 // async-signal-safe calls, and backtrace() was warmed up at start-up so that
 // it does not load libgcc inside the handler. Sanitizer builds keep their own
 // handlers, which report more.
+#if !defined(__SANITIZE_ADDRESS__)
 void OnFatalSignal(int sig) {
   char buf[96];
   int n = std::snprintf(buf, sizeof(buf), "\nfaha-server: fatal signal %d (%s) in thread %ld; stack:\n",
@@ -155,9 +156,10 @@ void OnFatalSignal(int sig) {
   signal(sig, SIG_DFL);
   raise(sig);
 }
+#endif
 
 void InstallFatalSignalReport() {
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_UNDEFINED__)
+#if !defined(__SANITIZE_ADDRESS__)
   void* warm[1];
   backtrace(warm, 1);
   struct sigaction sa {};
