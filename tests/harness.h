@@ -63,7 +63,9 @@ class ServerProcess {
   void Start();
   // Polls PING until the server answers (true) or it exits / times out (false).
   bool WaitReady(int timeout_ms = 20000);
-  // Sends `sig` and, for terminating signals, waits for the exit status.
+  // Sends `sig` and, for terminating signals, waits for the exit status; for
+  // SIGSTOP, waits until every thread has stopped (a stop reaches the threads
+  // of a process one after another: until then some still run). -1 on failure.
   int Kill(int sig);
   // Waits for exit; returns the exit code (128+signal if signalled), -1 on timeout.
   int WaitExit(int timeout_ms = 20000);

@@ -323,7 +323,7 @@ TEST(ReplicationTest, KillNinePrimaryLeavesEveryAcknowledgedWriteOnEveryBackup) 
     };
     ASSERT_TRUE(WaitFor([&] { return total() > 3000u + 4000u * round; }, 60000));
     if (round == 1) {
-      cl.backup(1).Kill(SIGSTOP);
+      EXPECT_EQ(cl.backup(1).Kill(SIGSTOP), 0);
       std::this_thread::sleep_for(300ms);
     }
     EXPECT_EQ(cl.primary().Kill(SIGKILL), 128 + SIGKILL);
@@ -474,7 +474,7 @@ TEST(ReplicationTest, SilentBackupMakesWritesFailAfterTheTimeout) {
   auto p = ConnectClient(cl.primary().address());
   ASSERT_TRUE(p);
   ASSERT_TRUE(p->Put("before", "1").ok());
-  cl.backup(0).Kill(SIGSTOP);
+  ASSERT_EQ(cl.backup(0).Kill(SIGSTOP), 0);  // returns once every thread has stopped
   auto t0 = std::chrono::steady_clock::now();
   Status s = p->Put("during", "2");
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
