@@ -49,6 +49,11 @@ class MemoryDevice final : public LogDevice {
   std::string Granularity() const override { return "CACHE_LINE"; }
 
   void CrashAtPersist(uint64_t n, KeepFn keep);
+  // Takes back a CrashAtPersist that has not happened yet.
+  void NoCrash() {
+    std::lock_guard<std::mutex> l(mu_);
+    crash_at_ = UINT64_MAX;
+  }
   void PowerCut();
   uint64_t persist_calls() {
     std::lock_guard<std::mutex> l(mu_);

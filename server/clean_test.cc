@@ -205,35 +205,49 @@ TEST_F(CleanTest, TombstoneOutlivesTheValueItDeleted) {
 }
 
 // A power cut at the n-th persist of a workload that cleans between rounds of
-// overwrites (so at every point of every pass: while writing a replacement,
-// or between its persist and putting it in place), then recovery: every
-// acknowledged write is there, with its latest acknowledged value.
+// overwrites, then recovery: every acknowledged write is there, with its latest
+// acknowledged value. Three kinds of crash point: the n-th persist counted
+// from the first overwrite round (an append or a cleaning pass, as the timing
+// of group commit falls); the persist of a cleaning pass's replacement, with
+// none to most of its lines reaching media; and right before a pass's
+// replacement is put in place.
 TEST_F(CleanTest, PowerCutAtEveryPointOfCleaningLosesNothingAcknowledged) {
   const int keys = 120;
+  enum class Cut { kAnyPersist, kCleaningPersist, kAtCommit };
   int crashed_cleaning = 0, crashed_at_commit = 0;
-  // Persist n of the workload (each n once), and a crash right before the
-  // replacement of the k-th pass is put in place (n = 10 k).
+  const auto half_the_lines = [](size_t lines) {
+    std::vector<bool> keep(lines);
+    for (size_t i = 0; i < lines; i++) keep[i] = i % 2 == 0;  // half the lines reach media
+    return keep;
+  };
   for (int n = 0; n < 80; n++) {
-    for (bool at_commit : {false, true}) {
-      if (at_commit && n % 10 != 0) continue;
-      SCOPED_TRACE("persist " + std::to_string(n) + (at_commit ? " (at commit)" : ""));
+    for (Cut cut : {Cut::kAnyPersist, Cut::kCleaningPersist, Cut::kAtCommit}) {
+      if (cut == Cut::kAtCommit && n % 10 != 0) continue;
+      SCOPED_TRACE("n " + std::to_string(n) + " cut " + std::to_string(static_cast<int>(cut)));
       dev_ = std::make_shared<nvm::MemoryDevice>();
       acked_.clear();
       Open();
       for (int round = 0; round < 4; round++) ASSERT_TRUE(Round(keys, round));
-      if (!at_commit) {
-        dev_->CrashAtPersist(static_cast<uint64_t>(n), [](size_t lines) {
-          std::vector<bool> keep(lines);
-          for (size_t i = 0; i < lines; i++) keep[i] = i % 2 == 0;  // half the lines reach media
-          return keep;
-        });
-      }
+      if (cut == Cut::kAnyPersist) dev_->CrashAtPersist(static_cast<uint64_t>(n), half_the_lines);
       for (int round = 4; round < 14 && !dev_->crashed(); round++) {
         if (!Round(keys, round)) break;
-        if (at_commit && round == 4 + n / 10) dev_->CrashAtCommit();
+        if (cut == Cut::kAtCommit && round == 4 + n / 10) dev_->CrashAtCommit();
+        // The persist of the replacement written by the first pass from
+        // round 4 + n / 8 on that cleans anything, with (n % 8) / 8 of its
+        // lines, scattered, reaching media.
+        const bool arm = cut == Cut::kCleaningPersist && round >= 4 + n / 8;
+        if (arm) {
+          dev_->CrashAtPersist(0, [kept = n % 8](size_t lines) {
+            std::vector<bool> keep(lines);
+            for (size_t i = 0; i < lines; i++) keep[i] = static_cast<int>((i * 5 + kept) % 8) < kept;
+            return keep;
+          });
+        }
         auto r = store_->CleanOnce();
+        if (arm && r.ok()) dev_->NoCrash();
         if (!r.ok()) {
-          (at_commit ? crashed_at_commit : crashed_cleaning)++;
+          if (cut == Cut::kAtCommit) crashed_at_commit++;
+          if (cut == Cut::kCleaningPersist) crashed_cleaning++;
           break;
         }
       }
@@ -250,7 +264,10 @@ TEST_F(CleanTest, PowerCutAtEveryPointOfCleaningLosesNothingAcknowledged) {
     }
   }
   // The crash points did fall inside cleaning passes, not only in appends.
-  EXPECT_GT(crashed_cleaning, 2);
+  std::printf("power cuts inside a cleaning pass: %d of 80, right before a replacement is put "
+              "in place: %d of 8\n",
+              crashed_cleaning, crashed_at_commit);
+  EXPECT_GT(crashed_cleaning, 40);
   EXPECT_GT(crashed_at_commit, 2);
 }
 
