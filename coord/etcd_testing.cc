@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/stopped.h"
 #include "coord/etcd_client.h"
 
 namespace faha::coord {
@@ -211,6 +212,9 @@ Status EtcdProcess::Launch(int deadline_ms) {
 Status EtcdProcess::Kill(int sig) {
   if (pid_ <= 0) return Status::InvalidArgument("etcd is not running");
   if (kill(pid_, sig) != 0) return Status::IOError(Errno("kill"));
+  if (sig == SIGSTOP && !WaitAllThreadsStopped(pid_, 5000)) {
+    return Status::IOError("etcd's threads did not all stop within 5 s of SIGSTOP");
+  }
   if (sig != SIGKILL && sig != SIGTERM && sig != SIGINT) return Status::OK();
   if (sig != SIGKILL) kill(pid_, SIGCONT);  // a stopped etcd could not act on it
   int status = 0;

@@ -32,7 +32,8 @@ class EtcdProcess {
   // that stopped etcd restarts it on the same ports and data.
   Status Start();
   // Sends `sig` to etcd. For SIGKILL, SIGTERM and SIGINT also waits for etcd to
-  // exit; other signals (SIGSTOP, SIGCONT) are only delivered.
+  // exit; SIGSTOP returns once every thread has stopped; other signals
+  // (SIGCONT) are only delivered.
   Status Kill(int sig);
 
   // Before the first Start(): etcd also serves clients on `host` (an address

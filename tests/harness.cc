@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "common/stopped.h"
 #include "faha/client.h"
 
 namespace faha::test {
@@ -282,38 +283,11 @@ bool ServerProcess::WaitReady(int timeout_ms) {
   return false;
 }
 
-namespace {
-
-// True once every thread of `pid` is in state T (stopped).
-bool AllThreadsStopped(pid_t pid) {
-  std::error_code ec;
-  int threads = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    std::ifstream in(it->path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const size_t paren = stat.rfind(')');  // the name may hold spaces
-    if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') {
-      return false;
-    }
-    threads++;
-  }
-  return !ec && threads > 0;
-}
-
-}  // namespace
-
 int ServerProcess::Kill(int sig) {
   if (pid_ <= 0) return -1;
   if (kill(pid_, sig) != 0) return -1;
   if (sig == SIGKILL || sig == SIGTERM || sig == SIGINT) return WaitExit();
-  if (sig == SIGSTOP) {
-    const int64_t deadline = MonoMs() + 5000;
-    while (!AllThreadsStopped(pid_)) {
-      if (MonoMs() > deadline) return -1;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }
+  if (sig == SIGSTOP && !WaitAllThreadsStopped(pid_, 5000)) return -1;
   return 0;
 }
 
