@@ -15,7 +15,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -189,8 +188,9 @@ std::string ListeningPorts(pid_t pid) {
   const std::string fds = "/proc/" + std::to_string(pid) + "/fd";
   for (auto it = std::filesystem::directory_iterator(fds, ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    std::string target = std::filesystem::read_symlink(it->path(), ec).string();
-    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+    std::error_code gone;  // an fd closed meanwhile: skip it, keep listing
+    std::string target = std::filesystem::read_symlink(it->path(), gone).string();
+    if (!gone && target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
   }
   std::string out;
   for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
