@@ -123,9 +123,9 @@ Status Log::Recover(const ApplyFn& apply, RecoveryReport* report) {
 }
 
 void Log::DropOwned(const Segment* seg) {
-  owned_.erase(std::remove_if(owned_.begin(), owned_.end(),
-                              [&](const auto& p) { return p.get() == seg; }),
-               owned_.end());
+  owned_.erase(
+      std::remove_if(owned_.begin(), owned_.end(), [&](const auto& p) { return p.get() == seg; }),
+      owned_.end());
 }
 
 Status Log::NewSegment_wt(uint32_t id) {
@@ -165,8 +165,8 @@ bool Log::ValidBatchAt(const Segment& seg, uint64_t off, BatchHeader* hdr, std::
     *why = "unknown batch version " + std::to_string(hdr->version) + " or flags";
     return false;
   }
-  if (compacted && (hdr->lsn_span == 0 || hdr->lsn_span > (1ull << 32) ||
-                    hdr->lsn_span < hdr->record_count)) {
+  if (compacted &&
+      (hdr->lsn_span == 0 || hdr->lsn_span > (1ull << 32) || hdr->lsn_span < hdr->record_count)) {
     *why = "impossible LSN span " + std::to_string(hdr->lsn_span);
     return false;
   }
@@ -196,10 +196,11 @@ uint64_t Log::DataEnd(const Segment& seg) const {
 
 std::string Log::FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t idx, uint64_t off,
                                      uint64_t* batches, uint64_t* records, Status* error,
-                                     size_t end_idx) {
+                                     size_t end_idx, uint64_t* last_end) {
   std::string found;
   *batches = 0;
   *records = 0;
+  if (last_end) *last_end = 0;
   for (size_t i = idx; i < std::min(end_idx, ids.size()); i++) {
     std::unique_ptr<Segment> opened;
     const Segment* seg = segments_[ids[i]].load();
@@ -225,6 +226,7 @@ std::string Log::FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t id
         (*batches)++;
         *records += h.record_count;
         pos += BatchSize(h.payload_bytes);
+        if (last_end) *last_end = i == idx ? pos : UINT64_MAX;
       } else {
         pos += kBatchAlign;
       }
@@ -409,19 +411,32 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
       // Search from the next cache line, not from this batch's claimed end:
       // its length field is unverified, and trusting a damaged one could skip
       // over valid batches and call them a torn tail.
-      uint64_t later_batches = 0, later_records = 0;
+      uint64_t later_batches = 0, later_records = 0, later_end = 0;
       Status err;
-      std::string later =
-          FindValidBatchAfter(ids, idx, off + kBatchAlign, &later_batches, &later_records, &err);
+      std::string later = FindValidBatchAfter(ids, idx, off + kBatchAlign, &later_batches,
+                                              &later_records, &err, SIZE_MAX, &later_end);
       FAHA_RETURN_IF_ERROR(err);
       std::string where = name + " offset " + std::to_string(off);
-      if (later.empty()) {
+      // Fewer than kTornWindowBatches valid batches ending within
+      // kTornWindowBytes of the damaged one may have been written while it was
+      // not yet durable (the writer never lets more wait, log_format.h): a page
+      // written back before an earlier one when the power went. None of them
+      // was acknowledged, so they are part of the torn tail. More, or further,
+      // were written after this one was durable: that is damage, not a tear.
+      const bool in_window = !later.empty() && later_batches < kTornWindowBatches &&
+                             later_end <= off + kTornWindowBytes;
+      if (later.empty() || in_window) {
         uint64_t garbage_end = NonZeroEnd(*seg, off);
         if (garbage_end > off) {
           report->torn_tail = true;
           report->torn_detail = where + ": " + (zero_header ? "header not persisted" : why) + ", " +
                                 std::to_string(garbage_end - off) +
                                 " bytes of an incomplete last batch dropped";
+          if (in_window) {
+            report->torn_detail += ", with the " + std::to_string(later_batches) +
+                                   " batches after it (" + std::to_string(later_records) +
+                                   " records) written in the same in-flight window (" + later + ")";
+          }
           FAHA_LOG_WARN("recovery: dropped torn tail at %s", report->torn_detail.c_str());
         }
         FAHA_RETURN_IF_ERROR(TruncateAt(id, off, {ids.begin() + idx + 1, ids.end()}));
@@ -527,6 +542,7 @@ Status Log::PersistAppended_wt() {
   Status s = seg->Persist(unpersisted_from_, tail_offset_ - unpersisted_from_);
   if (!s.ok()) return Fail_wt(s);
   unpersisted_from_ = 0;
+  unpersisted_batches_ = 0;
   return Status::OK();
 }
 
@@ -537,7 +553,7 @@ Status Log::Fail_wt(const Status& s) {
 }
 
 StatusOr<Log::AppendResult> Log::AppendFramed_wt(const BatchHeader& header,
-                                                  std::string_view payload) {
+                                                 std::string_view payload) {
   uint64_t want = next_lsn_.load(std::memory_order_relaxed);
   if (header.first_lsn != want || header.payload_bytes != payload.size() || payload.empty()) {
     return Status::InvalidArgument("framed batch does not continue this log at LSN " +
@@ -701,19 +717,26 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
     if (!s.ok()) return Fail_wt(s);
     seg = segments_[tail_segment_].load();
   }
+  if (unpersisted_from_ != 0 && (unpersisted_batches_ >= kTornWindowBatches ||
+                                 tail_offset_ + size - unpersisted_from_ > kTornWindowBytes)) {
+    // Recovery takes valid batches after a torn one for a tear only within
+    // this window: persist what waits before the window would grow past it.
+    FAHA_RETURN_IF_ERROR(PersistAppended_wt());
+  }
   uint64_t off = tail_offset_;
   if (off == sizeof(SegmentHeader)) {
     seg_first_lsn_[tail_segment_].store(h.first_lsn, std::memory_order_release);
   }
-  seg->Write(off, &h, sizeof(h));
-  seg->Write(off + sizeof(h), payload.data(), payload.size());
+  seg->WriteParts(off, std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)), payload);
   if (persist) {
     const uint64_t from = unpersisted_from_ != 0 ? unpersisted_from_ : off;
     Status s = seg->Persist(from, off + sizeof(h) + payload.size() - from);
     if (!s.ok()) return Fail_wt(s);
     unpersisted_from_ = 0;
-  } else if (unpersisted_from_ == 0) {
-    unpersisted_from_ = off;
+    unpersisted_batches_ = 0;
+  } else {
+    if (unpersisted_from_ == 0) unpersisted_from_ = off;
+    unpersisted_batches_++;
   }
   tail_offset_ += size;
   last_batch_ = h;

@@ -121,7 +121,7 @@ class Log {
   // payload, or a first LSN that does not continue this log.
   // With persist=false the batch is written but not yet durable: a backup
   // taking a burst of batches makes them durable together with
-  // PersistAppended_wt() (one msync instead of one per batch) before it
+  // PersistAppended_wt() (one sync instead of one per batch) before it
   // acknowledges any of them.
   StatusOr<AppendResult> AppendReplicated_wt(const BatchHeader& header, std::string_view payload,
                                              bool persist = true);
@@ -262,9 +262,11 @@ class Log {
   // Looks for any valid batch at or after (ids[idx], off), in segments before
   // ids[end_idx]. Returns a description of the first one, or "" if none.
   // A segment that cannot be opened sets *error (never "nothing found").
+  // *last_end, if given, is set to the end of the last valid batch found when
+  // every one found lies in segment ids[idx], and to UINT64_MAX otherwise.
   std::string FindValidBatchAfter(const std::vector<uint32_t>& ids, size_t idx, uint64_t off,
                                   uint64_t* batches, uint64_t* records, Status* error,
-                                  size_t end_idx = SIZE_MAX);
+                                  size_t end_idx = SIZE_MAX, uint64_t* last_end = nullptr);
   // Offset just past the run of valid batches from the start of a segment
   // already judged sound by recovery.
   uint64_t DataEnd(const Segment& seg) const;
@@ -285,6 +287,7 @@ class Log {
   // Start, in the tail segment, of bytes appended but not yet persisted
   // (AppendReplicated_wt with persist=false); 0: none. Writer-owned.
   uint64_t unpersisted_from_ = 0;
+  uint32_t unpersisted_batches_ = 0;  // batches written since unpersisted_from_
   std::string failure_;
   std::atomic<uint64_t> next_lsn_{1};
   std::atomic<uint64_t> bytes_written_{0};

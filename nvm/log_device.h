@@ -1,5 +1,7 @@
 // LogDevice: where log segments live. The production device maps segment files
-// with PMDK's libpmem2 (DAX: cache-line flush + fence; ordinary files: msync);
+// with PMDK's libpmem2 on DAX (cache-line flush + fence) and writes them with
+// pwritev + fdatasync on ordinary file systems (reading through a read-only
+// mapping);
 // the in-memory device (memory_device.h) keeps a "durable" image apart from the
 // mapped bytes so tests can cut the power and lose everything not persisted.
 // A device and its segments may be used from several threads only as the Log
@@ -11,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "faha/status.h"
@@ -23,8 +26,15 @@ class Segment {
   virtual ~Segment() = default;
   char* data() const { return data_; }
   size_t size() const { return size_; }
-  // Copies len bytes to [off, off+len) without the guarantee of durability.
+  // Copies len bytes to [off, off+len) without the guarantee of durability;
+  // readers of data() see them once it returns.
   virtual void Write(size_t off, const void* src, size_t len) = 0;
+  // Writes a then b at [off, off + a.size() + b.size()) (a batch header and its
+  // payload): one system call on a file device.
+  virtual void WriteParts(size_t off, std::string_view a, std::string_view b) {
+    Write(off, a.data(), a.size());
+    Write(off + a.size(), b.data(), b.size());
+  }
   // Makes [off, off+len) durable. On failure nothing can be assumed about the range.
   virtual Status Persist(size_t off, size_t len) = 0;
   // Faults [off, off+len) in ahead of writes (a hint; may do nothing).

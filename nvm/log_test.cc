@@ -136,15 +136,18 @@ TEST(LogTest, CleanedSegmentKeepsLsnsAndCoversTheSameRange) {
     // Keep every third record of segment 1.
     std::vector<std::string> bytes;
     std::vector<uint64_t> lsns;
-    ASSERT_TRUE(log->ForEachRecord(seg.id, [&](const RecordView& r, uint64_t loc, uint64_t lsn) {
-                     if (lsn % 3 != 0) return;
-                     size_t n;
-                     RecordView v;
-                     ASSERT_TRUE(DecodeRecord(log->RecordPtr(loc), 1 << 20, &v, &n));
-                     bytes.emplace_back(log->RecordPtr(loc), n);
-                     lsns.push_back(lsn);
-                     (void)r;
-                   }).ok());
+    ASSERT_TRUE(log->ForEachRecord(seg.id,
+                                   [&](const RecordView& r, uint64_t loc, uint64_t lsn) {
+                                     if (lsn % 3 != 0) return;
+                                     size_t n;
+                                     RecordView v;
+                                     ASSERT_TRUE(
+                                         DecodeRecord(log->RecordPtr(loc), 1 << 20, &v, &n));
+                                     bytes.emplace_back(log->RecordPtr(loc), n);
+                                     lsns.push_back(lsn);
+                                     (void)r;
+                                   })
+                    .ok());
     std::vector<Log::KeptRecord> kept;
     for (size_t i = 0; i < bytes.size(); i++) kept.push_back({bytes[i], lsns[i]});
     std::vector<uint64_t> where;
@@ -174,8 +177,9 @@ TEST(LogTest, CleanedSegmentKeepsLsnsAndCoversTheSameRange) {
     EXPECT_GE(compacted, 1);
     EXPECT_EQ(replica->next_lsn(), log->next_lsn());
     // A batch can no longer start inside the compacted range.
-    EXPECT_EQ(log->ForEachBatch(2, 3, 1, [](const BatchHeader&, std::string_view) {}).status().code(),
-              Status::Code::kNotFound);
+    EXPECT_EQ(
+        log->ForEachBatch(2, 3, 1, [](const BatchHeader&, std::string_view) {}).status().code(),
+        Status::Code::kNotFound);
     for (const auto& k : kept) written.push_back({std::string(ReadKey(k.bytes)), "", k.lsn});
   }
   dev->PowerCut();
@@ -190,7 +194,8 @@ TEST(LogTest, CleanedSegmentKeepsLsnsAndCoversTheSameRange) {
     EXPECT_EQ(got[i].key, written[i].key);
     EXPECT_EQ(got[i].lsn, written[i].lsn);
   }
-  for (size_t i = written.size() + 1; i < got.size(); i++) EXPECT_EQ(got[i].lsn, got[i - 1].lsn + 1);
+  for (size_t i = written.size() + 1; i < got.size(); i++)
+    EXPECT_EQ(got[i].lsn, got[i - 1].lsn + 1);
   EXPECT_EQ(log->next_lsn(), 200u * 5 + 1);
   // Flip an LSN delta (and fix the checksum): corruption, not a torn tail.
   std::vector<char>* img = dev->Durable(1);
@@ -407,9 +412,11 @@ TEST(LogTest, TruncateToDropsTheSuffixAndAppendsContinueFromThere) {
   }
 }
 
+// Damage with more valid batches after it than one in-flight window can hold
+// (log_format.h, kTornWindowBatches): written after it was durable.
 TEST(LogTest, DamagedBatchFollowedByValidOnesRefusesToStartAndNamesTheOffset) {
   std::vector<uint64_t> locs;
-  auto dev = WriteBatches(5, &locs);
+  auto dev = WriteBatches(3 + kTornWindowBatches, &locs);
   uint32_t off = LocationOffset(locs[2]);
   (*dev->Durable(1))[off + sizeof(BatchHeader) + 5] ^= 0x40;  // a flipped bit in batch 3's payload
   dev->PowerCut();
@@ -429,7 +436,7 @@ TEST(LogTest, DamagedBatchFollowedByValidOnesRefusesToStartAndNamesTheOffset) {
 
 TEST(LogTest, DropCorruptFlagDropsFromTheDamageAndReportsIt) {
   std::vector<uint64_t> locs;
-  auto dev = WriteBatches(5, &locs);
+  auto dev = WriteBatches(2 + kTornWindowBatches, &locs);
   uint32_t off = LocationOffset(locs[1]);
   (*dev->Durable(1))[off + 2] ^= 0xFF;  // batch 2's header magic
   dev->PowerCut();
@@ -442,8 +449,8 @@ TEST(LogTest, DropCorruptFlagDropsFromTheDamageAndReportsIt) {
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(got.size(), 3u);  // batch 1 only
   EXPECT_TRUE(rep.dropped_corrupt);
-  EXPECT_EQ(rep.dropped_batches, 3u);
-  EXPECT_EQ(rep.dropped_records, 9u);
+  EXPECT_EQ(rep.dropped_batches, kTornWindowBatches);
+  EXPECT_EQ(rep.dropped_records, 3u * kTornWindowBatches);
   EXPECT_NE(rep.dropped_detail.find("offset " + std::to_string(off)), std::string::npos);
   // The dropped bytes are gone for good: a normal restart now succeeds.
   log->reset();
@@ -466,6 +473,84 @@ TEST(LogTest, DamagedLastBatchIsATornTail) {
   EXPECT_EQ(got.size(), 9u);
   EXPECT_TRUE(rep.torn_tail);
   EXPECT_NE(rep.torn_detail.find("checksum"), std::string::npos) << rep.torn_detail;
+}
+
+// Batches written without a persist each (a backup taking a burst) become
+// durable together, in whatever order the pages reach the media. A power cut
+// during that persist can leave the earlier batch torn and the later one
+// whole: recovery drops both as a torn tail and starts, without
+// --recovery_drop_corrupt; every batch persisted before is kept.
+TEST(LogTest, LaterBatchDurableAndEarlierNotIsATornTail) {
+  auto dev = std::make_shared<MemoryDevice>();
+  auto log = Log::Open(dev, LogOptions{});
+  RecoveryReport rep;
+  ASSERT_TRUE((*log)->Recover(nullptr, &rep).ok());
+  BatchBuilder b;
+  for (int i = 0; i < 3; i++) {
+    BatchPayload(i, 3, &b);
+    ASSERT_TRUE((*log)->AppendBatch_wt(b.payload(), b.count()).ok());
+  }
+  uint64_t earlier_bytes = 0;
+  for (int i = 3; i < 5; i++) {
+    BatchPayload(i, 3, &b);
+    const BatchHeader h = Log::FrameBatch(b.payload(), b.count(), (*log)->next_lsn(), 0);
+    auto r = (*log)->AppendReplicated_wt(h, b.payload(), /*persist=*/false);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    if (i == 3) earlier_bytes = r->bytes;
+  }
+  // The persist of both: the earlier batch's lines are lost, the later one's kept.
+  dev->CrashAtPersist(0, [&](size_t lines) {
+    std::vector<bool> keep(lines, true);
+    for (size_t l = 0; l < earlier_bytes / kBatchAlign; l++) keep[l] = false;
+    return keep;
+  });
+  EXPECT_FALSE((*log)->PersistAppended_wt().ok());
+  log->reset();
+  dev->PowerCut();
+
+  auto again = Log::Open(dev, LogOptions{});
+  Status s;
+  auto got = Replay(again->get(), &rep, &s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(got.size(), 9u);
+  for (size_t i = 0; i < got.size(); i++) {
+    EXPECT_EQ(got[i].key, "b" + std::to_string(i / 3) + "-r" + std::to_string(i % 3));
+  }
+  EXPECT_TRUE(rep.torn_tail);
+  EXPECT_FALSE(rep.dropped_corrupt);
+  EXPECT_NE(rep.torn_detail.find("in-flight window"), std::string::npos) << rep.torn_detail;
+  // The tail is gone for good and the log appends after the kept batches.
+  EXPECT_EQ((*again)->next_lsn(), 10u);
+  BatchPayload(9, 3, &b);
+  ASSERT_TRUE((*again)->AppendBatch_wt(b.payload(), b.count()).ok());
+}
+
+// The writer keeps its side of that bargain: however long a burst of
+// unpersisted batches, it persists before a window would hold more than
+// kTornWindowBatches batches or kTornWindowBytes.
+TEST(LogTest, UnpersistedBatchesNeverExceedTheInFlightWindow) {
+  auto dev = std::make_shared<MemoryDevice>();
+  auto log = Log::Open(dev, LogOptions{});
+  RecoveryReport rep;
+  ASSERT_TRUE((*log)->Recover(nullptr, &rep).ok());
+  BatchBuilder b;
+  const uint64_t before = dev->persist_calls();
+  for (uint32_t i = 0; i < 3 * kTornWindowBatches; i++) {
+    BatchPayload(static_cast<int>(i), 3, &b);
+    const BatchHeader h = Log::FrameBatch(b.payload(), b.count(), (*log)->next_lsn(), 0);
+    ASSERT_TRUE((*log)->AppendReplicated_wt(h, b.payload(), false).ok());
+  }
+  EXPECT_EQ(dev->persist_calls() - before, 2u);  // after the 16th and the 32nd
+  // Big batches: the byte bound persists first.
+  b.Clear();
+  b.Add(RecordType::kPut, "big", std::string(kTornWindowBytes / 3, 'x'), 0);
+  const uint64_t mid = dev->persist_calls();
+  for (int i = 0; i < 3; i++) {
+    const BatchHeader h = Log::FrameBatch(b.payload(), b.count(), (*log)->next_lsn(), 0);
+    ASSERT_TRUE((*log)->AppendReplicated_wt(h, b.payload(), false).ok());
+  }
+  EXPECT_EQ(dev->persist_calls() - mid, 2u);  // before the 1st (16 small waiting), before the 3rd
+  ASSERT_TRUE((*log)->PersistAppended_wt().ok());
 }
 
 TEST(LogTest, MalformedRecordInsideAValidChecksumIsCorruption) {
@@ -502,9 +587,9 @@ class PmemLogTest : public ::testing::Test {
 
 TEST(LogTest, DamagedLengthFieldIsNotMistakenForATornTail) {
   std::vector<uint64_t> locs;
-  auto dev = WriteBatches(6, &locs);
+  auto dev = WriteBatches(3 + kTornWindowBatches, &locs);
   // Batch 3's payload_bytes (offset 8 of its header) gains a high bit: its
-  // claimed end now lies far beyond the valid batches 4..6.
+  // claimed end now lies far beyond the valid batches after it.
   (*dev->Durable(1))[LocationOffset(locs[2]) + 8 + 2] ^= 0x08;
   dev->PowerCut();
   auto log = Log::Open(dev, LogOptions{});

@@ -1,22 +1,32 @@
-// LogDevice on segment files mapped with libpmem2. On a DAX mount (MAP_SYNC)
-// libpmem2 reports CACHE_LINE (or BYTE) granularity and persisting is a cache
-// flush + fence from user space; on an ordinary file it reports PAGE and the
-// kernel must write the pages back (msync).
+// LogDevice on segment files. Each segment is probed with libpmem2:
+//  - on a DAX mount (MAP_SYNC) libpmem2 reports CACHE_LINE (or BYTE)
+//    granularity; the segment stays mapped read-write and a write is a store
+//    into the mapping made durable by a cache-line flush + fence from user space
+//    (PmemSegment);
+//  - on an ordinary file system it reports PAGE; there a store into a shared
+//    mapping costs a write fault, dirty-page tracking and whole-page writeback
+//    per batch, so the segment is written like a database writes its log:
+//    positioned writes (pwritev) through the page cache, made durable with
+//    fdatasync, and the mapping is read-only, for readers (FileSegment). Buffered
+//    writes and a shared mapping of the same file see the same page cache, so
+//    readers see what was written without a copy.
+// docs/architecture.md ("The file device") has the measurements behind this.
 #include <dirent.h>
 #include <fcntl.h>
 #include <libpmem2.h>
-#include <pthread.h>
 #include <linux/magic.h>
+#include <pthread.h>
 #include <sys/mman.h>
-#include <sys/statfs.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
-#include <deque>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -47,6 +57,15 @@ std::map<uintptr_t, size_t>& Ranges() {
   return *r;
 }
 
+void AddRange(const char* data, size_t size) {
+  std::lock_guard<std::mutex> l(g_ranges_mu);
+  Ranges()[reinterpret_cast<uintptr_t>(data)] = size;
+}
+void RemoveRange(const char* data) {
+  std::lock_guard<std::mutex> l(g_ranges_mu);
+  Ranges().erase(reinterpret_cast<uintptr_t>(data));
+}
+
 const char* GranularityName(pmem2_granularity g) {
   switch (g) {
     case PMEM2_GRANULARITY_BYTE:
@@ -61,19 +80,15 @@ const char* GranularityName(pmem2_granularity g) {
 
 class PmemSegment final : public Segment {
  public:
-  PmemSegment(pmem2_map* map, pmem2_granularity g) : map_(map), granularity_(g) {
+  explicit PmemSegment(pmem2_map* map) : map_(map) {
     data_ = static_cast<char*>(pmem2_map_get_address(map));
     size_ = pmem2_map_get_size(map);
     persist_ = pmem2_get_persist_fn(map);
     memcpy_ = pmem2_get_memcpy_fn(map);
-    std::lock_guard<std::mutex> l(g_ranges_mu);
-    Ranges()[reinterpret_cast<uintptr_t>(data_)] = size_;
+    AddRange(data_, size_);
   }
   ~PmemSegment() override {
-    {
-      std::lock_guard<std::mutex> r(g_ranges_mu);
-      Ranges().erase(reinterpret_cast<uintptr_t>(data_));
-    }
+    RemoveRange(data_);
     std::lock_guard<std::mutex> l(g_map_mu);
     pmem2_map_delete(&map_);
   }
@@ -99,27 +114,110 @@ class PmemSegment final : public Segment {
 
   Status Persist(size_t off, size_t len) override {
     if (len == 0) return Status::OK();
-    if (granularity_ == PMEM2_GRANULARITY_PAGE) {
-      // libpmem2's page-granularity persist aborts the process when msync fails
-      // (it has no way to return an error); call msync ourselves so a full or
-      // failing disk becomes an error the server reports instead of a crash.
-      static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-      uintptr_t start = reinterpret_cast<uintptr_t>(data_ + off) & ~(kPage - 1);
-      uintptr_t end = reinterpret_cast<uintptr_t>(data_ + off + len);
-      if (msync(reinterpret_cast<void*>(start), end - start, MS_SYNC) != 0) {
-        return Status::IOError(Errno("msync"));
-      }
-      return Status::OK();
-    }
     persist_(data_ + off, len);
     return Status::OK();
   }
 
  private:
   pmem2_map* map_;
-  pmem2_granularity granularity_;
   pmem2_persist_fn persist_;
   pmem2_memcpy_fn memcpy_;
+};
+
+// A segment on an ordinary file system: written with pwritev at its offset,
+// made durable with fdatasync, read through a read-only shared mapping. The
+// file is preallocated and zero-written (MakeFile), so an fdatasync writes
+// back data pages and flushes the device, with no journal commit for block
+// allocation or extent conversion.
+// Write() cannot return an error; the first one is kept and returned by every
+// later Persist() (the log then refuses further appends), as the kernel's
+// fsync reports a failed writeback once.
+class FileSegment final : public Segment {
+ public:
+  FileSegment(int fd, char* data, size_t size) : fd_(fd) {
+    data_ = data;
+    size_ = size;
+    AddRange(data_, size_);
+  }
+  ~FileSegment() override {
+    RemoveRange(data_);
+    munmap(data_, size_);
+    close(fd_);
+  }
+  FileSegment(const FileSegment&) = delete;
+  FileSegment& operator=(const FileSegment&) = delete;
+
+  void Write(size_t off, const void* src, size_t len) override {
+    iovec iov{const_cast<void*>(src), len};
+    WriteAll(off, &iov, 1);
+  }
+
+  void WriteParts(size_t off, std::string_view a, std::string_view b) override {
+    iovec iov[2] = {{const_cast<char*>(a.data()), a.size()},
+                    {const_cast<char*>(b.data()), b.size()}};
+    WriteAll(off, iov, 2);
+  }
+
+  Status Persist(size_t off, size_t len) override {
+    if (len == 0) return Status::OK();
+    if (!write_error_.empty()) return Status::IOError(write_error_);
+    if (off + len > size_) return Status::InvalidArgument("persist past the end of the segment");
+    // fdatasync rather than sync_file_range: only fdatasync flushes the
+    // device's volatile cache and commits whatever metadata the data needs.
+    while (fdatasync(fd_) != 0) {
+      if (errno == EINTR) continue;
+      write_error_ = Errno("fdatasync");
+      return Status::IOError(write_error_);
+    }
+    return Status::OK();
+  }
+
+  void Prefault(size_t off, size_t len) override {
+    // The pages are in the page cache (MakeFile wrote them); this maps them
+    // for readers so that reads of fresh records take no page fault.
+    static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    uintptr_t start = (reinterpret_cast<uintptr_t>(data_) + off + kPage - 1) & ~(kPage - 1);
+    uintptr_t end = reinterpret_cast<uintptr_t>(data_) + std::min(size_, off + len);
+    if (end <= start) return;
+    if (madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ) != 0) {
+      FAHA_LOG_DEBUG("madvise(MADV_POPULATE_READ): %s", strerror(errno));
+    }
+  }
+
+ private:
+  void WriteAll(size_t off, iovec* iov, int n) {
+    size_t want = 0;
+    for (int i = 0; i < n; i++) want += iov[i].iov_len;
+    if (off + want > size_) {
+      if (write_error_.empty()) write_error_ = "write past the end of the segment";
+      return;
+    }
+    while (want > 0) {
+      const ssize_t w = pwritev(fd_, iov, n, static_cast<off_t>(off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        if (write_error_.empty()) write_error_ = Errno("pwritev");
+        return;
+      }
+      // A short write (a signal, or a full disk on a file that was not
+      // preallocated): step past what was written and write the rest.
+      size_t done = static_cast<size_t>(w);
+      off += done;
+      want -= done;
+      while (n > 0 && done >= iov[0].iov_len) {
+        done -= iov[0].iov_len;
+        iov++;
+        n--;
+      }
+      if (n > 0) {
+        iov[0].iov_base = static_cast<char*>(iov[0].iov_base) + done;
+        iov[0].iov_len -= done;
+      }
+    }
+  }
+
+  int fd_;
+  std::string write_error_;  // the first failed write; writer thread only
 };
 
 class PmemDevice final : public LogDevice {
@@ -213,9 +311,10 @@ class PmemDevice final : public LogDevice {
     }
     // Then write the zeros for real. fallocate leaves "unwritten" extents, and
     // on ext4/xfs the first store into each block turns into an extent
-    // conversion that every later msync must commit to the journal: a journal
-    // commit per batch, which showed as persist latency (docs/bench/compare.md).
-    // Written blocks make an msync a data write-back only. This runs on the
+    // conversion that every later fdatasync must commit to the journal: a
+    // journal commit per batch, which showed as persist latency
+    // (docs/bench/compare.md). Written blocks make an fdatasync a data
+    // write-back and a device flush only. This runs on the
     // spare-segment thread, off the write path.
     // tmpfs has no extents to convert: there the zeros would only cost time.
     struct statfs fs;
@@ -240,6 +339,9 @@ class PmemDevice final : public LogDevice {
     return MapFile(SegmentName(id));
   }
 
+  // Maps `path` with libpmem2 to learn the store granularity of its mount;
+  // on DAX the segment keeps that mapping (PmemSegment), elsewhere it becomes
+  // a FileSegment.
   StatusOr<std::unique_ptr<Segment>> MapFile(const std::string& path) {
     int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return Status::IOError(Errno("open " + path));
@@ -260,15 +362,38 @@ class PmemDevice final : public LogDevice {
     }
     if (src) pmem2_source_delete(&src);
     if (cfg) pmem2_config_delete(&cfg);
+    pmem2_granularity g = PMEM2_GRANULARITY_PAGE;
+    if (st.ok()) {
+      g = pmem2_map_get_store_granularity(map);
+      if (g == PMEM2_GRANULARITY_PAGE) pmem2_map_delete(&map);
+    }
     map_lock.unlock();
-    close(fd);  // the mapping keeps the file
-    if (!st.ok()) return st;
-    pmem2_granularity g = pmem2_map_get_store_granularity(map);
+    if (!st.ok()) {
+      close(fd);
+      return st;
+    }
     {
       std::lock_guard<std::mutex> l(mu_);
       granularity_ = GranularityName(g);
     }
-    return std::unique_ptr<Segment>(new PmemSegment(map, g));
+    if (g != PMEM2_GRANULARITY_PAGE) {
+      close(fd);  // the mapping keeps the file
+      return std::unique_ptr<Segment>(new PmemSegment(map));
+    }
+    struct stat info;
+    if (fstat(fd, &info) != 0) {
+      Status s = Status::IOError(Errno("stat " + path));
+      close(fd);
+      return s;
+    }
+    const size_t size = static_cast<size_t>(info.st_size);
+    void* data = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    if (data == MAP_FAILED) {
+      Status s = Status::IOError(Errno("mmap " + path));
+      close(fd);
+      return s;
+    }
+    return std::unique_ptr<Segment>(new FileSegment(fd, static_cast<char*>(data), size));
   }
 
   StatusOr<std::vector<uint32_t>> ListSegments() override {
@@ -322,7 +447,8 @@ class PmemDevice final : public LogDevice {
   Status DiscardReplacement(uint32_t id) override {
     if (id != 0) {
       const std::string path = SegmentName(id) + ".clean";
-      if (unlink(path.c_str()) != 0 && errno != ENOENT) return Status::IOError(Errno("unlink " + path));
+      if (unlink(path.c_str()) != 0 && errno != ENOENT)
+        return Status::IOError(Errno("unlink " + path));
       return Status::OK();
     }
     DIR* d = opendir(dir_.c_str());
@@ -402,7 +528,7 @@ class PmemDevice final : public LogDevice {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string granularity_ = "UNKNOWN";  // GUARDED_BY(mu_)
-  std::deque<Spare> spares_;              // GUARDED_BY(mu_)
+  std::deque<Spare> spares_;             // GUARDED_BY(mu_)
   uint64_t spare_seq_ = 0;               // GUARDED_BY(mu_)
   bool preparing_ = false;               // GUARDED_BY(mu_)
   bool stop_ = false;                    // GUARDED_BY(mu_)
@@ -422,7 +548,8 @@ StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir) {
   // Spare segments left by an earlier run hold no data: remove them.
   if (DIR* d = opendir(dir.c_str())) {
     while (dirent* e = readdir(d)) {
-      if (std::strncmp(e->d_name, "segment-spare", 13) == 0) unlink((dir + "/" + e->d_name).c_str());
+      if (std::strncmp(e->d_name, "segment-spare", 13) == 0)
+        unlink((dir + "/" + e->d_name).c_str());
     }
     closedir(d);
   }

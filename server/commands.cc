@@ -771,6 +771,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("committed_lsn", std::to_string(store->committed_lsn()));
     line("log_batches", std::to_string(m.batches.load()));
     line("log_records", std::to_string(m.batch_records.load()));
+    line("inline_groups", std::to_string(m.inline_groups.load()));
     line("batch_bytes_avg", num(m.batch_bytes.Mean()));
     line("batch_ops_avg", num(m.batch_ops.Mean()));
     line("batch_ops_p99", std::to_string(m.batch_ops.Percentile(0.99)));

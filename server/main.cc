@@ -380,7 +380,9 @@ int main(int argc, char** argv) {
   faha::Store* st = store->get();
   FAHA_LOG_INFO(
       "log: persist granularity %s (%s)", st->log().Granularity().c_str(),
-      st->log().Granularity() == "PAGE" ? "ordinary file: msync" : "DAX: cache-line flush + fence");
+      st->log().Granularity() == "PAGE"
+          ? "ordinary file: pwritev + fdatasync, read through a read-only mapping"
+          : "DAX: cache-line flush + fence");
   double kps = report.seconds > 0 ? static_cast<double>(st->KeyCount()) / report.seconds : 0;
   FAHA_LOG_INFO(
       "recovery: %llu segments, %llu batches, %llu records, %llu keys in %.3f s "

@@ -107,6 +107,9 @@ std::vector<MetricFamily> MetricsCollectable::Collect() const {
                        MetricType::Counter, static_cast<double>(m_->batches.load())));
   out.push_back(Single("faha_log_records_total", "Records committed to the log",
                        MetricType::Counter, static_cast<double>(m_->batch_records.load())));
+  out.push_back(Single("faha_inline_groups_total",
+                       "Write groups committed by the submitting I/O thread itself",
+                       MetricType::Counter, static_cast<double>(m_->inline_groups.load())));
   if (m_->log_bytes) {
     out.push_back(Single("faha_log_bytes", "Bytes of batches in the log", MetricType::Gauge,
                          static_cast<double>(m_->log_bytes())));

@@ -52,6 +52,9 @@ struct Metrics {
   std::atomic<uint64_t> clean_failures{0};
   std::atomic<uint64_t> batches{0};
   std::atomic<uint64_t> batch_records{0};
+  // Groups of writes committed by the thread that submitted them (no hand-off
+  // to the sequencer and back); the rest went through the sequencer.
+  std::atomic<uint64_t> inline_groups{0};
   Histogram op_latency_us[kOpClasses];  // request parsed -> reply queued
   Histogram batch_bytes;                // payload bytes per committed batch
   Histogram batch_ops;                  // client write commands per batch

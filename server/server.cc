@@ -92,6 +92,7 @@ class IoThread final : public CompletionSink {
   void Run() {
     thread_ = std::thread([this] {
       pthread_setname_np(pthread_self(), ("faha-io" + std::to_string(index_)).c_str());
+      loop_thread_ = pthread_self();
       Loop();
     });
   }
@@ -121,6 +122,13 @@ class IoThread final : public CompletionSink {
       std::lock_guard<std::mutex> l(mu_);
       was_empty = completions_.empty();
       for (auto& c : *completions) completions_.push_back(std::move(c));
+    }
+    if (pthread_equal(pthread_self(), loop_thread_)) {
+      // This thread committed its own writes (Store::SubmitAll): the loop
+      // takes the replies as soon as the current event is handled, with no
+      // wake-up through the eventfd.
+      self_delivered_ = true;
+      return;
     }
     if (was_empty) Wake();
   }
@@ -156,6 +164,16 @@ class IoThread final : public CompletionSink {
           if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(c);
           if (conns_.count(id) && (events[i].events & EPOLLOUT)) Flush(c);
         }
+      }
+      // The writes of every connection handled above go to the store as one
+      // group (as Redis writes its AOF once per event-loop turn). When this
+      // thread commits them itself, their replies are delivered here at once,
+      // and the commands they unblock may submit more.
+      while (true) {
+        server_->store_->SubmitAll(&outbox_);
+        if (!self_delivered_) break;
+        self_delivered_ = false;
+        if (HandleWake()) return;
       }
     }
   }
@@ -197,8 +215,8 @@ class IoThread final : public CompletionSink {
       if (c->session.pending_writes == 0) ProcessInput(c);
       if (conns_.count(id)) Flush(c);
     }
-    server_->store_->SubmitAll(&outbox_);
     if (quit) {
+      server_->store_->SubmitAll(&outbox_);
       for (auto& [id, c] : conns_) {
         if (c->out.size() > c->out_pos) {
           ssize_t w = write(c->fd, c->out.data() + c->out_pos, c->out.size() - c->out_pos);
@@ -352,8 +370,7 @@ class IoThread final : public CompletionSink {
       return;
     }
 
-    ProcessInput(c);
-    server_->store_->SubmitAll(&outbox_);
+    ProcessInput(c);  // writes wait in outbox_ until the end of this loop turn
     if (conns_.count(id)) Flush(c);
   }
 
@@ -632,7 +649,6 @@ class IoThread final : public CompletionSink {
       uint64_t id = c->id;
       size_t before = c->in_pos;
       ProcessInput(c);
-      server_->store_->SubmitAll(&outbox_);
       if (c->in_pos != before && conns_.count(id)) Flush(c);
     }
   }
@@ -645,6 +661,10 @@ class IoThread final : public CompletionSink {
   int listen_fd_ = -1;
   size_t next_thread_ = 0;
   std::thread thread_;
+  // Set by the thread itself before its loop runs; compared by Deliver(),
+  // which sees it written because its writes were submitted after.
+  pthread_t loop_thread_{};
+  bool self_delivered_ = false;  // loop thread only
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::vector<std::string_view> args_;
   std::string value_;

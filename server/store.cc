@@ -123,7 +123,8 @@ void Store::MaintainHot(bool age) {
     if (loc == 0) continue;  // deleted meanwhile
     RecordView r = log_->ReadRecord(loc);
     if (r.expire_at_ms != 0 && r.expire_at_ms <= now) continue;
-    if (HotCache::Cost(key.size(), r.value.size()) > hot_.budget() / 16) continue;  // would crowd out the rest
+    if (HotCache::Cost(key.size(), r.value.size()) > hot_.budget() / 16)
+      continue;  // would crowd out the rest
     ready.push_back({std::move(key), hash, std::string(r.value), r.expire_at_ms, loc});
   }
   if (ready.empty() && !age && hot_.bytes() <= hot_.budget()) return;
@@ -244,6 +245,10 @@ void Store::Start() {
   // A replicated node cannot tell which of its records were committed before
   // it (re)started: cleaning waits for a commit beyond them.
   if (options_.replicator) clean_floor_.store(applied_end_.load());
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    inline_commit_ = options_.replicator == nullptr;
+  }
   sequencer_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "faha-sequencer");
     SequencerLoop_st();
@@ -304,8 +309,7 @@ void Store::PublishReplicated(const nvm::Log::AppendResult& appended) {
                              appended.header.payload_bytes});
   }
   PublishBatch_st(appended.base_location, appended.header.payload_bytes);
-  applied_end_.store(nvm::BatchEndLsn(appended.header),
-                     std::memory_order_release);
+  applied_end_.store(nvm::BatchEndLsn(appended.header), std::memory_order_release);
 }
 
 StatusOr<Store::Digest> Store::ComputeDigest() const {
@@ -314,12 +318,10 @@ StatusOr<Store::Digest> Store::ComputeDigest() const {
   d.lsn = end - 1;
   // Compacted batches are this node's own (each node cleans on its own
   // schedule): the digest chains the batches as the primary framed them.
-  auto r = log_->ForEachBatch(1, end, UINT64_MAX,
-                              [&](const nvm::BatchHeader& h, std::string_view) {
-                                if (nvm::IsCompacted(h)) return;
-                                d.log_digest = Checksum(&h.checksum, sizeof(h.checksum),
-                                                        d.log_digest);
-                              });
+  auto r = log_->ForEachBatch(1, end, UINT64_MAX, [&](const nvm::BatchHeader& h, std::string_view) {
+    if (nvm::IsCompacted(h)) return;
+    d.log_digest = Checksum(&h.checksum, sizeof(h.checksum), d.log_digest);
+  });
   if (!r.ok()) return r.status();
   const int64_t now = WallMs();
   uint64_t cursor = 0;
@@ -334,7 +336,8 @@ StatusOr<Store::Digest> Store::ComputeDigest() const {
       // Expired keys: gone for readers, and cleaning may or may not have
       // reclaimed them yet on this node.
       if (rec.expire_at_ms != 0 && rec.expire_at_ms <= now) return;
-      uint64_t h = Checksum(rec.key.data(), rec.key.size(), static_cast<uint64_t>(rec.expire_at_ms));
+      uint64_t h =
+          Checksum(rec.key.data(), rec.key.size(), static_cast<uint64_t>(rec.expire_at_ms));
       d.data_digest += Checksum(rec.value.data(), rec.value.size(), h);
       d.keys++;
     });
@@ -428,8 +431,7 @@ bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now
 }
 
 StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader* framed,
-                                                        const nvm::BatchBuilder& batch,
-                                                        size_t ops,
+                                                        const nvm::BatchBuilder& batch, size_t ops,
                                                         std::vector<WriteResult>* results) {
   int64_t t0 = MonoUs();
   auto appended = framed ? log_->AppendFramed_wt(*framed, batch.payload())
@@ -461,7 +463,8 @@ void Store::GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* 
     // Sinks are the server's I/O threads, a handful: a linear search beats a map.
     auto it = std::find_if(replies->begin(), replies->end(),
                            [&](const auto& r) { return r.first == p.sink; });
-    if (it == replies->end()) it = replies->emplace(replies->end(), p.sink, std::vector<Completion>{});
+    if (it == replies->end())
+      it = replies->emplace(replies->end(), p.sink, std::vector<Completion>{});
     it->second.push_back(Completion{p.conn_id, std::move((*results)[i]), p.op.start_us});
   }
 }
@@ -616,7 +619,8 @@ uint64_t Store::Scan(uint64_t cursor, size_t count, std::vector<std::string>* ke
   int64_t now = WallMs();
   return index_.Scan(cursor, count, [&](uint64_t loc) {
     RecordView r = log_->ReadRecord(loc);
-    if (const HotCache::Entry* e = hot_.Find(r.key, HashKey(r.key))) r.expire_at_ms = e->expire_at_ms;
+    if (const HotCache::Entry* e = hot_.Find(r.key, HashKey(r.key)))
+      r.expire_at_ms = e->expire_at_ms;
     if (r.expire_at_ms == 0 || r.expire_at_ms > now) keys->emplace_back(r.key);
   });
 }
@@ -626,19 +630,6 @@ void Store::Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id) {
     std::lock_guard<std::mutex> l(mu_);
     queue_.push_back(Pending{std::move(op), sink, conn_id});
   }
-  cv_.notify_one();
-}
-
-void Store::SubmitAll(std::vector<Write>* writes) {
-  if (writes->empty()) return;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    // After Stop() nothing is queued: such writes are never applied nor answered.
-    if (!stopping_) {
-      for (auto& w : *writes) queue_.push_back(std::move(w));
-    }
-  }
-  writes->clear();
   cv_.notify_one();
 }
 
@@ -656,28 +647,88 @@ Store::Current Store::Lookup_st(std::string_view key, bool want_value, int64_t n
   return c;
 }
 
+void Store::TakeQueued_l(std::vector<Pending>* taken) {
+  size_t bytes = 0;
+  while (!queue_.empty()) {
+    size_t op_bytes = 64;
+    for (const auto& a : queue_.front().op.args) op_bytes += a.size() + sizeof(nvm::RecordHeader);
+    if (!taken->empty() && bytes + op_bytes > options_.max_batch_bytes) break;
+    bytes += op_bytes;
+    taken->push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+}
+
+void Store::SubmitAll(std::vector<Write>* writes) {
+  if (writes->empty()) return;
+  std::vector<Pending>* taken = nullptr;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // After Stop() nothing is queued: such writes are never applied nor answered.
+    if (stopping_) {
+      writes->clear();
+      return;
+    }
+    for (auto& w : *writes) queue_.push_back(std::move(w));
+    // Whoever is committing takes these next (the sequencer) or hands them
+    // on when done (an inline committer): no wake-up needed meanwhile.
+    if (committing_) {
+      writes->clear();
+      return;
+    }
+    if (inline_commit_) {
+      // Nobody is committing: this thread commits the group itself, as
+      // leveldb's first writer does, instead of waking the sequencer and
+      // being woken back (two thread hand-offs per write).
+      committing_ = true;
+      taken = &inline_taken_;
+      taken->clear();
+      TakeQueued_l(taken);
+    }
+  }
+  writes->clear();
+  if (taken == nullptr) {
+    cv_.notify_one();
+    return;
+  }
+  metrics_->inline_groups.fetch_add(1, std::memory_order_relaxed);
+  CommitGroup_st(taken);
+  bool more;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    committing_ = false;
+    more = !queue_.empty() || stopping_;
+  }
+  // Writes that arrived meanwhile go to the sequencer: this thread returns to
+  // send its replies rather than wait for one more sync.
+  if (more) cv_.notify_one();
+}
+
 void Store::SequencerLoop_st() {
   std::vector<Pending> taken;
-  nvm::BatchBuilder batch;
-  std::vector<WriteResult> results;
-  Replies replies;
   while (true) {
     taken.clear();
     {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty() && stopping_) return;
-      size_t bytes = 0;
-      while (!queue_.empty()) {
-        size_t op_bytes = 64;
-        for (const auto& a : queue_.front().op.args)
-          op_bytes += a.size() + sizeof(nvm::RecordHeader);
-        if (!taken.empty() && bytes + op_bytes > options_.max_batch_bytes) break;
-        bytes += op_bytes;
-        taken.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
+      cv_.wait(l, [&] { return !committing_ && (stopping_ || !queue_.empty()); });
+      if (queue_.empty()) return;  // stopping, and everything is committed
+      committing_ = true;
+      TakeQueued_l(&taken);
     }
+    CommitGroup_st(&taken);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      committing_ = false;
+    }
+  }
+}
+
+void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
+  std::vector<Pending>& taken = *taken_ptr;
+  nvm::BatchBuilder& batch = batch_;
+  std::vector<WriteResult>& results = results_;
+  Replies& replies = replies_;
+  {
     batch.Clear();
     overlay_.clear();
     overlay_valid_ = false;
@@ -698,9 +749,10 @@ void Store::SequencerLoop_st() {
       Status ready =
           repl->WaitWritable(oldest + static_cast<int64_t>(options_.repl_timeout_ms) * 1000);
       if (!ready.ok()) {
-        for (size_t i = 0; i < taken.size(); i++) results.push_back(WriteResult::Error(ready.message()));
+        for (size_t i = 0; i < taken.size(); i++)
+          results.push_back(WriteResult::Error(ready.message()));
         ShipAndQueue_st(batch, &taken, &results);
-        continue;
+        return;
       }
     }
     const int64_t now = WallMs();
@@ -757,7 +809,7 @@ void Store::SequencerLoop_st() {
 
     if (options_.replicator) {
       ShipAndQueue_st(batch, &taken, &results);
-      continue;
+      return;
     }
     if (!batch.empty()) {
       auto appended = PersistBatch_st(nullptr, batch, taken.size(), &results);
@@ -927,7 +979,6 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
   return WriteResult::Error("ERR internal: unknown write");
 }
 
-
 // ---- Log cleaning ----
 
 void Store::AddDead(uint64_t location, uint64_t bytes) {
@@ -938,9 +989,9 @@ void Store::AddDead(uint64_t location, uint64_t bytes) {
 double Store::LiveFraction(const nvm::Log::SegmentInfo& seg) const {
   if (seg.data_bytes == 0) return 1.0;
   const uint64_t dead = dead_bytes_[seg.id].load(std::memory_order_relaxed);
-  return dead >= seg.data_bytes ? 0.0
-                                : static_cast<double>(seg.data_bytes - dead) /
-                                      static_cast<double>(seg.data_bytes);
+  return dead >= seg.data_bytes
+             ? 0.0
+             : static_cast<double>(seg.data_bytes - dead) / static_cast<double>(seg.data_bytes);
 }
 
 void Store::SetBackup() {
@@ -1032,7 +1083,8 @@ StatusOr<bool> Store::CleanOnce() {
     size_t bytes;
   };
   std::vector<Rec> recs;
-  FAHA_RETURN_IF_ERROR(log_->ForEachRecord(id, [&](const RecordView& r, uint64_t loc, uint64_t lsn) {
+  FAHA_RETURN_IF_ERROR(log_->ForEachRecord(id, [&](const RecordView& r, uint64_t loc,
+                                                   uint64_t lsn) {
     recs.push_back(Rec{r, loc, lsn, HashKey(r.key), nvm::RecordSize(r.key.size(), r.value.size())});
   }));
 
@@ -1087,8 +1139,7 @@ StatusOr<bool> Store::CleanOnce() {
           // segment before this one was cleaned after the deletion committed.
           // A tombstone of a key written again since (committed) is obsolete.
           const bool rewritten =
-              r.rec.type == RecordType::kDelete && !doubt &&
-              (index_.Find(r.rec.key, r.hash) != 0);
+              r.rec.type == RecordType::kDelete && !doubt && (index_.Find(r.rec.key, r.hash) != 0);
           if (!rewritten && r.lsn > older_cleaned) verdict[i] = Verdict::kKeep;
           break;
         }

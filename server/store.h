@@ -1,12 +1,13 @@
 // Store: the key-value state of one node: the PMem log, the DRAM index over it,
 // and the sequencer thread that turns client writes into durable batches.
 //
-// Writes: any thread calls Submit(); the sequencer thread (suffix _st) takes
-// everything queued, evaluates each write against the committed state plus the
-// writes before it in the same batch (so SET NX, INCR and DEL counts are exact),
-// appends the batch to the log with one persist (pipelined group commit: while
-// one batch persists, the next one fills), then updates the index and only then
-// hands the replies to their CompletionSinks. No reader sees an uncommitted value.
+// Writes: any thread calls Submit(); the committing thread (suffix _st: the
+// sequencer, or on a single node the submitting thread itself when no group is
+// being committed, see SubmitAll) takes everything queued, evaluates each write against the
+// committed state plus the writes before it in the same batch (so SET NX, INCR and DEL counts are
+// exact), appends the batch to the log with one persist (pipelined group commit: while one batch
+// persists, the next one fills), then updates the index and only then hands the replies to their
+// CompletionSinks. No reader sees an uncommitted value.
 //
 // Reads: Get/Exists/Ttl/Scan from any thread; they see committed data only.
 #ifndef FAHA_SERVER_STORE_H_
@@ -89,14 +90,14 @@ class ArgList {
 struct WriteOp {
   enum class Kind : uint8_t { kSet, kDelete, kMSet, kIncrBy, kExpire, kPersist, kFlushAll };
   Kind kind = Kind::kSet;
-  ArgList args;  // kSet/kIncrBy/kExpire/kPersist: [key(, value)]; kDelete: keys;
-                 // kMSet: key, value, key, value, ...
-  int64_t expire_at_ms = 0;       // kSet: absolute expiry, 0 = none; kExpire: new expiry
-  bool nx = false;                // kSet: only if absent
-  bool xx = false;                // kSet: only if present
-  bool keep_ttl = false;          // kSet: keep the current expiry
-  bool get_old = false;           // kSet: reply with the previous value
-  int64_t delta = 0;              // kIncrBy
+  ArgList args;              // kSet/kIncrBy/kExpire/kPersist: [key(, value)]; kDelete: keys;
+                             // kMSet: key, value, key, value, ...
+  int64_t expire_at_ms = 0;  // kSet: absolute expiry, 0 = none; kExpire: new expiry
+  bool nx = false;           // kSet: only if absent
+  bool xx = false;           // kSet: only if present
+  bool keep_ttl = false;     // kSet: keep the current expiry
+  bool get_old = false;      // kSet: reply with the previous value
+  int64_t delta = 0;         // kIncrBy
   // kExpire: Redis 7's NX / XX / GT / LT (no expiry counts as infinite).
   enum class ExpireIf : uint8_t { kAlways, kNoExpiry, kHasExpiry, kGreater, kLess };
   ExpireIf expire_if = ExpireIf::kAlways;
@@ -131,7 +132,9 @@ struct Completion {
 
 // Receives the replies of committed writes. Deliver() is called on the
 // sequencer thread once per batch with every completion for this sink, in
-// submission order; it must not block for long.
+// submission order; it must not block for long. It runs on the sequencer or
+// committer thread, or on the sink's own thread when that thread committed
+// its writes itself (Store::SubmitAll).
 class CompletionSink {
  public:
   virtual ~CompletionSink() = default;
@@ -306,6 +309,14 @@ class Store : private KeyReader {
   static void StampLsns(uint64_t first_lsn, std::vector<WriteResult>* results);
 
   using Pending = Write;
+  // Moves queued writes into *taken, up to about max_batch_bytes (at least one).
+  // REQUIRES: mu_ held.
+  void TakeQueued_l(std::vector<Pending>* taken);
+  // Evaluates, persists and publishes one group of writes and delivers their
+  // replies (single node), or ships and queues it for the committer
+  // (replicated primary). REQUIRES: this thread set committing_ (the
+  // sequencer, or a thread committing inline in SubmitAll).
+  void CommitGroup_st(std::vector<Pending>* taken);
   // The state of a key as the sequencer sees it: committed, or overwritten by
   // an earlier write of the batch being built.
   struct Current {
@@ -354,8 +365,8 @@ class Store : private KeyReader {
   bool hot_stopping_ = false;  // GUARDED_BY(hot_mu_)
   std::thread hot_thread_;
   std::thread clean_thread_;
-  bool clean_stopping_ = false;  // GUARDED_BY(hot_mu_)
-  std::mutex clean_pass_mu_;     // one pass at a time
+  bool clean_stopping_ = false;                          // GUARDED_BY(hot_mu_)
+  std::mutex clean_pass_mu_;                             // one pass at a time
   std::unique_ptr<std::atomic<uint64_t>[]> dead_bytes_;  // per segment id
   std::atomic<bool> backup_{false};
   std::atomic<uint64_t> commit_hint_{UINT64_MAX};
@@ -398,6 +409,15 @@ class Store : private KeyReader {
   std::condition_variable cv_;
   std::deque<Pending> queue_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
+  // One group commits at a time, on the sequencer or, on a single node when
+  // nobody else is committing, inline on the thread that submits (SubmitAll).
+  // The _st members below belong to whichever thread set committing_.
+  bool committing_ GUARDED_BY(mu_) = false;
+  bool inline_commit_ GUARDED_BY(mu_) = false;  // single node, started
+  std::vector<Pending> inline_taken_;           // the inline committer's group
+  nvm::BatchBuilder batch_;
+  std::vector<WriteResult> results_;
+  Replies replies_;
   std::thread sequencer_;
 
   // Sequencer-owned: writes of the batch being built, key -> payload offset of
@@ -411,7 +431,7 @@ class Store : private KeyReader {
     uint64_t location;
     uint64_t hash;
   };
-  std::vector<Applying> applying_;  // scratch of the publishing thread for PublishBatch_st
+  std::vector<Applying> applying_;        // scratch of the publishing thread for PublishBatch_st
   std::atomic<uint64_t> applied_end_{1};  // LSN after the last batch visible to readers
 
   // Replicated primary: batches persisted locally and shipped, waiting for

@@ -1,0 +1,149 @@
+// faha_device_limit: the durable-write limit of a file system, measured the way
+// a log writer uses it. One thread writes BYTES at increasing offsets into a
+// preallocated, zero-written file (the state a FaHA segment is in) and makes
+// each write durable before the next, printing ops/s and latency percentiles.
+// bench/write_path.sh prints it beside faha and Redis as "the device limit".
+//
+// Modes (--mode), each a way a log could make a write durable:
+//   pwrite_fdatasync  pwrite, then fdatasync (what faha's file device does)
+//   rwf_dsync         pwritev2(..., RWF_DSYNC): write and sync in one call
+//   odirect_dsync     O_DIRECT | O_DSYNC, 4 KiB-aligned blocks: the block that
+//                     holds the record is rewritten whole (no page cache)
+//   all               each of the above, one after another
+//
+// Usage: faha_device_limit --dir DIR [--bytes 1000] [--count 2000] [--mode M]
+// Output: one line per mode:
+//   mode=pwrite_fdatasync bytes=1000 count=2000 ops_per_s=... p50_us=... p99_us=...
+// The file (64 MiB, or what --count * 4 KiB needs) is removed at the end.
+// Single-threaded; not part of the server.
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "faha_device_limit: %s: %s\n", what.c_str(), std::strerror(errno));
+  std::exit(1);
+}
+
+// A file of `bytes` zero bytes, written for real (not only reserved) and
+// synced, as FaHA's segments are before the first append.
+int MakeFile(const std::string& path, size_t bytes, int extra_flags) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) Die("create " + path);
+  std::vector<char> zeros(1 << 20, 0);
+  for (size_t off = 0; off < bytes; off += zeros.size()) {
+    if (pwrite(fd, zeros.data(), std::min(zeros.size(), bytes - off), static_cast<off_t>(off)) <
+        0) {
+      Die("write zeros");
+    }
+  }
+  if (fsync(fd) != 0) Die("fsync");
+  close(fd);
+  fd = open(path.c_str(), O_RDWR | O_CLOEXEC | extra_flags);
+  if (fd < 0) Die("reopen " + path);
+  return fd;
+}
+
+struct Result {
+  double ops_per_s;
+  double p50_us;
+  double p99_us;
+};
+
+Result Run(const std::string& dir, const std::string& mode, size_t bytes, size_t count) {
+  const std::string path = dir + "/faha-device-limit-" + std::to_string(getpid()) + ".dat";
+  const bool direct = mode == "odirect_dsync";
+  const size_t stride = direct ? 4096 : bytes;
+  const size_t file_bytes = std::max<size_t>(64 << 20, (count + 1) * 4096);
+  int fd = MakeFile(path, file_bytes, direct ? (O_DIRECT | O_DSYNC) : 0);
+  void* raw = nullptr;
+  if (posix_memalign(&raw, 4096, std::max<size_t>(stride, bytes + 4096)) != 0) Die("memalign");
+  char* buf = static_cast<char*>(raw);
+  std::memset(buf, 'x', std::max<size_t>(stride, bytes));
+  std::vector<double> lat_us;
+  lat_us.reserve(count);
+  const auto start = Clock::now();
+  for (size_t i = 0; i < count; i++) {
+    const auto t0 = Clock::now();
+    const off_t off = static_cast<off_t>(i * stride);
+    if (mode == "pwrite_fdatasync") {
+      if (pwrite(fd, buf, bytes, off) != static_cast<ssize_t>(bytes)) Die("pwrite");
+      if (fdatasync(fd) != 0) Die("fdatasync");
+    } else if (mode == "rwf_dsync") {
+      iovec iov{buf, bytes};
+      if (pwritev2(fd, &iov, 1, off, RWF_DSYNC) != static_cast<ssize_t>(bytes)) Die("pwritev2");
+    } else {
+      // The record's 4 KiB block, rewritten whole with the record in it.
+      if (pwrite(fd, buf, 4096, off) != 4096) Die("pwrite O_DIRECT");
+    }
+    lat_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  close(fd);
+  unlink(path.c_str());
+  std::free(raw);
+  std::sort(lat_us.begin(), lat_us.end());
+  return Result{static_cast<double>(count) / secs, lat_us[lat_us.size() / 2],
+                lat_us[std::min(lat_us.size() - 1, lat_us.size() * 99 / 100)]};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir, mode = "pwrite_fdatasync";
+  size_t bytes = 1000, count = 2000;
+  for (int i = 1; i < argc; i++) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "faha_device_limit: %s needs a value\n", a.c_str());
+      return 2;
+    }
+    const std::string v = argv[++i];
+    if (a == "--dir") {
+      dir = v;
+    } else if (a == "--mode") {
+      mode = v;
+    } else if (a == "--bytes") {
+      bytes = std::strtoul(v.c_str(), nullptr, 10);
+    } else if (a == "--count") {
+      count = std::strtoul(v.c_str(), nullptr, 10);
+    } else {
+      std::fprintf(stderr, "faha_device_limit: unknown flag %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (dir.empty() || bytes == 0 || bytes > 4096 || count == 0) {
+    std::fprintf(stderr,
+                 "usage: faha_device_limit --dir DIR [--bytes 1..4096] [--count N] "
+                 "[--mode pwrite_fdatasync|rwf_dsync|odirect_dsync|all]\n");
+    return 2;
+  }
+  std::vector<std::string> modes;
+  if (mode == "all") {
+    modes = {"pwrite_fdatasync", "rwf_dsync", "odirect_dsync"};
+  } else if (mode == "pwrite_fdatasync" || mode == "rwf_dsync" || mode == "odirect_dsync") {
+    modes = {mode};
+  } else {
+    std::fprintf(stderr, "faha_device_limit: unknown mode %s\n", mode.c_str());
+    return 2;
+  }
+  for (const auto& m : modes) {
+    const Result r = Run(dir, m, bytes, count);
+    std::printf("mode=%s bytes=%zu count=%zu ops_per_s=%.0f p50_us=%.1f p99_us=%.1f\n", m.c_str(),
+                bytes, count, r.ops_per_s, r.p50_us, r.p99_us);
+  }
+  return 0;
+}
