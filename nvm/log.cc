@@ -109,6 +109,9 @@ Status Log::Recover(const ApplyFn& apply, RecoveryReport* report) {
   int64_t t0 = MonoNs();
   Status s = RecoverImpl(apply, report);
   if (s.ok()) {
+    for (const auto& seg : owned_) {
+      if (seg.get() != segments_[tail_segment_].load()) seg->Seal();
+    }
     Segment* tail = segments_[tail_segment_].load();
     tail->Prefault(tail_offset_, tail->size() - tail_offset_);
     device_->PrepareNext(options_.segment_bytes);
@@ -145,6 +148,7 @@ Status Log::NewSegment_wt(uint32_t id) {
   segments_[id].store(seg->get(), std::memory_order_release);
   owned_.push_back(std::move(*seg));
   segment_count_.fetch_add(1);
+  if (Segment* old = tail_segment_ != 0 ? segments_[tail_segment_].load() : nullptr) old->Seal();
   tail_segment_ = id;
   tail_offset_ = sizeof(SegmentHeader);
   return Status::OK();
@@ -417,13 +421,15 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
                                               &later_records, &err, SIZE_MAX, &later_end);
       FAHA_RETURN_IF_ERROR(err);
       std::string where = name + " offset " + std::to_string(off);
-      // Fewer than kTornWindowBatches valid batches ending within
+      // Fewer than in_flight_batches valid batches ending within
       // kTornWindowBytes of the damaged one may have been written while it was
       // not yet durable (the writer never lets more wait, log_format.h): a page
       // written back before an earlier one when the power went. None of them
       // was acknowledged, so they are part of the torn tail. More, or further,
       // were written after this one was durable: that is damage, not a tear.
-      const bool in_window = !later.empty() && later_batches < kTornWindowBatches &&
+      // A log whose writer persists every batch (in_flight_batches 1) has no
+      // such window: any valid batch after a damaged one is damage.
+      const bool in_window = !later.empty() && later_batches < InFlightBatches() &&
                              later_end <= off + kTornWindowBytes;
       if (later.empty() || in_window) {
         uint64_t garbage_end = NonZeroEnd(*seg, off);
@@ -717,7 +723,7 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
     if (!s.ok()) return Fail_wt(s);
     seg = segments_[tail_segment_].load();
   }
-  if (unpersisted_from_ != 0 && (unpersisted_batches_ >= kTornWindowBatches ||
+  if (unpersisted_from_ != 0 && (unpersisted_batches_ >= InFlightBatches() ||
                                  tail_offset_ + size - unpersisted_from_ > kTornWindowBytes)) {
     // Recovery takes valid batches after a torn one for a tear only within
     // this window: persist what waits before the window would grow past it.
@@ -904,6 +910,9 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
 
   locations->assign(kept.size(), 0);
   uint64_t off = sizeof(SegmentHeader);
+  constexpr uint64_t kPersistChunk = 1 << 20;
+  uint64_t persisted_to = 0;  // [0, persisted_to) is durable
+  Status persisted;
   std::string payload;
   for (size_t g = 0; g < groups.size(); g++) {
     const uint64_t first = g == 0 ? seg.first_lsn : kept[groups[g].begin].lsn;
@@ -930,18 +939,19 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
     h.epoch = options_.epoch;
     h.lsn_span = end - first;
     h.checksum = BatchChecksum(h, payload.data());
-    out->Write(off, &h, sizeof(h));
-    out->Write(off + sizeof(h), payload.data(), payload.size());
+    out->WriteParts(off, std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)), payload);
     off += BatchSize(payload.size());
+    // Persisted about a MiB at a time as it is written: one flush of tens of
+    // MiB would queue ahead of the writer's small per-batch persists on the
+    // same device for its whole length (seen as write p99,
+    // docs/bench/clean.md). On a file a persist writes back every dirty page
+    // of the file, so the chunks are persisted before the next is written.
+    if (persisted.ok() && off - persisted_to >= kPersistChunk) {
+      persisted = out->Persist(persisted_to, off - persisted_to);
+      persisted_to = off;
+    }
   }
-  // Persisted a MiB at a time: one flush of tens of MiB would queue ahead of
-  // the writer's small per-batch persists on the same device for its whole
-  // length (seen as write p99, docs/bench/clean.md).
-  constexpr uint64_t kPersistChunk = 1 << 20;
-  Status persisted;
-  for (uint64_t at = 0; at < off && persisted.ok(); at += kPersistChunk) {
-    persisted = out->Persist(at, std::min(kPersistChunk, off - at));
-  }
+  if (persisted.ok() && off > persisted_to) persisted = out->Persist(persisted_to, off - persisted_to);
   if (!persisted.ok()) {
     device_->DiscardReplacement(seg.id);
     return persisted;
@@ -963,6 +973,7 @@ Status Log::CommitReplacement(Replacement* r) {
   }
   FAHA_RETURN_IF_ERROR(device_->CommitReplacement(r->id));
   r->committed = true;
+  r->segment->Seal();  // never appended to
   return Status::OK();
 }
 

@@ -9,6 +9,7 @@
 #ifndef FAHA_NVM_LOG_H_
 #define FAHA_NVM_LOG_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -71,6 +72,13 @@ struct LogOptions {
   // log from the damaged batch on and reports what it dropped.
   bool drop_corrupt = false;
   uint64_t epoch = 0;  // written into batch headers
+  // Batches the writer may leave written but not yet durable at once (at most
+  // kTornWindowBatches; never more than kTornWindowBytes of them). 1: each
+  // batch is durable before the next is written. A backup, which persists a
+  // burst of its primary's batches together, uses kTornWindowBatches. Recovery
+  // takes up to this many - 1 valid batches after a torn one for part of the
+  // tear (their pages reached the media first); any more is damage.
+  uint32_t in_flight_batches = 1;
 };
 
 struct RecoveryReport {
@@ -286,6 +294,9 @@ class Log {
   bool failed_ = false;        // writer-owned
   // Start, in the tail segment, of bytes appended but not yet persisted
   // (AppendReplicated_wt with persist=false); 0: none. Writer-owned.
+  uint32_t InFlightBatches() const {
+    return std::clamp<uint32_t>(options_.in_flight_batches, 1, kTornWindowBatches);
+  }
   uint64_t unpersisted_from_ = 0;
   uint32_t unpersisted_batches_ = 0;  // batches written since unpersisted_from_
   std::string failure_;

@@ -39,6 +39,10 @@ class Segment {
   virtual Status Persist(size_t off, size_t len) = 0;
   // Faults [off, off+len) in ahead of writes (a hint; may do nothing).
   virtual void Prefault(size_t /*off*/, size_t /*len*/) {}
+  // The writer is done with this segment for now (it is sealed): resources
+  // held only for writing, such as a file descriptor, may go. A later Write
+  // or Persist (a truncation) takes them again.
+  virtual void Seal() {}
 
  protected:
   char* data_ = nullptr;

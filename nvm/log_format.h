@@ -31,16 +31,18 @@ inline constexpr uint16_t kBatchCompacted = 1;  // BatchHeader::flags
 inline constexpr uint32_t kSegmentCleaned = 1;  // SegmentHeader::flags
 inline constexpr uint64_t kBatchAlign = 64;  // one cache line
 inline constexpr uint64_t kRecordAlign = 8;
-// The in-flight window. A writer never has more than kTornWindowBatches
-// batches written but not yet durable, nor more than kTornWindowBytes of a
-// segment counted from the start of the first of them; a segment switch makes
-// everything before it durable. On a file system those bytes become durable in
-// whatever order the kernel writes pages back, so after a power cut a batch
-// may be torn while a later one of the same window is whole. Recovery
-// therefore treats an invalid batch followed by fewer than kTornWindowBatches
-// valid batches, all ending within kTornWindowBytes of its start, as a torn
-// tail (none of them was acknowledged), and anything more as damage. A writer
-// must not use a larger window than the readers of its logs.
+// The in-flight window. A writer that takes bursts of batches (a backup)
+// never has more than kTornWindowBatches batches written but not yet durable,
+// nor more than kTornWindowBytes of a segment counted from the start of the
+// first of them; a segment switch makes everything before it durable; other
+// writers persist every batch before writing the next (LogOptions::
+// in_flight_batches). On a file system the bytes of one persist become
+// durable in whatever order the kernel writes pages back, so after a power cut
+// a batch may be torn while a later one of the same window is whole. Recovery
+// of a log with a window therefore treats an invalid batch followed by fewer
+// than in_flight_batches valid batches, all ending within kTornWindowBytes of
+// its start, as a torn tail (none of them was acknowledged), and anything more
+// as damage.
 inline constexpr uint32_t kTornWindowBatches = 16;
 inline constexpr uint64_t kTornWindowBytes = 1ull << 20;
 

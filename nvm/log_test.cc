@@ -412,11 +412,11 @@ TEST(LogTest, TruncateToDropsTheSuffixAndAppendsContinueFromThere) {
   }
 }
 
-// Damage with more valid batches after it than one in-flight window can hold
-// (log_format.h, kTornWindowBatches): written after it was durable.
+// A writer that persists every batch has no in-flight window: a valid batch
+// after a damaged one means lost media.
 TEST(LogTest, DamagedBatchFollowedByValidOnesRefusesToStartAndNamesTheOffset) {
   std::vector<uint64_t> locs;
-  auto dev = WriteBatches(3 + kTornWindowBatches, &locs);
+  auto dev = WriteBatches(5, &locs);
   uint32_t off = LocationOffset(locs[2]);
   (*dev->Durable(1))[off + sizeof(BatchHeader) + 5] ^= 0x40;  // a flipped bit in batch 3's payload
   dev->PowerCut();
@@ -436,7 +436,7 @@ TEST(LogTest, DamagedBatchFollowedByValidOnesRefusesToStartAndNamesTheOffset) {
 
 TEST(LogTest, DropCorruptFlagDropsFromTheDamageAndReportsIt) {
   std::vector<uint64_t> locs;
-  auto dev = WriteBatches(2 + kTornWindowBatches, &locs);
+  auto dev = WriteBatches(5, &locs);
   uint32_t off = LocationOffset(locs[1]);
   (*dev->Durable(1))[off + 2] ^= 0xFF;  // batch 2's header magic
   dev->PowerCut();
@@ -449,8 +449,8 @@ TEST(LogTest, DropCorruptFlagDropsFromTheDamageAndReportsIt) {
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(got.size(), 3u);  // batch 1 only
   EXPECT_TRUE(rep.dropped_corrupt);
-  EXPECT_EQ(rep.dropped_batches, kTornWindowBatches);
-  EXPECT_EQ(rep.dropped_records, 3u * kTornWindowBatches);
+  EXPECT_EQ(rep.dropped_batches, 3u);
+  EXPECT_EQ(rep.dropped_records, 9u);
   EXPECT_NE(rep.dropped_detail.find("offset " + std::to_string(off)), std::string::npos);
   // The dropped bytes are gone for good: a normal restart now succeeds.
   log->reset();
@@ -475,62 +475,111 @@ TEST(LogTest, DamagedLastBatchIsATornTail) {
   EXPECT_NE(rep.torn_detail.find("checksum"), std::string::npos) << rep.torn_detail;
 }
 
-// Batches written without a persist each (a backup taking a burst) become
-// durable together, in whatever order the pages reach the media. A power cut
-// during that persist can leave the earlier batch torn and the later one
-// whole: recovery drops both as a torn tail and starts, without
-// --recovery_drop_corrupt; every batch persisted before is kept.
-TEST(LogTest, LaterBatchDurableAndEarlierNotIsATornTail) {
+LogOptions BackupWindow() {
+  LogOptions o;
+  o.in_flight_batches = kTornWindowBatches;
+  return o;
+}
+
+// Writes 3 batches persisted one by one, then `burst` batches without a
+// persist each (a backup taking a burst), and cuts the power during the
+// persist of the burst: the first batch of the burst loses its lines, the
+// others reach the media. Returns the device.
+std::shared_ptr<MemoryDevice> TearFirstOfABurst(const LogOptions& o, int burst) {
   auto dev = std::make_shared<MemoryDevice>();
-  auto log = Log::Open(dev, LogOptions{});
+  auto log = Log::Open(dev, o);
   RecoveryReport rep;
-  ASSERT_TRUE((*log)->Recover(nullptr, &rep).ok());
+  EXPECT_TRUE((*log)->Recover(nullptr, &rep).ok());
   BatchBuilder b;
   for (int i = 0; i < 3; i++) {
     BatchPayload(i, 3, &b);
-    ASSERT_TRUE((*log)->AppendBatch_wt(b.payload(), b.count()).ok());
+    EXPECT_TRUE((*log)->AppendBatch_wt(b.payload(), b.count()).ok());
   }
-  uint64_t earlier_bytes = 0;
-  for (int i = 3; i < 5; i++) {
+  uint64_t first_bytes = 0;
+  const uint64_t persists = dev->persist_calls();
+  for (int i = 3; i < 3 + burst; i++) {
     BatchPayload(i, 3, &b);
     const BatchHeader h = Log::FrameBatch(b.payload(), b.count(), (*log)->next_lsn(), 0);
     auto r = (*log)->AppendReplicated_wt(h, b.payload(), /*persist=*/false);
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-    if (i == 3) earlier_bytes = r->bytes;
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    if (i == 3) first_bytes = r->bytes;
   }
-  // The persist of both: the earlier batch's lines are lost, the later one's kept.
+  EXPECT_EQ(dev->persist_calls(), persists);  // the burst is one persist
   dev->CrashAtPersist(0, [&](size_t lines) {
     std::vector<bool> keep(lines, true);
-    for (size_t l = 0; l < earlier_bytes / kBatchAlign; l++) keep[l] = false;
+    for (size_t l = 0; l < first_bytes / kBatchAlign; l++) keep[l] = false;
     return keep;
   });
   EXPECT_FALSE((*log)->PersistAppended_wt().ok());
   log->reset();
   dev->PowerCut();
+  return dev;
+}
 
-  auto again = Log::Open(dev, LogOptions{});
-  Status s;
-  auto got = Replay(again->get(), &rep, &s);
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  ASSERT_EQ(got.size(), 9u);
-  for (size_t i = 0; i < got.size(); i++) {
-    EXPECT_EQ(got[i].key, "b" + std::to_string(i / 3) + "-r" + std::to_string(i % 3));
+// Batches persisted together become durable in whatever order the pages reach
+// the media. A power cut during that persist can leave the earlier batch torn
+// and the later ones whole: recovery of a log with an in-flight window drops
+// them all as a torn tail and starts, without --recovery_drop_corrupt; every
+// batch persisted before is kept.
+TEST(LogTest, LaterBatchDurableAndEarlierNotIsATornTail) {
+  for (int burst : {2, static_cast<int>(kTornWindowBatches)}) {
+    SCOPED_TRACE("burst of " + std::to_string(burst));
+    auto dev = TearFirstOfABurst(BackupWindow(), burst);
+    auto again = Log::Open(dev, BackupWindow());
+    RecoveryReport rep;
+    Status s;
+    auto got = Replay(again->get(), &rep, &s);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ASSERT_EQ(got.size(), 9u);
+    for (size_t i = 0; i < got.size(); i++) {
+      EXPECT_EQ(got[i].key, "b" + std::to_string(i / 3) + "-r" + std::to_string(i % 3));
+    }
+    EXPECT_TRUE(rep.torn_tail);
+    EXPECT_FALSE(rep.dropped_corrupt);
+    EXPECT_NE(rep.torn_detail.find("in-flight window"), std::string::npos) << rep.torn_detail;
+    // The tail is gone for good and the log appends after the kept batches.
+    EXPECT_EQ((*again)->next_lsn(), 10u);
+    BatchBuilder b;
+    BatchPayload(9, 3, &b);
+    ASSERT_TRUE((*again)->AppendBatch_wt(b.payload(), b.count()).ok());
   }
-  EXPECT_TRUE(rep.torn_tail);
-  EXPECT_FALSE(rep.dropped_corrupt);
-  EXPECT_NE(rep.torn_detail.find("in-flight window"), std::string::npos) << rep.torn_detail;
-  // The tail is gone for good and the log appends after the kept batches.
-  EXPECT_EQ((*again)->next_lsn(), 10u);
-  BatchPayload(9, 3, &b);
-  ASSERT_TRUE((*again)->AppendBatch_wt(b.payload(), b.count()).ok());
+}
+
+// The window does not hide damage before it: with as many valid batches after
+// the damaged one as the window holds, recovery refuses to start. And a log
+// without a window (a primary's) refuses even one.
+TEST(LogTest, DamageBeforeTheInFlightWindowStillRefusesToStart) {
+  {
+    std::vector<uint64_t> locs;
+    auto dev = WriteBatches(3 + kTornWindowBatches, &locs, BackupWindow());
+    (*dev->Durable(1))[LocationOffset(locs[2]) + sizeof(BatchHeader) + 5] ^= 0x40;
+    dev->PowerCut();
+    auto log = Log::Open(dev, BackupWindow());
+    RecoveryReport rep;
+    Status s;
+    Replay(log->get(), &rep, &s);
+    EXPECT_EQ(s.code(), Status::Code::kCorruption) << s.ToString();
+  }
+  auto dev = TearFirstOfABurst(LogOptions{}, 1);  // window 1: the burst is one batch
+  auto log = Log::Open(dev, LogOptions{});
+  RecoveryReport rep;
+  Status s;
+  auto got = Replay(log->get(), &rep, &s);
+  ASSERT_TRUE(s.ok()) << s.ToString();  // a lone torn batch is a torn tail
+  EXPECT_EQ(got.size(), 9u);
+  auto dev2 = TearFirstOfABurst(BackupWindow(), 2);
+  auto strict = Log::Open(dev2, LogOptions{});
+  Replay(strict->get(), &rep, &s);
+  EXPECT_EQ(s.code(), Status::Code::kCorruption) << s.ToString();
 }
 
 // The writer keeps its side of that bargain: however long a burst of
 // unpersisted batches, it persists before a window would hold more than
-// kTornWindowBatches batches or kTornWindowBytes.
+// in_flight_batches batches or kTornWindowBytes; with no window, before every
+// batch after the first.
 TEST(LogTest, UnpersistedBatchesNeverExceedTheInFlightWindow) {
   auto dev = std::make_shared<MemoryDevice>();
-  auto log = Log::Open(dev, LogOptions{});
+  auto log = Log::Open(dev, BackupWindow());
   RecoveryReport rep;
   ASSERT_TRUE((*log)->Recover(nullptr, &rep).ok());
   BatchBuilder b;
@@ -551,6 +600,17 @@ TEST(LogTest, UnpersistedBatchesNeverExceedTheInFlightWindow) {
   }
   EXPECT_EQ(dev->persist_calls() - mid, 2u);  // before the 1st (16 small waiting), before the 3rd
   ASSERT_TRUE((*log)->PersistAppended_wt().ok());
+
+  auto dev1 = std::make_shared<MemoryDevice>();
+  auto strict = Log::Open(dev1, LogOptions{});
+  ASSERT_TRUE((*strict)->Recover(nullptr, &rep).ok());
+  const uint64_t start = dev1->persist_calls();
+  for (int i = 0; i < 5; i++) {
+    BatchPayload(i, 3, &b);
+    const BatchHeader h = Log::FrameBatch(b.payload(), b.count(), (*strict)->next_lsn(), 0);
+    ASSERT_TRUE((*strict)->AppendReplicated_wt(h, b.payload(), false).ok());
+  }
+  EXPECT_EQ(dev1->persist_calls() - start, 4u);
 }
 
 TEST(LogTest, MalformedRecordInsideAValidChecksumIsCorruption) {
@@ -587,7 +647,7 @@ class PmemLogTest : public ::testing::Test {
 
 TEST(LogTest, DamagedLengthFieldIsNotMistakenForATornTail) {
   std::vector<uint64_t> locs;
-  auto dev = WriteBatches(3 + kTornWindowBatches, &locs);
+  auto dev = WriteBatches(6, &locs);
   // Batch 3's payload_bytes (offset 8 of its header) gains a high bit: its
   // claimed end now lies far beyond the valid batches after it.
   (*dev->Durable(1))[LocationOffset(locs[2]) + 8 + 2] ^= 0x08;
@@ -646,6 +706,58 @@ TEST(LogTest, MissingSegmentIsLostMedia) {
     std::string want = missing == 1 ? "mem-segment-1 is missing" : "segment 3 is missing";
     EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
   }
+}
+
+size_t OpenFds() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) n++;
+  return n;
+}
+
+// On an ordinary file system every segment is written with pwritev and read
+// through a read-only mapping (a store into it would crash the test). A
+// sealed segment holds no descriptor, and is opened again when a truncation
+// writes into it; everything survives a reopen.
+TEST_F(PmemLogTest, FileSegmentsHoldNoDescriptorOnceSealedAndTruncateIntoOne) {
+  LogOptions o;
+  o.segment_bytes = 256 << 10;
+  const size_t fds_before = OpenFds();
+  std::vector<uint64_t> first_lsns;
+  {
+    auto dev = OpenPmemDevice(dir_);
+    ASSERT_TRUE(dev.ok()) << dev.status().ToString();
+    auto log = Log::Open(std::shared_ptr<LogDevice>(std::move(*dev)), o);
+    RecoveryReport rep;
+    ASSERT_TRUE((*log)->Recover(nullptr, &rep).ok());
+    if ((*log)->Granularity() != "PAGE") GTEST_SKIP() << "DAX mount: segments are mapped";
+    BatchBuilder b;
+    for (int i = 0; i < 300; i++) {
+      BatchPayload(i, 40, &b);
+      auto r = (*log)->AppendBatch_wt(b.payload(), b.count());
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      first_lsns.push_back(r->first_lsn);
+      // What was just appended reads back through the mapping.
+      EXPECT_EQ((*log)->ReadRecord(r->base_location).key,
+                "b" + std::to_string(i) + "-r0");
+    }
+    ASSERT_GE((*log)->segment_count(), 8u);
+    // The tail and at most a spare being prepared hold a descriptor.
+    EXPECT_LE(OpenFds(), fds_before + 3);
+    // Back into the first segment, sealed long ago.
+    ASSERT_TRUE((*log)->TruncateTo_wt(first_lsns[5]).ok());
+    BatchPayload(500, 40, &b);
+    ASSERT_TRUE((*log)->AppendBatch_wt(b.payload(), b.count()).ok());
+  }
+  auto dev = OpenPmemDevice(dir_);
+  auto log = Log::Open(std::shared_ptr<LogDevice>(std::move(*dev)), o);
+  RecoveryReport rep;
+  Status s;
+  auto got = Replay(log->get(), &rep, &s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(got.size(), 240u);
+  EXPECT_EQ(got[199].key, "b4-r39");
+  EXPECT_EQ(got[200].key, "b500-r0");
+  EXPECT_LE(OpenFds(), fds_before + 3);
 }
 
 TEST_F(PmemLogTest, RealFilesRoundTripAndFlippedBytesAreFound) {

@@ -132,9 +132,12 @@ class PmemSegment final : public Segment {
 // Write() cannot return an error; the first one is kept and returned by every
 // later Persist() (the log then refuses further appends), as the kernel's
 // fsync reports a failed writeback once.
+// A sealed segment gives its descriptor back (a log may have thousands of
+// segments) and opens `path` again if it is written once more.
 class FileSegment final : public Segment {
  public:
-  FileSegment(int fd, char* data, size_t size) : fd_(fd) {
+  FileSegment(int fd, char* data, size_t size, std::string path)
+      : fd_(fd), path_(std::move(path)) {
     data_ = data;
     size_ = size;
     AddRange(data_, size_);
@@ -142,8 +145,15 @@ class FileSegment final : public Segment {
   ~FileSegment() override {
     RemoveRange(data_);
     munmap(data_, size_);
-    close(fd_);
+    if (fd_ >= 0) close(fd_);
   }
+
+  void Seal() override {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+  // The file was renamed (a spare put in place as a segment).
+  void set_path(std::string path) { path_ = std::move(path); }
   FileSegment(const FileSegment&) = delete;
   FileSegment& operator=(const FileSegment&) = delete;
 
@@ -160,7 +170,7 @@ class FileSegment final : public Segment {
 
   Status Persist(size_t off, size_t len) override {
     if (len == 0) return Status::OK();
-    if (!write_error_.empty()) return Status::IOError(write_error_);
+    if (!write_error_.empty() || !Reopen()) return Status::IOError(write_error_);
     if (off + len > size_) return Status::InvalidArgument("persist past the end of the segment");
     // fdatasync rather than sync_file_range: only fdatasync flushes the
     // device's volatile cache and commits whatever metadata the data needs.
@@ -185,7 +195,16 @@ class FileSegment final : public Segment {
   }
 
  private:
+  // Opens the file again after Seal(); false (with write_error_ set) if it cannot.
+  bool Reopen() {
+    if (fd_ >= 0) return true;
+    fd_ = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd_ < 0 && write_error_.empty()) write_error_ = Errno("open " + path_ + " again");
+    return fd_ >= 0;
+  }
+
   void WriteAll(size_t off, iovec* iov, int n) {
+    if (!Reopen()) return;
     size_t want = 0;
     for (int i = 0; i < n; i++) want += iov[i].iov_len;
     if (off + want > size_) {
@@ -216,7 +235,8 @@ class FileSegment final : public Segment {
     }
   }
 
-  int fd_;
+  int fd_;  // -1 while sealed
+  std::string path_;
   std::string write_error_;  // the first failed write; writer thread only
 };
 
@@ -255,6 +275,7 @@ class PmemDevice final : public LogDevice {
       }
       FAHA_RETURN_IF_ERROR(SyncDir());
       seg = std::move(spare.segment);
+      if (auto* file = dynamic_cast<FileSegment*>(seg.get())) file->set_path(path);
     } else {
       auto made = MakeFile(path, bytes);
       if (!made.ok()) return made.status();
@@ -318,7 +339,7 @@ class PmemDevice final : public LogDevice {
     // spare-segment thread, off the write path.
     // tmpfs has no extents to convert: there the zeros would only cost time.
     struct statfs fs;
-    const bool extents = fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC;
+    const bool extents = (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC) && !getenv("FAHA_NO_ZERO");
     Status zeroed = extents ? WriteZeros(fd, bytes) : Status::OK();
     if (!zeroed.ok()) {
       close(fd);
@@ -342,7 +363,10 @@ class PmemDevice final : public LogDevice {
   // Maps `path` with libpmem2 to learn the store granularity of its mount;
   // on DAX the segment keeps that mapping (PmemSegment), elsewhere it becomes
   // a FileSegment.
-  StatusOr<std::unique_ptr<Segment>> MapFile(const std::string& path) {
+  // `final_path` is where the segment lives once in place (a staged
+  // replacement is renamed there), for a FileSegment that must reopen it.
+  StatusOr<std::unique_ptr<Segment>> MapFile(const std::string& path,
+                                             const std::string& final_path = "") {
     int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return Status::IOError(Errno("open " + path));
     pmem2_config* cfg = nullptr;
@@ -393,7 +417,8 @@ class PmemDevice final : public LogDevice {
       close(fd);
       return s;
     }
-    return std::unique_ptr<Segment>(new FileSegment(fd, static_cast<char*>(data), size));
+    return std::unique_ptr<Segment>(new FileSegment(fd, static_cast<char*>(data), size,
+                                                     final_path.empty() ? path : final_path));
   }
 
   StatusOr<std::vector<uint32_t>> ListSegments() override {
@@ -431,7 +456,7 @@ class PmemDevice final : public LogDevice {
       errno = rc;
       return Status::IOError(Errno("reserve " + std::to_string(bytes) + " bytes for " + path));
     }
-    return MapFile(path);
+    return MapFile(path, SegmentName(id));
   }
 
   Status CommitReplacement(uint32_t id) override {

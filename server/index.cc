@@ -39,6 +39,19 @@ uint64_t Index::Find(std::string_view key, uint64_t hash) const {
   return i == SIZE_MAX ? 0 : Unpack(s.slots[i]);
 }
 
+bool Index::HoldsLocation(uint64_t hash, uint64_t location) const {
+  const Shard& s = ShardOf(hash);
+  std::shared_lock lock(s.mu);
+  const size_t mask = s.slots.size() - 1;
+  const uint64_t want = Pack(hash, location);
+  for (size_t i = HomeOf(s, hash), n = 0; n <= mask; i = (i + 1) & mask, n++) {
+    const uint64_t v = s.slots[i];
+    if (v == 0) return false;
+    if (v == want) return true;
+  }
+  return false;
+}
+
 void Index::Grow(Shard& s) {
   size_t want = s.slots.size();
   while ((s.used + 1) * 2 > want) want *= 2;  // live entries at most 1/2 after growth

@@ -41,6 +41,10 @@ class Index {
 
   // Location of `key`'s record, or 0. `hash` must be HashKey(key).
   uint64_t Find(std::string_view key, uint64_t hash) const;
+  // Whether some key of `hash` is at `location`, i.e. whether the record there
+  // is its key's current one. Compares locations only: no key is read from
+  // the log (log cleaning judges every record of a segment with it).
+  bool HoldsLocation(uint64_t hash, uint64_t location) const;
   // Points `key` at `location`; returns the previous location or 0.
   uint64_t Upsert(std::string_view key, uint64_t hash, uint64_t location);
   // Latency hiding for the writer, which applies a batch of records at once:

@@ -101,6 +101,39 @@ TEST(IndexTest, UpsertFindEraseReturnValues) {
   EXPECT_EQ(log.bad_reads(), 0u);
 }
 
+// Log cleaning's liveness test: true exactly for the current location of a
+// key, found without reading a single key from the log, also behind
+// colliding tags and tombstones.
+TEST(IndexTest, HoldsLocationComparesLocationsOnlyAndReadsNoKeys) {
+  FakeLog log(MakeKeys(920));
+  Index index(&log, /*shard_bits=*/0);
+  // Keys 20.. first, with their own hashes: the slot array grows to 2048 now
+  // and not again below (a resize would rehash the crafted hash away).
+  for (size_t i = 20; i < 920; i++) {
+    ASSERT_EQ(index.Upsert(log.key(i), HashKey(log.key(i)), Location(i, 1)), 0u);
+  }
+  constexpr uint64_t kSameTagAndHome = 0xCAFE'0000'0000'0005ull;
+  const size_t bytes = index.MemoryBytes();
+  for (size_t i = 0; i < 20; i++) {
+    ASSERT_EQ(index.Upsert(log.key(i), kSameTagAndHome, Location(i, 1)), 0u);
+  }
+  ASSERT_EQ(index.MemoryBytes(), bytes);
+  index.Upsert(log.key(3), kSameTagAndHome, Location(3, 2));  // overwritten
+  index.Erase(log.key(4), kSameTagAndHome);                    // deleted: a tombstone
+  const size_t reads = log.reads();
+  for (size_t i = 0; i < 20; i++) {
+    EXPECT_EQ(index.HoldsLocation(kSameTagAndHome, Location(i, 1)), i != 3 && i != 4) << i;
+  }
+  EXPECT_TRUE(index.HoldsLocation(kSameTagAndHome, Location(3, 2)));
+  EXPECT_FALSE(index.HoldsLocation(kSameTagAndHome, Location(4, 1)));
+  for (size_t i = 20; i < 920; i++) {
+    EXPECT_TRUE(index.HoldsLocation(HashKey(log.key(i)), Location(i, 1))) << i;
+    EXPECT_FALSE(index.HoldsLocation(HashKey(log.key(i)), Location(i, 2))) << i;
+  }
+  EXPECT_FALSE(index.HoldsLocation(0x1234'5678'9ABC'DEF0ull, Location(7, 1)));
+  EXPECT_EQ(log.reads(), reads);
+}
+
 TEST(IndexTest, FullWidthLocationsRoundTrip) {
   FakeLog log(MakeKeys(2));
   Index index(&log);

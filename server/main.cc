@@ -365,6 +365,10 @@ int main(int argc, char** argv) {
   sopt.dir = FLAGS_data_dir;
   sopt.log.segment_bytes = FLAGS_segment_mb << 20;
   sopt.log.drop_corrupt = FLAGS_recovery_drop_corrupt;
+  // A backup (or a node that may become one) takes its primary's batches in
+  // bursts, persisted together: its log has an in-flight window. A primary
+  // persists each batch before writing the next.
+  sopt.log.in_flight_batches = backup ? faha::nvm::kTornWindowBatches : 1;
   sopt.max_batch_bytes = FLAGS_max_batch_kb << 10;
   sopt.log.epoch = epoch;
   sopt.repl_timeout_ms = FLAGS_repl_timeout_ms;

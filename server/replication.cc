@@ -99,6 +99,7 @@ std::vector<std::string> Replicator::PromoteCaughtUp() {
   if (!out.empty()) {
     UpdateEchoLocked();
     cv_.notify_all();
+    send_cv_.notify_all();
   }
   return out;
 }
@@ -163,6 +164,7 @@ Status Replicator::DropLocked(std::unique_lock<std::mutex>* l, const std::vector
   }
   UpdateEchoLocked();
   cv_.notify_all();
+  send_cv_.notify_all();
   return Status::OK();
 }
 
@@ -172,6 +174,7 @@ void Replicator::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  send_cv_.notify_all();
   for (auto& p : peers_) {
     if (p->thread.joinable()) p->thread.join();
   }
@@ -212,6 +215,7 @@ void Replicator::MaybeJoinLocked(Peer* peer) {
                 InSyncLocked(), peers_.size());
   UpdateEchoLocked();
   cv_.notify_all();
+  send_cv_.notify_all();
 }
 
 std::string Replicator::WhyNotReadyLocked() const {
@@ -259,7 +263,7 @@ void Replicator::Ship(const nvm::BatchHeader& header, std::string_view payload) 
     ring_.push_back(Shipped{header.first_lsn, end, std::move(frame)});
     ship_end_ = end;
   }
-  cv_.notify_all();
+  send_cv_.notify_all();  // only the senders wait for new batches
 }
 
 Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {
@@ -428,6 +432,7 @@ void Replicator::PeerLoop(Peer* peer) {
       if (stopping_) return;
     }
     cv_.notify_all();
+    send_cv_.notify_all();
     if (!s.ok() && s.message() != logged_error) {
       FAHA_LOG_WARN("replication: backup %s: %s (retrying)", peer->address.c_str(),
                     s.ToString().c_str());
@@ -508,11 +513,11 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
         // Due also while batches flow: the echo is this primary's lease.
         int64_t due = last_heartbeat_us + int64_t{options_.heartbeat_ms} * 1000;
         while (!ready() && MonoUs() < due) {
-          cv_.wait_for(l, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
+          send_cv_.wait_for(l, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
         }
         heartbeat = MonoUs() >= due && !stopping_ && !peer->kick && !peer->session_dead;
       } else {
-        cv_.wait(l, ready);
+        send_cv_.wait(l, ready);
       }
       if (heartbeat) {
         // Stamped before it is sent: the echo never claims a later time.
@@ -650,6 +655,7 @@ void Replicator::ReceiveAcks(Peer* peer, rdma::Channel* ch) {
     }
     peer->session_dead = true;
     cv_.notify_all();
+    send_cv_.notify_all();
     return;
   }
 }

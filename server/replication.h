@@ -191,7 +191,11 @@ class Replicator final : public ReplicationRole {
   std::vector<std::unique_ptr<Peer>> peers_;
 
   mutable std::mutex mu_;
+  // Waiters on acknowledgements, commits and peer states (the committer,
+  // WaitWritable, back-off); the senders wait on send_cv_ for new batches, so
+  // a batch shipped or acknowledged wakes only the threads it concerns.
   std::condition_variable cv_;
+  std::condition_variable send_cv_;
   std::deque<Shipped> ring_ GUARDED_BY(mu_);  // shipped, not committed, in LSN order
   uint64_t ship_end_ GUARDED_BY(mu_) = 1;     // LSN after the last shipped batch
   uint64_t committed_end_ GUARDED_BY(mu_) = 1;

@@ -1121,9 +1121,13 @@ StatusOr<bool> Store::CleanOnce() {
       const bool doubt = !uncommitted.empty() && uncommitted.count(r.rec.key) != 0;
       switch (r.rec.type) {
         case RecordType::kPut: {
+          // Held in the hot layer, the key's location is there (updates of
+          // held keys leave the base index alone); else the base index holds
+          // this very location if and only if the record is current.
           const HotCache::Entry* e = hot_.enabled() ? hot_.Find(r.rec.key, r.hash) : nullptr;
-          const uint64_t cur = e != nullptr ? e->location : index_.Find(r.rec.key, r.hash);
-          if (cur == r.location) {
+          const bool current = e != nullptr ? e->location == r.location
+                                            : index_.HoldsLocation(r.hash, r.location);
+          if (current) {
             const bool expired = r.rec.expire_at_ms != 0 && r.rec.expire_at_ms <= now;
             verdict[i] = expired && !doubt ? Verdict::kExpire : Verdict::kMove;
           } else if (doubt) {
