@@ -7,11 +7,14 @@
 // Modes (--mode), each a way a log could make a write durable:
 //   pwrite_fdatasync  pwrite, then fdatasync (what faha's file device does)
 //   rwf_dsync         pwritev2(..., RWF_DSYNC): write and sync in one call
-//   odirect_dsync     O_DIRECT | O_DSYNC, 4 KiB-aligned blocks: the block that
-//                     holds the record is rewritten whole (no page cache)
+//   odirect_dsync     O_DIRECT | O_DSYNC, 4 KiB-aligned blocks: the blocks that
+//                     hold the record are rewritten whole (no page cache)
 //   all               each of the above, one after another
+// --writers N (default 1): N threads write and sync at once, each its own
+// offsets of the same file, so N syncs are in flight: what a log writer gains
+// by issuing the next batch before the previous sync returns.
 //
-// Usage: faha_device_limit --dir DIR [--bytes 1000] [--count 2000] [--mode M]
+// Usage: faha_device_limit --dir DIR [--bytes 1000] [--count 2000] [--mode M] [--writers N]
 // Output: one line per mode:
 //   mode=pwrite_fdatasync bytes=1000 count=2000 ops_per_s=... p50_us=... p99_us=...
 // The file (64 MiB, or what --count * 4 KiB needs) is removed at the end.
@@ -27,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -63,38 +67,47 @@ struct Result {
   double p99_us;
 };
 
-Result Run(const std::string& dir, const std::string& mode, size_t bytes, size_t count) {
+Result Run(const std::string& dir, const std::string& mode, size_t bytes, size_t count,
+           size_t writers) {
   const std::string path = dir + "/faha-device-limit-" + std::to_string(getpid()) + ".dat";
   const bool direct = mode == "odirect_dsync";
-  const size_t stride = direct ? 4096 : bytes;
-  const size_t file_bytes = std::max<size_t>(64 << 20, (count + 1) * 4096);
+  const size_t blocks = (bytes + 4095) / 4096 * 4096;  // O_DIRECT writes whole blocks
+  const size_t stride = direct ? blocks : bytes;
+  const size_t file_bytes = std::max<size_t>(64 << 20, (count + 1) * blocks);
   int fd = MakeFile(path, file_bytes, direct ? (O_DIRECT | O_DSYNC) : 0);
-  void* raw = nullptr;
-  if (posix_memalign(&raw, 4096, std::max<size_t>(stride, bytes + 4096)) != 0) Die("memalign");
-  char* buf = static_cast<char*>(raw);
-  std::memset(buf, 'x', std::max<size_t>(stride, bytes));
-  std::vector<double> lat_us;
-  lat_us.reserve(count);
-  const auto start = Clock::now();
-  for (size_t i = 0; i < count; i++) {
-    const auto t0 = Clock::now();
-    const off_t off = static_cast<off_t>(i * stride);
-    if (mode == "pwrite_fdatasync") {
-      if (pwrite(fd, buf, bytes, off) != static_cast<ssize_t>(bytes)) Die("pwrite");
-      if (fdatasync(fd) != 0) Die("fdatasync");
-    } else if (mode == "rwf_dsync") {
-      iovec iov{buf, bytes};
-      if (pwritev2(fd, &iov, 1, off, RWF_DSYNC) != static_cast<ssize_t>(bytes)) Die("pwritev2");
-    } else {
-      // The record's 4 KiB block, rewritten whole with the record in it.
-      if (pwrite(fd, buf, 4096, off) != 4096) Die("pwrite O_DIRECT");
+  std::vector<std::vector<double>> lat(writers);
+  auto writer = [&](size_t w) {
+    void* raw = nullptr;
+    if (posix_memalign(&raw, 4096, blocks) != 0) Die("memalign");
+    char* buf = static_cast<char*>(raw);
+    std::memset(buf, 'x', blocks);
+    lat[w].reserve(count / writers + 1);
+    for (size_t i = w; i < count; i += writers) {
+      const auto t0 = Clock::now();
+      const off_t off = static_cast<off_t>(i * stride);
+      if (mode == "pwrite_fdatasync") {
+        if (pwrite(fd, buf, bytes, off) != static_cast<ssize_t>(bytes)) Die("pwrite");
+        if (fdatasync(fd) != 0) Die("fdatasync");
+      } else if (mode == "rwf_dsync") {
+        iovec iov{buf, bytes};
+        if (pwritev2(fd, &iov, 1, off, RWF_DSYNC) != static_cast<ssize_t>(bytes)) Die("pwritev2");
+      } else {
+        // The record's 4 KiB blocks, rewritten whole with the record in them.
+        if (pwrite(fd, buf, blocks, off) != static_cast<ssize_t>(blocks)) Die("pwrite O_DIRECT");
+      }
+      lat[w].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     }
-    lat_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-  }
+    std::free(raw);
+  };
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (size_t w = 0; w < writers; w++) threads.emplace_back(writer, w);
+  for (auto& t : threads) t.join();
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
   close(fd);
   unlink(path.c_str());
-  std::free(raw);
+  std::vector<double> lat_us;
+  for (const auto& l : lat) lat_us.insert(lat_us.end(), l.begin(), l.end());
   std::sort(lat_us.begin(), lat_us.end());
   return Result{static_cast<double>(count) / secs, lat_us[lat_us.size() / 2],
                 lat_us[std::min(lat_us.size() - 1, lat_us.size() * 99 / 100)]};
@@ -104,7 +117,7 @@ Result Run(const std::string& dir, const std::string& mode, size_t bytes, size_t
 
 int main(int argc, char** argv) {
   std::string dir, mode = "pwrite_fdatasync";
-  size_t bytes = 1000, count = 2000;
+  size_t bytes = 1000, count = 2000, writers = 1;
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     if (i + 1 >= argc) {
@@ -120,15 +133,17 @@ int main(int argc, char** argv) {
       bytes = std::strtoul(v.c_str(), nullptr, 10);
     } else if (a == "--count") {
       count = std::strtoul(v.c_str(), nullptr, 10);
+    } else if (a == "--writers") {
+      writers = std::strtoul(v.c_str(), nullptr, 10);
     } else {
       std::fprintf(stderr, "faha_device_limit: unknown flag %s\n", a.c_str());
       return 2;
     }
   }
-  if (dir.empty() || bytes == 0 || bytes > 4096 || count == 0) {
+  if (dir.empty() || bytes == 0 || bytes > 65536 || count == 0 || writers == 0 || writers > 64) {
     std::fprintf(stderr,
-                 "usage: faha_device_limit --dir DIR [--bytes 1..4096] [--count N] "
-                 "[--mode pwrite_fdatasync|rwf_dsync|odirect_dsync|all]\n");
+                 "usage: faha_device_limit --dir DIR [--bytes 1..65536] [--count N] "
+                 "[--mode pwrite_fdatasync|rwf_dsync|odirect_dsync|all] [--writers 1..64]\n");
     return 2;
   }
   std::vector<std::string> modes;
@@ -141,9 +156,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   for (const auto& m : modes) {
-    const Result r = Run(dir, m, bytes, count);
-    std::printf("mode=%s bytes=%zu count=%zu ops_per_s=%.0f p50_us=%.1f p99_us=%.1f\n", m.c_str(),
-                bytes, count, r.ops_per_s, r.p50_us, r.p99_us);
+    const Result r = Run(dir, m, bytes, count, writers);
+    std::printf("mode=%s bytes=%zu count=%zu writers=%zu ops_per_s=%.0f p50_us=%.1f p99_us=%.1f\n",
+                m.c_str(), bytes, count, writers, r.ops_per_s, r.p50_us, r.p99_us);
   }
   return 0;
 }

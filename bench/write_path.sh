@@ -57,7 +57,8 @@ for tool in redis-server redis-cli redis-benchmark; do
 done
 [[ "${REPEAT}" =~ ^[1-9][0-9]*$ ]] || { echo "write_path.sh: REPEAT must be a positive integer" >&2; exit 2; }
 [[ -d "${DATA_PARENT}" && -w "${DATA_PARENT}" ]] || { echo "write_path.sh: ${DATA_PARENT} is not a writable directory" >&2; exit 1; }
-FS_TYPE="$(stat -f -c %T "${DATA_PARENT}")"
+FS_TYPE="$(findmnt -no FSTYPE -T "${DATA_PARENT}" 2> /dev/null | head -1)"
+[[ -n "${FS_TYPE}" ]] || FS_TYPE="$(stat -f -c %T "${DATA_PARENT}")"
 HZ="$(getconf CLK_TCK)"
 log() { echo "[$(date +%T)] $*" >&2; }
 

@@ -148,7 +148,10 @@ Status Log::NewSegment_wt(uint32_t id) {
   segments_[id].store(seg->get(), std::memory_order_release);
   owned_.push_back(std::move(*seg));
   segment_count_.fetch_add(1);
-  if (Segment* old = tail_segment_ != 0 ? segments_[tail_segment_].load() : nullptr) old->Seal();
+  if (Segment* old = tail_segment_ != 0 ? segments_[tail_segment_].load() : nullptr) {
+    std::unique_lock<std::shared_mutex> no_sync(sync_mu_);  // no Sync_any in it meanwhile
+    old->Seal();
+  }
   tail_segment_ = id;
   tail_offset_ = sizeof(SegmentHeader);
   return Status::OK();
@@ -523,11 +526,26 @@ Status Log::CheckBatch(const BatchHeader& h, std::string_view payload) {
   return Status::OK();
 }
 
-StatusOr<Log::AppendResult> Log::AppendBatch_wt(std::string_view payload, uint32_t record_count) {
+StatusOr<Log::AppendResult> Log::AppendBatch_wt(std::string_view payload, uint32_t record_count,
+                                                bool persist) {
   if (record_count == 0 || payload.empty()) return Status::InvalidArgument("empty batch");
   return WriteBatch_wt(
       FrameBatch(payload, record_count, next_lsn_.load(std::memory_order_relaxed), options_.epoch),
-      payload);
+      payload, persist);
+}
+
+Status Log::Sync_any(const AppendResult& r) const {
+  std::shared_lock<std::shared_mutex> l(sync_mu_);
+  Segment* seg = segments_[LocationSegment(r.base_location)].load(std::memory_order_acquire);
+  if (seg == nullptr) return Status::IOError("segment of LSN " + std::to_string(r.first_lsn) + " is gone");
+  return seg->Persist(LocationOffset(r.base_location) - sizeof(BatchHeader), r.bytes);
+}
+
+void Log::ForgetDurable_wt() {
+  const uint64_t durable = durable_end_lsn_.load(std::memory_order_acquire);
+  while (!pending_.empty() && pending_.front().end_lsn <= durable) pending_.pop_front();
+  unpersisted_from_ = pending_.empty() ? 0 : pending_.front().offset;
+  unpersisted_batches_ = static_cast<uint32_t>(pending_.size());
 }
 
 StatusOr<Log::AppendResult> Log::AppendReplicated_wt(const BatchHeader& header,
@@ -549,6 +567,7 @@ Status Log::PersistAppended_wt() {
   if (!s.ok()) return Fail_wt(s);
   unpersisted_from_ = 0;
   unpersisted_batches_ = 0;
+  pending_.clear();
   return Status::OK();
 }
 
@@ -634,6 +653,7 @@ StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint
 Status Log::TruncateTo_wt(uint64_t lsn) {
   // What stays must be durable, and nothing left unpersisted may point past it.
   FAHA_RETURN_IF_ERROR(PersistAppended_wt());
+  durable_end_lsn_.store(0, std::memory_order_release);  // LSNs from `lsn` on are written again
   std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
   truncations_++;
   const uint64_t next = next_lsn();
@@ -723,6 +743,7 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
     if (!s.ok()) return Fail_wt(s);
     seg = segments_[tail_segment_].load();
   }
+  ForgetDurable_wt();
   if (unpersisted_from_ != 0 && (unpersisted_batches_ >= InFlightBatches() ||
                                  tail_offset_ + size - unpersisted_from_ > kTornWindowBytes)) {
     // Recovery takes valid batches after a torn one for a tear only within
@@ -740,9 +761,11 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
     if (!s.ok()) return Fail_wt(s);
     unpersisted_from_ = 0;
     unpersisted_batches_ = 0;
+    pending_.clear();
   } else {
     if (unpersisted_from_ == 0) unpersisted_from_ = off;
     unpersisted_batches_++;
+    pending_.push_back(Pending{BatchEndLsn(h), off});
   }
   tail_offset_ += size;
   last_batch_ = h;

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <shared_mutex>
@@ -121,7 +122,25 @@ class Log {
   // Frames, writes and persists one batch. The payload must be well formed
   // (BatchBuilder). On error the batch is not durable and the log refuses
   // further appends (the caller reports it; a restart recovers).
-  StatusOr<AppendResult> AppendBatch_wt(std::string_view payload, uint32_t record_count);
+  // With persist=false the batch is written but not yet durable: Sync_any
+  // makes it durable, possibly on another thread while this one appends the
+  // next batch (two syncs in flight). The writer still never leaves more than
+  // in_flight_batches batches not known durable (NoteDurable_any): past that
+  // it persists them itself before writing another.
+  StatusOr<AppendResult> AppendBatch_wt(std::string_view payload, uint32_t record_count,
+                                        bool persist = true);
+  // Makes the batch `r` (appended with persist=false) durable. Any thread, at
+  // the same time as the writer appends and as other Sync_any calls. Only
+  // this batch's range is certain to be durable when it returns: the caller
+  // that needs a durable prefix waits for the earlier batches' syncs too.
+  Status Sync_any(const AppendResult& r) const;
+  // Every batch ending at or before end_lsn is durable (the caller synced
+  // them, in order): the writer may count them out of its in-flight window.
+  void NoteDurable_any(uint64_t end_lsn) {
+    uint64_t cur = durable_end_lsn_.load(std::memory_order_relaxed);
+    while (cur < end_lsn && !durable_end_lsn_.compare_exchange_weak(cur, end_lsn)) {
+    }
+  }
 
   // Appends a batch framed elsewhere (a replica storing its primary's batch),
   // byte for byte: same LSNs, same epoch. Refuses, changing nothing, a header
@@ -297,6 +316,18 @@ class Log {
   uint32_t InFlightBatches() const {
     return std::clamp<uint32_t>(options_.in_flight_batches, 1, kTornWindowBatches);
   }
+  // Counts out of the window the batches NoteDurable_any reported durable.
+  void ForgetDurable_wt();
+  // Batches written with persist=false and not known durable, oldest first.
+  struct Pending {
+    uint64_t end_lsn;
+    uint64_t offset;
+  };
+  std::deque<Pending> pending_;  // writer-owned
+  std::atomic<uint64_t> durable_end_lsn_{0};
+  // Sync_any holds it shared while it persists a segment; sealing a segment
+  // (which may close its file) holds it exclusively.
+  mutable std::shared_mutex sync_mu_;
   uint64_t unpersisted_from_ = 0;
   uint32_t unpersisted_batches_ = 0;  // batches written since unpersisted_from_
   std::string failure_;

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -152,6 +153,9 @@ class FileSegment final : public Segment {
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
   }
+  // Thread-safety: Write, WriteParts and Seal from the log's writer; Persist
+  // from the writer and from other threads at once (Log::Sync_any), never at
+  // the same time as Seal (the log excludes that).
   // The file was renamed (a spare put in place as a segment).
   void set_path(std::string path) { path_ = std::move(path); }
   FileSegment(const FileSegment&) = delete;
@@ -170,16 +174,24 @@ class FileSegment final : public Segment {
 
   Status Persist(size_t off, size_t len) override {
     if (len == 0) return Status::OK();
-    if (!write_error_.empty() || !Reopen()) return Status::IOError(write_error_);
+    if (std::string e = error(); !e.empty()) return Status::IOError(e);
     if (off + len > size_) return Status::InvalidArgument("persist past the end of the segment");
+    // Sealed meanwhile: sync through a descriptor of its own.
+    int fd = fd_.load(std::memory_order_acquire);
+    const bool own = fd < 0;
+    if (own && (fd = open(path_.c_str(), O_RDWR | O_CLOEXEC)) < 0) {
+      return Status::IOError(SetError(Errno("open " + path_ + " again")));
+    }
     // fdatasync rather than sync_file_range: only fdatasync flushes the
     // device's volatile cache and commits whatever metadata the data needs.
-    while (fdatasync(fd_) != 0) {
+    Status s;
+    while (fdatasync(fd) != 0) {
       if (errno == EINTR) continue;
-      write_error_ = Errno("fdatasync");
-      return Status::IOError(write_error_);
+      s = Status::IOError(SetError(Errno("fdatasync")));
+      break;
     }
-    return Status::OK();
+    if (own) close(fd);
+    return s;
   }
 
   void Prefault(size_t off, size_t len) override {
@@ -195,12 +207,22 @@ class FileSegment final : public Segment {
   }
 
  private:
-  // Opens the file again after Seal(); false (with write_error_ set) if it cannot.
+  // Opens the file again after Seal(); false (with the error kept) if it cannot.
   bool Reopen() {
     if (fd_ >= 0) return true;
     fd_ = open(path_.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd_ < 0 && write_error_.empty()) write_error_ = Errno("open " + path_ + " again");
+    if (fd_ < 0) SetError(Errno("open " + path_ + " again"));
     return fd_ >= 0;
+  }
+  std::string error() const {
+    std::lock_guard<std::mutex> l(error_mu_);
+    return write_error_;
+  }
+  // Keeps the first error; returns the one kept.
+  std::string SetError(const std::string& e) {
+    std::lock_guard<std::mutex> l(error_mu_);
+    if (write_error_.empty()) write_error_ = e;
+    return write_error_;
   }
 
   void WriteAll(size_t off, iovec* iov, int n) {
@@ -208,14 +230,14 @@ class FileSegment final : public Segment {
     size_t want = 0;
     for (int i = 0; i < n; i++) want += iov[i].iov_len;
     if (off + want > size_) {
-      if (write_error_.empty()) write_error_ = "write past the end of the segment";
+      SetError("write past the end of the segment");
       return;
     }
     while (want > 0) {
-      const ssize_t w = pwritev(fd_, iov, n, static_cast<off_t>(off));
+      const ssize_t w = pwritev(fd_.load(std::memory_order_relaxed), iov, n, static_cast<off_t>(off));
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) {
-        if (write_error_.empty()) write_error_ = Errno("pwritev");
+        SetError(Errno("pwritev"));
         return;
       }
       // A short write (a signal, or a full disk on a file that was not
@@ -235,9 +257,10 @@ class FileSegment final : public Segment {
     }
   }
 
-  int fd_;  // -1 while sealed
+  std::atomic<int> fd_;  // -1 while sealed
   std::string path_;
-  std::string write_error_;  // the first failed write; writer thread only
+  mutable std::mutex error_mu_;
+  std::string write_error_;  // the first failed write or sync, GUARDED_BY(error_mu_)
 };
 
 class PmemDevice final : public LogDevice {

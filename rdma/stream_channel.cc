@@ -38,16 +38,25 @@ Status StreamChannel::Send(std::string_view frames, int timeout_ms) {
 }
 
 StatusOr<ReplFrame> StreamChannel::Receive(int timeout_ms) {
-  if (consumed_ > 0) {
-    in_.erase(0, consumed_);
-    consumed_ = 0;
+  // The previous frame's bytes are released now (its views die here). The
+  // buffer is compacted only once half of it is consumed: erasing each frame
+  // from the front moved every frame behind it, again and again, when one read
+  // brought many (a catch-up, or a burst of batches).
+  pos_ += consumed_;
+  consumed_ = 0;
+  if (pos_ == in_.size()) {
+    in_.clear();
+    pos_ = 0;
+  } else if (pos_ > in_.size() / 2) {
+    in_.erase(0, pos_);
+    pos_ = 0;
   }
   const int64_t deadline = MonoMs() + timeout_ms;
   while (true) {
     ReplFrame f;
     size_t used = 0;
     std::string err;
-    FrameDecode d = DecodeFrame(in_, limit_, &f, &used, &err);
+    FrameDecode d = DecodeFrame(std::string_view(in_).substr(pos_), limit_, &f, &used, &err);
     if (d == FrameDecode::kOk) {
       consumed_ = used;
       return f;

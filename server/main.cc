@@ -46,6 +46,12 @@ DEFINE_uint32(max_pipeline, 4096, "Most writes one connection may have in flight
 DEFINE_int32(io_threads, 2, "Threads serving client connections.");
 DEFINE_uint64(segment_mb, 64, "Size of each log segment file, in MiB (1..4095).");
 DEFINE_uint64(max_batch_kb, 8192, "Largest group-commit batch, in KiB.");
+DEFINE_uint32(syncs_in_flight, 1,
+              "Single node: batches that may be syncing at once (1 or 2). With 2 the next "
+              "batch is written while the previous one syncs; on this project's test disk "
+              "that was slower (docs/architecture.md), on devices that flush in parallel it "
+              "may not be. Recovery then takes a valid batch after a torn one for part of "
+              "the tear.");
 DEFINE_uint64(hot_cache_bytes, 64ull << 20,
               "DRAM for the hot layer: the most read keys, found by sampled access counts, are "
               "held with their values in DRAM so reads of them skip the log, and their updates "
@@ -201,6 +207,9 @@ bool ValidateFlags() {
   }
   if (batch + 4096 > (FLAGS_segment_mb << 20)) {
     return Fail("--max_batch_kb must be smaller than --segment_mb");
+  }
+  if (FLAGS_syncs_in_flight < 1 || FLAGS_syncs_in_flight > 2) {
+    return Fail("--syncs_in_flight must be 1 or 2");
   }
   if (FLAGS_role != "primary" && FLAGS_role != "backup") {
     return Fail("--role must be primary or backup");
@@ -366,9 +375,11 @@ int main(int argc, char** argv) {
   sopt.log.segment_bytes = FLAGS_segment_mb << 20;
   sopt.log.drop_corrupt = FLAGS_recovery_drop_corrupt;
   // A backup (or a node that may become one) takes its primary's batches in
-  // bursts, persisted together: its log has an in-flight window. A primary
+  // bursts, persisted together: its log has an in-flight window. A single
+  // node may keep --syncs_in_flight batches syncing; a primary with backups
   // persists each batch before writing the next.
-  sopt.log.in_flight_batches = backup ? faha::nvm::kTornWindowBatches : 1;
+  sopt.log.in_flight_batches =
+      backup ? faha::nvm::kTornWindowBatches : (FLAGS_backups.empty() ? FLAGS_syncs_in_flight : 1);
   sopt.max_batch_bytes = FLAGS_max_batch_kb << 10;
   sopt.log.epoch = epoch;
   sopt.repl_timeout_ms = FLAGS_repl_timeout_ms;

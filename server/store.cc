@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <optional>
 #include <charconv>
 #include <chrono>
 #include <climits>
@@ -248,6 +249,11 @@ void Store::Start() {
   {
     std::lock_guard<std::mutex> l(mu_);
     inline_commit_ = options_.replicator == nullptr;
+    // A single node may keep two syncs in flight when its log's window
+    // allows (--syncs_in_flight; docs/architecture.md has the measurements).
+    max_syncing_ = options_.replicator == nullptr
+                       ? std::clamp<uint32_t>(options_.log.in_flight_batches, 1, kMaxSyncing)
+                       : 1;
   }
   sequencer_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "faha-sequencer");
@@ -268,6 +274,11 @@ void Store::Stop() {
   }
   cv_.notify_all();
   if (sequencer_.joinable()) sequencer_.join();
+  {
+    // Groups committed inline may still be syncing.
+    std::unique_lock<std::mutex> l(mu_);
+    publish_cv_.wait(l, [&] { return !committing_ && syncing_ == 0; });
+  }
   {
     std::lock_guard<std::mutex> l(commit_mu_);
     sequencer_done_ = true;
@@ -661,7 +672,7 @@ void Store::TakeQueued_l(std::vector<Pending>* taken) {
 
 void Store::SubmitAll(std::vector<Write>* writes) {
   if (writes->empty()) return;
-  std::vector<Pending>* taken = nullptr;
+  std::vector<Pending> taken;
   {
     std::lock_guard<std::mutex> l(mu_);
     // After Stop() nothing is queued: such writes are never applied nor answered.
@@ -670,38 +681,26 @@ void Store::SubmitAll(std::vector<Write>* writes) {
       return;
     }
     for (auto& w : *writes) queue_.push_back(std::move(w));
+    writes->clear();
     // Whoever is committing takes these next (the sequencer) or hands them
-    // on when done (an inline committer): no wake-up needed meanwhile.
-    if (committing_) {
-      writes->clear();
-      return;
-    }
+    // on when done (an inline committer): no wake-up needed meanwhile. The
+    // same when as many syncs as the log allows are in flight: the first to
+    // finish wakes the sequencer.
+    if (committing_ || syncing_ >= max_syncing_) return;
     if (inline_commit_) {
       // Nobody is committing: this thread commits the group itself, as
       // leveldb's first writer does, instead of waking the sequencer and
       // being woken back (two thread hand-offs per write).
       committing_ = true;
-      taken = &inline_taken_;
-      taken->clear();
-      TakeQueued_l(taken);
+      TakeQueued_l(&taken);
     }
   }
-  writes->clear();
-  if (taken == nullptr) {
+  if (taken.empty()) {
     cv_.notify_one();
     return;
   }
   metrics_->inline_groups.fetch_add(1, std::memory_order_relaxed);
-  CommitGroup_st(taken);
-  bool more;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    committing_ = false;
-    more = !queue_.empty() || stopping_;
-  }
-  // Writes that arrived meanwhile go to the sequencer: this thread returns to
-  // send its replies rather than wait for one more sync.
-  if (more) cv_.notify_one();
+  CommitGroup_st(&taken);  // gives committing_ back
 }
 
 void Store::SequencerLoop_st() {
@@ -710,24 +709,33 @@ void Store::SequencerLoop_st() {
     taken.clear();
     {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] { return !committing_ && (stopping_ || !queue_.empty()); });
+      cv_.wait(l, [&] {
+        return !committing_ && syncing_ < max_syncing_ && (stopping_ || !queue_.empty());
+      });
       if (queue_.empty()) return;  // stopping, and everything is committed
       committing_ = true;
       TakeQueued_l(&taken);
     }
-    CommitGroup_st(&taken);
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      committing_ = false;
-    }
+    CommitGroup_st(&taken);  // gives committing_ back
   }
+}
+
+void Store::ReleaseCommitting_st() {
+  bool more;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    committing_ = false;
+    more = !queue_.empty() || stopping_;
+  }
+  // Writes that arrived meanwhile go to the sequencer: an inline committer
+  // returns to send its replies rather than wait for one more sync.
+  if (more) cv_.notify_one();
 }
 
 void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
   std::vector<Pending>& taken = *taken_ptr;
   nvm::BatchBuilder& batch = batch_;
   std::vector<WriteResult>& results = results_;
-  Replies& replies = replies_;
   {
     batch.Clear();
     overlay_.clear();
@@ -752,7 +760,19 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
         for (size_t i = 0; i < taken.size(); i++)
           results.push_back(WriteResult::Error(ready.message()));
         ShipAndQueue_st(batch, &taken, &results);
+        ReleaseCommitting_st();
         return;
+      }
+    } else {
+      // Forget in-flight batches (written, syncing) that are published now.
+      const uint64_t applied = applied_end_.load(std::memory_order_acquire);
+      while (!seq_inflight_.empty() && seq_inflight_.front().end_lsn <= applied) {
+        seq_inflight_.pop_front();
+      }
+      if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
+        inflight_overlay_.clear();
+        inflight_valid_ = false;
+        inflight_flushed_ = false;
       }
     }
     const int64_t now = WallMs();
@@ -809,19 +829,98 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
 
     if (options_.replicator) {
       ShipAndQueue_st(batch, &taken, &results);
+      ReleaseCommitting_st();
       return;
     }
-    if (!batch.empty()) {
-      auto appended = PersistBatch_st(nullptr, batch, taken.size(), &results);
-      if (appended.ok()) {
-        StampLsns(appended->first_lsn, &results);
-        PublishBatch_st(appended->base_location, batch.bytes());
-        applied_end_.store(log_->next_lsn(), std::memory_order_release);
-      }
-    }
-    GroupReplies(&taken, &results, &replies);
-    DeliverAll(&replies);
   }
+  SyncPublishAndReply(&taken, &results);
+}
+
+void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
+                                std::vector<WriteResult>* results_in) {
+  // Single node. Written but not durable: the next group may be evaluated
+  // (against this one through the in-flight overlay) and written while this
+  // one syncs, so up to max_syncing_ syncs are in flight. Batches are
+  // published, and their replies delivered, strictly in the order they were
+  // written (tickets), and only once durable: the later of two batches is
+  // never visible before the earlier one.
+  std::vector<Pending> taken = std::move(*taken_in);
+  std::vector<WriteResult> results = std::move(*results_in);
+  const nvm::BatchBuilder& batch = batch_;
+  std::optional<nvm::Log::AppendResult> written;
+  const int64_t t0 = MonoUs();
+  size_t batch_bytes = 0;
+  if (failed_.load()) {
+    FailWrites(Status::IOError("the log failed earlier; restart the server"), &results);
+  } else if (!batch.empty()) {
+    batch_bytes = batch.bytes();
+    auto appended = log_->AppendBatch_wt(batch.payload(), batch.count(), /*persist=*/false);
+    if (appended.ok()) {
+      written = *appended;
+      StampLsns(appended->first_lsn, &results);
+      seq_inflight_.push_back(
+          SeqInFlight{nvm::BatchEndLsn(appended->header), appended->base_location, batch_bytes});
+      if (inflight_valid_) MergeInFlight_st(seq_inflight_.back());
+      metrics_->batches.fetch_add(1, std::memory_order_relaxed);
+      metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
+      metrics_->batch_bytes.Record(batch_bytes);
+      metrics_->batch_ops.Record(taken.size());
+    } else {
+      FailWrites(appended.status(), &results);
+    }
+  }
+  uint64_t ticket;
+  bool waiting;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ticket = next_ticket_++;
+    syncing_++;
+    committing_ = false;
+    waiting = !queue_.empty() && syncing_ < max_syncing_;
+  }
+  if (waiting) cv_.notify_one();  // the sequencer may take the next group meanwhile
+
+  Status synced = written ? log_->Sync_any(*written) : Status::OK();
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    if (published_ticket_ != ticket) {
+      publish_cv_.wait(l, [&] { return published_ticket_ == ticket; });
+    }
+  }
+  if (written) {
+    if (!synced.ok() || failed_.load()) {
+      // An earlier batch failed to become durable, or this one did: nothing
+      // from here on is published.
+      FailWrites(synced.ok() ? Status::IOError("an earlier batch failed to persist") : synced,
+                 &results);
+    } else {
+      metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+      log_->NoteDurable_any(nvm::BatchEndLsn(written->header));
+      PublishBatch_st(written->base_location, batch_bytes);
+      applied_end_.store(nvm::BatchEndLsn(written->header), std::memory_order_release);
+    }
+  }
+  Replies replies;
+  GroupReplies(&taken, &results, &replies);
+  DeliverAll(&replies);
+  bool others, more;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    published_ticket_++;
+    syncing_--;
+    others = syncing_ > 0 || stopping_;  // a later batch, or Stop(), may wait for this one
+    more = (!queue_.empty() && !committing_) || stopping_;
+  }
+  if (others) publish_cv_.notify_all();
+  if (more) cv_.notify_one();
+}
+
+void Store::FailWrites(const Status& why, std::vector<WriteResult>* results) {
+  // Only an I/O error leaves the log in doubt; anything else is this batch's fault.
+  if (why.code() == Status::Code::kIOError && !failed_.exchange(true)) {
+    FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s", why.ToString().c_str());
+  }
+  for (auto& r : *results) r = WriteResult::Error("IOERR write not durable: " + why.ToString());
 }
 
 void Store::Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,

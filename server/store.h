@@ -317,6 +317,15 @@ class Store : private KeyReader {
   // (replicated primary). REQUIRES: this thread set committing_ (the
   // sequencer, or a thread committing inline in SubmitAll).
   void CommitGroup_st(std::vector<Pending>* taken);
+  // Single node, after a group is evaluated into batch_: writes it, gives
+  // committing_ back, syncs it, and publishes it and delivers its replies in
+  // write order.
+  void SyncPublishAndReply(std::vector<Pending>* taken, std::vector<WriteResult>* results);
+  // Gives committing_ back (replicated primary) and wakes the sequencer if
+  // writes wait.
+  void ReleaseCommitting_st();
+  // Turns every result into -IOERR; an I/O error fails the store for good.
+  void FailWrites(const Status& why, std::vector<WriteResult>* results);
   // The state of a key as the sequencer sees it: committed, or overwritten by
   // an earlier write of the batch being built.
   struct Current {
@@ -414,10 +423,16 @@ class Store : private KeyReader {
   // The _st members below belong to whichever thread set committing_.
   bool committing_ GUARDED_BY(mu_) = false;
   bool inline_commit_ GUARDED_BY(mu_) = false;  // single node, started
-  std::vector<Pending> inline_taken_;           // the inline committer's group
+  // Single node: batches written and syncing (at most max_syncing_), and the
+  // tickets that keep their publication in write order.
+  static constexpr uint32_t kMaxSyncing = 2;
+  uint32_t max_syncing_ GUARDED_BY(mu_) = 1;
+  uint32_t syncing_ GUARDED_BY(mu_) = 0;
+  uint64_t next_ticket_ GUARDED_BY(mu_) = 0;
+  uint64_t published_ticket_ GUARDED_BY(mu_) = 0;
+  std::condition_variable publish_cv_;
   nvm::BatchBuilder batch_;
   std::vector<WriteResult> results_;
-  Replies replies_;
   std::thread sequencer_;
 
   // Sequencer-owned: writes of the batch being built, key -> payload offset of
