@@ -1,5 +1,5 @@
 // native_load: write load through libfaha's native protocol, for the
-// replication benchmark (bench/repl_bench.sh). Each connection runs on its own
+// RDMA client tests and the guest suite. Each connection runs on its own
 // thread and sends bursts of `depth` pipelined PUTs of `value_bytes` to random
 // keys of a `keyspace`, waiting for all replies before the next burst, for
 // --seconds or until --ops writes were sent. Every
@@ -29,7 +29,7 @@ DEFINE_double(seconds, 5, "How long to run (unless --ops is set).");
 DEFINE_int64(ops, 0, "Stop after this many writes in all (0: run for --seconds).");
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("write load over the native protocol; see bench/repl_bench.sh");
+  gflags::SetUsageMessage("write load over the native protocol (pipelined PUTs)");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (FLAGS_connections < 1 || FLAGS_depth < 1 || FLAGS_value_bytes < 0 || FLAGS_keyspace < 1 ||
       FLAGS_seconds <= 0) {

@@ -642,6 +642,17 @@ class PmemLogTest : public ::testing::Test {
     dir_ = tmpl;
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
+  // Opens the log in dir_ again and recovers it; returns every record.
+  std::vector<Rec> Reopen(const LogOptions& o, Status* s) {
+    auto dev = OpenPmemDevice(dir_);
+    if (!dev.ok()) {
+      *s = dev.status();
+      return {};
+    }
+    auto log = Log::Open(std::shared_ptr<LogDevice>(std::move(*dev)), o);
+    RecoveryReport rep;
+    return Replay(log->get(), &rep, s);
+  }
   std::string dir_;
 };
 
@@ -748,11 +759,8 @@ TEST_F(PmemLogTest, FileSegmentsHoldNoDescriptorOnceSealedAndTruncateIntoOne) {
     BatchPayload(500, 40, &b);
     ASSERT_TRUE((*log)->AppendBatch_wt(b.payload(), b.count()).ok());
   }
-  auto dev = OpenPmemDevice(dir_);
-  auto log = Log::Open(std::shared_ptr<LogDevice>(std::move(*dev)), o);
-  RecoveryReport rep;
   Status s;
-  auto got = Replay(log->get(), &rep, &s);
+  auto got = Reopen(o, &s);
   ASSERT_TRUE(s.ok()) << s.ToString();
   ASSERT_EQ(got.size(), 240u);
   EXPECT_EQ(got[199].key, "b4-r39");
@@ -781,11 +789,8 @@ TEST_F(PmemLogTest, RealFilesRoundTripAndFlippedBytesAreFound) {
     EXPECT_GE((*log)->segment_count(), 2u);
   }
   {
-    auto dev = OpenPmemDevice(dir_);
-    auto log = Log::Open(std::shared_ptr<LogDevice>(std::move(*dev)), o);
-    RecoveryReport rep;
     Status s;
-    auto got = Replay(log->get(), &rep, &s);
+    auto got = Reopen(o, &s);
     ASSERT_TRUE(s.ok()) << s.ToString();
     EXPECT_EQ(got.size(), records);
   }

@@ -67,6 +67,20 @@ void RemoveRange(const char* data) {
   Ranges().erase(reinterpret_cast<uintptr_t>(data));
 }
 
+// madvise(MADV_POPULATE_READ or _WRITE, Linux 5.14+) over the whole pages of
+// [off, off + len) of a mapping of `size` bytes at `data`: the pages are
+// faulted in now. A failure only costs the speed-up.
+void Populate(char* data, size_t size, size_t off, size_t len, int advice) {
+  static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(data) + off + kPage - 1) & ~(kPage - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + std::min(size, off + len);
+  if (end <= start) return;
+  if (madvise(reinterpret_cast<void*>(start), end - start, advice) != 0) {
+    FAHA_LOG_DEBUG("madvise(MADV_POPULATE_%s): %s", advice == MADV_POPULATE_READ ? "READ" : "WRITE",
+                   strerror(errno));
+  }
+}
+
 const char* GranularityName(pmem2_granularity g) {
   switch (g) {
     case PMEM2_GRANULARITY_BYTE:
@@ -97,15 +111,8 @@ class PmemSegment final : public Segment {
   PmemSegment& operator=(const PmemSegment&) = delete;
 
   void Prefault(size_t off, size_t len) override {
-    // MADV_POPULATE_WRITE (Linux 5.14+) faults the pages in now; failure only
-    // costs the speed-up.
-    static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    uintptr_t start = (reinterpret_cast<uintptr_t>(data_) + off + kPage - 1) & ~(kPage - 1);
-    uintptr_t end = reinterpret_cast<uintptr_t>(data_) + std::min(size_, off + len);
-    if (end <= start) return;
-    if (madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_WRITE) != 0) {
-      FAHA_LOG_DEBUG("madvise(MADV_POPULATE_WRITE): %s", strerror(errno));
-    }
+    // Faults the pages in now, writable.
+    Populate(data_, size_, off, len, MADV_POPULATE_WRITE);
   }
 
   void Write(size_t off, const void* src, size_t len) override {
@@ -197,13 +204,7 @@ class FileSegment final : public Segment {
   void Prefault(size_t off, size_t len) override {
     // The pages are in the page cache (MakeFile wrote them); this maps them
     // for readers so that reads of fresh records take no page fault.
-    static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    uintptr_t start = (reinterpret_cast<uintptr_t>(data_) + off + kPage - 1) & ~(kPage - 1);
-    uintptr_t end = reinterpret_cast<uintptr_t>(data_) + std::min(size_, off + len);
-    if (end <= start) return;
-    if (madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ) != 0) {
-      FAHA_LOG_DEBUG("madvise(MADV_POPULATE_READ): %s", strerror(errno));
-    }
+    Populate(data_, size_, off, len, MADV_POPULATE_READ);
   }
 
  private:

@@ -39,17 +39,21 @@ uint64_t Index::Find(std::string_view key, uint64_t hash) const {
   return i == SIZE_MAX ? 0 : Unpack(s.slots[i]);
 }
 
-bool Index::HoldsLocation(uint64_t hash, uint64_t location) const {
-  const Shard& s = ShardOf(hash);
-  std::shared_lock lock(s.mu);
+size_t Index::SlotOfLocation(const Shard& s, uint64_t hash, uint64_t location) const {
   const size_t mask = s.slots.size() - 1;
   const uint64_t want = Pack(hash, location);
   for (size_t i = HomeOf(s, hash), n = 0; n <= mask; i = (i + 1) & mask, n++) {
     const uint64_t v = s.slots[i];
-    if (v == 0) return false;
-    if (v == want) return true;
+    if (v == 0) return SIZE_MAX;
+    if (v == want) return i;
   }
-  return false;
+  return SIZE_MAX;
+}
+
+bool Index::HoldsLocation(uint64_t hash, uint64_t location) const {
+  const Shard& s = ShardOf(hash);
+  std::shared_lock lock(s.mu);
+  return SlotOfLocation(s, hash, location) != SIZE_MAX;
 }
 
 void Index::Grow(Shard& s) {
@@ -135,20 +139,14 @@ void Index::RemoveSlot(Shard& s, size_t i) {
 bool Index::Relocate(uint64_t hash, uint64_t from, uint64_t to) {
   Shard& s = ShardOf(hash);
   std::unique_lock lock(s.mu);
-  const size_t mask = s.slots.size() - 1;
-  const uint64_t want = Pack(hash, from);
-  for (size_t i = HomeOf(s, hash), n = 0; n <= mask; i = (i + 1) & mask, n++) {
-    const uint64_t v = s.slots[i];
-    if (v == 0) return false;
-    if (v != want) continue;
-    if (to != 0) {
-      s.slots[i] = Pack(hash, to);
-    } else {
-      RemoveSlot(s, i);
-    }
-    return true;
+  const size_t i = SlotOfLocation(s, hash, from);
+  if (i == SIZE_MAX) return false;
+  if (to != 0) {
+    s.slots[i] = Pack(hash, to);
+  } else {
+    RemoveSlot(s, i);
   }
-  return false;
+  return true;
 }
 
 void Index::Clear() {

@@ -100,6 +100,9 @@ class Index {
   void RemoveSlot(Shard& s, size_t i);
   // Index of the slot holding key in s, or SIZE_MAX. REQUIRES: s.mu held.
   size_t Locate(const Shard& s, std::string_view key, uint64_t hash) const;
+  // Index of the slot holding `location` for `hash`, or SIZE_MAX; reads no
+  // key. REQUIRES: s.mu held.
+  size_t SlotOfLocation(const Shard& s, uint64_t hash, uint64_t location) const;
 
   const KeyReader* reader_;
   int shard_bits_;

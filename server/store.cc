@@ -742,17 +742,18 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
     overlay_valid_ = false;
     overlay_flushed_ = false;
     results.clear();
+    // Forget in-flight batches (shipped, or written and syncing) that are
+    // published now.
+    const uint64_t applied = applied_end_.load(std::memory_order_acquire);
+    while (!seq_inflight_.empty() && seq_inflight_.front().end_lsn <= applied) {
+      seq_inflight_.pop_front();
+    }
+    if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
+      inflight_overlay_.clear();
+      inflight_valid_ = false;
+      inflight_flushed_ = false;
+    }
     if (Replicator* repl = options_.replicator) {
-      // Forget in-flight batches the committer has published.
-      const uint64_t applied = applied_end_.load(std::memory_order_acquire);
-      while (!seq_inflight_.empty() && seq_inflight_.front().end_lsn <= applied) {
-        seq_inflight_.pop_front();
-      }
-      if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
-        inflight_overlay_.clear();
-        inflight_valid_ = false;
-        inflight_flushed_ = false;
-      }
       int64_t oldest = taken[0].op.start_us > 0 ? taken[0].op.start_us : MonoUs();
       Status ready =
           repl->WaitWritable(oldest + static_cast<int64_t>(options_.repl_timeout_ms) * 1000);
@@ -762,17 +763,6 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
         ShipAndQueue_st(batch, &taken, &results);
         ReleaseCommitting_st();
         return;
-      }
-    } else {
-      // Forget in-flight batches (written, syncing) that are published now.
-      const uint64_t applied = applied_end_.load(std::memory_order_acquire);
-      while (!seq_inflight_.empty() && seq_inflight_.front().end_lsn <= applied) {
-        seq_inflight_.pop_front();
-      }
-      if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
-        inflight_overlay_.clear();
-        inflight_valid_ = false;
-        inflight_flushed_ = false;
       }
     }
     const int64_t now = WallMs();
