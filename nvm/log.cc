@@ -754,15 +754,21 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
   if (off == sizeof(SegmentHeader)) {
     seg_first_lsn_[tail_segment_].store(h.first_lsn, std::memory_order_release);
   }
-  seg->WriteParts(off, std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)), payload);
-  if (persist) {
-    const uint64_t from = unpersisted_from_ != 0 ? unpersisted_from_ : off;
+  const std::string_view header(reinterpret_cast<const char*>(&h), sizeof(h));
+  if (persist && unpersisted_from_ == 0) {
+    // Nothing waits before it: write and persist in one go.
+    Status s = seg->WritePartsDurable(off, header, payload);
+    if (!s.ok()) return Fail_wt(s);
+  } else if (persist) {
+    seg->WriteParts(off, header, payload);
+    const uint64_t from = unpersisted_from_;
     Status s = seg->Persist(from, off + sizeof(h) + payload.size() - from);
     if (!s.ok()) return Fail_wt(s);
     unpersisted_from_ = 0;
     unpersisted_batches_ = 0;
     pending_.clear();
   } else {
+    seg->WriteParts(off, header, payload);
     if (unpersisted_from_ == 0) unpersisted_from_ = off;
     unpersisted_batches_++;
     pending_.push_back(Pending{BatchEndLsn(h), off});

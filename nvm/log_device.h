@@ -37,6 +37,11 @@ class Segment {
   }
   // Makes [off, off+len) durable. On failure nothing can be assumed about the range.
   virtual Status Persist(size_t off, size_t len) = 0;
+  // WriteParts, then Persist of what it wrote: on a file one system call.
+  virtual Status WritePartsDurable(size_t off, std::string_view a, std::string_view b) {
+    WriteParts(off, a, b);
+    return Persist(off, a.size() + b.size());
+  }
   // Faults [off, off+len) in ahead of writes (a hint; may do nothing).
   virtual void Prefault(size_t /*off*/, size_t /*len*/) {}
   // The writer is done with this segment for now (it is sealed): resources

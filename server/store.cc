@@ -254,6 +254,7 @@ void Store::Start() {
     max_syncing_ = options_.replicator == nullptr
                        ? std::clamp<uint32_t>(options_.log.in_flight_batches, 1, kMaxSyncing)
                        : 1;
+    durable_write_ = max_syncing_ == 1;
   }
   sequencer_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "faha-sequencer");
@@ -844,7 +845,9 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
     FailWrites(Status::IOError("the log failed earlier; restart the server"), &results);
   } else if (!batch.empty()) {
     batch_bytes = batch.bytes();
-    auto appended = log_->AppendBatch_wt(batch.payload(), batch.count(), /*persist=*/false);
+    // One batch syncing at a time: written and made durable in one go (one
+    // system call on a file). Else the sync happens below, token given back.
+    auto appended = log_->AppendBatch_wt(batch.payload(), batch.count(), durable_write_);
     if (appended.ok()) {
       written = *appended;
       StampLsns(appended->first_lsn, &results);
@@ -870,7 +873,7 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
   }
   if (waiting) cv_.notify_one();  // the sequencer may take the next group meanwhile
 
-  Status synced = written ? log_->Sync_any(*written) : Status::OK();
+  Status synced = written && !durable_write_ ? log_->Sync_any(*written) : Status::OK();
   {
     std::unique_lock<std::mutex> l(mu_);
     if (published_ticket_ != ticket) {

@@ -427,6 +427,9 @@ class Store : private KeyReader {
   // tickets that keep their publication in write order.
   static constexpr uint32_t kMaxSyncing = 2;
   uint32_t max_syncing_ GUARDED_BY(mu_) = 1;
+  // max_syncing_ == 1: a batch is written and synced in one call. Set by
+  // Start() before any thread commits; read by committers.
+  bool durable_write_ = true;
   uint32_t syncing_ GUARDED_BY(mu_) = 0;
   uint64_t next_ticket_ GUARDED_BY(mu_) = 0;
   uint64_t published_ticket_ GUARDED_BY(mu_) = 0;
