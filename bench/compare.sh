@@ -196,7 +196,7 @@ fi
 cat >> "$md" << EOF
 
 What each configuration guarantees for an acknowledged write:
-- faha-0: in faha's log (fsync/msync, or cache-line flush on DAX) before the reply; lost with the disk.
+- faha-0: in faha's log (fdatasync, or cache-line flush on DAX) before the reply; lost with the disk.
 - faha-2: in the logs of the primary and both backups before the reply; a backup takes over
   (with --etcd, automatically) without losing it.
 - redis-none: nothing; lost on any restart.

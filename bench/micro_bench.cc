@@ -19,10 +19,10 @@
 // Run:   build/faha_micro_bench [--benchmark_filter=Log] [--benchmark_min_time=1]
 // Log segments (64 MiB each, as the server's default) go to $FAHA_BENCH_DIR, default
 // /dev/shm/faha-bench-<pid>; the directory must not exist beforehand and is
-// removed at the end. On tmpfs libpmem2 reports PAGE granularity and Persist is
-// an msync that has nothing to write back, so the figures show the CPU work of
-// an append (copy, checksum, one system call), a stand-in for PMem, not the
-// speed of a disk. The device prepares the next segment file on a thread of its
+// removed at the end. On tmpfs libpmem2 reports PAGE granularity, a segment is
+// a file written with pwritev2(RWF_DSYNC) that has nothing to write back, so the
+// figures show the CPU work of an append (checksum, copy, one system call), a
+// stand-in for PMem, not the speed of a disk. The device prepares the next segment file on a thread of its
 // own; timing starts only after it finishes, and a log is re-created (timer
 // paused) before it would switch segments, so the timed loops do not share the
 // 2 cores with file preparation. The benchmarks are single-threaded.
