@@ -201,11 +201,22 @@ class FileSegment final : public Segment {
     }
     // fdatasync rather than sync_file_range: only fdatasync flushes the
     // device's volatile cache and commits whatever metadata the data needs.
+    // One at a time: the kernel reports a failed writeback to one fdatasync
+    // of a file, which could be a sync of a later batch while the batch whose
+    // pages failed is told it is durable. In turn, a 0 means every page dirty
+    // when the call began is durable, and a failure is kept for all later.
     Status s;
-    while (fdatasync(fd) != 0) {
-      if (errno == EINTR) continue;
-      s = Status::IOError(SetError(Errno("fdatasync")));
-      break;
+    {
+      std::lock_guard<std::mutex> one_sync(sync_mu_);
+      if (std::string e = error(); !e.empty()) {
+        s = Status::IOError(e);
+      } else {
+        while (fdatasync(fd) != 0) {
+          if (errno == EINTR) continue;
+          s = Status::IOError(SetError(Errno("fdatasync")));
+          break;
+        }
+      }
     }
     if (own) close(fd);
     return s;
@@ -272,6 +283,7 @@ class FileSegment final : public Segment {
 
   std::atomic<int> fd_;  // -1 while sealed
   std::string path_;
+  std::mutex sync_mu_;  // one fdatasync at a time
   mutable std::mutex error_mu_;
   std::string write_error_;  // the first failed write or sync, GUARDED_BY(error_mu_)
 };

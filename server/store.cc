@@ -748,6 +748,9 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
     const uint64_t applied = applied_end_.load(std::memory_order_acquire);
     while (!seq_inflight_.empty() && seq_inflight_.front().end_lsn <= applied) {
       seq_inflight_.pop_front();
+      // The overlay may point into a published batch, whose segment cleaning
+      // may rewrite: rebuild it from the batches still in flight.
+      inflight_valid_ = false;
     }
     if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
       inflight_overlay_.clear();
@@ -841,8 +844,10 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
   std::optional<nvm::Log::AppendResult> written;
   const int64_t t0 = MonoUs();
   size_t batch_bytes = 0;
+  bool answered_error = false;  // every result is an -IOERR already
   if (failed_.load()) {
     FailWrites(Status::IOError("the log failed earlier; restart the server"), &results);
+    answered_error = true;
   } else if (!batch.empty()) {
     batch_bytes = batch.bytes();
     // One batch syncing at a time: written and made durable in one go (one
@@ -860,6 +865,7 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
       metrics_->batch_ops.Record(taken.size());
     } else {
       FailWrites(appended.status(), &results);
+      answered_error = true;
     }
   }
   uint64_t ticket;
@@ -880,32 +886,30 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
       publish_cv_.wait(l, [&] { return published_ticket_ == ticket; });
     }
   }
-  if (written) {
-    if (!synced.ok() || failed_.load()) {
-      // An earlier batch failed to become durable, or this one did: nothing
-      // from here on is published.
-      FailWrites(synced.ok() ? Status::IOError("an earlier batch failed to persist") : synced,
-                 &results);
-    } else {
-      metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
-      log_->NoteDurable_any(nvm::BatchEndLsn(written->header));
-      PublishBatch_st(written->base_location, batch_bytes);
-      applied_end_.store(nvm::BatchEndLsn(written->header), std::memory_order_release);
-    }
+  if (!answered_error && (!synced.ok() || failed_.load())) {
+    // An earlier batch failed to become durable, or this one did: nothing
+    // from here on is published, nor answered as if it were (a group that
+    // wrote nothing may have been evaluated against the failed batch).
+    FailWrites(synced.ok() ? Status::IOError("an earlier batch failed to persist") : synced,
+               &results);
+  } else if (written) {
+    metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+    log_->NoteDurable_any(nvm::BatchEndLsn(written->header));
+    PublishBatch_st(written->base_location, batch_bytes);
+    applied_end_.store(nvm::BatchEndLsn(written->header), std::memory_order_release);
   }
   Replies replies;
   GroupReplies(&taken, &results, &replies);
   DeliverAll(&replies);
-  bool others, more;
   {
+    // Notified under the lock: once Stop() sees syncing_ reach 0 the store
+    // may be destroyed, condition variables included.
     std::lock_guard<std::mutex> l(mu_);
     published_ticket_++;
     syncing_--;
-    others = syncing_ > 0 || stopping_;  // a later batch, or Stop(), may wait for this one
-    more = (!queue_.empty() && !committing_) || stopping_;
+    if (syncing_ > 0 || stopping_) publish_cv_.notify_all();  // a later batch, or Stop()
+    if ((!queue_.empty() && !committing_) || stopping_) cv_.notify_one();
   }
-  if (others) publish_cv_.notify_all();
-  if (more) cv_.notify_one();
 }
 
 void Store::FailWrites(const Status& why, std::vector<WriteResult>* results) {
