@@ -449,22 +449,19 @@ StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader* 
   auto appended = framed ? log_->AppendFramed_wt(*framed, batch.payload())
                          : log_->AppendBatch_wt(batch.payload(), batch.count());
   if (!appended.ok()) {
-    // Only an I/O error leaves the log in doubt; anything else is this batch's fault.
-    if (appended.status().code() == Status::Code::kIOError && !failed_.exchange(true)) {
-      FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
-                     appended.status().ToString().c_str());
-    }
-    for (auto& r : *results) {
-      r = WriteResult::Error("IOERR write not durable: " + appended.status().ToString());
-    }
+    FailWrites(appended.status(), results);
     return appended;
   }
   metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+  RecordBatch(batch, ops);
+  return appended;
+}
+
+void Store::RecordBatch(const nvm::BatchBuilder& batch, size_t ops) {
   metrics_->batches.fetch_add(1, std::memory_order_relaxed);
   metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
   metrics_->batch_bytes.Record(batch.bytes());
   metrics_->batch_ops.Record(ops);
-  return appended;
 }
 
 void Store::GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* results,
@@ -859,10 +856,7 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
       seq_inflight_.push_back(
           SeqInFlight{nvm::BatchEndLsn(appended->header), appended->base_location, batch_bytes});
       if (inflight_valid_) MergeInFlight_st(seq_inflight_.back());
-      metrics_->batches.fetch_add(1, std::memory_order_relaxed);
-      metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
-      metrics_->batch_bytes.Record(batch_bytes);
-      metrics_->batch_ops.Record(taken.size());
+      RecordBatch(batch, taken.size());
     } else {
       FailWrites(appended.status(), &results);
       answered_error = true;

@@ -324,6 +324,8 @@ class Store : private KeyReader {
   // Gives committing_ back (replicated primary) and wakes the sequencer if
   // writes wait.
   void ReleaseCommitting_st();
+  // Counts a committed batch of `ops` client writes in the metrics.
+  void RecordBatch(const nvm::BatchBuilder& batch, size_t ops);
   // Turns every result into -IOERR; an I/O error fails the store for good.
   void FailWrites(const Status& why, std::vector<WriteResult>* results);
   // The state of a key as the sequencer sees it: committed, or overwritten by
