@@ -895,6 +895,11 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
     size_t begin, end;  // indexes into kept
     uint64_t payload;
   };
+  // Compacted batches of about a MiB: the buffer that assembles one stays
+  // small and is reused (building one batch of tens of MiB cost more in page
+  // faults than the copying), and each is persisted as it is written.
+  constexpr uint64_t kGroupBytes = 1 << 20;
+  const uint64_t group_limit = std::min<uint64_t>(kGroupBytes, max_payload_bytes());
   std::vector<Group> groups;
   groups.push_back({0, 0, 0});
   for (size_t i = 0; i < kept.size(); i++) {
@@ -906,7 +911,9 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
       return Status::InvalidArgument("cleaning: a kept record is malformed or out of order");
     }
     const uint64_t size = RecordSize(r.key.size(), r.value.size());
-    if (groups.back().payload + size > max_payload_bytes()) groups.push_back({i, i, 0});
+    if (groups.back().payload > 0 && groups.back().payload + size > group_limit) {
+      groups.push_back({i, i, 0});
+    }
     groups.back().end = i + 1;
     groups.back().payload += size;
   }
@@ -939,10 +946,10 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
 
   locations->assign(kept.size(), 0);
   uint64_t off = sizeof(SegmentHeader);
-  constexpr uint64_t kPersistChunk = 1 << 20;
   uint64_t persisted_to = 0;  // [0, persisted_to) is durable
   Status persisted;
   std::string payload;
+  payload.reserve(group_limit);
   for (size_t g = 0; g < groups.size(); g++) {
     const uint64_t first = g == 0 ? seg.first_lsn : kept[groups[g].begin].lsn;
     const uint64_t end = g + 1 < groups.size() ? kept[groups[g + 1].begin].lsn : seg.end_lsn;
@@ -975,7 +982,7 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
     // same device for its whole length (seen as write p99,
     // docs/bench/clean.md). On a file a persist writes back every dirty page
     // of the file, so the chunks are persisted before the next is written.
-    if (persisted.ok() && off - persisted_to >= kPersistChunk) {
+    if (persisted.ok() && off - persisted_to >= kGroupBytes) {
       persisted = out->Persist(persisted_to, off - persisted_to);
       persisted_to = off;
     }

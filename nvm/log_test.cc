@@ -220,6 +220,77 @@ TEST(LogTest, CleanedSegmentKeepsLsnsAndCoversTheSameRange) {
   EXPECT_NE(bad.message().find("malformed"), std::string::npos) << bad.ToString();
 }
 
+// A replacement with more than a MiB of kept records is written as several
+// compacted batches of about a MiB (the buffer that assembles one stays
+// small); recovery replays every kept record with its LSN, and the log goes
+// on from the same end.
+TEST(LogTest, LargeReplacementIsSeveralCompactedBatches) {
+  auto dev = std::make_shared<MemoryDevice>();
+  LogOptions o;
+  o.segment_bytes = 8 << 20;
+  std::vector<std::pair<std::string, uint64_t>> kept_keys;
+  uint64_t end = 0;
+  {
+    auto log = std::move(*Log::Open(dev, o));
+    ASSERT_TRUE(log->Recover(nullptr, nullptr).ok());
+    BatchBuilder b;
+    for (int i = 0; log->SealedSegments().empty(); i++) {
+      b.Clear();
+      for (int j = 0; j < 16; j++) {
+        b.Add(RecordType::kPut, "k" + std::to_string(i) + "-" + std::to_string(j),
+              std::string(1000, static_cast<char>('a' + j)), 0);
+      }
+      ASSERT_TRUE(log->AppendBatch_wt(b.payload(), b.count()).ok());
+    }
+    const Log::SegmentInfo seg = log->SealedSegments()[0];
+    std::vector<std::string> bytes;
+    std::vector<uint64_t> lsns;
+    ASSERT_TRUE(log->ForEachRecord(seg.id, [&](const RecordView&, uint64_t loc, uint64_t lsn) {
+                  if (lsn % 3 == 0) return;  // two thirds stay: several MiB
+                  RecordView v;
+                  size_t n;
+                  ASSERT_TRUE(DecodeRecord(log->RecordPtr(loc), 1 << 20, &v, &n));
+                  bytes.emplace_back(log->RecordPtr(loc), n);
+                  lsns.push_back(lsn);
+                }).ok());
+    std::vector<Log::KeptRecord> kept;
+    for (size_t i = 0; i < bytes.size(); i++) {
+      kept.push_back({bytes[i], lsns[i]});
+      kept_keys.emplace_back(std::string(ReadKey(bytes[i])), lsns[i]);
+    }
+    std::vector<uint64_t> where;
+    auto r = log->PrepareReplacement(seg, kept, seg.end_lsn - 1, &where);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_TRUE(log->CommitReplacement(r->get()).ok());
+    log->SwapReplacement(std::move(*r));
+    for (size_t i = 0; i < kept.size(); i += 97) {
+      EXPECT_EQ(log->ReadRecord(where[i]).key, kept_keys[i].first);
+    }
+    int compacted = 0;
+    ASSERT_TRUE(log->ForEachBatch(1, seg.end_lsn, UINT64_MAX,
+                                  [&](const BatchHeader& h, std::string_view payload) {
+                                    EXPECT_TRUE(IsCompacted(h));
+                                    EXPECT_LE(payload.size(), (1u << 20) + 2048);
+                                    compacted++;
+                                  })
+                    .ok());
+    EXPECT_GE(compacted, 4);  // about 5 MiB kept
+    end = log->next_lsn();
+  }
+  dev->PowerCut();
+  auto log = std::move(*Log::Open(dev, o));
+  RecoveryReport rep;
+  Status st;
+  auto got = Replay(log.get(), &rep, &st);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_GE(got.size(), kept_keys.size());
+  for (size_t i = 0; i < kept_keys.size(); i++) {
+    EXPECT_EQ(got[i].key, kept_keys[i].first);
+    EXPECT_EQ(got[i].lsn, kept_keys[i].second);
+  }
+  EXPECT_EQ(log->next_lsn(), end);
+}
+
 TEST(LogTest, RejectsBatchesThatCannotFit) {
   auto dev = std::make_shared<MemoryDevice>();
   auto log = Log::Open(dev, SmallSegments());

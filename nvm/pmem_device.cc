@@ -387,7 +387,7 @@ class PmemDevice final : public LogDevice {
     // spare-segment thread, off the write path.
     // tmpfs has no extents to convert: there the zeros would only cost time.
     struct statfs fs;
-    const bool extents = (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC) && !getenv("FAHA_NO_ZERO");
+    const bool extents = (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC);
     Status zeroed = extents ? WriteZeros(fd, bytes) : Status::OK();
     if (!zeroed.ok()) {
       close(fd);
