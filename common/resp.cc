@@ -85,6 +85,10 @@ ParseResult ParseCommand(std::string_view in, const ParseLimits& limits,
     *error = "Protocol error: invalid multibulk length";
     return ParseResult::kError;
   }
+  if (limits.unauthenticated && n > kPreauthArgs) {
+    *error = "Protocol error: unauthenticated multibulk length";
+    return ParseResult::kError;
+  }
   p += used;
   if (n <= 0) {  // "*0" and "*-1" are empty commands
     *consumed = p - in.data();
@@ -105,6 +109,10 @@ ParseResult ParseCommand(std::string_view in, const ParseLimits& limits,
     if (used == 0) return ParseResult::kNeedMore;
     if (used < 0 || len < 0) {
       *error = "Protocol error: invalid bulk length";
+      return ParseResult::kError;
+    }
+    if (limits.unauthenticated && len > kPreauthBulkBytes) {
+      *error = "Protocol error: unauthenticated bulk length";
       return ParseResult::kError;
     }
     if (static_cast<uint64_t>(len) > limits.max_bulk_bytes) {

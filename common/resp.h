@@ -15,7 +15,12 @@ struct ParseLimits {
   uint64_t max_bulk_bytes = 1 << 20;     // longest single argument
   uint64_t max_args = 1 << 20;           // most arguments in one command
   uint64_t max_inline_bytes = 64 << 10;  // longest inline command line
+  // Before AUTH, as Redis: at most kPreauthArgs arguments of at most
+  // kPreauthBulkBytes each, refused with Redis's "unauthenticated" errors.
+  bool unauthenticated = false;
 };
+inline constexpr int64_t kPreauthArgs = 10;
+inline constexpr int64_t kPreauthBulkBytes = 16384;
 
 enum class ParseResult { kOk, kNeedMore, kError };
 

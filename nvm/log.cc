@@ -134,7 +134,13 @@ void Log::DropOwned(const Segment* seg) {
 Status Log::NewSegment_wt(uint32_t id) {
   if (id >= kMaxSegments) return Status::IOError("log is full: segment id limit reached");
   auto seg = device_->CreateSegment(id, options_.segment_bytes);
-  if (!seg.ok()) return seg.status();
+  if (!seg.ok()) {
+    // Nothing was written: the log ends, intact and durable, in the segment
+    // before. Busy, not an I/O error: the next append tries again, so writes
+    // resume once space is freed (a full disk needs no restart).
+    return Status::Busy("log full: cannot create segment " + std::to_string(id) + ": " +
+                        seg.status().message() + "; writes resume once there is space");
+  }
   SegmentHeader h{};
   h.magic = kSegmentMagic;
   h.version = kFormatVersion;
@@ -725,6 +731,19 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
   return Status::OK();
 }
 
+Status Log::MakeRoom_wt(size_t payload_bytes) {
+  if (failed_) return Status::IOError("log failed earlier: " + failure_);
+  const Segment* seg = segments_[tail_segment_].load();
+  if (tail_offset_ + BatchSize(payload_bytes) <= seg->size()) return Status::OK();
+  // What waits to be persisted lies in this segment: persist it before the
+  // next one exists, so the durable part of the log stays a prefix.
+  FAHA_RETURN_IF_ERROR(PersistAppended_wt());
+  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
+  Status s = NewSegment_wt(tail_segment_ + 1);
+  if (!s.ok()) return s.code() == Status::Code::kBusy ? s : Fail_wt(s);
+  return Status::OK();
+}
+
 StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string_view payload,
                                                bool persist) {
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
@@ -732,17 +751,9 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
     return Status::InvalidArgument("batch of " + std::to_string(payload.size()) +
                                    " bytes exceeds the segment size");
   }
-  uint64_t size = BatchSize(payload.size());
+  const uint64_t size = BatchSize(payload.size());
+  FAHA_RETURN_IF_ERROR(MakeRoom_wt(payload.size()));
   Segment* seg = segments_[tail_segment_].load();
-  if (tail_offset_ + size > seg->size()) {
-    // What waits to be persisted lies in this segment: persist it before the
-    // next one exists, so the durable part of the log stays a prefix.
-    FAHA_RETURN_IF_ERROR(PersistAppended_wt());
-    std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
-    Status s = NewSegment_wt(tail_segment_ + 1);
-    if (!s.ok()) return Fail_wt(s);
-    seg = segments_[tail_segment_].load();
-  }
   ForgetDurable_wt();
   if (unpersisted_from_ != 0 && (unpersisted_batches_ >= InFlightBatches() ||
                                  tail_offset_ + size - unpersisted_from_ > kTornWindowBytes)) {

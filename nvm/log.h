@@ -121,7 +121,9 @@ class Log {
   };
   // Frames, writes and persists one batch. The payload must be well formed
   // (BatchBuilder). On error the batch is not durable and the log refuses
-  // further appends (the caller reports it; a restart recovers).
+  // further appends (the caller reports it; a restart recovers), except Busy:
+  // the next segment could not be created (a full disk), nothing was written
+  // and a later append tries again.
   // With persist=false the batch is written but not yet durable: Sync_any
   // makes it durable, possibly on another thread while this one appends the
   // next batch (two syncs in flight). The writer still never leaves more than
@@ -129,6 +131,12 @@ class Log {
   // it persists them itself before writing another.
   StatusOr<AppendResult> AppendBatch_wt(std::string_view payload, uint32_t record_count,
                                         bool persist = true);
+  // Makes room for a batch of `payload_bytes`: moves to a new segment if the
+  // tail one cannot hold it. Busy if that segment cannot be created (a full
+  // disk; nothing changed, try again later). A primary calls it before it
+  // ships a batch, so that a full disk never leaves a batch on its backups
+  // that its own log lacks.
+  Status MakeRoom_wt(size_t payload_bytes);
   // Makes the batch `r` (appended with persist=false) durable. Any thread, at
   // the same time as the writer appends and as other Sync_any calls. Only
   // this batch's range is certain to be durable when it returns: the caller

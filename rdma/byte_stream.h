@@ -21,6 +21,8 @@ class StreamChannel final : public Channel {
   Status Send(std::string_view frames, int timeout_ms) override;
   StatusOr<ReplFrame> Receive(int timeout_ms) override;
   const std::string& peer() const override { return stream_->peer(); }
+  Status Handshake() override { return AuthenticatePeer(); }
+  void Abort() override { stream_->Shutdown(); }
 
   // The acceptor's and the connector's halves of the challenge.
   Status AuthenticatePeer();

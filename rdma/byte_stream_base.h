@@ -20,6 +20,8 @@ class ByteStream {
   // one byte: Timeout if none came, Unavailable once the peer is gone.
   virtual Status Read(std::string* in, int timeout_ms) = 0;
   virtual const std::string& peer() const = 0;
+  // Unblocks a Read or Write in progress on another thread, which then fails.
+  virtual void Shutdown() = 0;
 };
 
 }  // namespace faha::rdma

@@ -78,7 +78,7 @@ Status StreamChannel::AuthenticatePeer() {
   std::string out;
   EncodeFrame(&out, FrameType::kHello, 0, 0, n);
   FAHA_RETURN_IF_ERROR(Send(out, options_.handshake_timeout_ms));
-  auto reply = Receive(options_.handshake_timeout_ms);
+  auto reply = Receive(std::min(options_.preauth_timeout_ms, options_.handshake_timeout_ms));
   if (!reply.ok()) return reply.status();
   if (reply->type != FrameType::kHello ||
       !ConstantTimeEqual(reply->body, SecretProof(options_.secret, n, "client"))) {

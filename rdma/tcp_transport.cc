@@ -25,6 +25,7 @@ class TcpStream final : public ByteStream {
  public:
   TcpStream(int fd, std::string peer) : fd_(fd), peer_(std::move(peer)) {}
   ~TcpStream() override { close(fd_); }
+  void Shutdown() override { shutdown(fd_, SHUT_RDWR); }
   TcpStream(const TcpStream&) = delete;
   TcpStream& operator=(const TcpStream&) = delete;
 
@@ -106,7 +107,7 @@ class TcpListener final : public Listener {
       : fd_(fd), port_(port), options_(options) {}
   ~TcpListener() override { close(fd_); }
 
-  StatusOr<std::unique_ptr<Channel>> Accept(int timeout_ms) override {
+  StatusOr<std::unique_ptr<Channel>> AcceptPending(int timeout_ms) override {
     pollfd p{fd_, POLLIN, 0};
     int rc = poll(&p, 1, timeout_ms);
     if (rc < 0 && errno != EINTR) return Status::Unavailable(Errno("poll on the replication port"));
@@ -122,10 +123,8 @@ class TcpListener final : public Listener {
     if (fd < 0) return Status::Unavailable(Errno("accept"));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    auto ch = std::make_unique<StreamChannel>(std::make_unique<TcpStream>(fd, PeerName(addr)),
-                                              options_);
-    FAHA_RETURN_IF_ERROR(ch->AuthenticatePeer());
-    return std::unique_ptr<Channel>(std::move(ch));
+    return std::unique_ptr<Channel>(std::make_unique<StreamChannel>(
+        std::make_unique<TcpStream>(fd, PeerName(addr)), options_));
   }
   int port() const override { return port_; }
 

@@ -28,6 +28,9 @@ struct TransportOptions {
   std::string secret;                   // the cluster secret; must be non-empty
   uint32_t max_frame_body = 64u << 20;  // larger frames are refused from their header
   int handshake_timeout_ms = 2000;
+  // The acceptor's wait for a peer's answer to its challenge: a stranger that
+  // connects and stays silent holds a handshake slot this long at most.
+  int preauth_timeout_ms = 1000;
 };
 
 class Channel {
@@ -40,15 +43,28 @@ class Channel {
   // next Receive. Timeout gives Status::Timeout; a malformed frame, Protocol.
   virtual StatusOr<ReplFrame> Receive(int timeout_ms) = 0;
   virtual const std::string& peer() const = 0;
+  // The acceptor's half of the challenge, for a channel from AcceptPending.
+  virtual Status Handshake() = 0;
+  // Ends the connection from any thread: a Send or Receive in progress
+  // returns (used to drop a stalled handshake).
+  virtual void Abort() = 0;
 };
 
 class Listener {
  public:
   virtual ~Listener() = default;
-  // Accepts and authenticates one peer. NotFound if none connected within
-  // timeout_ms; a peer that connected but failed or stalled the handshake is
-  // an error of its own (Auth, Protocol, Timeout).
-  virtual StatusOr<std::unique_ptr<Channel>> Accept(int timeout_ms) = 0;
+  // Accepts one peer without waiting for its handshake, which the caller runs
+  // with Channel::Handshake (on a thread of its own, so that no peer can
+  // delay another's). NotFound if none connected within timeout_ms.
+  virtual StatusOr<std::unique_ptr<Channel>> AcceptPending(int timeout_ms) = 0;
+  // Accepts and authenticates one peer: a peer that connected but failed or
+  // stalled the handshake is an error of its own (Auth, Protocol, Timeout).
+  StatusOr<std::unique_ptr<Channel>> Accept(int timeout_ms) {
+    auto ch = AcceptPending(timeout_ms);
+    if (!ch.ok()) return ch.status();
+    FAHA_RETURN_IF_ERROR((*ch)->Handshake());
+    return ch;
+  }
   virtual int port() const = 0;
 };
 

@@ -444,6 +444,10 @@ class Stream final : public VerbsStream {
   }
 
   const std::string& peer() const override { return peer_; }
+  // rdma_disconnect moves the QP to the error state: posted work completes
+  // with a flush error and a Read or Write waiting on completions returns.
+  // Safe from another thread; harmless (an error we ignore) if not connected.
+  void Shutdown() override { rdma_disconnect(id_.get()); }
 
   std::vector<RemoteRegion> RemoteRegions() const override {
     return {{reinterpret_cast<uintptr_t>(ring_in_.get()), options_.ring_bytes, "receive ring"},

@@ -46,7 +46,7 @@ class VerbsChannelListener final : public Listener {
   VerbsChannelListener(std::unique_ptr<VerbsListener> l, const TransportOptions& options)
       : listener_(std::move(l)), options_(options) {}
 
-  StatusOr<std::unique_ptr<Channel>> Accept(int timeout_ms) override {
+  StatusOr<std::unique_ptr<Channel>> AcceptPending(int timeout_ms) override {
     const std::string& secret = options_.secret;
     auto stream = listener_->Accept(timeout_ms, [&secret](std::string_view data) {
       ConnectKind kind;
@@ -65,9 +65,7 @@ class VerbsChannelListener final : public Listener {
       return Status::OK();
     });
     if (!stream.ok()) return stream.status();
-    auto ch = std::make_unique<StreamChannel>(std::move(*stream), options_);
-    FAHA_RETURN_IF_ERROR(ch->AuthenticatePeer());
-    return std::unique_ptr<Channel>(std::move(ch));
+    return std::unique_ptr<Channel>(std::make_unique<StreamChannel>(std::move(*stream), options_));
   }
   int port() const override { return listener_->port(); }
 

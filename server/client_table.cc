@@ -64,6 +64,16 @@ void ClientTable::Record(uint64_t client, uint64_t seq, const WriteResult& reply
   if (clients_.size() > kMaxClients) EvictLocked();
 }
 
+void ClientTable::Forget(uint64_t client, uint64_t seq) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = clients_.find(client);
+  if (it == clients_.end()) return;
+  auto& replies = it->second.replies;
+  auto r = std::lower_bound(replies.begin(), replies.end(), seq,
+                            [](const auto& e, uint64_t s) { return e.first < s; });
+  if (r != replies.end() && r->first == seq) replies.erase(r);
+}
+
 bool ClientTable::Holds(uint64_t client, uint64_t seq) const {
   std::lock_guard<std::mutex> l(mu_);
   auto it = clients_.find(client);

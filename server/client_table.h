@@ -40,6 +40,9 @@ class ClientTable {
   // Whether the reply of write `seq` of `client` is kept (log cleaning keeps
   // the records of exactly those).
   bool Holds(uint64_t client, uint64_t seq) const;
+  // Drops the reply of write `seq` of `client`, recorded for a batch that was
+  // then not written (the log could not make room for it).
+  void Forget(uint64_t client, uint64_t seq);
   void Clear();
   size_t size() const;
 

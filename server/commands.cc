@@ -419,6 +419,11 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
         {"maxmemory", "0"},
         {"databases", "1"},
         {"proto-max-bulk-len", std::to_string(opt.max_value_bytes)},
+        {"maxmemory-clients", std::to_string(opt.maxmemory_clients)},
+        {"client-output-buffer-limit",
+         "normal " + std::to_string(opt.output_hard_bytes) + " " +
+             std::to_string(opt.output_soft_bytes) + " " + std::to_string(opt.output_soft_seconds)},
+        {"timeout", std::to_string(opt.timeout_s)},
     };
     std::vector<std::pair<std::string, std::string>> hits;
     for (int i = 2; i < argc; i++) {
@@ -496,6 +501,11 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     const size_t start = out->size();
     resp::AppendArray(out, argc - 1);
     for (int i = 1; i < argc; i++) {
+      if (out->size() - start > s->output_budget) {
+        out->resize(start);  // the client is closed: no point building the rest
+        s->output_over_limit = true;
+        return ExecStatus::kReplied;
+      }
       if (out->size() - start > kMaxReplyBytes) {
         out->resize(start);
         return error("ERR reply larger than " + std::to_string(kMaxReplyBytes >> 20) +
@@ -810,6 +820,14 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("hot_demotions", std::to_string(m.hot_demotions.load()));
     line("hot_updates", std::to_string(m.hot_updates.load()));
     line("rejected_connections", std::to_string(m.connections_rejected.load()));
+    line("client_memory", std::to_string(m.client_memory_bytes.load()));
+    line("clients_closed_output_limit", std::to_string(m.clients_closed_output_limit.load()));
+    line("evicted_clients", std::to_string(m.clients_evicted_memory.load()));
+    line("clients_closed_idle", std::to_string(m.clients_closed_idle.load()));
+    line("clients_closed_preauth", std::to_string(m.clients_closed_preauth.load()));
+    line("clients_closed_body_timeout", std::to_string(m.clients_closed_body.load()));
+    line("accept_fd_exhausted", std::to_string(m.accept_fd_exhausted.load()));
+    line("log_full_refusals", std::to_string(m.log_full_refusals.load()));
     line("rdma_connections_total", std::to_string(m.rdma_connections_total.load()));
     line("rdma_regions_exposed_total", std::to_string(m.rdma_regions_exposed_total.load()));
     line("rdma_log_regions_exposed_total", std::to_string(m.rdma_log_regions_exposed_total.load()));

@@ -31,6 +31,11 @@ struct Session {
   // write_seq is the request id of the write being executed.
   uint64_t client_id = 0;
   uint64_t write_seq = 0;
+  // Reply bytes this client may still be given before its output limit (set
+  // by the I/O thread before each command). A command that would pass it
+  // stops building its reply and sets output_over_limit: the client is closed.
+  size_t output_budget = SIZE_MAX;
+  bool output_over_limit = false;
 };
 
 enum class ExecStatus {

@@ -37,11 +37,35 @@ DEFINE_string(bind, "127.0.0.1", "IPv4 address to listen on (client and metrics 
 DEFINE_int32(port, 7379, "Client port: RESP and the native protocol. 0 picks a free port.");
 DEFINE_int32(metrics_port, 0, "Prometheus /metrics port: 0 means --port + 2000, -1 disables.");
 DEFINE_string(requirepass, "",
-              "Password clients must give with AUTH (empty: no auth). Prefer "
-              "--flagfile with a 0600 file over the command line, which others can read in ps.");
+              "Password clients must give with AUTH (empty: no auth). Visible to others in ps: "
+              "prefer --requirepass_file.");
 DEFINE_uint32(max_key_bytes, 16 << 10, "Longest key accepted, in bytes.");
 DEFINE_uint32(max_value_bytes, 1 << 20, "Longest value accepted, in bytes.");
-DEFINE_uint32(max_clients, 10000, "Most client connections at once; more are refused.");
+DEFINE_string(requirepass_file, "",
+              "File holding the password clients must give with AUTH (its first line; keep it "
+              "mode 0600). Overrides --requirepass and keeps the password out of ps.");
+DEFINE_uint32(max_clients, 10000,
+              "Most client connections at once; more are refused. The open-files limit is "
+              "raised to fit at start, or a warning says why it cannot be.");
+DEFINE_uint64(maxmemory_clients_mb, 1024,
+              "Input and output buffers of all clients together, in MiB (Redis's "
+              "maxmemory-clients); over it the biggest clients are closed first. 0: no limit.");
+DEFINE_uint64(client_output_hard_mb, 256,
+              "A client whose unsent replies exceed this many MiB is closed at once (Redis's "
+              "client-output-buffer-limit hard limit, normal clients). 0: no limit.");
+DEFINE_uint64(client_output_soft_mb, 64,
+              "... and one whose unsent replies stay above this many MiB for "
+              "--client_output_soft_seconds (the soft limit). 0: no soft limit.");
+DEFINE_uint32(client_output_soft_seconds, 60, "See --client_output_soft_mb.");
+DEFINE_uint32(timeout, 0,
+              "Close a client idle (nothing read or written) for this many seconds (Redis's "
+              "timeout). 0: never.");
+DEFINE_uint32(preauth_timeout_ms, 10000,
+              "With a password: close a client that has not authenticated this long after "
+              "connecting. 0: never.");
+DEFINE_uint32(body_timeout_ms, 30000,
+              "Close a client whose command has begun but not ended this long (a half-sent "
+              "command, or one trickled a byte at a time). 0: never.");
 DEFINE_uint32(max_pipeline, 4096, "Most writes one connection may have in flight.");
 DEFINE_int32(io_threads, 2, "Threads serving client connections.");
 DEFINE_uint64(segment_mb, 64, "Size of each log segment file, in MiB (1..4095).");
@@ -255,18 +279,51 @@ std::vector<std::string> SplitList(const std::string& s) {
   return out;
 }
 
+// A secret from a file: its contents without trailing newlines or blanks.
+// A file that others can read gets a warning (the secret is no secret).
+bool ReadSecretFile(const std::string& path, const char* flag, std::string* secret) {
+  std::ifstream f(path);
+  if (!f) return Fail(std::string("cannot read ") + flag + " " + path);
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && (st.st_mode & 0077) != 0) {
+    FAHA_LOG_WARN("%s %s is readable or writable by group or others (mode %03o): "
+                  "chmod 600 it", flag, path.c_str(), static_cast<unsigned>(st.st_mode & 0777));
+  }
+  std::stringstream b;
+  b << f.rdbuf();
+  *secret = b.str();
+  while (!secret->empty() &&
+         (secret->back() == '\n' || secret->back() == '\r' || secret->back() == ' ')) {
+    secret->pop_back();
+  }
+  return true;
+}
+
+// Every client needs a descriptor, and so do log segments, replication and
+// metrics: raise the soft open-files limit to fit --max_clients, or say why
+// it cannot be (accept then pauses at the limit instead of spinning).
+void RaiseOpenFilesLimit(uint32_t max_clients) {
+  constexpr rlim_t kReserved = 256;
+  const rlim_t want = static_cast<rlim_t>(max_clients) + kReserved;
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return;
+  rlimit raised = rl;
+  raised.rlim_cur = rl.rlim_max == RLIM_INFINITY ? want : std::min(want, rl.rlim_max);
+  if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  if (rl.rlim_cur < want) {
+    FAHA_LOG_WARN("open-files limit is %llu (hard limit %llu): room for about %llu clients, not "
+                  "--max_clients=%u; raise it (ulimit -n, LimitNOFILE=) or lower --max_clients",
+                  static_cast<unsigned long long>(rl.rlim_cur),
+                  static_cast<unsigned long long>(rl.rlim_max),
+                  static_cast<unsigned long long>(rl.rlim_cur > kReserved ? rl.rlim_cur - kReserved : 0),
+                  max_clients);
+  }
+}
+
 // The cluster secret from --cluster_secret_file or --cluster_secret.
 bool LoadSecret(std::string* secret) {
   if (!FLAGS_cluster_secret_file.empty()) {
-    std::ifstream f(FLAGS_cluster_secret_file);
-    if (!f) return Fail("cannot read --cluster_secret_file " + FLAGS_cluster_secret_file);
-    std::stringstream b;
-    b << f.rdbuf();
-    *secret = b.str();
-    while (!secret->empty() && (secret->back() == '\n' || secret->back() == '\r' ||
-                                secret->back() == ' ')) {
-      secret->pop_back();
-    }
+    if (!ReadSecretFile(FLAGS_cluster_secret_file, "--cluster_secret_file", secret)) return false;
   } else {
     *secret = FLAGS_cluster_secret;
   }
@@ -431,6 +488,18 @@ int main(int argc, char** argv) {
   opt.bind = FLAGS_bind;
   opt.port = FLAGS_port;
   opt.requirepass = FLAGS_requirepass;
+  if (!FLAGS_requirepass_file.empty() && !ReadSecretFile(FLAGS_requirepass_file, "--requirepass_file",
+                                                        &opt.requirepass)) {
+    return 1;
+  }
+  opt.maxmemory_clients = FLAGS_maxmemory_clients_mb << 20;
+  opt.output_hard_bytes = FLAGS_client_output_hard_mb << 20;
+  opt.output_soft_bytes = FLAGS_client_output_soft_mb << 20;
+  opt.output_soft_seconds = FLAGS_client_output_soft_seconds;
+  opt.timeout_s = FLAGS_timeout;
+  opt.preauth_timeout_ms = FLAGS_preauth_timeout_ms;
+  opt.body_timeout_ms = FLAGS_body_timeout_ms;
+  RaiseOpenFilesLimit(FLAGS_max_clients);
   opt.max_key_bytes = FLAGS_max_key_bytes;
   opt.max_value_bytes = FLAGS_max_value_bytes;
   opt.max_clients = FLAGS_max_clients;

@@ -92,6 +92,32 @@ std::vector<MetricFamily> MetricsCollectable::Collect() const {
                        static_cast<double>(m_->connections_current.load())));
   out.push_back(Single("faha_connections_rejected_total", "Connections refused (max_clients)",
                        MetricType::Counter, static_cast<double>(m_->connections_rejected.load())));
+  {
+    MetricFamily f{"faha_clients_closed_total",
+                   "Client connections closed by the server's limits, by reason",
+                   MetricType::Counter, {}};
+    const std::pair<const char*, uint64_t> reasons[] = {
+        {"output_limit", m_->clients_closed_output_limit.load()},
+        {"maxmemory_clients", m_->clients_evicted_memory.load()},
+        {"idle_timeout", m_->clients_closed_idle.load()},
+        {"preauth_timeout", m_->clients_closed_preauth.load()},
+        {"body_timeout", m_->clients_closed_body.load()}};
+    for (const auto& [reason, n] : reasons) {
+      ClientMetric m;
+      m.label.push_back({"reason", reason});
+      m.counter.value = static_cast<double>(n);
+      f.metric.push_back(m);
+    }
+    out.push_back(std::move(f));
+  }
+  out.push_back(Single("faha_client_memory_bytes", "Input and output buffers of all clients",
+                       MetricType::Gauge, static_cast<double>(m_->client_memory_bytes.load())));
+  out.push_back(Single("faha_accept_fd_exhausted_total",
+                       "accept() failures for want of file descriptors", MetricType::Counter,
+                       static_cast<double>(m_->accept_fd_exhausted.load())));
+  out.push_back(Single("faha_log_full_refusals_total",
+                       "Write groups refused: the log could not create its next segment",
+                       MetricType::Counter, static_cast<double>(m_->log_full_refusals.load())));
   out.push_back(Single("faha_auth_failures_total", "Failed AUTH attempts", MetricType::Counter,
                        static_cast<double>(m_->auth_failures.load())));
   out.push_back(Single("faha_duplicate_writes_total",

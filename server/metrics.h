@@ -25,6 +25,18 @@ struct Metrics {
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_current{0};
   std::atomic<uint64_t> connections_rejected{0};
+  // Client connections closed by the server's limits, by reason (INFO
+  // "clients", Prometheus faha_clients_closed_total{reason}).
+  std::atomic<uint64_t> clients_closed_output_limit{0};  // output over the hard/soft limit
+  std::atomic<uint64_t> clients_evicted_memory{0};       // biggest first, over maxmemory_clients
+  std::atomic<uint64_t> clients_closed_idle{0};          // --timeout
+  std::atomic<uint64_t> clients_closed_preauth{0};       // no AUTH within --preauth_timeout_ms
+  std::atomic<uint64_t> clients_closed_body{0};          // a command unfinished for --body_timeout_ms
+  std::atomic<int64_t> client_memory_bytes{0};           // input + output buffers of all clients
+  std::atomic<uint64_t> accept_fd_exhausted{0};
+  // Write groups refused because the log could not create its next segment
+  // (a full disk); writes resume once there is space.
+  std::atomic<uint64_t> log_full_refusals{0};          // accept failed: out of file descriptors
   // rdma:// clients, and the memory their connections could write remotely:
   // receive rings and credit words; log memory never (checked per connection).
   std::atomic<uint64_t> rdma_connections_total{0};

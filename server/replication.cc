@@ -746,10 +746,10 @@ void BackupService::AcceptLoop() {
   SetThreadName("faha-repl-acc");
   std::string logged;
   while (!stopping_.load()) {
-    auto ch = listener_->Accept(kPollMs);
+    auto ch = listener_->AcceptPending(kPollMs);
     if (!ch.ok()) {
       if (ch.status().IsNotFound()) continue;  // nobody came
-      // An unauthenticated or broken peer: refused by the transport.
+      // Refused by the transport itself (a verbs request without the proof).
       FAHA_LOG_WARN("replication: refused a peer: %s", ch.status().ToString().c_str());
       std::lock_guard<std::mutex> l(mu_);
       refused_++;
@@ -757,6 +757,25 @@ void BackupService::AcceptLoop() {
       continue;
     }
     std::lock_guard<std::mutex> l(mu_);
+    std::shared_ptr<rdma::Channel> c(std::move(*ch));
+    const std::string& peer = c->peer();
+    const std::string source = peer.substr(0, peer.rfind(':'));
+    // Room for this handshake: over a bound, the oldest one (of this source
+    // first) is aborted; its thread sees its Receive fail and ends.
+    size_t from_source = 0;
+    for (const auto& h : handshaking_) from_source += h.source == source;
+    auto evict = [&](bool same_source) {
+      for (auto it = handshaking_.begin(); it != handshaking_.end(); ++it) {
+        if (same_source && it->source != source) continue;
+        it->channel->Abort();
+        handshaking_.erase(it);
+        handshakes_aborted_++;
+        return;
+      }
+    };
+    if (from_source >= kMaxHandshakesPerSource) evict(true);
+    if (handshaking_.size() >= kMaxHandshakes) evict(false);
+    handshaking_.push_back(Handshaking{c, source});
     // Reap sessions that ended.
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       if (it->done->load()) {
@@ -766,14 +785,40 @@ void BackupService::AcceptLoop() {
         ++it;
       }
     }
-    std::shared_ptr<rdma::Channel> c(std::move(*ch));
     auto done = std::make_shared<std::atomic<bool>>(false);
     sessions_.push_back(SessionThread{std::thread([this, c, done] {
-                                        Session(c);
+                                        SetThreadName("faha-repl-in");
+                                        if (Handshake(c.get())) Session(c);
                                         done->store(true);
                                       }),
                                       done});
   }
+}
+
+bool BackupService::Handshake(rdma::Channel* ch) {
+  Status s = ch->Handshake();
+  std::lock_guard<std::mutex> l(mu_);
+  bool aborted = true;  // no longer listed: a newer peer took its place
+  for (auto it = handshaking_.begin(); it != handshaking_.end(); ++it) {
+    if (it->channel.get() != ch) continue;
+    handshaking_.erase(it);
+    aborted = false;
+    break;
+  }
+  if (s.ok() && !aborted) return true;
+  if (aborted) s = Status::Unavailable("handshake aborted to make room for a newer peer");
+  const int64_t now = MonoUs();
+  if (now - refusal_logged_us_ >= 1000000) {
+    FAHA_LOG_WARN("replication: refused a peer: %s (and %llu more since the last such line)",
+                  s.ToString().c_str(), static_cast<unsigned long long>(refusals_unlogged_));
+    refusal_logged_us_ = now;
+    refusals_unlogged_ = 0;
+  } else {
+    refusals_unlogged_++;
+  }
+  refused_++;
+  last_error_ = s.message();
+  return false;
 }
 
 void BackupService::SendError(rdma::Channel* ch, uint64_t epoch, const std::string& why) {
@@ -783,7 +828,6 @@ void BackupService::SendError(rdma::Channel* ch, uint64_t epoch, const std::stri
 }
 
 void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
-  SetThreadName("faha-repl-in");
   auto refuse = [&](uint64_t epoch, const std::string& why) {
     FAHA_LOG_WARN("replication: refused %s: %s", ch->peer().c_str(), why.c_str());
     {
@@ -1049,6 +1093,8 @@ void BackupService::AppendInfo(std::string* t) const {
   line("apply_lag", std::to_string(durable > applied ? durable - applied : 0));
   line("batches_received", std::to_string(batches_received_.load()));
   line("peers_refused", std::to_string(refused_));
+  line("handshakes_pending", std::to_string(handshaking_.size()));
+  line("handshakes_aborted", std::to_string(handshakes_aborted_));
   line("log_truncations", std::to_string(truncations_.load()));
   if (!last_error_.empty()) {
     std::string e = last_error_;

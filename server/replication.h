@@ -25,6 +25,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <list>
 #include <vector>
 
 #include "common/thread_annotations.h"
@@ -250,6 +251,8 @@ class BackupService final : public ReplicationRole {
 
  private:
   void AcceptLoop();
+  // Runs the acceptor's handshake; false (counted, logged) if the peer failed it.
+  bool Handshake(rdma::Channel* ch);
   void Session(std::shared_ptr<rdma::Channel> ch);
   Status ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t generation);
   static void SendError(rdma::Channel* ch, uint64_t epoch, const std::string& why);
@@ -270,6 +273,22 @@ class BackupService final : public ReplicationRole {
     std::shared_ptr<std::atomic<bool>> done;
   };
   std::vector<SessionThread> sessions_ GUARDED_BY(mu_);
+  // Peers accepted whose handshake has not finished, oldest first. At most
+  // kMaxHandshakes at once and kMaxHandshakesPerSource from one address: a
+  // newcomer over either bound aborts the oldest, so strangers that connect
+  // and stay silent cannot keep the primary out (on one machine it and they
+  // may share 127.0.0.1), and each is dropped after preauth_timeout_ms anyway.
+  struct Handshaking {
+    std::shared_ptr<rdma::Channel> channel;
+    std::string source;  // the peer's address without its port
+  };
+  static constexpr size_t kMaxHandshakes = 32;
+  static constexpr size_t kMaxHandshakesPerSource = 8;
+  std::list<Handshaking> handshaking_ GUARDED_BY(mu_);
+  uint64_t handshakes_aborted_ GUARDED_BY(mu_) = 0;
+  // Refusals are logged at most once a second, with how many were not.
+  int64_t refusal_logged_us_ GUARDED_BY(mu_) = 0;
+  uint64_t refusals_unlogged_ GUARDED_BY(mu_) = 0;
   std::unique_ptr<nvm::EpochFile> epoch_file_ GUARDED_BY(mu_);
   std::string primary_ GUARDED_BY(mu_);
   std::string state_ GUARDED_BY(mu_) = "waiting for a primary";

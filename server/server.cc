@@ -30,6 +30,10 @@ constexpr uint64_t kListenerId = 1;
 constexpr uint64_t kWakeId = 2;
 constexpr size_t kReadChunk = 64 << 10;
 constexpr size_t kMaxOutputBacklog = 64 << 20;  // stop parsing while a client does not read
+constexpr size_t kKeepBufferBytes = 1 << 20;     // a drained buffer bigger than this is freed
+constexpr size_t kPreauthInputCap = 256 << 10;  // input buffered before AUTH
+constexpr int kSweepMs = 100;                    // deadlines are checked this often
+constexpr int kAcceptPauseMs = 100;              // no accepting for this long after EMFILE
 
 }  // namespace
 
@@ -51,6 +55,12 @@ struct Connection {
   bool epollout = false;
   bool epollin = true;
   bool closing = false;  // close once output is flushed
+  bool incomplete = false;  // the parser waits for the rest of a command
+  int64_t created_us = 0;
+  int64_t last_io_us = 0;        // last byte read or written (--timeout)
+  int64_t command_since_us = 0;  // when the incomplete command began (--body_timeout_ms)
+  int64_t soft_since_us = 0;     // output over the soft limit since (0: not over)
+  size_t accounted = 0;          // bytes of buffers counted in Metrics::client_memory_bytes
   Session session;
   std::deque<PendingReply> pending;
 };
@@ -143,7 +153,7 @@ class IoThread final : public CompletionSink {
   void Loop() {
     std::vector<epoll_event> events(256);
     while (true) {
-      int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 1000);
+      int n = epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), kSweepMs);
       if (n < 0 && errno != EINTR) {
         FAHA_LOG_ERROR("epoll_wait: %s", strerror(errno));
         return;
@@ -175,6 +185,137 @@ class IoThread final : public CompletionSink {
         self_delivered_ = false;
         if (HandleWake()) return;
       }
+      EnforceClientMemory();
+      const int64_t now = MonoUs();
+      if (now - last_sweep_us_ >= kSweepMs * 1000) {
+        last_sweep_us_ = now;
+        Sweep(now);
+      }
+    }
+  }
+
+  // Deadlines, once per kSweepMs: a client that never authenticated, a
+  // command whose bytes stopped short, an idle client (--timeout), output
+  // over the soft limit for too long; and the listener after EMFILE.
+  void Sweep(int64_t now) {
+    const ServerOptions& opt = server_->options_;
+    if (accept_paused_until_us_ != 0 && now >= accept_paused_until_us_) {
+      accept_paused_until_us_ = 0;
+      if (listen_fd_ >= 0) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = kListenerId;
+        epoll_ctl(epfd_, EPOLL_CTL_ADD, listen_fd_, &ev);
+        Accept();
+      }
+    }
+    std::vector<std::pair<uint64_t, const char*>> doomed;
+    for (auto& [id, cp] : conns_) {
+      Connection* c = cp.get();
+      if (c->closing) continue;
+      if (!c->session.authed && opt.preauth_timeout_ms > 0 &&
+          now - c->created_us > int64_t{opt.preauth_timeout_ms} * 1000) {
+        doomed.emplace_back(id, "preauth");
+      } else if (c->incomplete && opt.body_timeout_ms > 0 &&
+                 now - c->command_since_us > int64_t{opt.body_timeout_ms} * 1000) {
+        doomed.emplace_back(id, "body");
+      } else if (opt.timeout_s > 0 && c->session.pending_writes == 0 &&
+                 now - c->last_io_us > int64_t{opt.timeout_s} * 1000000) {
+        doomed.emplace_back(id, "idle");
+      } else if (OverOutputLimit(c, now)) {
+        doomed.emplace_back(id, "output");
+      }
+    }
+    for (const auto& [id, why] : doomed) {
+      auto it = conns_.find(id);
+      if (it != conns_.end()) CloseForLimit(it->second.get(), why);
+    }
+  }
+
+  // True once a client's unsent output is over the hard limit, or has been
+  // over the soft limit for the soft seconds.
+  bool OverOutputLimit(Connection* c, int64_t now) {
+    const ServerOptions& opt = server_->options_;
+    const size_t backlog = c->out.size() - c->out_pos;
+    if (opt.output_hard_bytes > 0 && backlog > opt.output_hard_bytes) return true;
+    if (opt.output_soft_bytes == 0 || backlog <= opt.output_soft_bytes) {
+      c->soft_since_us = 0;
+      return false;
+    }
+    if (c->soft_since_us == 0) c->soft_since_us = now;
+    return now - c->soft_since_us > int64_t{opt.output_soft_seconds} * 1000000;
+  }
+
+  // Closes a client for one of the limits, counted by reason and logged at
+  // most once a second.
+  void CloseForLimit(Connection* c, const char* why) {
+    Metrics* m = server_->metrics();
+    const ServerOptions& opt = server_->options_;
+    std::string what;
+    const size_t backlog = c->out.size() - c->out_pos;
+    if (std::strcmp(why, "preauth") == 0) {
+      m->clients_closed_preauth.fetch_add(1, std::memory_order_relaxed);
+      what = "no AUTH within --preauth_timeout_ms=" + std::to_string(opt.preauth_timeout_ms);
+    } else if (std::strcmp(why, "body") == 0) {
+      m->clients_closed_body.fetch_add(1, std::memory_order_relaxed);
+      what = "a command unfinished after --body_timeout_ms=" + std::to_string(opt.body_timeout_ms);
+    } else if (std::strcmp(why, "idle") == 0) {
+      m->clients_closed_idle.fetch_add(1, std::memory_order_relaxed);
+      what = "idle for --timeout=" + std::to_string(opt.timeout_s) + " s";
+    } else if (std::strcmp(why, "output") == 0) {
+      m->clients_closed_output_limit.fetch_add(1, std::memory_order_relaxed);
+      what = std::to_string(backlog) + " bytes of unsent replies, over the output limit (hard " +
+             std::to_string(opt.output_hard_bytes) + ", soft " +
+             std::to_string(opt.output_soft_bytes) + " for " +
+             std::to_string(opt.output_soft_seconds) + " s)";
+    } else {
+      m->clients_evicted_memory.fetch_add(1, std::memory_order_relaxed);
+      what = "biggest client (" + std::to_string(c->accounted) +
+             " bytes of buffers) while all clients held " +
+             std::to_string(m->client_memory_bytes.load()) + ", over --maxmemory_clients=" +
+             std::to_string(opt.maxmemory_clients);
+    }
+    const int64_t now = MonoUs();
+    if (now - limit_logged_us_ >= 1000000) {
+      FAHA_LOG_WARN("closing client %llu: %s (%llu more closed for limits since the last such line)",
+                    static_cast<unsigned long long>(c->id), what.c_str(),
+                    static_cast<unsigned long long>(limit_unlogged_));
+      limit_logged_us_ = now;
+      limit_unlogged_ = 0;
+    } else {
+      limit_unlogged_++;
+    }
+    CloseConnection(c);
+  }
+
+  // Counts a connection's buffers (by capacity) toward all clients' total.
+  void Account(Connection* c) {
+    const size_t now = c->in.capacity() + c->out.capacity();
+    if (now == c->accounted) return;
+    server_->metrics()->client_memory_bytes.fetch_add(
+        static_cast<int64_t>(now) - static_cast<int64_t>(c->accounted), std::memory_order_relaxed);
+    c->accounted = now;
+  }
+
+  // Over --maxmemory_clients: this thread closes its own biggest clients
+  // until all clients are under it again (the other thread does the same
+  // with its own). Clients of 64 KiB or less are never evicted.
+  void EnforceClientMemory() {
+    const uint64_t limit = server_->options_.maxmemory_clients;
+    Metrics* m = server_->metrics();
+    if (limit == 0 || m->client_memory_bytes.load(std::memory_order_relaxed) <=
+                          static_cast<int64_t>(limit)) {
+      return;
+    }
+    std::vector<std::pair<size_t, uint64_t>> by_size;
+    for (auto& [id, c] : conns_) {
+      if (c->accounted > (64u << 10)) by_size.emplace_back(c->accounted, id);
+    }
+    std::sort(by_size.rbegin(), by_size.rend());
+    for (const auto& [bytes, id] : by_size) {
+      if (m->client_memory_bytes.load() <= static_cast<int64_t>(limit)) break;
+      auto it = conns_.find(id);
+      if (it != conns_.end()) CloseForLimit(it->second.get(), "memory");
     }
   }
 
@@ -266,7 +407,27 @@ class IoThread final : public CompletionSink {
       int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // Out of descriptors (or memory): the pending connection stays in
+          // the backlog and the listener would wake us at once, forever.
+          // Stop listening for a while; existing clients go on being served.
+          const int err = errno;
+          server_->metrics()->accept_fd_exhausted.fetch_add(1, std::memory_order_relaxed);
+          epoll_ctl(epfd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+          const int64_t now = MonoUs();
+          accept_paused_until_us_ = now + kAcceptPauseMs * 1000;
+          accept_pauses_++;
+          if (now - accept_logged_us_ >= 1000000) {
+            FAHA_LOG_WARN("accept: %s; not accepting for %d ms (%llu such pauses since the last "
+                          "such line; raise the open-files limit or lower --max_clients)",
+                          strerror(err), kAcceptPauseMs,
+                          static_cast<unsigned long long>(accept_pauses_));
+            accept_logged_us_ = now;
+            accept_pauses_ = 0;
+          }
+          return;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) {
           FAHA_LOG_WARN("accept: %s", strerror(errno));
         }
         return;
@@ -298,6 +459,7 @@ class IoThread final : public CompletionSink {
     c->fd = fd;
     c->session.conn_id = c->id;
     c->session.authed = server_->options_.requirepass.empty();
+    c->created_us = c->last_io_us = MonoUs();
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = c->id;
@@ -313,6 +475,8 @@ class IoThread final : public CompletionSink {
   }
 
   void CloseConnection(Connection* c) {
+    server_->metrics()->client_memory_bytes.fetch_sub(static_cast<int64_t>(c->accounted),
+                                                      std::memory_order_relaxed);
     epoll_ctl(epfd_, EPOLL_CTL_DEL, c->fd, nullptr);
     close(c->fd);
     server_->clients_.fetch_sub(1);
@@ -333,7 +497,10 @@ class IoThread final : public CompletionSink {
   // The most unparsed input one connection may buffer, which is also the
   // largest command accepted: a command larger than one log batch could not be
   // committed atomically anyway.
-  size_t InputCap() const {
+  size_t InputCap(const Connection* c) const {
+    // Before AUTH only small commands parse (resp::kPreauthArgs arguments of
+    // resp::kPreauthBulkBytes): no reason to buffer more than that.
+    if (!c->session.authed) return kPreauthInputCap;
     return std::max<size_t>(server_->options_.max_batch_bytes,
                             static_cast<size_t>(server_->options_.max_value_bytes) +
                                 server_->options_.max_key_bytes) +
@@ -343,7 +510,7 @@ class IoThread final : public CompletionSink {
   void OnReadable(Connection* c) {
     uint64_t id = c->id;
     bool eof = false;
-    while (c->in.size() - c->in_pos < InputCap()) {
+    while (c->in.size() - c->in_pos < InputCap(c)) {
       if (c->in_pos > 0 && c->in_pos == c->in.size()) {
         c->in.clear();
         c->in_pos = 0;
@@ -352,6 +519,7 @@ class IoThread final : public CompletionSink {
       // growing the string by a whole chunk would zero-fill 64 KiB per read.
       ssize_t n = read(c->fd, read_buf_.get(), kReadChunk);
       if (n > 0) {
+        c->last_io_us = MonoUs();
         c->in.append(read_buf_.get(), static_cast<size_t>(n));
         if (static_cast<size_t>(n) < kReadChunk) break;
         continue;
@@ -374,6 +542,12 @@ class IoThread final : public CompletionSink {
     if (conns_.count(id)) Flush(c);
   }
 
+  // Marks whether the parser waits for the rest of a command, and since when.
+  void NoteIncomplete(Connection* c, bool incomplete) {
+    if (incomplete && !c->incomplete) c->command_since_us = MonoUs();
+    c->incomplete = incomplete;
+  }
+
   // Parses and runs buffered commands until input runs out or a command must
   // wait for pending writes.
   void ProcessInput(Connection* c) {
@@ -382,6 +556,8 @@ class IoThread final : public CompletionSink {
     while (c->in_pos < c->in.size() && !c->closing) {
       if (c->session.pending_writes >= opt.max_pipeline) break;
       if (c->out.size() - c->out_pos > kMaxOutputBacklog) break;
+      // Over the hard output limit: Flush closes the client.
+      if (opt.output_hard_bytes > 0 && c->out.size() - c->out_pos > opt.output_hard_bytes) break;
       if (c->proto == Connection::Proto::kUnknown) {
         c->proto = static_cast<uint8_t>(c->in[c->in_pos]) == native::kRequestMagic
                        ? Connection::Proto::kNative
@@ -392,11 +568,11 @@ class IoThread final : public CompletionSink {
       if (!progressed) break;
     }
     if (!c->closing && c->session.pending_writes == 0 &&
-        c->out.size() - c->out_pos <= kMaxOutputBacklog && c->in.size() - c->in_pos >= InputCap()) {
+        c->out.size() - c->out_pos <= kMaxOutputBacklog && c->in.size() - c->in_pos >= InputCap(c)) {
       // Nothing in flight will drain the buffer and the parser still wants
       // more: one command is larger than the input limit.
       ProtocolError(c, "Protocol error: command larger than the input limit of " +
-                           std::to_string(InputCap()) + " bytes");
+                           std::to_string(InputCap(c)) + " bytes");
     }
     if (c->in_pos == c->in.size()) {
       c->in.clear();
@@ -423,10 +599,12 @@ class IoThread final : public CompletionSink {
     const ServerOptions& opt = server_->options_;
     resp::ParseLimits limits;
     limits.max_bulk_bytes = std::max(opt.max_value_bytes, opt.max_key_bytes);
+    limits.unauthenticated = !c->session.authed;
     size_t consumed = 0;
     std::string err;
     std::string_view view(c->in.data() + c->in_pos, c->in.size() - c->in_pos);
     resp::ParseResult r = resp::ParseCommand(view, limits, &args_, &consumed, &err);
+    NoteIncomplete(c, r == resp::ParseResult::kNeedMore);
     if (r == resp::ParseResult::kNeedMore) return false;
     if (r == resp::ParseResult::kError) {
       if (c->session.pending_writes > 0) return false;  // reply after earlier writes
@@ -435,7 +613,12 @@ class IoThread final : public CompletionSink {
     }
     int64_t t0 = MonoUs();
     c->session.start_us = t0;
+    const size_t backlog = c->out.size() - c->out_pos;
+    c->session.output_budget = opt.output_hard_bytes == 0 ? SIZE_MAX
+                               : backlog >= opt.output_hard_bytes ? 0
+                                                                  : opt.output_hard_bytes - backlog;
     ExecStatus st = commands_.Execute(&c->session, args_, &c->out, this);
+    if (c->session.output_over_limit) c->closing = true;  // Flush closes it for the limit
     if (st == ExecStatus::kBlocked) return false;
     c->in_pos += consumed;
     if (st == ExecStatus::kSubmitted) {
@@ -468,11 +651,17 @@ class IoThread final : public CompletionSink {
   bool StepNative(Connection* c) {
     const ServerOptions& opt = server_->options_;
     native::Limits limits{opt.max_key_bytes, opt.max_value_bytes};
+    if (!c->session.authed) {
+      // As for RESP before AUTH: nothing bigger than a password.
+      limits.max_key_bytes = std::min<uint32_t>(limits.max_key_bytes, resp::kPreauthBulkBytes);
+      limits.max_value_bytes = std::min<uint32_t>(limits.max_value_bytes, resp::kPreauthBulkBytes);
+    }
     native::Request req;
     size_t consumed = 0;
     std::string err;
     std::string_view view(c->in.data() + c->in_pos, c->in.size() - c->in_pos);
     native::DecodeResult r = native::DecodeRequest(view, limits, &req, &consumed, &err);
+    NoteIncomplete(c, r == native::DecodeResult::kNeedMore);
     if (r == native::DecodeResult::kNeedMore) return false;
     if (r == native::DecodeResult::kError) {
       if (c->session.pending_writes > 0) return false;
@@ -617,10 +806,15 @@ class IoThread final : public CompletionSink {
   }
 
   void Flush(Connection* c) {
+    if (c->session.output_over_limit) {
+      CloseForLimit(c, "output");
+      return;
+    }
     while (c->out_pos < c->out.size()) {
       ssize_t n = write(c->fd, c->out.data() + c->out_pos, c->out.size() - c->out_pos);
       if (n > 0) {
         c->out_pos += static_cast<size_t>(n);
+        c->last_io_us = MonoUs();
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
@@ -631,6 +825,13 @@ class IoThread final : public CompletionSink {
     if (c->out_pos == c->out.size()) {
       c->out.clear();
       c->out_pos = 0;
+      // A big reply's buffer goes back rather than stay counted against the
+      // client memory limit.
+      if (c->out.capacity() > kKeepBufferBytes) std::string().swap(c->out);
+      if (c->in_pos == c->in.size() && c->in.capacity() > kKeepBufferBytes) {
+        std::string().swap(c->in);
+        c->in_pos = 0;
+      }
       if (c->closing && c->session.pending_writes == 0) {
         CloseConnection(c);
         return;
@@ -639,8 +840,13 @@ class IoThread final : public CompletionSink {
       c->out.erase(0, c->out_pos);
       c->out_pos = 0;
     }
+    Account(c);
+    if (OverOutputLimit(c, MonoUs())) {
+      CloseForLimit(c, "output");
+      return;
+    }
     bool backlog = c->out.size() - c->out_pos > kMaxOutputBacklog;
-    bool want_in = !c->closing && !backlog && c->in.size() - c->in_pos < InputCap();
+    bool want_in = !c->closing && !backlog && c->in.size() - c->in_pos < InputCap(c);
     bool want_out = c->out_pos < c->out.size();
     UpdateEvents(c, want_in, want_out);
     if (!backlog && c->in_pos < c->in.size() && c->session.pending_writes == 0 && !c->closing &&
@@ -660,6 +866,12 @@ class IoThread final : public CompletionSink {
   int wake_fd_ = -1;
   int listen_fd_ = -1;
   size_t next_thread_ = 0;
+  int64_t last_sweep_us_ = 0;
+  int64_t accept_paused_until_us_ = 0;  // listener out of epoll after EMFILE until then
+  int64_t accept_logged_us_ = 0;
+  uint64_t accept_pauses_ = 0;
+  int64_t limit_logged_us_ = 0;  // clients closed for limits: one log line a second
+  uint64_t limit_unlogged_ = 0;
   std::thread thread_;
   // Set by the thread itself before its loop runs; compared by Deliver(),
   // which sees it written because its writes were submitted after.

@@ -34,6 +34,16 @@ struct ServerOptions {
   uint32_t max_clients = 10000;
   uint32_t max_pipeline = 4096;      // writes in flight per connection
   size_t max_batch_bytes = 8 << 20;  // the store's batch limit: also the largest command
+  // Client limits (docs/flags.md). Buffers are counted by capacity; 0 turns a
+  // limit off. As Redis's client-output-buffer-limit (normal class),
+  // maxmemory-clients and timeout, but with limits on by default.
+  uint64_t maxmemory_clients = 1ull << 30;     // all clients' buffers; the biggest go first
+  uint64_t output_hard_bytes = 256ull << 20;   // one client's unsent replies: closed at once
+  uint64_t output_soft_bytes = 64ull << 20;    // ... closed if over this for soft seconds
+  uint32_t output_soft_seconds = 60;
+  uint32_t timeout_s = 0;                      // idle clients
+  uint32_t preauth_timeout_ms = 10000;         // from connect to AUTH (with requirepass)
+  uint32_t body_timeout_ms = 30000;            // from a command's first byte to its last
   int io_threads = 2;
   std::string data_dir;          // for INFO
   int metrics_port = -1;         // for INFO

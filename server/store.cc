@@ -740,6 +740,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
     overlay_valid_ = false;
     overlay_flushed_ = false;
     results.clear();
+    recorded_.clear();
     // Forget in-flight batches (shipped, or written and syncing) that are
     // published now.
     const uint64_t applied = applied_end_.load(std::memory_order_acquire);
@@ -814,8 +815,24 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
         r = WriteResult::Error("ERR this write needs more than one log batch (--max_batch_kb)");
       } else if (op.client_id != 0) {
         clients_.Record(op.client_id, op.client_seq, r);
+        recorded_.emplace_back(op.client_id, op.client_seq);
       }
       results.push_back(std::move(r));
+    }
+    if (!batch.empty()) {
+      // A new segment first, if the batch needs one: on a full disk the group
+      // is answered with the error and nothing of it is written or shipped,
+      // and a later group tries again (writes resume once space is freed).
+      Status room = log_->MakeRoom_wt(batch.bytes());
+      if (room.code() == Status::Code::kBusy) {
+        for (const auto& [client, seq] : recorded_) clients_.Forget(client, seq);
+        for (auto& r : results) r = WriteResult::Error("IOERR " + room.message());
+        metrics_->log_full_refusals.fetch_add(1, std::memory_order_relaxed);
+        batch.Clear();
+        overlay_.clear();
+        overlay_valid_ = false;
+        overlay_flushed_ = false;
+      }
     }
 
     if (options_.replicator) {

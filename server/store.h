@@ -438,6 +438,8 @@ class Store : private KeyReader {
   std::condition_variable publish_cv_;
   nvm::BatchBuilder batch_;
   std::vector<WriteResult> results_;
+  // (client id, sequence) of the writes this group recorded in clients_.
+  std::vector<std::pair<uint64_t, uint64_t>> recorded_;
   std::thread sequencer_;
 
   // Sequencer-owned: writes of the batch being built, key -> payload offset of

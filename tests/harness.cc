@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -255,6 +256,10 @@ void ServerProcess::Start() {
     dup2(fd, 2);
     dup2(fd, 1);
     close(fd);
+    if (nofile_ > 0) {
+      rlimit rl{static_cast<rlim_t>(nofile_), static_cast<rlim_t>(nofile_)};
+      setrlimit(RLIMIT_NOFILE, &rl);
+    }
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

@@ -70,6 +70,10 @@ class ServerProcess {
   // Waits for exit; returns the exit code (128+signal if signalled), -1 on timeout.
   int WaitExit(int timeout_ms = 20000);
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  // Starts the server with this open-files limit (soft and hard), as
+  // `prlimit --nofile` would. 0: inherit ours.
+  void set_open_files_limit(uint64_t n) { nofile_ = n; }
   int port() const { return port_; }
   std::string address() const { return TestHost() + ":" + std::to_string(port_); }
   // The server's stderr so far.
@@ -80,6 +84,7 @@ class ServerProcess {
   std::vector<std::string> flags_;
   int port_;
   pid_t pid_ = -1;
+  uint64_t nofile_ = 0;
   std::string log_path_;
 };
 

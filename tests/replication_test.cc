@@ -8,6 +8,10 @@
 // epoch and bad bytes on the replication port are refused and change nothing.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -674,6 +678,85 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
   auto p = ConnectClient(cl.primary().address());
   ASSERT_TRUE(p->Put("k", "v").ok());
   cl.ExpectSameDigests();
+}
+
+// Strangers that connect to a backup's replication port and never send a
+// byte (re-opened as soon as they are closed), from 127.0.0.2.. and, in the
+// second round, from 127.0.0.1 like the primary itself: the primary's first
+// write after it answers PING is acknowledged within a second, at its start
+// and after a restart, and writes go on being acknowledged during the attack.
+// TCP only: an rdma_cm port is refused at set-up without the secret's proof.
+TEST(ReplicationTest, SilentStrangersOnTheReplicationPortDoNotKeepThePrimaryOut) {
+  if (TestReplTransport() != "tcp") GTEST_SKIP() << "silent TCP strangers: TCP transport only";
+  for (const bool same_address : {false, true}) {
+    SCOPED_TRACE(same_address ? "strangers from 127.0.0.1" : "strangers from 127.0.0.2..");
+    Cluster cl(1);
+    cl.StartBackup(0);
+    ASSERT_FALSE(HasFatalFailure());
+    const int port = cl.repl_port(0);
+    std::atomic<bool> stop{false};
+    std::atomic<int> opened{0};
+    auto attacker = [&](int n) {
+      std::vector<int> fds(n, -1);
+      while (!stop.load()) {
+        for (int i = 0; i < n; i++) {
+          if (fds[i] >= 0) {
+            // Closed by the backup? Open another.
+            pollfd p{fds[i], POLLIN, 0};
+            if (poll(&p, 1, 0) == 0) continue;
+            close(fds[i]);
+            fds[i] = -1;
+          }
+          int fd = socket(AF_INET, SOCK_STREAM, 0);
+          sockaddr_in src{};
+          src.sin_family = AF_INET;
+          const std::string from = same_address ? "127.0.0.1" : "127.0.0." + std::to_string(2 + i % 20);
+          inet_pton(AF_INET, from.c_str(), &src.sin_addr);
+          bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src));
+          sockaddr_in a{};
+          a.sin_family = AF_INET;
+          a.sin_port = htons(static_cast<uint16_t>(port));
+          inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+          if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+            close(fd);
+            continue;
+          }
+          fds[i] = fd;
+          opened.fetch_add(1);
+        }
+        std::this_thread::sleep_for(5ms);
+      }
+      for (int fd : fds) if (fd >= 0) close(fd);
+    };
+    std::thread strangers(attacker, 20);
+    ASSERT_TRUE(WaitFor([&] { return opened.load() >= 20; }, 10000));
+    std::this_thread::sleep_for(300ms);  // the backup's handshake slots are full of them
+    for (int round = 0; round < 2; round++) {
+      // round 1: the primary restarts while the strangers stay.
+      if (round == 1) {
+        cl.primary().Kill(SIGTERM);
+        cl.primary().WaitExit();
+      }
+      cl.StartPrimary();
+      ASSERT_FALSE(HasFatalFailure());
+      const auto t0 = std::chrono::steady_clock::now();
+      auto c = ConnectClient(cl.primary().address());
+      ASSERT_TRUE(c);
+      Status first = c->Put("first-" + std::to_string(round), "v");
+      EXPECT_TRUE(first.ok()) << first.ToString() << "\n" << cl.primary().Log();
+      EXPECT_LT(MsSince(t0), 1000) << cl.primary().Log() << cl.backup(0).Log();
+      for (int i = 0; i < 50; i++) {
+        Status s = c->Put("k" + std::to_string(round) + "-" + std::to_string(i), "v");
+        ASSERT_TRUE(s.ok()) << s.ToString();
+      }
+    }
+    stop.store(true);
+    strangers.join();
+    auto b = ConnectClient(cl.backup(0).address());
+    ASSERT_TRUE(b);
+    EXPECT_GT(std::stoll(Info(b.get(), "peers_refused")), 0);
+    cl.ExpectSameDigests();
+  }
 }
 
 }  // namespace
