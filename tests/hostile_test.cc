@@ -244,7 +244,7 @@ TEST(HostileTest, SilentTrickleAndIdleClientsAreClosedAtTheirDeadlines) {
 TEST(HostileTest, ClientsThatDoNotReadTheirRepliesAreBounded) {
   TempDir dir;
   ServerProcess s(dir.path() + "/d",
-                  {"--segment_mb=8", "--maxmemory_clients_mb=64", "--client_output_hard_mb=32",
+                  {"--segment_mb=16", "--maxmemory_clients_mb=64", "--client_output_hard_mb=32",
                    "--client_output_soft_mb=16", "--client_output_soft_seconds=1"});
   s.Start();
   ASSERT_TRUE(s.WaitReady()) << s.Log();
@@ -302,7 +302,7 @@ TEST(HostileTest, ManyUnauthenticatedBulkSendersHoldNoMemory) {
   TempDir dir;
   // Small segments: the next one, mapped and populated in the background,
   // would otherwise add up to 64 MiB to the RSS measured.
-  ServerProcess s(dir.path() + "/d", {"--requirepass=hostile-test-pw", "--segment_mb=8"});
+  ServerProcess s(dir.path() + "/d", {"--requirepass=hostile-test-pw", "--segment_mb=16"});
   s.Start();
   ASSERT_TRUE(s.WaitReady()) << s.Log();
   ClientOptions o;
