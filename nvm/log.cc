@@ -131,9 +131,10 @@ void Log::DropOwned(const Segment* seg) {
       owned_.end());
 }
 
-Status Log::NewSegment_wt(uint32_t id) {
+Status Log::NewSegment_wt(uint32_t id, bool from_reserve) {
   if (id >= kMaxSegments) return Status::IOError("log is full: segment id limit reached");
-  auto seg = device_->CreateSegment(id, options_.segment_bytes);
+  auto seg = from_reserve ? device_->CreateSegmentFromReserve(id, options_.segment_bytes)
+                          : device_->CreateSegment(id, options_.segment_bytes);
   if (!seg.ok()) {
     // Nothing was written: the log ends, intact and durable, in the segment
     // before. Busy, not an I/O error: the next append tries again, so writes
@@ -731,7 +732,7 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
   return Status::OK();
 }
 
-Status Log::MakeRoom_wt(size_t payload_bytes) {
+Status Log::MakeRoom_wt(size_t payload_bytes, bool only_removals) {
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
   const Segment* seg = segments_[tail_segment_].load();
   if (tail_offset_ + BatchSize(payload_bytes) <= seg->size()) return Status::OK();
@@ -739,7 +740,7 @@ Status Log::MakeRoom_wt(size_t payload_bytes) {
   // next one exists, so the durable part of the log stays a prefix.
   FAHA_RETURN_IF_ERROR(PersistAppended_wt());
   std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
-  Status s = NewSegment_wt(tail_segment_ + 1);
+  Status s = NewSegment_wt(tail_segment_ + 1, only_removals);
   if (!s.ok()) return s.code() == Status::Code::kBusy ? s : Fail_wt(s);
   return Status::OK();
 }

@@ -136,7 +136,11 @@ class Log {
   // disk; nothing changed, try again later). A primary calls it before it
   // ships a batch, so that a full disk never leaves a batch on its backups
   // that its own log lacks.
-  Status MakeRoom_wt(size_t payload_bytes);
+  bool HasRoom_wt(size_t payload_bytes) const {
+    return tail_offset_ + BatchSize(payload_bytes) <= segments_[tail_segment_].load()->size();
+  }
+  // only_removals: the batch only deletes; it may use the device's reserve.
+  Status MakeRoom_wt(size_t payload_bytes, bool only_removals = false);
   // Makes the batch `r` (appended with persist=false) durable. Any thread, at
   // the same time as the writer appends and as other Sync_any calls. Only
   // this batch's range is certain to be durable when it returns: the caller
@@ -287,7 +291,7 @@ class Log {
                                        bool persist = true);
   // Records a persist failure: the log refuses further appends.
   Status Fail_wt(const Status& s);
-  Status NewSegment_wt(uint32_t id);
+  Status NewSegment_wt(uint32_t id, bool from_reserve = false);
   // Destroys (unmaps) an owned segment. REQUIRES: segments_mu_ held
   // exclusively, or recovery.
   void DropOwned(const Segment* seg);

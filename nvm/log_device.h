@@ -59,6 +59,13 @@ class LogDevice {
   virtual ~LogDevice() = default;
   // Creates segment `id` of `bytes` bytes, zero-filled and space-reserved.
   virtual StatusOr<std::unique_ptr<Segment>> CreateSegment(uint32_t id, size_t bytes) = 0;
+  // The same from space held back for batches that only delete: a device that
+  // keeps a reserve (a spare segment that CreateSegment leaves alone) uses it
+  // when no other space can be had, so that DEL and FLUSHALL, which free space
+  // once cleaned, still work on a full disk.
+  virtual StatusOr<std::unique_ptr<Segment>> CreateSegmentFromReserve(uint32_t id, size_t bytes) {
+    return CreateSegment(id, bytes);
+  }
   virtual StatusOr<std::unique_ptr<Segment>> OpenSegment(uint32_t id) = 0;
   // Ids of existing segments, ascending.
   virtual StatusOr<std::vector<uint32_t>> ListSegments() = 0;

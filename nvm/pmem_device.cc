@@ -304,14 +304,25 @@ class PmemDevice final : public LogDevice {
   }
 
   StatusOr<std::unique_ptr<Segment>> CreateSegment(uint32_t id, size_t bytes) override {
+    return Create(id, bytes, /*from_reserve=*/false);
+  }
+  StatusOr<std::unique_ptr<Segment>> CreateSegmentFromReserve(uint32_t id, size_t bytes) override {
+    return Create(id, bytes, /*from_reserve=*/true);
+  }
+
+  // Up to kSpares spares are kept ready; an ordinary switch leaves the last
+  // one (the reserve) alone and makes a file instead, which fails on a full
+  // disk; a switch for deletes may take it.
+  StatusOr<std::unique_ptr<Segment>> Create(uint32_t id, size_t bytes, bool from_reserve) {
     std::string path = SegmentName(id);
     Spare spare;
     {
       std::unique_lock<std::mutex> l(mu_);
+      const size_t usable_from = from_reserve ? 1 : 2;
       // A spare being prepared is worth waiting for: it is already allocated
       // and faulted in, which is most of the work.
-      cv_.wait(l, [&] { return !preparing_ || !spares_.empty(); });
-      if (!spares_.empty() && spares_.front().segment->size() == bytes) {
+      cv_.wait(l, [&] { return !preparing_ || spares_.size() >= usable_from; });
+      if (spares_.size() >= usable_from && spares_.front().segment->size() == bytes) {
         spare = std::move(spares_.front());
         spares_.pop_front();
       }
@@ -568,21 +579,30 @@ class PmemDevice final : public LogDevice {
   // dominates an append otherwise.
   void StartPreparing(size_t bytes) {
     std::lock_guard<std::mutex> l(mu_);
-    if (stop_ || preparing_ || !spares_.empty()) return;
+    if (stop_ || preparing_ || spares_.size() >= kSpares) return;
     preparing_ = true;
     if (preparer_.joinable()) preparer_.join();
-    std::string path = NextSparePath();
-    preparer_ = std::thread([this, bytes, path] {
+    preparer_ = std::thread([this, bytes] {
       pthread_setname_np(pthread_self(), "faha-segprep");
-      auto made = MakeFile(path, bytes);
-      if (made.ok()) (*made)->Prefault(0, bytes);
-      std::lock_guard<std::mutex> l2(mu_);
-      if (made.ok()) {
+      while (true) {
+        std::string path;
+        {
+          std::lock_guard<std::mutex> l2(mu_);
+          if (stop_ || spares_.size() >= kSpares) break;
+          path = NextSparePath();
+        }
+        auto made = MakeFile(path, bytes);
+        if (made.ok()) (*made)->Prefault(0, bytes);
+        std::lock_guard<std::mutex> l2(mu_);
+        if (!made.ok()) {
+          FAHA_LOG_WARN("preparing the next log segment failed (will retry at switch): %s",
+                        made.status().ToString().c_str());
+          break;
+        }
         spares_.push_back(Spare{path, std::move(*made)});
-      } else {
-        FAHA_LOG_WARN("preparing the next log segment failed (will retry at switch): %s",
-                      made.status().ToString().c_str());
+        cv_.notify_all();
       }
+      std::lock_guard<std::mutex> l2(mu_);
       preparing_ = false;
       cv_.notify_all();
     });
@@ -602,6 +622,7 @@ class PmemDevice final : public LogDevice {
   std::condition_variable cv_;
   std::string granularity_ = "UNKNOWN";  // GUARDED_BY(mu_)
   std::deque<Spare> spares_;             // GUARDED_BY(mu_)
+  static constexpr size_t kSpares = 2;   // ready segments kept; the last is the reserve
   uint64_t spare_seq_ = 0;               // GUARDED_BY(mu_)
   bool preparing_ = false;               // GUARDED_BY(mu_)
   bool stop_ = false;                    // GUARDED_BY(mu_)

@@ -819,11 +819,11 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
       }
       results.push_back(std::move(r));
     }
-    if (!batch.empty()) {
+    if (!batch.empty() && !log_->HasRoom_wt(batch.bytes())) {
       // A new segment first, if the batch needs one: on a full disk the group
       // is answered with the error and nothing of it is written or shipped,
       // and a later group tries again (writes resume once space is freed).
-      Status room = log_->MakeRoom_wt(batch.bytes());
+      Status room = log_->MakeRoom_wt(batch.bytes(), OnlyRemovals(batch));
       if (room.code() == Status::Code::kBusy) {
         for (const auto& [client, seq] : recorded_) clients_.Forget(client, seq);
         for (auto& r : results) r = WriteResult::Error("IOERR " + room.message());
@@ -921,6 +921,20 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
     if (syncing_ > 0 || stopping_) publish_cv_.notify_all();  // a later batch, or Stop()
     if ((!queue_.empty() && !committing_) || stopping_) cv_.notify_one();
   }
+}
+
+// A batch that writes no value (DEL, FLUSHALL, and their client replies):
+// on a full disk it may use the log's reserve, since it frees space once
+// cleaned (Redis's deny-oom: refuse what grows, allow what shrinks).
+bool Store::OnlyRemovals(const nvm::BatchBuilder& batch) {
+  for (size_t off = 0; off < batch.bytes();) {
+    RecordView r;
+    size_t n;
+    if (!nvm::DecodeRecord(batch.payload().data() + off, batch.bytes() - off, &r, &n)) return false;
+    if (r.type == RecordType::kPut) return false;
+    off += n;
+  }
+  return true;
 }
 
 void Store::FailWrites(const Status& why, std::vector<WriteResult>* results) {

@@ -440,6 +440,7 @@ class Store : private KeyReader {
   std::vector<WriteResult> results_;
   // (client id, sequence) of the writes this group recorded in clients_.
   std::vector<std::pair<uint64_t, uint64_t>> recorded_;
+  static bool OnlyRemovals(const nvm::BatchBuilder& batch);
   std::thread sequencer_;
 
   // Sequencer-owned: writes of the batch being built, key -> payload offset of

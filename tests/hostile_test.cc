@@ -448,6 +448,18 @@ TEST(HostileTest, AFullDiskHealsWithoutARestart) {
   // Still full: still refused, and the server is up.
   EXPECT_FALSE(c->Put("still-full", value).ok());
   EXPECT_TRUE(c->Command({"PING"}).ok());
+  // Deletes still work (they may use the segment held in reserve): refuse
+  // what grows, allow what shrinks.
+  std::vector<std::string> deleted;
+  const long long segments_full = InfoNumber(c.get(), "log_segments");
+  for (int i = 0; i < 400 && !acked.empty(); i++) {
+    auto r = c->Command({"DEL", acked.back()});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    deleted.push_back(acked.back());
+    acked.pop_back();
+  }
+  // They filled the tail segment and went on in the reserve.
+  EXPECT_EQ(InfoNumber(c.get(), "log_segments"), segments_full + 1);
   EXPECT_GT(InfoNumber(c.get(), "log_full_refusals"), 0);
   // Space comes back: writes succeed again within 2 s, no restart.
   ASSERT_EQ(unlink(filler.c_str()), 0);
@@ -466,6 +478,9 @@ TEST(HostileTest, AFullDiskHealsWithoutARestart) {
     size_t missing = 0;
     for (const auto& k : acked) missing += !(cl->Get(k, &v).ok() && v == value);
     EXPECT_EQ(missing, 0u) << "of " << acked.size() << " acknowledged";
+    size_t back = 0;
+    for (const auto& k : deleted) back += cl->Get(k, &v).ok();
+    EXPECT_EQ(back, 0u) << "deleted while the disk was full, yet present";
     EXPECT_TRUE(cl->Get("after", &v).ok());
   };
   check(c.get());

@@ -729,6 +729,15 @@ TEST(ReplicationTest, SilentStrangersOnTheReplicationPortDoNotKeepThePrimaryOut)
       for (int fd : fds) if (fd >= 0) close(fd);
     };
     std::thread strangers(attacker, 20);
+    // Stopped and joined however the test ends (a failed ASSERT returns early).
+    struct Joiner {
+      std::atomic<bool>* stop;
+      std::thread* t;
+      ~Joiner() {
+        stop->store(true);
+        if (t->joinable()) t->join();
+      }
+    } joiner{&stop, &strangers};
     ASSERT_TRUE(WaitFor([&] { return opened.load() >= 20; }, 10000));
     std::this_thread::sleep_for(300ms);  // the backup's handshake slots are full of them
     for (int round = 0; round < 2; round++) {
@@ -751,7 +760,7 @@ TEST(ReplicationTest, SilentStrangersOnTheReplicationPortDoNotKeepThePrimaryOut)
       }
     }
     stop.store(true);
-    strangers.join();
+    if (strangers.joinable()) strangers.join();
     auto b = ConnectClient(cl.backup(0).address());
     ASSERT_TRUE(b);
     EXPECT_GT(std::stoll(Info(b.get(), "peers_refused")), 0);
