@@ -169,6 +169,106 @@ std::string Commands::Refusal(const Session& s, bool write) const {
   return {};
 }
 
+namespace {
+// A Redis memory argument: digits with an optional unit (k/m/g = 1000s,
+// kb/mb/gb = 1024s, any case). False if malformed or out of range.
+bool ParseMemory(std::string_view s, uint64_t* v) {
+  size_t digits = 0;
+  while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') digits++;
+  if (digits == 0 || digits > 19) return false;
+  uint64_t n = 0;
+  for (size_t i = 0; i < digits; i++) n = n * 10 + static_cast<uint64_t>(s[i] - '0');
+  const std::string unit = Lower(s.substr(digits));
+  uint64_t mul = 1;
+  if (unit == "k") mul = 1000;
+  else if (unit == "kb") mul = 1024;
+  else if (unit == "m") mul = 1000 * 1000;
+  else if (unit == "mb") mul = 1024 * 1024;
+  else if (unit == "g") mul = 1000 * 1000 * 1000;
+  else if (unit == "gb") mul = 1024 * 1024 * 1024;
+  else if (!unit.empty()) return false;
+  if (n > UINT64_MAX / mul) return false;
+  *v = n * mul;
+  return true;
+}
+}  // namespace
+
+// CONFIG SET of the client limits (the rest of the configuration is flags).
+// Every pair is checked before any is applied, as Redis does.
+ExecStatus Commands::ConfigSet(const std::vector<std::string_view>& args, std::string* out) {
+  const int argc = static_cast<int>(args.size());
+  if (argc < 4 || argc % 2 != 0) {
+    resp::AppendError(out, "ERR wrong number of arguments for 'config|set' command");
+    return ExecStatus::kReplied;
+  }
+  struct Change {
+    std::atomic<uint64_t>* u64 = nullptr;
+    std::atomic<uint32_t>* u32 = nullptr;
+    uint64_t value = 0;
+  };
+  ClientLimits& lim = server_->client_limits();
+  std::vector<Change> changes;
+  for (int i = 2; i < argc; i += 2) {
+    const std::string param = Lower(args[i]);
+    const std::string_view value = args[i + 1];
+    auto failed = [&](const std::string& why) {
+      resp::AppendError(out, "ERR CONFIG SET failed (possibly related to argument '" + param +
+                                 "') - " + why);
+      return ExecStatus::kReplied;
+    };
+    uint64_t n = 0;
+    if (param == "maxmemory-clients") {
+      if (!ParseMemory(value, &n)) return failed("argument must be a memory value");
+      changes.push_back({&lim.maxmemory_clients, nullptr, n});
+    } else if (param == "timeout") {
+      if (!ParseMemory(value, &n) || value.find_first_not_of("0123456789") != std::string_view::npos ||
+          n > UINT32_MAX) {
+        return failed("argument couldn't be parsed into an integer");
+      }
+      changes.push_back({nullptr, &lim.timeout_s, n});
+    } else if (param == "client-output-buffer-limit") {
+      std::vector<std::string> words;
+      std::string w;
+      for (char ch : value) {
+        if (ch == ' ') {
+          if (!w.empty()) words.push_back(w);
+          w.clear();
+        } else {
+          w += ch;
+        }
+      }
+      if (!w.empty()) words.push_back(w);
+      if (words.size() % 4 != 0 || words.empty()) return failed("wrong number of arguments");
+      for (size_t k = 0; k < words.size(); k += 4) {
+        const std::string cls = Lower(words[k]);
+        uint64_t hard, soft, secs;
+        if (cls != "normal") {
+          return failed("FaHA has only normal clients (no replica or pubsub class)");
+        }
+        if (!ParseMemory(words[k + 1], &hard) || !ParseMemory(words[k + 2], &soft) ||
+            !ParseMemory(words[k + 3], &secs) || secs > UINT32_MAX) {
+          return failed("invalid memory or seconds");
+        }
+        changes.push_back({&lim.output_hard_bytes, nullptr, hard});
+        changes.push_back({&lim.output_soft_bytes, nullptr, soft});
+        changes.push_back({nullptr, &lim.output_soft_seconds, secs});
+      }
+    } else {
+      resp::AppendError(out, "ERR Unknown option or number of arguments for CONFIG SET - '" +
+                                 std::string(args[i].substr(0, 64)) +
+                                 "' (FaHA sets maxmemory-clients, client-output-buffer-limit and "
+                                 "timeout; the rest is command-line flags)");
+      return ExecStatus::kReplied;
+    }
+  }
+  for (const Change& c : changes) {
+    if (c.u64 != nullptr) c.u64->store(c.value);
+    if (c.u32 != nullptr) c.u32->store(static_cast<uint32_t>(c.value));
+  }
+  resp::AppendSimple(out, "OK");
+  return ExecStatus::kReplied;
+}
+
 ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& args,
                              std::string* out, CompletionSink* sink) {
   const ServerOptions& opt = server_->options();
@@ -403,10 +503,11 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   }
   if (name == "config"sv) {
     std::string sub = Lower(args[1]);
+    if (sub == "set") return ConfigSet(args, out);
     if (sub != "get" || argc < 3) {
       return error("ERR CONFIG " + std::string(args[1].substr(0, 32)) +
                    " is not supported; FaHA is configured by command-line flags (CONFIG GET "
-                   "answers)");
+                   "answers; CONFIG SET changes the client limits)");
     }
     const std::vector<std::pair<std::string, std::string>> values = {
         {"save", ""},
@@ -419,11 +520,12 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
         {"maxmemory", "0"},
         {"databases", "1"},
         {"proto-max-bulk-len", std::to_string(opt.max_value_bytes)},
-        {"maxmemory-clients", std::to_string(opt.maxmemory_clients)},
+        {"maxmemory-clients", std::to_string(opt.limits.maxmemory_clients.load())},
         {"client-output-buffer-limit",
-         "normal " + std::to_string(opt.output_hard_bytes) + " " +
-             std::to_string(opt.output_soft_bytes) + " " + std::to_string(opt.output_soft_seconds)},
-        {"timeout", std::to_string(opt.timeout_s)},
+         "normal " + std::to_string(opt.limits.output_hard_bytes.load()) + " " +
+             std::to_string(opt.limits.output_soft_bytes.load()) + " " +
+             std::to_string(opt.limits.output_soft_seconds.load())},
+        {"timeout", std::to_string(opt.limits.timeout_s.load())},
     };
     std::vector<std::pair<std::string, std::string>> hits;
     for (int i = 2; i < argc; i++) {

@@ -51,6 +51,8 @@ class Commands {
   Commands(Server* server, std::vector<Store::Write>* outbox) : server_(server), outbox_(outbox) {}
   ExecStatus Execute(Session* s, const std::vector<std::string_view>& args, std::string* out,
                      CompletionSink* sink);
+  // CONFIG SET: the client limits only (ClientLimits).
+  ExecStatus ConfigSet(const std::vector<std::string_view>& args, std::string* out);
   // Whether this node may run a data command (a write, or a key read) for
   // session `s` now. Empty: yes; else the error reply without its '-':
   // MOVED/TRYAGAIN (failover), READONLY or STALEREAD (a backup).

@@ -1,6 +1,7 @@
 // faha-server: a durable key-value server: a single node, or the primary or a
 // backup of a replicated cluster. Flags are documented in docs/flags.md and by --help.
 #include <gflags/gflags.h>
+#include <openssl/crypto.h>
 #include <prometheus/exposer.h>
 #include <execinfo.h>
 #include <signal.h>
@@ -36,6 +37,12 @@ DEFINE_string(data_dir, "./faha-data",
 DEFINE_string(bind, "127.0.0.1", "IPv4 address to listen on (client and metrics ports).");
 DEFINE_int32(port, 7379, "Client port: RESP and the native protocol. 0 picks a free port.");
 DEFINE_int32(metrics_port, 0, "Prometheus /metrics port: 0 means --port + 2000, -1 disables.");
+DEFINE_string(metrics_bind, "127.0.0.1",
+              "Address /metrics listens on: loopback by default, whatever --bind is (the "
+              "metrics tell an observer the keyspace size, rates and peers).");
+DEFINE_string(metrics_password_file, "",
+              "File holding a password for /metrics (HTTP basic auth, any user name; keep "
+              "it mode 0600). Empty: /metrics answers anyone who reaches --metrics_bind.");
 DEFINE_string(requirepass, "",
               "Password clients must give with AUTH (empty: no auth). Visible to others in ps: "
               "prefer --requirepass_file.");
@@ -492,11 +499,11 @@ int main(int argc, char** argv) {
                                                         &opt.requirepass)) {
     return 1;
   }
-  opt.maxmemory_clients = FLAGS_maxmemory_clients_mb << 20;
-  opt.output_hard_bytes = FLAGS_client_output_hard_mb << 20;
-  opt.output_soft_bytes = FLAGS_client_output_soft_mb << 20;
-  opt.output_soft_seconds = FLAGS_client_output_soft_seconds;
-  opt.timeout_s = FLAGS_timeout;
+  opt.limits.maxmemory_clients = FLAGS_maxmemory_clients_mb << 20;
+  opt.limits.output_hard_bytes = FLAGS_client_output_hard_mb << 20;
+  opt.limits.output_soft_bytes = FLAGS_client_output_soft_mb << 20;
+  opt.limits.output_soft_seconds = FLAGS_client_output_soft_seconds;
+  opt.limits.timeout_s = FLAGS_timeout;
   opt.preauth_timeout_ms = FLAGS_preauth_timeout_ms;
   opt.body_timeout_ms = FLAGS_body_timeout_ms;
   RaiseOpenFilesLimit(FLAGS_max_clients);
@@ -632,15 +639,29 @@ int main(int argc, char** argv) {
   }
   if (gateway) gateway->Run();
   std::unique_ptr<prometheus::Exposer> exposer;
+  std::string metrics_password;
+  if (!FLAGS_metrics_password_file.empty() &&
+      !ReadSecretFile(FLAGS_metrics_password_file, "--metrics_password_file", &metrics_password)) {
+    server.Stop();
+    return 2;
+  }
   auto collectable = std::make_shared<faha::MetricsCollectable>(&metrics);
   if (metrics_port > 0) {
     try {
-      exposer =
-          std::make_unique<prometheus::Exposer>(FLAGS_bind + ":" + std::to_string(metrics_port));
+      exposer = std::make_unique<prometheus::Exposer>(FLAGS_metrics_bind + ":" +
+                                                      std::to_string(metrics_port));
+      if (!metrics_password.empty()) {
+        exposer->RegisterAuth(
+            [metrics_password](const std::string&, const std::string& password) {
+              return password.size() == metrics_password.size() &&
+                     CRYPTO_memcmp(password.data(), metrics_password.data(), password.size()) == 0;
+            },
+            "faha");
+      }
       exposer->RegisterCollectable(collectable);
     } catch (const std::exception& e) {
-      FAHA_LOG_ERROR("cannot serve /metrics on %s:%d: %s", FLAGS_bind.c_str(), metrics_port,
-                     e.what());
+      FAHA_LOG_ERROR("cannot serve /metrics on %s:%d: %s", FLAGS_metrics_bind.c_str(),
+                     metrics_port, e.what());
       server.Stop();
       return 1;
     }

@@ -209,6 +209,7 @@ class IoThread final : public CompletionSink {
         Accept();
       }
     }
+    const uint32_t timeout_s = opt.limits.timeout_s.load(std::memory_order_relaxed);
     std::vector<std::pair<uint64_t, const char*>> doomed;
     for (auto& [id, cp] : conns_) {
       Connection* c = cp.get();
@@ -219,8 +220,8 @@ class IoThread final : public CompletionSink {
       } else if (c->incomplete && opt.body_timeout_ms > 0 &&
                  now - c->command_since_us > int64_t{opt.body_timeout_ms} * 1000) {
         doomed.emplace_back(id, "body");
-      } else if (opt.timeout_s > 0 && c->session.pending_writes == 0 &&
-                 now - c->last_io_us > int64_t{opt.timeout_s} * 1000000) {
+      } else if (timeout_s > 0 && c->session.pending_writes == 0 &&
+                 now - c->last_io_us > int64_t{timeout_s} * 1000000) {
         doomed.emplace_back(id, "idle");
       } else if (OverOutputLimit(c, now)) {
         doomed.emplace_back(id, "output");
@@ -235,15 +236,18 @@ class IoThread final : public CompletionSink {
   // True once a client's unsent output is over the hard limit, or has been
   // over the soft limit for the soft seconds.
   bool OverOutputLimit(Connection* c, int64_t now) {
-    const ServerOptions& opt = server_->options_;
+    const ClientLimits& lim = server_->options_.limits;
     const size_t backlog = c->out.size() - c->out_pos;
-    if (opt.output_hard_bytes > 0 && backlog > opt.output_hard_bytes) return true;
-    if (opt.output_soft_bytes == 0 || backlog <= opt.output_soft_bytes) {
+    const uint64_t hard = lim.output_hard_bytes.load(std::memory_order_relaxed);
+    const uint64_t soft = lim.output_soft_bytes.load(std::memory_order_relaxed);
+    if (hard > 0 && backlog > hard) return true;
+    if (soft == 0 || backlog <= soft) {
       c->soft_since_us = 0;
       return false;
     }
     if (c->soft_since_us == 0) c->soft_since_us = now;
-    return now - c->soft_since_us > int64_t{opt.output_soft_seconds} * 1000000;
+    return now - c->soft_since_us >
+           int64_t{lim.output_soft_seconds.load(std::memory_order_relaxed)} * 1000000;
   }
 
   // Closes a client for one of the limits, counted by reason and logged at
@@ -261,19 +265,19 @@ class IoThread final : public CompletionSink {
       what = "a command unfinished after --body_timeout_ms=" + std::to_string(opt.body_timeout_ms);
     } else if (std::strcmp(why, "idle") == 0) {
       m->clients_closed_idle.fetch_add(1, std::memory_order_relaxed);
-      what = "idle for --timeout=" + std::to_string(opt.timeout_s) + " s";
+      what = "idle for --timeout=" + std::to_string(opt.limits.timeout_s.load()) + " s";
     } else if (std::strcmp(why, "output") == 0) {
       m->clients_closed_output_limit.fetch_add(1, std::memory_order_relaxed);
       what = std::to_string(backlog) + " bytes of unsent replies, over the output limit (hard " +
-             std::to_string(opt.output_hard_bytes) + ", soft " +
-             std::to_string(opt.output_soft_bytes) + " for " +
-             std::to_string(opt.output_soft_seconds) + " s)";
+             std::to_string(opt.limits.output_hard_bytes.load()) + ", soft " +
+             std::to_string(opt.limits.output_soft_bytes.load()) + " for " +
+             std::to_string(opt.limits.output_soft_seconds.load()) + " s)";
     } else {
       m->clients_evicted_memory.fetch_add(1, std::memory_order_relaxed);
       what = "biggest client (" + std::to_string(c->accounted) +
              " bytes of buffers) while all clients held " +
              std::to_string(m->client_memory_bytes.load()) + ", over --maxmemory_clients=" +
-             std::to_string(opt.maxmemory_clients);
+             std::to_string(opt.limits.maxmemory_clients.load());
     }
     const int64_t now = MonoUs();
     if (now - limit_logged_us_ >= 1000000) {
@@ -301,7 +305,7 @@ class IoThread final : public CompletionSink {
   // until all clients are under it again (the other thread does the same
   // with its own). Clients of 64 KiB or less are never evicted.
   void EnforceClientMemory() {
-    const uint64_t limit = server_->options_.maxmemory_clients;
+    const uint64_t limit = server_->options_.limits.maxmemory_clients.load(std::memory_order_relaxed);
     Metrics* m = server_->metrics();
     if (limit == 0 || m->client_memory_bytes.load(std::memory_order_relaxed) <=
                           static_cast<int64_t>(limit)) {
@@ -553,11 +557,12 @@ class IoThread final : public CompletionSink {
   void ProcessInput(Connection* c) {
     if (c->closing || server_->draining_.load(std::memory_order_relaxed)) return;
     const ServerOptions& opt = server_->options_;
+    const uint64_t hard = opt.limits.output_hard_bytes.load(std::memory_order_relaxed);
     while (c->in_pos < c->in.size() && !c->closing) {
       if (c->session.pending_writes >= opt.max_pipeline) break;
       if (c->out.size() - c->out_pos > kMaxOutputBacklog) break;
       // Over the hard output limit: Flush closes the client.
-      if (opt.output_hard_bytes > 0 && c->out.size() - c->out_pos > opt.output_hard_bytes) break;
+      if (hard > 0 && c->out.size() - c->out_pos > hard) break;
       if (c->proto == Connection::Proto::kUnknown) {
         c->proto = static_cast<uint8_t>(c->in[c->in_pos]) == native::kRequestMagic
                        ? Connection::Proto::kNative
@@ -614,9 +619,8 @@ class IoThread final : public CompletionSink {
     int64_t t0 = MonoUs();
     c->session.start_us = t0;
     const size_t backlog = c->out.size() - c->out_pos;
-    c->session.output_budget = opt.output_hard_bytes == 0 ? SIZE_MAX
-                               : backlog >= opt.output_hard_bytes ? 0
-                                                                  : opt.output_hard_bytes - backlog;
+    const uint64_t hard = opt.limits.output_hard_bytes.load(std::memory_order_relaxed);
+    c->session.output_budget = hard == 0 ? SIZE_MAX : backlog >= hard ? 0 : hard - backlog;
     ExecStatus st = commands_.Execute(&c->session, args_, &c->out, this);
     if (c->session.output_over_limit) c->closing = true;  // Flush closes it for the limit
     if (st == ExecStatus::kBlocked) return false;

@@ -25,6 +25,28 @@
 
 namespace faha {
 
+// Client limits (docs/flags.md): set from flags, changed by CONFIG SET while the
+// server runs (atomics: the I/O threads read them at every check). Buffers are
+// counted by capacity; 0 turns a limit off. As Redis's maxmemory-clients,
+// client-output-buffer-limit (normal class) and timeout, but on by default.
+struct ClientLimits {
+  std::atomic<uint64_t> maxmemory_clients{1ull << 30};    // all clients' buffers; biggest go first
+  std::atomic<uint64_t> output_hard_bytes{256ull << 20};  // unsent replies: closed at once
+  std::atomic<uint64_t> output_soft_bytes{64ull << 20};   // ... if over this for soft seconds
+  std::atomic<uint32_t> output_soft_seconds{60};
+  std::atomic<uint32_t> timeout_s{0};  // idle clients
+  ClientLimits() = default;
+  ClientLimits(const ClientLimits& o) { *this = o; }
+  ClientLimits& operator=(const ClientLimits& o) {
+    maxmemory_clients.store(o.maxmemory_clients.load());
+    output_hard_bytes.store(o.output_hard_bytes.load());
+    output_soft_bytes.store(o.output_soft_bytes.load());
+    output_soft_seconds.store(o.output_soft_seconds.load());
+    timeout_s.store(o.timeout_s.load());
+    return *this;
+  }
+};
+
 struct ServerOptions {
   std::string bind = "127.0.0.1";
   int port = 7379;
@@ -34,14 +56,7 @@ struct ServerOptions {
   uint32_t max_clients = 10000;
   uint32_t max_pipeline = 4096;      // writes in flight per connection
   size_t max_batch_bytes = 8 << 20;  // the store's batch limit: also the largest command
-  // Client limits (docs/flags.md). Buffers are counted by capacity; 0 turns a
-  // limit off. As Redis's client-output-buffer-limit (normal class),
-  // maxmemory-clients and timeout, but with limits on by default.
-  uint64_t maxmemory_clients = 1ull << 30;     // all clients' buffers; the biggest go first
-  uint64_t output_hard_bytes = 256ull << 20;   // one client's unsent replies: closed at once
-  uint64_t output_soft_bytes = 64ull << 20;    // ... closed if over this for soft seconds
-  uint32_t output_soft_seconds = 60;
-  uint32_t timeout_s = 0;                      // idle clients
+  ClientLimits limits;
   uint32_t preauth_timeout_ms = 10000;         // from connect to AUTH (with requirepass)
   uint32_t body_timeout_ms = 30000;            // from a command's first byte to its last
   int io_threads = 2;
@@ -78,6 +93,7 @@ class Server {
   void Stop();
 
   const ServerOptions& options() const { return options_; }
+  ClientLimits& client_limits() { return options_.limits; }  // CONFIG SET
   Store* store() const { return store_; }
   Metrics* metrics() const { return metrics_; }
   int64_t start_ms() const { return start_ms_; }

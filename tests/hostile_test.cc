@@ -494,5 +494,74 @@ TEST(HostileTest, AFullDiskHealsWithoutARestart) {
   check(c2.get());
 }
 
+// /metrics behind a password: refused without it, served with it (HTTP basic
+// auth), and the limits' counters are there.
+TEST(HostileTest, MetricsCanBeGuardedByAPassword) {
+  TempDir dir;
+  const std::string pw_file = dir.path() + "/metrics-pw";
+  std::ofstream(pw_file) << "metrics-secret\n";
+  chmod(pw_file.c_str(), 0600);
+  const int mport = FreePort();
+  ServerProcess s(dir.path() + "/d", {"--metrics_port=" + std::to_string(mport),
+                                      "--metrics_password_file=" + pw_file});
+  s.Start();
+  ASSERT_TRUE(s.WaitReady()) << s.Log();
+  EXPECT_EQ(s.Log().find("chmod 600"), std::string::npos);
+  std::string none = RawExchange(mport, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n", 5000);
+  EXPECT_NE(none.find("401"), std::string::npos) << none.substr(0, 300);
+  EXPECT_EQ(none.find("faha_ops_total"), std::string::npos);
+  // "prom:metrics-secret" in base64.
+  std::string with = RawExchange(
+      mport,
+      "GET /metrics HTTP/1.0\r\nHost: x\r\nAuthorization: Basic cHJvbTptZXRyaWNzLXNlY3JldA==\r\n\r\n",
+      5000);
+  for (const char* want : {"faha_ops_total", "faha_clients_closed_total{reason=\"output_limit\"}",
+                           "faha_client_memory_bytes", "faha_log_full_refusals_total"}) {
+    EXPECT_NE(with.find(want), std::string::npos) << want << "\n" << with.substr(0, 500);
+  }
+}
+
+// The client limits change at run time with CONFIG SET, under Redis's names,
+// and a bad value changes nothing.
+TEST(HostileTest, ConfigSetChangesTheClientLimits) {
+  TempDir dir;
+  ServerProcess s(dir.path() + "/d");
+  s.Start();
+  ASSERT_TRUE(s.WaitReady()) << s.Log();
+  auto c = ConnectClient(s.address());
+  ASSERT_TRUE(c);
+  auto get = [&](const std::string& name) {
+    auto r = c->Command({"CONFIG", "GET", name});
+    return r.ok() && r->elements.size() == 2 ? r->elements[1].str : std::string("?");
+  };
+  EXPECT_EQ(get("timeout"), "0");
+  EXPECT_EQ(get("maxmemory-clients"), std::to_string(1ull << 30));
+  auto ok = c->Command({"CONFIG", "SET", "timeout", "1", "maxmemory-clients", "512mb",
+                        "client-output-buffer-limit", "normal 64mb 16mb 10"});
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(get("timeout"), "1");
+  EXPECT_EQ(get("maxmemory-clients"), std::to_string(512ull << 20));
+  EXPECT_EQ(get("client-output-buffer-limit"),
+            "normal " + std::to_string(64ull << 20) + " " + std::to_string(16ull << 20) + " 10");
+  // One bad pair: nothing applied.
+  auto refused = [&](const std::vector<std::string>& cmd) {
+    auto r = c->Command(cmd);
+    return !r.ok() || r->type == Reply::Type::kError;
+  };
+  EXPECT_TRUE(refused({"CONFIG", "SET", "timeout", "5", "maxmemory-clients", "lots"}));
+  EXPECT_EQ(get("timeout"), "1");
+  EXPECT_TRUE(refused({"CONFIG", "SET", "client-output-buffer-limit", "replica 1 1 1"}));
+  EXPECT_TRUE(refused({"CONFIG", "SET", "appendfsync", "no"}));
+  EXPECT_TRUE(refused({"CONFIG", "SET", "timeout"}));
+  // And it takes effect: an idle connection goes after a second.
+  int idle = Dial(s.port());
+  bool closed = false;
+  const int64_t t0 = MonoMs();
+  ReadUntilClosed(idle, 4000, &closed);
+  close(idle);
+  EXPECT_TRUE(closed);
+  EXPECT_LT(MonoMs() - t0, 2500);
+}
+
 }  // namespace
 }  // namespace faha::test
