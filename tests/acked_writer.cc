@@ -6,11 +6,13 @@
 //   check --address A --record FILE
 //     reads every key FILE names back and fails unless each holds its value.
 // A power cut (qemu killed) or kill -9 can land anywhere between the two.
+// A password, if the server wants one, comes from FAHA_PASSWORD.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
   if (address.empty() || record.empty()) return Usage();
   faha::ClientOptions opt;
   opt.address = address;
+  if (const char* pw = std::getenv("FAHA_PASSWORD")) opt.password = pw;  // as faha-cli
   opt.op_timeout_ms = 20000;  // emulated machines are slow
   opt.connect_timeout_ms = 20000;
   auto c = faha::Client::Connect(opt);
