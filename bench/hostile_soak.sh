@@ -8,7 +8,7 @@
 #            faha_acked_writer recording every acknowledged write
 #   attack   the same, while hostile_attack.py runs: silent connections to both
 #            replication ports (from 127.0.0.1, like the primary), non-reading
-#            clients asking for 100 MiB of replies each, unauthenticated bulk
+#            clients asking for 200 MiB of replies each, unauthenticated bulk
 #            senders, trickled commands, idle connections
 # Then the primary is restarted while the attack goes on (time to its first
 # acknowledged write after it answers PING), and every acknowledged write is
@@ -101,6 +101,7 @@ BG+=("${ATTACK}")
 sleep 2
 DURING="$(load)"
 
+INFO="$(redis-cli -p "${PORT}" INFO 2> /dev/null | tr -d '\r')"
 log "restarting the primary while the attack goes on"
 kill -TERM "$(cat "${CLUSTER}/node0.pid")"
 while kill -0 "$(cat "${CLUSTER}/node0.pid")" 2> /dev/null; do sleep 0.05; done
@@ -121,7 +122,6 @@ else
   LOST="$(grep -oE "[0-9]+ missing, [0-9]+ wrong" "${WORK}/check.log" | head -1)"
   LOST="${LOST:-see check output: $(tail -1 "${WORK}/check.log")}"
 fi
-INFO="$(redis-cli -p "${PORT}" INFO 2> /dev/null | tr -d '\r')"
 field() { echo "${INFO}" | awk -F: -v k="$1" '$1==k {print $2}'; }
 
 read -r b_s50 b_s99 b_g50 b_g99 b_rps <<< "${BEFORE}"
@@ -143,7 +143,7 @@ echo "- acknowledged writes (faha_acked_writer): ${ACKED}; lost: ${LOST}"
 for i in 0 1 2; do
   echo "- node${i} peak RSS: $(awk -v n="node${i}" '$1==n && $2>m {m=$2} END {printf "%.0f MiB", m/1024}' "${WORK}/rss")"
 done
-echo "- primary after the restart: client_memory $(field client_memory), clients closed for output $(field clients_closed_output_limit), evicted $(field evicted_clients), pre-auth $(field clients_closed_preauth), body $(field clients_closed_body_timeout)"
-echo "- attackers (opened, closed by the servers):"
+echo "- primary before the restart: client_memory $(field client_memory), clients closed for output $(field clients_closed_output_limit), evicted $(field evicted_clients), pre-auth $(field clients_closed_preauth), body $(field clients_closed_body_timeout)"
+echo "- attackers (connections opened, and seen closed; see bench/hostile_attack.py):"
 sed 's/^/    /' "${WORK}/attack.out"
 [[ "${LOST}" == 0 ]]
