@@ -154,6 +154,7 @@ Status Log::NewSegment_wt(uint32_t id, bool from_reserve) {
   FAHA_RETURN_IF_ERROR((*seg)->Persist(0, sizeof(h)));
   segments_[id].store(seg->get(), std::memory_order_release);
   owned_.push_back(std::move(*seg));
+  tail_from_reserve_ = from_reserve;
   segment_count_.fetch_add(1);
   if (Segment* old = tail_segment_ != 0 ? segments_[tail_segment_].load() : nullptr) {
     std::unique_lock<std::shared_mutex> no_sync(sync_mu_);  // no Sync_any in it meanwhile
@@ -735,13 +736,30 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
 Status Log::MakeRoom_wt(size_t payload_bytes, bool only_removals) {
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
   const Segment* seg = segments_[tail_segment_].load();
-  if (tail_offset_ + BatchSize(payload_bytes) <= seg->size()) return Status::OK();
+  const bool fits = tail_offset_ + BatchSize(payload_bytes) <= seg->size();
+  // The reserve is for deletes: anything else moves on to a segment of its own.
+  if (fits && (!tail_from_reserve_ || only_removals)) return Status::OK();
+  return SwitchSegment_wt(only_removals);
+}
+
+Status Log::SwitchSegment_wt(bool from_reserve) {
+  // After a failed attempt, a while without trying again: each attempt
+  // reserves (and gives back) a whole segment's space, which the cleaner,
+  // the thing that frees space, may need meanwhile.
+  // (Not for the reserve, which is already there.)
+  const int64_t now = MonoUs();
+  if (!from_reserve && now < switch_retry_us_) return switch_failure_;
   // What waits to be persisted lies in this segment: persist it before the
   // next one exists, so the durable part of the log stays a prefix.
   FAHA_RETURN_IF_ERROR(PersistAppended_wt());
   std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
-  Status s = NewSegment_wt(tail_segment_ + 1, only_removals);
-  if (!s.ok()) return s.code() == Status::Code::kBusy ? s : Fail_wt(s);
+  Status s = NewSegment_wt(tail_segment_ + 1, from_reserve);
+  if (s.code() == Status::Code::kBusy) {
+    if (!from_reserve) switch_retry_us_ = now + kSwitchRetryUs;
+    switch_failure_ = s;
+    return s;
+  }
+  if (!s.ok()) return Fail_wt(s);
   return Status::OK();
 }
 
@@ -753,7 +771,9 @@ StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string
                                    " bytes exceeds the segment size");
   }
   const uint64_t size = BatchSize(payload.size());
-  FAHA_RETURN_IF_ERROR(MakeRoom_wt(payload.size()));
+  if (tail_offset_ + size > segments_[tail_segment_].load()->size()) {
+    FAHA_RETURN_IF_ERROR(SwitchSegment_wt(/*from_reserve=*/false));
+  }
   Segment* seg = segments_[tail_segment_].load();
   ForgetDurable_wt();
   if (unpersisted_from_ != 0 && (unpersisted_batches_ >= InFlightBatches() ||

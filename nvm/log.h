@@ -136,8 +136,11 @@ class Log {
   // disk; nothing changed, try again later). A primary calls it before it
   // ships a batch, so that a full disk never leaves a batch on its backups
   // that its own log lacks.
+  // Whether a batch fits the tail segment as it is (false while the tail is
+  // the reserve: only deletes go there, MakeRoom_wt decides).
   bool HasRoom_wt(size_t payload_bytes) const {
-    return tail_offset_ + BatchSize(payload_bytes) <= segments_[tail_segment_].load()->size();
+    return !tail_from_reserve_ &&
+           tail_offset_ + BatchSize(payload_bytes) <= segments_[tail_segment_].load()->size();
   }
   // only_removals: the batch only deletes; it may use the device's reserve.
   Status MakeRoom_wt(size_t payload_bytes, bool only_removals = false);
@@ -292,6 +295,10 @@ class Log {
   // Records a persist failure: the log refuses further appends.
   Status Fail_wt(const Status& s);
   Status NewSegment_wt(uint32_t id, bool from_reserve = false);
+  // Persists what waits and moves to a new segment; Busy (remembered for
+  // kSwitchRetryUs) if it cannot be created.
+  Status SwitchSegment_wt(bool from_reserve);
+  static constexpr int64_t kSwitchRetryUs = 100000;
   // Destroys (unmaps) an owned segment. REQUIRES: segments_mu_ held
   // exclusively, or recovery.
   void DropOwned(const Segment* seg);
@@ -322,6 +329,9 @@ class Log {
   std::vector<std::unique_ptr<Segment>> owned_;
   uint32_t tail_segment_ = 0;  // writer-owned
   uint64_t tail_offset_ = 0;   // writer-owned
+  bool tail_from_reserve_ = false;  // writer-owned: the tail segment is the device's reserve
+  int64_t switch_retry_us_ = 0;     // writer-owned: no new segment attempt before (MonoUs)
+  Status switch_failure_;           // writer-owned: why the last attempt failed
   bool failed_ = false;        // writer-owned
   // Start, in the tail segment, of bytes appended but not yet persisted
   // (AppendReplicated_wt with persist=false); 0: none. Writer-owned.

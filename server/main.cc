@@ -250,6 +250,11 @@ bool ValidateFlags() {
   }
   if (FLAGS_repl_port < -1 || FLAGS_repl_port > 65535) return Fail("--repl_port must be -1..65535");
   if (FLAGS_repl_window < 1 || FLAGS_repl_window > 1024) return Fail("--repl_window must be 1..1024");
+  for (uint64_t mb : {FLAGS_maxmemory_clients_mb, FLAGS_client_output_hard_mb, FLAGS_client_output_soft_mb}) {
+    if (mb > (uint64_t{1} << 30)) {
+      return Fail("--maxmemory_clients_mb and --client_output_*_mb must be at most 1073741824 (1 PiB)");
+    }
+  }
   if (FLAGS_repl_timeout_ms < 10) return Fail("--repl_timeout_ms must be at least 10");
   if (FLAGS_clean_threshold < 0 || FLAGS_clean_threshold >= 1 || FLAGS_clean_interval_ms < 1) {
     return Fail("--clean_threshold must be in [0, 1) and --clean_interval_ms at least 1");
@@ -286,8 +291,9 @@ std::vector<std::string> SplitList(const std::string& s) {
   return out;
 }
 
-// A secret from a file: its contents without trailing newlines or blanks.
-// A file that others can read gets a warning (the secret is no secret).
+// A secret from a file: its first line, without trailing blanks. An empty
+// one is refused (an empty password would turn authentication off). A file
+// that others can read gets a warning (the secret is no secret).
 bool ReadSecretFile(const std::string& path, const char* flag, std::string* secret) {
   std::ifstream f(path);
   if (!f) return Fail(std::string("cannot read ") + flag + " " + path);
@@ -296,13 +302,9 @@ bool ReadSecretFile(const std::string& path, const char* flag, std::string* secr
     FAHA_LOG_WARN("%s %s is readable or writable by group or others (mode %03o): "
                   "chmod 600 it", flag, path.c_str(), static_cast<unsigned>(st.st_mode & 0777));
   }
-  std::stringstream b;
-  b << f.rdbuf();
-  *secret = b.str();
-  while (!secret->empty() &&
-         (secret->back() == '\n' || secret->back() == '\r' || secret->back() == ' ')) {
-    secret->pop_back();
-  }
+  std::getline(f, *secret);
+  while (!secret->empty() && (secret->back() == '\r' || secret->back() == ' ')) secret->pop_back();
+  if (secret->empty()) return Fail(std::string(flag) + " " + path + " holds no secret (empty first line)");
   return true;
 }
 
@@ -497,7 +499,12 @@ int main(int argc, char** argv) {
   opt.requirepass = FLAGS_requirepass;
   if (!FLAGS_requirepass_file.empty() && !ReadSecretFile(FLAGS_requirepass_file, "--requirepass_file",
                                                         &opt.requirepass)) {
-    return 1;
+    return 2;
+  }
+  std::string metrics_password;
+  if (!FLAGS_metrics_password_file.empty() &&
+      !ReadSecretFile(FLAGS_metrics_password_file, "--metrics_password_file", &metrics_password)) {
+    return 2;
   }
   opt.limits.maxmemory_clients = FLAGS_maxmemory_clients_mb << 20;
   opt.limits.output_hard_bytes = FLAGS_client_output_hard_mb << 20;
@@ -639,12 +646,6 @@ int main(int argc, char** argv) {
   }
   if (gateway) gateway->Run();
   std::unique_ptr<prometheus::Exposer> exposer;
-  std::string metrics_password;
-  if (!FLAGS_metrics_password_file.empty() &&
-      !ReadSecretFile(FLAGS_metrics_password_file, "--metrics_password_file", &metrics_password)) {
-    server.Stop();
-    return 2;
-  }
   auto collectable = std::make_shared<faha::MetricsCollectable>(&metrics);
   if (metrics_port > 0) {
     try {

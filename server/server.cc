@@ -212,8 +212,9 @@ class IoThread final : public CompletionSink {
     const uint32_t timeout_s = opt.limits.timeout_s.load(std::memory_order_relaxed);
     std::vector<std::pair<uint64_t, const char*>> doomed;
     for (auto& [id, cp] : conns_) {
+      // Closing connections too: one that never reads its last replies would
+      // otherwise hold its descriptor for good.
       Connection* c = cp.get();
-      if (c->closing) continue;
       if (!c->session.authed && opt.preauth_timeout_ms > 0 &&
           now - c->created_us > int64_t{opt.preauth_timeout_ms} * 1000) {
         doomed.emplace_back(id, "preauth");
@@ -316,10 +317,21 @@ class IoThread final : public CompletionSink {
       if (c->accounted > (64u << 10)) by_size.emplace_back(c->accounted, id);
     }
     std::sort(by_size.rbegin(), by_size.rend());
-    for (const auto& [bytes, id] : by_size) {
-      if (m->client_memory_bytes.load() <= static_cast<int64_t>(limit)) break;
-      auto it = conns_.find(id);
+    size_t next = 0;
+    biggest_.store(by_size.empty() ? 0 : by_size[0].first, std::memory_order_relaxed);
+    while (next < by_size.size() &&
+           m->client_memory_bytes.load() > static_cast<int64_t>(limit)) {
+      // Biggest first across all threads: a client of another thread that is
+      // bigger goes first (that thread closes it on its next turn).
+      size_t others = 0;
+      for (const auto& t : server_->threads_) {
+        if (t.get() != this) others = std::max(others, t->biggest_.load(std::memory_order_relaxed));
+      }
+      if (by_size[next].first < others) break;
+      auto it = conns_.find(by_size[next].second);
       if (it != conns_.end()) CloseForLimit(it->second.get(), "memory");
+      next++;
+      biggest_.store(next < by_size.size() ? by_size[next].first : 0, std::memory_order_relaxed);
     }
   }
 
@@ -870,6 +882,9 @@ class IoThread final : public CompletionSink {
   int wake_fd_ = -1;
   int listen_fd_ = -1;
   size_t next_thread_ = 0;
+  // This thread's biggest client over 64 KiB, for the other threads'
+  // eviction order (EnforceClientMemory).
+  std::atomic<size_t> biggest_{0};
   int64_t last_sweep_us_ = 0;
   int64_t accept_paused_until_us_ = 0;  // listener out of epoll after EMFILE until then
   int64_t accept_logged_us_ = 0;

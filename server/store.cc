@@ -290,6 +290,11 @@ void Store::Stop() {
 
 StatusOr<nvm::Log::AppendResult> Store::AppendReplicated(const nvm::BatchHeader& header,
                                                          std::string_view payload) {
+  if (!log_->HasRoom_wt(payload.size())) {
+    // As the primary does: a batch that only deletes may use the reserve.
+    Status room = log_->MakeRoom_wt(payload.size(), OnlyRemovals(payload));
+    if (!room.ok()) return room;
+  }
   auto r = log_->AppendReplicated_wt(header, payload, /*persist=*/false);
   if (r.ok()) {
     metrics_->batches.fetch_add(1, std::memory_order_relaxed);
@@ -741,6 +746,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
     overlay_flushed_ = false;
     results.clear();
     recorded_.clear();
+    from_table_.clear();
     // Forget in-flight batches (shipped, or written and syncing) that are
     // published now.
     const uint64_t applied = applied_end_.load(std::memory_order_acquire);
@@ -778,10 +784,12 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
         switch (clients_.Lookup(op.client_id, op.client_seq, &r)) {
           case ClientTable::Seen::kDuplicate:
             metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
+            from_table_.push_back(results.size());
             results.push_back(std::move(r));
             continue;
           case ClientTable::Seen::kForgotten:
             metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
+            from_table_.push_back(results.size());
             results.push_back(WriteResult::Error(
                 "ERR this write (client " + std::to_string(op.client_id) + ", sequence " +
                 std::to_string(op.client_seq) +
@@ -823,11 +831,26 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
       // A new segment first, if the batch needs one: on a full disk the group
       // is answered with the error and nothing of it is written or shipped,
       // and a later group tries again (writes resume once space is freed).
-      Status room = log_->MakeRoom_wt(batch.bytes(), OnlyRemovals(batch));
-      if (room.code() == Status::Code::kBusy) {
+      Status room = log_->MakeRoom_wt(batch.bytes(), OnlyRemovals(batch.payload()));
+      if (!room.ok()) {
+        // Neither written nor shipped. Replies of retried writes answered
+        // from the client table stand; every other result is the error (a
+        // later op's result may depend on an earlier one's refused write).
         for (const auto& [client, seq] : recorded_) clients_.Forget(client, seq);
-        for (auto& r : results) r = WriteResult::Error("IOERR " + room.message());
-        metrics_->log_full_refusals.fetch_add(1, std::memory_order_relaxed);
+        std::vector<bool> keep(results.size(), false);
+        for (size_t i : from_table_) keep[i] = true;
+        if (room.code() == Status::Code::kBusy) {
+          metrics_->log_full_refusals.fetch_add(1, std::memory_order_relaxed);
+        } else if (room.code() == Status::Code::kIOError && !failed_.exchange(true)) {
+          FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
+                         room.ToString().c_str());
+        }
+        const std::string why = room.code() == Status::Code::kBusy
+                                    ? "IOERR " + room.message()
+                                    : "IOERR write not durable: " + room.ToString();
+        for (size_t i = 0; i < results.size(); i++) {
+          if (!keep[i]) results[i] = WriteResult::Error(why);
+        }
         batch.Clear();
         overlay_.clear();
         overlay_valid_ = false;
@@ -926,11 +949,11 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
 // A batch that writes no value (DEL, FLUSHALL, and their client replies):
 // on a full disk it may use the log's reserve, since it frees space once
 // cleaned (Redis's deny-oom: refuse what grows, allow what shrinks).
-bool Store::OnlyRemovals(const nvm::BatchBuilder& batch) {
-  for (size_t off = 0; off < batch.bytes();) {
+bool Store::OnlyRemovals(std::string_view payload) {
+  for (size_t off = 0; off < payload.size();) {
     RecordView r;
     size_t n;
-    if (!nvm::DecodeRecord(batch.payload().data() + off, batch.bytes() - off, &r, &n)) return false;
+    if (!nvm::DecodeRecord(payload.data() + off, payload.size() - off, &r, &n)) return false;
     if (r.type == RecordType::kPut) return false;
     off += n;
   }

@@ -440,7 +440,9 @@ class Store : private KeyReader {
   std::vector<WriteResult> results_;
   // (client id, sequence) of the writes this group recorded in clients_.
   std::vector<std::pair<uint64_t, uint64_t>> recorded_;
-  static bool OnlyRemovals(const nvm::BatchBuilder& batch);
+  // Indexes of this group's results answered from the client table.
+  std::vector<size_t> from_table_;
+  static bool OnlyRemovals(std::string_view payload);
   std::thread sequencer_;
 
   // Sequencer-owned: writes of the batch being built, key -> payload offset of

@@ -473,12 +473,22 @@ TEST(HostileTest, AFullDiskHealsWithoutARestart) {
   const long long segments_full = InfoNumber(c.get(), "log_segments");
   for (int i = 0; i < 400 && !acked.empty(); i++) {
     auto r = c->Command({"DEL", acked.back()});
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_TRUE(r.ok() && r->type != Reply::Type::kError) << r.status().ToString() << " "
+                                                            << (r.ok() ? r->str : "");
     deleted.push_back(acked.back());
     acked.pop_back();
   }
   // They filled the tail segment and went on in the reserve.
   EXPECT_EQ(InfoNumber(c.get(), "log_segments"), segments_full + 1);
+  // The reserve is for deletes: a write that grows is still refused, and the
+  // deletes after it still fit.
+  EXPECT_FALSE(c->Put("grows", value).ok());
+  for (int i = 0; i < 20 && !acked.empty(); i++) {
+    auto r = c->Command({"DEL", acked.back()});
+    ASSERT_TRUE(r.ok() && r->type != Reply::Type::kError) << r.status().ToString();
+    deleted.push_back(acked.back());
+    acked.pop_back();
+  }
   EXPECT_GT(InfoNumber(c.get(), "log_full_refusals"), 0);
   // Space comes back: writes succeed again within 2 s, no restart.
   ASSERT_EQ(unlink(filler.c_str()), 0);
@@ -580,6 +590,50 @@ TEST(HostileTest, ConfigSetChangesTheClientLimits) {
   close(idle);
   EXPECT_TRUE(closed);
   EXPECT_LT(MonoMs() - t0, 2500);
+}
+
+// A client that is being closed (QUIT, a protocol error) but never reads its
+// last replies still goes at its deadline: it cannot hold its descriptor.
+TEST(HostileTest, AClosingClientThatDoesNotReadStillGoesAtItsDeadline) {
+  TempDir dir;
+  ServerProcess s(dir.path() + "/d",
+                  {"--requirepass=hostile-test-pw", "--preauth_timeout_ms=500"});
+  s.Start();
+  ASSERT_TRUE(s.WaitReady()) << s.Log();
+  ClientOptions o;
+  o.address = s.address();
+  o.password = "hostile-test-pw";
+  auto c = Client::Connect(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const long long before = InfoNumber(c->get(), "connected_clients");
+  // About 10 MiB of -NOAUTH replies it never reads (more than the socket
+  // buffers hold), then QUIT.
+  int fd = Dial(s.port());
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  fcntl(fd, F_SETFL, O_NONBLOCK);
+  std::string gets;
+  for (int i = 0; i < 20000; i++) gets += "*2\r\n$3\r\nGET\r\n$1\r\nx\r\n";
+  const int64_t t0 = MonoMs();
+  size_t sent = 0;
+  while (sent < 14 * gets.size() && MonoMs() - t0 < 3000) {
+    ssize_t n = send(fd, gets.data() + sent % gets.size(), gets.size() - sent % gets.size(),
+                     MSG_NOSIGNAL);
+    if (n > 0) sent += static_cast<size_t>(n);
+    else std::this_thread::sleep_for(5ms);
+  }
+  for (int i = 0; i < 100; i++) {
+    if (send(fd, "*1\r\n$4\r\nQUIT\r\n", 14, MSG_NOSIGNAL) == 14) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  bool gone = false;
+  while (!gone && MonoMs() - t0 < 5000) {
+    std::this_thread::sleep_for(100ms);
+    gone = InfoNumber(c->get(), "connected_clients") == before;
+  }
+  close(fd);
+  EXPECT_TRUE(gone) << "the non-reading client was not closed";
+  EXPECT_GE(InfoNumber(c->get(), "clients_closed_preauth"), 1);
 }
 
 }  // namespace
