@@ -22,10 +22,10 @@
 // removed at the end. On tmpfs libpmem2 reports PAGE granularity, a segment is
 // a file written with pwritev2(RWF_DSYNC) that has nothing to write back, so the
 // figures show the CPU work of an append (checksum, copy, one system call), a
-// stand-in for PMem, not the speed of a disk. The device prepares the next segment file on a thread of its
-// own; timing starts only after it finishes, and a log is re-created (timer
-// paused) before it would switch segments, so the timed loops do not share the
-// 2 cores with file preparation. The benchmarks are single-threaded.
+// stand-in for PMem, not the speed of a disk. The device prepares the next segment file on a thread
+// of its own; timing starts only after it finishes, and a log is re-created (timer paused) before
+// it would switch segments, so the timed loops do not share the 2 cores with file preparation. The
+// benchmarks are single-threaded.
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 

@@ -245,14 +245,17 @@ TEST(LogTest, LargeReplacementIsSeveralCompactedBatches) {
     const Log::SegmentInfo seg = log->SealedSegments()[0];
     std::vector<std::string> bytes;
     std::vector<uint64_t> lsns;
-    ASSERT_TRUE(log->ForEachRecord(seg.id, [&](const RecordView&, uint64_t loc, uint64_t lsn) {
-                  if (lsn % 3 == 0) return;  // two thirds stay: several MiB
-                  RecordView v;
-                  size_t n;
-                  ASSERT_TRUE(DecodeRecord(log->RecordPtr(loc), 1 << 20, &v, &n));
-                  bytes.emplace_back(log->RecordPtr(loc), n);
-                  lsns.push_back(lsn);
-                }).ok());
+    ASSERT_TRUE(log->ForEachRecord(seg.id,
+                                   [&](const RecordView&, uint64_t loc, uint64_t lsn) {
+                                     if (lsn % 3 == 0) return;  // two thirds stay: several MiB
+                                     RecordView v;
+                                     size_t n;
+                                     ASSERT_TRUE(
+                                         DecodeRecord(log->RecordPtr(loc), 1 << 20, &v, &n));
+                                     bytes.emplace_back(log->RecordPtr(loc), n);
+                                     lsns.push_back(lsn);
+                                   })
+                    .ok());
     std::vector<Log::KeptRecord> kept;
     for (size_t i = 0; i < bytes.size(); i++) {
       kept.push_back({bytes[i], lsns[i]});

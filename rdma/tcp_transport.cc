@@ -123,8 +123,8 @@ class TcpListener final : public Listener {
     if (fd < 0) return Status::Unavailable(Errno("accept"));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return std::unique_ptr<Channel>(std::make_unique<StreamChannel>(
-        std::make_unique<TcpStream>(fd, PeerName(addr)), options_));
+    return std::unique_ptr<Channel>(
+        std::make_unique<StreamChannel>(std::make_unique<TcpStream>(fd, PeerName(addr)), options_));
   }
   int port() const override { return port_; }
 

@@ -180,13 +180,20 @@ bool ParseMemory(std::string_view s, uint64_t* v) {
   for (size_t i = 0; i < digits; i++) n = n * 10 + static_cast<uint64_t>(s[i] - '0');
   const std::string unit = Lower(s.substr(digits));
   uint64_t mul = 1;
-  if (unit == "k") mul = 1000;
-  else if (unit == "kb") mul = 1024;
-  else if (unit == "m") mul = 1000 * 1000;
-  else if (unit == "mb") mul = 1024 * 1024;
-  else if (unit == "g") mul = 1000 * 1000 * 1000;
-  else if (unit == "gb") mul = 1024 * 1024 * 1024;
-  else if (!unit.empty()) return false;
+  if (unit == "k")
+    mul = 1000;
+  else if (unit == "kb")
+    mul = 1024;
+  else if (unit == "m")
+    mul = 1000 * 1000;
+  else if (unit == "mb")
+    mul = 1024 * 1024;
+  else if (unit == "g")
+    mul = 1000 * 1000 * 1000;
+  else if (unit == "gb")
+    mul = 1024 * 1024 * 1024;
+  else if (!unit.empty())
+    return false;
   if (n > UINT64_MAX / mul) return false;
   *v = n * mul;
   return true;
@@ -212,8 +219,8 @@ ExecStatus Commands::ConfigSet(const std::vector<std::string_view>& args, std::s
     const std::string param = Lower(args[i]);
     const std::string_view value = args[i + 1];
     auto failed = [&](const std::string& why) {
-      resp::AppendError(out, "ERR CONFIG SET failed (possibly related to argument '" + param +
-                                 "') - " + why);
+      resp::AppendError(
+          out, "ERR CONFIG SET failed (possibly related to argument '" + param + "') - " + why);
       return ExecStatus::kReplied;
     };
     uint64_t n = 0;
@@ -221,8 +228,8 @@ ExecStatus Commands::ConfigSet(const std::vector<std::string_view>& args, std::s
       if (!ParseMemory(value, &n)) return failed("argument must be a memory value");
       changes.push_back({&lim.maxmemory_clients, nullptr, n});
     } else if (param == "timeout") {
-      if (!ParseMemory(value, &n) || value.find_first_not_of("0123456789") != std::string_view::npos ||
-          n > UINT32_MAX) {
+      if (!ParseMemory(value, &n) ||
+          value.find_first_not_of("0123456789") != std::string_view::npos || n > UINT32_MAX) {
         return failed("argument couldn't be parsed into an integer");
       }
       changes.push_back({nullptr, &lim.timeout_s, n});

@@ -1,19 +1,18 @@
 // faha-server: a durable key-value server: a single node, or the primary or a
 // backup of a replicated cluster. Flags are documented in docs/flags.md and by --help.
+#include <execinfo.h>
 #include <gflags/gflags.h>
 #include <openssl/crypto.h>
 #include <prometheus/exposer.h>
-#include <execinfo.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-
-#include <cerrno>
-#include <cstring>
-
-#include <cstdio>
-#include <atomic>
 #include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -23,8 +22,8 @@
 #include "common/logging.h"
 #include "nvm/epoch_file.h"
 #include "nvm/log_device.h"
-#include "rdma/verbs.h"
 #include "rdma/transport.h"
+#include "rdma/verbs.h"
 #include "server/cluster.h"
 #include "server/rdma_gateway.h"
 #include "server/replication.h"
@@ -250,9 +249,11 @@ bool ValidateFlags() {
   }
   if (FLAGS_repl_port < -1 || FLAGS_repl_port > 65535) return Fail("--repl_port must be -1..65535");
   if (FLAGS_repl_window < 1 || FLAGS_repl_window > 1024) return Fail("--repl_window must be 1..1024");
-  for (uint64_t mb : {FLAGS_maxmemory_clients_mb, FLAGS_client_output_hard_mb, FLAGS_client_output_soft_mb}) {
+  for (uint64_t mb :
+       {FLAGS_maxmemory_clients_mb, FLAGS_client_output_hard_mb, FLAGS_client_output_soft_mb}) {
     if (mb > (uint64_t{1} << 30)) {
-      return Fail("--maxmemory_clients_mb and --client_output_*_mb must be at most 1073741824 (1 PiB)");
+      return Fail(
+          "--maxmemory_clients_mb and --client_output_*_mb must be at most 1073741824 (1 PiB)");
     }
   }
   if (FLAGS_repl_timeout_ms < 10) return Fail("--repl_timeout_ms must be at least 10");
@@ -299,12 +300,15 @@ bool ReadSecretFile(const std::string& path, const char* flag, std::string* secr
   if (!f) return Fail(std::string("cannot read ") + flag + " " + path);
   struct stat st;
   if (stat(path.c_str(), &st) == 0 && (st.st_mode & 0077) != 0) {
-    FAHA_LOG_WARN("%s %s is readable or writable by group or others (mode %03o): "
-                  "chmod 600 it", flag, path.c_str(), static_cast<unsigned>(st.st_mode & 0777));
+    FAHA_LOG_WARN(
+        "%s %s is readable or writable by group or others (mode %03o): "
+        "chmod 600 it",
+        flag, path.c_str(), static_cast<unsigned>(st.st_mode & 0777));
   }
   std::getline(f, *secret);
   while (!secret->empty() && (secret->back() == '\r' || secret->back() == ' ')) secret->pop_back();
-  if (secret->empty()) return Fail(std::string(flag) + " " + path + " holds no secret (empty first line)");
+  if (secret->empty())
+    return Fail(std::string(flag) + " " + path + " holds no secret (empty first line)");
   return true;
 }
 
@@ -320,12 +324,12 @@ void RaiseOpenFilesLimit(uint32_t max_clients) {
   raised.rlim_cur = rl.rlim_max == RLIM_INFINITY ? want : std::min(want, rl.rlim_max);
   if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
   if (rl.rlim_cur < want) {
-    FAHA_LOG_WARN("open-files limit is %llu (hard limit %llu): room for about %llu clients, not "
-                  "--max_clients=%u; raise it (ulimit -n, LimitNOFILE=) or lower --max_clients",
-                  static_cast<unsigned long long>(rl.rlim_cur),
-                  static_cast<unsigned long long>(rl.rlim_max),
-                  static_cast<unsigned long long>(rl.rlim_cur > kReserved ? rl.rlim_cur - kReserved : 0),
-                  max_clients);
+    FAHA_LOG_WARN(
+        "open-files limit is %llu (hard limit %llu): room for about %llu clients, not "
+        "--max_clients=%u; raise it (ulimit -n, LimitNOFILE=) or lower --max_clients",
+        static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_max),
+        static_cast<unsigned long long>(rl.rlim_cur > kReserved ? rl.rlim_cur - kReserved : 0),
+        max_clients);
   }
 }
 
@@ -497,8 +501,8 @@ int main(int argc, char** argv) {
   opt.bind = FLAGS_bind;
   opt.port = FLAGS_port;
   opt.requirepass = FLAGS_requirepass;
-  if (!FLAGS_requirepass_file.empty() && !ReadSecretFile(FLAGS_requirepass_file, "--requirepass_file",
-                                                        &opt.requirepass)) {
+  if (!FLAGS_requirepass_file.empty() &&
+      !ReadSecretFile(FLAGS_requirepass_file, "--requirepass_file", &opt.requirepass)) {
     return 2;
   }
   std::string metrics_password;
@@ -661,8 +665,8 @@ int main(int argc, char** argv) {
       }
       exposer->RegisterCollectable(collectable);
     } catch (const std::exception& e) {
-      FAHA_LOG_ERROR("cannot serve /metrics on %s:%d: %s", FLAGS_metrics_bind.c_str(),
-                     metrics_port, e.what());
+      FAHA_LOG_ERROR("cannot serve /metrics on %s:%d: %s", FLAGS_metrics_bind.c_str(), metrics_port,
+                     e.what());
       server.Stop();
       return 1;
     }

@@ -95,7 +95,8 @@ std::vector<MetricFamily> MetricsCollectable::Collect() const {
   {
     MetricFamily f{"faha_clients_closed_total",
                    "Client connections closed by the server's limits, by reason",
-                   MetricType::Counter, {}};
+                   MetricType::Counter,
+                   {}};
     const std::pair<const char*, uint64_t> reasons[] = {
         {"output_limit", m_->clients_closed_output_limit.load()},
         {"maxmemory_clients", m_->clients_evicted_memory.load()},

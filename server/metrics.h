@@ -31,12 +31,12 @@ struct Metrics {
   std::atomic<uint64_t> clients_evicted_memory{0};       // biggest first, over maxmemory_clients
   std::atomic<uint64_t> clients_closed_idle{0};          // --timeout
   std::atomic<uint64_t> clients_closed_preauth{0};       // no AUTH within --preauth_timeout_ms
-  std::atomic<uint64_t> clients_closed_body{0};          // a command unfinished for --body_timeout_ms
-  std::atomic<int64_t> client_memory_bytes{0};           // input + output buffers of all clients
+  std::atomic<uint64_t> clients_closed_body{0};  // a command unfinished for --body_timeout_ms
+  std::atomic<int64_t> client_memory_bytes{0};   // input + output buffers of all clients
   std::atomic<uint64_t> accept_fd_exhausted{0};
   // Write groups refused because the log could not create its next segment
   // (a full disk); writes resume once there is space.
-  std::atomic<uint64_t> log_full_refusals{0};          // accept failed: out of file descriptors
+  std::atomic<uint64_t> log_full_refusals{0};  // accept failed: out of file descriptors
   // rdma:// clients, and the memory their connections could write remotely:
   // receive rings and credit words; log memory never (checked per connection).
   std::atomic<uint64_t> rdma_connections_total{0};

@@ -21,11 +21,11 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
-#include <list>
 #include <vector>
 
 #include "common/thread_annotations.h"

@@ -30,10 +30,10 @@ constexpr uint64_t kListenerId = 1;
 constexpr uint64_t kWakeId = 2;
 constexpr size_t kReadChunk = 64 << 10;
 constexpr size_t kMaxOutputBacklog = 64 << 20;  // stop parsing while a client does not read
-constexpr size_t kKeepBufferBytes = 1 << 20;     // a drained buffer bigger than this is freed
+constexpr size_t kKeepBufferBytes = 1 << 20;    // a drained buffer bigger than this is freed
 constexpr size_t kPreauthInputCap = 256 << 10;  // input buffered before AUTH
-constexpr int kSweepMs = 100;                    // deadlines are checked this often
-constexpr int kAcceptPauseMs = 100;              // no accepting for this long after EMFILE
+constexpr int kSweepMs = 100;                   // deadlines are checked this often
+constexpr int kAcceptPauseMs = 100;             // no accepting for this long after EMFILE
 
 }  // namespace
 
@@ -277,14 +277,15 @@ class IoThread final : public CompletionSink {
       m->clients_evicted_memory.fetch_add(1, std::memory_order_relaxed);
       what = "biggest client (" + std::to_string(c->accounted) +
              " bytes of buffers) while all clients held " +
-             std::to_string(m->client_memory_bytes.load()) + ", over --maxmemory_clients=" +
-             std::to_string(opt.limits.maxmemory_clients.load());
+             std::to_string(m->client_memory_bytes.load()) +
+             ", over --maxmemory_clients=" + std::to_string(opt.limits.maxmemory_clients.load());
     }
     const int64_t now = MonoUs();
     if (now - limit_logged_us_ >= 1000000) {
-      FAHA_LOG_WARN("closing client %llu: %s (%llu more closed for limits since the last such line)",
-                    static_cast<unsigned long long>(c->id), what.c_str(),
-                    static_cast<unsigned long long>(limit_unlogged_));
+      FAHA_LOG_WARN(
+          "closing client %llu: %s (%llu more closed for limits since the last such line)",
+          static_cast<unsigned long long>(c->id), what.c_str(),
+          static_cast<unsigned long long>(limit_unlogged_));
       limit_logged_us_ = now;
       limit_unlogged_ = 0;
     } else {
@@ -306,10 +307,11 @@ class IoThread final : public CompletionSink {
   // until all clients are under it again (the other thread does the same
   // with its own). Clients of 64 KiB or less are never evicted.
   void EnforceClientMemory() {
-    const uint64_t limit = server_->options_.limits.maxmemory_clients.load(std::memory_order_relaxed);
+    const uint64_t limit =
+        server_->options_.limits.maxmemory_clients.load(std::memory_order_relaxed);
     Metrics* m = server_->metrics();
-    if (limit == 0 || m->client_memory_bytes.load(std::memory_order_relaxed) <=
-                          static_cast<int64_t>(limit)) {
+    if (limit == 0 ||
+        m->client_memory_bytes.load(std::memory_order_relaxed) <= static_cast<int64_t>(limit)) {
       return;
     }
     std::vector<std::pair<size_t, uint64_t>> by_size;
@@ -319,8 +321,7 @@ class IoThread final : public CompletionSink {
     std::sort(by_size.rbegin(), by_size.rend());
     size_t next = 0;
     biggest_.store(by_size.empty() ? 0 : by_size[0].first, std::memory_order_relaxed);
-    while (next < by_size.size() &&
-           m->client_memory_bytes.load() > static_cast<int64_t>(limit)) {
+    while (next < by_size.size() && m->client_memory_bytes.load() > static_cast<int64_t>(limit)) {
       // Biggest first across all threads: a client of another thread that is
       // bigger goes first (that thread closes it on its next turn).
       size_t others = 0;
@@ -434,10 +435,10 @@ class IoThread final : public CompletionSink {
           accept_paused_until_us_ = now + kAcceptPauseMs * 1000;
           accept_pauses_++;
           if (now - accept_logged_us_ >= 1000000) {
-            FAHA_LOG_WARN("accept: %s; not accepting for %d ms (%llu such pauses since the last "
-                          "such line; raise the open-files limit or lower --max_clients)",
-                          strerror(err), kAcceptPauseMs,
-                          static_cast<unsigned long long>(accept_pauses_));
+            FAHA_LOG_WARN(
+                "accept: %s; not accepting for %d ms (%llu such pauses since the last "
+                "such line; raise the open-files limit or lower --max_clients)",
+                strerror(err), kAcceptPauseMs, static_cast<unsigned long long>(accept_pauses_));
             accept_logged_us_ = now;
             accept_pauses_ = 0;
           }
@@ -585,7 +586,8 @@ class IoThread final : public CompletionSink {
       if (!progressed) break;
     }
     if (!c->closing && c->session.pending_writes == 0 &&
-        c->out.size() - c->out_pos <= kMaxOutputBacklog && c->in.size() - c->in_pos >= InputCap(c)) {
+        c->out.size() - c->out_pos <= kMaxOutputBacklog &&
+        c->in.size() - c->in_pos >= InputCap(c)) {
       // Nothing in flight will drain the buffer and the parser still wants
       // more: one command is larger than the input limit.
       ProtocolError(c, "Protocol error: command larger than the input limit of " +

@@ -57,8 +57,8 @@ struct ServerOptions {
   uint32_t max_pipeline = 4096;      // writes in flight per connection
   size_t max_batch_bytes = 8 << 20;  // the store's batch limit: also the largest command
   ClientLimits limits;
-  uint32_t preauth_timeout_ms = 10000;         // from connect to AUTH (with requirepass)
-  uint32_t body_timeout_ms = 30000;            // from a command's first byte to its last
+  uint32_t preauth_timeout_ms = 10000;  // from connect to AUTH (with requirepass)
+  uint32_t body_timeout_ms = 30000;     // from a command's first byte to its last
   int io_threads = 2;
   std::string data_dir;          // for INFO
   int metrics_port = -1;         // for INFO

@@ -6,11 +6,11 @@
 // backups that were killed or started empty catch up while writes go on; a
 // silent backup makes writes fail after --repl_timeout_ms; frames of an old
 // epoch and bad bytes on the replication port are refused and change nothing.
-#include <gtest/gtest.h>
-#include <signal.h>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -22,10 +22,10 @@
 #include <mutex>
 #include <thread>
 
+#include "common/clock.h"
 #include "faha/client.h"
 #include "nvm/log.h"
 #include "rdma/transport.h"
-#include "common/clock.h"
 #include "tests/harness.h"
 
 namespace faha::test {
@@ -710,7 +710,8 @@ TEST(ReplicationTest, SilentStrangersOnTheReplicationPortDoNotKeepThePrimaryOut)
           int fd = socket(AF_INET, SOCK_STREAM, 0);
           sockaddr_in src{};
           src.sin_family = AF_INET;
-          const std::string from = same_address ? "127.0.0.1" : "127.0.0." + std::to_string(2 + i % 20);
+          const std::string from =
+              same_address ? "127.0.0.1" : "127.0.0." + std::to_string(2 + i % 20);
           inet_pton(AF_INET, from.c_str(), &src.sin_addr);
           bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src));
           sockaddr_in a{};
@@ -726,7 +727,8 @@ TEST(ReplicationTest, SilentStrangersOnTheReplicationPortDoNotKeepThePrimaryOut)
         }
         std::this_thread::sleep_for(5ms);
       }
-      for (int fd : fds) if (fd >= 0) close(fd);
+      for (int fd : fds)
+        if (fd >= 0) close(fd);
     };
     std::thread strangers(attacker, 20);
     // Stopped and joined however the test ends (a failed ASSERT returns early).
