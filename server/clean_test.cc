@@ -174,6 +174,42 @@ TEST_F(CleanTest, DeletedAndExpiredKeysAreReclaimedAndStayGone) {
   EXPECT_EQ(values_left, 0u);
 }
 
+// Tombstones are counted dead when written, but they stay while the values
+// they deleted lie in uncleaned segments: a segment of nothing but such
+// tombstones looks like the best victim and holds nothing to gain. Finding
+// that out must not end the pass: the segments of dead overwrites after it
+// are cleaned all the same.
+TEST_F(CleanTest, AVictimOfKeptTombstonesDoesNotStopCleaning) {
+  Open();
+  // Values to be deleted, under long keys (so their tombstones are big),
+  // spread thin among values that stay: those segments stay above half live.
+  const std::string long_key(200, 'd');
+  std::vector<WriteOp> ops;
+  for (int d = 0; d < 600; d++) {
+    ops.push_back(Set(long_key + std::to_string(d), ""));
+    if (d % 10 == 9) {
+      for (int s = 0; s < 22; s++) ops.push_back(Set("stays" + std::to_string(d * 3 + s), std::string(200, 's')));
+    }
+  }
+  Run(std::move(ops));
+  std::vector<WriteOp> dels;
+  for (int d = 0; d < 600; d++) dels.push_back(Del(long_key + std::to_string(d)));
+  for (auto& r : Run(std::move(dels))) ASSERT_EQ(r.integer, 1);
+  // Then segments of nothing but overwrites of one key: all dead but the last.
+  for (int i = 0; i < 700; i++) Run({Set("churn", std::string(200, 'c') + std::to_string(i))});
+  Run({Set("tail", "x")});
+  const uint64_t before = store_->log().file_bytes();
+  EXPECT_GT(CleanAll(), 0);
+  EXPECT_GT(metrics_.clean_misjudged.load(), 0u);
+  EXPECT_LT(store_->log().file_bytes(), before - 64 * 1024);
+  EXPECT_EQ(Get("churn"), std::string(200, 'c') + "699");
+  EXPECT_EQ(Get(long_key + "0"), "<nil>");
+  PowerCutAndReopen();
+  EXPECT_EQ(Get("churn"), std::string(200, 'c') + "699");
+  for (int d = 0; d < 600; d += 7) EXPECT_EQ(Get(long_key + std::to_string(d)), "<nil>") << d;
+  EXPECT_EQ(Get("stays27"), std::string(200, 's'));
+}
+
 // A deletion's tombstone sits in a segment that gets cleaned while the value
 // it deleted sits in an older segment that stays (mostly live): cleaning must
 // keep the tombstone, or recovery would bring the key back.

@@ -887,6 +887,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("clean_bytes_reclaimed", std::to_string(m.clean_bytes_reclaimed.load()));
     line("clean_expired_reclaimed", std::to_string(m.clean_expired_reclaimed.load()));
     line("clean_failures", std::to_string(m.clean_failures.load()));
+    line("clean_misjudged", std::to_string(m.clean_misjudged.load()));
     line("committed_lsn", std::to_string(store->committed_lsn()));
     line("log_batches", std::to_string(m.batches.load()));
     line("log_records", std::to_string(m.batch_records.load()));

@@ -56,12 +56,15 @@ struct Metrics {
   std::atomic<uint64_t> hot_demotions{0};
   std::atomic<uint64_t> hot_updates{0};  // writes of held keys that left the base index alone
   // Log cleaning: passes that replaced a segment, records moved into the
-  // replacements, bytes of segment files given back, expired puts reclaimed.
+  // replacements, bytes of segment files given back, expired puts reclaimed,
+  // victims that held less dead data than counted (tombstones and client
+  // replies are counted dead at once; some must stay).
   std::atomic<uint64_t> clean_passes{0};
   std::atomic<uint64_t> clean_records_moved{0};
   std::atomic<uint64_t> clean_bytes_reclaimed{0};
   std::atomic<uint64_t> clean_expired_reclaimed{0};
   std::atomic<uint64_t> clean_failures{0};
+  std::atomic<uint64_t> clean_misjudged{0};
   std::atomic<uint64_t> batches{0};
   std::atomic<uint64_t> batch_records{0};
   // Groups of writes committed by the thread that submitted them (no hand-off

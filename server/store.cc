@@ -1182,9 +1182,19 @@ void Store::CleanLoop() {
 
 StatusOr<bool> Store::CleanOnce() {
   std::lock_guard<std::mutex> pass(clean_pass_mu_);
-  if (options_.clean_threshold <= 0 || failed_.load()) return false;
+  // A victim whose estimate was off is not the end of the pass: with its
+  // estimate corrected (it no longer qualifies), another segment may.
+  while (true) {
+    StatusOr<CleanOutcome> r = CleanVictim();
+    if (!r.ok()) return r.status();
+    if (*r != CleanOutcome::kMisjudged) return *r == CleanOutcome::kCleaned;
+  }
+}
+
+StatusOr<Store::CleanOutcome> Store::CleanVictim() {
+  if (options_.clean_threshold <= 0 || failed_.load()) return CleanOutcome::kNone;
   const uint64_t safe = CleanSafeLsn();
-  if (safe == 0) return false;
+  if (safe == 0) return CleanOutcome::kNone;
   uint64_t horizon = UINT64_MAX;
   {
     std::lock_guard<std::mutex> l(horizon_mu_);
@@ -1214,7 +1224,7 @@ StatusOr<bool> Store::CleanOnce() {
     }
     running = std::min(running, seg.cleaned ? seg.cleaned_lsn : 0);
   }
-  if (victim == nullptr) return false;
+  if (victim == nullptr) return CleanOutcome::kNone;
   const uint32_t id = victim->id;
 
   // Every record of the victim. The views stay valid for the whole pass: only
@@ -1254,7 +1264,7 @@ StatusOr<bool> Store::CleanOnce() {
           RecordView r;
           size_t n;
           if (!nvm::DecodeRecord(base + off, b.bytes - off, &r, &n)) break;
-          if (r.type == RecordType::kFlushAll) return false;  // everything is in doubt
+          if (r.type == RecordType::kFlushAll) return CleanOutcome::kNone;  // everything is in doubt
           uncommitted.insert(r.key);
           off += n;
         }
@@ -1322,7 +1332,8 @@ StatusOr<bool> Store::CleanOnce() {
     // The estimate was off (say, a tombstone that must stay): correct it so
     // the segment is not judged again and again for nothing.
     dead_bytes_[id].store(victim->data_bytes - std::min(victim->data_bytes, kept_bytes));
-    return false;
+    metrics_->clean_misjudged.fetch_add(1, std::memory_order_relaxed);
+    return CleanOutcome::kMisjudged;
   }
   std::vector<uint64_t> moved_to;
   auto prepared = log_->PrepareReplacement(*victim, kept, cleaned_lsn, &moved_to);
@@ -1391,7 +1402,7 @@ StatusOr<bool> Store::CleanOnce() {
   if (old_file > new_file) {
     metrics_->clean_bytes_reclaimed.fetch_add(old_file - new_file, std::memory_order_relaxed);
   }
-  return true;
+  return CleanOutcome::kCleaned;
 }
 
 }  // namespace faha

@@ -361,6 +361,10 @@ class Store : private KeyReader {
   // Builds overlay_ from the records already in `batch` (it is built lazily:
   // batches of plain SETs never need it).
   void BuildOverlay_st(const nvm::BatchBuilder& batch);
+  // One try of CleanOnce (under clean_pass_mu_): kMisjudged when the victim
+  // turned out to hold too little dead data (its estimate is corrected).
+  enum class CleanOutcome : uint8_t { kNone, kCleaned, kMisjudged };
+  StatusOr<CleanOutcome> CleanVictim();
 
   StoreOptions options_;
   Metrics* metrics_;
