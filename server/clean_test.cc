@@ -188,7 +188,8 @@ TEST_F(CleanTest, AVictimOfKeptTombstonesDoesNotStopCleaning) {
   for (int d = 0; d < 600; d++) {
     ops.push_back(Set(long_key + std::to_string(d), ""));
     if (d % 10 == 9) {
-      for (int s = 0; s < 22; s++) ops.push_back(Set("stays" + std::to_string(d * 3 + s), std::string(200, 's')));
+      for (int s = 0; s < 22; s++)
+        ops.push_back(Set("stays" + std::to_string(d * 3 + s), std::string(200, 's')));
     }
   }
   Run(std::move(ops));

@@ -1264,7 +1264,8 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
           RecordView r;
           size_t n;
           if (!nvm::DecodeRecord(base + off, b.bytes - off, &r, &n)) break;
-          if (r.type == RecordType::kFlushAll) return CleanOutcome::kNone;  // everything is in doubt
+          if (r.type == RecordType::kFlushAll)
+            return CleanOutcome::kNone;  // everything is in doubt
           uncommitted.insert(r.key);
           off += n;
         }
