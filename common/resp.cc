@@ -157,12 +157,16 @@ void AppendInt(std::string* out, int64_t v) {
   out->append("\r\n");
 }
 
-void AppendBulk(std::string* out, std::string_view s) {
+void AppendBulkHeader(std::string* out, size_t len) {
   char buf[24];
-  auto [ptr, ec] = std::to_chars(buf, buf + sizeof(buf), s.size());
+  auto [ptr, ec] = std::to_chars(buf, buf + sizeof(buf), len);
   out->push_back('$');
   out->append(buf, ptr);
   out->append("\r\n");
+}
+
+void AppendBulk(std::string* out, std::string_view s) {
+  AppendBulkHeader(out, s.size());
   out->append(s);
   out->append("\r\n");
 }

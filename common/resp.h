@@ -37,6 +37,7 @@ void AppendSimple(std::string* out, std::string_view s);  // +s
 void AppendError(std::string* out, std::string_view s);   // -s (CR/LF replaced by spaces)
 void AppendInt(std::string* out, int64_t v);              // :v
 void AppendBulk(std::string* out, std::string_view s);    // $len s
+void AppendBulkHeader(std::string* out, size_t len);      // $len, the bytes and CRLF to follow
 void AppendNil(std::string* out);                         // $-1
 void AppendArray(std::string* out, int64_t n);            // *n
 void AppendNilArray(std::string* out);                    // *-1

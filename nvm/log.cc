@@ -125,6 +125,17 @@ Status Log::Recover(const ApplyFn& apply, RecoveryReport* report) {
   return s;
 }
 
+std::shared_ptr<const void> Log::HoldSegment(uint64_t loc) const {
+  const uint32_t id = LocationSegment(loc);
+  if (id >= kMaxSegments) return nullptr;
+  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
+  const Segment* seg = segments_[id].load(std::memory_order_acquire);
+  for (const auto& p : owned_) {
+    if (p.get() == seg && seg != nullptr) return p;
+  }
+  return nullptr;
+}
+
 void Log::DropOwned(const Segment* seg) {
   owned_.erase(
       std::remove_if(owned_.begin(), owned_.end(), [&](const auto& p) { return p.get() == seg; }),

@@ -209,6 +209,12 @@ class Log {
   // by recovery.
   const char* RecordPtr(uint64_t loc) const;
   RecordView ReadRecord(uint64_t loc) const;
+  // Keeps the mapping that holds `loc` alive for as long as the result is
+  // held, even once the segment is cleaned (swapped), truncated or the log
+  // is gone: what RecordPtr(loc) returned stays readable and unchanged
+  // (records are never written over in place). Null if no segment holds
+  // `loc`. Replies send big values from the log with it instead of copying.
+  std::shared_ptr<const void> HoldSegment(uint64_t loc) const;
   // The location of a record given a pointer to it inside a mapped segment
   // (e.g. from a ForEachBatch payload). REQUIRES: p points into the log.
   uint64_t LocationOf(const char* p) const;
@@ -326,7 +332,7 @@ class Log {
   // LSN of the first batch of segment i (0: no batch yet), for ForEachBatch.
   std::unique_ptr<std::atomic<uint64_t>[]> seg_first_lsn_;
   BatchHeader last_batch_{};  // writer-owned
-  std::vector<std::unique_ptr<Segment>> owned_;
+  std::vector<std::shared_ptr<Segment>> owned_;  // shared with HoldSegment's holders
   uint32_t tail_segment_ = 0;  // writer-owned
   uint64_t tail_offset_ = 0;   // writer-owned
   bool tail_from_reserve_ = false;  // writer-owned: the tail segment is the device's reserve

@@ -5,6 +5,7 @@
 #ifndef FAHA_RDMA_BYTE_STREAM_H_
 #define FAHA_RDMA_BYTE_STREAM_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,6 +24,7 @@ class StreamChannel final : public Channel {
   const std::string& peer() const override { return stream_->peer(); }
   Status Handshake() override { return AuthenticatePeer(); }
   void Abort() override { stream_->Shutdown(); }
+  bool Vouched() override;
 
   // The acceptor's and the connector's halves of the challenge.
   Status AuthenticatePeer();
@@ -37,6 +39,9 @@ class StreamChannel final : public Channel {
   // Until the peer is authenticated only handshake-sized frames are accepted,
   // so a stranger cannot make us buffer a large body.
   uint32_t limit_ = 256;
+  // Set by AuthenticatePeer once the first frame proved the secret, before
+  // it is read: until then Vouched looks at the bytes in the stream.
+  std::atomic<bool> vouched_{false};
 };
 
 // HMAC-SHA256(secret, nonce | role).

@@ -19,6 +19,16 @@ class ByteStream {
   // Appends what has arrived to *in, waiting up to timeout_ms for at least
   // one byte: Timeout if none came, Unavailable once the peer is gone.
   virtual Status Read(std::string* in, int timeout_ms) = 0;
+  // Copies the first `want` bytes not yet read to *out without reading them,
+  // once all have arrived, waiting up to timeout_ms (0: not at all): OK;
+  // Timeout (*out then holds the fewer bytes there are); Unavailable.
+  // Streams that cannot look ahead (verbs) answer InvalidArgument at once.
+  virtual Status Peek(std::string* out, size_t want, int timeout_ms) {
+    (void)out;
+    (void)want;
+    (void)timeout_ms;
+    return Status::InvalidArgument("this stream cannot look ahead");
+  }
   virtual const std::string& peer() const = 0;
   // Unblocks a Read or Write in progress on another thread, which then fails.
   virtual void Shutdown() = 0;

@@ -4,9 +4,10 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 
-#include "rdma/byte_stream.h"
 #include "common/clock.h"
+#include "rdma/byte_stream.h"
 
 namespace faha::rdma {
 namespace {
@@ -71,7 +72,71 @@ StatusOr<ReplFrame> StreamChannel::Receive(int timeout_ms) {
   }
 }
 
+namespace {
+// The connector's first frame: HELLO {its nonce, HMAC(secret, nonce |
+// "connect")}, sent before it waits for anything, so the acceptor can tell a
+// peer that knows the secret from a silent or garbage one at once.
+constexpr size_t kVouchBody = kNonceBytes + 32;
+constexpr size_t kVouchFrame = sizeof(ReplFrameHeader) + kVouchBody;
+
+bool ProvesSecret(const std::string& secret, std::string_view frame_bytes) {
+  ReplFrame f;
+  size_t used = 0;
+  std::string err;
+  if (DecodeFrame(frame_bytes, kVouchBody, &f, &used, &err) != FrameDecode::kOk) return false;
+  return f.type == FrameType::kHello && f.body.size() == kVouchBody &&
+         ConstantTimeEqual(f.body.substr(kNonceBytes),
+                           SecretProof(secret, f.body.substr(0, kNonceBytes), "connect"));
+}
+}  // namespace
+
+bool StreamChannel::Vouched() {
+  if (vouched_.load()) return true;
+  std::string first;
+  if (!stream_->Peek(&first, kVouchFrame, 0).ok()) return vouched_.load();
+  return ProvesSecret(options_.secret, first) || vouched_.load();
+}
+
 Status StreamChannel::AuthenticatePeer() {
+  // The connector's proof, looked at before it is read (Vouched, on the
+  // accepting thread, sees it in the stream or sees vouched_ set).
+  const int first_ms = std::min(options_.preauth_timeout_ms, options_.handshake_timeout_ms);
+  const int64_t deadline = MonoMs() + first_ms;
+  while (true) {
+    std::string first;
+    const int left = static_cast<int>(std::max<int64_t>(0, deadline - MonoMs()));
+    Status peeked = stream_->Peek(&first, kVouchFrame, std::min(left, 20));
+    if (peeked.ok()) {
+      if (ProvesSecret(options_.secret, first)) vouched_.store(true);
+      break;
+    }
+    if (peeked.code() == Status::Code::kInvalidArgument) break;  // cannot look ahead: read it
+    if (peeked.code() != Status::Code::kTimeout) return peeked;  // closed
+    // Not all there yet: refuse what cannot be the start of a first frame now.
+    ReplFrame f;
+    size_t used = 0;
+    std::string err;
+    if (DecodeFrame(first, limit_, &f, &used, &err) == FrameDecode::kError) {
+      return Status::Protocol(peer() + ": " + err);
+    }
+    if (left == 0) {
+      return Status::Timeout("no frame from " + peer() + " within " + std::to_string(first_ms) +
+                             " ms");
+    }
+  }
+  auto hello = Receive(first_ms);
+  if (!hello.ok()) return hello.status();
+  if (hello->type != FrameType::kHello || hello->body.size() != kVouchBody ||
+      !ConstantTimeEqual(
+          hello->body.substr(kNonceBytes),
+          SecretProof(options_.secret, hello->body.substr(0, kNonceBytes), "connect"))) {
+    std::string refusal;
+    EncodeFrame(&refusal, FrameType::kError, 0, 0, "authentication failed: wrong cluster secret");
+    Send(refusal, 200);
+    return Status::Auth(peer() + " did not prove the cluster secret");
+  }
+  vouched_.store(true);
+  // Then the challenge, which a replayed first frame cannot answer.
   unsigned char nonce[kNonceBytes];
   if (RAND_bytes(nonce, sizeof(nonce)) != 1) return Status::IOError("RAND_bytes failed");
   std::string_view n(reinterpret_cast<char*>(nonce), sizeof(nonce));
@@ -95,8 +160,18 @@ Status StreamChannel::AuthenticatePeer() {
 }
 
 Status StreamChannel::AuthenticateToPeer() {
+  unsigned char mine[kNonceBytes];
+  if (RAND_bytes(mine, sizeof(mine)) != 1) return Status::IOError("RAND_bytes failed");
+  std::string vouch(reinterpret_cast<char*>(mine), sizeof(mine));
+  vouch += SecretProof(options_.secret, vouch, "connect");
+  std::string first;
+  EncodeFrame(&first, FrameType::kHello, 0, 0, vouch);
+  FAHA_RETURN_IF_ERROR(Send(first, options_.handshake_timeout_ms));
   auto hello = Receive(options_.handshake_timeout_ms);
   if (!hello.ok()) return hello.status();
+  if (hello->type == FrameType::kError) {
+    return Status::Auth(peer() + " refused us: " + std::string(hello->body));
+  }
   if (hello->type != FrameType::kHello || hello->body.size() != kNonceBytes) {
     return Status::Protocol(peer() + " did not start with a HELLO challenge");
   }

@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
-#include "rdma/byte_stream.h"
 #include "common/clock.h"
+#include "rdma/byte_stream.h"
 #include "rdma/transport.h"
 
 namespace faha::rdma {
@@ -76,6 +78,36 @@ class TcpStream final : public ByteStream {
       pollfd p{fd_, POLLIN, 0};
       int rc = poll(&p, 1, wait);
       if (rc < 0 && errno != EINTR) return Status::Unavailable(Errno("poll " + peer_));
+    }
+  }
+
+  Status Peek(std::string* out, size_t want, int timeout_ms) override {
+    const int64_t deadline = MonoMs() + timeout_ms;
+    std::string buf(want, '\0');
+    while (true) {
+      ssize_t n = recv(fd_, buf.data(), want, MSG_PEEK | MSG_DONTWAIT);
+      if (n >= 0 && static_cast<size_t>(n) == want) {
+        *out = std::move(buf);
+        return Status::OK();
+      }
+      if (n == 0) return Status::Unavailable("connection closed by " + peer_);
+      if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+        return Status::Unavailable(Errno("recv from " + peer_));
+      }
+      const int wait = static_cast<int>(deadline - MonoMs());
+      if (wait <= 0) {
+        out->assign(buf.data(), n > 0 ? static_cast<size_t>(n) : 0);
+        return Status::Timeout("fewer than " + std::to_string(want) + " bytes from " + peer_ +
+                               " within " + std::to_string(timeout_ms) + " ms");
+      }
+      if (n > 0) {
+        // Part of it: the socket stays readable, so wait a little instead.
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, wait) < 0 && errno != EINTR)
+        return Status::Unavailable(Errno("poll " + peer_));
     }
   }
 

@@ -48,6 +48,11 @@ class Channel {
   // Ends the connection from any thread: a Send or Receive in progress
   // returns (used to drop a stalled handshake).
   virtual void Abort() = 0;
+  // Whether the peer of a channel from AcceptPending has proved the cluster
+  // secret in its first bytes (before the challenge that guards against a
+  // replay): such a handshake is never aborted to make room for a newcomer.
+  // Any thread, while Handshake runs; never waits.
+  virtual bool Vouched() { return true; }
 };
 
 class Listener {

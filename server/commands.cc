@@ -591,15 +591,36 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   // ---- reads ----
   std::optional<Store::ReadGuard> read_guard;
   if (!spec->write) read_guard.emplace(store->LockForRead());
-  std::string value;
+  std::string copy;
   auto append_value = [&](std::string_view key) {
-    value.clear();
-    bool hit = store->Get(key, &value);
+    std::string_view value;
+    std::shared_ptr<const void> hold;
+    bool hit = store->GetHeld(key, &copy, &value, &hold);
     (hit ? m->keyspace_hits : m->keyspace_misses).fetch_add(1, std::memory_order_relaxed);
-    if (hit) {
+    if (!hit) {
+      resp::AppendNil(out);
+    } else if (hold == nullptr) {
       resp::AppendBulk(out, value);
     } else {
-      resp::AppendNil(out);
+      // Sent from the log where it lies: no copy (a big MGET costs lookups,
+      // not hundreds of MiB of memcpy and page faults on the I/O thread).
+      resp::AppendBulkHeader(out, value.size());
+      s->held.push_back({out->size(), value, std::move(hold)});
+      s->held_bytes += value.size();
+      out->append("\r\n");
+    }
+  };
+  // Bytes of reply since `start`, held values included.
+  const size_t held_before = s->held_bytes;
+  auto reply_bytes = [&](size_t start) {
+    return out->size() - start + (s->held_bytes - held_before);
+  };
+  // Drops what was built since `start` (held values too).
+  auto drop_reply = [&](size_t start) {
+    out->resize(start);
+    while (!s->held.empty() && s->held.back().at > start) {
+      s->held_bytes -= s->held.back().bytes.size();
+      s->held.pop_back();
     }
   };
   if (name == "get"sv) {
@@ -610,13 +631,13 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     const size_t start = out->size();
     resp::AppendArray(out, argc - 1);
     for (int i = 1; i < argc; i++) {
-      if (out->size() - start > s->output_budget) {
-        out->resize(start);  // the client is closed: no point building the rest
+      if (reply_bytes(start) > s->output_budget) {
+        drop_reply(start);  // the client is closed: no point building the rest
         s->output_over_limit = true;
         return ExecStatus::kReplied;
       }
-      if (out->size() - start > kMaxReplyBytes) {
-        out->resize(start);
+      if (reply_bytes(start) > kMaxReplyBytes) {
+        drop_reply(start);
         return error("ERR reply larger than " + std::to_string(kMaxReplyBytes >> 20) +
                      " MiB; ask for fewer keys");
       }

@@ -7,6 +7,7 @@
 #define FAHA_SERVER_COMMANDS_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,17 @@ struct Session {
   // stops building its reply and sets output_over_limit: the client is closed.
   size_t output_budget = SIZE_MAX;
   bool output_over_limit = false;
+  // Big values a reply sends from the log rather than a copy: each goes into
+  // the reply at byte `at` of the output buffer, and its `hold` keeps the log
+  // mapping it views alive until it is sent. The I/O thread takes them after
+  // each command; `held_bytes` counts their bytes meanwhile.
+  struct HeldValue {
+    size_t at;
+    std::string_view bytes;
+    std::shared_ptr<const void> hold;
+  };
+  std::vector<HeldValue> held;
+  size_t held_bytes = 0;
 };
 
 enum class ExecStatus {

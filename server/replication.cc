@@ -750,10 +750,8 @@ void BackupService::AcceptLoop() {
     if (!ch.ok()) {
       if (ch.status().IsNotFound()) continue;  // nobody came
       // Refused by the transport itself (a verbs request without the proof).
-      FAHA_LOG_WARN("replication: refused a peer: %s", ch.status().ToString().c_str());
       std::lock_guard<std::mutex> l(mu_);
-      refused_++;
-      last_error_ = ch.status().message();
+      CountRefusal(ch.status());
       continue;
     }
     std::lock_guard<std::mutex> l(mu_);
@@ -761,20 +759,30 @@ void BackupService::AcceptLoop() {
     const std::string& peer = c->peer();
     const std::string source = peer.substr(0, peer.rfind(':'));
     // Room for this handshake: over a bound, the oldest one (of this source
-    // first) is aborted; its thread sees its Receive fail and ends.
+    // first) that has not proved the secret in its first bytes is aborted
+    // (its thread sees its Receive fail and ends); if every one has, the
+    // newcomer is refused. A primary's proof arrives with its connection, so
+    // strangers opening connections faster than its handshake's round trip,
+    // from its own address, cannot push it out.
     size_t from_source = 0;
     for (const auto& h : handshaking_) from_source += h.source == source;
     auto evict = [&](bool same_source) {
       for (auto it = handshaking_.begin(); it != handshaking_.end(); ++it) {
         if (same_source && it->source != source) continue;
+        if (it->channel->Vouched()) continue;
         it->channel->Abort();
         handshaking_.erase(it);
         handshakes_aborted_++;
-        return;
+        return true;
       }
+      return false;
     };
-    if (from_source >= kMaxHandshakesPerSource) evict(true);
-    if (handshaking_.size() >= kMaxHandshakes) evict(false);
+    if ((from_source >= kMaxHandshakesPerSource && !evict(true)) ||
+        (handshaking_.size() >= kMaxHandshakes && !evict(false))) {
+      c->Abort();
+      CountRefusal(Status::Unavailable(peer + ": too many handshakes in progress"));
+      continue;
+    }
     handshaking_.push_back(Handshaking{c, source});
     // Reap sessions that ended.
     for (auto it = sessions_.begin(); it != sessions_.end();) {
@@ -807,6 +815,11 @@ bool BackupService::Handshake(rdma::Channel* ch) {
   }
   if (s.ok() && !aborted) return true;
   if (aborted) s = Status::Unavailable("handshake aborted to make room for a newer peer");
+  CountRefusal(s);
+  return false;
+}
+
+void BackupService::CountRefusal(const Status& s) {
   const int64_t now = MonoUs();
   if (now - refusal_logged_us_ >= 1000000) {
     FAHA_LOG_WARN("replication: refused a peer: %s (and %llu more since the last such line)",
@@ -818,7 +831,6 @@ bool BackupService::Handshake(rdma::Channel* ch) {
   }
   refused_++;
   last_error_ = s.message();
-  return false;
 }
 
 void BackupService::SendError(rdma::Channel* ch, uint64_t epoch, const std::string& why) {

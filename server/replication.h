@@ -253,6 +253,9 @@ class BackupService final : public ReplicationRole {
   void AcceptLoop();
   // Runs the acceptor's handshake; false (counted, logged) if the peer failed it.
   bool Handshake(rdma::Channel* ch);
+  // Counts a refused peer and logs it, at most one line a second (with how
+  // many more were refused meanwhile). REQUIRES: mu_ held.
+  void CountRefusal(const Status& s);
   void Session(std::shared_ptr<rdma::Channel> ch);
   Status ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t generation);
   static void SendError(rdma::Channel* ch, uint64_t epoch, const std::string& why);

@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,14 +45,32 @@ struct PendingReply {
   uint64_t request_id;
 };
 
+// A piece of a connection's unsent output: bytes of its own, or a big value
+// sent from the log where it lies (Session::HeldValue).
+struct OutChunk {
+  std::string bytes;
+  std::string_view held;
+  std::shared_ptr<const void> hold;
+  std::string_view data() const { return hold != nullptr ? held : std::string_view(bytes); }
+  // What it counts toward the client memory limit.
+  size_t memory() const { return hold != nullptr ? held.size() : bytes.capacity(); }
+};
+
 struct Connection {
   uint64_t id = 0;
   int fd = -1;
   enum class Proto : uint8_t { kUnknown, kResp, kNative } proto = Proto::kUnknown;
   std::string in;
   size_t in_pos = 0;
+  // Unsent output: `queued` first, then `out` (where replies are appended).
+  // out_pos is the offset of the next byte to send in the first of them that
+  // is not empty: queued.front() if any, else out.
+  std::deque<OutChunk> queued;
+  size_t queued_bytes = 0;   // sum of queued's sizes
+  size_t queued_memory = 0;  // sum of queued's memory()
   std::string out;
   size_t out_pos = 0;
+  size_t Backlog() const { return queued_bytes + out.size() - out_pos; }
   bool epollout = false;
   bool epollin = true;
   bool closing = false;  // close once output is flushed
@@ -238,7 +257,7 @@ class IoThread final : public CompletionSink {
   // over the soft limit for the soft seconds.
   bool OverOutputLimit(Connection* c, int64_t now) {
     const ClientLimits& lim = server_->options_.limits;
-    const size_t backlog = c->out.size() - c->out_pos;
+    const size_t backlog = c->Backlog();
     const uint64_t hard = lim.output_hard_bytes.load(std::memory_order_relaxed);
     const uint64_t soft = lim.output_soft_bytes.load(std::memory_order_relaxed);
     if (hard > 0 && backlog > hard) return true;
@@ -257,7 +276,7 @@ class IoThread final : public CompletionSink {
     Metrics* m = server_->metrics();
     const ServerOptions& opt = server_->options_;
     std::string what;
-    const size_t backlog = c->out.size() - c->out_pos;
+    const size_t backlog = c->Backlog();
     if (std::strcmp(why, "preauth") == 0) {
       m->clients_closed_preauth.fetch_add(1, std::memory_order_relaxed);
       what = "no AUTH within --preauth_timeout_ms=" + std::to_string(opt.preauth_timeout_ms);
@@ -296,11 +315,16 @@ class IoThread final : public CompletionSink {
 
   // Counts a connection's buffers (by capacity) toward all clients' total.
   void Account(Connection* c) {
-    const size_t now = c->in.capacity() + c->out.capacity();
+    const size_t now = c->in.capacity() + c->out.capacity() + c->queued_memory;
     if (now == c->accounted) return;
     server_->metrics()->client_memory_bytes.fetch_add(
         static_cast<int64_t>(now) - static_cast<int64_t>(c->accounted), std::memory_order_relaxed);
     c->accounted = now;
+    // Published at once when it grows (EnforceClientMemory recounts it): the
+    // other thread must not take a stale figure for this thread's biggest
+    // and close a smaller client of its own first.
+    if (now > biggest_.load(std::memory_order_relaxed))
+      biggest_.store(now, std::memory_order_relaxed);
   }
 
   // Over --maxmemory_clients: this thread closes its own biggest clients
@@ -376,9 +400,7 @@ class IoThread final : public CompletionSink {
     if (quit) {
       server_->store_->SubmitAll(&outbox_);
       for (auto& [id, c] : conns_) {
-        if (c->out.size() > c->out_pos) {
-          ssize_t w = write(c->fd, c->out.data() + c->out_pos, c->out.size() - c->out_pos);
-          (void)w;
+        while (c->Backlog() > 0 && WriteOut(c.get()) > 0) {
         }
       }
       return true;
@@ -573,9 +595,9 @@ class IoThread final : public CompletionSink {
     const uint64_t hard = opt.limits.output_hard_bytes.load(std::memory_order_relaxed);
     while (c->in_pos < c->in.size() && !c->closing) {
       if (c->session.pending_writes >= opt.max_pipeline) break;
-      if (c->out.size() - c->out_pos > kMaxOutputBacklog) break;
+      if (c->Backlog() > kMaxOutputBacklog) break;
       // Over the hard output limit: Flush closes the client.
-      if (hard > 0 && c->out.size() - c->out_pos > hard) break;
+      if (hard > 0 && c->Backlog() > hard) break;
       if (c->proto == Connection::Proto::kUnknown) {
         c->proto = static_cast<uint8_t>(c->in[c->in_pos]) == native::kRequestMagic
                        ? Connection::Proto::kNative
@@ -585,8 +607,7 @@ class IoThread final : public CompletionSink {
       bool progressed = c->proto == Connection::Proto::kResp ? StepResp(c) : StepNative(c);
       if (!progressed) break;
     }
-    if (!c->closing && c->session.pending_writes == 0 &&
-        c->out.size() - c->out_pos <= kMaxOutputBacklog &&
+    if (!c->closing && c->session.pending_writes == 0 && c->Backlog() <= kMaxOutputBacklog &&
         c->in.size() - c->in_pos >= InputCap(c)) {
       // Nothing in flight will drain the buffer and the parser still wants
       // more: one command is larger than the input limit.
@@ -632,10 +653,11 @@ class IoThread final : public CompletionSink {
     }
     int64_t t0 = MonoUs();
     c->session.start_us = t0;
-    const size_t backlog = c->out.size() - c->out_pos;
+    const size_t backlog = c->Backlog();
     const uint64_t hard = opt.limits.output_hard_bytes.load(std::memory_order_relaxed);
     c->session.output_budget = hard == 0 ? SIZE_MAX : backlog >= hard ? 0 : hard - backlog;
     ExecStatus st = commands_.Execute(&c->session, args_, &c->out, this);
+    TakeHeld(c);
     if (c->session.output_over_limit) c->closing = true;  // Flush closes it for the limit
     if (st == ExecStatus::kBlocked) return false;
     c->in_pos += consumed;
@@ -808,6 +830,7 @@ class IoThread final : public CompletionSink {
         }
         std::string body;
         ExecStatus st = commands_.Execute(&c->session, args, &body, this);
+        InlineHeld(&c->session, &body);  // the body goes into one response frame
         if (st == ExecStatus::kBlocked) return false;
         if (st == ExecStatus::kSubmitted) {
           c->pending.push_back({PendingReply::Kind::kNativeCommand, req.request_id});
@@ -823,15 +846,103 @@ class IoThread final : public CompletionSink {
     return true;
   }
 
+  // Copies the values the last command held into *body, where they belong.
+  static void InlineHeld(Session* s, std::string* body) {
+    if (s->held.empty()) return;
+    std::string full;
+    full.reserve(body->size() + s->held_bytes);
+    size_t at = 0;
+    for (const Session::HeldValue& h : s->held) {
+      full.append(*body, at, h.at - at);
+      full.append(h.bytes);
+      at = h.at;
+    }
+    full.append(*body, at);
+    body->swap(full);
+    s->held.clear();
+    s->held_bytes = 0;
+  }
+
+  // Moves the values the last command held (Session::held) out of c->out's
+  // tail into c->queued, in reply order: the bytes before each, then it.
+  void TakeHeld(Connection* c) {
+    Session& s = c->session;
+    if (s.held.empty()) return;
+    const size_t first = s.held.front().at;
+    std::string rest = c->out.substr(first);
+    const size_t unsent_from = c->queued.empty() ? c->out_pos : 0;
+    if (first > unsent_from) {
+      // The output so far becomes a chunk as it is (out_pos still holds).
+      c->out.resize(first);
+      QueueChunk(c, OutChunk{std::move(c->out), {}, nullptr});
+    } else if (c->queued.empty()) {
+      c->out_pos = 0;  // all of it was sent
+    }
+    c->out = std::string();
+    size_t at = first;
+    for (Session::HeldValue& h : s.held) {
+      if (h.at > at) QueueChunk(c, OutChunk{rest.substr(at - first, h.at - at), {}, nullptr});
+      QueueChunk(c, OutChunk{{}, h.bytes, std::move(h.hold)});
+      at = h.at;
+    }
+    c->out.assign(rest, at - first);
+    s.held.clear();
+    s.held_bytes = 0;
+  }
+
+  void QueueChunk(Connection* c, OutChunk chunk) {
+    c->queued_bytes += chunk.data().size();
+    c->queued_memory += chunk.memory();
+    c->queued.push_back(std::move(chunk));
+  }
+
+  // One writev of the unsent output; consumes what was written. As write(2).
+  ssize_t WriteOut(Connection* c) {
+    constexpr int kMaxIov = 64;
+    iovec iov[kMaxIov];
+    int n = 0;
+    size_t skip = c->out_pos;
+    for (const OutChunk& chunk : c->queued) {
+      if (n == kMaxIov) break;
+      std::string_view d = chunk.data();
+      iov[n].iov_base = const_cast<char*>(d.data() + skip);
+      iov[n].iov_len = d.size() - skip;
+      skip = 0;
+      n++;
+    }
+    if (n < kMaxIov && c->out.size() > skip) {
+      iov[n].iov_base = c->out.data() + skip;
+      iov[n].iov_len = c->out.size() - skip;
+      n++;
+    }
+    ssize_t w = writev(c->fd, iov, n);
+    if (w <= 0) return w;
+    size_t left = static_cast<size_t>(w);
+    while (left > 0 && !c->queued.empty()) {
+      const size_t size = c->queued.front().data().size();
+      const size_t rest = size - c->out_pos;
+      if (left < rest) {
+        c->out_pos += left;
+        return w;
+      }
+      left -= rest;
+      c->queued_bytes -= size;
+      c->queued_memory -= c->queued.front().memory();
+      c->queued.pop_front();
+      c->out_pos = 0;
+    }
+    c->out_pos += left;
+    return w;
+  }
+
   void Flush(Connection* c) {
     if (c->session.output_over_limit) {
       CloseForLimit(c, "output");
       return;
     }
-    while (c->out_pos < c->out.size()) {
-      ssize_t n = write(c->fd, c->out.data() + c->out_pos, c->out.size() - c->out_pos);
+    while (c->Backlog() > 0) {
+      ssize_t n = WriteOut(c);
       if (n > 0) {
-        c->out_pos += static_cast<size_t>(n);
         c->last_io_us = MonoUs();
         continue;
       }
@@ -840,7 +951,7 @@ class IoThread final : public CompletionSink {
       CloseConnection(c);  // peer gone
       return;
     }
-    if (c->out_pos == c->out.size()) {
+    if (c->Backlog() == 0) {
       c->out.clear();
       c->out_pos = 0;
       // A big reply's buffer goes back rather than stay counted against the
@@ -854,7 +965,7 @@ class IoThread final : public CompletionSink {
         CloseConnection(c);
         return;
       }
-    } else if (c->out_pos > (1 << 20)) {
+    } else if (c->queued.empty() && c->out_pos > (1 << 20)) {
       c->out.erase(0, c->out_pos);
       c->out_pos = 0;
     }
@@ -863,9 +974,9 @@ class IoThread final : public CompletionSink {
       CloseForLimit(c, "output");
       return;
     }
-    bool backlog = c->out.size() - c->out_pos > kMaxOutputBacklog;
+    bool backlog = c->Backlog() > kMaxOutputBacklog;
     bool want_in = !c->closing && !backlog && c->in.size() - c->in_pos < InputCap(c);
-    bool want_out = c->out_pos < c->out.size();
+    bool want_out = c->Backlog() > 0;
     UpdateEvents(c, want_in, want_out);
     if (!backlog && c->in_pos < c->in.size() && c->session.pending_writes == 0 && !c->closing &&
         !want_out) {

@@ -166,6 +166,7 @@ bool Store::Resolve(std::string_view key, uint64_t hash, Resolved* out) const {
       metrics_->key_hot_hits.fetch_add(1, std::memory_order_relaxed);
       out->value = e->value;
       out->expire_at_ms = e->expire_at_ms;
+      out->location = e->location;  // the same value, in the log
       return true;
     }
   }
@@ -175,6 +176,7 @@ bool Store::Resolve(std::string_view key, uint64_t hash, Resolved* out) const {
   RecordView r = log_->ReadRecord(loc);
   out->value = r.value;
   out->expire_at_ms = r.expire_at_ms;
+  out->location = loc;
   return true;
 }
 
@@ -612,6 +614,26 @@ bool Store::Get(std::string_view key, std::string* value) const {
   if (!Resolve(key, HashKey(key), &r)) return false;
   if (r.expire_at_ms != 0 && r.expire_at_ms <= WallMs()) return false;
   value->append(r.value);
+  return true;
+}
+
+bool Store::GetHeld(std::string_view key, std::string* copy, std::string_view* value,
+                    std::shared_ptr<const void>* hold) const {
+  Resolved r;
+  if (!Resolve(key, HashKey(key), &r)) return false;
+  if (r.expire_at_ms != 0 && r.expire_at_ms <= WallMs()) return false;
+  // Not on a backup: its records past the commit point may be truncated and
+  // written over while the reply is still being sent.
+  if (r.location != 0 && r.value.size() >= kHoldValueBytes && !backup_.load()) {
+    *hold = log_->HoldSegment(r.location);
+    if (*hold != nullptr) {
+      // The log's copy (a hot value's DRAM copy goes when it is demoted).
+      *value = log_->ReadRecord(r.location).value;
+      return true;
+    }
+  }
+  copy->assign(r.value);
+  *value = *copy;
   return true;
 }
 

@@ -211,6 +211,13 @@ class Store : private KeyReader {
   // Appends the committed value of `key` to *value. False if absent or expired.
   // REQUIRES: a ReadGuard held by the caller (for multi-key consistency).
   bool Get(std::string_view key, std::string* value) const;
+  // As Get, but a value of kHoldValueBytes or more read from the log is not
+  // copied: *value views it in the log and *hold keeps that readable after
+  // the ReadGuard is released (Log::HoldSegment). Smaller values (and those
+  // of the hot layer) are copied to *copy, which *value then views.
+  static constexpr size_t kHoldValueBytes = 64 << 10;
+  bool GetHeld(std::string_view key, std::string* copy, std::string_view* value,
+               std::shared_ptr<const void>* hold) const;
   bool Exists(std::string_view key) const;
   // Milliseconds to live: -2 if absent, -1 if no expiry.
   int64_t PttlMs(std::string_view key) const;
@@ -284,6 +291,7 @@ class Store : private KeyReader {
   struct Resolved {
     std::string_view value;
     int64_t expire_at_ms = 0;
+    uint64_t location = 0;  // of the record in the log (a hot value's too)
   };
   bool Resolve(std::string_view key, uint64_t hash, Resolved* out) const;
   // REQUIRES: the exclusive lock (index_writer_mu_ and every read slot).

@@ -301,17 +301,146 @@ TEST(HostileTest, ClientsThatDoNotReadTheirRepliesAreBounded) {
   // the allocator's slack: well under the 30 x 100 MiB asked for.
   EXPECT_LT(rss_peak - rss_before, (256ll << 20) + kRssSlack)
       << "RSS before " << rss_before << ", peak " << rss_peak;
-  // Served, not starved: each greedy request costs this VM 60-100 ms of
-  // building its 20 MiB reply (page faults of the growing buffer), and a PING
-  // that arrives behind a burst of them waits for the burst. (Issue 18 asks
-  // for < 50 ms; see docs/architecture.md, "Hostile clients".)
-  EXPECT_LT(worst_ping, 3000.0 * kSlowdown);
+  // Served, not starved: the big values are sent from the log, not copied.
+  EXPECT_LT(worst_ping, 200.0 * kSlowdown);
   EXPECT_LE(InfoNumber(c.get(), "client_memory"), 64ll << 20);
   EXPECT_GT(
       InfoNumber(c.get(), "clients_closed_output_limit") + InfoNumber(c.get(), "evicted_clients"),
       20);
   for (int fd : greedy) close(fd);
   EXPECT_NE(s.Log().find("closing client"), std::string::npos);
+  std::string v;
+  ASSERT_TRUE(c->Get("big", &v).ok());
+  EXPECT_EQ(v, big);
+}
+
+// Big values go out by reference to the log record (no copy): what a client
+// reads is exactly the value its command read, even when the value is
+// overwritten and its segment cleaned away before the reply is sent; small
+// ones, misses and the native protocol's command path are unchanged.
+TEST(HostileTest, BigValuesSentFromTheLogAreTheValuesTheCommandRead) {
+  TempDir dir;
+  ServerProcess s(dir.path() + "/d", {"--segment_mb=2", "--max_batch_kb=512",
+                                      "--max_value_bytes=262144", "--clean_interval_ms=10"});
+  s.Start();
+  ASSERT_TRUE(s.WaitReady()) << s.Log();
+  auto c = ConnectClient(s.address());
+  ASSERT_TRUE(c);
+  auto value = [](char fill, size_t n, int version) {
+    std::string v(n, fill);
+    for (size_t i = 0; i < n; i += 4096) v[i] = static_cast<char>('0' + version % 10);
+    return v;
+  };
+  const std::string a0 = value('a', 200 << 10, 0), b0 = value('b', 70 << 10, 0);
+  ASSERT_TRUE(c->Put("a", a0).ok());
+  ASSERT_TRUE(c->Put("b", b0).ok());
+  ASSERT_TRUE(c->Put("small", "s").ok());
+  // A client that asks and does not read for now.
+  int fd = Dial(s.port());
+  ASSERT_GE(fd, 0);
+  // A small receive buffer, so that most of the replies wait in the server
+  // (not so small that TCP's window updates stall once reading starts).
+  int rcvbuf = 64 << 10;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  std::string ask;
+  for (int i = 0; i < 8; i++) {
+    ask += Resp({"MGET", "a", "small", "missing", "b", "a"});
+    ask += Resp({"GET", "b"});
+  }
+  SendAll(fd, ask);
+  std::string expect;
+  for (int i = 0; i < 8; i++) {
+    expect += "*5\r\n$" + std::to_string(a0.size()) + "\r\n" + a0 + "\r\n$1\r\ns\r\n$-1\r\n$" +
+              std::to_string(b0.size()) + "\r\n" + b0 + "\r\n$" + std::to_string(a0.size()) +
+              "\r\n" + a0 + "\r\n";
+    expect += "$" + std::to_string(b0.size()) + "\r\n" + b0 + "\r\n";
+  }
+  // Overwritten many times: the segments that held a0 and b0 are cleaned.
+  for (int v = 1; v <= 40; v++) {
+    ASSERT_TRUE(c->Put("a", value('a', 200 << 10, v)).ok());
+    ASSERT_TRUE(c->Put("b", value('b', 70 << 10, v)).ok());
+  }
+  for (int64_t t = MonoMs(); InfoNumber(c.get(), "clean_passes") <= 3 && MonoMs() - t < 10000;) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GT(InfoNumber(c.get(), "clean_passes"), 3) << s.Log();
+  std::string got;
+  const int64_t t0 = MonoMs();
+  while (got.size() < expect.size() && MonoMs() - t0 < 20000) {
+    char buf[65536];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  ASSERT_EQ(got.size(), expect.size());
+  EXPECT_TRUE(got == expect) << "the replies differ from the values read";
+  // The native protocol's command path copies them into its frame.
+  auto r = c->Command({"MGET", "small", "a", "missing", "b"});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->elements.size(), 4u);
+  EXPECT_EQ(r->elements[0].str, "s");
+  EXPECT_TRUE(r->elements[1].str == value('a', 200 << 10, 40));
+  EXPECT_EQ(r->elements[2].type, Reply::Type::kNil);
+  EXPECT_TRUE(r->elements[3].str == value('b', 70 << 10, 40));
+}
+
+// The issue's attack at default flags: 100 clients that each ask for 250 MB
+// of replies (one MGET of 480 values of 512 KiB, then 20 GETs of it) and
+// never read. Big values are sent from the log without a copy, so asking
+// costs the server lookups, not memory: another client's PING p99 stays
+// under 50 ms, RSS barely moves, and the offenders are closed (by the
+// clients' memory total, biggest first) with the reason in INFO and the log.
+TEST(HostileTest, HundredClientsAskingForQuarterGigabyteRepliesAtDefaultFlags) {
+  TempDir dir;
+  ServerProcess s(dir.path() + "/d", {});
+  s.Start();
+  ASSERT_TRUE(s.WaitReady()) << s.Log();
+  auto c = ConnectClient(s.address());
+  ASSERT_TRUE(c);
+  const std::string big(512 << 10, 'q');
+  ASSERT_TRUE(c->Put("big", big).ok());
+  const long long rss_before = SettledRss(s.pid());
+  std::vector<std::string> mget_args = {"MGET"};
+  for (int i = 0; i < 480; i++) mget_args.push_back("big");
+  std::string request = Resp(mget_args);
+  for (int i = 0; i < 20; i++) request += Resp({"GET", "big"});
+  std::vector<double> pings;
+  auto ping = [&] {
+    const int64_t t0 = MonoUs();
+    auto r = c->Command({"PING"});
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    pings.push_back(static_cast<double>(MonoUs() - t0) / 1000.0);
+  };
+  std::vector<int> greedy;
+  long long rss_peak = 0;
+  for (int i = 0; i < 100; i++) {
+    int fd = Dial(s.port());
+    ASSERT_GE(fd, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    SendAll(fd, request);
+    greedy.push_back(fd);
+    ping();
+    if (i % 10 == 0) rss_peak = std::max(rss_peak, RssBytes(s.pid()));
+  }
+  for (int i = 0; i < 100; i++) {
+    ping();
+    if (i % 10 == 0) rss_peak = std::max(rss_peak, RssBytes(s.pid()));
+    std::this_thread::sleep_for(5ms);
+  }
+  std::sort(pings.begin(), pings.end());
+  const double p99 = pings[pings.size() * 99 / 100];
+  EXPECT_LT(p99, 50.0 * kSlowdown) << "PING p99 ms during the attack, max " << pings.back();
+  // 25 GB asked for; the server holds the one value and its socket buffers.
+  EXPECT_LT(rss_peak - rss_before, (128ll << 20) + kRssSlack)
+      << "RSS before " << rss_before << ", peak " << rss_peak;
+  EXPECT_LE(InfoNumber(c.get(), "client_memory"), 1ll << 30);
+  EXPECT_GT(
+      InfoNumber(c.get(), "evicted_clients") + InfoNumber(c.get(), "clients_closed_output_limit"),
+      80);
+  EXPECT_NE(s.Log().find("closing client"), std::string::npos);
+  for (int fd : greedy) close(fd);
   std::string v;
   ASSERT_TRUE(c->Get("big", &v).ok());
   EXPECT_EQ(v, big);

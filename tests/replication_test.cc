@@ -26,6 +26,7 @@
 #include "faha/client.h"
 #include "nvm/log.h"
 #include "rdma/transport.h"
+#include "rdma/verbs.h"
 #include "tests/harness.h"
 
 namespace faha::test {
@@ -685,10 +686,14 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
 // second round, from 127.0.0.1 like the primary itself: the primary's first
 // write after it answers PING is acknowledged within a second, at its start
 // and after a restart, and writes go on being acknowledged during the attack.
-// TCP only: an rdma_cm port is refused at set-up without the secret's proof.
+// Over RDMA a stranger cannot be silent: the rdma_cm request carries the
+// proof of the secret, checked before anything is set up; strangers there
+// send request after request with garbage, a wrong secret's proof, or the
+// client kind (each refused), 20 at a time.
 TEST(ReplicationTest, SilentStrangersOnTheReplicationPortDoNotKeepThePrimaryOut) {
-  if (TestReplTransport() != "tcp") GTEST_SKIP() << "silent TCP strangers: TCP transport only";
+  const bool rdma = TestReplTransport() == "rdma";
   for (const bool same_address : {false, true}) {
+    if (rdma && !same_address) continue;  // the guest's one rxe address
     SCOPED_TRACE(same_address ? "strangers from 127.0.0.1" : "strangers from 127.0.0.2..");
     Cluster cl(1);
     cl.StartBackup(0);
@@ -730,16 +735,39 @@ TEST(ReplicationTest, SilentStrangersOnTheReplicationPortDoNotKeepThePrimaryOut)
       for (int fd : fds)
         if (fd >= 0) close(fd);
     };
-    std::thread strangers(attacker, 20);
+    // Over RDMA: connection requests the backup must refuse, in a loop.
+    auto rdma_attacker = [&](int which) {
+      rdma::VerbsOptions options;
+      options.ring_bytes = 64 << 10;
+      options.queue_depth = 16;
+      while (!stop.load()) {
+        std::string rest(40, static_cast<char>('a' + which));
+        std::string data = which % 3 == 0 ? std::string("garbage, not a FaHA request")
+                           : which % 3 == 1
+                               ? rdma::EncodeConnectData(rdma::ConnectKind::kReplication, rest)
+                               : rdma::EncodeConnectData(rdma::ConnectKind::kClient, {});
+        auto st = rdma::VerbsConnect(TestHost(), port, data, options, 2000);
+        if (!st.ok()) opened.fetch_add(1);  // refused, as it must be
+      }
+    };
+    std::vector<std::thread> rdma_strangers;
+    if (rdma) {
+      for (int i = 0; i < 20; i++) rdma_strangers.emplace_back(rdma_attacker, i);
+    }
+    std::thread strangers(attacker, rdma ? 0 : 20);
     // Stopped and joined however the test ends (a failed ASSERT returns early).
     struct Joiner {
       std::atomic<bool>* stop;
       std::thread* t;
+      std::vector<std::thread>* more;
       ~Joiner() {
         stop->store(true);
         if (t->joinable()) t->join();
+        for (auto& m : *more) {
+          if (m.joinable()) m.join();
+        }
       }
-    } joiner{&stop, &strangers};
+    } joiner{&stop, &strangers, &rdma_strangers};
     ASSERT_TRUE(WaitFor([&] { return opened.load() >= 20; }, 10000));
     std::this_thread::sleep_for(300ms);  // the backup's handshake slots are full of them
     for (int round = 0; round < 2; round++) {
@@ -763,9 +791,12 @@ TEST(ReplicationTest, SilentStrangersOnTheReplicationPortDoNotKeepThePrimaryOut)
     }
     stop.store(true);
     if (strangers.joinable()) strangers.join();
+    for (auto& m : rdma_strangers) m.join();
+    rdma_strangers.clear();
     auto b = ConnectClient(cl.backup(0).address());
     ASSERT_TRUE(b);
-    EXPECT_GT(std::stoll(Info(b.get(), "peers_refused")), 0);
+    // Silent ones are refused at the pre-auth deadline (1 s) at the latest.
+    EXPECT_TRUE(WaitFor([&] { return std::stoll(Info(b.get(), "peers_refused")) > 0; }, 5000));
     cl.ExpectSameDigests();
   }
 }
