@@ -88,6 +88,7 @@ Log::Log(std::shared_ptr<LogDevice> device, const LogOptions& options)
       options_(options),
       segments_(new std::atomic<Segment*>[kMaxSegments]()),  // value-initialized: all null
       seg_first_lsn_(new std::atomic<uint64_t>[kMaxSegments]()),
+      holders_(new std::shared_ptr<Segment>[kMaxSegments]),
       seg_data_bytes_(new std::atomic<uint64_t>[kMaxSegments]()) {}
 
 Log::~Log() = default;
@@ -128,18 +129,40 @@ Status Log::Recover(const ApplyFn& apply, RecoveryReport* report) {
 std::shared_ptr<const void> Log::HoldSegment(uint64_t loc) const {
   const uint32_t id = LocationSegment(loc);
   if (id >= kMaxSegments) return nullptr;
-  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
-  const Segment* seg = segments_[id].load(std::memory_order_acquire);
-  for (const auto& p : owned_) {
-    if (p.get() == seg && seg != nullptr) return p;
+  if (retired_bytes_.load(std::memory_order_relaxed) > kRetiredHeldBudget &&
+      RetiredHeldBytes() > kRetiredHeldBudget) {
+    return nullptr;
   }
-  return nullptr;
+  return holders_[id];
 }
 
-void Log::DropOwned(const Segment* seg) {
-  owned_.erase(
-      std::remove_if(owned_.begin(), owned_.end(), [&](const auto& p) { return p.get() == seg; }),
-      owned_.end());
+uint64_t Log::RetiredHeldBytes() const {
+  std::lock_guard<std::mutex> l(retired_mu_);
+  uint64_t bytes = 0;
+  retired_.erase(std::remove_if(retired_.begin(), retired_.end(),
+                                [&](const std::weak_ptr<Segment>& w) {
+                                  auto s = w.lock();
+                                  if (s != nullptr) bytes += s->size();
+                                  return s == nullptr;
+                                }),
+                 retired_.end());
+  retired_bytes_.store(bytes, std::memory_order_relaxed);
+  return bytes;
+}
+
+void Log::DropOwned(uint32_t id, const Segment* seg) {
+  if (holders_[id].get() == seg) holders_[id].reset();
+  for (auto it = owned_.begin(); it != owned_.end(); ++it) {
+    if (it->get() != seg) continue;
+    if (it->use_count() > 1) {
+      // A reply still sends from it: it goes when the last one is sent.
+      std::lock_guard<std::mutex> l(retired_mu_);
+      retired_.push_back(*it);
+      retired_bytes_.fetch_add(seg->size(), std::memory_order_relaxed);
+    }
+    owned_.erase(it);
+    return;
+  }
 }
 
 Status Log::NewSegment_wt(uint32_t id, bool from_reserve) {
@@ -165,6 +188,7 @@ Status Log::NewSegment_wt(uint32_t id, bool from_reserve) {
   FAHA_RETURN_IF_ERROR((*seg)->Persist(0, sizeof(h)));
   segments_[id].store(seg->get(), std::memory_order_release);
   owned_.push_back(std::move(*seg));
+  holders_[id] = owned_.back();
   tail_from_reserve_ = from_reserve;
   segment_count_.fetch_add(1);
   if (Segment* old = tail_segment_ != 0 ? segments_[tail_segment_].load() : nullptr) {
@@ -265,7 +289,7 @@ Status Log::TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t
   // Later segments first, newest first: a crash part way leaves a valid prefix.
   for (auto it = later.rbegin(); it != later.rend(); ++it) {
     if (Segment* seg = segments_[*it].exchange(nullptr)) {
-      DropOwned(seg);
+      DropOwned(*it, seg);
       segment_count_.fetch_sub(1);
     }
     seg_first_lsn_[*it].store(0);
@@ -309,6 +333,7 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
     }
     segments_[id].store(seg);
     owned_.push_back(std::move(*opened));
+    holders_[id] = owned_.back();
     segment_count_.fetch_add(1);
 
     SegmentHeader sh;
@@ -333,6 +358,7 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
             name.c_str());
         segments_[id].store(nullptr);
         owned_.pop_back();
+        holders_[id].reset();
         segment_count_.fetch_sub(1);
         FAHA_RETURN_IF_ERROR(device_->RemoveSegment(id));
         if (idx == 0) return NewSegment_wt(1);
@@ -734,7 +760,7 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
     // Emptied, a cleaned segment would still claim what its header says about
     // records it no longer holds: start it afresh.
     Segment* seg = segments_[seg_id].exchange(nullptr);
-    DropOwned(seg);
+    DropOwned(seg_id, seg);
     segment_count_.fetch_sub(1);
     FAHA_RETURN_IF_ERROR(device_->RemoveSegment(seg_id));
     FAHA_RETURN_IF_ERROR(NewSegment_wt(seg_id));
@@ -1060,7 +1086,8 @@ void Log::SwapReplacement(std::unique_ptr<Replacement> r) {
   std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
   Segment* old = segments_[r->id].exchange(r->segment.get(), std::memory_order_acq_rel);
   owned_.push_back(std::move(r->segment));
-  DropOwned(old);  // unmaps it
+  holders_[r->id] = owned_.back();
+  DropOwned(r->id, old);  // unmaps it, unless a reply still holds it
   seg_data_bytes_[r->id].store(r->data_bytes);
   segments_cleaned_.fetch_add(1, std::memory_order_relaxed);
 }

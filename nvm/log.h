@@ -15,6 +15,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -214,7 +215,11 @@ class Log {
   // is gone: what RecordPtr(loc) returned stays readable and unchanged
   // (records are never written over in place). Null if no segment holds
   // `loc`. Replies send big values from the log with it instead of copying.
+  // REQUIRES: loc is current under the caller's read guard (no cleaning swap
+  // or truncation of its segment can run meanwhile).
   std::shared_ptr<const void> HoldSegment(uint64_t loc) const;
+  // Bytes of segments dropped from the log that replies still hold.
+  uint64_t RetiredHeldBytes() const;
   // The location of a record given a pointer to it inside a mapped segment
   // (e.g. from a ForEachBatch payload). REQUIRES: p points into the log.
   uint64_t LocationOf(const char* p) const;
@@ -305,9 +310,10 @@ class Log {
   // kSwitchRetryUs) if it cannot be created.
   Status SwitchSegment_wt(bool from_reserve);
   static constexpr int64_t kSwitchRetryUs = 100000;
-  // Destroys (unmaps) an owned segment. REQUIRES: segments_mu_ held
+  // Drops segment `seg` (id `id`): unmapped now, or once the last reply
+  // holding it (HoldSegment) is sent. REQUIRES: segments_mu_ held
   // exclusively, or recovery.
-  void DropOwned(const Segment* seg);
+  void DropOwned(uint32_t id, const Segment* seg);
   // Drops the log from (seg_id, off) on: removes the `later` segments (newest
   // first), then zeroes and persists the rest of seg_id; appends continue there.
   Status TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& later);
@@ -333,6 +339,18 @@ class Log {
   std::unique_ptr<std::atomic<uint64_t>[]> seg_first_lsn_;
   BatchHeader last_batch_{};  // writer-owned
   std::vector<std::shared_ptr<Segment>> owned_;  // shared with HoldSegment's holders
+  // Per segment id, owned_'s entry for segments_[id] (null if none): what
+  // HoldSegment hands out, read under the store's read guard without a lock.
+  // An id's entry changes only before any location names the id, or while
+  // no reader runs (a cleaning swap, a truncation).
+  std::unique_ptr<std::shared_ptr<Segment>[]> holders_;
+  // Segments dropped from the log (cleaned, truncated) that replies still
+  // hold: their space on the media is not free until the last holder goes.
+  // Over kRetiredHeldBudget, HoldSegment gives nothing (replies copy).
+  static constexpr uint64_t kRetiredHeldBudget = 1ull << 30;
+  mutable std::mutex retired_mu_;
+  mutable std::vector<std::weak_ptr<Segment>> retired_;  // GUARDED_BY(retired_mu_)
+  mutable std::atomic<uint64_t> retired_bytes_{0};
   uint32_t tail_segment_ = 0;  // writer-owned
   uint64_t tail_offset_ = 0;   // writer-owned
   bool tail_from_reserve_ = false;  // writer-owned: the tail segment is the device's reserve

@@ -5,6 +5,8 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 
 #include "common/clock.h"
 #include "rdma/byte_stream.h"
@@ -73,20 +75,64 @@ StatusOr<ReplFrame> StreamChannel::Receive(int timeout_ms) {
 }
 
 namespace {
-// The connector's first frame: HELLO {its nonce, HMAC(secret, nonce |
-// "connect")}, sent before it waits for anything, so the acceptor can tell a
-// peer that knows the secret from a silent or garbage one at once.
-constexpr size_t kVouchBody = kNonceBytes + 32;
+// The connector's first frame: HELLO {its nonce, its clock (ms since the
+// epoch, 8 bytes little-endian), HMAC(secret, nonce | clock | "connect")},
+// sent before it waits for anything, so the acceptor can tell a peer that
+// knows the secret from a silent or garbage one at once. A recorded frame
+// replayed is refused: its clock must be within kVouchWindowMs of the
+// acceptor's, and a nonce is taken once (remembered for twice that).
+constexpr size_t kVouchBody = kNonceBytes + 8 + 32;
 constexpr size_t kVouchFrame = sizeof(ReplFrameHeader) + kVouchBody;
+constexpr int64_t kVouchWindowMs = 5 * 60 * 1000;
+constexpr size_t kMaxNoncesRemembered = 1 << 16;
 
-bool ProvesSecret(const std::string& secret, std::string_view frame_bytes) {
+std::mutex g_nonces_mu;
+std::map<std::string, int64_t>* g_nonces =
+    new std::map<std::string, int64_t>;  // nonce -> forget after (wall ms)
+
+std::string VouchBody(const std::string& secret, std::string_view nonce, int64_t wall_ms) {
+  std::string body(nonce);
+  for (int b = 0; b < 8; b++)
+    body.push_back(static_cast<char>((static_cast<uint64_t>(wall_ms) >> (8 * b)) & 0xff));
+  body += SecretProof(secret, body, "connect");
+  return body;
+}
+
+// The nonce of a first frame that proves the secret and is fresh; empty if not.
+std::string ProvenNonce(const std::string& secret, std::string_view frame_bytes) {
   ReplFrame f;
   size_t used = 0;
   std::string err;
-  if (DecodeFrame(frame_bytes, kVouchBody, &f, &used, &err) != FrameDecode::kOk) return false;
-  return f.type == FrameType::kHello && f.body.size() == kVouchBody &&
-         ConstantTimeEqual(f.body.substr(kNonceBytes),
-                           SecretProof(secret, f.body.substr(0, kNonceBytes), "connect"));
+  if (DecodeFrame(frame_bytes, kVouchBody, &f, &used, &err) != FrameDecode::kOk) return {};
+  if (f.type != FrameType::kHello || f.body.size() != kVouchBody) return {};
+  uint64_t clock = 0;
+  for (int b = 0; b < 8; b++)
+    clock |= uint64_t{static_cast<uint8_t>(f.body[kNonceBytes + b])} << (8 * b);
+  const std::string_view signed_part = f.body.substr(0, kNonceBytes + 8);
+  if (!ConstantTimeEqual(f.body.substr(kNonceBytes + 8),
+                         SecretProof(secret, signed_part, "connect"))) {
+    return {};
+  }
+  const int64_t skew = WallMs() - static_cast<int64_t>(clock);
+  if (skew > kVouchWindowMs || skew < -kVouchWindowMs) return {};
+  return std::string(f.body.substr(0, kNonceBytes));
+}
+
+bool NonceSeen(const std::string& nonce) {
+  std::lock_guard<std::mutex> l(g_nonces_mu);
+  return g_nonces->count(nonce) != 0;
+}
+
+// Takes a nonce for good: false if it was taken before (a replay) or too
+// many are remembered.
+bool ClaimNonce(const std::string& nonce) {
+  std::lock_guard<std::mutex> l(g_nonces_mu);
+  const int64_t now = WallMs();
+  for (auto it = g_nonces->begin(); it != g_nonces->end();) {
+    it = it->second < now ? g_nonces->erase(it) : std::next(it);
+  }
+  if (g_nonces->size() >= kMaxNoncesRemembered) return false;
+  return g_nonces->emplace(nonce, now + 2 * kVouchWindowMs).second;
 }
 }  // namespace
 
@@ -94,7 +140,8 @@ bool StreamChannel::Vouched() {
   if (vouched_.load()) return true;
   std::string first;
   if (!stream_->Peek(&first, kVouchFrame, 0).ok()) return vouched_.load();
-  return ProvesSecret(options_.secret, first) || vouched_.load();
+  const std::string nonce = ProvenNonce(options_.secret, first);
+  return (!nonce.empty() && !NonceSeen(nonce)) || vouched_.load();
 }
 
 Status StreamChannel::AuthenticatePeer() {
@@ -102,12 +149,15 @@ Status StreamChannel::AuthenticatePeer() {
   // accepting thread, sees it in the stream or sees vouched_ set).
   const int first_ms = std::min(options_.preauth_timeout_ms, options_.handshake_timeout_ms);
   const int64_t deadline = MonoMs() + first_ms;
+  bool peeked_ok = false;
   while (true) {
     std::string first;
     const int left = static_cast<int>(std::max<int64_t>(0, deadline - MonoMs()));
     Status peeked = stream_->Peek(&first, kVouchFrame, std::min(left, 20));
     if (peeked.ok()) {
-      if (ProvesSecret(options_.secret, first)) vouched_.store(true);
+      const std::string nonce = ProvenNonce(options_.secret, first);
+      if (!nonce.empty() && ClaimNonce(nonce)) vouched_.store(true);
+      peeked_ok = true;
       break;
     }
     if (peeked.code() == Status::Code::kInvalidArgument) break;  // cannot look ahead: read it
@@ -126,12 +176,18 @@ Status StreamChannel::AuthenticatePeer() {
   }
   auto hello = Receive(first_ms);
   if (!hello.ok()) return hello.status();
-  if (hello->type != FrameType::kHello || hello->body.size() != kVouchBody ||
-      !ConstantTimeEqual(
-          hello->body.substr(kNonceBytes),
-          SecretProof(options_.secret, hello->body.substr(0, kNonceBytes), "connect"))) {
+  bool proven = vouched_.load();
+  if (!peeked_ok) {
+    // Read, not looked at (verbs): check it now.
+    const std::string nonce =
+        ProvenNonce(options_.secret, std::string_view(in_).substr(pos_, consumed_));
+    proven = !nonce.empty() && ClaimNonce(nonce);
+  }
+  if (!proven) {
     std::string refusal;
-    EncodeFrame(&refusal, FrameType::kError, 0, 0, "authentication failed: wrong cluster secret");
+    EncodeFrame(&refusal, FrameType::kError, 0, 0,
+                "authentication failed: wrong cluster secret, or a replayed or stale first frame "
+                "(the clocks of the nodes must agree within 5 minutes)");
     Send(refusal, 200);
     return Status::Auth(peer() + " did not prove the cluster secret");
   }
@@ -162,10 +218,10 @@ Status StreamChannel::AuthenticatePeer() {
 Status StreamChannel::AuthenticateToPeer() {
   unsigned char mine[kNonceBytes];
   if (RAND_bytes(mine, sizeof(mine)) != 1) return Status::IOError("RAND_bytes failed");
-  std::string vouch(reinterpret_cast<char*>(mine), sizeof(mine));
-  vouch += SecretProof(options_.secret, vouch, "connect");
   std::string first;
-  EncodeFrame(&first, FrameType::kHello, 0, 0, vouch);
+  EncodeFrame(&first, FrameType::kHello, 0, 0,
+              VouchBody(options_.secret,
+                        std::string_view(reinterpret_cast<char*>(mine), sizeof(mine)), WallMs()));
   FAHA_RETURN_IF_ERROR(Send(first, options_.handshake_timeout_ms));
   auto hello = Receive(options_.handshake_timeout_ms);
   if (!hello.ok()) return hello.status();

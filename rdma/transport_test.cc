@@ -10,10 +10,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <future>
 #include <thread>
 
+#include "rdma/byte_stream.h"
 #include "rdma/channel_testing.h"
+#include "rdma/repl_frame.h"
 
 namespace faha::rdma {
 namespace {
@@ -124,6 +127,60 @@ TEST(TcpTransportTest, GarbageAndOversizedFramesBeforeAuthAreRefused) {
     EXPECT_EQ(peer.status().code(), Status::Code::kTimeout) << peer.status().ToString();
     close(fd);
   }
+}
+
+// The connector's first frame as the protocol defines it: HELLO {nonce,
+// clock ms little-endian, HMAC(secret, nonce | clock | "connect")}.
+std::string FirstFrame(const std::string& secret, char fill, int64_t clock_ms) {
+  std::string body(32, fill);
+  for (int b = 0; b < 8; b++)
+    body.push_back(static_cast<char>((static_cast<uint64_t>(clock_ms) >> (8 * b)) & 0xff));
+  body += SecretProof(secret, body, "connect");
+  std::string frame;
+  EncodeFrame(&frame, FrameType::kHello, 0, 0, body);
+  return frame;
+}
+
+// A peer is vouched for by its first frame while its handshake has not even
+// started (the backup then never aborts it for a newcomer); the same frame
+// replayed, a stale one, a wrong secret's or garbage is not, and a replay is
+// refused by the handshake.
+TEST(TcpTransportTest, FirstFrameVouchesForAPeerOnceAndInTime) {
+  auto server = MakeTransport("tcp", Opts("s"));
+  auto listener = (*server)->Listen("127.0.0.1", 0);
+  ASSERT_TRUE(listener.ok());
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  auto accept_with = [&](const std::string& bytes, int* fd) {
+    *fd = RawConnect((*listener)->port());
+    if (!bytes.empty()) {
+      EXPECT_EQ(write(*fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    }
+    auto ch = (*listener)->AcceptPending(3000);
+    EXPECT_TRUE(ch.ok()) << ch.status().ToString();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the bytes are there
+    return ch.ok() ? std::move(*ch) : nullptr;
+  };
+  const std::string good = FirstFrame("s", 'a', now);
+  int fd1, fd2, fd3, fd4, fd5;
+  auto first = accept_with(good, &fd1);
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(first->Vouched());
+  EXPECT_FALSE(accept_with("", &fd2)->Vouched());                             // silent
+  EXPECT_FALSE(accept_with(FirstFrame("wrong", 'b', now), &fd3)->Vouched());  // wrong secret
+  EXPECT_FALSE(accept_with(FirstFrame("s", 'c', now - 10 * 60 * 1000), &fd4)->Vouched());  // stale
+  // The first one's handshake takes its nonce (it then waits for an answer
+  // to its challenge that never comes); the same frame again is a replay.
+  auto handshake = std::async(std::launch::async, [&] { return first->Handshake(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(first->Vouched());
+  auto replay = accept_with(good, &fd5);
+  EXPECT_FALSE(replay->Vouched());
+  Status refused = replay->Handshake();
+  EXPECT_EQ(refused.code(), Status::Code::kAuth) << refused.ToString();
+  EXPECT_EQ(handshake.get().code(), Status::Code::kTimeout);
+  for (int fd : {fd1, fd2, fd3, fd4, fd5}) close(fd);
 }
 
 TEST(TcpTransportTest, ConfigurationErrors) {

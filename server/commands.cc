@@ -902,6 +902,8 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("log_segment_bytes", std::to_string(store->log().segment_bytes()));
     // What the log occupies on the media, and what log cleaning did.
     line("log_file_bytes", std::to_string(store->log().file_bytes()));
+    // Cleaned or truncated segments that replies still send big values from.
+    line("log_retired_held_bytes", std::to_string(store->log().RetiredHeldBytes()));
     line("log_segments_cleaned", std::to_string(store->log().segments_cleaned()));
     line("clean_passes", std::to_string(m.clean_passes.load()));
     line("clean_records_moved", std::to_string(m.clean_records_moved.load()));

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -63,6 +64,12 @@ const std::string& TestReplTransport() {
   static const std::string t =
       getenv("FAHA_REPL_TRANSPORT") ? getenv("FAHA_REPL_TRANSPORT") : "tcp";
   return t;
+}
+
+double TestSlowdown() {
+  static const double f =
+      getenv("FAHA_TEST_SLOWDOWN") ? std::max(1.0, atof(getenv("FAHA_TEST_SLOWDOWN"))) : 1.0;
+  return f;
 }
 
 int FreePort() {

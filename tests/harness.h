@@ -24,6 +24,10 @@ int FreePort();
 const std::string& TestHost();
 // The replication transport of test clusters: FAHA_REPL_TRANSPORT or "tcp".
 const std::string& TestReplTransport();
+// How much slower than this machine the tests run: FAHA_TEST_SLOWDOWN (the
+// soft-RoCE guest, emulated by TCG, sets it) or 1. Latency bounds that are
+// about the product on real hardware are multiplied by it.
+double TestSlowdown();
 
 // A fresh directory under /tmp, removed on destruction.
 class TempDir {

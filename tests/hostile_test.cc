@@ -364,6 +364,8 @@ TEST(HostileTest, BigValuesSentFromTheLogAreTheValuesTheCommandRead) {
     std::this_thread::sleep_for(20ms);
   }
   ASSERT_GT(InfoNumber(c.get(), "clean_passes"), 3) << s.Log();
+  // The segment that held a0 and b0 was cleaned away; the replies hold it.
+  EXPECT_GT(InfoNumber(c.get(), "log_retired_held_bytes"), 0);
   std::string got;
   const int64_t t0 = MonoMs();
   while (got.size() < expect.size() && MonoMs() - t0 < 20000) {
@@ -375,6 +377,12 @@ TEST(HostileTest, BigValuesSentFromTheLogAreTheValuesTheCommandRead) {
   close(fd);
   ASSERT_EQ(got.size(), expect.size());
   EXPECT_TRUE(got == expect) << "the replies differ from the values read";
+  // Sent: nothing holds the old segment any more.
+  for (int64_t t = MonoMs();
+       InfoNumber(c.get(), "log_retired_held_bytes") > 0 && MonoMs() - t < 5000;) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(InfoNumber(c.get(), "log_retired_held_bytes"), 0);
   // The native protocol's command path copies them into its frame.
   auto r = c->Command({"MGET", "small", "a", "missing", "b"});
   ASSERT_TRUE(r.ok()) << r.status().ToString();

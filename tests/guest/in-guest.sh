@@ -29,7 +29,8 @@ case "$MODE" in
   suite)
     echo "=== guest: ctest -L rdma ==="
     t0=$(date +%s)
-    (cd "$BUILD" && ctest -L rdma --output-on-failure --timeout 400)
+    # Latency bounds meant for real hardware get TCG's slowdown.
+    (cd "$BUILD" && FAHA_TEST_SLOWDOWN=5 ctest -L rdma --output-on-failure --timeout 400)
     echo "guest: rdma tests took $(( $(date +%s) - t0 )) s"
     echo "=== guest: primary + 2 backups over rxe, logs on the DAX mount ==="
     dir=/run/pmem/cluster
