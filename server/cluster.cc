@@ -160,7 +160,11 @@ void ClusterNode::Stop() {
   cv_.notify_all();
   if (runner_.joinable()) runner_.join();
   if (keeper_.joinable()) keeper_.join();
-  if (replicator_) replicator_->Stop();
+  if (replicator_) {
+    // The cleaner asks the replicator for its horizon: not once it is gone.
+    store_->set_clean_horizon(nullptr);
+    replicator_->Stop();
+  }
   if (backup_) backup_->Stop();
   // Leaving: let the others take over at once instead of after the TTL.
   if (etcd_ && lease_id_.load() != 0) etcd_->RevokeLease(lease_id_.load());
@@ -525,6 +529,7 @@ void ClusterNode::Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns) 
   ropt.heartbeat_ms = options_.heartbeat_ms;
   ropt.history = cfg.history;
   ropt.drop_backups = [this](const std::vector<std::string>& a) { return DropFromConfig(a); };
+  store_->set_clean_horizon(nullptr);  // before an earlier replicator goes
   replicator_ = std::make_unique<Replicator>(ropt, options_.make_transport(), &store_->log());
   Replicator* r = replicator_.get();
   store_->set_clean_horizon([r] { return r->CleanHorizon(); });

@@ -687,7 +687,10 @@ int main(int argc, char** argv) {
   server.Stop();
   if (cluster) cluster->Stop();
   if (backup_service) backup_service->Stop();
-  if (replicator) replicator->Stop();
+  if (replicator) {
+    st->set_clean_horizon(nullptr);  // the cleaner runs on until the store goes
+    replicator->Stop();
+  }
   g_server = nullptr;
   FAHA_LOG_INFO("shutdown complete: committed LSN %llu",
                 static_cast<unsigned long long>(st->committed_lsn()));
