@@ -4,7 +4,7 @@
 #
 # Phases, each SECONDS long (30), on a primary with two backups
 # (deploy/local-cluster, a password from a 0600 file, default flags otherwise):
-#   before   redis-benchmark SET/GET (-c 8, 1000-byte values) and
+#   before   YCSB workload A (faha-bench over RESP, 8 threads) and
 #            faha_acked_writer recording every acknowledged write
 #   attack   the same, while hostile_attack.py runs: silent connections to both
 #            replication ports (from 127.0.0.1, like the primary), non-reading
@@ -12,7 +12,7 @@
 #            senders, trickled commands, idle connections
 # Then the primary is restarted while the attack goes on (time to its first
 # acknowledged write after it answers PING), and every acknowledged write is
-# read back. Prints: SET/GET p50/p99 before and during the attack, acknowledged
+# read back. Prints: YCSB A UPDATE/READ p50/p99 before and during the attack, acknowledged
 # writes and how many were lost (must be 0), peak RSS of each node, and what
 # the server closed.
 #
@@ -37,8 +37,8 @@ if [[ -z "${FAHA_BIN_DIR:-}" ]]; then
   [[ -x "${FAHA_BIN_DIR}/faha-server" ]] || FAHA_BIN_DIR="${REPO_ROOT}/build"
 fi
 export FAHA_BIN_DIR
-bench_need hostile_soak.sh "${FAHA_BIN_DIR}/faha-server" "${FAHA_BIN_DIR}/faha_acked_writer"
-for tool in redis-benchmark redis-cli python3; do
+bench_need hostile_soak.sh "${FAHA_BIN_DIR}/faha-server" "${FAHA_BIN_DIR}/faha_acked_writer" "${FAHA_BIN_DIR}/faha-bench"
+for tool in redis-cli python3; do
   command -v "${tool}" > /dev/null || { echo "hostile_soak.sh: ${tool} missing (deploy/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -75,13 +75,25 @@ sample_rss() {  # peak VmRSS (KiB) of each node, every 0.5 s, into $WORK/rss
   done
 }
 
-# redis-benchmark SET and GET for SECONDS_EACH: "SET p50 p99 GET p50 p99 rps".
+# YCSB workload A (50 % reads, 50 % updates, zipfian) for SECONDS_EACH, 8
+# threads, through faha-bench over RESP: "UPDATE p50 p99 READ p50 p99 ops/s"
+# (ms). The operation count is worked out from a 3 s calibration run.
+ycsb() {
+  timeout $(( SECONDS_EACH * 4 + 60 )) "${FAHA_BIN_DIR}/faha-bench" "$1" \
+    -P "${REPO_ROOT}/bench/workloads/workloada" -p "target=resp://127.0.0.1:${PORT}" \
+    -p "password=${FAHA_PASSWORD}" -p recordcount=20000 -p "operationcount=$2" -threads 8 2> /dev/null
+}
+OPS_PER_S=""
 load() {
-  local n=$(( SECONDS_EACH * 1500 )) out
-  out="$(timeout $(( SECONDS_EACH * 4 + 30 )) redis-benchmark -h 127.0.0.1 -p "${PORT}" \
-          -a "${FAHA_PASSWORD}" -t set,get -c 8 -n "${n}" -d 1000 -r 100000 --csv 2> /dev/null)"
-  echo "${out}" | tr -d '"' | awk -F, '$1=="SET" {s50=$5; s99=$7; srps=$2} $1=="GET" {g50=$5; g99=$7}
-    END {printf "%s %s %s %s %s\n", s50, s99, g50, g99, srps}'
+  if [[ -z "${OPS_PER_S}" ]]; then
+    OPS_PER_S="$(ycsb run 3000 | awk -F', ' '$1=="[OVERALL]" && $2 ~ /Throughput/ {printf "%d", $3}')"
+    OPS_PER_S="${OPS_PER_S:-1000}"
+  fi
+  ycsb run $(( OPS_PER_S * SECONDS_EACH )) | awk -F', ' '
+    $1=="[UPDATE]" && $2 ~ /^50th/ {u50=$3/1000} $1=="[UPDATE]" && $2 ~ /^99th/ {u99=$3/1000}
+    $1=="[READ]" && $2 ~ /^50th/ {r50=$3/1000} $1=="[READ]" && $2 ~ /^99th/ {r99=$3/1000}
+    $1=="[OVERALL]" && $2 ~ /Throughput/ {ops=$3}
+    END {printf "%.3f %.3f %.3f %.3f %.0f\n", u50, u99, r50, r99, ops}'
 }
 
 sample_rss & BG+=($!)
@@ -90,6 +102,8 @@ sample_rss & BG+=($!)
 WRITER=$!
 BG+=("${WRITER}")
 
+log "loading 20000 records (YCSB)"
+ycsb load 20000 > /dev/null
 log "phase before: ${SECONDS_EACH} s of load"
 BEFORE="$(load)"
 log "phase attack: ${SECONDS_EACH} s of load with every attack"
@@ -130,14 +144,14 @@ echo "# Hostile soak: a primary and two backups under every attack of issue 18"
 echo
 echo "Machine: $(bench_machine); data on ${DATA_PARENT} ($(findmnt -no FSTYPE -T "${DATA_PARENT}" | head -1))."
 echo "Command: \`bench/hostile_soak.sh --dir ${DATA_PARENT}\` (SECONDS_EACH=${SECONDS_EACH}), $(date +%F)."
-echo "Load: \`redis-benchmark -t set,get -c 8 -d 1000 -r 100000\` plus faha_acked_writer (8 in flight)."
+echo "Load: YCSB workload A (faha-bench over RESP, 20000 records of 1 KB, 8 threads) plus faha_acked_writer (8 in flight)."
 echo
-echo "| phase | SET/s | SET p50 ms | SET p99 ms | GET p50 ms | GET p99 ms |"
+echo "| phase | YCSB A ops/s | UPDATE p50 ms | UPDATE p99 ms | READ p50 ms | READ p99 ms |"
 echo "|---|---|---|---|---|---|"
 echo "| before | ${b_rps} | ${b_s50} | ${b_s99} | ${b_g50} | ${b_g99} |"
 echo "| attack | ${d_rps} | ${d_s50} | ${d_s99} | ${d_g50} | ${d_g99} |"
 echo
-echo "- SET p99 during the attack / before: $(awk -v a="${d_s99}" -v b="${b_s99}" 'BEGIN {printf "%.2f", a / b}')"
+echo "- UPDATE p99 during the attack / before: $(awk -v a="${d_s99}" -v b="${b_s99}" 'BEGIN {printf "%.2f", a / b}')"
 echo "- primary restarted during the attack: first write acknowledged ${FIRST_MS} ms after its first PONG"
 echo "- acknowledged writes (faha_acked_writer): ${ACKED}; lost: ${LOST}"
 for i in 0 1 2; do

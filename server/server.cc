@@ -299,10 +299,18 @@ class IoThread final : public CompletionSink {
              std::to_string(m->client_memory_bytes.load()) +
              ", over --maxmemory_clients=" + std::to_string(opt.limits.maxmemory_clients.load());
     }
+    LogClose(c, what);
+    CloseConnection(c);
+  }
+
+  // Logs why a client is closed, at most one line a second (with how many
+  // more were closed meanwhile).
+  void LogClose(Connection* c, const std::string& what) {
     const int64_t now = MonoUs();
     if (now - limit_logged_us_ >= 1000000) {
       FAHA_LOG_WARN(
-          "closing client %llu: %s (%llu more closed for limits since the last such line)",
+          "closing client %llu: %s (%llu more closed for limits or protocol errors since the last "
+          "such line)",
           static_cast<unsigned long long>(c->id), what.c_str(),
           static_cast<unsigned long long>(limit_unlogged_));
       limit_logged_us_ = now;
@@ -310,7 +318,6 @@ class IoThread final : public CompletionSink {
     } else {
       limit_unlogged_++;
     }
-    CloseConnection(c);
   }
 
   // Counts a connection's buffers (by capacity) toward all clients' total.
@@ -624,6 +631,7 @@ class IoThread final : public CompletionSink {
   }
 
   void ProtocolError(Connection* c, const std::string& msg) {
+    LogClose(c, msg);
     server_->metrics()->protocol_errors.fetch_add(1, std::memory_order_relaxed);
     server_->metrics()->errors.fetch_add(1, std::memory_order_relaxed);
     if (c->proto == Connection::Proto::kNative) {
