@@ -47,7 +47,7 @@ elif [[ -w /sys/fs/cgroup/cgroup.subtree_control ]] && grep -qw memory /sys/fs/c
   mkdir "${CGROUP}"
   echo $((CAP_MB << 20)) > "${CGROUP}/memory.max"
 fi
-trap '[ -n "$pid" ] && kill -9 "$pid" 2> /dev/null; sleep 0.2; cleanup_cgroup; rm -rf "$work"' EXIT
+trap '[ -n "$pid" ] && kill -9 "$pid" 2> /dev/null && wait "$pid" 2> /dev/null; sleep 0.2; cleanup_cgroup; rm -rf "$work"' EXIT
 
 PORT="$(bench_port)"
 if [[ -n "${CGROUP}" ]]; then
@@ -73,5 +73,5 @@ python3 "${REPO_ROOT}/bench/hostile_limits.py" --port "${PORT}" --pid "${pid}" \
   --seconds "${SECONDS_EACH:-10}"
 kill -0 "${pid}" 2> /dev/null || { echo "hostile_limits.sh: the server died (log below)"; tail -20 "${work}/server.log"; exit 1; }
 echo "server log, lines about closed clients:"
-grep -c "closing client" "${work}/server.log" | sed 's/^/  lines: /'
-grep -m 3 "closing client" "${work}/server.log" | sed 's/^/  /'
+grep -c -E "closing client|more clients since" "${work}/server.log" | sed "s/^/  lines: /"
+grep -m 6 -E "closing client|more clients since" "${work}/server.log" | sed "s/^/  /"

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 
@@ -218,6 +219,7 @@ class IoThread final : public CompletionSink {
   // over the soft limit for too long; and the listener after EMFILE.
   void Sweep(int64_t now) {
     const ServerOptions& opt = server_->options_;
+    FlushCloseLog(now);
     if (accept_paused_until_us_ != 0 && now >= accept_paused_until_us_) {
       accept_paused_until_us_ = 0;
       if (listen_fd_ >= 0) {
@@ -276,48 +278,65 @@ class IoThread final : public CompletionSink {
     Metrics* m = server_->metrics();
     const ServerOptions& opt = server_->options_;
     std::string what;
+    const char* kind;
     const size_t backlog = c->Backlog();
     if (std::strcmp(why, "preauth") == 0) {
       m->clients_closed_preauth.fetch_add(1, std::memory_order_relaxed);
       what = "no AUTH within --preauth_timeout_ms=" + std::to_string(opt.preauth_timeout_ms);
+      kind = "at the pre-auth deadline";
     } else if (std::strcmp(why, "body") == 0) {
       m->clients_closed_body.fetch_add(1, std::memory_order_relaxed);
       what = "a command unfinished after --body_timeout_ms=" + std::to_string(opt.body_timeout_ms);
+      kind = "at the body deadline";
     } else if (std::strcmp(why, "idle") == 0) {
       m->clients_closed_idle.fetch_add(1, std::memory_order_relaxed);
       what = "idle for --timeout=" + std::to_string(opt.limits.timeout_s.load()) + " s";
+      kind = "idle";
     } else if (std::strcmp(why, "output") == 0) {
       m->clients_closed_output_limit.fetch_add(1, std::memory_order_relaxed);
+      kind = "over the output limit";
       what = std::to_string(backlog) + " bytes of unsent replies, over the output limit (hard " +
              std::to_string(opt.limits.output_hard_bytes.load()) + ", soft " +
              std::to_string(opt.limits.output_soft_bytes.load()) + " for " +
              std::to_string(opt.limits.output_soft_seconds.load()) + " s)";
     } else {
       m->clients_evicted_memory.fetch_add(1, std::memory_order_relaxed);
+      kind = "over --maxmemory_clients_mb";
       what = "biggest client (" + std::to_string(c->accounted) +
              " bytes of buffers) while all clients held " +
              std::to_string(m->client_memory_bytes.load()) +
              ", over --maxmemory_clients=" + std::to_string(opt.limits.maxmemory_clients.load());
     }
-    LogClose(c, what);
+    LogClose(c, what, kind);
     CloseConnection(c);
   }
 
-  // Logs why a client is closed, at most one line a second (with how many
-  // more were closed meanwhile).
-  void LogClose(Connection* c, const std::string& what) {
+  // Logs why a client is closed, at most one line a second; the closes not
+  // logged are summed up by kind in the next line (FlushCloseLog).
+  void LogClose(Connection* c, const std::string& what, const char* kind) {
     const int64_t now = MonoUs();
-    if (now - limit_logged_us_ >= 1000000) {
-      FAHA_LOG_WARN(
-          "closing client %llu: %s (%llu more closed for limits or protocol errors since the last "
-          "such line)",
-          static_cast<unsigned long long>(c->id), what.c_str(),
-          static_cast<unsigned long long>(limit_unlogged_));
+    if (now - limit_logged_us_ >= 1000000 && unlogged_closes_.empty()) {
+      FAHA_LOG_WARN("closing client %llu: %s", static_cast<unsigned long long>(c->id),
+                    what.c_str());
       limit_logged_us_ = now;
-      limit_unlogged_ = 0;
     } else {
-      limit_unlogged_++;
+      unlogged_closes_[kind]++;
     }
+  }
+
+  // One line for the closes LogClose did not log, once a second has passed.
+  void FlushCloseLog(int64_t now) {
+    if (unlogged_closes_.empty() || now - limit_logged_us_ < 1000000) return;
+    std::string line;
+    uint64_t total = 0;
+    for (const auto& [kind, n] : unlogged_closes_) {
+      line += (line.empty() ? "" : ", ") + std::to_string(n) + " " + kind;
+      total += n;
+    }
+    FAHA_LOG_WARN("closed %llu more clients since the last such line: %s",
+                  static_cast<unsigned long long>(total), line.c_str());
+    unlogged_closes_.clear();
+    limit_logged_us_ = now;
   }
 
   // Counts a connection's buffers (by capacity) toward all clients' total.
@@ -631,7 +650,7 @@ class IoThread final : public CompletionSink {
   }
 
   void ProtocolError(Connection* c, const std::string& msg) {
-    LogClose(c, msg);
+    LogClose(c, msg, "for protocol errors");
     server_->metrics()->protocol_errors.fetch_add(1, std::memory_order_relaxed);
     server_->metrics()->errors.fetch_add(1, std::memory_order_relaxed);
     if (c->proto == Connection::Proto::kNative) {
@@ -1011,7 +1030,7 @@ class IoThread final : public CompletionSink {
   int64_t accept_logged_us_ = 0;
   uint64_t accept_pauses_ = 0;
   int64_t limit_logged_us_ = 0;  // clients closed for limits: one log line a second
-  uint64_t limit_unlogged_ = 0;
+  std::map<std::string, uint64_t> unlogged_closes_;  // kind -> closes not logged yet
   std::thread thread_;
   // Set by the thread itself before its loop runs; compared by Deliver(),
   // which sees it written because its writes were submitted after.
