@@ -18,13 +18,7 @@ import socket
 import threading
 import time
 
-
-def resp(*args):
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
+from hostile_attack import resp  # same directory
 
 
 def read_reply(sock):

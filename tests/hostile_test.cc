@@ -149,6 +149,32 @@ std::string Resp(const std::vector<std::string>& args) {
 const char kPassword[] = "hostile-test-pw";
 
 // A well-behaved client of a server started with --requirepass=kPassword.
+// Starts *s and stores "big" (512 KiB of `fill`) through the client it
+// returns; *big is the value.
+std::unique_ptr<Client> StartWithBigValue(ServerProcess* s, char fill, std::string* big) {
+  s->Start();
+  EXPECT_TRUE(s->WaitReady()) << s->Log();
+  auto c = ConnectClient(s->address());
+  *big = std::string(512 << 10, fill);
+  if (c == nullptr || !c->Put("big", *big).ok()) return nullptr;
+  return c;
+}
+
+// A client connection that will not read: the smallest receive buffer.
+int DialNonReading(int port) {
+  int fd = Dial(port);
+  int small = 4096;
+  if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  return fd;
+}
+
+// MGET of `n` copies of "big".
+std::vector<std::string> MgetOfBig(int n) {
+  std::vector<std::string> args = {"MGET"};
+  for (int i = 0; i < n; i++) args.push_back("big");
+  return args;
+}
+
 std::unique_ptr<Client> ConnectWithPassword(const ServerProcess& s) {
   ClientOptions o;
   o.address = s.address();
@@ -267,26 +293,19 @@ TEST(HostileTest, ClientsThatDoNotReadTheirRepliesAreBounded) {
   ServerProcess s(dir.path() + "/d",
                   {"--segment_mb=16", "--maxmemory_clients_mb=64", "--client_output_hard_mb=32",
                    "--client_output_soft_mb=16", "--client_output_soft_seconds=1"});
-  s.Start();
-  ASSERT_TRUE(s.WaitReady()) << s.Log();
-  auto c = ConnectClient(s.address());
-  ASSERT_TRUE(c);
-  const std::string big(512 << 10, 'v');
-  ASSERT_TRUE(c->Put("big", big).ok());
+  std::string big;
+  auto c = StartWithBigValue(&s, 'v', &big);
+  ASSERT_TRUE(c) << s.Log();
   const long long rss_before = SettledRss(s.pid());
   // Each asks for 40 x 512 KiB = 20 MiB of replies per MGET, five times.
-  std::vector<std::string> mget_args = {"MGET"};
-  for (int i = 0; i < 40; i++) mget_args.push_back("big");
   std::string greedy_request;
-  for (int i = 0; i < 5; i++) greedy_request += Resp(mget_args);
+  for (int i = 0; i < 5; i++) greedy_request += Resp(MgetOfBig(40));
   std::vector<int> greedy;
   long long rss_peak = 0;
   double worst_ping = 0;
   for (int i = 0; i < 30; i++) {
-    int fd = Dial(s.port());
+    int fd = DialNonReading(s.port());
     ASSERT_GE(fd, 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     SendAll(fd, greedy_request);
     greedy.push_back(fd);
     rss_peak = std::max(rss_peak, RssBytes(s.pid()));
@@ -402,16 +421,11 @@ TEST(HostileTest, BigValuesSentFromTheLogAreTheValuesTheCommandRead) {
 TEST(HostileTest, HundredClientsAskingForQuarterGigabyteRepliesAtDefaultFlags) {
   TempDir dir;
   ServerProcess s(dir.path() + "/d", {});
-  s.Start();
-  ASSERT_TRUE(s.WaitReady()) << s.Log();
-  auto c = ConnectClient(s.address());
-  ASSERT_TRUE(c);
-  const std::string big(512 << 10, 'q');
-  ASSERT_TRUE(c->Put("big", big).ok());
+  std::string big;
+  auto c = StartWithBigValue(&s, 'q', &big);
+  ASSERT_TRUE(c) << s.Log();
   const long long rss_before = SettledRss(s.pid());
-  std::vector<std::string> mget_args = {"MGET"};
-  for (int i = 0; i < 480; i++) mget_args.push_back("big");
-  std::string request = Resp(mget_args);
+  std::string request = Resp(MgetOfBig(480));
   for (int i = 0; i < 20; i++) request += Resp({"GET", "big"});
   std::vector<double> pings;
   auto ping = [&] {
@@ -423,10 +437,8 @@ TEST(HostileTest, HundredClientsAskingForQuarterGigabyteRepliesAtDefaultFlags) {
   std::vector<int> greedy;
   long long rss_peak = 0;
   for (int i = 0; i < 100; i++) {
-    int fd = Dial(s.port());
+    int fd = DialNonReading(s.port());
     ASSERT_GE(fd, 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     SendAll(fd, request);
     greedy.push_back(fd);
     ping();
@@ -747,9 +759,7 @@ TEST(HostileTest, AClosingClientThatDoesNotReadStillGoesAtItsDeadline) {
   const long long before = InfoNumber(c.get(), "connected_clients");
   // About 10 MiB of -NOAUTH replies it never reads (more than the socket
   // buffers hold), then QUIT.
-  int fd = Dial(s.port());
-  int small = 4096;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  int fd = DialNonReading(s.port());
   fcntl(fd, F_SETFL, O_NONBLOCK);
   std::string gets;
   for (int i = 0; i < 20000; i++) gets += "*2\r\n$3\r\nGET\r\n$1\r\nx\r\n";
