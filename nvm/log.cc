@@ -794,9 +794,11 @@ Status Log::SwitchSegment_wt(bool from_reserve) {
   if (s.code() == Status::Code::kBusy) {
     if (!from_reserve) switch_retry_us_ = now + kSwitchRetryUs;
     switch_failure_ = s;
+    short_of_space_.store(true, std::memory_order_relaxed);
     return s;
   }
   if (!s.ok()) return Fail_wt(s);
+  if (!from_reserve) short_of_space_.store(false, std::memory_order_relaxed);
   return Status::OK();
 }
 

@@ -220,6 +220,9 @@ class Log {
   std::shared_ptr<const void> HoldSegment(uint64_t loc) const;
   // Bytes of segments dropped from the log that replies still hold.
   uint64_t RetiredHeldBytes() const;
+  // Whether the last attempt to create a segment failed for want of space
+  // (until one succeeds): cleaning should then free what it can.
+  bool short_of_space() const { return short_of_space_.load(std::memory_order_relaxed); }
   // The location of a record given a pointer to it inside a mapped segment
   // (e.g. from a ForEachBatch payload). REQUIRES: p points into the log.
   uint64_t LocationOf(const char* p) const;
@@ -356,6 +359,7 @@ class Log {
   bool tail_from_reserve_ = false;  // writer-owned: the tail segment is the device's reserve
   int64_t switch_retry_us_ = 0;     // writer-owned: no new segment attempt before (MonoUs)
   Status switch_failure_;           // writer-owned: why the last attempt failed
+  std::atomic<bool> short_of_space_{false};  // the last segment switch failed for want of space
   bool failed_ = false;        // writer-owned
   // Start, in the tail segment, of bytes appended but not yet persisted
   // (AppendReplicated_wt with persist=false); 0: none. Writer-owned.

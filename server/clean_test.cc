@@ -34,11 +34,12 @@ class CleanTest : public ::testing::Test {
     if (store_) store_->Stop();
   }
   // Cleaning runs only when a test calls CleanOnce (the thread's period is long).
-  void Open(double threshold = 0.5) {
+  void Open(double threshold = 0.5, double backup_threshold = 0.25) {
     StoreOptions o;
     o.log.segment_bytes = 64 << 10;
     o.max_batch_bytes = 16 << 10;
     o.clean_threshold = threshold;
+    o.backup_clean_threshold = backup_threshold;
     o.clean_interval_ms = 1000000;
     auto s = Store::OpenOnDevice(dev_, o, &metrics_, &report_);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -172,6 +173,37 @@ TEST_F(CleanTest, DeletedAndExpiredKeysAreReclaimedAndStayGone) {
                     .ok());
   }
   EXPECT_EQ(values_left, 0u);
+}
+
+// A backup cleans at --backup_clean_threshold (0.25 here): the segment of
+// round 0, about a third live, is left alone there (the filler's, nearly all
+// dead, are cleaned), and cleaned by the same log opened as a primary (0.5).
+TEST_F(CleanTest, ABackupCleansAtItsLowerThreshold) {
+  Open();
+  store_->SetBackup();
+  const int keys = 300;
+  ASSERT_TRUE(Round(keys, 0));
+  // Half the keys overwritten twice: the first segment keeps the other half
+  // of round 0 (about a third of it), the rest of it died.
+  for (int round = 1; round <= 2; round++) {
+    std::vector<WriteOp> ops;
+    for (int k = 0; k < keys / 2; k++)
+      ops.push_back(Set("key" + std::to_string(k), Value(k, round)));
+    for (auto& r : Run(std::move(ops))) ASSERT_EQ(r.kind, WriteResult::Kind::kOk);
+    for (int k = 0; k < keys / 2; k++) acked_[k] = round;
+  }
+  for (int i = 0; i < 600; i++)
+    Run({Set("filler" + std::to_string(i % 40), std::string(200, 'f'))});
+  store_->SetCommitHint(UINT64_MAX - 1);
+  auto first_cleaned = [&] { return store_->log().SealedSegments().front().cleaned; };
+  ASSERT_FALSE(first_cleaned());
+  CleanAll();  // the filler's segments (nearly all dead) go
+  EXPECT_FALSE(first_cleaned()) << "a backup cleaned a segment above 0.25 live";
+  PowerCutAndReopen();  // now not a backup
+  ExpectAcked();
+  CleanAll();
+  EXPECT_TRUE(first_cleaned());
+  ExpectAcked();
 }
 
 // Tombstones are counted dead when written, but they stay while the values

@@ -1230,6 +1230,10 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
   // records all died). Not a fraction of the segment size: cleaned files are
   // smaller, and their dead bytes must be reclaimable too.
   const uint64_t min_gain = std::min<uint64_t>(64 << 10, log_->segment_bytes() / 16);
+  // A backup cleans less eagerly, unless its disk is short of space.
+  const double threshold = backup_.load() && !log_->short_of_space()
+                               ? std::min(options_.clean_threshold, options_.backup_clean_threshold)
+                               : options_.clean_threshold;
   const nvm::Log::SegmentInfo* victim = nullptr;
   double victim_live = 2;
   uint64_t older_cleaned = UINT64_MAX;  // min cleaned_lsn of the segments before the victim
@@ -1238,8 +1242,7 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
     if (seg.end_lsn - 1 > safe || seg.end_lsn > horizon) break;
     const double live = LiveFraction(seg);
     const double dead = (1 - live) * static_cast<double>(seg.data_bytes);
-    if (live < options_.clean_threshold && dead >= static_cast<double>(min_gain) &&
-        live < victim_live) {
+    if (live < threshold && dead >= static_cast<double>(min_gain) && live < victim_live) {
       victim = &seg;
       victim_live = live;
       older_cleaned = running;

@@ -159,6 +159,12 @@ struct StoreOptions {
   // Log cleaning: a sealed segment whose live fraction is below this is
   // compacted in the background (0: never). Checked every clean_interval_ms.
   double clean_threshold = 0.5;
+  // The threshold on a backup (the lower of the two applies, and
+  // clean_threshold while the log is short of space): a backup's log is read
+  // only at recovery and failover, so it trades space (a log of up to live
+  // data / threshold) for the CPU a write costs it (cleaning copies
+  // live / (1 - live) bytes for each byte it frees).
+  double backup_clean_threshold = 0.25;
   int clean_interval_ms = 100;
 };
 
