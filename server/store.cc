@@ -167,6 +167,7 @@ bool Store::Resolve(std::string_view key, uint64_t hash, Resolved* out) const {
       out->value = e->value;
       out->expire_at_ms = e->expire_at_ms;
       out->location = e->location;  // the same value, in the log
+      out->hot = true;
       return true;
     }
   }
@@ -628,7 +629,7 @@ bool Store::GetHeld(std::string_view key, std::string* copy, std::string_view* v
     *hold = log_->HoldSegment(r.location);
     if (*hold != nullptr) {
       // The log's copy (a hot value's DRAM copy goes when it is demoted).
-      *value = log_->ReadRecord(r.location).value;
+      *value = r.hot ? log_->ReadRecord(r.location).value : r.value;
       return true;
     }
   }

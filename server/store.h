@@ -298,6 +298,7 @@ class Store : private KeyReader {
     std::string_view value;
     int64_t expire_at_ms = 0;
     uint64_t location = 0;  // of the record in the log (a hot value's too)
+    bool hot = false;       // value views the hot layer's copy
   };
   bool Resolve(std::string_view key, uint64_t hash, Resolved* out) const;
   // REQUIRES: the exclusive lock (index_writer_mu_ and every read slot).
