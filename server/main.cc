@@ -654,12 +654,8 @@ int main(int argc, char** argv) {
       server.set_rdma_info("off (" + gs.message() + ")");
     }
   }
-  faha::Status s = server.Start();
-  if (!s.ok()) {
-    FAHA_LOG_ERROR("cannot start: %s", s.ToString().c_str());
-    return 1;
-  }
-  if (gateway) gateway->Run();
+  // /metrics is served, with its password, before the client port opens: a
+  // client's PING answered means every port is ready.
   std::unique_ptr<prometheus::Exposer> exposer;
   auto collectable = std::make_shared<faha::MetricsCollectable>(&metrics);
   if (metrics_port > 0) {
@@ -678,10 +674,15 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
       FAHA_LOG_ERROR("cannot serve /metrics on %s:%d: %s", FLAGS_metrics_bind.c_str(), metrics_port,
                      e.what());
-      server.Stop();
       return 1;
     }
   }
+  faha::Status s = server.Start();
+  if (!s.ok()) {
+    FAHA_LOG_ERROR("cannot start: %s", s.ToString().c_str());
+    return 1;
+  }
+  if (gateway) gateway->Run();
   g_server = &server;
   if (g_restart.load()) server.RequestShutdown();
   struct sigaction sa {};
