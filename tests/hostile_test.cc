@@ -140,6 +140,20 @@ double WorstPingMs(Client* c, int n) {
   return worst;
 }
 
+// The 99th percentile (nearest rank) of `n` PINGs, in milliseconds: one stall
+// of a noisy machine among 100 is not the server's latency.
+double PingP99Ms(Client* c, int n) {
+  std::vector<double> ms;
+  for (int i = 0; i < n; i++) {
+    const int64_t t0 = MonoUs();
+    auto r = c->Command({"PING"});
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    ms.push_back(static_cast<double>(MonoUs() - t0) / 1000.0);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[(ms.size() * 99 + 99) / 100 - 1];
+}
+
 std::string Resp(const std::vector<std::string>& args) {
   std::string out = "*" + std::to_string(args.size()) + "\r\n";
   for (const auto& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
@@ -488,11 +502,11 @@ TEST(HostileTest, ManyUnauthenticatedBulkSendersHoldNoMemory) {
     (void)n;
     fds.push_back(fd);
   }
-  double worst = WorstPingMs(c.get(), 20);
+  const double p99 = PingP99Ms(c.get(), 100);
   const long long rss_after = RssBytes(s.pid());
   for (int fd : fds) close(fd);
   EXPECT_LT(rss_after - rss_before, (64ll << 20) + kRssSlack);
-  EXPECT_LT(worst, 50.0 * kSlowdown);
+  EXPECT_LT(p99, 50.0 * kSlowdown) << "PING p99 ms of 100 during the attack";
 }
 
 // At the open-files limit the server stops accepting for a moment instead of
