@@ -89,7 +89,10 @@ void NetnsNetwork::CleanStale() {
   if (RunIp({"netns", "list"}, &out).ok()) {
     std::istringstream in(out);
     while (std::getline(in, line)) {
-      if (ParseOurName(line, 'n', &name, &pid) && gone(pid)) RunIp({"netns", "del", name});
+      // Best effort, like all of this sweep: what stays is swept next time.
+      if (ParseOurName(line, 'n', &name, &pid) && gone(pid)) {
+        RunIp({"netns", "del", name}).IgnoreError();
+      }
     }
   }
   if (RunIp({"-o", "link", "show", "type", "bridge"}, &out).ok()) {
@@ -99,7 +102,7 @@ void NetnsNetwork::CleanStale() {
       size_t colon = line.find(": ");
       if (colon == std::string::npos) continue;
       if (ParseOurName(line.substr(colon + 2), 'b', &name, &pid) && gone(pid)) {
-        RunIp({"link", "del", name});
+        RunIp({"link", "del", name}).IgnoreError();
       }
     }
   }
@@ -152,8 +155,9 @@ Status NetnsNetwork::Create(int nodes) {
 void NetnsNetwork::Destroy() {
   if (!created_) return;
   created_ = false;
-  for (const auto& ns : ns_) RunIp({"netns", "del", ns});  // takes its veth pair along
-  RunIp({"link", "del", bridge_});
+  // Best effort: the next run sweeps what is left (the names carry our pid).
+  for (const auto& ns : ns_) RunIp({"netns", "del", ns}).IgnoreError();  // and its veth pair
+  RunIp({"link", "del", bridge_}).IgnoreError();
   ns_.clear();
   veth_.clear();
   addresses_.clear();

@@ -203,7 +203,7 @@ Status EtcdProcess::Launch(int deadline_ms) {
     if (Clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // poll interval
   }
-  Kill(SIGKILL);
+  Kill(SIGKILL).IgnoreError();  // the timeout is what to report
   return Status::Timeout("etcd on " + client_url + " did not answer within " +
                          std::to_string(deadline_ms) + " ms (last: " + last.ToString() + "); " +
                          log + ":\n" + LogTail());

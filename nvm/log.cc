@@ -1060,7 +1060,9 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
   }
   if (persisted.ok() && off > persisted_to) persisted = out->Persist(persisted_to, off - persisted_to);
   if (!persisted.ok()) {
-    device_->DiscardReplacement(seg.id);
+    // The persist error is the one to report; a staged file left behind is
+    // removed at the next start.
+    device_->DiscardReplacement(seg.id).IgnoreError();
     return persisted;
   }
   auto r = std::unique_ptr<Replacement>(new Replacement());
@@ -1096,7 +1098,8 @@ void Log::SwapReplacement(std::unique_ptr<Replacement> r) {
 
 void Log::DiscardReplacement(std::unique_ptr<Replacement> r) {
   r->segment.reset();
-  if (!r->committed) device_->DiscardReplacement(r->id);
+  // A staged file left behind is removed at the next start.
+  if (!r->committed) device_->DiscardReplacement(r->id).IgnoreError();
 }
 
 }  // namespace faha::nvm

@@ -188,7 +188,7 @@ Status StreamChannel::AuthenticatePeer() {
     EncodeFrame(&refusal, FrameType::kError, 0, 0,
                 "authentication failed: wrong cluster secret, or a replayed or stale first frame "
                 "(the clocks of the nodes must agree within 5 minutes)");
-    Send(refusal, 200);
+    Send(refusal, 200).IgnoreError();  // a courtesy: the refusal below is the result
     return Status::Auth(peer() + " did not prove the cluster secret");
   }
   vouched_.store(true);
@@ -205,7 +205,7 @@ Status StreamChannel::AuthenticatePeer() {
       !ConstantTimeEqual(reply->body, SecretProof(options_.secret, n, "client"))) {
     std::string refusal;
     EncodeFrame(&refusal, FrameType::kError, 0, 0, "authentication failed: wrong cluster secret");
-    Send(refusal, 200);
+    Send(refusal, 200).IgnoreError();  // a courtesy: the refusal below is the result
     return Status::Auth(peer() + " did not prove the cluster secret");
   }
   out.clear();

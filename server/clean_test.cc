@@ -263,9 +263,14 @@ TEST_F(CleanTest, TombstoneOutlivesTheValueItDeleted) {
   // The segment holding "doomed"'s value was not cleaned (it is mostly live).
   bool value_remains = false;
   for (const auto& seg : store_->log().SealedSegments()) {
-    store_->log().ForEachRecord(seg.id, [&](const nvm::RecordView& r, uint64_t, uint64_t) {
-      if (r.key == "doomed" && r.type == nvm::RecordType::kPut) value_remains = true;
-    });
+    ASSERT_TRUE(store_->log()
+                    .ForEachRecord(seg.id,
+                                   [&](const nvm::RecordView& r, uint64_t, uint64_t) {
+                                     if (r.key == "doomed" && r.type == nvm::RecordType::kPut) {
+                                       value_remains = true;
+                                     }
+                                   })
+                    .ok());
   }
   ASSERT_TRUE(value_remains);
   PowerCutAndReopen();

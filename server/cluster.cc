@@ -167,7 +167,8 @@ void ClusterNode::Stop() {
   }
   if (backup_) backup_->Stop();
   // Leaving: let the others take over at once instead of after the TTL.
-  if (etcd_ && lease_id_.load() != 0) etcd_->RevokeLease(lease_id_.load());
+  // Best effort: unrevoked, the lease ends after its TTL.
+  if (etcd_ && lease_id_.load() != 0) etcd_->RevokeLease(lease_id_.load()).IgnoreError();
 }
 
 Status ClusterNode::RenewLease() {
@@ -318,7 +319,8 @@ void ClusterNode::Tick() {
   } else {
     if (lease_lost_.load()) {
       // A backup whose lease lapsed (etcd unreachable for a TTL): a new one.
-      if (RenewLease().ok()) Register(0);
+      // Unregistered, it tries again at the next tick (the lease stays lost).
+      if (RenewLease().ok() && !Register(0).ok()) lease_lost_.store(true);
       return;
     }
     BackupTick(*cfg);
@@ -502,7 +504,8 @@ bool ClusterNode::TryTakeOver(const std::optional<ClusterConfig>& expected, Clus
   auto wrote = etcd_->CompareAndSwap(Key("config"), expected ? expected->mod_revision : 0,
                                      next.ToJson(), 0, nullptr);
   if (!wrote.ok() || !*wrote) {
-    etcd_->Delete(Key("leader"));
+    // Left in place, the key goes with our lease; the next election waits for it.
+    etcd_->Delete(Key("leader")).IgnoreError();
     return false;
   }
   Promote(next, old_lease_start_ns);
@@ -515,8 +518,16 @@ void ClusterNode::Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns) 
                 static_cast<unsigned long long>(cfg.history.back().second - 1),
                 old_lease_start_ns ? "; serving once the old primary's read lease has passed" : "");
   backup_->Stop();  // applies what it received, then ends its sessions
+  // The epoch is recorded before anything of it is written: a node that
+  // cannot record it must not lead it (after a restart it would take frames
+  // of an older epoch).
   auto ef = nvm::EpochFile::Open(options_.data_dir);
-  if (ef.ok()) ef->Advance(cfg.epoch);
+  Status recorded = ef.ok() ? ef->Advance(cfg.epoch) : ef.status();
+  if (!recorded.ok()) {
+    Depose("cannot record epoch " + std::to_string(cfg.epoch) + " in " + options_.data_dir +
+           ": " + recorded.ToString());
+    return;
+  }
   ReplicatorOptions ropt = options_.replication;
   auto nodes = ReadNodes();
   if (nodes.ok()) {

@@ -176,10 +176,12 @@ DEFINE_bool(stale_reads, false,
             "client must send READONLY on its connection first.");
 
 namespace {
-faha::Server* g_server = nullptr;
+// Set by main once the server exists; read by the signal handler and by the
+// cluster thread (a deposed primary asks for a restart), which start earlier.
+std::atomic<faha::Server*> g_server{nullptr};
 std::atomic<bool> g_restart{false};
 void OnSignal(int) {
-  if (g_server) g_server->RequestShutdown();
+  if (faha::Server* s = g_server.load()) s->RequestShutdown();
 }
 
 // A crash says so in the log, with the stack of the thread that crashed, and
@@ -610,7 +612,7 @@ int main(int argc, char** argv) {
       };
       copt.request_restart = [] {
         g_restart.store(true);
-        if (g_server) g_server->RequestShutdown();
+        if (faha::Server* s = g_server.load()) s->RequestShutdown();
       };
       cluster = std::make_unique<faha::ClusterNode>(copt, st, std::move(backup_service));
       opt.replication = cluster.get();
@@ -683,7 +685,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (gateway) gateway->Run();
-  g_server = &server;
+  g_server.store(&server);
   if (g_restart.load()) server.RequestShutdown();
   struct sigaction sa {};
   sa.sa_handler = OnSignal;
@@ -703,7 +705,7 @@ int main(int argc, char** argv) {
     st->set_clean_horizon(nullptr);  // the cleaner runs on until the store goes
     replicator->Stop();
   }
-  g_server = nullptr;
+  g_server.store(nullptr);
   FAHA_LOG_INFO("shutdown complete: committed LSN %llu",
                 static_cast<unsigned long long>(st->committed_lsn()));
   if (g_restart.load()) {

@@ -95,7 +95,7 @@ void RdmaGateway::AcceptLoop() {
       // The refusal (max clients) is written to sv[0]; relay it, then close.
       close(sv[0]);
       std::string msg = "-" + adopted.message() + "\r\n";
-      (*s)->Write(msg, 200);
+      (*s)->Write(msg, 200).IgnoreError();  // a courtesy before closing
       close(sv[1]);
       continue;
     }

@@ -477,7 +477,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
     } else {
       rdma::EncodeFrame(&out, FrameType::kError, options_.epoch, 0, join.message());
     }
-    ch->Send(out, 200);
+    ch->Send(out, 200).IgnoreError();  // the peer learns why, or reconnects and asks again
     return join;
   }
   {
@@ -584,7 +584,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
                       peer->address.c_str(), static_cast<unsigned long long>(from));
         out.clear();
         rdma::EncodeFrame(&out, FrameType::kTruncate, options_.epoch, 1, {});
-        ch->Send(out, 200);
+        ch->Send(out, 200).IgnoreError();  // unsent, the backup reconnects and is told again
         result = Status::Unavailable("backup sent back to LSN 1 (cleaned log)");
         break;
       }
@@ -836,7 +836,7 @@ void BackupService::CountRefusal(const Status& s) {
 void BackupService::SendError(rdma::Channel* ch, uint64_t epoch, const std::string& why) {
   std::string out;
   rdma::EncodeFrame(&out, FrameType::kError, epoch, 0, why);
-  ch->Send(out, 200);
+  ch->Send(out, 200).IgnoreError();  // a courtesy: the session ends with its own error
 }
 
 void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
@@ -934,6 +934,9 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
   uint64_t appended_end = durable_end;
   // Persist what was appended, acknowledge it, then apply it to the index.
   // REQUIRES: log_mu_ not held.
+  // On a way out (an error, a fence, the end of the session) its own result is
+  // dropped: the session ends with the cause, and what was not acknowledged is
+  // sent again by the primary.
   auto ack_and_apply = [&](bool always = false, std::string_view echo = {}) -> Status {
     if (pending.empty() && !always) return Status::OK();
     if (!pending.empty()) {
@@ -971,18 +974,18 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
         then();
       }
     }
-    if (!fence.ok()) ack_and_apply();
+    if (!fence.ok()) ack_and_apply().IgnoreError();
     return fence;
   };
   auto fail = [&](const std::string& why) {
-    ack_and_apply();
+    ack_and_apply().IgnoreError();
     SendError(ch, epoch, why);
     return Status::Protocol(why);
   };
   while (true) {
     if (stopping_.load()) return ack_and_apply();
     if (generation_.load() != gen) {
-      ack_and_apply();
+      ack_and_apply().IgnoreError();
       return Status::Unavailable("replaced by a newer session");
     }
     auto f = ch->Receive(pending.empty() ? kPollMs : 0);
@@ -1001,7 +1004,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
         }
         if (hook) hook();
       }
-      ack_and_apply();
+      ack_and_apply().IgnoreError();
       return f.status();
     }
     last_heard_us_.store(MonoUs());
@@ -1015,7 +1018,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
       continue;
     }
     if (f->type == FrameType::kTruncate && f->epoch == epoch) {
-      ack_and_apply();
+      ack_and_apply().IgnoreError();
       Status t;
       {
         std::lock_guard<std::mutex> l(log_mu_);
@@ -1037,7 +1040,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
                                  "; reconnecting to catch up");
     }
     if (f->type == FrameType::kError) {
-      ack_and_apply();
+      ack_and_apply().IgnoreError();
       return Status::Unavailable("primary ended the session: " +
                                  std::string(f->body.substr(0, 512)));
     }

@@ -270,8 +270,9 @@ TEST(ReplicationTest, PrimaryAndTwoBackupsHoldTheSameBatchesAndData) {
       for (int i = 0; i < 300 && c; i++) {
         auto r = c->Command({"INCRBY", "counter", "2"});
         if (r.ok() && r->type == Reply::Type::kInt) incr_acked += 2;
-        c->Command({"SET", "nx-" + std::to_string(i % 50), "x", "NX"});
-        c->Command({"DEL", "a-" + std::to_string(i)});
+        // Their results do not matter: only the state they leave is compared.
+        c->Command({"SET", "nx-" + std::to_string(i % 50), "x", "NX"}).IgnoreError();
+        c->Command({"DEL", "a-" + std::to_string(i)}).IgnoreError();
       }
     });
   }
@@ -576,7 +577,8 @@ TEST(ReplicationTest, FramesOfAStaleEpochAreRefusedAndNothingIsWritten) {
     ASSERT_TRUE(peer.Send(rdma::FrameType::kHello, 3, 1, "127.0.0.1:1").ok());
     ExpectError(&peer, "HELLO of epoch 3", "stale epoch 3: this backup has seen epoch 5");
     // Whatever follows is not written.
-    peer.Send(rdma::FrameType::kBatch, 3, 4, BatchBody(4, 3, 2));
+    // The backup may close the connection first: sent or not, nothing is written.
+    peer.Send(rdma::FrameType::kBatch, 3, 4, BatchBody(4, 3, 2)).IgnoreError();
     EXPECT_EQ(DurableLsn(cl.backup(0)), 3);
     if (restart == 0) {
       cl.backup(0).Kill(SIGKILL);

@@ -7,14 +7,17 @@
 # parser fuzzers (RESP, native frames, log recovery) at once for FUZZ_SECONDS
 # (default 30); and the RDMA + persistent-memory suite in a qemu guest with soft-RoCE and an
 # emulated NVDIMM mounted -o dax (tests/guest/run-rdma-suite.sh: ctest -L rdma,
-# a cluster over rxe on DAX, a power cut), on the release build.
-# Usage: tests/run.sh [release|asan|rdma|fuzz]...   (default: all four)
+# a cluster over rxe on DAX, a power cut), on the release build; and the unit and
+# integration tests again under ThreadSanitizer, built with clang (build-tsan;
+# FAHA_TEST_SLOWDOWN=4 stretches the tests' latency bounds, and a race in a
+# server it starts fails the test: the server exits).
+# Usage: tests/run.sh [release|asan|tsan|rdma|fuzz]...   (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
 
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(release asan rdma fuzz)
+[ ${#configs[@]} -gt 0 ] || configs=(release asan tsan rdma fuzz)
 jobs=$(nproc)
 # Sanitized builds at -O1 with line tables only: they compile in half the time
 # of -O2 -g (259 s against 543 s here) and still give symbolized stack traces.
@@ -66,13 +69,19 @@ for cfg in "${configs[@]}"; do
   case "$cfg" in
     release) flags=(-DCMAKE_BUILD_TYPE=Release) ;;
     asan) flags=("${sanitized[@]}" -DFAHA_SANITIZE=address,undefined -DFAHA_BUILD_BENCH=OFF) ;;
-    *) echo "tests/run.sh: unknown configuration '$cfg' (release, asan, rdma or fuzz)" >&2; exit 2 ;;
+    tsan) flags=("${sanitized[@]}" -DFAHA_SANITIZE=thread -DFAHA_BUILD_BENCH=OFF) ;;
+    *) echo "tests/run.sh: unknown configuration '$cfg' (release, asan, tsan, rdma or fuzz)" >&2; exit 2 ;;
   esac
+  compiler=()
+  [ "$cfg" = tsan ] && compiler=(-DCMAKE_CXX_COMPILER=clang++)
   echo "=== $cfg: configure and build (build-$cfg) ==="
-  cmake -S . -B "build-$cfg" -DFAHA_WERROR=ON "${flags[@]}" > "build-$cfg.configure.log" 2>&1 \
+  cmake -S . -B "build-$cfg" -DFAHA_WERROR=ON "${compiler[@]}" "${flags[@]}" > "build-$cfg.configure.log" 2>&1 \
     || { cat "build-$cfg.configure.log"; exit 1; }
   cmake --build "build-$cfg" -j"$jobs"
   echo "=== $cfg: ctest ==="
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  (cd "build-$cfg" && ctest --output-on-failure --timeout 900)
+  export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+  slowdown=()
+  [ "$cfg" = tsan ] && slowdown=(env FAHA_TEST_SLOWDOWN=4)
+  (cd "build-$cfg" && "${slowdown[@]}" ctest --output-on-failure --timeout 900)
 done

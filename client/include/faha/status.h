@@ -1,7 +1,8 @@
 // Status and StatusOr<T>: the result of every FaHA call that can fail, in the
 // client library and inside the server alike. A Status is either OK or carries a
 // code and a message meant for a person. Values are immutable and cheap to copy
-// when OK; any thread may use its own copies.
+// when OK; any thread may use its own copies. Both are [[nodiscard]]: a result
+// dropped on purpose says so with IgnoreError().
 #ifndef FAHA_STATUS_H_
 #define FAHA_STATUS_H_
 
@@ -13,7 +14,7 @@
 
 namespace faha {
 
-class Status {
+class [[nodiscard]] Status {
  public:
   enum class Code : int {
     kOk = 0,
@@ -52,6 +53,9 @@ class Status {
     return ok() ? *this : Status(code_, std::string(prefix) + msg_);
   }
   const std::string& message() const { return msg_; }
+  // Drops this result on purpose: the caller has nothing to do on failure
+  // (logged or retried elsewhere, or best effort by design).
+  void IgnoreError() const {}
 
   // "IOError: disk full" style text, or "OK".
   std::string ToString() const {
@@ -97,7 +101,7 @@ class Status {
 
 // Either a value or a non-OK Status.
 template <typename T>
-class StatusOr {
+class [[nodiscard]] StatusOr {
  public:
   StatusOr(Status s) : status_(std::move(s)) { assert(!status_.ok()); }  // NOLINT
   StatusOr(T v) : value_(std::move(v)) {}                                // NOLINT
@@ -115,6 +119,7 @@ class StatusOr {
     assert(ok());
     return std::move(*value_);
   }
+  void IgnoreError() const {}
   T* operator->() { return &value(); }
   T& operator*() { return value(); }
 
