@@ -15,18 +15,18 @@
 // between acknowledged writes until the cluster was whole again, and the
 // median, p99 and maximum per fault kind. Exit status 0 only if every check
 // passed. Flags: --help; docs/flags.md.
+#include <fcntl.h>
 #include <gflags/gflags.h>
 #include <signal.h>
-#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
-#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -117,9 +117,10 @@ std::string DescribeProcess(pid_t pid) {
     if (!comm.empty() && comm.back() == '\n') comm.pop_back();
     const std::string stat = slurp(dir + "/stat");
     const size_t close = stat.rfind(')');
-    const char state = close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
-    out += "  thread " + t.path().filename().string() + " " + comm + " state " + state +
-           " wchan " + slurp(dir + "/wchan") + "\n";
+    const char state =
+        close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : '?';
+    out += "  thread " + t.path().filename().string() + " " + comm + " state " + state + " wchan " +
+           slurp(dir + "/wchan") + "\n";
     std::string stack = slurp(dir + "/stack");
     std::istringstream lines(stack);
     for (std::string line; std::getline(lines, line);) out += "    " + line + "\n";
@@ -158,12 +159,20 @@ class Cluster {
   void Start(Node* n) {
     std::vector<std::string> args;
     if (!n->ns.empty()) args = {"ip", "netns", "exec", n->ns};  // execs the server, same pid
-    std::vector<std::string> server = {
-        server_, "--etcd=" + etcd_, "--cluster=drill", "--node_id=" + n->id,
-        "--bind=" + n->host, "--port=" + std::to_string(n->port),
-        "--repl_port=" + std::to_string(n->repl_port), "--data_dir=" + n->data_dir,
-        "--cluster_secret_file=" + dir_ + "/secret", "--segment_mb=16", "--metrics_port=-1",
-        "--rdma=off", "--repl_transport=" + FLAGS_repl_transport, "--repl_timeout_ms=1000"};
+    std::vector<std::string> server = {server_,
+                                       "--etcd=" + etcd_,
+                                       "--cluster=drill",
+                                       "--node_id=" + n->id,
+                                       "--bind=" + n->host,
+                                       "--port=" + std::to_string(n->port),
+                                       "--repl_port=" + std::to_string(n->repl_port),
+                                       "--data_dir=" + n->data_dir,
+                                       "--cluster_secret_file=" + dir_ + "/secret",
+                                       "--segment_mb=16",
+                                       "--metrics_port=-1",
+                                       "--rdma=off",
+                                       "--repl_transport=" + FLAGS_repl_transport,
+                                       "--repl_timeout_ms=1000"};
     std::stringstream extra(FLAGS_server_flags);
     for (std::string f; extra >> f;) server.push_back(f);
     args.insert(args.end(), server.begin(), server.end());
@@ -337,9 +346,8 @@ class Workload {
         op.kind = Op::Kind::kIncr;
         op.key = "ctr" + std::to_string(rng() % static_cast<uint64_t>(FLAGS_counters));
         auto r = client->Command({"INCR", op.key});
-        s = r.ok() ? (r->type == faha::Reply::Type::kInt
-                          ? faha::Status::OK()
-                          : faha::Status::ServerError(r->str))
+        s = r.ok() ? (r->type == faha::Reply::Type::kInt ? faha::Status::OK()
+                                                         : faha::Status::ServerError(r->str))
                    : r.status();
         if (s.ok()) op.incr_result = r->integer;
       }
@@ -566,8 +574,7 @@ int main(int argc, char** argv) {
       const int64_t restart_us = faha::MonoUs();
       injected = etcd.Start();
       if (injected.ok()) {
-        fault.detail += "; etcd answered " +
-                        std::to_string((faha::MonoUs() - restart_us) / 1000) +
+        fault.detail += "; etcd answered " + std::to_string((faha::MonoUs() - restart_us) / 1000) +
                         " ms after its restart";
       }
     } else if (f == "cut-link") {
@@ -705,16 +712,18 @@ int main(int argc, char** argv) {
 
   const std::string where =
       use_netns ? "network namespaces on bridge " + net.bridge_address() : FLAGS_host;
-  printf("\n== faha-drill results (3 nodes + etcd, %s, %d clients, %d keys, %d counters, "
-         "transport %s)\n",
-         where.c_str(), FLAGS_clients, FLAGS_keys, FLAGS_counters, FLAGS_repl_transport.c_str());
-  printf("operations: %zu recorded; writes acknowledged %llu, outcome unknown %llu; reads %llu; "
-         "INCRs acknowledged %llu; keys %llu\n",
-         ops.size(), static_cast<unsigned long long>(check.writes_acked),
-         static_cast<unsigned long long>(check.writes_unknown),
-         static_cast<unsigned long long>(check.reads),
-         static_cast<unsigned long long>(check.incrs_acked),
-         static_cast<unsigned long long>(check.keys));
+  printf(
+      "\n== faha-drill results (3 nodes + etcd, %s, %d clients, %d keys, %d counters, "
+      "transport %s)\n",
+      where.c_str(), FLAGS_clients, FLAGS_keys, FLAGS_counters, FLAGS_repl_transport.c_str());
+  printf(
+      "operations: %zu recorded; writes acknowledged %llu, outcome unknown %llu; reads %llu; "
+      "INCRs acknowledged %llu; keys %llu\n",
+      ops.size(), static_cast<unsigned long long>(check.writes_acked),
+      static_cast<unsigned long long>(check.writes_unknown),
+      static_cast<unsigned long long>(check.reads),
+      static_cast<unsigned long long>(check.incrs_acked),
+      static_cast<unsigned long long>(check.keys));
   printf("epochs:");
   for (const auto& e : epochs) {
     printf(" %llu@LSN%llu", static_cast<unsigned long long>(e.epoch),
@@ -746,9 +755,10 @@ int main(int argc, char** argv) {
     }
     const double window_ms = static_cast<double>(ack - f.at_us) / 1000.0;
     windows[f.name].push_back(window_ms);
-    printf("  %-16s %s: unavailable %.0f ms; longest gap between acked writes until whole "
-           "again %.0f ms%s\n",
-           f.name.c_str(), f.detail.c_str(), window_ms, gap_ms, extra.c_str());
+    printf(
+        "  %-16s %s: unavailable %.0f ms; longest gap between acked writes until whole "
+        "again %.0f ms%s\n",
+        f.name.c_str(), f.detail.c_str(), window_ms, gap_ms, extra.c_str());
   }
   printf("unavailability (fault -> first acknowledged write sent after it), per fault kind:\n");
   for (const auto& [name, v] : windows) {

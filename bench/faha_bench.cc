@@ -88,8 +88,8 @@ int main(int argc, char** argv) {
   auto warmup = props.GetDouble("warmup.seconds", 0);
   auto interval = props.GetDouble("status.interval", 10);
   auto seed = props.GetInt("seed", 1);
-  for (const faha::Status& s : {threads.status(), target.status(), warmup.status(),
-                                interval.status(), seed.status()}) {
+  for (const faha::Status& s :
+       {threads.status(), target.status(), warmup.status(), interval.status(), seed.status()}) {
     if (!s.ok()) return Usage(s.message().c_str());
   }
   if (*threads < 1 || *threads > 4096) return Usage("threadcount must be 1..4096");

@@ -33,8 +33,9 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (FLAGS_connections < 1 || FLAGS_depth < 1 || FLAGS_value_bytes < 0 || FLAGS_keyspace < 1 ||
       FLAGS_seconds <= 0) {
-    fprintf(stderr, "faha_native_load: --connections, --depth, --keyspace and --seconds must be "
-                    "positive\n");
+    fprintf(stderr,
+            "faha_native_load: --connections, --depth, --keyspace and --seconds must be "
+            "positive\n");
     return 2;
   }
   faha::Histogram latency_us;

@@ -18,7 +18,8 @@ namespace {
 
 void Usage() {
   fprintf(stderr,
-          "usage: faha-cli [-h HOST] [-p PORT] [--rdma] [-a PASSWORD] [--timeout_ms MS] [COMMAND ARGS...]\n"
+          "usage: faha-cli [-h HOST] [-p PORT] [--rdma] [-a PASSWORD] [--timeout_ms MS] [COMMAND "
+          "ARGS...]\n"
           "  -h HOST          server host (default 127.0.0.1)\n"
           "  -p PORT          server port (default 7379)\n"
           "  -a PASSWORD      password for AUTH (or set FAHA_PASSWORD)\n"

@@ -97,14 +97,14 @@ struct Client::Impl {
   ClientOptions options;
   std::vector<std::string> seeds;  // follow_primary: the listed nodes
   size_t seed_next = 0;
-  std::string connected;           // address of the current connection
-  std::string moved_to;            // a MOVED reply named the primary
-  std::string retry_why;           // why requests wait for a retry
-  uint64_t stamp = 0;              // commit stamp of the reply being delivered
+  std::string connected;  // address of the current connection
+  std::string moved_to;   // a MOVED reply named the primary
+  std::string retry_why;  // why requests wait for a retry
+  uint64_t stamp = 0;     // commit stamp of the reply being delivered
   uint64_t retries = 0, reconnects = 0;
   int fd = -1;
   std::unique_ptr<rdma::VerbsStream> verbs;  // rdma:// connections
-  Status broken;  // non-OK once the connection failed
+  Status broken;                             // non-OK once the connection failed
   uint64_t next_id = 1;
   std::string out;
   std::string in;
@@ -192,8 +192,8 @@ struct Client::Impl {
     uint64_t id = next_id++;
     size_t at = out.size();
     native::EncodeRequest(&out, op, id, key, value, arg);
-    waiters.push_back({id, std::move(done),
-                       options.follow_primary ? out.substr(at) : std::string()});
+    waiters.push_back(
+        {id, std::move(done), options.follow_primary ? out.substr(at) : std::string()});
   }
 
   // follow_primary: whether a reply asks for the request to go elsewhere or
@@ -272,9 +272,9 @@ struct Client::Impl {
       out.insert(0, resend);
       for (auto it = again.rbegin(); it != again.rend(); ++it) waiters.push_front(std::move(*it));
     }
-    Status fail = Status::Unavailable("no primary answered within failover_timeout_ms (" +
-                                      std::to_string(options.failover_timeout_ms) +
-                                      " ms): " + retry_why);
+    Status fail =
+        Status::Unavailable("no primary answered within failover_timeout_ms (" +
+                            std::to_string(options.failover_timeout_ms) + " ms): " + retry_why);
     native::Response none{};
     for (auto* q : {&retry, &waiters}) {
       while (!q->empty()) {
@@ -305,11 +305,14 @@ struct Client::Impl {
     out = req;
     int expect = options.password.empty() ? 1 : 2;
     for (int i = 0; i < expect; i++) {
-      waiters.push_back({0, [&](const Status& st, const native::Response& r) {
-                           if (!st.ok()) result = st;
+      waiters.push_back({0,
+                         [&](const Status& st, const native::Response& r) {
+                           if (!st.ok())
+                             result = st;
                            else if (r.code != native::Code::kOk && result.ok())
                              result = ErrorStatus(r.code, r.body);
-                         }, {}});
+                         },
+                         {}});
     }
     following_ = false;
     Status f = FlushOnce();

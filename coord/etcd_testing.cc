@@ -79,7 +79,6 @@ Status PickFreePorts(int* a, int* b) {
   return s;
 }
 
-
 EtcdProcess::~EtcdProcess() {
   if (pid_ > 0) {
     kill(pid_, SIGKILL);

@@ -582,7 +582,8 @@ StatusOr<Log::AppendResult> Log::AppendBatch_wt(std::string_view payload, uint32
 Status Log::Sync_any(const AppendResult& r) const {
   std::shared_lock<std::shared_mutex> l(sync_mu_);
   Segment* seg = segments_[LocationSegment(r.base_location)].load(std::memory_order_acquire);
-  if (seg == nullptr) return Status::IOError("segment of LSN " + std::to_string(r.first_lsn) + " is gone");
+  if (seg == nullptr)
+    return Status::IOError("segment of LSN " + std::to_string(r.first_lsn) + " is gone");
   return seg->Persist(LocationOffset(r.base_location) - sizeof(BatchHeader), r.bytes);
 }
 
@@ -1058,7 +1059,8 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
       persisted_to = off;
     }
   }
-  if (persisted.ok() && off > persisted_to) persisted = out->Persist(persisted_to, off - persisted_to);
+  if (persisted.ok() && off > persisted_to)
+    persisted = out->Persist(persisted_to, off - persisted_to);
   if (!persisted.ok()) {
     // The persist error is the one to report; a staged file left behind is
     // removed at the next start.

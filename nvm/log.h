@@ -340,7 +340,7 @@ class Log {
   std::unique_ptr<std::atomic<Segment*>[]> segments_;
   // LSN of the first batch of segment i (0: no batch yet), for ForEachBatch.
   std::unique_ptr<std::atomic<uint64_t>[]> seg_first_lsn_;
-  BatchHeader last_batch_{};  // writer-owned
+  BatchHeader last_batch_{};                     // writer-owned
   std::vector<std::shared_ptr<Segment>> owned_;  // shared with HoldSegment's holders
   // Per segment id, owned_'s entry for segments_[id] (null if none): what
   // HoldSegment hands out, read under the store's read guard without a lock.
@@ -354,13 +354,13 @@ class Log {
   mutable std::mutex retired_mu_;
   mutable std::vector<std::weak_ptr<Segment>> retired_;  // GUARDED_BY(retired_mu_)
   mutable std::atomic<uint64_t> retired_bytes_{0};
-  uint32_t tail_segment_ = 0;  // writer-owned
-  uint64_t tail_offset_ = 0;   // writer-owned
+  uint32_t tail_segment_ = 0;       // writer-owned
+  uint64_t tail_offset_ = 0;        // writer-owned
   bool tail_from_reserve_ = false;  // writer-owned: the tail segment is the device's reserve
   int64_t switch_retry_us_ = 0;     // writer-owned: no new segment attempt before (MonoUs)
   Status switch_failure_;           // writer-owned: why the last attempt failed
   std::atomic<bool> short_of_space_{false};  // the last segment switch failed for want of space
-  bool failed_ = false;        // writer-owned
+  bool failed_ = false;                      // writer-owned
   // Start, in the tail segment, of bytes appended but not yet persisted
   // (AppendReplicated_wt with persist=false); 0: none. Writer-owned.
   uint32_t InFlightBatches() const {

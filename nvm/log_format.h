@@ -25,11 +25,11 @@ namespace faha::nvm {
 
 inline constexpr uint32_t kSegmentMagic = 0x53484146;  // "FAHS"
 inline constexpr uint32_t kBatchMagic = 0x42484146;    // "FAHB"
-inline constexpr uint16_t kFormatVersion = 1;   // what ordinary batches and segments carry
-inline constexpr uint16_t kCleanedVersion = 2;  // cleaned segments, compacted batches
-inline constexpr uint16_t kBatchCompacted = 1;  // BatchHeader::flags
-inline constexpr uint32_t kSegmentCleaned = 1;  // SegmentHeader::flags
-inline constexpr uint64_t kBatchAlign = 64;  // one cache line
+inline constexpr uint16_t kFormatVersion = 1;          // what ordinary batches and segments carry
+inline constexpr uint16_t kCleanedVersion = 2;         // cleaned segments, compacted batches
+inline constexpr uint16_t kBatchCompacted = 1;         // BatchHeader::flags
+inline constexpr uint32_t kSegmentCleaned = 1;         // SegmentHeader::flags
+inline constexpr uint64_t kBatchAlign = 64;            // one cache line
 inline constexpr uint64_t kRecordAlign = 8;
 // The in-flight window. A writer that takes bursts of batches (a backup)
 // never has more than kTornWindowBatches batches written but not yet durable,
@@ -72,10 +72,10 @@ struct BatchHeader {
   uint16_t flags;          // 0, or kBatchCompacted (version 2)
   uint32_t payload_bytes;  // bytes of records after this header (unpadded)
   uint32_t record_count;   // may be 0 in a compacted batch
-  uint64_t first_lsn;  // LSN of the first record; records are numbered consecutively
-  uint64_t epoch;      // replication epoch that wrote it (0 on a single node)
-  uint64_t lsn_span;   // compacted batch: LSNs it covers; else 0 (it covers record_count)
-  uint64_t checksum;  // XXH3-64 of header bytes [0, 40) seeding XXH3-64 of the payload
+  uint64_t first_lsn;      // LSN of the first record; records are numbered consecutively
+  uint64_t epoch;          // replication epoch that wrote it (0 on a single node)
+  uint64_t lsn_span;       // compacted batch: LSNs it covers; else 0 (it covers record_count)
+  uint64_t checksum;       // XXH3-64 of header bytes [0, 40) seeding XXH3-64 of the payload
 };
 static_assert(sizeof(BatchHeader) == 48);
 static_assert(offsetof(BatchHeader, checksum) == 40);
@@ -96,7 +96,7 @@ struct RecordHeader {
   uint16_t reserved0;
   uint32_t key_bytes;
   uint32_t value_bytes;
-  uint32_t lsn_delta;  // in a compacted batch: this record's LSN - first_lsn; else 0
+  uint32_t lsn_delta;    // in a compacted batch: this record's LSN - first_lsn; else 0
   int64_t expire_at_ms;  // Unix time in ms; 0 = never expires
   uint64_t client_id;    // writer identity for retry de-duplication (0 = none)
   uint64_t client_seq;

@@ -822,8 +822,7 @@ TEST_F(PmemLogTest, FileSegmentsHoldNoDescriptorOnceSealedAndTruncateIntoOne) {
       ASSERT_TRUE(r.ok()) << r.status().ToString();
       first_lsns.push_back(r->first_lsn);
       // What was just appended reads back through the mapping.
-      EXPECT_EQ((*log)->ReadRecord(r->base_location).key,
-                "b" + std::to_string(i) + "-r0");
+      EXPECT_EQ((*log)->ReadRecord(r->base_location).key, "b" + std::to_string(i) + "-r0");
     }
     ASSERT_GE((*log)->segment_count(), 8u);
     // The tail and at most a spare being prepared hold a descriptor.

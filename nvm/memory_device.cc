@@ -73,7 +73,8 @@ Status MemoryDevice::CommitReplacement(uint32_t id) {
   }
   if (crashed_) return Status::IOError("simulated power cut");
   auto it = staged_.find(id);
-  if (it == staged_.end()) return Status::IOError("no staged replacement of segment " + std::to_string(id));
+  if (it == staged_.end())
+    return Status::IOError("no staged replacement of segment " + std::to_string(id));
   images_[id] = it->second;
   staged_.erase(it);
   return Status::OK();

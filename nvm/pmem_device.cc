@@ -144,8 +144,7 @@ class PmemSegment final : public Segment {
 // segments) and opens `path` again if it is written once more.
 class FileSegment final : public Segment {
  public:
-  FileSegment(int fd, char* data, size_t size, std::string path)
-      : fd_(fd), path_(std::move(path)) {
+  FileSegment(int fd, char* data, size_t size, std::string path) : fd_(fd), path_(std::move(path)) {
     data_ = data;
     size_ = size;
     AddRange(data_, size_);
@@ -477,7 +476,7 @@ class PmemDevice final : public LogDevice {
       return s;
     }
     return std::unique_ptr<Segment>(new FileSegment(fd, static_cast<char*>(data), size,
-                                                     final_path.empty() ? path : final_path));
+                                                    final_path.empty() ? path : final_path));
   }
 
   StatusOr<std::vector<uint32_t>> ListSegments() override {

@@ -127,8 +127,8 @@ TEST(ReplicatedLogTest, BurstPersistedTogetherSurvivesAPowerCutAndTheRestIsATorn
     for (int b = 0; b < 120; b++) {
       nvm::BatchBuilder builder;
       for (int r = 0; r < 1 + b % 3; r++) {
-        builder.Add(nvm::RecordType::kPut, "k" + std::to_string(b * 10 + r),
-                    std::string(900, 'v'), 0);
+        builder.Add(nvm::RecordType::kPut, "k" + std::to_string(b * 10 + r), std::string(900, 'v'),
+                    0);
       }
       auto a = (*primary)->AppendBatch_wt(builder.payload(), builder.count());
       ASSERT_TRUE(a.ok());
@@ -157,9 +157,9 @@ TEST(ReplicatedLogTest, BurstPersistedTogetherSurvivesAPowerCutAndTheRestIsATorn
   // What survived is a prefix of the primary's log: the same batches.
   auto checksums = [&](nvm::Log* log) {
     std::vector<uint64_t> out;
-    auto r = log->ForEachBatch(1, end, UINT64_MAX, [&](const nvm::BatchHeader& h, std::string_view) {
-      out.push_back(h.checksum);
-    });
+    auto r = log->ForEachBatch(
+        1, end, UINT64_MAX,
+        [&](const nvm::BatchHeader& h, std::string_view) { out.push_back(h.checksum); });
     EXPECT_TRUE(r.ok());
     return out;
   };

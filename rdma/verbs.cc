@@ -156,9 +156,11 @@ StatusOr<rdma_cm_event*> NextCmEvent(rdma_event_channel* ec, int timeout_ms) {
   while (true) {
     rdma_cm_event* ev = nullptr;
     if (rdma_get_cm_event(ec, &ev) == 0) return ev;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return Status::Unavailable(Errno("rdma_get_cm_event"));
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return Status::Unavailable(Errno("rdma_get_cm_event"));
     int wait = static_cast<int>((deadline - MonoUs()) / 1000);
-    if (wait <= 0) return Status::Timeout("no rdma_cm event within " + std::to_string(timeout_ms) + " ms");
+    if (wait <= 0)
+      return Status::Timeout("no rdma_cm event within " + std::to_string(timeout_ms) + " ms");
     poll(&p, 1, wait);
   }
 }
@@ -216,16 +218,19 @@ Status ExpectCmEvent(rdma_event_channel* ec, rdma_cm_event_type want, const std:
   rdma_ack_cm_event(e);
   if (type == want) return Status::OK();
   if (type == RDMA_CM_EVENT_REJECTED) {
-    return Status::Auth(peer + " refused the connection" +
-                        (reason.empty() ? " (status " + std::to_string(status) + ")" : ": " + reason));
+    return Status::Auth(
+        peer + " refused the connection" +
+        (reason.empty() ? " (status " + std::to_string(status) + ")" : ": " + reason));
   }
   return Status::Unavailable(peer + ": " + rdma_event_str(type) + " (status " +
-                             std::to_string(status) + ") while waiting for " + rdma_event_str(want));
+                             std::to_string(status) + ") while waiting for " +
+                             rdma_event_str(want));
 }
 
 class Stream final : public VerbsStream {
  public:
-  Stream(const VerbsOptions& options, std::string peer) : options_(options), peer_(std::move(peer)) {}
+  Stream(const VerbsOptions& options, std::string peer)
+      : options_(options), peer_(std::move(peer)) {}
 
   ~Stream() override {
     if (connected_) rdma_disconnect(id_.get());
@@ -256,7 +261,8 @@ class Stream final : public VerbsStream {
     qa.cap.max_send_sge = 1;
     qa.cap.max_recv_sge = 1;
     qa.sq_sig_all = 0;
-    if (rdma_create_qp(id_.get(), pd_.get(), &qa) != 0) return Status::Unavailable(Errno("rdma_create_qp"));
+    if (rdma_create_qp(id_.get(), pd_.get(), &qa) != 0)
+      return Status::Unavailable(Errno("rdma_create_qp"));
     qp_.Set(id_.get());
 
     const size_t ring = options_.ring_bytes;
@@ -290,7 +296,8 @@ class Stream final : public VerbsStream {
     wr.sg_list = &sge;
     wr.num_sge = 1;
     ibv_recv_wr* bad = nullptr;
-    if (ibv_post_recv(qp_.get(), &wr, &bad) != 0) return Status::Unavailable(Errno("ibv_post_recv"));
+    if (ibv_post_recv(qp_.get(), &wr, &bad) != 0)
+      return Status::Unavailable(Errno("ibv_post_recv"));
     for (uint32_t i = 0; i < options_.queue_depth; i++) FAHA_RETURN_IF_ERROR(PostDataRecv());
     return Status::OK();
   }
@@ -319,7 +326,8 @@ class Stream final : public VerbsStream {
     {
       std::lock_guard<std::mutex> l(send_mu_);
       ibv_send_wr* bad = nullptr;
-      if (ibv_post_send(qp_.get(), &wr, &bad) != 0) return Status::Unavailable(Errno("ibv_post_send"));
+      if (ibv_post_send(qp_.get(), &wr, &bad) != 0)
+        return Status::Unavailable(Errno("ibv_post_send"));
       sq_outstanding_++;
     }
     int64_t deadline = MonoUs() + int64_t{timeout_ms} * 1000;
@@ -465,9 +473,9 @@ class Stream final : public VerbsStream {
 
   Status CheckWc(const ibv_wc& wc, const char* what) {
     if (wc.status == IBV_WC_SUCCESS) return Status::OK();
-    return Fail(Status::Unavailable(peer_ + ": " + what + " work completion failed: " +
-                                    ibv_wc_status_str(wc.status) + " (vendor error " +
-                                    std::to_string(wc.vendor_err) + ")"));
+    return Fail(Status::Unavailable(peer_ + ": " + what +
+                                    " work completion failed: " + ibv_wc_status_str(wc.status) +
+                                    " (vendor error " + std::to_string(wc.vendor_err) + ")"));
   }
 
   Status PostDataRecv() {
@@ -475,7 +483,8 @@ class Stream final : public VerbsStream {
     wr.wr_id = kWrData;
     wr.num_sge = 0;
     ibv_recv_wr* bad = nullptr;
-    if (ibv_post_recv(qp_.get(), &wr, &bad) != 0) return Fail(Status::Unavailable(Errno("ibv_post_recv")));
+    if (ibv_post_recv(qp_.get(), &wr, &bad) != 0)
+      return Fail(Status::Unavailable(Errno("ibv_post_recv")));
     return Status::OK();
   }
 
@@ -664,8 +673,8 @@ class Stream final : public VerbsStream {
 
   std::mutex send_mu_;  // the send queue, send CQ and credits below
   int sq_outstanding_ = 0;
-  uint64_t head_ = 0;       // bytes written to the peer's ring
-  uint64_t msgs_sent_ = 0;  // WRITE_WITH_IMMs sent
+  uint64_t head_ = 0;                        // bytes written to the peer's ring
+  uint64_t msgs_sent_ = 0;                   // WRITE_WITH_IMMs sent
   uint64_t peer_bytes_ = 0, peer_msgs_ = 0;  // what the peer has consumed
   bool credit_inflight_ = false;
   std::atomic<int64_t> last_send_us_{0};
@@ -735,7 +744,8 @@ class Listener final : public VerbsListener {
         FAHA_RETURN_IF_ERROR(StartSetUp(e, check));
         continue;
       }
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return Status::Unavailable(Errno("rdma_get_cm_event"));
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        return Status::Unavailable(Errno("rdma_get_cm_event"));
       const int left = static_cast<int>((deadline - MonoUs()) / 1000);
       if (left <= 0) return Status::NotFound("no RDMA peer connected");
       pollfd p[2] = {{ec_->fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
@@ -785,17 +795,17 @@ class Listener final : public VerbsListener {
     std::lock_guard<std::mutex> l(mu_);
     setting_up_.emplace_back();
     SettingUp* h = &setting_up_.back();
-    h->thread = std::thread([this, h, ec = std::move(*ec), child = std::move(child),
-                             peer = std::move(peer)]() mutable {
-      Result r = SetUp(std::move(ec), std::move(child), peer);
-      {
-        std::lock_guard<std::mutex> g(mu_);
-        finished_.push_back(std::move(r));
-        h->done = true;
-      }
-      const uint64_t one = 1;
-      (void)!write(wake_fd_, &one, sizeof(one));
-    });
+    h->thread = std::thread(
+        [this, h, ec = std::move(*ec), child = std::move(child), peer = std::move(peer)]() mutable {
+          Result r = SetUp(std::move(ec), std::move(child), peer);
+          {
+            std::lock_guard<std::mutex> g(mu_);
+            finished_.push_back(std::move(r));
+            h->done = true;
+          }
+          const uint64_t one = 1;
+          (void)!write(wake_fd_, &one, sizeof(one));
+        });
     return Status::OK();
   }
 
@@ -819,8 +829,8 @@ class Listener final : public VerbsListener {
       if (e.ok()) break;
       if (e.code() != Status::Code::kTimeout) return e;
       if (left <= 100) {
-        return Status::Timeout(peer + ": not established within " +
-                               std::to_string(kAcceptSetUpMs) + " ms of its acceptance");
+        return Status::Timeout(peer + ": not established within " + std::to_string(kAcceptSetUpMs) +
+                               " ms of its acceptance");
       }
     }
     FAHA_RETURN_IF_ERROR(s->ExchangeSetup(kAcceptSetUpMs, &closing_));
@@ -892,16 +902,19 @@ StatusOr<std::unique_ptr<VerbsStream>> VerbsConnect(const std::string& host, int
   if (rdma_resolve_addr(id.get(), nullptr, res->ai_addr, timeout_ms) != 0) {
     return Status::Unavailable(Errno("rdma_resolve_addr " + peer));
   }
-  FAHA_RETURN_IF_ERROR(ExpectCmEvent(ec.get(), RDMA_CM_EVENT_ADDR_RESOLVED, peer, timeout_ms + 100));
+  FAHA_RETURN_IF_ERROR(
+      ExpectCmEvent(ec.get(), RDMA_CM_EVENT_ADDR_RESOLVED, peer, timeout_ms + 100));
   if (rdma_resolve_route(id.get(), timeout_ms) != 0) {
     return Status::Unavailable(Errno("rdma_resolve_route " + peer));
   }
-  FAHA_RETURN_IF_ERROR(ExpectCmEvent(ec.get(), RDMA_CM_EVENT_ROUTE_RESOLVED, peer, timeout_ms + 100));
+  FAHA_RETURN_IF_ERROR(
+      ExpectCmEvent(ec.get(), RDMA_CM_EVENT_ROUTE_RESOLVED, peer, timeout_ms + 100));
   auto s = std::make_unique<Stream>(options, peer);
   FAHA_RETURN_IF_ERROR(s->Build(std::move(ec), std::move(id)));
   rdma_conn_param param = ConnParam(private_data);
   if (rdma_connect(s->id(), &param) != 0) return Status::Unavailable(Errno("rdma_connect " + peer));
-  FAHA_RETURN_IF_ERROR(ExpectCmEvent(s->event_channel(), RDMA_CM_EVENT_ESTABLISHED, peer, timeout_ms));
+  FAHA_RETURN_IF_ERROR(
+      ExpectCmEvent(s->event_channel(), RDMA_CM_EVENT_ESTABLISHED, peer, timeout_ms));
   FAHA_RETURN_IF_ERROR(s->ExchangeSetup(timeout_ms));
   return std::unique_ptr<VerbsStream>(std::move(s));
 }

@@ -91,7 +91,7 @@ StatusOr<std::unique_ptr<VerbsListener>> VerbsListen(const std::string& bind, in
 
 struct VerbsDeviceInfo {
   std::string name;
-  std::string summary;  // one line: ports, MTU, inline data, atomics, FLUSH / ATOMIC WRITE
+  std::string summary;        // one line: ports, MTU, inline data, atomics, FLUSH / ATOMIC WRITE
   bool flush = false;         // IBTA FLUSH (global or persistent placement)
   bool atomic_write = false;  // IBTA ATOMIC WRITE
 };

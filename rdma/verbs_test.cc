@@ -32,13 +32,13 @@ std::string RdmaAddr() {
   return a ? a : "";
 }
 
-#define REQUIRE_RDMA()                                                             \
-  do {                                                                             \
-    std::string why;                                                               \
-    if (RdmaAddr().empty() || ProbeVerbsDevices(&why).empty()) {                   \
-      if (std::getenv("FAHA_REQUIRE_RDMA")) FAIL() << "no RDMA device: " << why;  \
+#define REQUIRE_RDMA()                                                              \
+  do {                                                                              \
+    std::string why;                                                                \
+    if (RdmaAddr().empty() || ProbeVerbsDevices(&why).empty()) {                    \
+      if (std::getenv("FAHA_REQUIRE_RDMA")) FAIL() << "no RDMA device: " << why;    \
       GTEST_SKIP() << "no RDMA device here (" << why << "; FAHA_RDMA_ADDR unset?)"; \
-    }                                                                              \
+    }                                                                               \
   } while (0)
 
 VerbsOptions SmallRing() {
@@ -210,9 +210,9 @@ TEST(VerbsTest, ASilentPeerIsTakenForDeadByTheKeepalive) {
   Status s;
   auto t0 = std::chrono::steady_clock::now();
   while (s.ok() || s.code() == Status::Code::kTimeout) s = p.a->Read(&got, 100);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - t0)
-                .count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   EXPECT_EQ(s.code(), Status::Code::kUnavailable) << s.ToString();
   EXPECT_NE(s.message().find("keepalive"), std::string::npos) << s.ToString();
   EXPECT_LT(ms, 3000);
@@ -326,11 +326,12 @@ TEST(VerbsTest, APeerSilentInItsSetUpHoldsUpNoOtherConnection) {
   // an honest connection made meanwhile must not wait for it.
   auto t0 = std::chrono::steady_clock::now();
   auto c = VerbsConnect(RdmaAddr(), (*l)->port(), "x", SmallRing(), 1500);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - t0)
-                .count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  std::printf("connected in %lld ms while a silent peer was setting up\n", static_cast<long long>(ms));
+  std::printf("connected in %lld ms while a silent peer was setting up\n",
+              static_cast<long long>(ms));
   ASSERT_TRUE(wait_for([&] { return a.accepted.size() == 1; }, 5000));
   ASSERT_TRUE((*c)->Write("hello", 1000).ok());
   std::string got;
@@ -369,8 +370,8 @@ TEST(VerbsTransportTest, WrongSecretIsRefusedAtConnectionSetUp) {
     auto refusal = (*l)->Accept(5000);
     refused = refusal.ok() ? Status::OK() : refusal.status();
   });
-  auto client = VerbsConnect(RdmaAddr(), (*l)->port(),
-                             EncodeConnectData(ConnectKind::kClient, ""), SmallRing(), 5000);
+  auto client = VerbsConnect(RdmaAddr(), (*l)->port(), EncodeConnectData(ConnectKind::kClient, ""),
+                             SmallRing(), 5000);
   t2.join();
   EXPECT_FALSE(client.ok());
   EXPECT_NE(refused.message().find("not a client port"), std::string::npos) << refused.ToString();
@@ -384,7 +385,8 @@ TEST(VerbsTransportTest, FramesFlowBetweenPeersWithTheSecret) {
   Channel* server = p.server.get();
   std::string out;
   const std::string big = Pattern(3 << 20, 9);  // larger than one ring message
-  for (uint64_t i = 1; i <= 20; i++) EncodeFrame(&out, FrameType::kBatch, 7, i, i == 10 ? big : "b");
+  for (uint64_t i = 1; i <= 20; i++)
+    EncodeFrame(&out, FrameType::kBatch, 7, i, i == 10 ? big : "b");
   ASSERT_TRUE(client->Send(out, 5000).ok());
   for (uint64_t i = 1; i <= 20; i++) {
     auto f = server->Receive(5000);

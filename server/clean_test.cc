@@ -143,14 +143,16 @@ TEST_F(CleanTest, DeletedAndExpiredKeysAreReclaimedAndStayGone) {
   // Half the keys deleted, a third given an expiry that passes at once.
   std::vector<WriteOp> ops;
   for (int k = 0; k < keys; k += 2) ops.push_back(Del("key" + std::to_string(k)));
-  for (int k = 1; k < keys; k += 6) ops.push_back(Set("key" + std::to_string(k), "soon", WallMs() + 30));
+  for (int k = 1; k < keys; k += 6)
+    ops.push_back(Set("key" + std::to_string(k), "soon", WallMs() + 30));
   for (auto& r : Run(std::move(ops))) ASSERT_NE(r.kind, WriteResult::Kind::kError);
   for (int k = 0; k < keys; k += 2) acked_.erase(k);
   for (int k = 1; k < keys; k += 6) acked_.erase(k);
   std::this_thread::sleep_for(std::chrono::milliseconds(60));
   // Other keys written on, so the old segments are sealed and committed.
   std::vector<WriteOp> more;
-  for (int i = 0; i < 2000; i++) more.push_back(Set("other" + std::to_string(i % 50), std::string(200, 'x')));
+  for (int i = 0; i < 2000; i++)
+    more.push_back(Set("other" + std::to_string(i % 50), std::string(200, 'x')));
   Run(std::move(more));
   CleanAll();
   EXPECT_GT(metrics_.clean_expired_reclaimed.load(), 0u);
@@ -167,8 +169,10 @@ TEST_F(CleanTest, DeletedAndExpiredKeysAreReclaimedAndStayGone) {
                     .ForEachRecord(seg.id,
                                    [&](const nvm::RecordView& r, uint64_t, uint64_t) {
                                      int k = -1;
-                                     if (r.key.substr(0, 3) == "key") k = std::stoi(std::string(r.key.substr(3)));
-                                     if (k >= 0 && k % 2 == 0 && r.type == nvm::RecordType::kPut) values_left++;
+                                     if (r.key.substr(0, 3) == "key")
+                                       k = std::stoi(std::string(r.key.substr(3)));
+                                     if (k >= 0 && k % 2 == 0 && r.type == nvm::RecordType::kPut)
+                                       values_left++;
                                    })
                     .ok());
   }
@@ -250,12 +254,14 @@ TEST_F(CleanTest, TombstoneOutlivesTheValueItDeleted) {
   Open();
   std::vector<WriteOp> ops;
   ops.push_back(Set("doomed", "old value"));
-  for (int k = 0; k < 400; k++) ops.push_back(Set("stays" + std::to_string(k), std::string(150, 's')));
+  for (int k = 0; k < 400; k++)
+    ops.push_back(Set("stays" + std::to_string(k), std::string(150, 's')));
   Run(std::move(ops));
   ASSERT_EQ(Run({Del("doomed")})[0].integer, 1);
   for (int round = 0; round < 30; round++) {
     std::vector<WriteOp> churn;
-    for (int k = 0; k < 40; k++) churn.push_back(Set("churn" + std::to_string(k), std::string(300, 'c')));
+    for (int k = 0; k < 40; k++)
+      churn.push_back(Set("churn" + std::to_string(k), std::string(300, 'c')));
     Run(std::move(churn));
   }
   const int passes = CleanAll();
@@ -313,7 +319,8 @@ TEST_F(CleanTest, PowerCutAtEveryPointOfCleaningLosesNothingAcknowledged) {
         if (arm) {
           dev_->CrashAtPersist(0, [kept = n % 8](size_t lines) {
             std::vector<bool> keep(lines);
-            for (size_t i = 0; i < lines; i++) keep[i] = static_cast<int>((i * 5 + kept) % 8) < kept;
+            for (size_t i = 0; i < lines; i++)
+              keep[i] = static_cast<int>((i * 5 + kept) % 8) < kept;
             return keep;
           });
         }
@@ -338,9 +345,10 @@ TEST_F(CleanTest, PowerCutAtEveryPointOfCleaningLosesNothingAcknowledged) {
     }
   }
   // The crash points did fall inside cleaning passes, not only in appends.
-  std::printf("power cuts inside a cleaning pass: %d of 80, right before a replacement is put "
-              "in place: %d of 8\n",
-              crashed_cleaning, crashed_at_commit);
+  std::printf(
+      "power cuts inside a cleaning pass: %d of 80, right before a replacement is put "
+      "in place: %d of 8\n",
+      crashed_cleaning, crashed_at_commit);
   EXPECT_GT(crashed_cleaning, 40);
   EXPECT_GT(crashed_at_commit, 2);
 }

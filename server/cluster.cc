@@ -6,9 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
-
 #include <algorithm>
+#include <cerrno>
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
@@ -127,11 +126,11 @@ Status ClusterNode::Start() {
     return s.WithPrefix("etcd unreachable for " + std::to_string(options_.join_timeout_ms) +
                         " ms (--etcd_join_timeout_ms)");
   }
-  FAHA_LOG_INFO("cluster %s: node %s registered in etcd %s (lease TTL %lld s, read lease %d ms, "
-                "failover after %d ms of silence)",
-                options_.cluster.c_str(), options_.node_id.c_str(), options_.etcd.c_str(),
-                static_cast<long long>(granted_ttl_s_), options_.read_lease_ms,
-                options_.failover_timeout_ms);
+  FAHA_LOG_INFO(
+      "cluster %s: node %s registered in etcd %s (lease TTL %lld s, read lease %d ms, "
+      "failover after %d ms of silence)",
+      options_.cluster.c_str(), options_.node_id.c_str(), options_.etcd.c_str(),
+      static_cast<long long>(granted_ttl_s_), options_.read_lease_ms, options_.failover_timeout_ms);
   // A broken session is looked at at once, not at the next tick.
   backup_->set_on_session_lost([this] {
     {
@@ -182,9 +181,9 @@ Status ClusterNode::RenewLease() {
 }
 
 Status ClusterNode::Register(uint64_t candidate) {
-  auto [next_lsn, last_epoch] = backup_ && !replicator_ ? backup_->LogEnd()
-                                                        : std::pair<uint64_t, uint64_t>{
-                                                              store_->log().next_lsn(), 0};
+  auto [next_lsn, last_epoch] = backup_ && !replicator_
+                                    ? backup_->LogEnd()
+                                    : std::pair<uint64_t, uint64_t>{store_->log().next_lsn(), 0};
   json j;
   j["id"] = options_.node_id;
   j["client"] = options_.client_address;
@@ -378,9 +377,9 @@ void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
   } else {
     const bool current = backup_->session_epoch() == cfg->epoch;
     const int64_t heard_ns = current ? backup_->last_heard_us() * 1000 : 0;
-    const int64_t since = std::max({heard_ns, watched_since_ns_,
-                                    started_ns_ + (kStartupGraceMs - options_.failover_timeout_ms) *
-                                                      kNsPerMs});
+    const int64_t since =
+        std::max({heard_ns, watched_since_ns_,
+                  started_ns_ + (kStartupGraceMs - options_.failover_timeout_ms) * kNsPerMs});
     gone = now - since > int64_t{options_.failover_timeout_ms} * kNsPerMs;
     // A primary process that died closed our session at once: if its client
     // port refuses connections too, nobody serves there; no need to wait
@@ -464,8 +463,7 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
   // prefixes of it or get truncated to one.
   const NodeInfo* best = nullptr;
   for (const auto& n : candidates) {
-    if (!best || n.next_lsn > best->next_lsn ||
-        (n.next_lsn == best->next_lsn && n.id > best->id)) {
+    if (!best || n.next_lsn > best->next_lsn || (n.next_lsn == best->next_lsn && n.id > best->id)) {
       best = &n;
     }
   }
@@ -483,9 +481,9 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
   next.history = cfg.history;
   next.history.emplace_back(target, next_lsn);
   if (next.history.size() > kHistoryKept) {
-    next.history.erase(next.history.begin(),
-                       next.history.begin() + static_cast<ptrdiff_t>(next.history.size() -
-                                                                      kHistoryKept));
+    next.history.erase(
+        next.history.begin(),
+        next.history.begin() + static_cast<ptrdiff_t>(next.history.size() - kHistoryKept));
   }
   if (!TryTakeOver(cfg, next, std::max(fenced_ns, revoked_ns))) {
     election_retry_ns_ = MonoNs() + int64_t{options_.failover_timeout_ms} * kNsPerMs;
@@ -524,8 +522,8 @@ void ClusterNode::Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns) 
   auto ef = nvm::EpochFile::Open(options_.data_dir);
   Status recorded = ef.ok() ? ef->Advance(cfg.epoch) : ef.status();
   if (!recorded.ok()) {
-    Depose("cannot record epoch " + std::to_string(cfg.epoch) + " in " + options_.data_dir +
-           ": " + recorded.ToString());
+    Depose("cannot record epoch " + std::to_string(cfg.epoch) + " in " + options_.data_dir + ": " +
+           recorded.ToString());
     return;
   }
   ReplicatorOptions ropt = options_.replication;
@@ -566,9 +564,8 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
   }
   if (lease_lost_.load()) return Depose("its etcd lease ended (revoked or expired)");
   if (!cfg || cfg->primary != options_.node_id || cfg->epoch != my_epoch) {
-    return Depose("the configuration moved on to epoch " +
-                  std::to_string(cfg ? cfg->epoch : 0) + " with primary " +
-                  (cfg ? cfg->primary : std::string("none")));
+    return Depose("the configuration moved on to epoch " + std::to_string(cfg ? cfg->epoch : 0) +
+                  " with primary " + (cfg ? cfg->primary : std::string("none")));
   }
   auto nodes = ReadNodes();
   if (nodes.ok()) {
@@ -597,8 +594,9 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
       for (const auto& id : missing_from(c->in_sync)) c->in_sync.push_back(id);
     });
     // If the configuration moved on, the next tick deposes this node.
-    if (!s.ok()) FAHA_LOG_WARN("cluster: cannot add backups to the in-sync set in etcd yet: %s",
-                               s.ToString().c_str());
+    if (!s.ok())
+      FAHA_LOG_WARN("cluster: cannot add backups to the in-sync set in etcd yet: %s",
+                    s.ToString().c_str());
   }
   // Waits for etcd if it is unreachable: configuration changes wait for it.
   Status d = replicator_->DropSilent(options_.replication.timeout_ms);
@@ -728,7 +726,7 @@ void ClusterNode::AppendInfo(std::string* t) const {
     line("cluster", options_.cluster);
     line("node_id", options_.node_id);
     line("etcd", options_.etcd);
-    line("cluster_role", role == Role::kPrimary ? "primary"
+    line("cluster_role", role == Role::kPrimary   ? "primary"
                          : role == Role::kDeposed ? "deposed"
                                                   : "backup");
     line("cluster_epoch", std::to_string(epoch_));

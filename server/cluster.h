@@ -155,7 +155,7 @@ class ClusterNode final : public ReplicationRole {
   const ClusterOptions options_;
   Store* store_;
   std::unique_ptr<BackupService> backup_;
-  std::unique_ptr<Replicator> replicator_;  // set once, on promotion
+  std::unique_ptr<Replicator> replicator_;        // set once, on promotion
   std::unique_ptr<coord::EtcdClient> etcd_;       // coordinator thread
   std::unique_ptr<coord::EtcdClient> keepalive_;  // keepalive thread
   std::thread runner_, keeper_;
@@ -187,7 +187,7 @@ class ClusterNode final : public ReplicationRole {
   int64_t watched_since_ns_ = 0;
   int64_t election_retry_ns_ = 0;
   int64_t probed_loss_us_ = 0;  // the broken session whose primary was probed
-  std::mutex config_mu_;  // one configuration update at a time
+  std::mutex config_mu_;        // one configuration update at a time
 };
 
 }  // namespace faha

@@ -74,7 +74,7 @@ const std::vector<std::pair<std::string, Spec>>& Table() {
       {"pexpire", {-3, true, true}},   {"expireat", {-3, true, true}},
       {"pexpireat", {-3, true, true}}, {"persist", {2, true, true}},
       {"flushall", {-1, true, true}},  {"flushdb", {-1, true, true}},
-      {"shutdown", {-1, false, true}},  {"readonly", {1, false, true}},
+      {"shutdown", {-1, false, true}}, {"readonly", {1, false, true}},
       {"readwrite", {1, false, true}}, {"faha.digest", {1, false, true}},
   };
   return t;
@@ -486,13 +486,16 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
           resp::AppendNilArray(out);
           continue;
         }
-        bool has_key = n != "ping"sv && n != "echo"sv && n != "auth"sv && n != "hello"sv && n != "quit"sv &&
-                       n != "select"sv && n != "dbsize"sv && n != "scan"sv && n != "info"sv &&
-                       n != "role"sv && n != "command"sv && n != "config"sv && n != "client"sv &&
-                       n != "time"sv && n != "flushall"sv && n != "flushdb"sv && n != "shutdown"sv &&
-                       n != "readonly"sv && n != "readwrite"sv && n != "faha.digest"sv;
+        bool has_key = n != "ping"sv && n != "echo"sv && n != "auth"sv && n != "hello"sv &&
+                       n != "quit"sv && n != "select"sv && n != "dbsize"sv && n != "scan"sv &&
+                       n != "info"sv && n != "role"sv && n != "command"sv && n != "config"sv &&
+                       n != "client"sv && n != "time"sv && n != "flushall"sv && n != "flushdb"sv &&
+                       n != "shutdown"sv && n != "readonly"sv && n != "readwrite"sv &&
+                       n != "faha.digest"sv;
         int last =
-            (n == "mget"sv || n == "del"sv || n == "unlink"sv || n == "exists"sv || n == "mset"sv) ? -1 : 1;
+            (n == "mget"sv || n == "del"sv || n == "unlink"sv || n == "exists"sv || n == "mset"sv)
+                ? -1
+                : 1;
         resp::AppendArray(out, 6);
         resp::AppendBulk(out, n);
         resp::AppendInt(out, sp.arity);

@@ -26,7 +26,7 @@ struct Session {
   uint32_t pending_writes = 0;  // submitted, reply not yet sent
   int64_t start_us = 0;         // arrival of the command being executed (MonoUs)
   bool close_after_reply = false;
-  bool shutdown = false;  // SHUTDOWN was accepted
+  bool shutdown = false;     // SHUTDOWN was accepted
   bool stale_reads = false;  // READONLY: this connection may read from a backup
   // Native kClientId: writes are de-duplicated by (client_id, write_seq), where
   // write_seq is the request id of the write being executed.

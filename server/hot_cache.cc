@@ -109,8 +109,8 @@ HotCache::Entry* HotCache::Victim(uint32_t hits) {
     victim_rng_ ^= victim_rng_ >> 7;
     victim_rng_ ^= victim_rng_ << 17;
     Entry* e = entries_[victim_rng_ % entries_.size()];
-    if (coldest == nullptr || e->hits.load(std::memory_order_relaxed) <
-                                  coldest->hits.load(std::memory_order_relaxed)) {
+    if (coldest == nullptr ||
+        e->hits.load(std::memory_order_relaxed) < coldest->hits.load(std::memory_order_relaxed)) {
       coldest = e;
     }
   }

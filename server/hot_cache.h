@@ -56,7 +56,7 @@ class HotCache {
     uint64_t base_location = 0;  // what the base index names for it
     uint64_t hash = 0;
     mutable std::atomic<uint32_t> hits{0};  // sampled accesses since the last aging
-    size_t slot = 0;                // position in entries_
+    size_t slot = 0;                        // position in entries_
     bool dirty() const { return location != base_location; }
   };
 
@@ -95,8 +95,8 @@ class HotCache {
                 uint64_t location, uint32_t hits);
   // A held key was overwritten by the record at `location`: returns the
   // location it had, or 0 if the key is not held (nothing changes then).
-  uint64_t Update(std::string_view key, uint64_t hash, std::string_view value,
-                  int64_t expire_at_ms, uint64_t location);
+  uint64_t Update(std::string_view key, uint64_t hash, std::string_view value, int64_t expire_at_ms,
+                  uint64_t location);
   // Removes `e` (a deleted key, or a demoted one after its write-back).
   void Remove(Entry* e);
   Entry* FindMutable(std::string_view key, uint64_t hash);

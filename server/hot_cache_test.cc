@@ -133,7 +133,8 @@ class HotStoreTest : public ::testing::Test {
 TEST_F(HotStoreTest, HotReadsSkipTheLogAndHotUpdatesSkipTheBaseIndex) {
   auto s = Open(dev_, 1 << 20, &m_);
   std::vector<WriteOp> load;
-  for (int i = 0; i < 500; i++) load.push_back(Set("k" + std::to_string(i), "v" + std::to_string(i)));
+  for (int i = 0; i < 500; i++)
+    load.push_back(Set("k" + std::to_string(i), "v" + std::to_string(i)));
   Write(s.get(), std::move(load));
   MakeHot(s.get(), "k7");
   ASSERT_NE(s->hot().Find("k7", HashKey("k7")), nullptr);
@@ -175,10 +176,11 @@ TEST_F(HotStoreTest, DemotionWritesTheCurrentLocationBackToTheBase) {
   Write(s.get(), std::move(load));
   MakeHot(s.get(), "a");
   ASSERT_NE(s->hot().Find("a", HashKey("a")), nullptr);
-  Write(s.get(), {Set("a", big + "-updated")});  // differential: the base still names the old record
+  Write(s.get(),
+        {Set("a", big + "-updated")});  // differential: the base still names the old record
   ASSERT_TRUE(s->hot().Find("a", HashKey("a"))->dirty());
   for (int i = 0; i < 100 && s->hot().Find("a", HashKey("a")) != nullptr; i++) {
-    s->MaintainHot(/*age=*/true);           // "a" cools down ...
+    s->MaintainHot(/*age=*/true);               // "a" cools down ...
     MakeHot(s.get(), "f" + std::to_string(i));  // ... while other keys get hot
     EXPECT_LE(s->hot().bytes(), s->hot().budget());
   }
@@ -199,7 +201,8 @@ TEST_F(HotStoreTest, SameDigestAsWithoutTheLayerAndNothingLostOnAPowerCut) {
   auto workload = [&](int phase) {
     std::vector<WriteOp> ops;
     for (int i = 0; i < 200; i++) {
-      ops.push_back(Set("k" + std::to_string(i), "p" + std::to_string(phase) + "-" + std::to_string(i)));
+      ops.push_back(
+          Set("k" + std::to_string(i), "p" + std::to_string(phase) + "-" + std::to_string(i)));
     }
     if (phase == 2) {
       ops.push_back(Del("k3"));

@@ -119,7 +119,7 @@ TEST(IndexTest, HoldsLocationComparesLocationsOnlyAndReadsNoKeys) {
   }
   ASSERT_EQ(index.MemoryBytes(), bytes);
   index.Upsert(log.key(3), kSameTagAndHome, Location(3, 2));  // overwritten
-  index.Erase(log.key(4), kSameTagAndHome);                    // deleted: a tombstone
+  index.Erase(log.key(4), kSameTagAndHome);                   // deleted: a tombstone
   const size_t reads = log.reads();
   for (size_t i = 0; i < 20; i++) {
     EXPECT_EQ(index.HoldsLocation(kSameTagAndHome, Location(i, 1)), i != 3 && i != 4) << i;

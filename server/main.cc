@@ -105,7 +105,8 @@ DEFINE_bool(recovery_drop_corrupt, false,
             "after it (lost media), drop the log from the damaged batch on instead of refusing to "
             "start. What was dropped is logged. Never needed for a torn tail.");
 DEFINE_string(log_level, "info", "debug, info, warn or error.");
-DEFINE_uint64(log_preallocate_mb, 0, "Log space to allocate and fault in at start, in MiB "
+DEFINE_uint64(log_preallocate_mb, 0,
+              "Log space to allocate and fault in at start, in MiB "
               "(rounded up to whole segments), so the write path does not wait for the kernel "
               "to allocate memory until it is used up. 0: one spare segment, prepared in the "
               "background.");
@@ -147,7 +148,8 @@ DEFINE_string(etcd, "",
               "etcd endpoints (http://HOST:PORT, comma-separated): join the cluster --cluster as "
               "node --node_id with automatic failover instead of a fixed --role. The first node "
               "to register is primary; the others are backups.");
-DEFINE_string(cluster, "faha", "With --etcd: the cluster's name (its etcd keys are under /faha/NAME/).");
+DEFINE_string(cluster, "faha",
+              "With --etcd: the cluster's name (its etcd keys are under /faha/NAME/).");
 DEFINE_string(node_id, "", "With --etcd: this node's name, unique in the cluster (required).");
 DEFINE_int32(lease_ttl_s, 2,
              "With --etcd: TTL of this node's etcd lease in seconds (etcd may raise it to its "
@@ -192,9 +194,9 @@ void OnSignal(int) {
 #if !defined(__SANITIZE_ADDRESS__)
 void OnFatalSignal(int sig) {
   char buf[96];
-  int n = std::snprintf(buf, sizeof(buf), "\nfaha-server: fatal signal %d (%s) in thread %ld; stack:\n",
-                        sig, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
-                        static_cast<long>(gettid()));
+  int n =
+      std::snprintf(buf, sizeof(buf), "\nfaha-server: fatal signal %d (%s) in thread %ld; stack:\n",
+                    sig, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?", static_cast<long>(gettid()));
   if (n > 0) (void)!write(STDERR_FILENO, buf, static_cast<size_t>(n));
   void* frames[64];
   backtrace_symbols_fd(frames, backtrace(frames, 64), STDERR_FILENO);
@@ -257,7 +259,8 @@ bool ValidateFlags() {
     return Fail("--backups is for a primary; a backup takes --repl_port");
   }
   if (FLAGS_repl_port < -1 || FLAGS_repl_port > 65535) return Fail("--repl_port must be -1..65535");
-  if (FLAGS_repl_window < 1 || FLAGS_repl_window > 1024) return Fail("--repl_window must be 1..1024");
+  if (FLAGS_repl_window < 1 || FLAGS_repl_window > 1024)
+    return Fail("--repl_window must be 1..1024");
   for (uint64_t mb :
        {FLAGS_maxmemory_clients_mb, FLAGS_client_output_hard_mb, FLAGS_client_output_soft_mb}) {
     if (mb > (uint64_t{1} << 30)) {
@@ -353,8 +356,9 @@ bool LoadSecret(std::string* secret) {
     *secret = FLAGS_cluster_secret;
   }
   if (secret->size() < 16) {
-    return Fail("replication needs a cluster secret of at least 16 bytes "
-                "(--cluster_secret_file)");
+    return Fail(
+        "replication needs a cluster secret of at least 16 bytes "
+        "(--cluster_secret_file)");
   }
   return true;
 }
@@ -398,9 +402,11 @@ int main(int argc, char** argv) {
   const bool replicated = backup || !backups.empty();
   // First, before anything that could wait (the RDMA transport, the log):
   // a restart (execv) that hangs then shows where.
-  FAHA_LOG_INFO("faha-server 0.1.0 starting (pid %d): role=%s data_dir=%s", static_cast<int>(getpid()),
+  FAHA_LOG_INFO("faha-server 0.1.0 starting (pid %d): role=%s data_dir=%s",
+                static_cast<int>(getpid()),
                 clustered ? "chosen through etcd"
-                          : backup ? "backup" : (backups.empty() ? "single node" : "primary"),
+                : backup  ? "backup"
+                          : (backups.empty() ? "single node" : "primary"),
                 FLAGS_data_dir.c_str());
   if (backups.size() > 3) {
     FAHA_LOG_ERROR("--backups lists %zu backups; at most 3 are supported", backups.size());
@@ -476,11 +482,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   faha::Store* st = store->get();
-  FAHA_LOG_INFO(
-      "log: persist granularity %s (%s)", st->log().Granularity().c_str(),
-      st->log().Granularity() == "PAGE"
-          ? "ordinary file: pwritev + fdatasync, read through a read-only mapping"
-          : "DAX: cache-line flush + fence");
+  FAHA_LOG_INFO("log: persist granularity %s (%s)", st->log().Granularity().c_str(),
+                st->log().Granularity() == "PAGE"
+                    ? "ordinary file: pwritev + fdatasync, read through a read-only mapping"
+                    : "DAX: cache-line flush + fence");
   double kps = report.seconds > 0 ? static_cast<double>(st->KeyCount()) / report.seconds : 0;
   FAHA_LOG_INFO(
       "recovery: %llu segments, %llu batches, %llu records, %llu keys in %.3f s "
@@ -567,11 +572,12 @@ int main(int argc, char** argv) {
     // The store was opened before the replicator existed; it needs it from Start on.
     st->set_replicator(replicator.get());
     replicator->Start(st->log().next_lsn());
-    FAHA_LOG_INFO("primary in epoch %llu: %zu backups (%s), %zu must be in sync, window %u "
-                  "batches, timeout %d ms, transport %s",
-                  static_cast<unsigned long long>(epoch), backups.size(), FLAGS_backups.c_str(),
-                  ropt.min_sync_backups, FLAGS_repl_window, FLAGS_repl_timeout_ms,
-                  FLAGS_repl_transport.c_str());
+    FAHA_LOG_INFO(
+        "primary in epoch %llu: %zu backups (%s), %zu must be in sync, window %u "
+        "batches, timeout %d ms, transport %s",
+        static_cast<unsigned long long>(epoch), backups.size(), FLAGS_backups.c_str(),
+        ropt.min_sync_backups, FLAGS_repl_window, FLAGS_repl_timeout_ms,
+        FLAGS_repl_transport.c_str());
   }
   if (backup) {
     faha::BackupOptions bopt;
@@ -586,8 +592,8 @@ int main(int argc, char** argv) {
     }
     opt.replication = backup_service.get();
     opt.stale_reads = FLAGS_stale_reads;
-    FAHA_LOG_INFO("replication port %s:%d (transport %s), log at LSN %llu",
-                  bopt.bind.c_str(), backup_service->port(), FLAGS_repl_transport.c_str(),
+    FAHA_LOG_INFO("replication port %s:%d (transport %s), log at LSN %llu", bopt.bind.c_str(),
+                  backup_service->port(), FLAGS_repl_transport.c_str(),
                   static_cast<unsigned long long>(st->log().next_lsn() - 1));
     if (clustered) {
       faha::ClusterOptions copt;

@@ -42,7 +42,9 @@ Status RdmaGateway::Listen() {
   return Status::OK();
 }
 
-void RdmaGateway::Run() { accept_thread_ = std::thread([this] { AcceptLoop(); }); }
+void RdmaGateway::Run() {
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+}
 
 void RdmaGateway::Stop() {
   if (stop_.exchange(true)) return;

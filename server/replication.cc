@@ -221,8 +221,7 @@ void Replicator::MaybeJoinLocked(Peer* peer) {
 std::string Replicator::WhyNotReadyLocked() const {
   std::string why = "NOREPLICAS " + std::to_string(InSyncLocked()) + " of " +
                     std::to_string(peers_.size()) + " backups in sync, " +
-                    std::to_string(options_.min_sync_backups) +
-                    " required (--min_sync_backups):";
+                    std::to_string(options_.min_sync_backups) + " required (--min_sync_backups):";
   for (const auto& p : peers_) {
     if (p->in_sync) continue;
     why += " " + p->address + " " + p->state;
@@ -314,9 +313,8 @@ void Replicator::Committed(uint64_t end_lsn) {
   cv_.notify_all();
 }
 
-Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first,
-                                  uint64_t last_checksum, uint64_t last_epoch,
-                                  uint64_t* truncate_to) {
+Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum,
+                                  uint64_t last_epoch, uint64_t* truncate_to) {
   *truncate_to = 0;
   bool cleaned = false;
   Status same = CheckPrefix(backup_next, last_first, last_checksum, &cleaned);
@@ -343,15 +341,14 @@ Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first,
   }
   if (cut >= backup_next) cut = 1;
   *truncate_to = cut;
-  return Status::InvalidArgument("the backup's log (last batch at LSN " +
-                                 std::to_string(last_first) + ", epoch " +
-                                 std::to_string(last_epoch) + ") diverges from this primary's (" +
-                                 same.message() + "); it must truncate its log to LSN " +
-                                 std::to_string(cut) + " and catch up");
+  return Status::InvalidArgument(
+      "the backup's log (last batch at LSN " + std::to_string(last_first) + ", epoch " +
+      std::to_string(last_epoch) + ") diverges from this primary's (" + same.message() +
+      "); it must truncate its log to LSN " + std::to_string(cut) + " and catch up");
 }
 
-Status Replicator::CheckPrefix(uint64_t backup_next, uint64_t last_first,
-                               uint64_t last_checksum, bool* cleaned) {
+Status Replicator::CheckPrefix(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum,
+                               bool* cleaned) {
   *cleaned = false;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -367,24 +364,24 @@ Status Replicator::CheckPrefix(uint64_t backup_next, uint64_t last_first,
         nvm::BatchHeader h;
         std::memcpy(&h, s.frame->data() + sizeof(rdma::ReplFrameHeader), sizeof(h));
         if (h.checksum == last_checksum && s.end_lsn == backup_next) return Status::OK();
-        return Status::InvalidArgument("the backup's batch at LSN " +
-                                          std::to_string(last_first) + " differs from ours");
+        return Status::InvalidArgument("the backup's batch at LSN " + std::to_string(last_first) +
+                                       " differs from ours");
       }
     }
   }
   bool same = false, found = false;
-  auto r = log_->ForEachBatch(last_first, last_first + 1, 1,
-                              [&](const nvm::BatchHeader& h, std::string_view) {
-                                found = true;
-                                *cleaned = nvm::IsCompacted(h);
-                                same = h.checksum == last_checksum &&
-                                       nvm::BatchEndLsn(h) == backup_next;
-                              });
+  auto r = log_->ForEachBatch(
+      last_first, last_first + 1, 1, [&](const nvm::BatchHeader& h, std::string_view) {
+        found = true;
+        *cleaned = nvm::IsCompacted(h);
+        same = h.checksum == last_checksum && nvm::BatchEndLsn(h) == backup_next;
+      });
   // Inside a batch of ours: a compacted one (ordinary batches are the same on
   // every node, and the backup's last batch was one of them).
   if (!r.ok() && r.status().code() == Status::Code::kNotFound) *cleaned = true;
   if (*cleaned) {
-    return Status::InvalidArgument("the backup's log ends at LSN " + std::to_string(backup_next - 1) +
+    return Status::InvalidArgument("the backup's log ends at LSN " +
+                                   std::to_string(backup_next - 1) +
                                    ", in a part of this primary's log that log cleaning "
                                    "compacted since; it starts over with a full copy");
   }
@@ -467,8 +464,8 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
   std::memcpy(&jp, reply->body.data(), sizeof(jp));
   const uint64_t backup_next = reply->lsn;
   uint64_t truncate_to = 0;
-  Status join = CheckJoinPoint(backup_next, jp.last_first_lsn, jp.last_checksum, jp.last_epoch,
-                               &truncate_to);
+  Status join =
+      CheckJoinPoint(backup_next, jp.last_first_lsn, jp.last_checksum, jp.last_epoch, &truncate_to);
   if (!join.ok()) {
     out.clear();
     if (truncate_to != 0) {
@@ -579,9 +576,10 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
           });
       if (cleaned || (!next.ok() && next.status().code() == Status::Code::kNotFound)) {
         // Cleaning compacted what this backup still needs: it starts over.
-        FAHA_LOG_WARN("replication: backup %s needs LSN %llu, which log cleaning compacted "
-                      "here; it starts over with a full copy",
-                      peer->address.c_str(), static_cast<unsigned long long>(from));
+        FAHA_LOG_WARN(
+            "replication: backup %s needs LSN %llu, which log cleaning compacted "
+            "here; it starts over with a full copy",
+            peer->address.c_str(), static_cast<unsigned long long>(from));
         out.clear();
         rdma::EncodeFrame(&out, FrameType::kTruncate, options_.epoch, 1, {});
         ch->Send(out, 200).IgnoreError();  // unsent, the backup reconnects and is told again
@@ -590,7 +588,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
       }
       if (!next.ok()) {
         result = Status::IOError("cannot read our log for catch-up from LSN " +
-                                  std::to_string(from) + ": " + next.status().message());
+                                 std::to_string(from) + ": " + next.status().message());
         break;
       }
       s = ch->Send(buf, timeout);
@@ -676,8 +674,8 @@ void Replicator::AppendInfo(std::string* t) const {
   for (size_t i = 0; i < peers_.size(); i++) {
     const Peer& p = *peers_[i];
     std::string v = "addr=" + p.address + ",state=" + (p.in_sync ? "in_sync" : p.state) +
-                    ",acked_lsn=" + std::to_string(p.acked_end ? p.acked_end - 1 : 0) +
-                    ",lag=" + std::to_string(ship_end_ > p.acked_end ? ship_end_ - p.acked_end : 0) +
+                    ",acked_lsn=" + std::to_string(p.acked_end ? p.acked_end - 1 : 0) + ",lag=" +
+                    std::to_string(ship_end_ > p.acked_end ? ship_end_ - p.acked_end : 0) +
                     ",sessions=" + std::to_string(p.sessions);
     if (!p.in_sync && !p.last_error.empty()) {
       std::string e = p.last_error;
@@ -912,9 +910,10 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
                     std::string_view(reinterpret_cast<const char*>(&jp), sizeof(jp)));
   Status s = ch->Send(out, 2000);
   if (s.ok()) {
-    FAHA_LOG_INFO("replication: primary %s (client address %s) connected in epoch %llu; our LSN %llu",
-                  ch->peer().c_str(), primary.c_str(), static_cast<unsigned long long>(epoch),
-                  static_cast<unsigned long long>(store_->log().next_lsn() - 1));
+    FAHA_LOG_INFO(
+        "replication: primary %s (client address %s) connected in epoch %llu; our LSN %llu",
+        ch->peer().c_str(), primary.c_str(), static_cast<unsigned long long>(epoch),
+        static_cast<unsigned long long>(store_->log().next_lsn() - 1));
     s = ServeSession(ch.get(), epoch, gen);
   }
   std::lock_guard<std::mutex> l(mu_);
@@ -1027,15 +1026,16 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
         if (t.ok()) {
           durable_end_.store(store_->log().next_lsn());
           truncations_.fetch_add(1);
-          FAHA_LOG_WARN("replication: primary of epoch %llu had us drop our log from LSN %llu "
-                        "(it ended at %llu): a suffix that was never committed",
-                        static_cast<unsigned long long>(epoch),
-                        static_cast<unsigned long long>(f->lsn),
-                        static_cast<unsigned long long>(before - 1));
+          FAHA_LOG_WARN(
+              "replication: primary of epoch %llu had us drop our log from LSN %llu "
+              "(it ended at %llu): a suffix that was never committed",
+              static_cast<unsigned long long>(epoch), static_cast<unsigned long long>(f->lsn),
+              static_cast<unsigned long long>(before - 1));
         }
       }
-      if (!t.ok()) return fail("cannot truncate the log to LSN " + std::to_string(f->lsn) + ": " +
-                               t.message());
+      if (!t.ok())
+        return fail("cannot truncate the log to LSN " + std::to_string(f->lsn) + ": " +
+                    t.message());
       return Status::Unavailable("truncated the log to LSN " + std::to_string(f->lsn) +
                                  "; reconnecting to catch up");
     }
@@ -1049,10 +1049,11 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
                   " in a replication session");
     }
     if (f->epoch != epoch) {
-      return fail("frame from epoch " + std::to_string(f->epoch) + " refused: this session is epoch " +
-                  std::to_string(epoch));
+      return fail("frame from epoch " + std::to_string(f->epoch) +
+                  " refused: this session is epoch " + std::to_string(epoch));
     }
-    if (f->body.size() < sizeof(nvm::BatchHeader)) return fail("BATCH frame without a batch header");
+    if (f->body.size() < sizeof(nvm::BatchHeader))
+      return fail("BATCH frame without a batch header");
     nvm::BatchHeader h;
     std::memcpy(&h, f->body.data(), sizeof(h));
     if (h.first_lsn != f->lsn) return fail("BATCH frame LSN does not match its batch header");
@@ -1060,8 +1061,8 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     FAHA_RETURN_IF_ERROR(
         unless_fenced([&] { r = store_->AppendReplicated(h, f->body.substr(sizeof(h))); }));
     if (!r.ok()) {
-      return fail("batch at LSN " + std::to_string(h.first_lsn) + " refused: " +
-                  r.status().message());
+      return fail("batch at LSN " + std::to_string(h.first_lsn) +
+                  " refused: " + r.status().message());
     }
     appended_end = nvm::BatchEndLsn(h);
     batches_received_.fetch_add(1, std::memory_order_relaxed);

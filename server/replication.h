@@ -62,7 +62,7 @@ struct ReplicatorOptions {
   int timeout_ms = 1000;             // an in-sync backup that does not ack in time is dropped
   size_t min_sync_backups = 0;       // writes fail while fewer backups are in sync
   uint64_t epoch = 1;
-  std::string advertise;             // this primary's client address, told to backups
+  std::string advertise;  // this primary's client address, told to backups
   uint64_t catchup_chunk_bytes = 4 << 20;
   int connect_timeout_ms = 1000;
   // Every session sends a HEARTBEAT this often (0: never), also while

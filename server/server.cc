@@ -74,7 +74,7 @@ struct Connection {
   size_t Backlog() const { return queued_bytes + out.size() - out_pos; }
   bool epollout = false;
   bool epollin = true;
-  bool closing = false;  // close once output is flushed
+  bool closing = false;     // close once output is flushed
   bool incomplete = false;  // the parser waits for the rest of a command
   int64_t created_us = 0;
   int64_t last_io_us = 0;        // last byte read or written (--timeout)

@@ -3,10 +3,10 @@
 #include <pthread.h>
 
 #include <algorithm>
-#include <optional>
 #include <charconv>
 #include <chrono>
 #include <climits>
+#include <optional>
 #include <unordered_set>
 
 #include "common/checksum.h"
@@ -1311,8 +1311,8 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
           // held keys leave the base index alone); else the base index holds
           // this very location if and only if the record is current.
           const HotCache::Entry* e = hot_.enabled() ? hot_.Find(r.rec.key, r.hash) : nullptr;
-          const bool current = e != nullptr ? e->location == r.location
-                                            : index_.HoldsLocation(r.hash, r.location);
+          const bool current =
+              e != nullptr ? e->location == r.location : index_.HoldsLocation(r.hash, r.location);
           if (current) {
             const bool expired = r.rec.expire_at_ms != 0 && r.rec.expire_at_ms <= now;
             verdict[i] = expired && !doubt ? Verdict::kExpire : Verdict::kMove;

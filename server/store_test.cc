@@ -2,18 +2,18 @@
 // DEL counts, EXPIRE, MSET atomicity, FLUSHALL), reads see only committed
 // state, and everything acknowledged survives a simulated power cut.
 #include "server/store.h"
-#include "server/store_testing.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-#include <atomic>
-#include <algorithm>
 
 #include "common/clock.h"
 #include "nvm/memory_device.h"
+#include "server/store_testing.h"
 
 namespace faha {
 namespace {

@@ -40,12 +40,18 @@ int main(int argc, char** argv) {
   double seconds = 1e9;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
-    if (f == "--address") address = v;
-    else if (f == "--record") record = v;
-    else if (f == "--depth") depth = std::max(1, std::atoi(v.c_str()));
-    else if (f == "--seconds") seconds = std::atof(v.c_str());
-    else if (f == "--prefix") prefix = v;
-    else return Usage();
+    if (f == "--address")
+      address = v;
+    else if (f == "--record")
+      record = v;
+    else if (f == "--depth")
+      depth = std::max(1, std::atoi(v.c_str()));
+    else if (f == "--seconds")
+      seconds = std::atof(v.c_str());
+    else if (f == "--prefix")
+      prefix = v;
+    else
+      return Usage();
   }
   if (address.empty() || record.empty()) return Usage();
   faha::ClientOptions opt;

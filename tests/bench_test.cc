@@ -6,7 +6,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-
 #include "common/clock.h"
 #include "tests/harness.h"
 
@@ -35,8 +34,9 @@ RunResult Bench(const std::vector<std::string>& args) {
 class RedisServer {
  public:
   RedisServer(const std::string& dir, std::vector<std::string> flags) : port_(FreePort()) {
-    std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_), "--bind",
-                                     "127.0.0.1", "--dir", dir, "--save", ""};
+    std::vector<std::string> args = {
+        "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir,
+        "--save",       ""};
     args.insert(args.end(), flags.begin(), flags.end());
     pid_ = fork();
     if (pid_ == 0) {
@@ -90,18 +90,18 @@ TEST_F(FahaBenchTest, LoadThenRunWorkloadAOverNativeAndResp) {
   EXPECT_GT(Field(load.out, "OVERALL", "Throughput(ops/sec)"), 0) << load.out;
   for (const std::string scheme : {"native", "resp"}) {
     const std::string json = dir_.path() + "/" + scheme + ".json";
-    RunResult run = Bench({"run", "-P", Workload("workloada"), "-p", Target(scheme), "-p",
-                           "recordcount=2000", "-p", "operationcount=5000", "-threads", "2", "-p",
-                           "exportfile=" + json});
+    RunResult run =
+        Bench({"run", "-P", Workload("workloada"), "-p", Target(scheme), "-p", "recordcount=2000",
+               "-p", "operationcount=5000", "-threads", "2", "-p", "exportfile=" + json});
     ASSERT_EQ(run.exit_code, 0) << scheme << ": " << run.err;
     const double reads = Field(run.out, "READ", "Return=OK");
     const double updates = Field(run.out, "UPDATE", "Return=OK");
     EXPECT_EQ(reads + updates, 5000) << scheme << ":\n" << run.out;
     EXPECT_NEAR(reads / 5000, 0.5, 0.05) << run.out;
     EXPECT_EQ(run.out.find("NOT_FOUND"), std::string::npos) << run.out;
-    for (const char* f : {"AverageLatency(us)", "50thPercentileLatency(us)",
-                          "95thPercentileLatency(us)", "99thPercentileLatency(us)",
-                          "99.9thPercentileLatency(us)"}) {
+    for (const char* f :
+         {"AverageLatency(us)", "50thPercentileLatency(us)", "95thPercentileLatency(us)",
+          "99thPercentileLatency(us)", "99.9thPercentileLatency(us)"}) {
       EXPECT_GT(Field(run.out, "READ", f), 0) << f << "\n" << run.out;
     }
     RunResult cat = RunTool({"cat", json});
@@ -164,28 +164,39 @@ TEST(FahaBenchRedisTest, DrivesRedisServerPlainAndDurable) {
   RedisServer durable(durable_dir.path(), {"--appendonly", "yes", "--appendfsync", "always"});
   ASSERT_TRUE(plain.WaitReady());
   ASSERT_TRUE(durable.WaitReady());
-  for (auto [port, durable_mode] : {std::pair{plain.port(), false}, std::pair{durable.port(), true}}) {
+  for (auto [port, durable_mode] :
+       {std::pair{plain.port(), false}, std::pair{durable.port(), true}}) {
     const std::string target = "target=resp://127.0.0.1:" + std::to_string(port);
     // With appendfsync always Redis fsyncs its AOF before it replies; the
     // AOF must then hold the loaded records.
     std::vector<std::string> extra;
-    std::vector<std::string> load = {"load", "-P", Workload("workloadb"), "-p", target, "-p",
-                                      "recordcount=1000"};
+    std::vector<std::string> load = {"load", "-P", Workload("workloadb"), "-p",
+                                     target, "-p", "recordcount=1000"};
     load.insert(load.end(), extra.begin(), extra.end());
     RunResult l = Bench(load);
     ASSERT_EQ(l.exit_code, 0) << l.err;
     EXPECT_EQ(Field(l.out, "INSERT", "Return=OK"), 1000) << l.out;
-    std::vector<std::string> run = {"run", "-P", Workload("workloadb"), "-p", target, "-p",
-                                     "recordcount=1000", "-p", "operationcount=3000",
-                                     "-p", "failonerror=true"};
+    std::vector<std::string> run = {"run",
+                                    "-P",
+                                    Workload("workloadb"),
+                                    "-p",
+                                    target,
+                                    "-p",
+                                    "recordcount=1000",
+                                    "-p",
+                                    "operationcount=3000",
+                                    "-p",
+                                    "failonerror=true"};
     run.insert(run.end(), extra.begin(), extra.end());
     RunResult r = Bench(run);
     ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
     EXPECT_EQ(Field(r.out, "READ", "Return=OK") + Field(r.out, "UPDATE", "Return=OK"), 3000)
         << r.out;
     if (durable_mode) {
-      RunResult aof = RunTool({"sh", "-c", "cat " + durable_dir.path() + "/appendonlydir/*.aof | "
-                                           "grep -c '^SET'"});
+      RunResult aof = RunTool({"sh", "-c",
+                               "cat " + durable_dir.path() +
+                                   "/appendonlydir/*.aof | "
+                                   "grep -c '^SET'"});
       EXPECT_GE(std::stoi("0" + aof.out), 1000) << aof.out << aof.err;
     }
   }

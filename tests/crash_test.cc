@@ -200,8 +200,8 @@ TEST(CrashTest, KillNineAtRandomMomentsLosesNoAcknowledgedWrite) {
 TEST(CrashTest, KillNineWhileTheLogIsCleanedLosesNoAcknowledgedWrite) {
   uint64_t acked = 0;
   int64_t passes = 0;
-  KillNineRounds({"--io_threads=2", "--segment_mb=2", "--max_batch_kb=1100", "--clean_threshold=0.9",
-                  "--clean_interval_ms=2"},
+  KillNineRounds({"--io_threads=2", "--segment_mb=2", "--max_batch_kb=1100",
+                  "--clean_threshold=0.9", "--clean_interval_ms=2"},
                  Rounds(), &acked, &passes);
   printf("crash test with cleaning: %lld cleaning passes before the kills\n",
          static_cast<long long>(passes));

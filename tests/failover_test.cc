@@ -135,20 +135,19 @@ TEST(FailoverTest, FirstNodeIsPrimaryBackupsRedirectAndARetriedWriteIsAppliedOnc
   ASSERT_TRUE(etcd.ok());
   auto cfg = (*etcd)->Get("/faha/t/config");
   ASSERT_TRUE(cfg.ok() && cfg->has_value());
-  EXPECT_NE((*cfg)->value.find("\"primary\":\"n" + std::to_string(p + 1) + "\""),
-            std::string::npos)
+  EXPECT_NE((*cfg)->value.find("\"primary\":\"n" + std::to_string(p + 1) + "\""), std::string::npos)
       << (*cfg)->value;
   EXPECT_NE((*cfg)->value.find("\"epoch\":1"), std::string::npos) << (*cfg)->value;
 
   // RESP: a backup answers MOVED with the primary's address; redis-cli -c follows it.
-  RunResult moved = RunTool({"redis-cli", "-h", TestHost(), "-p", std::to_string(c.node(b).port()),
-                             "SET", "k", "v1"});
+  RunResult moved = RunTool(
+      {"redis-cli", "-h", TestHost(), "-p", std::to_string(c.node(b).port()), "SET", "k", "v1"});
   EXPECT_NE(moved.out.find("MOVED 0 " + c.node(p).address()), std::string::npos) << moved.out;
   RunResult follow = RunTool({"redis-cli", "-c", "-h", TestHost(), "-p",
                               std::to_string(c.node(b).port()), "SET", "k", "v2"});
   EXPECT_EQ(follow.out, "OK\n") << follow.out << follow.err;
-  RunResult role = RunTool({"redis-cli", "-h", TestHost(), "-p", std::to_string(c.node(b).port()),
-                            "ROLE"});
+  RunResult role =
+      RunTool({"redis-cli", "-h", TestHost(), "-p", std::to_string(c.node(b).port()), "ROLE"});
   EXPECT_EQ(role.out.rfind("backup\n", 0), 0u) << role.out;
 
   // Native: INCR with client id 77 and sequence 5, sent twice on one
@@ -156,8 +155,8 @@ TEST(FailoverTest, FirstNodeIsPrimaryBackupsRedirectAndARetriedWriteIsAppliedOnc
   std::string hello;
   native::EncodeRequest(&hello, native::Op::kClientId, 1, {}, {}, 77);
   std::vector<uint64_t> stamps;
-  auto r1 = NativeExchange(c.node(p).port(),
-                           hello + IncrRequest(5, "ctr") + IncrRequest(5, "ctr"), 3, &stamps);
+  auto r1 = NativeExchange(c.node(p).port(), hello + IncrRequest(5, "ctr") + IncrRequest(5, "ctr"),
+                           3, &stamps);
   ASSERT_EQ(r1.size(), 3u);
   EXPECT_EQ(r1[1].second, ":1\r\n");
   EXPECT_EQ(r1[2].second, ":1\r\n");

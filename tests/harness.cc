@@ -27,9 +27,7 @@
 #include "faha/client.h"
 
 namespace faha::test {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 std::string BinDir() {
   const char* d = getenv("FAHA_BIN_DIR");
@@ -198,7 +196,8 @@ std::string ListeningPorts(pid_t pid) {
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
     std::error_code gone;  // an fd closed meanwhile: skip it, keep listing
     std::string target = std::filesystem::read_symlink(it->path(), gone).string();
-    if (!gone && target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+    if (!gone && target.rfind("socket:[", 0) == 0)
+      inodes.insert(target.substr(8, target.size() - 9));
   }
   std::string out;
   for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {

@@ -53,7 +53,8 @@ RunResult RunTool(const std::vector<std::string>& argv, const std::string& input
 std::unique_ptr<Client> ConnectClient(const std::string& address, int op_timeout_ms = 10000);
 
 // One field of INFO (of `section`, or of everything), "" if absent.
-std::string InfoField(Client* c, const std::string& field, const std::string& section = "everything");
+std::string InfoField(Client* c, const std::string& field,
+                      const std::string& section = "everything");
 
 class ServerProcess {
  public:

@@ -4,7 +4,6 @@
 // faha_native_load runs without errors; no client connection is given a
 // remote key to log memory. Skips where FAHA_TEST_HOST names no RDMA device.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <random>
@@ -15,12 +14,12 @@
 namespace faha::test {
 namespace {
 
-#define REQUIRE_GUEST()                                                           \
-  do {                                                                            \
-    if (TestHost() == "127.0.0.1") {                                              \
-      if (getenv("FAHA_REQUIRE_RDMA")) FAIL() << "FAHA_TEST_HOST is not set";     \
+#define REQUIRE_GUEST()                                                                    \
+  do {                                                                                     \
+    if (TestHost() == "127.0.0.1") {                                                       \
+      if (getenv("FAHA_REQUIRE_RDMA")) FAIL() << "FAHA_TEST_HOST is not set";              \
       GTEST_SKIP() << "rdma:// clients run in the soft-RoCE guest (FAHA_TEST_HOST unset)"; \
-    }                                                                             \
+    }                                                                                      \
   } while (0)
 
 // TCG is slow: generous reply timeouts.
@@ -130,10 +129,10 @@ TEST(RdmaClientTest, PipelinedLargeValuesAndNoRemoteKeyToTheLog) {
   if (access((BinDir() + "/faha_native_load").c_str(), X_OK) != 0) {
     GTEST_SKIP() << "faha_native_load is not built here (FAHA_BUILD_BENCH=OFF)";
   }
-  RunResult load = RunTool({BinDir() + "/faha_native_load", "--address", "rdma://" + s.address(),
-                            "--ops", "20000", "--connections", "2", "--depth", "8",
-                            "--value_bytes", "1000", "--keyspace", "5000"},
-                           "", 120000);
+  RunResult load = RunTool(
+      {BinDir() + "/faha_native_load", "--address", "rdma://" + s.address(), "--ops", "20000",
+       "--connections", "2", "--depth", "8", "--value_bytes", "1000", "--keyspace", "5000"},
+      "", 120000);
   EXPECT_EQ(load.exit_code, 0) << load.out << load.err;
   EXPECT_NE(load.out.find("errors=0"), std::string::npos) << load.out << load.err;
   EXPECT_NE(load.out.find("ops=20000"), std::string::npos) << load.out << load.err;

@@ -42,7 +42,8 @@ class TransportEnvironment : public ::testing::Environment {
   void SetUp() override {
     if (TestReplTransport() != "rdma") return;
     if (TestHost() == "127.0.0.1") {
-      if (getenv("FAHA_REQUIRE_RDMA")) FAIL() << "FAHA_TEST_HOST must name the RDMA device's address";
+      if (getenv("FAHA_REQUIRE_RDMA"))
+        FAIL() << "FAHA_TEST_HOST must name the RDMA device's address";
       GTEST_SKIP() << "replication over RDMA runs in the soft-RoCE guest (FAHA_TEST_HOST unset)";
     }
   }
@@ -79,7 +80,8 @@ Digest GetDigest(Client* c) {
 }
 
 long long MsSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               t0)
       .count();
 }
 
@@ -105,9 +107,9 @@ class Cluster {
 
   void StartBackup(int i) {
     backups_.resize(n_);
-    std::vector<std::string> flags = {"--role=backup", "--repl_port=" + std::to_string(repl_ports_[i]),
-                                      "--cluster_secret_file=" + secret_,
-                                      "--repl_transport=" + TestReplTransport()};
+    std::vector<std::string> flags = {
+        "--role=backup", "--repl_port=" + std::to_string(repl_ports_[i]),
+        "--cluster_secret_file=" + secret_, "--repl_transport=" + TestReplTransport()};
     for (const auto& f : backup_flags_) flags.push_back(f);
     backups_[i] = std::make_unique<ServerProcess>(backup_dir(i), flags);
     backups_[i]->Start();
@@ -186,7 +188,8 @@ class Cluster {
 // server acknowledged. Stops on request or when the server goes away.
 class Writer {
  public:
-  Writer(std::string addr, std::string prefix) : addr_(std::move(addr)), prefix_(std::move(prefix)) {}
+  Writer(std::string addr, std::string prefix)
+      : addr_(std::move(addr)), prefix_(std::move(prefix)) {}
   void Start() {
     thread_ = std::thread([this] { Run(); });
   }
@@ -317,9 +320,8 @@ TEST(ReplicationTest, KillNinePrimaryLeavesEveryAcknowledgedWriteOnEveryBackup) 
     ASSERT_FALSE(HasFatalFailure());
     std::vector<std::unique_ptr<Writer>> writers;
     for (int t = 0; t < 4; t++) {
-      writers.push_back(std::make_unique<Writer>(cl.primary().address(),
-                                                 "r" + std::to_string(round) + "t" +
-                                                     std::to_string(t) + "-"));
+      writers.push_back(std::make_unique<Writer>(
+          cl.primary().address(), "r" + std::to_string(round) + "t" + std::to_string(t) + "-"));
       writers.back()->Start();
     }
     auto total = [&] {
@@ -361,8 +363,7 @@ TEST(ReplicationTest, KillNinePrimaryLeavesEveryAcknowledgedWriteOnEveryBackup) 
       EXPECT_EQ(missing, 0u) << "backup " << i << " lacks " << missing << " of " << acked.size()
                              << " acknowledged writes, first " << first_missing;
       if (missing == 0) {
-        printf("round %d backup %d: all %zu acknowledged writes present\n", round, i,
-               acked.size());
+        printf("round %d backup %d: all %zu acknowledged writes present\n", round, i, acked.size());
       }
     }
   }
@@ -378,10 +379,10 @@ TEST(ReplicationTest, KilledAndEmptyBackupsCatchUpWhileWritesContinue) {
   ASSERT_FALSE(HasFatalFailure());
   ASSERT_TRUE(cl.WaitInSync(1));
   // 100k writes with redis-benchmark before the second backup exists.
-  RunResult rb = RunTool({"redis-benchmark", "-h", TestHost(), "-p",
-                          std::to_string(cl.primary().port()), "-t", "set", "-n", "100000", "-P",
-                          "16", "-d", "100", "-r", "1000000", "-q"},
-                         "", 120000);
+  RunResult rb =
+      RunTool({"redis-benchmark", "-h", TestHost(), "-p", std::to_string(cl.primary().port()), "-t",
+               "set", "-n", "100000", "-P", "16", "-d", "100", "-r", "1000000", "-q"},
+              "", 120000);
   ASSERT_EQ(rb.exit_code, 0) << rb.err;
   Writer w(cl.primary().address(), "live-");
   w.Start();
@@ -422,10 +423,10 @@ TEST(ReplicationTest, BackupAwayWhileThePrimaryCleansStartsOverWithAFullCopy) {
   cl.Start();
   ASSERT_FALSE(HasFatalFailure());
   auto overwrite = [&](const char* n) {
-    RunResult rb = RunTool({"redis-benchmark", "-h", TestHost(), "-p",
-                            std::to_string(cl.primary().port()), "-t", "set", "-n", n, "-P", "16",
-                            "-d", "200", "-r", "2000", "-q"},
-                           "", 120000);
+    RunResult rb =
+        RunTool({"redis-benchmark", "-h", TestHost(), "-p", std::to_string(cl.primary().port()),
+                 "-t", "set", "-n", n, "-P", "16", "-d", "200", "-r", "2000", "-q"},
+                "", 120000);
     ASSERT_EQ(rb.exit_code, 0) << rb.err;
   };
   overwrite("40000");
@@ -447,10 +448,12 @@ TEST(ReplicationTest, BackupAwayWhileThePrimaryCleansStartsOverWithAFullCopy) {
     EXPECT_EQ(got.keys, want.keys);
   }
   EXPECT_EQ(cl.backup(0).Kill(SIGKILL), 128 + SIGKILL);
-  const long long cleaned_before = std::stoll(InfoField(p.get(), "log_segments_cleaned", "persistence"));
+  const long long cleaned_before =
+      std::stoll(InfoField(p.get(), "log_segments_cleaned", "persistence"));
   overwrite("60000");
   ASSERT_TRUE(WaitFor([&] {
-    return std::stoll(InfoField(p.get(), "log_segments_cleaned", "persistence")) > cleaned_before + 2;
+    return std::stoll(InfoField(p.get(), "log_segments_cleaned", "persistence")) >
+           cleaned_before + 2;
   })) << cl.primary().Log();
   cl.StartBackup(0);
   ASSERT_FALSE(HasFatalFailure());
@@ -483,9 +486,9 @@ TEST(ReplicationTest, SilentBackupMakesWritesFailAfterTheTimeout) {
   ASSERT_EQ(cl.backup(0).Kill(SIGSTOP), 0);  // returns once every thread has stopped
   auto t0 = std::chrono::steady_clock::now();
   Status s = p->Put("during", "2");
-  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-                  std::chrono::steady_clock::now() - t0)
-                  .count();
+  auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("NOREPLICAS"), std::string::npos) << s.ToString();
   EXPECT_NE(s.message().find("repl_timeout_ms"), std::string::npos) << s.ToString();

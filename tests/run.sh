@@ -11,10 +11,24 @@
 # integration tests again under ThreadSanitizer, built with clang (build-tsan;
 # FAHA_TEST_SLOWDOWN=4 stretches the tests' latency bounds, and a race in a
 # server it starts fails the test: the server exits).
+# Every run first checks the format of the C++ files (clang-format --dry-run -Werror)
+# and the size rules (tests/check_sizes.py).
 # Usage: tests/run.sh [release|asan|tsan|rdma|fuzz]...   (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
+
+# The repository's own .clang-format holds for every C++ file.
+echo "=== format: clang-format --dry-run -Werror ==="
+if git rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+  git ls-files '*.cc' '*.h' | xargs clang-format --dry-run -Werror
+else
+  find . -path './build*' -prune -o \( -name '*.cc' -o -name '*.h' \) -print | xargs clang-format --dry-run -Werror
+fi
+echo "format: every .cc and .h file is formatted"
+# No file over 600 lines, no function over 80, beyond what tests/size_baseline.txt
+# lists from before the rule (those may only shrink).
+python3 tests/check_sizes.py
 
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(release asan tsan rdma fuzz)

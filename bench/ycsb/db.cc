@@ -33,7 +33,6 @@ class NativeDB final : public DB {
   std::unique_ptr<Client> c_;
 };
 
-
 // One blocking RESP connection.
 class RespConn {
  public:
@@ -137,7 +136,7 @@ class RespConn {
 // How a RESP write is made durable before it counts as done.
 struct RespDurability {
   int64_t waitaof_local = 0, waitaof_replicas = 0;  // WAITAOF (Redis >= 7.2) if either > 0
-  int64_t wait_replicas = 0;                         // else WAIT (any Redis) if > 0
+  int64_t wait_replicas = 0;                        // else WAIT (any Redis) if > 0
   int timeout_ms = 10000;
 };
 
@@ -146,7 +145,8 @@ class RespDB final : public DB {
   RespDB(std::unique_ptr<RespConn> c, const RespDurability& d) : c_(std::move(c)), d_(d) {
     const std::string tmo = std::to_string(d_.timeout_ms);
     if (d_.waitaof_local > 0 || d_.waitaof_replicas > 0) {
-      wait_ = {"WAITAOF", std::to_string(d_.waitaof_local), std::to_string(d_.waitaof_replicas), tmo};
+      wait_ = {"WAITAOF", std::to_string(d_.waitaof_local), std::to_string(d_.waitaof_replicas),
+               tmo};
     } else if (d_.wait_replicas > 0) {
       wait_ = {"WAIT", std::to_string(d_.wait_replicas), tmo};
     }
@@ -174,12 +174,10 @@ class RespDB final : public DB {
     if (wait_.empty()) return Status::OK();
     const resp::Reply& w = r_[1];
     if (w.type == T::kError) return Status::ServerError(wait_[0] + ": " + w.str);
-    const bool reached =
-        wait_[0] == "WAIT"
-            ? w.type == T::kInt && w.integer >= d_.wait_replicas
-            : w.type == T::kArray && w.elements.size() == 2 &&
-                  w.elements[0].integer >= d_.waitaof_local &&
-                  w.elements[1].integer >= d_.waitaof_replicas;
+    const bool reached = wait_[0] == "WAIT" ? w.type == T::kInt && w.integer >= d_.wait_replicas
+                                            : w.type == T::kArray && w.elements.size() == 2 &&
+                                                  w.elements[0].integer >= d_.waitaof_local &&
+                                                  w.elements[1].integer >= d_.waitaof_replicas;
     if (!reached) {
       return Status::ServerError(wait_[0] + " did not reach the required copies within " +
                                  std::to_string(d_.timeout_ms) + " ms");
@@ -243,8 +241,8 @@ StatusOr<DBFactory> MakeDBFactory(const Properties& props) {
   o.address = target;
   o.password = password;
   o.op_timeout_ms = static_cast<int>(*timeout);
-  o.follow_primary = target.find(',') != std::string::npos ||
-                     props.Get("faha.follow_primary", "false") == "true";
+  o.follow_primary =
+      target.find(',') != std::string::npos || props.Get("faha.follow_primary", "false") == "true";
   return DBFactory([o]() -> StatusOr<std::unique_ptr<DB>> {
     auto c = Client::Connect(o);
     if (!c.ok()) return c.status();

@@ -137,8 +137,8 @@ StatusOr<WorkloadConfig> WorkloadConfig::From(const Properties& p) {
   if (w.insertstart >= w.recordcount) {
     return Status::InvalidArgument("insertstart must be below recordcount");
   }
-  FAHA_RETURN_IF_ERROR(count("insertcount", static_cast<int64_t>(w.recordcount - w.insertstart), 0,
-                             &w.insertcount));
+  FAHA_RETURN_IF_ERROR(
+      count("insertcount", static_cast<int64_t>(w.recordcount - w.insertstart), 0, &w.insertcount));
   struct {
     const char* name;
     double def;
@@ -171,7 +171,8 @@ StatusOr<WorkloadConfig> WorkloadConfig::From(const Properties& p) {
   uint64_t fc = 0, fl = 0;
   FAHA_RETURN_IF_ERROR(count("fieldcount", 10, 1, &fc));
   FAHA_RETURN_IF_ERROR(count("fieldlength", 100, 1, &fl));
-  if (fc * fl > (64u << 20)) return Status::InvalidArgument("fieldcount x fieldlength above 64 MiB");
+  if (fc * fl > (64u << 20))
+    return Status::InvalidArgument("fieldcount x fieldlength above 64 MiB");
   w.fieldcount = static_cast<int>(fc);
   w.fieldlength = static_cast<int>(fl);
   const std::string order = p.Get("insertorder", "hashed");
@@ -321,7 +322,8 @@ RunResult RunWorkload(const WorkloadConfig& w, const RunOptions& o, const DBFact
         measured_start.compare_exchange_strong(zero, MonoUs());
       }
       if (per_thread_rate > 0) {
-        const int64_t due = start_us + static_cast<int64_t>(static_cast<double>(mine) / per_thread_rate * 1e6);
+        const int64_t due =
+            start_us + static_cast<int64_t>(static_cast<double>(mine) / per_thread_rate * 1e6);
         const int64_t now = MonoUs();
         if (due > now) std::this_thread::sleep_for(std::chrono::microseconds(due - now));
       }
@@ -361,12 +363,14 @@ RunResult RunWorkload(const WorkloadConfig& w, const RunOptions& o, const DBFact
       if (tty && total > 0) {
         const uint64_t d = std::min(done.load(), total);
         const int width = 40;
-        const int fill = static_cast<int>(static_cast<double>(d) / static_cast<double>(total) * width);
+        const int fill =
+            static_cast<int>(static_cast<double>(d) / static_cast<double>(total) * width);
         fprintf(stderr, "\r[%s%s] %3d%% %llu/%llu records", std::string(fill, '#').c_str(),
                 std::string(width - fill, ' ').c_str(), static_cast<int>(d * 100 / total),
                 static_cast<unsigned long long>(d), static_cast<unsigned long long>(total));
       }
-      if (o.status_interval_s > 0 && now - last >= static_cast<int64_t>(o.status_interval_s * 1e6)) {
+      if (o.status_interval_s > 0 &&
+          now - last >= static_cast<int64_t>(o.status_interval_s * 1e6)) {
         const double secs = static_cast<double>(now - last) / 1e6;
         if (tty) fprintf(stderr, "\n");
         fprintf(stderr, "[STATUS] %.0f sec: %llu operations; %s\n",
@@ -450,8 +454,11 @@ std::string FormatJson(const RunResult& r, const Measurements& m, const Properti
     ops[OpName(op)] = o;
   }
   const auto all = m.AllStats();
-  j["all"] = {{"operations", all.operations}, {"average_us", all.average_us},
-              {"p50_us", all.p50}, {"p95_us", all.p95}, {"p99_us", all.p99},
+  j["all"] = {{"operations", all.operations},
+              {"average_us", all.average_us},
+              {"p50_us", all.p50},
+              {"p95_us", all.p95},
+              {"p99_us", all.p99},
               {"p999_us", all.p999}};
   j["ops"] = ops;
   return j.dump(2) + "\n";

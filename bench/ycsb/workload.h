@@ -100,10 +100,10 @@ class Measurements {
 };
 
 struct RunOptions {
-  bool load = false;         // load phase (inserts) or run phase (the mix)
+  bool load = false;  // load phase (inserts) or run phase (the mix)
   int threads = 1;
-  double target_ops = 0;     // all threads together; 0: as fast as possible
-  double warmup_s = 0;       // run phase: operations in the first this-many seconds are not measured
+  double target_ops = 0;  // all threads together; 0: as fast as possible
+  double warmup_s = 0;    // run phase: operations in the first this-many seconds are not measured
   double status_interval_s = 10;
   bool progress_bar = false;  // load phase, on a terminal
   uint64_t seed = 1;
@@ -112,7 +112,7 @@ struct RunOptions {
 struct RunResult {
   double runtime_ms = 0;  // measured part
   uint64_t measured_ops = 0;
-  Status setup;           // a thread could not connect
+  Status setup;  // a thread could not connect
 };
 
 // Drives the workload; measurements go to *m. Status lines go to stderr.

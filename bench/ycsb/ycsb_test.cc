@@ -176,8 +176,8 @@ TEST(WorkloadTest, OperationMixWithinOnePercentOverAHundredThousandOps) {
        {{Op::kRead, 0.5}, {Op::kReadModifyWrite, 0.5}}},
   };
   for (const auto& c : cases) {
-    WorkloadConfig w = Config("recordcount=2000 operationcount=100000 fieldcount=2 fieldlength=8 " +
-                              c.props);
+    WorkloadConfig w =
+        Config("recordcount=2000 operationcount=100000 fieldcount=2 fieldlength=8 " + c.props);
     FakeDB::Shared shared;
     RunOptions o;
     o.load = true;
@@ -201,8 +201,9 @@ TEST(WorkloadTest, OperationMixWithinOnePercentOverAHundredThousandOps) {
 
 TEST(WorkloadTest, ReadOfAKeyNeverInsertedIsAnError) {
   // Only the first half of the records is loaded; the run reads all of them.
-  WorkloadConfig w = Config("recordcount=1000 insertcount=500 operationcount=20000 "
-                            "readproportion=1 updateproportion=0 fieldcount=1 fieldlength=10");
+  WorkloadConfig w = Config(
+      "recordcount=1000 insertcount=500 operationcount=20000 "
+      "readproportion=1 updateproportion=0 fieldcount=1 fieldlength=10");
   FakeDB::Shared shared;
   RunOptions o;
   o.load = true;
@@ -224,8 +225,9 @@ TEST(WorkloadTest, ReadOfAKeyNeverInsertedIsAnError) {
 }
 
 TEST(WorkloadTest, AValueOfTheWrongSizeIsUnexpectedState) {
-  WorkloadConfig w = Config("recordcount=10 operationcount=100 readproportion=1 "
-                            "updateproportion=0 fieldcount=1 fieldlength=10");
+  WorkloadConfig w = Config(
+      "recordcount=10 operationcount=100 readproportion=1 "
+      "updateproportion=0 fieldcount=1 fieldlength=10");
   FakeDB::Shared shared;
   for (uint64_t k = 0; k < 10; k++) shared.data[w.Key(k)] = "short";
   RunOptions o;
