@@ -13,7 +13,6 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/resp.h"
-#include "nvm/epoch_file.h"
 #include "server/store.h"
 
 namespace faha {
@@ -318,8 +317,12 @@ void ClusterNode::Tick() {
   } else {
     if (lease_lost_.load()) {
       // A backup whose lease lapsed (etcd unreachable for a TTL): a new one.
-      // Unregistered, it tries again at the next tick (the lease stays lost).
-      if (RenewLease().ok() && !Register(0).ok()) lease_lost_.store(true);
+      // Unregistered, it tries again at the next tick with a new lease; the
+      // one just granted goes at once rather than after its TTL.
+      if (RenewLease().ok() && !Register(0).ok()) {
+        etcd_->RevokeLease(lease_id_.load()).IgnoreError();  // else it ends with its TTL
+        lease_lost_.store(true);
+      }
       return;
     }
     BackupTick(*cfg);
@@ -329,13 +332,7 @@ void ClusterNode::Tick() {
 void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
   const int64_t now = MonoNs();
   if (!cfg) {
-    // A new cluster: the first node to write the configuration is primary.
-    auto [next_lsn, last_epoch] = backup_->LogEnd();
-    ClusterConfig next;
-    next.epoch = std::max(backup_->epoch(), last_epoch) + 1;
-    next.primary = options_.node_id;
-    next.history = {{next.epoch, next_lsn}};
-    TryTakeOver(std::nullopt, next, 0);
+    StartCluster();
     return;
   }
   auto leader = ReadLeader();
@@ -412,6 +409,30 @@ void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
   RunElection(*cfg);
 }
 
+// A new cluster: the first node to write the configuration is primary.
+void ClusterNode::StartCluster() {
+  auto [next_lsn, last_epoch] = backup_->LogEnd();
+  ClusterConfig next;
+  next.epoch = std::max(backup_->epoch(), last_epoch) + 1;
+  next.primary = options_.node_id;
+  next.history = {{next.epoch, next_lsn}};
+  if (RecordCandidacy(next.epoch)) TryTakeOver(std::nullopt, next, 0);
+}
+
+// Records `epoch` in the epoch file before anything in etcd can name this
+// node primary of it, as a Raft candidate persists its term: a node that
+// cannot record it does not run (and the others still can); it tries again
+// after 4 x --failover_timeout_ms. False if so.
+bool ClusterNode::RecordCandidacy(uint64_t epoch) {
+  Status rec = backup_->RecordEpoch(epoch);
+  if (!rec.ok()) {
+    election_retry_ns_ = MonoNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
+    FAHA_LOG_ERROR("cluster: not running for primary of epoch %llu: cannot record it: %s",
+                   static_cast<unsigned long long>(epoch), rec.ToString().c_str());
+  }
+  return rec.ok();
+}
+
 void ClusterNode::RunElection(const ClusterConfig& cfg) {
   const uint64_t target = cfg.epoch + 1;
   {
@@ -422,6 +443,7 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
   // primary cannot commit without removing it from the configuration, and
   // its lease from its backups' heartbeat echoes ends within --read_lease_ms.
   backup_->Fence(target);
+  if (!RecordCandidacy(target)) return;
   const int64_t fenced_ns = MonoNs();
   const uint64_t next_lsn = backup_->LogEnd().first;
   if (!Register(target).ok()) return;
@@ -515,17 +537,8 @@ void ClusterNode::Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns) 
                 static_cast<unsigned long long>(cfg.epoch),
                 static_cast<unsigned long long>(cfg.history.back().second - 1),
                 old_lease_start_ns ? "; serving once the old primary's read lease has passed" : "");
+  // The epoch is in the epoch file already (RecordEpoch, before the takeover).
   backup_->Stop();  // applies what it received, then ends its sessions
-  // The epoch is recorded before anything of it is written: a node that
-  // cannot record it must not lead it (after a restart it would take frames
-  // of an older epoch).
-  auto ef = nvm::EpochFile::Open(options_.data_dir);
-  Status recorded = ef.ok() ? ef->Advance(cfg.epoch) : ef.status();
-  if (!recorded.ok()) {
-    Depose("cannot record epoch " + std::to_string(cfg.epoch) + " in " + options_.data_dir + ": " +
-           recorded.ToString());
-    return;
-  }
   ReplicatorOptions ropt = options_.replication;
   auto nodes = ReadNodes();
   if (nodes.ok()) {

@@ -120,6 +120,8 @@ class ClusterNode final : public ReplicationRole {
   void BackupTick(const std::optional<ClusterConfig>& cfg);
   void PrimaryTick(const std::optional<ClusterConfig>& cfg);
   void RunElection(const ClusterConfig& cfg);
+  void StartCluster();
+  bool RecordCandidacy(uint64_t epoch);
   // Takes the leader key and writes `next` over `expected` (nullopt: no
   // configuration yet); then promotes. False if another node got there first.
   // old_lease_start_ns: the latest time the old primary could have renewed

@@ -1076,6 +1076,12 @@ void BackupService::Fence(uint64_t epoch) {
   fence_epoch_ = std::max(fence_epoch_, epoch);
 }
 
+Status BackupService::RecordEpoch(uint64_t epoch) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!epoch_file_) return Status::Unavailable("the replication service is not started");
+  return epoch_file_->Advance(epoch);
+}
+
 std::pair<uint64_t, uint64_t> BackupService::LogEnd() const {
   std::lock_guard<std::mutex> l(log_mu_);
   // The end reported must be durable: persist a burst still waiting for its

@@ -227,6 +227,10 @@ class BackupService final : public ReplicationRole {
   // (a backup running for primary of `epoch`). When it returns, the log
   // takes no more batches of older epochs.
   void Fence(uint64_t epoch);
+  // Records `epoch` in the epoch file (fsynced) before this node runs for
+  // primary of it: once it may lead it, a restart must not forget it. From
+  // then on sessions of older epochs are refused, across restarts too.
+  Status RecordEpoch(uint64_t epoch);
   // The log's next LSN and the epoch of its last batch (after Fence: final).
   std::pair<uint64_t, uint64_t> LogEnd() const;
   // When a frame of the current primary last arrived (MonoUs; 0: never) and

@@ -3,14 +3,17 @@
 function over 80 lines (tests/ and bench/ excluded, and *_test.cc files).
 
 What is over today is listed in tests/size_baseline.txt with its size then: such a
-file or function may shrink but not grow, and nothing new may cross a limit. So
-the rule holds for all new code while the giants are split (issue 19), and the
-list only gets shorter. `--update` rewrites the baseline from the tree (use it
+function may shrink but not grow, such a file may grow by at most FILE_SLACK
+lines (a fix in a giant file should not wait for its split), and nothing new may
+cross a limit. So the rule holds for all new code while the giants are split
+(issue 19), and the list only gets shorter. `--update` rewrites the baseline from the tree (use it
 only to drop entries that were split, never to accept growth).
 
 A function is found the way Google style writes one: a line that ends a
-signature with `{` and the `}` that closes it at the same indentation; its
-length counts every line from the signature's first line to that brace.
+signature with `{` and the `}` that closes it at the indentation of the
+signature's first line; its length counts every line from that first line to
+the brace. Lambdas count as part of the function that holds them. Overloads of
+one name in one file share an entry (the longest).
 """
 import argparse
 import os
@@ -19,6 +22,7 @@ import sys
 
 MAX_FILE_LINES = 600
 MAX_FUNCTION_LINES = 80
+FILE_SLACK = 50
 SOURCE_DIRS = ("server", "nvm", "rdma", "client", "common", "coord", "deploy")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = os.path.join(ROOT, "tests", "size_baseline.txt")
@@ -30,7 +34,9 @@ SIGNATURE_END = re.compile(
     r"(?:\s*(?:const|override|noexcept|final|mutable|->\s*[\w:<>, *&]+))*"
     r"(?:\s*:\s*[^;{]*|\s*[\w)]\s*)?\s*\{\s*$"
 )
-CONTROL = re.compile(r"^\s*(?:if|for|while|switch|catch|do|else|\}|return)\b")
+CONTROL = re.compile(r"^\s*(?:(?:if|for|while|switch|catch|do|else|return)\b|\})")
+# A trailing comment after a brace: `} // namespace`, `{  // why`.
+TRAILING_COMMENT = re.compile(r'^(.*?[{}];?)\s*//[^"]*$')
 
 
 def source_files():
@@ -46,6 +52,7 @@ def source_files():
 
 def functions(lines):
     """(first line number, name, length) of each function body in `lines`."""
+    lines = [TRAILING_COMMENT.sub(r"\1", l) for l in lines]
     out = []
     i = 0
     while i < len(lines):
@@ -60,7 +67,7 @@ def functions(lines):
             (";", "}", "{", "*/", ":")
         ) and not lines[start - 1].lstrip().startswith(("//", "#")):
             start -= 1
-        if CONTROL.match(lines[start]) or "=" in lines[start].split("(")[0]:
+        if CONTROL.match(lines[start]) or re.search(r"=\s*\[", lines[start]):
             i += 1  # a wrapped condition, or a lambda: not a function of its own
             continue
         indent = re.match(r"^\s*", lines[start]).group(0)
@@ -119,11 +126,18 @@ def main():
             key, n = line.rsplit(" ", 1)
             baseline[key] = int(n)
     errors = []
+    for k, n in sorted(baseline.items()):
+        if k not in sizes:
+            errors.append("%s: now within the limit (or renamed): run tests/check_sizes.py "
+                          "--update to drop it from the baseline" % k)
+        elif sizes[k] < n and not k.startswith("file "):
+            errors.append("%s: shrank from %d to %d lines: run tests/check_sizes.py --update to "
+                          "lock that in" % (k, n, sizes[k]))
     for k, n in sorted(sizes.items()):
         limit = MAX_FILE_LINES if k.startswith("file ") else MAX_FUNCTION_LINES
         if k not in baseline:
             errors.append("%s: %d lines, over the limit of %d" % (k, n, limit))
-        elif n > baseline[k]:
+        elif n > baseline[k] + (FILE_SLACK if k.startswith("file ") else 0):
             errors.append("%s: %d lines, grew from %d (the limit is %d: split it)" %
                           (k, n, baseline[k], limit))
     for e in errors:

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -45,6 +46,8 @@ class EtcdCluster {
     }
   }
   ServerProcess& node(int i) { return *nodes_[static_cast<size_t>(i)]; }
+  // Node i's data directory (i from 0).
+  std::string data_dir(int i) const { return dir_.path() + "/n" + std::to_string(i + 1); }
   std::string all_addresses() {
     std::string a;
     for (auto& n : nodes_) a += (a.empty() ? "" : ",") + n->address();
@@ -180,6 +183,35 @@ TEST(FailoverTest, FirstNodeIsPrimaryBackupsRedirectAndARetriedWriteIsAppliedOnc
   ASSERT_EQ(r3.size(), 1u);
   EXPECT_EQ(r3[0].first, native::Code::kMoved);
   EXPECT_EQ(r3[0].second, c.node(p).address());
+}
+
+// A node that cannot record the epoch it would lead (its epoch file cannot be
+// written) does not take the cluster: the others do, and it joins once its
+// disk lets it.
+TEST(FailoverTest, ANodeThatCannotRecordItsEpochDoesNotLeadIt) {
+  EtcdCluster c;
+  // The epoch file is replaced through EPOCH.tmp: a directory there fails it.
+  const std::string blocker = c.data_dir(0) + "/EPOCH.tmp";
+  std::filesystem::create_directories(blocker);
+  c.node(0).Start();
+  ASSERT_TRUE(c.node(0).WaitReady()) << c.node(0).Log();
+  const int64_t deadline = MonoMs() + 10000;
+  while (c.node(0).Log().find("cannot record it") == std::string::npos && MonoMs() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_NE(c.node(0).Log().find("not running for primary of epoch 1"), std::string::npos)
+      << c.node(0).Log();
+  auto etcd = coord::EtcdClient::Create(c.etcd().endpoint(), 2000);
+  ASSERT_TRUE(etcd.ok());
+  auto cfg = (*etcd)->Get("/faha/t/config");
+  ASSERT_TRUE(cfg.ok());
+  EXPECT_FALSE(cfg->has_value()) << "n1 wrote a configuration: " << (*cfg)->value;
+  c.node(1).Start();
+  c.node(2).Start();
+  const int p = c.WaitPrimary(1);
+  ASSERT_GE(p, 1) << c.node(1).Log() << c.node(2).Log();
+  std::filesystem::remove(blocker);
+  EXPECT_EQ(c.WaitPrimary(2), p) << c.node(0).Log();
 }
 
 TEST(FailoverTest, KillNinePrimaryLosesNoAcknowledgedWriteAndTheOldPrimaryRejoins) {

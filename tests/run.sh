@@ -21,9 +21,9 @@ cd "$(dirname "$0")/.."
 # The repository's own .clang-format holds for every C++ file.
 echo "=== format: clang-format --dry-run -Werror ==="
 if git rev-parse --is-inside-work-tree > /dev/null 2>&1; then
-  git ls-files '*.cc' '*.h' | xargs clang-format --dry-run -Werror
+  git ls-files -z '*.cc' '*.h' | xargs -0 -r clang-format --dry-run -Werror
 else
-  find . -path './build*' -prune -o \( -name '*.cc' -o -name '*.h' \) -print | xargs clang-format --dry-run -Werror
+  find . -path './build*' -prune -o \( -name '*.cc' -o -name '*.h' \) -print0 | xargs -0 -r clang-format --dry-run -Werror
 fi
 echo "format: every .cc and .h file is formatted"
 # No file over 600 lines, no function over 80, beyond what tests/size_baseline.txt
@@ -87,7 +87,7 @@ for cfg in "${configs[@]}"; do
     *) echo "tests/run.sh: unknown configuration '$cfg' (release, asan, tsan, rdma or fuzz)" >&2; exit 2 ;;
   esac
   compiler=()
-  [ "$cfg" = tsan ] && compiler=(-DCMAKE_CXX_COMPILER=clang++)
+  if [ "$cfg" = tsan ]; then compiler=(-DCMAKE_CXX_COMPILER=clang++); fi
   echo "=== $cfg: configure and build (build-$cfg) ==="
   cmake -S . -B "build-$cfg" -DFAHA_WERROR=ON "${compiler[@]}" "${flags[@]}" > "build-$cfg.configure.log" 2>&1 \
     || { cat "build-$cfg.configure.log"; exit 1; }
@@ -96,6 +96,6 @@ for cfg in "${configs[@]}"; do
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
   slowdown=()
-  [ "$cfg" = tsan ] && slowdown=(env FAHA_TEST_SLOWDOWN=4)
+  if [ "$cfg" = tsan ]; then slowdown=(env FAHA_TEST_SLOWDOWN=4); fi
   (cd "build-$cfg" && "${slowdown[@]}" ctest --output-on-failure --timeout 900)
 done
