@@ -26,8 +26,9 @@
 #   bench/write_path.sh --dir /mnt/nvme     # any directory
 # Environment: REPEAT (3), N_C1 (3000), N_C8 (20000), N_P16 (200000) requests
 # per run, FAHA_BIN_DIR, FAHA_FLAGS (extra faha-server flags for every node),
-# OUT (also write the report there). Servers listen on 127.0.0.1 only and are
-# stopped by pid when the script exits.
+# OUT (also write the report there), SYSTEMS and LOADS (a subset of the rows, e.g.
+# SYSTEMS="faha-0 redis-none" LOADS=c1; ratios that need a missing row print "-").
+# Servers listen on 127.0.0.1 only and are stopped by pid when the script exits.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,15 +38,26 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --tmpfs) DATA_PARENT=/dev/shm; shift ;;
     --dir) DATA_PARENT="$2"; shift 2 ;;
-    -h | --help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "write_path.sh: unknown argument $1 (--tmpfs, --dir DIR)" >&2; exit 2 ;;
   esac
 done
 REPEAT="${REPEAT:-3}"
 declare -A N=([c1]="${N_C1:-3000}" [c8]="${N_C8:-20000}" [p16]="${N_P16:-200000}")
 declare -A LOAD_ARGS=([c1]="-c 1 -P 1" [c8]="-c 8 -P 1" [p16]="-c 50 -P 16")
-LOADS=(c1 c8 p16)
-SYSTEMS=(faha-0 faha-1 faha-2 redis-always redis-none)
+# shellcheck disable=SC2206  # space-separated lists
+LOADS=(${LOADS:-c1 c8 p16})
+# shellcheck disable=SC2206
+SYSTEMS=(${SYSTEMS:-faha-0 faha-1 faha-2 redis-always redis-none})
+for l in "${LOADS[@]}"; do
+  [[ -n "${LOAD_ARGS[${l}]:-}" ]] || { echo "write_path.sh: unknown load ${l} (c1, c8, p16)" >&2; exit 2; }
+done
+for s in "${SYSTEMS[@]}"; do
+  case "${s}" in
+    faha-0 | faha-1 | faha-2 | redis-always | redis-none) ;;
+    *) echo "write_path.sh: unknown system ${s} (faha-0 faha-1 faha-2 redis-always redis-none)" >&2; exit 2 ;;
+  esac
+done
 if [[ -z "${FAHA_BIN_DIR:-}" ]]; then
   FAHA_BIN_DIR="${REPO_ROOT}/build-release"
   [[ -x "${FAHA_BIN_DIR}/faha-server" ]] || FAHA_BIN_DIR="${REPO_ROOT}/build"
