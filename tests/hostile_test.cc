@@ -140,21 +140,8 @@ long long SettledRss(pid_t pid) {
   return last;
 }
 
-// PING round trips of a well-behaved client, in ms: the worst of n.
-double WorstPingMs(Client* c, int n) {
-  double worst = 0;
-  for (int i = 0; i < n; i++) {
-    const int64_t t0 = MonoUs();
-    auto r = c->Command({"PING"});
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    worst = std::max(worst, static_cast<double>(MonoUs() - t0) / 1000.0);
-  }
-  return worst;
-}
-
-// The 99th percentile (nearest rank) of `n` PINGs, in milliseconds: one stall
-// of a noisy machine among 100 is not the server's latency.
-double PingP99Ms(Client* c, int n) {
+// Round trips of n PINGs from a well-behaved client, in ms, sorted.
+std::vector<double> PingTimesMs(Client* c, int n) {
   std::vector<double> ms;
   for (int i = 0; i < n; i++) {
     const int64_t t0 = MonoUs();
@@ -163,6 +150,15 @@ double PingP99Ms(Client* c, int n) {
     ms.push_back(static_cast<double>(MonoUs() - t0) / 1000.0);
   }
   std::sort(ms.begin(), ms.end());
+  return ms;
+}
+
+double WorstPingMs(Client* c, int n) { return PingTimesMs(c, n).back(); }
+
+// The 99th percentile (nearest rank) of `n` PINGs, in milliseconds: one stall
+// of a noisy machine among 100 is not the server's latency.
+double PingP99Ms(Client* c, int n) {
+  const std::vector<double> ms = PingTimesMs(c, n);
   return ms[(ms.size() * 99 + 99) / 100 - 1];
 }
 
