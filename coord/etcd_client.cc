@@ -20,6 +20,8 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "common/mutex.h"
+
 namespace faha::coord {
 
 using nlohmann::json;
@@ -370,7 +372,7 @@ EtcdClient::EtcdClient(std::vector<std::string> endpoints, int timeout_ms,
 EtcdClient::~EtcdClient() = default;
 
 const std::string& EtcdClient::endpoint() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return endpoints_[current_];
 }
 
@@ -384,7 +386,7 @@ StatusOr<json> EtcdClient::Call(std::string_view path, const json& request, Retr
   }
   using Clock = std::chrono::steady_clock;
   const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(timeout_ms_);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const size_t n = endpoints_.size();
   Status failure;
   std::string failures;  // what each endpoint tried said, for the final error

@@ -18,13 +18,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/thread_annotations.h"
 #include "faha/status.h"
 
@@ -100,7 +100,7 @@ class EtcdClient {
 
   const std::vector<std::string> endpoints_;
   const int timeout_ms_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::unique_ptr<CurlHandle> curl_ GUARDED_BY(mu_);
   size_t current_ GUARDED_BY(mu_) = 0;  // index into endpoints_ of the endpoint last used
 };

@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 
 #include "common/checksum.h"
 #include "common/clock.h"
 #include "common/coding.h"
 #include "common/logging.h"
+#include "common/mutex.h"
 
 namespace faha::nvm {
 
@@ -137,7 +137,7 @@ std::shared_ptr<const void> Log::HoldSegment(uint64_t loc) const {
 }
 
 uint64_t Log::RetiredHeldBytes() const {
-  std::lock_guard<std::mutex> l(retired_mu_);
+  MutexLock l(&retired_mu_);
   uint64_t bytes = 0;
   retired_.erase(std::remove_if(retired_.begin(), retired_.end(),
                                 [&](const std::weak_ptr<Segment>& w) {
@@ -156,7 +156,7 @@ void Log::DropOwned(uint32_t id, const Segment* seg) {
     if (it->get() != seg) continue;
     if (it->use_count() > 1) {
       // A reply still sends from it: it goes when the last one is sent.
-      std::lock_guard<std::mutex> l(retired_mu_);
+      MutexLock l(&retired_mu_);
       retired_.push_back(*it);
       retired_bytes_.fetch_add(seg->size(), std::memory_order_relaxed);
     }
@@ -192,7 +192,7 @@ Status Log::NewSegment_wt(uint32_t id, bool from_reserve) {
   tail_from_reserve_ = from_reserve;
   segment_count_.fetch_add(1);
   if (Segment* old = tail_segment_ != 0 ? segments_[tail_segment_].load() : nullptr) {
-    std::unique_lock<std::shared_mutex> no_sync(sync_mu_);  // no Sync_any in it meanwhile
+    WriterMutexLock no_sync(&sync_mu_);  // no Sync_any in it meanwhile
     old->Seal();
   }
   tail_segment_ = id;
@@ -580,7 +580,7 @@ StatusOr<Log::AppendResult> Log::AppendBatch_wt(std::string_view payload, uint32
 }
 
 Status Log::Sync_any(const AppendResult& r) const {
-  std::shared_lock<std::shared_mutex> l(sync_mu_);
+  ReaderMutexLock l(&sync_mu_);
   Segment* seg = segments_[LocationSegment(r.base_location)].load(std::memory_order_acquire);
   if (seg == nullptr)
     return Status::IOError("segment of LSN " + std::to_string(r.first_lsn) + " is gone");
@@ -636,7 +636,7 @@ StatusOr<Log::AppendResult> Log::AppendFramed_wt(const BatchHeader& header,
 StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint64_t max_bytes,
                                      const BatchFn& fn) const {
   if (from_lsn >= limit_lsn) return from_lsn;
-  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
+  ReaderMutexLock segments_lock(&segments_mu_);
   // The segment holding from_lsn: the last one whose first batch starts at or
   // before it. Segments are numbered consecutively from the first one present.
   uint32_t id = 0;
@@ -700,7 +700,7 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
   // What stays must be durable, and nothing left unpersisted may point past it.
   FAHA_RETURN_IF_ERROR(PersistAppended_wt());
   durable_end_lsn_.store(0, std::memory_order_release);  // LSNs from `lsn` on are written again
-  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
+  WriterMutexLock segments_lock(&segments_mu_);
   truncations_++;
   const uint64_t next = next_lsn();
   if (lsn == next) return Status::OK();
@@ -790,7 +790,7 @@ Status Log::SwitchSegment_wt(bool from_reserve) {
   // What waits to be persisted lies in this segment: persist it before the
   // next one exists, so the durable part of the log stays a prefix.
   FAHA_RETURN_IF_ERROR(PersistAppended_wt());
-  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
+  WriterMutexLock segments_lock(&segments_mu_);
   Status s = NewSegment_wt(tail_segment_ + 1, from_reserve);
   if (s.code() == Status::Code::kBusy) {
     if (!from_reserve) switch_retry_us_ = now + kSwitchRetryUs;
@@ -884,7 +884,7 @@ RecordView Log::ReadRecord(uint64_t loc) const {
 namespace faha::nvm {
 
 std::vector<Log::SegmentInfo> Log::SealedSegments() const {
-  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
+  ReaderMutexLock segments_lock(&segments_mu_);
   std::vector<SegmentInfo> out;
   bool seen = false;
   for (uint32_t i = 1; i + 1 < kMaxSegments; i++) {
@@ -915,14 +915,14 @@ std::vector<Log::SegmentInfo> Log::SealedSegments() const {
 }
 
 uint64_t Log::file_bytes() const {
-  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
+  ReaderMutexLock segments_lock(&segments_mu_);
   uint64_t total = 0;
   for (const auto& seg : owned_) total += seg->size();
   return total;
 }
 
 Status Log::ForEachRecord(uint32_t id, const ApplyFn& fn) const {
-  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
+  ReaderMutexLock segments_lock(&segments_mu_);
   const Segment* seg = id > 0 && id + 1 < kMaxSegments ? segments_[id].load() : nullptr;
   const uint64_t end = seg != nullptr ? seg_first_lsn_[id + 1].load() : 0;
   if (seg == nullptr || end == 0) {
@@ -997,9 +997,7 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
   const uint64_t file = AlignUp(sizeof(SegmentHeader) + data, 4096);
   if (file > (1ull << 32)) return Status::InvalidArgument("cleaning: replacement too large");
 
-  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
-  const uint64_t truncations = truncations_;
-  segments_lock.unlock();
+  const uint64_t truncations = truncations_now();
   auto staged = device_->CreateReplacement(seg.id, file);
   if (!staged.ok()) return staged.status();
   Segment* out = staged->get();
@@ -1077,7 +1075,7 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
 
 Status Log::CommitReplacement(Replacement* r) {
   // Shared: a truncation (exclusive) cannot run meanwhile, readers can.
-  std::shared_lock<std::shared_mutex> segments_lock(segments_mu_);
+  ReaderMutexLock segments_lock(&segments_mu_);
   if (r->truncations != truncations_ || segments_[r->id].load() == nullptr) {
     return Status::Unavailable("the log was truncated while segment " + std::to_string(r->id) +
                                " was being cleaned");
@@ -1089,7 +1087,7 @@ Status Log::CommitReplacement(Replacement* r) {
 }
 
 void Log::SwapReplacement(std::unique_ptr<Replacement> r) {
-  std::unique_lock<std::shared_mutex> segments_lock(segments_mu_);
+  WriterMutexLock segments_lock(&segments_mu_);
   Segment* old = segments_[r->id].exchange(r->segment.get(), std::memory_order_acq_rel);
   owned_.push_back(std::move(r->segment));
   holders_[r->id] = owned_.back();

@@ -15,12 +15,11 @@
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
 #include "faha/status.h"
 #include "nvm/log_device.h"
 #include "nvm/log_format.h"
@@ -351,8 +350,8 @@ class Log {
   // hold: their space on the media is not free until the last holder goes.
   // Over kRetiredHeldBudget, HoldSegment gives nothing (replies copy).
   static constexpr uint64_t kRetiredHeldBudget = 1ull << 30;
-  mutable std::mutex retired_mu_;
-  mutable std::vector<std::weak_ptr<Segment>> retired_;  // GUARDED_BY(retired_mu_)
+  mutable Mutex retired_mu_;
+  mutable std::vector<std::weak_ptr<Segment>> retired_ GUARDED_BY(retired_mu_);
   mutable std::atomic<uint64_t> retired_bytes_{0};
   uint32_t tail_segment_ = 0;       // writer-owned
   uint64_t tail_offset_ = 0;        // writer-owned
@@ -377,7 +376,7 @@ class Log {
   std::atomic<uint64_t> durable_end_lsn_{0};
   // Sync_any holds it shared while it persists a segment; sealing a segment
   // (which may close its file) holds it exclusively.
-  mutable std::shared_mutex sync_mu_;
+  mutable SharedMutex sync_mu_;
   uint64_t unpersisted_from_ = 0;
   uint32_t unpersisted_batches_ = 0;  // batches written since unpersisted_from_
   std::string failure_;
@@ -388,8 +387,12 @@ class Log {
   std::unique_ptr<std::atomic<uint64_t>[]> seg_data_bytes_;
   // Shared by readers that walk segments (ForEachBatch, ForEachRecord,
   // SealedSegments); exclusive to whoever adds, removes or replaces one.
-  mutable std::shared_mutex segments_mu_;
-  uint64_t truncations_ = 0;  // GUARDED_BY(segments_mu_): invalidates prepared replacements
+  mutable SharedMutex segments_mu_;
+  uint64_t truncations_ GUARDED_BY(segments_mu_) = 0;  // invalidates prepared replacements
+  uint64_t truncations_now() const EXCLUDES(segments_mu_) {
+    ReaderMutexLock l(&segments_mu_);
+    return truncations_;
+  }
   std::atomic<uint64_t> segments_cleaned_{0};
 };
 

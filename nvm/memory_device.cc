@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/mutex.h"
+
 namespace faha::nvm {
 
 class MemorySegment final : public Segment {
@@ -25,7 +27,7 @@ class MemorySegment final : public Segment {
 };
 
 StatusOr<std::unique_ptr<Segment>> MemoryDevice::CreateSegment(uint32_t id, size_t bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (crashed_) return Status::IOError("simulated power cut");
   auto img = std::make_shared<Image>();
   img->mapped.assign(bytes, 0);
@@ -35,28 +37,28 @@ StatusOr<std::unique_ptr<Segment>> MemoryDevice::CreateSegment(uint32_t id, size
 }
 
 StatusOr<std::unique_ptr<Segment>> MemoryDevice::OpenSegment(uint32_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = images_.find(id);
   if (it == images_.end()) return Status::IOError("no segment " + std::to_string(id));
   return std::unique_ptr<Segment>(new MemorySegment(this, it->second));
 }
 
 StatusOr<std::vector<uint32_t>> MemoryDevice::ListSegments() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<uint32_t> ids;
   for (auto& [id, img] : images_) ids.push_back(id);
   return ids;
 }
 
 Status MemoryDevice::RemoveSegment(uint32_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (crashed_) return Status::IOError("simulated power cut");
   images_.erase(id);
   return Status::OK();
 }
 
 StatusOr<std::unique_ptr<Segment>> MemoryDevice::CreateReplacement(uint32_t id, size_t bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (crashed_) return Status::IOError("simulated power cut");
   auto img = std::make_shared<Image>();
   img->mapped.assign(bytes, 0);
@@ -66,7 +68,7 @@ StatusOr<std::unique_ptr<Segment>> MemoryDevice::CreateReplacement(uint32_t id, 
 }
 
 Status MemoryDevice::CommitReplacement(uint32_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (crash_at_commit_) {
     crash_at_commit_ = false;
     crashed_ = true;
@@ -81,7 +83,7 @@ Status MemoryDevice::CommitReplacement(uint32_t id) {
 }
 
 Status MemoryDevice::DiscardReplacement(uint32_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (id == 0) {
     staged_.clear();
   } else {
@@ -91,13 +93,13 @@ Status MemoryDevice::DiscardReplacement(uint32_t id) {
 }
 
 void MemoryDevice::CrashAtPersist(uint64_t n, KeepFn keep) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   crash_at_ = persist_calls_ + n;
   keep_ = std::move(keep);
 }
 
 void MemoryDevice::PowerCut() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (auto& [id, img] : images_) img->mapped = img->durable;
   staged_.clear();
   crashed_ = false;
@@ -105,13 +107,13 @@ void MemoryDevice::PowerCut() {
 }
 
 std::vector<char>* MemoryDevice::Durable(uint32_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = images_.find(id);
   return it == images_.end() ? nullptr : &it->second->durable;
 }
 
 Status MemoryDevice::PersistRange(Image* img, size_t off, size_t len) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   uint64_t call = persist_calls_++;
   if (crashed_) return Status::IOError("simulated power cut");
   if (call == crash_at_) {

@@ -16,10 +16,10 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "nvm/log_device.h"
 
 namespace faha::nvm {
@@ -39,7 +39,7 @@ class MemoryDevice final : public LogDevice {
   Status DiscardReplacement(uint32_t id) override;
   // The next CommitReplacement cuts the power instead (before the swap).
   void CrashAtCommit() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     crash_at_commit_ = true;
   }
   size_t staged() const { return staged_.size(); }
@@ -51,16 +51,16 @@ class MemoryDevice final : public LogDevice {
   void CrashAtPersist(uint64_t n, KeepFn keep);
   // Takes back a CrashAtPersist that has not happened yet.
   void NoCrash() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     crash_at_ = UINT64_MAX;
   }
   void PowerCut();
   uint64_t persist_calls() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     return persist_calls_;
   }
   bool crashed() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     return crashed_;
   }
   // Direct access to the durable image (to flip bytes in tests).
@@ -75,7 +75,7 @@ class MemoryDevice final : public LogDevice {
   friend class MemorySegment;
   Status PersistRange(Image* img, size_t off, size_t len);
 
-  std::mutex mu_;
+  Mutex mu_;
   std::map<uint32_t, std::shared_ptr<Image>> images_;
   std::map<uint32_t, std::shared_ptr<Image>> staged_;  // replacements not yet committed
   bool crash_at_commit_ = false;

@@ -25,15 +25,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "common/logging.h"
+#include "common/mutex.h"
 #include "nvm/log_device.h"
 
 namespace faha::nvm {
@@ -49,21 +48,21 @@ std::string PmemError(const std::string& what, int rc = 0) {
 // libpmem2 calls that set up a mapping run one at a time: two threads mapping
 // at once (the background segment preparer and --log_preallocate_mb after a
 // restart) once made both fail without a message under ASan.
-std::mutex g_map_mu;
+Mutex g_map_mu;
 
 // Every mapped segment's address range, for OverlapsLogMapping.
-std::mutex g_ranges_mu;
+Mutex g_ranges_mu;
 std::map<uintptr_t, size_t>& Ranges() {
   static auto* r = new std::map<uintptr_t, size_t>;
   return *r;
 }
 
 void AddRange(const char* data, size_t size) {
-  std::lock_guard<std::mutex> l(g_ranges_mu);
+  MutexLock l(&g_ranges_mu);
   Ranges()[reinterpret_cast<uintptr_t>(data)] = size;
 }
 void RemoveRange(const char* data) {
-  std::lock_guard<std::mutex> l(g_ranges_mu);
+  MutexLock l(&g_ranges_mu);
   Ranges().erase(reinterpret_cast<uintptr_t>(data));
 }
 
@@ -104,7 +103,7 @@ class PmemSegment final : public Segment {
   }
   ~PmemSegment() override {
     RemoveRange(data_);
-    std::lock_guard<std::mutex> l(g_map_mu);
+    MutexLock l(&g_map_mu);
     pmem2_map_delete(&map_);
   }
   PmemSegment(const PmemSegment&) = delete;
@@ -206,7 +205,7 @@ class FileSegment final : public Segment {
     // when the call began is durable, and a failure is kept for all later.
     Status s;
     {
-      std::lock_guard<std::mutex> one_sync(sync_mu_);
+      MutexLock one_sync(&sync_mu_);
       if (std::string e = error(); !e.empty()) {
         s = Status::IOError(e);
       } else {
@@ -236,12 +235,12 @@ class FileSegment final : public Segment {
     return fd_ >= 0;
   }
   std::string error() const {
-    std::lock_guard<std::mutex> l(error_mu_);
+    MutexLock l(&error_mu_);
     return write_error_;
   }
   // Keeps the first error; returns the one kept.
   std::string SetError(const std::string& e) {
-    std::lock_guard<std::mutex> l(error_mu_);
+    MutexLock l(&error_mu_);
     if (write_error_.empty()) write_error_ = e;
     return write_error_;
   }
@@ -282,9 +281,9 @@ class FileSegment final : public Segment {
 
   std::atomic<int> fd_;  // -1 while sealed
   std::string path_;
-  std::mutex sync_mu_;  // one fdatasync at a time
-  mutable std::mutex error_mu_;
-  std::string write_error_;  // the first failed write or sync, GUARDED_BY(error_mu_)
+  Mutex sync_mu_;  // one fdatasync at a time
+  mutable Mutex error_mu_;
+  std::string write_error_ GUARDED_BY(error_mu_);  // the first failed write or sync
 };
 
 class PmemDevice final : public LogDevice {
@@ -293,10 +292,10 @@ class PmemDevice final : public LogDevice {
 
   ~PmemDevice() override {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       stop_ = true;
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     if (preparer_.joinable()) preparer_.join();
     for (auto& spare : spares_) unlink(spare.path.c_str());
     spares_.clear();
@@ -316,11 +315,11 @@ class PmemDevice final : public LogDevice {
     std::string path = SegmentName(id);
     Spare spare;
     {
-      std::unique_lock<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       const size_t usable_from = from_reserve ? 1 : 2;
       // A spare being prepared is worth waiting for: it is already allocated
       // and faulted in, which is most of the work.
-      cv_.wait(l, [&] { return !preparing_ || spares_.size() >= usable_from; });
+      while (preparing_ && spares_.size() < usable_from) cv_.Wait(&mu_);
       if (spares_.size() >= usable_from && spares_.front().segment->size() == bytes) {
         spare = std::move(spares_.front());
         spares_.pop_front();
@@ -347,15 +346,15 @@ class PmemDevice final : public LogDevice {
     for (size_t i = 0; i < count; i++) {
       std::string path;
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         path = NextSparePath();
       }
       auto made = MakeFile(path, bytes);
       if (!made.ok()) return made.status();
       (*made)->Prefault(0, bytes);
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       spares_.push_back(Spare{path, std::move(*made)});
-      cv_.notify_all();
+      cv_.SignalAll();
     }
     return Status::OK();
   }
@@ -431,7 +430,7 @@ class PmemDevice final : public LogDevice {
     pmem2_source* src = nullptr;
     pmem2_map* map = nullptr;
     Status st;
-    std::unique_lock<std::mutex> map_lock(g_map_mu);
+    MutexLock map_lock(&g_map_mu);
     int rc = 0;
     if (pmem2_config_new(&cfg) != 0) {
       st = Status::IOError(PmemError("pmem2_config_new"));
@@ -449,13 +448,13 @@ class PmemDevice final : public LogDevice {
       g = pmem2_map_get_store_granularity(map);
       if (g == PMEM2_GRANULARITY_PAGE) pmem2_map_delete(&map);
     }
-    map_lock.unlock();
+    map_lock.Unlock();
     if (!st.ok()) {
       close(fd);
       return st;
     }
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       granularity_ = GranularityName(g);
     }
     if (g != PMEM2_GRANULARITY_PAGE) {
@@ -557,7 +556,7 @@ class PmemDevice final : public LogDevice {
   }
 
   std::string Granularity() const override {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     return granularity_;
   }
 
@@ -567,8 +566,7 @@ class PmemDevice final : public LogDevice {
     std::unique_ptr<Segment> segment;
   };
 
-  // REQUIRES: mu_ held.
-  std::string NextSparePath() {
+  std::string NextSparePath() REQUIRES(mu_) {
     return dir_ + "/segment-spare-" + std::to_string(spare_seq_++) + ".tmp";
   }
 
@@ -577,7 +575,7 @@ class PmemDevice final : public LogDevice {
   // the writer on page-cache (or tmpfs) page allocation, which profiling showed
   // dominates an append otherwise.
   void StartPreparing(size_t bytes) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (stop_ || preparing_ || spares_.size() >= kSpares) return;
     preparing_ = true;
     if (preparer_.joinable()) preparer_.join();
@@ -586,24 +584,24 @@ class PmemDevice final : public LogDevice {
       while (true) {
         std::string path;
         {
-          std::lock_guard<std::mutex> l2(mu_);
+          MutexLock l2(&mu_);
           if (stop_ || spares_.size() >= kSpares) break;
           path = NextSparePath();
         }
         auto made = MakeFile(path, bytes);
         if (made.ok()) (*made)->Prefault(0, bytes);
-        std::lock_guard<std::mutex> l2(mu_);
+        MutexLock l2(&mu_);
         if (!made.ok()) {
           FAHA_LOG_WARN("preparing the next log segment failed (will retry at switch): %s",
                         made.status().ToString().c_str());
           break;
         }
         spares_.push_back(Spare{path, std::move(*made)});
-        cv_.notify_all();
+        cv_.SignalAll();
       }
-      std::lock_guard<std::mutex> l2(mu_);
+      MutexLock l2(&mu_);
       preparing_ = false;
-      cv_.notify_all();
+      cv_.SignalAll();
     });
   }
 
@@ -617,14 +615,14 @@ class PmemDevice final : public LogDevice {
   }
 
   std::string dir_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::string granularity_ = "UNKNOWN";  // GUARDED_BY(mu_)
-  std::deque<Spare> spares_;             // GUARDED_BY(mu_)
-  static constexpr size_t kSpares = 2;   // ready segments kept; the last is the reserve
-  uint64_t spare_seq_ = 0;               // GUARDED_BY(mu_)
-  bool preparing_ = false;               // GUARDED_BY(mu_)
-  bool stop_ = false;                    // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::string granularity_ GUARDED_BY(mu_) = "UNKNOWN";
+  std::deque<Spare> spares_ GUARDED_BY(mu_);
+  static constexpr size_t kSpares = 2;  // ready segments kept; the last is the reserve
+  uint64_t spare_seq_ GUARDED_BY(mu_) = 0;
+  bool preparing_ GUARDED_BY(mu_) = false;
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread preparer_;
 };
 
@@ -651,7 +649,7 @@ StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir) {
 
 bool OverlapsLogMapping(const void* p, size_t n) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  std::lock_guard<std::mutex> l(g_ranges_mu);
+  MutexLock l(&g_ranges_mu);
   for (const auto& [start, len] : Ranges()) {
     if (a < start + len && start < a + n) return true;
   }

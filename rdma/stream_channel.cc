@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <map>
-#include <mutex>
 
 #include "common/clock.h"
+#include "common/mutex.h"
 #include "rdma/byte_stream.h"
 
 namespace faha::rdma {
@@ -86,7 +86,7 @@ constexpr size_t kVouchFrame = sizeof(ReplFrameHeader) + kVouchBody;
 constexpr int64_t kVouchWindowMs = 5 * 60 * 1000;
 constexpr size_t kMaxNoncesRemembered = 1 << 16;
 
-std::mutex g_nonces_mu;
+Mutex g_nonces_mu;
 std::map<std::string, int64_t>* g_nonces =
     new std::map<std::string, int64_t>;  // nonce -> forget after (wall ms)
 
@@ -119,14 +119,14 @@ std::string ProvenNonce(const std::string& secret, std::string_view frame_bytes)
 }
 
 bool NonceSeen(const std::string& nonce) {
-  std::lock_guard<std::mutex> l(g_nonces_mu);
+  MutexLock l(&g_nonces_mu);
   return g_nonces->count(nonce) != 0;
 }
 
 // Takes a nonce for good: false if it was taken before (a replay) or too
 // many are remembered.
 bool ClaimNonce(const std::string& nonce) {
-  std::lock_guard<std::mutex> l(g_nonces_mu);
+  MutexLock l(&g_nonces_mu);
   const int64_t now = WallMs();
   for (auto it = g_nonces->begin(); it != g_nonces->end();) {
     it = it->second < now ? g_nonces->erase(it) : std::next(it);

@@ -18,11 +18,11 @@
 #include <cstring>
 #include <deque>
 #include <list>
-#include <mutex>
 #include <optional>
 #include <thread>
 
 #include "common/clock.h"
+#include "common/mutex.h"
 
 namespace faha::rdma {
 namespace {
@@ -324,7 +324,7 @@ class Stream final : public VerbsStream {
     wr.sg_list = &sge;
     wr.num_sge = 1;
     {
-      std::lock_guard<std::mutex> l(send_mu_);
+      MutexLock l(&send_mu_);
       ibv_send_wr* bad = nullptr;
       if (ibv_post_send(qp_.get(), &wr, &bad) != 0)
         return Status::Unavailable(Errno("ibv_post_send"));
@@ -372,7 +372,7 @@ class Stream final : public VerbsStream {
     int spins = 0;
     while (!bytes.empty()) {
       {
-        std::lock_guard<std::mutex> l(send_mu_);
+        MutexLock l(&send_mu_);
         FAHA_RETURN_IF_ERROR(PollSendLocked());
         ReadCredits();
         const uint64_t pos = head_ % peer_ring_bytes_;
@@ -576,7 +576,7 @@ class Stream final : public VerbsStream {
   }
 
   Status ReturnCredits() {
-    std::lock_guard<std::mutex> l(send_mu_);
+    MutexLock l(&send_mu_);
     FAHA_RETURN_IF_ERROR(PollSendLocked());
     if (credit_inflight_ || sq_outstanding_ >= sq_depth_) {
       credit_pending_ = true;
@@ -606,7 +606,7 @@ class Stream final : public VerbsStream {
   }
 
   Status SendKeepalive() {
-    std::lock_guard<std::mutex> l(send_mu_);
+    MutexLock l(&send_mu_);
     FAHA_RETURN_IF_ERROR(PollSendLocked());
     ReadCredits();
     // Without a message credit the peer has our data still to read anyway.
@@ -671,7 +671,7 @@ class Stream final : public VerbsStream {
   uint64_t peer_ring_bytes_ = 1, peer_depth_ = 0, peer_max_message_ = 0;
   int sq_depth_ = 0;
 
-  std::mutex send_mu_;  // the send queue, send CQ and credits below
+  Mutex send_mu_;  // the send queue, send CQ and credits below
   int sq_outstanding_ = 0;
   uint64_t head_ = 0;                        // bytes written to the peer's ring
   uint64_t msgs_sent_ = 0;                   // WRITE_WITH_IMMs sent
@@ -792,14 +792,14 @@ class Listener final : public VerbsListener {
       rdma_reject(child.get(), nullptr, 0);
       return Status::Unavailable(Errno("rdma_migrate_id"));
     }
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     setting_up_.emplace_back();
     SettingUp* h = &setting_up_.back();
     h->thread = std::thread(
         [this, h, ec = std::move(*ec), child = std::move(child), peer = std::move(peer)]() mutable {
           Result r = SetUp(std::move(ec), std::move(child), peer);
           {
-            std::lock_guard<std::mutex> g(mu_);
+            MutexLock g(&mu_);
             finished_.push_back(std::move(r));
             h->done = true;
           }
@@ -841,7 +841,7 @@ class Listener final : public VerbsListener {
   size_t Reap() {
     std::list<SettingUp> done;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       for (auto it = setting_up_.begin(); it != setting_up_.end();) {
         auto next = std::next(it);
         if (it->done) done.splice(done.end(), setting_up_, it);
@@ -849,13 +849,13 @@ class Listener final : public VerbsListener {
       }
     }
     for (auto& h : done) h.thread.join();
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     return setting_up_.size();
   }
 
   std::optional<Result> TakeFinished() {
     Reap();
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (finished_.empty()) return std::nullopt;
     Result r = std::move(finished_.front());
     finished_.pop_front();
@@ -868,7 +868,7 @@ class Listener final : public VerbsListener {
   VerbsOptions options_;
   int wake_fd_;  // an eventfd a set-up thread writes when it is done
   std::atomic<bool> closing_{false};
-  std::mutex mu_;
+  Mutex mu_;
   std::list<SettingUp> setting_up_;  // list: a thread holds a pointer to its entry
   std::deque<Result> finished_;
 };

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/mutex.h"
 #include "server/store.h"
 
 namespace faha {
@@ -32,7 +33,7 @@ bool ClientTable::DecodeReply(std::string_view b, WriteResult* r) {
 }
 
 ClientTable::Seen ClientTable::Lookup(uint64_t client, uint64_t seq, WriteResult* reply) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = clients_.find(client);
   if (it == clients_.end()) return Seen::kNew;
   const auto& replies = it->second.replies;
@@ -48,7 +49,7 @@ ClientTable::Seen ClientTable::Lookup(uint64_t client, uint64_t seq, WriteResult
 }
 
 void ClientTable::Record(uint64_t client, uint64_t seq, const WriteResult& reply) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   Entry& e = clients_[client];
   e.touched = ++clock_;
   auto& replies = e.replies;
@@ -65,7 +66,7 @@ void ClientTable::Record(uint64_t client, uint64_t seq, const WriteResult& reply
 }
 
 void ClientTable::Forget(uint64_t client, uint64_t seq) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = clients_.find(client);
   if (it == clients_.end()) return;
   auto& replies = it->second.replies;
@@ -75,7 +76,7 @@ void ClientTable::Forget(uint64_t client, uint64_t seq) {
 }
 
 bool ClientTable::Holds(uint64_t client, uint64_t seq) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = clients_.find(client);
   if (it == clients_.end()) return false;
   const auto& replies = it->second.replies;
@@ -98,12 +99,12 @@ void ClientTable::EvictLocked() {
 }
 
 void ClientTable::Clear() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   clients_.clear();
 }
 
 size_t ClientTable::size() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return clients_.size();
 }
 

@@ -13,11 +13,11 @@
 
 #include <cstdint>
 #include <deque>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
+#include "common/mutex.h"
 #include "common/thread_annotations.h"
 
 namespace faha {
@@ -58,7 +58,7 @@ class ClientTable {
   };
   void EvictLocked() REQUIRES(mu_);
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::unordered_map<uint64_t, Entry> clients_ GUARDED_BY(mu_);
   uint64_t clock_ GUARDED_BY(mu_) = 0;
 };

@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/logging.h"
+#include "common/mutex.h"
 #include "common/resp.h"
 #include "server/store.h"
 
@@ -133,10 +134,10 @@ Status ClusterNode::Start() {
   // A broken session is looked at at once, not at the next tick.
   backup_->set_on_session_lost([this] {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       tick_now_ = true;
     }
-    cv_.notify_all();
+    cv_.SignalAll();
   });
   keeper_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "faha-lease");
@@ -151,11 +152,11 @@ Status ClusterNode::Start() {
 
 void ClusterNode::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (stopping_) return;
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (runner_.joinable()) runner_.join();
   if (keeper_.joinable()) keeper_.join();
   if (replicator_) {
@@ -222,7 +223,7 @@ StatusOr<std::vector<ClusterNode::NodeInfo>> ClusterNode::ReadNodes() {
       FAHA_LOG_WARN("cluster: ignoring malformed node key %s: %s", kv.key.c_str(), e.what());
     }
   }
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   for (const auto& n : out) repl_to_id_[n.repl] = n.id;
   return out;
 }
@@ -249,10 +250,12 @@ void ClusterNode::KeepAliveLoop() {
   const int interval_ms = std::max(20, options_.read_lease_ms / 4);
   while (true) {
     {
-      std::unique_lock<std::mutex> l(mu_);
-      if (cv_.wait_for(l, std::chrono::milliseconds(interval_ms), [&] { return stopping_; })) {
-        return;
+      MutexLock l(&mu_);
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms);
+      while (!stopping_ && cv_.WaitUntil(&mu_, deadline)) {
       }
+      if (stopping_) return;
     }
     const int64_t lease = lease_id_.load();
     if (lease == 0 || lease_lost_.load()) continue;
@@ -266,7 +269,7 @@ void ClusterNode::KeepAliveLoop() {
       if (lease_id_.load() == lease) {
         lease_lost_.store(true);
         lease_valid_until_ns_.store(0);
-        cv_.notify_all();
+        cv_.SignalAll();
       }
     }
   }
@@ -275,16 +278,16 @@ void ClusterNode::KeepAliveLoop() {
 void ClusterNode::Run() {
   while (true) {
     {
-      std::unique_lock<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       int64_t wait_ns = int64_t{options_.heartbeat_ms} * kNsPerMs;
       const int64_t until_serve = serve_after_ns_ - MonoNs();
       if (role_ == Role::kPrimary && !serving_ && until_serve > 0 && until_serve < wait_ns) {
         wait_ns = until_serve;  // serve as soon as the old primary's read lease has passed
       }
-      if (cv_.wait_for(l, std::chrono::nanoseconds(wait_ns),
-                       [&] { return stopping_ || tick_now_; })) {
-        if (stopping_) return;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_ns);
+      while (!stopping_ && !tick_now_ && cv_.WaitUntil(&mu_, deadline)) {
       }
+      if (stopping_) return;
       tick_now_ = false;
       if (role_ == Role::kDeposed) continue;
     }
@@ -295,7 +298,7 @@ void ClusterNode::Run() {
 void ClusterNode::Tick() {
   auto cfg = ReadConfig();
   if (!cfg.ok()) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (last_error_ != cfg.status().message()) {
       FAHA_LOG_WARN("cluster: %s", cfg.status().ToString().c_str());
     }
@@ -304,7 +307,7 @@ void ClusterNode::Tick() {
   }
   bool primary;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     last_error_.clear();
     primary = role_ == Role::kPrimary;
     if (cfg->has_value()) {
@@ -340,11 +343,11 @@ void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
   const bool leader_present = leader->has_value() && (*leader)->valid;
   const uint64_t leader_epoch = leader_present ? (*leader)->epoch : 0;
   if (leader_present) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     primary_client_ = (*leader)->client;
   }
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (leader_present && leader_epoch == cfg->epoch) {
       not_serving_.clear();
     } else {
@@ -387,7 +390,7 @@ void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
       probed_loss_us_ = lost_us;
       std::string client;
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         client = primary_client_;
       }
       if (!client.empty() && RefusesConnections(client, 100)) {
@@ -436,7 +439,7 @@ bool ClusterNode::RecordCandidacy(uint64_t epoch) {
 void ClusterNode::RunElection(const ClusterConfig& cfg) {
   const uint64_t target = cfg.epoch + 1;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     elections_++;
   }
   // From here on this node acknowledges nothing of the old epoch: the old
@@ -557,7 +560,7 @@ void ClusterNode::Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns) 
   store_->set_clean_horizon([r] { return r->CleanHorizon(); });
   replicator_->Start(store_->log().next_lsn());
   store_->BecomePrimary(replicator_.get(), cfg.epoch);
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   role_ = Role::kPrimary;
   epoch_ = cfg.epoch;
   primary_id_ = options_.node_id;
@@ -572,7 +575,7 @@ void ClusterNode::Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns) 
 void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
   uint64_t my_epoch;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     my_epoch = epoch_;
   }
   if (lease_lost_.load()) return Depose("its etcd lease ended (revoked or expired)");
@@ -615,7 +618,7 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
   Status d = replicator_->DropSilent(options_.replication.timeout_ms);
   if (!d.ok()) FAHA_LOG_WARN("cluster: %s", d.ToString().c_str());
   const bool enough = replicator_->in_sync_count() >= options_.replication.min_sync_backups;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (!serving_ && MonoNs() >= serve_after_ns_ && enough) {
     serving_ = true;
     not_serving_.clear();
@@ -637,7 +640,7 @@ bool ClusterNode::HoldsReadLease() const {
 
 void ClusterNode::Depose(const std::string& why) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (role_ == Role::kDeposed) return;
     role_ = Role::kDeposed;
     serving_ = false;
@@ -650,16 +653,16 @@ void ClusterNode::Depose(const std::string& why) {
 }
 
 std::string ClusterNode::IdOfRepl(const std::string& repl) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = repl_to_id_.find(repl);
   return it == repl_to_id_.end() ? std::string() : it->second;
 }
 
 Status ClusterNode::UpdateConfig(const std::function<void(ClusterConfig*)>& change) {
-  std::lock_guard<std::mutex> serial(config_mu_);
+  MutexLock serial(&config_mu_);
   uint64_t my_epoch;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     my_epoch = epoch_;
   }
   for (int attempt = 0; attempt < 5; attempt++) {
@@ -698,17 +701,17 @@ Status ClusterNode::DropFromConfig(const std::vector<std::string>& addresses) {
 }
 
 bool ClusterNode::is_backup() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return role_ != Role::kPrimary;
 }
 
 std::string ClusterNode::primary_address() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return primary_client_;
 }
 
 std::string ClusterNode::Refusal(bool write, bool stale_ok) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   switch (role_) {
     case Role::kPrimary:
       if (!serving_) return "TRYAGAIN this node does not serve yet: " + not_serving_;
@@ -734,7 +737,7 @@ void ClusterNode::AppendInfo(std::string* t) const {
   auto line = [&](const std::string& k, const std::string& v) { *t += k + ":" + v + "\r\n"; };
   Role role;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     role = role_;
     line("cluster", options_.cluster);
     line("node_id", options_.node_id);
@@ -760,7 +763,7 @@ void ClusterNode::AppendInfo(std::string* t) const {
 void ClusterNode::AppendRole(std::string* out) const {
   bool primary;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     primary = role_ == Role::kPrimary;
   }
   if (primary && replicator_) {

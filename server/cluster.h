@@ -35,16 +35,15 @@
 #define FAHA_SERVER_CLUSTER_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/thread_annotations.h"
 #include "coord/etcd_client.h"
 #include "faha/status.h"
@@ -132,8 +131,8 @@ class ClusterNode final : public ReplicationRole {
   void Promote(const ClusterConfig& cfg, int64_t old_lease_start_ns);
   void Depose(const std::string& why);
   // Primary: whether it may still serve, by its etcd lease or, while etcd is
-  // unreachable, by every in-sync backup's heartbeat echo. REQUIRES: mu_.
-  bool HoldsReadLease() const;
+  // unreachable, by every in-sync backup's heartbeat echo.
+  bool HoldsReadLease() const REQUIRES(mu_);
   Status Register(uint64_t candidate);
   Status RenewLease();
   StatusOr<std::optional<ClusterConfig>> ReadConfig();
@@ -168,8 +167,8 @@ class ClusterNode final : public ReplicationRole {
   std::atomic<int64_t> lease_valid_until_ns_{0};  // primary's read lease (MonoNs)
   int64_t granted_ttl_s_ = 0;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  mutable Mutex mu_;
+  CondVar cv_;
   bool stopping_ GUARDED_BY(mu_) = false;
   Role role_ GUARDED_BY(mu_) = Role::kBackup;
   uint64_t epoch_ GUARDED_BY(mu_) = 0;  // the configuration's epoch as last read
@@ -189,7 +188,7 @@ class ClusterNode final : public ReplicationRole {
   int64_t watched_since_ns_ = 0;
   int64_t election_retry_ns_ = 0;
   int64_t probed_loss_us_ = 0;  // the broken session whose primary was probed
-  std::mutex config_mu_;        // one configuration update at a time
+  Mutex config_mu_;             // one configuration update at a time
 };
 
 }  // namespace faha

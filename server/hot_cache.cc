@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/mutex.h"
+
 namespace faha {
 
 HotCache::HotCache(size_t budget_bytes) : budget_(budget_bytes) {
@@ -38,7 +40,7 @@ void HotCache::RecordAccess(const Entry* held, std::string_view key, uint64_t ha
   bump(sketch_[Row0(hash)]);
   bump(sketch_[(size_t{1} << kSketchBits) + Row1(hash)]);
   if (Estimate(hash) < kPromoteAt) return;
-  std::lock_guard<std::mutex> l(candidates_mu_);
+  MutexLock l(&candidates_mu_);
   if (candidates_.size() >= kMaxCandidates || !candidate_hashes_.insert(hash).second) return;
   candidates_.emplace_back(std::string(key), hash);
 }
@@ -51,7 +53,7 @@ uint32_t HotCache::Estimate(uint64_t hash) const {
 
 std::vector<std::pair<std::string, uint64_t>> HotCache::TakeCandidates() {
   std::vector<std::pair<std::string, uint64_t>> out;
-  std::lock_guard<std::mutex> l(candidates_mu_);
+  MutexLock l(&candidates_mu_);
   out.swap(candidates_);
   candidate_hashes_.clear();
   return out;

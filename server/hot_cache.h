@@ -30,7 +30,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -38,6 +37,7 @@
 #include <vector>
 
 #include "common/checksum.h"
+#include "common/mutex.h"
 
 namespace faha {
 
@@ -132,9 +132,9 @@ class HotCache {
   uint64_t victim_rng_ = 0x9e3779b97f4a7c15ull;
   std::unique_ptr<std::atomic<uint16_t>[]> sketch_;  // 2 rows of 2^kSketchBits
 
-  mutable std::mutex candidates_mu_;
-  mutable std::vector<std::pair<std::string, uint64_t>> candidates_;  // GUARDED_BY(candidates_mu_)
-  mutable std::unordered_set<uint64_t> candidate_hashes_;             // GUARDED_BY(candidates_mu_)
+  mutable Mutex candidates_mu_;
+  mutable std::vector<std::pair<std::string, uint64_t>> candidates_ GUARDED_BY(candidates_mu_);
+  mutable std::unordered_set<uint64_t> candidate_hashes_ GUARDED_BY(candidates_mu_);
 };
 
 }  // namespace faha

@@ -1,7 +1,5 @@
 #include "server/index.h"
 
-#include <mutex>
-
 #include "common/checksum.h"
 
 namespace faha {
@@ -34,7 +32,7 @@ size_t Index::Locate(const Shard& s, std::string_view key, uint64_t hash) const 
 
 uint64_t Index::Find(std::string_view key, uint64_t hash) const {
   const Shard& s = ShardOf(hash);
-  std::shared_lock lock(s.mu);
+  ReaderMutexLock lock(&s.mu);
   size_t i = Locate(s, key, hash);
   return i == SIZE_MAX ? 0 : Unpack(s.slots[i]);
 }
@@ -52,7 +50,7 @@ size_t Index::SlotOfLocation(const Shard& s, uint64_t hash, uint64_t location) c
 
 bool Index::HoldsLocation(uint64_t hash, uint64_t location) const {
   const Shard& s = ShardOf(hash);
-  std::shared_lock lock(s.mu);
+  ReaderMutexLock lock(&s.mu);
   return SlotOfLocation(s, hash, location) != SIZE_MAX;
 }
 
@@ -94,7 +92,7 @@ uint64_t Index::Candidate_wt(uint64_t hash) const {
 
 uint64_t Index::Upsert(std::string_view key, uint64_t hash, uint64_t location) {
   Shard& s = ShardOf(hash);
-  std::unique_lock lock(s.mu);
+  WriterMutexLock lock(&s.mu);
   size_t i = Locate(s, key, hash);
   if (i != SIZE_MAX) {
     uint64_t old = Unpack(s.slots[i]);
@@ -116,7 +114,7 @@ uint64_t Index::Upsert(std::string_view key, uint64_t hash, uint64_t location) {
 
 uint64_t Index::Erase(std::string_view key, uint64_t hash) {
   Shard& s = ShardOf(hash);
-  std::unique_lock lock(s.mu);
+  WriterMutexLock lock(&s.mu);
   size_t i = Locate(s, key, hash);
   if (i == SIZE_MAX) return 0;
   uint64_t old = Unpack(s.slots[i]);
@@ -138,7 +136,7 @@ void Index::RemoveSlot(Shard& s, size_t i) {
 
 bool Index::Relocate(uint64_t hash, uint64_t from, uint64_t to) {
   Shard& s = ShardOf(hash);
-  std::unique_lock lock(s.mu);
+  WriterMutexLock lock(&s.mu);
   const size_t i = SlotOfLocation(s, hash, from);
   if (i == SIZE_MAX) return false;
   if (to != 0) {
@@ -152,7 +150,7 @@ bool Index::Relocate(uint64_t hash, uint64_t from, uint64_t to) {
 void Index::Clear() {
   for (uint64_t i = 0; i <= shard_mask_; i++) {
     Shard& s = shards_[i];
-    std::unique_lock lock(s.mu);
+    WriterMutexLock lock(&s.mu);
     std::vector<uint64_t>(kInitialSlots, 0).swap(s.slots);
     s.used = 0;
     s.tombstones = 0;
@@ -163,7 +161,7 @@ void Index::Clear() {
 size_t Index::MemoryBytes() const {
   size_t bytes = sizeof(*this) + (shard_mask_ + 1) * sizeof(Shard);
   for (uint64_t i = 0; i <= shard_mask_; i++) {
-    std::shared_lock lock(shards_[i].mu);
+    ReaderMutexLock lock(&shards_[i].mu);
     bytes += shards_[i].slots.capacity() * sizeof(uint64_t);
   }
   return bytes;
@@ -176,7 +174,7 @@ uint64_t Index::Scan(uint64_t cursor, size_t count, const std::function<void(uin
     const Shard& s = shards_[shard];
     std::vector<uint64_t> locs;
     {
-      std::shared_lock lock(s.mu);
+      ReaderMutexLock lock(&s.mu);
       for (uint64_t v : s.slots) {
         if (v != 0 && (v & ((1ull << kLocationBits) - 1)) != kTombstone) locs.push_back(Unpack(v));
       }

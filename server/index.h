@@ -20,9 +20,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <shared_mutex>
 #include <string_view>
 #include <vector>
+
+#include "common/mutex.h"
 
 namespace faha {
 
@@ -35,7 +36,8 @@ class KeyReader {
 
 class Index {
  public:
-  explicit Index(const KeyReader* reader, int shard_bits = 10);
+  // (Fills the shards before any other thread can see them.)
+  explicit Index(const KeyReader* reader, int shard_bits = 10) NO_THREAD_SAFETY_ANALYSIS;
   Index(const Index&) = delete;
   Index& operator=(const Index&) = delete;
 
@@ -52,9 +54,10 @@ class Index {
   // returns the location of the first slot whose tag matches (0 if none) so
   // the caller can prefetch that record before Upsert compares its key.
   // REQUIRES: called by the writer thread only (it reads slots without locks,
-  // which is safe because no other thread modifies them).
-  void PrefetchSlots_wt(uint64_t hash) const;
-  uint64_t Candidate_wt(uint64_t hash) const;
+  // which is safe because no other thread modifies them; the analysis cannot
+  // see that, hence NO_THREAD_SAFETY_ANALYSIS).
+  void PrefetchSlots_wt(uint64_t hash) const NO_THREAD_SAFETY_ANALYSIS;
+  uint64_t Candidate_wt(uint64_t hash) const NO_THREAD_SAFETY_ANALYSIS;
   // Removes `key`; returns its location or 0 if absent.
   uint64_t Erase(std::string_view key, uint64_t hash);
   void Clear();
@@ -78,10 +81,10 @@ class Index {
 
  private:
   struct Shard {
-    mutable std::shared_mutex mu;
-    std::vector<uint64_t> slots;  // GUARDED_BY(mu)
-    size_t used = 0;              // live entries, GUARDED_BY(mu)
-    size_t tombstones = 0;        // GUARDED_BY(mu)
+    mutable SharedMutex mu;
+    std::vector<uint64_t> slots GUARDED_BY(mu);
+    size_t used GUARDED_BY(mu) = 0;  // live entries
+    size_t tombstones GUARDED_BY(mu) = 0;
   };
   static constexpr uint64_t kTombstone = 1;  // a location that never names a record
   static uint64_t Pack(uint64_t hash, uint64_t loc) {
@@ -90,19 +93,18 @@ class Index {
   // Locations have a 16-bit segment id (Log::kMaxSegments), so they fit in 48 bits as they are.
   static uint64_t Unpack(uint64_t slot) { return slot & ((1ull << kLocationBits) - 1); }
   Shard& ShardOf(uint64_t hash) const { return shards_[hash & shard_mask_]; }
-  size_t HomeOf(const Shard& s, uint64_t hash) const {
+  size_t HomeOf(const Shard& s, uint64_t hash) const REQUIRES_SHARED(s.mu) {
     return (hash >> shard_bits_) & (s.slots.size() - 1);
   }
-  // REQUIRES: s.mu held exclusively.
-  void Grow(Shard& s);
+  void Grow(Shard& s) REQUIRES(s.mu);
   // Empties live slot i (a tombstone unless it ends its probe run).
-  // REQUIRES: s.mu held exclusively.
-  void RemoveSlot(Shard& s, size_t i);
-  // Index of the slot holding key in s, or SIZE_MAX. REQUIRES: s.mu held.
-  size_t Locate(const Shard& s, std::string_view key, uint64_t hash) const;
+  void RemoveSlot(Shard& s, size_t i) REQUIRES(s.mu);
+  // Index of the slot holding key in s, or SIZE_MAX.
+  size_t Locate(const Shard& s, std::string_view key, uint64_t hash) const REQUIRES_SHARED(s.mu);
   // Index of the slot holding `location` for `hash`, or SIZE_MAX; reads no
-  // key. REQUIRES: s.mu held.
-  size_t SlotOfLocation(const Shard& s, uint64_t hash, uint64_t location) const;
+  // key.
+  size_t SlotOfLocation(const Shard& s, uint64_t hash, uint64_t location) const
+      REQUIRES_SHARED(s.mu);
 
   const KeyReader* reader_;
   int shard_bits_;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "common/logging.h"
+#include "common/mutex.h"
 #include "nvm/log_device.h"
 #include "server/server.h"
 
@@ -49,7 +50,7 @@ void RdmaGateway::Run() {
 void RdmaGateway::Stop() {
   if (stop_.exchange(true)) return;
   if (accept_thread_.joinable()) accept_thread_.join();
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   for (auto& c : conns_) shutdown(c->fd, SHUT_RDWR);
   conns_.clear();  // joins the pumps
   listener_.reset();
@@ -59,7 +60,7 @@ void RdmaGateway::AcceptLoop() {
   while (!stop_.load()) {
     {
       // Reap connections whose pumps have both ended.
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       conns_.remove_if([](const std::unique_ptr<Conn>& c) { return c->done_in && c->done_out; });
     }
     auto s = listener_->Accept(200, [](std::string_view data) {
@@ -109,7 +110,7 @@ void RdmaGateway::AcceptLoop() {
     c->in = std::thread([raw] { PumpIn(raw); });
     c->out = std::thread([raw] { PumpOut(raw); });
     accepted_.fetch_add(1);
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     conns_.push_back(std::move(c));
   }
 }

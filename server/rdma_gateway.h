@@ -13,10 +13,10 @@
 #include <atomic>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "common/mutex.h"
 #include "faha/status.h"
 #include "rdma/verbs.h"
 
@@ -52,8 +52,8 @@ class RdmaGateway {
   std::thread accept_thread_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> accepted_{0};
-  std::mutex mu_;
-  std::list<std::unique_ptr<Conn>> conns_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::list<std::unique_ptr<Conn>> conns_ GUARDED_BY(mu_);
 };
 
 }  // namespace faha

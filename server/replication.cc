@@ -8,6 +8,7 @@
 #include "common/clock.h"
 #include "common/coding.h"
 #include "common/logging.h"
+#include "common/mutex.h"
 #include "common/resp.h"
 #include "server/store.h"
 
@@ -57,11 +58,11 @@ Replicator::~Replicator() { Stop(); }
 
 void Replicator::Start(uint64_t next_lsn) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     ship_end_ = next_lsn;
     committed_end_ = next_lsn;
   }
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   started_ = true;
   for (auto& p : peers_) StartPeerLocked(p.get());
 }
@@ -71,7 +72,7 @@ void Replicator::StartPeerLocked(Peer* peer) {
 }
 
 void Replicator::AddPeer(const std::string& address) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (stopping_) return;
   for (const auto& p : peers_) {
     if (p->address == address) return;
@@ -85,7 +86,7 @@ void Replicator::AddPeer(const std::string& address) {
 
 std::vector<std::string> Replicator::PromoteCaughtUp() {
   std::vector<std::string> out;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   for (auto& p : peers_) {
     if (p->in_sync || !p->connected || p->kick || p->session_dead) continue;
     if (p->acked_end < committed_end_ || p->acked_end < ship_end_) continue;
@@ -98,8 +99,8 @@ std::vector<std::string> Replicator::PromoteCaughtUp() {
   }
   if (!out.empty()) {
     UpdateEchoLocked();
-    cv_.notify_all();
-    send_cv_.notify_all();
+    cv_.SignalAll();
+    send_cv_.SignalAll();
   }
   return out;
 }
@@ -117,7 +118,7 @@ void Replicator::UpdateEchoLocked() {
 
 std::vector<std::string> Replicator::InSyncAddresses() const {
   std::vector<std::string> out;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   for (const auto& p : peers_) {
     if (p->in_sync && !p->leaving) out.push_back(p->address);
   }
@@ -125,28 +126,27 @@ std::vector<std::string> Replicator::InSyncAddresses() const {
 }
 
 Status Replicator::DropSilent(int silent_ms) {
-  std::unique_lock<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   const int64_t now = MonoUs();
   std::vector<Peer*> silent;
   for (auto& p : peers_) {
     if (p->in_sync && now - p->last_ack_us > int64_t{silent_ms} * 1000) silent.push_back(p.get());
   }
   if (silent.empty()) return Status::OK();
-  return DropLocked(&l, silent,
+  return DropLocked(silent,
                     "sent nothing for " + std::to_string(silent_ms) + " ms (--repl_timeout_ms)");
 }
 
-Status Replicator::DropLocked(std::unique_lock<std::mutex>* l, const std::vector<Peer*>& laggards,
-                              const std::string& why) {
+Status Replicator::DropLocked(const std::vector<Peer*>& laggards, const std::string& why) {
   if (cluster_mode()) {
     std::vector<std::string> addresses;
     for (Peer* p : laggards) {
       addresses.push_back(p->address);
       p->leaving = true;  // not re-added to the configuration meanwhile
     }
-    l->unlock();
+    mu_.Unlock();
     Status s = options_.drop_backups(addresses);
-    l->lock();
+    mu_.Lock();
     for (Peer* p : laggards) p->leaving = false;
     if (!s.ok()) {
       return Status::Unavailable("NOREPLICAS cannot remove " + addresses[0] +
@@ -163,18 +163,18 @@ Status Replicator::DropLocked(std::unique_lock<std::mutex>* l, const std::vector
                   p->address.c_str(), why.c_str());
   }
   UpdateEchoLocked();
-  cv_.notify_all();
-  send_cv_.notify_all();
+  cv_.SignalAll();
+  send_cv_.SignalAll();
   return Status::OK();
 }
 
 void Replicator::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
-  send_cv_.notify_all();
+  cv_.SignalAll();
+  send_cv_.SignalAll();
   for (auto& p : peers_) {
     if (p->thread.joinable()) p->thread.join();
   }
@@ -187,7 +187,7 @@ size_t Replicator::InSyncLocked() const {
 }
 
 size_t Replicator::in_sync_count() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return InSyncLocked();
 }
 
@@ -214,8 +214,8 @@ void Replicator::MaybeJoinLocked(Peer* peer) {
                 peer->address.c_str(), static_cast<unsigned long long>(peer->acked_end - 1),
                 InSyncLocked(), peers_.size());
   UpdateEchoLocked();
-  cv_.notify_all();
-  send_cv_.notify_all();
+  cv_.SignalAll();
+  send_cv_.SignalAll();
 }
 
 std::string Replicator::WhyNotReadyLocked() const {
@@ -233,7 +233,7 @@ std::string Replicator::WhyNotReadyLocked() const {
 }
 
 Status Replicator::WaitWritable(int64_t deadline_us) {
-  std::unique_lock<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   while (true) {
     if (stopping_) return Status::Unavailable("NOREPLICAS the server is shutting down");
     bool room = ring_.size() < options_.window;
@@ -246,7 +246,7 @@ Status Replicator::WaitWritable(int64_t deadline_us) {
                                  " batches wait for backup acknowledgements (--repl_window); "
                                  "writes are not being acknowledged");
     }
-    cv_.wait_for(l, std::chrono::microseconds(left));
+    cv_.WaitFor(&mu_, std::chrono::microseconds(left));
   }
 }
 
@@ -257,26 +257,26 @@ void Replicator::Ship(const nvm::BatchHeader& header, std::string_view payload) 
                     std::string_view(reinterpret_cast<const char*>(&header), sizeof(header)),
                     payload);
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     uint64_t end = header.first_lsn + header.record_count;
     ring_.push_back(Shipped{header.first_lsn, end, std::move(frame)});
     ship_end_ = end;
   }
-  send_cv_.notify_all();  // only the senders wait for new batches
+  send_cv_.SignalAll();  // only the senders wait for new batches
 }
 
 Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {
-  std::unique_lock<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   while (true) {
     if (CoveredLocked(end_lsn)) return Status::OK();
     if (stopping_) return Status::Unavailable("NOREPLICAS the server is shutting down");
     if (deadline_us == 0) {
-      cv_.wait_for(l, std::chrono::milliseconds(kPollMs));
+      cv_.WaitFor(&mu_, std::chrono::milliseconds(kPollMs));
       continue;
     }
     int64_t left = deadline_us - MonoUs();
     if (left > 0) {
-      cv_.wait_for(l, std::chrono::microseconds(left));
+      cv_.WaitFor(&mu_, std::chrono::microseconds(left));
       continue;
     }
     // Deadline: drop the backups that did not answer in time.
@@ -285,10 +285,9 @@ Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {
       if (p->in_sync && p->acked_end < end_lsn) laggards.push_back(p.get());
     }
     if (!laggards.empty()) {
-      FAHA_RETURN_IF_ERROR(DropLocked(&l, laggards,
-                                      "did not acknowledge LSN " + std::to_string(end_lsn - 1) +
-                                          " within " + std::to_string(options_.timeout_ms) +
-                                          " ms (--repl_timeout_ms)"));
+      FAHA_RETURN_IF_ERROR(DropLocked(
+          laggards, "did not acknowledge LSN " + std::to_string(end_lsn - 1) + " within " +
+                        std::to_string(options_.timeout_ms) + " ms (--repl_timeout_ms)"));
     }
     if (CoveredLocked(end_lsn)) return Status::OK();
     return Status::Unavailable(WhyNotReadyLocked());
@@ -296,7 +295,7 @@ Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {
 }
 
 uint64_t Replicator::CleanHorizon() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   uint64_t horizon = UINT64_MAX;
   for (const auto& p : peers_) {
     if (p->connected) horizon = std::min(horizon, p->send_next);
@@ -306,11 +305,11 @@ uint64_t Replicator::CleanHorizon() const {
 
 void Replicator::Committed(uint64_t end_lsn) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     committed_end_ = std::max(committed_end_, end_lsn);
     while (!ring_.empty() && ring_.front().end_lsn <= end_lsn) ring_.pop_front();
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum,
@@ -351,7 +350,7 @@ Status Replicator::CheckPrefix(uint64_t backup_next, uint64_t last_first, uint64
                                bool* cleaned) {
   *cleaned = false;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (backup_next > ship_end_) {
       return Status::InvalidArgument(
           "the backup's log reaches LSN " + std::to_string(backup_next - 1) +
@@ -399,7 +398,7 @@ void Replicator::PeerLoop(Peer* peer) {
   std::string logged_error;
   while (true) {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (stopping_) return;
       peer->state = "connecting";
       peer->kick = false;
@@ -414,7 +413,7 @@ void Replicator::PeerLoop(Peer* peer) {
       backoff_ms = 50;
     }
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       bool was_in_sync = peer->in_sync;
       peer->connected = false;
       // In cluster mode it stays in the set (commits wait for it) until
@@ -428,15 +427,16 @@ void Replicator::PeerLoop(Peer* peer) {
       }
       if (stopping_) return;
     }
-    cv_.notify_all();
-    send_cv_.notify_all();
+    cv_.SignalAll();
+    send_cv_.SignalAll();
     if (!s.ok() && s.message() != logged_error) {
       FAHA_LOG_WARN("replication: backup %s: %s (retrying)", peer->address.c_str(),
                     s.ToString().c_str());
       logged_error = s.message();
     }
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::chrono::milliseconds(backoff_ms), [&] { return stopping_; });
+    MutexLock l(&mu_);
+    cv_.WaitFor(&mu_, std::chrono::milliseconds(backoff_ms),
+                [&]() REQUIRES(mu_) { return stopping_; });
     backoff_ms = std::min(backoff_ms * 2, 1000);
   }
 }
@@ -445,7 +445,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
   const int timeout = std::max(options_.timeout_ms, 1000);
   uint64_t ship_end;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     ship_end = ship_end_;
   }
   std::string out;
@@ -478,7 +478,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
     return join;
   }
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     peer->connected = true;
     peer->sessions++;
     peer->send_next = backup_next;
@@ -502,19 +502,19 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
     frames.clear();
     bool heartbeat = false;
     {
-      std::unique_lock<std::mutex> l(mu_);
-      auto ready = [&] {
+      MutexLock l(&mu_);
+      auto ready = [&]() REQUIRES(mu_) {
         return stopping_ || peer->kick || peer->session_dead || peer->send_next < ship_end_;
       };
       if (options_.heartbeat_ms > 0) {
         // Due also while batches flow: the echo is this primary's lease.
         int64_t due = last_heartbeat_us + int64_t{options_.heartbeat_ms} * 1000;
         while (!ready() && MonoUs() < due) {
-          send_cv_.wait_for(l, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
+          send_cv_.WaitFor(&mu_, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
         }
         heartbeat = MonoUs() >= due && !stopping_ && !peer->kick && !peer->session_dead;
       } else {
-        send_cv_.wait(l, ready);
+        send_cv_.Wait(&mu_, ready);
       }
       if (heartbeat) {
         // Stamped before it is sent: the echo never claims a later time.
@@ -535,7 +535,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
       continue;
     }
     {
-      std::unique_lock<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (stopping_) break;
       if (peer->kick) {
         result = Status::Timeout(peer->last_error);
@@ -592,7 +592,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
         break;
       }
       s = ch->Send(buf, timeout);
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       peer->send_next = *next;
     } else if (frames.size() == 1) {
       s = ch->Send(*frames[0], timeout);
@@ -607,7 +607,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
     }
   }
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     peer->session_dead = true;
   }
   receiver.join();
@@ -618,12 +618,12 @@ void Replicator::ReceiveAcks(Peer* peer, rdma::Channel* ch) {
   SetThreadName("faha-repl-in");
   while (true) {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (stopping_ || peer->session_dead || peer->kick) return;
     }
     auto f = ch->Receive(kPollMs);
     if (!f.ok() && f.status().code() == Status::Code::kTimeout) continue;
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (!f.ok()) {
       peer->last_error = f.status().message();
     } else if (f->type == FrameType::kAck && f->epoch == options_.epoch &&
@@ -642,7 +642,7 @@ void Replicator::ReceiveAcks(Peer* peer, rdma::Channel* ch) {
         }
         if (!peer->in_sync && peer->acked_end >= ship_end_) peer->state = "connected";
         MaybeJoinLocked(peer);
-        cv_.notify_all();
+        cv_.SignalAll();
         continue;
       }
     } else if (f->type == FrameType::kError) {
@@ -652,14 +652,14 @@ void Replicator::ReceiveAcks(Peer* peer, rdma::Channel* ch) {
                          " or epoch " + std::to_string(f->epoch);
     }
     peer->session_dead = true;
-    cv_.notify_all();
-    send_cv_.notify_all();
+    cv_.SignalAll();
+    send_cv_.SignalAll();
     return;
   }
 }
 
 void Replicator::AppendInfo(std::string* t) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto line = [&](const std::string& k, const std::string& v) { *t += k + ":" + v + "\r\n"; };
   line("role", "primary");
   line("epoch", std::to_string(options_.epoch));
@@ -688,7 +688,7 @@ void Replicator::AppendInfo(std::string* t) const {
 }
 
 void Replicator::AppendRole(std::string* out) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   resp::AppendArray(out, 3);
   resp::AppendBulk(out, "primary");
   resp::AppendInt(out, static_cast<int64_t>(committed_end_ - 1));
@@ -717,7 +717,7 @@ Status BackupService::Start() {
   auto epoch = nvm::EpochFile::Open(options_.data_dir);
   if (!epoch.ok()) return epoch.status();
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     epoch_file_ = std::make_unique<nvm::EpochFile>(std::move(*epoch));
   }
   durable_end_.store(store_->log().next_lsn());
@@ -734,7 +734,7 @@ void BackupService::Stop() {
   if (acceptor_.joinable()) acceptor_.join();
   std::vector<SessionThread> sessions;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     sessions.swap(sessions_);
   }
   for (auto& t : sessions) t.thread.join();
@@ -748,11 +748,11 @@ void BackupService::AcceptLoop() {
     if (!ch.ok()) {
       if (ch.status().IsNotFound()) continue;  // nobody came
       // Refused by the transport itself (a verbs request without the proof).
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       CountRefusal(ch.status());
       continue;
     }
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     std::shared_ptr<rdma::Channel> c(std::move(*ch));
     const std::string& peer = c->peer();
     const std::string source = peer.substr(0, peer.rfind(':'));
@@ -764,7 +764,7 @@ void BackupService::AcceptLoop() {
     // from its own address, cannot push it out.
     size_t from_source = 0;
     for (const auto& h : handshaking_) from_source += h.source == source;
-    auto evict = [&](bool same_source) {
+    auto evict = [&](bool same_source) REQUIRES(mu_) {
       for (auto it = handshaking_.begin(); it != handshaking_.end(); ++it) {
         if (same_source && it->source != source) continue;
         if (it->channel->Vouched()) continue;
@@ -803,7 +803,7 @@ void BackupService::AcceptLoop() {
 
 bool BackupService::Handshake(rdma::Channel* ch) {
   Status s = ch->Handshake();
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   bool aborted = true;  // no longer listed: a newer peer took its place
   for (auto it = handshaking_.begin(); it != handshaking_.end(); ++it) {
     if (it->channel.get() != ch) continue;
@@ -842,7 +842,7 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
     FAHA_LOG_WARN("replication: refused %s: %s", ch->peer().c_str(), why.c_str());
     {
       // Recorded before the peer hears it, so INFO already shows it when the peer reacts.
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       refused_++;
       last_error_ = why;
     }
@@ -861,13 +861,13 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
   const std::string primary(hello->body.substr(0, 256));
   auto stale = [&]() -> std::string {
     {
-      std::lock_guard<std::mutex> l(log_mu_);
+      MutexLock l(&log_mu_);
       if (epoch < fence_epoch_) {
         return "stale epoch " + std::to_string(epoch) + ": this node runs for primary of epoch " +
                std::to_string(fence_epoch_);
       }
     }
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (epoch >= epoch_file_->epoch()) return "";
     return "stale epoch " + std::to_string(epoch) + ": this backup has seen epoch " +
            std::to_string(epoch_file_->epoch());
@@ -878,14 +878,14 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
   }
   // This session replaces any older one, which notices within kPollMs.
   const uint64_t gen = generation_.fetch_add(1) + 1;
-  std::lock_guard<std::mutex> apply(apply_mu_);
+  MutexLock apply(&apply_mu_);
   if (generation_.load() != gen || stopping_.load()) return;
   if (std::string why = stale(); !why.empty()) {
     refuse(epoch, why);
     return;
   }
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     Status s = epoch_file_->Advance(epoch);
     if (!s.ok()) {
       last_error_ = "cannot persist epoch: " + s.message();
@@ -898,7 +898,7 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
   JoinPoint jp;
   uint64_t next_lsn;
   {
-    std::lock_guard<std::mutex> l(log_mu_);
+    MutexLock l(&log_mu_);
     const nvm::BatchHeader& last = store_->log().last_batch_wt();
     jp = JoinPoint{last.first_lsn, last.checksum, last.epoch};
     next_lsn = store_->log().next_lsn();
@@ -916,7 +916,7 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
         static_cast<unsigned long long>(store_->log().next_lsn() - 1));
     s = ServeSession(ch.get(), epoch, gen);
   }
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   state_ = "disconnected";
   if (!s.ok()) {
     last_error_ = s.message();
@@ -941,7 +941,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
     if (!pending.empty()) {
       Status p;
       {
-        std::lock_guard<std::mutex> l(log_mu_);
+        MutexLock l(&log_mu_);
         p = store_->PersistReplicated();
       }
       if (!p.ok()) {
@@ -964,7 +964,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
   auto unless_fenced = [&](const std::function<void()>& then) -> Status {
     Status fence;
     {
-      std::lock_guard<std::mutex> l(log_mu_);
+      MutexLock l(&log_mu_);
       if (epoch < fence_epoch_) {
         fence = Status::Unavailable("epoch " + std::to_string(epoch) +
                                     " ended here: this node runs for primary of epoch " +
@@ -998,7 +998,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
         session_lost_us_.store(MonoUs());
         std::function<void()> hook;
         {
-          std::lock_guard<std::mutex> l(mu_);
+          MutexLock l(&mu_);
           hook = on_session_lost_;
         }
         if (hook) hook();
@@ -1020,7 +1020,7 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
       ack_and_apply().IgnoreError();
       Status t;
       {
-        std::lock_guard<std::mutex> l(log_mu_);
+        MutexLock l(&log_mu_);
         uint64_t before = store_->log().next_lsn();
         t = store_->TruncateLog(f->lsn);
         if (t.ok()) {
@@ -1072,18 +1072,18 @@ Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t g
 }
 
 void BackupService::Fence(uint64_t epoch) {
-  std::lock_guard<std::mutex> l(log_mu_);
+  MutexLock l(&log_mu_);
   fence_epoch_ = std::max(fence_epoch_, epoch);
 }
 
 Status BackupService::RecordEpoch(uint64_t epoch) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (!epoch_file_) return Status::Unavailable("the replication service is not started");
   return epoch_file_->Advance(epoch);
 }
 
 std::pair<uint64_t, uint64_t> BackupService::LogEnd() const {
-  std::lock_guard<std::mutex> l(log_mu_);
+  MutexLock l(&log_mu_);
   // The end reported must be durable: persist a burst still waiting for its
   // acknowledgement (on failure the log refuses appends and the node reports
   // its error; the candidate it is part of fails with it).
@@ -1093,12 +1093,12 @@ std::pair<uint64_t, uint64_t> BackupService::LogEnd() const {
 }
 
 uint64_t BackupService::epoch() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return epoch_file_ ? epoch_file_->epoch() : 0;
 }
 
 void BackupService::AppendInfo(std::string* t) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto line = [&](const std::string& k, const std::string& v) { *t += k + ":" + v + "\r\n"; };
   auto [host, port] = SplitAddress(primary_);
   uint64_t durable = durable_end_.load() - 1;
@@ -1127,7 +1127,7 @@ void BackupService::AppendInfo(std::string* t) const {
 }
 
 void BackupService::AppendRole(std::string* out) const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto [host, port] = SplitAddress(primary_);
   resp::AppendArray(out, 5);
   resp::AppendBulk(out, "backup");
@@ -1138,7 +1138,7 @@ void BackupService::AppendRole(std::string* out) const {
 }
 
 std::string BackupService::primary_address() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return primary_;
 }
 

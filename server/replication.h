@@ -17,17 +17,16 @@
 #define FAHA_SERVER_REPLICATION_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/thread_annotations.h"
 #include "faha/status.h"
 #include "nvm/epoch_file.h"
@@ -175,9 +174,8 @@ class Replicator final : public ReplicationRole {
   Status CheckPrefix(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum,
                      bool* cleaned);
   // Drops `laggards` from the in-sync set; in cluster mode through
-  // drop_backups first. REQUIRES: l holds mu_ (released while calling out).
-  Status DropLocked(std::unique_lock<std::mutex>* l, const std::vector<Peer*>& laggards,
-                    const std::string& why);
+  // drop_backups first; mu_ is released while calling out.
+  Status DropLocked(const std::vector<Peer*>& laggards, const std::string& why) REQUIRES(mu_);
   void StartPeerLocked(Peer* peer) REQUIRES(mu_);
   bool cluster_mode() const { return static_cast<bool>(options_.drop_backups); }
   bool CoveredLocked(uint64_t end_lsn) const REQUIRES(mu_);
@@ -191,12 +189,12 @@ class Replicator final : public ReplicationRole {
   const nvm::Log* log_;
   std::vector<std::unique_ptr<Peer>> peers_;
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   // Waiters on acknowledgements, commits and peer states (the committer,
   // WaitWritable, back-off); the senders wait on send_cv_ for new batches, so
   // a batch shipped or acknowledged wakes only the threads it concerns.
-  std::condition_variable cv_;
-  std::condition_variable send_cv_;
+  CondVar cv_;
+  CondVar send_cv_;
   std::deque<Shipped> ring_ GUARDED_BY(mu_);  // shipped, not committed, in LSN order
   uint64_t ship_end_ GUARDED_BY(mu_) = 1;     // LSN after the last shipped batch
   uint64_t committed_end_ GUARDED_BY(mu_) = 1;
@@ -243,7 +241,7 @@ class BackupService final : public ReplicationRole {
   int64_t session_lost_us() const { return session_lost_us_.load(); }
   // Called (from the session's thread) right after session_lost_us changed.
   void set_on_session_lost(std::function<void()> hook) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     on_session_lost_ = std::move(hook);
   }
   uint64_t epoch() const;
@@ -258,8 +256,8 @@ class BackupService final : public ReplicationRole {
   // Runs the acceptor's handshake; false (counted, logged) if the peer failed it.
   bool Handshake(rdma::Channel* ch);
   // Counts a refused peer and logs it, at most one line a second (with how
-  // many more were refused meanwhile). REQUIRES: mu_ held.
-  void CountRefusal(const Status& s);
+  // many more were refused meanwhile).
+  void CountRefusal(const Status& s) REQUIRES(mu_);
   void Session(std::shared_ptr<rdma::Channel> ch);
   Status ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t generation);
   static void SendError(rdma::Channel* ch, uint64_t epoch, const std::string& why);
@@ -273,8 +271,8 @@ class BackupService final : public ReplicationRole {
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> generation_{0};  // the newest session; older ones end
 
-  std::mutex apply_mu_;  // held by the session that applies batches
-  mutable std::mutex mu_;
+  Mutex apply_mu_;  // held by the session that applies batches
+  mutable Mutex mu_;
   struct SessionThread {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
@@ -305,7 +303,7 @@ class BackupService final : public ReplicationRole {
   std::atomic<uint64_t> batches_received_{0};
   // Held while a batch is checked against the fence and appended, and while
   // the log is truncated: Fence() and LogEnd() then see a settled log.
-  mutable std::mutex log_mu_;
+  mutable Mutex log_mu_;
   uint64_t fence_epoch_ GUARDED_BY(log_mu_) = 0;
   std::atomic<int64_t> last_heard_us_{0};
   std::atomic<uint64_t> session_epoch_{0};

@@ -16,11 +16,11 @@
 #include <cstring>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <unordered_map>
 
 #include "common/clock.h"
 #include "common/logging.h"
+#include "common/mutex.h"
 #include "common/native_protocol.h"
 #include "common/resp.h"
 #include "server/commands.h"
@@ -114,7 +114,7 @@ class IoThread final : public CompletionSink {
     listen_fd_ = fd;
   }
   void RemoveListener() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     remove_listener_ = true;
     Wake();
   }
@@ -129,7 +129,7 @@ class IoThread final : public CompletionSink {
   // Exits the loop after flushing what can be flushed.
   void Quit() {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       quit_ = true;
     }
     Wake();
@@ -140,7 +140,7 @@ class IoThread final : public CompletionSink {
   // Hands a freshly accepted socket to this thread (any thread may call).
   void Adopt(int fd) {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       adopted_.push_back(fd);
     }
     Wake();
@@ -149,7 +149,7 @@ class IoThread final : public CompletionSink {
   void Deliver(std::vector<Completion>* completions) override {
     bool was_empty;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       was_empty = completions_.empty();
       for (auto& c : *completions) completions_.push_back(std::move(c));
     }
@@ -392,7 +392,7 @@ class IoThread final : public CompletionSink {
     std::vector<int> adopted;
     bool quit, drop_listener;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       done.swap(completions_);
       adopted.swap(adopted_);
       quit = quit_;
@@ -1042,11 +1042,11 @@ class IoThread final : public CompletionSink {
   std::vector<Store::Write> outbox_;  // writes parsed but not yet queued in the store
   std::unique_ptr<char[]> read_buf_{new char[kReadChunk]};
 
-  std::mutex mu_;
-  std::vector<Completion> completions_;  // GUARDED_BY(mu_)
-  std::vector<int> adopted_;             // GUARDED_BY(mu_)
-  bool quit_ = false;                    // GUARDED_BY(mu_)
-  bool remove_listener_ = false;         // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::vector<Completion> completions_ GUARDED_BY(mu_);
+  std::vector<int> adopted_ GUARDED_BY(mu_);
+  bool quit_ GUARDED_BY(mu_) = false;
+  bool remove_listener_ GUARDED_BY(mu_) = false;
 };
 
 Server::Server(const ServerOptions& options, Store* store, Metrics* metrics)

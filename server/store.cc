@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/coding.h"
 #include "common/logging.h"
+#include "common/mutex.h"
 #include "server/replication.h"
 
 namespace faha {
@@ -75,23 +76,23 @@ StatusOr<std::unique_ptr<Store>> Store::OpenOnDevice(std::shared_ptr<nvm::LogDev
 void Store::HotLoop() {
   constexpr auto kPass = std::chrono::milliseconds(10);
   int64_t aged_ms = MonoMs();
-  std::unique_lock<std::mutex> l(hot_mu_);
-  while (!hot_cv_.wait_for(l, kPass, [&] { return hot_stopping_; })) {
-    l.unlock();
+  MutexLock l(&hot_mu_);
+  while (!hot_cv_.WaitFor(&hot_mu_, kPass, [&]() REQUIRES(hot_mu_) { return hot_stopping_; })) {
+    l.Unlock();
     const bool age = MonoMs() - aged_ms >= options_.hot_age_ms;
     if (age) aged_ms = MonoMs();
     MaintainHot(age);
-    l.lock();
+    l.Lock();
   }
 }
 
 void Store::StopHot() {
   {
-    std::lock_guard<std::mutex> l(hot_mu_);
+    MutexLock l(&hot_mu_);
     hot_stopping_ = true;
     clean_stopping_ = true;
   }
-  hot_cv_.notify_all();
+  hot_cv_.SignalAll();
   if (hot_thread_.joinable()) hot_thread_.join();
   if (clean_thread_.joinable()) clean_thread_.join();
 }
@@ -108,7 +109,7 @@ void Store::MaintainHot(bool age) {
   // and of the hot layer's structure takes it): read the candidates' records
   // and copy their values now, with readers running, and hold the readers off
   // only to link the new entries in.
-  std::lock_guard<std::mutex> writer(index_writer_mu_);
+  MutexLock writer(&index_writer_mu_);
   struct Promotion {
     std::string key;
     uint64_t hash;
@@ -201,7 +202,7 @@ void Store::StampLsns(uint64_t first_lsn, std::vector<WriteResult>* results) {
 void Store::BecomePrimary(Replicator* r, uint64_t epoch) {
   backup_.store(false);
   {
-    std::lock_guard<std::mutex> l(recent_mu_);
+    MutexLock l(&recent_mu_);
     recent_.clear();
   }
   options_.replicator = r;
@@ -213,8 +214,8 @@ void Store::BecomePrimary(Replicator* r, uint64_t epoch) {
 
 Status Store::TruncateLog(uint64_t lsn) {
   // Not while a cleaning pass holds views into segments this may remove.
-  std::lock_guard<std::mutex> pass(clean_pass_mu_);
-  std::lock_guard<std::mutex> writer(index_writer_mu_);
+  MutexLock pass(&clean_pass_mu_);
+  MutexLock writer(&index_writer_mu_);
   AllReadSlots slots(read_slots_);
   FAHA_RETURN_IF_ERROR(log_->TruncateTo_wt(lsn));
   for (uint32_t i = 0; i < nvm::Log::kMaxSegments; i++) dead_bytes_[i].store(0);  // replay recounts
@@ -238,7 +239,7 @@ Status Store::TruncateLog(uint64_t lsn) {
   if (!replayed.ok() && lsn > 1) return replayed.status();
   applied_end_.store(lsn, std::memory_order_release);
   {
-    std::lock_guard<std::mutex> l(recent_mu_);
+    MutexLock l(&recent_mu_);
     while (!recent_.empty() && recent_.back().end_lsn > lsn) recent_.pop_back();
   }
   clean_floor_.store(lsn);
@@ -250,7 +251,7 @@ void Store::Start() {
   // it (re)started: cleaning waits for a commit beyond them.
   if (options_.replicator) clean_floor_.store(applied_end_.load());
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     inline_commit_ = options_.replicator == nullptr;
     // A single node may keep two syncs in flight when its log's window
     // allows (--syncs_in_flight; docs/architecture.md has the measurements).
@@ -273,21 +274,21 @@ void Store::Start() {
 
 void Store::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (sequencer_.joinable()) sequencer_.join();
   {
     // Groups committed inline may still be syncing.
-    std::unique_lock<std::mutex> l(mu_);
-    publish_cv_.wait(l, [&] { return !committing_ && syncing_ == 0; });
+    MutexLock l(&mu_);
+    publish_cv_.Wait(&mu_, [&]() REQUIRES(mu_) { return !committing_ && syncing_ == 0; });
   }
   {
-    std::lock_guard<std::mutex> l(commit_mu_);
+    MutexLock l(&commit_mu_);
     sequencer_done_ = true;
   }
-  commit_cv_.notify_all();
+  commit_cv_.SignalAll();
   if (committer_.joinable()) committer_.join();
 }
 
@@ -322,7 +323,7 @@ Status Store::PersistReplicated() {
 
 void Store::PublishReplicated(const nvm::Log::AppendResult& appended) {
   {
-    std::lock_guard<std::mutex> l(recent_mu_);
+    MutexLock l(&recent_mu_);
     const uint64_t hint = commit_hint_.load(std::memory_order_acquire);
     while (!recent_.empty() && recent_.front().end_lsn <= hint + 1) recent_.pop_front();
     recent_.push_back(Recent{nvm::BatchEndLsn(appended.header), appended.base_location,
@@ -376,8 +377,9 @@ void Store::CommitLoop_ct() {
     InFlight* b;
     bool done;
     {
-      std::unique_lock<std::mutex> l(commit_mu_);
-      commit_cv_.wait(l, [&] { return sequencer_done_ || !inflight_.empty(); });
+      MutexLock l(&commit_mu_);
+      commit_cv_.Wait(&commit_mu_,
+                      [&]() REQUIRES(commit_mu_) { return sequencer_done_ || !inflight_.empty(); });
       if (inflight_.empty()) return;
       b = &inflight_.front();  // only this thread pops; push_back keeps it valid
       done = sequencer_done_;
@@ -407,7 +409,7 @@ void Store::CommitLoop_ct() {
       // Shutting down: what was never covered stays in the log; a restart
       // ships it to the backups again.
     }
-    std::lock_guard<std::mutex> l(commit_mu_);
+    MutexLock l(&commit_mu_);
     inflight_.pop_front();
   }
 }
@@ -510,16 +512,16 @@ void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>
   }
   GroupReplies(taken, results, &f.replies);
   {
-    std::lock_guard<std::mutex> l(commit_mu_);
+    MutexLock l(&commit_mu_);
     inflight_.push_back(std::move(f));
   }
-  commit_cv_.notify_one();
+  commit_cv_.Signal();
 }
 
 std::string_view Store::KeyAt(uint64_t location) const { return log_->ReadRecord(location).key; }
 
 void Store::PublishBatch_st(uint64_t base_location, size_t bytes) {
-  std::lock_guard<std::mutex> writer(index_writer_mu_);
+  MutexLock writer(&index_writer_mu_);
   // Decode and hash every record, then prefetch in two waves (index slots,
   // then the records they point to), so that the key comparisons of the
   // upserts below find the overwritten records in cache: reading them was the
@@ -664,10 +666,10 @@ uint64_t Store::Scan(uint64_t cursor, size_t count, std::vector<std::string>* ke
 
 void Store::Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     queue_.push_back(Pending{std::move(op), sink, conn_id});
   }
-  cv_.notify_one();
+  cv_.Signal();
 }
 
 Store::Current Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms) {
@@ -700,7 +702,7 @@ void Store::SubmitAll(std::vector<Write>* writes) {
   if (writes->empty()) return;
   std::vector<Pending> taken;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     // After Stop() nothing is queued: such writes are never applied nor answered.
     if (stopping_) {
       writes->clear();
@@ -722,7 +724,7 @@ void Store::SubmitAll(std::vector<Write>* writes) {
     }
   }
   if (taken.empty()) {
-    cv_.notify_one();
+    cv_.Signal();
     return;
   }
   metrics_->inline_groups.fetch_add(1, std::memory_order_relaxed);
@@ -734,8 +736,8 @@ void Store::SequencerLoop_st() {
   while (true) {
     taken.clear();
     {
-      std::unique_lock<std::mutex> l(mu_);
-      cv_.wait(l, [&] {
+      MutexLock l(&mu_);
+      cv_.Wait(&mu_, [&]() REQUIRES(mu_) {
         return !committing_ && syncing_ < max_syncing_ && (stopping_ || !queue_.empty());
       });
       if (queue_.empty()) return;  // stopping, and everything is committed
@@ -749,13 +751,13 @@ void Store::SequencerLoop_st() {
 void Store::ReleaseCommitting_st() {
   bool more;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     committing_ = false;
     more = !queue_.empty() || stopping_;
   }
   // Writes that arrived meanwhile go to the sequencer: an inline committer
   // returns to send its replies rather than wait for one more sync.
-  if (more) cv_.notify_one();
+  if (more) cv_.Signal();
 }
 
 void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
@@ -838,7 +840,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
         overlay_valid_ = false;
         overlay_flushed_ = mark_flushed;
         if (i > 0) {
-          std::lock_guard<std::mutex> l(mu_);
+          MutexLock l(&mu_);
           for (size_t j = taken.size(); j > i; j--) queue_.push_front(std::move(taken[j - 1]));
           taken.resize(i);
           break;
@@ -928,19 +930,19 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
   uint64_t ticket;
   bool waiting;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     ticket = next_ticket_++;
     syncing_++;
     committing_ = false;
     waiting = !queue_.empty() && syncing_ < max_syncing_;
   }
-  if (waiting) cv_.notify_one();  // the sequencer may take the next group meanwhile
+  if (waiting) cv_.Signal();  // the sequencer may take the next group meanwhile
 
   Status synced = written && !durable_write_ ? log_->Sync_any(*written) : Status::OK();
   {
-    std::unique_lock<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (published_ticket_ != ticket) {
-      publish_cv_.wait(l, [&] { return published_ticket_ == ticket; });
+      publish_cv_.Wait(&mu_, [&]() REQUIRES(mu_) { return published_ticket_ == ticket; });
     }
   }
   if (!answered_error && (!synced.ok() || failed_.load())) {
@@ -961,11 +963,11 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
   {
     // Notified under the lock: once Stop() sees syncing_ reach 0 the store
     // may be destroyed, condition variables included.
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     published_ticket_++;
     syncing_--;
-    if (syncing_ > 0 || stopping_) publish_cv_.notify_all();  // a later batch, or Stop()
-    if ((!queue_.empty() && !committing_) || stopping_) cv_.notify_one();
+    if (syncing_ > 0 || stopping_) publish_cv_.SignalAll();  // a later batch, or Stop()
+    if ((!queue_.empty() && !committing_) || stopping_) cv_.Signal();
   }
 }
 
@@ -1168,7 +1170,7 @@ void Store::SetBackup() {
 }
 
 void Store::set_clean_horizon(std::function<uint64_t()> horizon) {
-  std::lock_guard<std::mutex> l(horizon_mu_);
+  MutexLock l(&horizon_mu_);
   clean_horizon_ = std::move(horizon);
 }
 
@@ -1181,9 +1183,10 @@ uint64_t Store::CleanSafeLsn() const {
 void Store::CleanLoop() {
   const auto interval = std::chrono::milliseconds(std::max(options_.clean_interval_ms, 1));
   std::string last_error;
-  std::unique_lock<std::mutex> l(hot_mu_);
-  while (!hot_cv_.wait_for(l, interval, [&] { return clean_stopping_; })) {
-    l.unlock();
+  MutexLock l(&hot_mu_);
+  while (
+      !hot_cv_.WaitFor(&hot_mu_, interval, [&]() REQUIRES(hot_mu_) { return clean_stopping_; })) {
+    l.Unlock();
     // Clean while there is work, then wait for the next period.
     for (int i = 0; i < 16; i++) {
       auto r = CleanOnce();
@@ -1196,15 +1199,15 @@ void Store::CleanLoop() {
         break;
       }
       if (!*r) break;
-      std::lock_guard<std::mutex> stop(hot_mu_);
+      MutexLock stop(&hot_mu_);
       if (clean_stopping_) break;
     }
-    l.lock();
+    l.Lock();
   }
 }
 
 StatusOr<bool> Store::CleanOnce() {
-  std::lock_guard<std::mutex> pass(clean_pass_mu_);
+  MutexLock pass(&clean_pass_mu_);
   // A victim whose estimate was off is not the end of the pass: with its
   // estimate corrected (it no longer qualifies), another segment may.
   while (true) {
@@ -1220,7 +1223,7 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
   if (safe == 0) return CleanOutcome::kNone;
   uint64_t horizon = UINT64_MAX;
   {
-    std::lock_guard<std::mutex> l(horizon_mu_);
+    MutexLock l(&horizon_mu_);
     if (clean_horizon_) horizon = clean_horizon_();
   }
   // The victim: the sealed segment with the least live data, below the
@@ -1281,13 +1284,13 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
   const int64_t now = WallMs();
   constexpr size_t kChunk = 4096;
   for (size_t begin = 0; begin < recs.size(); begin += kChunk) {
-    std::lock_guard<std::mutex> writer(index_writer_mu_);
+    MutexLock writer(&index_writer_mu_);
     // A backup's keys written by batches its primary has not committed yet:
     // their index entries may not last; judge them conservatively.
     std::unordered_set<std::string_view> uncommitted;
     if (backup_.load()) {
       const uint64_t hint = commit_hint_.load(std::memory_order_acquire);
-      std::lock_guard<std::mutex> l(recent_mu_);
+      MutexLock l(&recent_mu_);
       for (const Recent& b : recent_) {
         if (b.end_lsn <= hint + 1) continue;
         const char* base = log_->RecordPtr(b.base_location);
@@ -1391,7 +1394,7 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
       return committed;
     }
   }
-  std::lock_guard<std::mutex> writer(index_writer_mu_);
+  MutexLock writer(&index_writer_mu_);
   AllReadSlots slots(read_slots_);
   const uint64_t old_file = victim->file_bytes;
   log_->SwapReplacement(std::move(*prepared));

@@ -13,7 +13,6 @@
 #ifndef FAHA_SERVER_STORE_H_
 #define FAHA_SERVER_STORE_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -26,6 +25,7 @@
 #include <vector>
 
 #include "common/checksum.h"
+#include "common/mutex.h"
 #include "common/thread_annotations.h"
 #include "faha/status.h"
 #include "nvm/log.h"
@@ -325,8 +325,7 @@ class Store : private KeyReader {
 
   using Pending = Write;
   // Moves queued writes into *taken, up to about max_batch_bytes (at least one).
-  // REQUIRES: mu_ held.
-  void TakeQueued_l(std::vector<Pending>* taken);
+  void TakeQueued_l(std::vector<Pending>* taken) REQUIRES(mu_);
   // Evaluates, persists and publishes one group of writes and delivers their
   // replies (single node), or ships and queues it for the committer
   // (replicated primary). REQUIRES: this thread set committing_ (the
@@ -389,36 +388,38 @@ class Store : private KeyReader {
   // Held by whoever changes the index or the hot layer's structure (the
   // publisher of batches, truncation, hot maintenance), before the read slots:
   // the index has one writer at a time.
-  std::mutex index_writer_mu_;
-  std::mutex hot_mu_;
-  std::condition_variable hot_cv_;
-  bool hot_stopping_ = false;  // GUARDED_BY(hot_mu_)
+  Mutex index_writer_mu_;
+  Mutex hot_mu_;
+  CondVar hot_cv_;
+  bool hot_stopping_ GUARDED_BY(hot_mu_) = false;
   std::thread hot_thread_;
   std::thread clean_thread_;
-  bool clean_stopping_ = false;                          // GUARDED_BY(hot_mu_)
-  std::mutex clean_pass_mu_;                             // one pass at a time
+  bool clean_stopping_ GUARDED_BY(hot_mu_) = false;
+  Mutex clean_pass_mu_;                                  // one pass at a time
   std::unique_ptr<std::atomic<uint64_t>[]> dead_bytes_;  // per segment id
   std::atomic<bool> backup_{false};
   std::atomic<uint64_t> commit_hint_{UINT64_MAX};
   // Nothing below this LSN is known committed after a (re)start, a
   // promotion or a truncation until a commit at or beyond it.
   std::atomic<uint64_t> clean_floor_{0};
-  std::mutex horizon_mu_;
-  std::function<uint64_t()> clean_horizon_;  // GUARDED_BY(horizon_mu_)
+  Mutex horizon_mu_;
+  std::function<uint64_t()> clean_horizon_ GUARDED_BY(horizon_mu_);
   // Backup: batches applied that the primary may not have committed yet.
   struct Recent {
     uint64_t end_lsn;
     uint64_t base_location;
     size_t bytes;
   };
-  std::mutex recent_mu_;
-  std::deque<Recent> recent_;  // GUARDED_BY(recent_mu_)
+  Mutex recent_mu_;
+  std::deque<Recent> recent_ GUARDED_BY(recent_mu_);
   std::atomic<uint64_t> keys_with_expiry_{0};
   std::atomic<uint64_t> epoch_{0};
   ClientTable clients_;
   std::atomic<bool> failed_{false};
 
   static constexpr int kReadSlots = 16;
+  // The slots guard no member the thread-safety analysis could name (the
+  // index is read without them by its one writer): plain std::mutex.
   struct alignas(64) ReadSlot {
     std::mutex mu;
   };
@@ -435,8 +436,8 @@ class Store : private KeyReader {
     std::unique_lock<std::mutex> held_[kReadSlots];
   };
 
-  std::mutex mu_;
-  std::condition_variable cv_;
+  Mutex mu_;
+  CondVar cv_;
   std::deque<Pending> queue_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
   // One group commits at a time, on the sequencer or, on a single node when
@@ -454,7 +455,7 @@ class Store : private KeyReader {
   uint32_t syncing_ GUARDED_BY(mu_) = 0;
   uint64_t next_ticket_ GUARDED_BY(mu_) = 0;
   uint64_t published_ticket_ GUARDED_BY(mu_) = 0;
-  std::condition_variable publish_cv_;
+  CondVar publish_cv_;
   nvm::BatchBuilder batch_;
   std::vector<WriteResult> results_;
   // (client id, sequence) of the writes this group recorded in clients_.
@@ -488,8 +489,8 @@ class Store : private KeyReader {
     Replies replies;
     bool replied = false;  // an error went out already (outcome unknown to the client)
   };
-  std::mutex commit_mu_;
-  std::condition_variable commit_cv_;
+  Mutex commit_mu_;
+  CondVar commit_cv_;
   std::deque<InFlight> inflight_ GUARDED_BY(commit_mu_);
   bool sequencer_done_ GUARDED_BY(commit_mu_) = false;
   std::thread committer_;

@@ -3,11 +3,10 @@
 #ifndef FAHA_SERVER_STORE_TESTING_H_
 #define FAHA_SERVER_STORE_TESTING_H_
 
-#include <condition_variable>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "server/store.h"
 
 namespace faha::testing {
@@ -15,20 +14,20 @@ namespace faha::testing {
 class Collect : public CompletionSink {
  public:
   void Deliver(std::vector<Completion>* c) override {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     for (auto& x : *c) got_.push_back(std::move(x));
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   // Waits until n replies arrived; returns every reply so far.
   std::vector<Completion> WaitFor(size_t n) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return got_.size() >= n; });
+    MutexLock l(&mu_);
+    cv_.Wait(&mu_, [&]() REQUIRES(mu_) { return got_.size() >= n; });
     return got_;
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
+  Mutex mu_;
+  CondVar cv_;
   std::vector<Completion> got_;
 };
 

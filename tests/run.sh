@@ -26,6 +26,16 @@ else
   find . -path './build*' -prune -o \( -name '*.cc' -o -name '*.h' \) -print0 | xargs -0 -r clang-format --dry-run -Werror
 fi
 echo "format: every .cc and .h file is formatted"
+# clang's -Wthread-safety checks GUARDED_BY/REQUIRES in every clang build (the
+# tsan and fuzz configurations, with -Werror): first prove it catches a violation.
+echo "=== thread safety: the analysis rejects an unguarded read ==="
+probe=(clang++ -std=c++20 -I. -Wthread-safety -Werror -fsyntax-only tests/thread_safety_probe.cc)
+"${probe[@]}"
+if "${probe[@]}" -DFAHA_PROBE_VIOLATION 2> /dev/null; then
+  echo "tests/run.sh: -Wthread-safety accepted tests/thread_safety_probe.cc's violation" >&2
+  exit 1
+fi
+echo "thread safety: the probe compiles, its violation does not"
 # No file over 600 lines, no function over 80, beyond what tests/size_baseline.txt
 # lists from before the rule (those may only shrink).
 python3 tests/check_sizes.py
