@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "server/command_table.h"
+#include "server/metrics.h"
 #include "server/store.h"
 
 namespace faha {
@@ -48,12 +50,8 @@ struct Session {
   };
   std::vector<HeldValue> held;
   size_t held_bytes = 0;
-};
-
-enum class ExecStatus {
-  kReplied,    // a reply was appended to *out
-  kSubmitted,  // a write was submitted; the reply comes through the sink
-  kBlocked,    // would reply now but earlier writes are pending: retry later, nothing done
+  // The class of the command being executed (its latency is recorded under it).
+  OpClass op_class = OpClass::kOther;
 };
 
 class Commands {
@@ -73,11 +71,13 @@ class Commands {
   bool PasswordMatches(std::string_view given) const;
   // Encodes a write's reply as RESP.
   static void AppendResult(std::string* out, const WriteResult& r);
-
- private:
+  // Queues a write for the store (the caller's outbox); the reply comes
+  // through `sink`.
   ExecStatus Submit(Session* s, WriteOp op, CompletionSink* sink);
+  // INFO `section` (lower case), as a bulk string.
   void Info(std::string_view section, std::string* out) const;
 
+ private:
   Server* server_;
   std::vector<Store::Write>* outbox_;
 };

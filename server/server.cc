@@ -691,19 +691,16 @@ class IoThread final : public CompletionSink {
     if (st == ExecStatus::kSubmitted) {
       c->pending.push_back({PendingReply::Kind::kResp, 0});
     } else {
-      RecordLatency(args_, t0);
+      RecordLatency(c->session, t0);
       AfterReply(c);
     }
     return true;
   }
 
-  void RecordLatency(const std::vector<std::string_view>& args, int64_t t0) {
-    if (args.empty() || args[0].empty()) return;
-    bool read = args[0].size() <= 4 &&
-                (args[0][0] == 'g' || args[0][0] == 'G' || args[0][0] == 'm' || args[0][0] == 'M');
-    server_->metrics()
-        ->op_latency_us[static_cast<int>(read ? OpClass::kRead : OpClass::kOther)]
-        .Record(static_cast<uint64_t>(MonoUs() - t0));
+  // An immediate reply's latency, under the class of its command's row.
+  void RecordLatency(const Session& s, int64_t t0) {
+    server_->metrics()->op_latency_us[static_cast<int>(s.op_class)].Record(
+        static_cast<uint64_t>(MonoUs() - t0));
   }
 
   void AfterReply(Connection* c) {
@@ -863,7 +860,7 @@ class IoThread final : public CompletionSink {
           c->pending.push_back({PendingReply::Kind::kNativeCommand, req.request_id});
         } else {
           native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, body);
-          RecordLatency(args, t0);
+          RecordLatency(c->session, t0);
           AfterReply(c);
         }
         break;

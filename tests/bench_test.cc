@@ -30,43 +30,6 @@ RunResult Bench(const std::vector<std::string>& args) {
   return RunTool(argv, "", 120000);
 }
 
-// A redis-server on a free loopback port with its own directory; killed by pid.
-class RedisServer {
- public:
-  RedisServer(const std::string& dir, std::vector<std::string> flags) : port_(FreePort()) {
-    std::vector<std::string> args = {
-        "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir,
-        "--save",       ""};
-    args.insert(args.end(), flags.begin(), flags.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execvp(argv[0], argv.data());
-      _exit(127);
-    }
-  }
-  ~RedisServer() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  bool WaitReady() {
-    for (int64_t deadline = MonoMs() + 10000; MonoMs() < deadline;) {
-      if (RunTool({"redis-cli", "-p", std::to_string(port_), "PING"}).out == "PONG\n") return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-  int port() const { return port_; }
-
- private:
-  int port_;
-  pid_t pid_ = -1;
-};
-
 class FahaBenchTest : public ::testing::Test {
  protected:
   void SetUp() override {

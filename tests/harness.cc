@@ -365,4 +365,107 @@ std::string RawExchange(int port, const std::string& bytes, int timeout_ms,
   return out;
 }
 
+RespConnection::RespConnection(int port, int timeout_ms) : timeout_ms_(timeout_ms) {
+  fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd_);
+    fd_ = -1;
+  }
+}
+
+RespConnection::~RespConnection() {
+  if (fd_ >= 0) close(fd_);
+}
+
+std::string RespConnection::Call(const std::vector<std::string>& args) {
+  if (fd_ < 0) return "<not connected>";
+  std::string req = "*" + std::to_string(args.size()) + "\r\n";
+  for (const auto& a : args) req += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+  for (size_t sent = 0; sent < req.size();) {
+    ssize_t n = send(fd_, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return "<send failed>";
+    sent += static_cast<size_t>(n);
+  }
+  deadline_ms_ = MonoMs() + timeout_ms_;
+  size_t end = 0;
+  if (!ReadValue(&end)) return "<no whole reply: " + in_ + ">";
+  std::string reply = in_.substr(0, end);
+  in_.erase(0, end);
+  return reply;
+}
+
+bool RespConnection::Fill() {
+  while (MonoMs() < deadline_ms_) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    char buf[65536];
+    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    if (n <= 0) return false;
+    in_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+  return false;
+}
+
+bool RespConnection::ReadLine(size_t pos, size_t* eol) {
+  while ((*eol = in_.find("\r\n", pos)) == std::string::npos) {
+    if (!Fill()) return false;
+  }
+  return true;
+}
+
+bool RespConnection::ReadValue(size_t* pos) {
+  size_t eol;
+  if (!ReadLine(*pos, &eol)) return false;
+  const char type = in_[*pos];
+  const long long n = std::atoll(in_.c_str() + *pos + 1);
+  *pos = eol + 2;
+  if (type == '$' && n >= 0) {
+    while (in_.size() < *pos + static_cast<size_t>(n) + 2) {
+      if (!Fill()) return false;
+    }
+    *pos += static_cast<size_t>(n) + 2;
+  } else if (type == '*') {
+    for (long long i = 0; i < n; i++) {
+      if (!ReadValue(pos)) return false;
+    }
+  }
+  return true;
+}
+
+RedisServer::RedisServer(const std::string& dir, std::vector<std::string> flags)
+    : port_(FreePort()) {
+  std::vector<std::string> args = {
+      "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir,
+      "--save",       ""};
+  args.insert(args.end(), flags.begin(), flags.end());
+  pid_ = fork();
+  if (pid_ == 0) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execvp(argv[0], argv.data());
+    _exit(127);
+  }
+}
+
+RedisServer::~RedisServer() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+bool RedisServer::WaitReady() {
+  for (int64_t deadline = MonoMs() + 10000; MonoMs() < deadline;) {
+    if (RunTool({"redis-cli", "-p", std::to_string(port_), "PING"}).out == "PONG\n") return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
 }  // namespace faha::test

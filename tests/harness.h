@@ -98,6 +98,47 @@ class ServerProcess {
 std::string RawExchange(int port, const std::string& bytes, int timeout_ms = 5000,
                         bool* closed_by_server = nullptr);
 
+// A RESP connection to 127.0.0.1:port (faha-server or redis-server) that
+// sends one command at a time and returns the raw bytes of its reply, so
+// replies can be compared byte for byte. "<...>" on a failure.
+class RespConnection {
+ public:
+  explicit RespConnection(int port, int timeout_ms = 10000);
+  ~RespConnection();
+  RespConnection(const RespConnection&) = delete;
+  RespConnection& operator=(const RespConnection&) = delete;
+  std::string Call(const std::vector<std::string>& args);
+
+ private:
+  // Reads one whole RESP value from the buffer at *pos (more from the socket
+  // as needed) and advances *pos past it. False on a timeout or a close.
+  bool ReadValue(size_t* pos);
+  bool ReadLine(size_t pos, size_t* eol);
+  bool Fill();
+
+  int fd_ = -1;
+  int timeout_ms_;
+  int64_t deadline_ms_ = 0;
+  std::string in_;
+};
+
+// A redis-server on a free loopback port with its own directory, without
+// persistence unless `flags` ask for it; killed by pid.
+class RedisServer {
+ public:
+  RedisServer(const std::string& dir, std::vector<std::string> flags = {});
+  ~RedisServer();
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+  // Polls PING until it answers.
+  bool WaitReady();
+  int port() const { return port_; }
+
+ private:
+  int port_;
+  pid_t pid_ = -1;
+};
+
 }  // namespace faha::test
 
 #endif  // FAHA_TESTS_HARNESS_H_
