@@ -44,6 +44,7 @@
 #include "bench/history_check.h"
 #include "bench/netns.h"
 #include "common/clock.h"
+#include "common/process.h"
 #include "coord/etcd_client.h"
 #include "coord/etcd_testing.h"
 #include "faha/client.h"
@@ -176,19 +177,14 @@ class Cluster {
     std::stringstream extra(FLAGS_server_flags);
     for (std::string f; extra >> f;) server.push_back(f);
     args.insert(args.end(), server.begin(), server.end());
-    pid_t pid = fork();
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      int fd = open(n->log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execvp(argv[0], argv.data());
-      _exit(127);
+    faha::SpawnOptions o;
+    o.log_path = n->log;
+    auto pid = faha::Spawn(args, o);
+    if (!pid.ok()) {
+      fprintf(stderr, "faha-drill: start %s: %s\n", n->id.c_str(), pid.status().ToString().c_str());
+      return;
     }
-    n->pid = pid;
+    n->pid = *pid;
     n->stopped = false;
   }
   void Kill(Node* n, int sig) {

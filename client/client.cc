@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/native_protocol.h"
+#include "common/net.h"
 #include "common/resp.h"
 #include "rdma/verbs.h"
 
@@ -28,8 +29,7 @@ int64_t NowMs() {
       .count();
 }
 
-Status ParseAddress(std::string address, std::string* host, std::string* port,
-                    bool* rdma = nullptr) {
+Status ParseAddress(std::string address, std::string* host, int* port, bool* rdma = nullptr) {
   const std::string kScheme = "native://", kRdma = "rdma://";
   if (rdma) *rdma = false;
   if (address.rfind(kScheme, 0) == 0) {
@@ -42,15 +42,7 @@ Status ParseAddress(std::string address, std::string* host, std::string* port,
     return Status::InvalidArgument("unsupported address scheme in '" + address +
                                    "' (use native://HOST:PORT for TCP or rdma://HOST:PORT)");
   }
-  size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon + 1 == address.size()) {
-    return Status::InvalidArgument("address '" + address + "' is not HOST:PORT");
-  }
-  *host = address.substr(0, colon);
-  *port = address.substr(colon + 1);
-  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
+  FAHA_RETURN_IF_ERROR(net::ParseHostPort(address, host, port));
   if (host->empty()) *host = "127.0.0.1";
   return Status::OK();
 }
@@ -130,12 +122,13 @@ struct Client::Impl {
     in.clear();
     in_pos = 0;
     connected = address;
-    std::string host, port;
+    std::string host;
+    int port = 0;
     bool use_rdma = false;
     FAHA_RETURN_IF_ERROR(ParseAddress(address, &host, &port, &use_rdma));
     if (use_rdma) {
       rdma::VerbsOptions vo;  // no keepalive: an idle client reads nothing
-      auto s = rdma::VerbsConnect(host, std::atoi(port.c_str()),
+      auto s = rdma::VerbsConnect(host, port,
                                   rdma::EncodeConnectData(rdma::ConnectKind::kClient, ""), vo,
                                   // rdma_cm setup takes longer than a TCP connect
                                   std::max(timeout_ms, options.connect_timeout_ms));
@@ -143,48 +136,12 @@ struct Client::Impl {
       verbs = std::move(*s);
       return Status::OK();
     }
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0) {
-      return Status::InvalidArgument("cannot resolve '" + host + "': " + gai_strerror(rc));
-    }
-    Status last = Status::Unavailable("no address for " + connected);
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      int s =
-          socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-      if (s < 0) continue;
-      rc = connect(s, ai->ai_addr, ai->ai_addrlen);
-      if (rc != 0 && errno == EINPROGRESS) {
-        pollfd p{s, POLLOUT, 0};
-        rc = poll(&p, 1, timeout_ms);
-        if (rc == 0) {
-          close(s);
-          last = Status::Timeout("connect to " + connected + " timed out after " +
-                                 std::to_string(timeout_ms) + " ms");
-          continue;
-        }
-        int err = 0;
-        socklen_t len = sizeof(err);
-        getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
-        rc = err == 0 ? 0 : -1;
-        errno = err;
-      }
-      if (rc != 0) {
-        last = Status::Unavailable("connect to " + connected + ": " + strerror(errno));
-        close(s);
-        continue;
-      }
-      int one = 1;
-      setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      fd = s;
-      freeaddrinfo(res);
-      return Status::OK();
-    }
-    freeaddrinfo(res);
-    return last;
+    net::ConnectOptions co;
+    co.timeout_ms = timeout_ms;
+    auto s = net::ConnectTcp(host, port, co);
+    if (!s.ok()) return s.status();
+    fd = *s;
+    return Status::OK();
   }
 
   void Enqueue(native::Op op, std::string_view key, std::string_view value, int64_t arg,

@@ -21,15 +21,16 @@
 #include <thread>
 #include <vector>
 
+#include "common/net.h"
+#include "common/process.h"
 #include "common/stopped.h"
+#include "common/strings.h"
 #include "coord/etcd_client.h"
 
 namespace faha::coord {
 namespace {
 
 constexpr int kLaunchAttempts = 3;  // a picked port can be taken before etcd binds it
-
-std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
 // waitpid that retries on EINTR.
 pid_t WaitPid(pid_t pid, int* status, int flags) {
@@ -49,34 +50,17 @@ std::string DescribeExit(int status) {
 }  // namespace
 
 Status PickFreePorts(int* a, int* b) {
-  int fds[2] = {-1, -1};
-  int ports[2] = {0, 0};
-  Status s;
-  for (int i = 0; i < 2 && s.ok(); ++i) {
-    fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fds[i] < 0) {
-      s = Status::IOError(Errno("socket"));
-      break;
-    }
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    socklen_t len = sizeof(addr);
-    if (bind(fds[i], reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      s = Status::IOError(Errno("bind 127.0.0.1:0"));
-    } else if (getsockname(fds[i], reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      s = Status::IOError(Errno("getsockname"));
-    } else {
-      ports[i] = ntohs(addr.sin_port);
-    }
+  StatusOr<int> first = net::FreeLoopbackPort();
+  if (!first.ok()) return first.status();
+  for (int attempt = 0; attempt < 10; attempt++) {
+    StatusOr<int> second = net::FreeLoopbackPort();
+    if (!second.ok()) return second.status();
+    if (*second == *first) continue;  // released, then handed out again
+    *a = *first;
+    *b = *second;
+    return Status::OK();
   }
-  for (int fd : fds) {
-    if (fd >= 0) close(fd);
-  }
-  *a = ports[0];
-  *b = ports[1];
-  return s;
+  return Status::Unavailable("no second free loopback port");
 }
 
 EtcdProcess::~EtcdProcess() {
@@ -159,30 +143,12 @@ Status EtcdProcess::Launch(int deadline_ms) {
                                    "200",
                                    "--log-level",
                                    "error"};
-  // Everything the child needs is built before fork(): between fork and exec
-  // only async-signal-safe calls are allowed.
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
   const std::string log = log_path();
-  const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) return Status::IOError(Errno(log.c_str()));
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    close(log_fd);
-    return Status::IOError(Errno("fork"));
-  }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);  // the parent died before prctl
-    dup2(log_fd, STDOUT_FILENO);
-    dup2(log_fd, STDERR_FILENO);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  close(log_fd);
-  pid_ = pid;
+  SpawnOptions o;
+  o.log_path = log;
+  StatusOr<pid_t> pid = Spawn(args, o);
+  if (!pid.ok()) return pid.status();
+  pid_ = *pid;
 
   StatusOr<std::unique_ptr<EtcdClient>> client = EtcdClient::Create(client_url, 1000);
   if (!client.ok()) return client.status();

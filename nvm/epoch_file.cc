@@ -8,14 +8,13 @@
 
 #include "common/checksum.h"
 #include "common/coding.h"
+#include "common/strings.h"
 
 namespace faha::nvm {
 namespace {
 
 constexpr uint32_t kEpochMagic = 0x45484146;  // "FAHE"
 constexpr size_t kFileBytes = 32;
-
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 std::string DirOf(const std::string& path) { return path.substr(0, path.rfind('/')); }
 

@@ -33,12 +33,12 @@
 
 #include "common/logging.h"
 #include "common/mutex.h"
+#include "common/strings.h"
 #include "nvm/log_device.h"
 
 namespace faha::nvm {
 namespace {
 
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 std::string PmemError(const std::string& what, int rc = 0) {
   std::string msg = pmem2_errormsg();
   if (msg.empty() && rc != 0) msg = strerror(rc < 0 ? -rc : rc);

@@ -15,13 +15,13 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "common/net.h"
+#include "common/strings.h"
 #include "rdma/byte_stream.h"
 #include "rdma/transport.h"
 
 namespace faha::rdma {
 namespace {
-
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 class TcpStream final : public ByteStream {
  public:
@@ -172,71 +172,23 @@ class TcpTransport final : public Transport {
   std::string name() const override { return "tcp"; }
 
   StatusOr<std::unique_ptr<Channel>> Connect(const std::string& address, int timeout_ms) override {
-    size_t colon = address.rfind(':');
-    if (colon == std::string::npos) {
-      return Status::InvalidArgument("replication address '" + address + "' is not HOST:PORT");
-    }
-    std::string host = address.substr(0, colon), port = address.substr(colon + 1);
-    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0) return Status::InvalidArgument("cannot resolve " + host + ": " + gai_strerror(rc));
-    Status last = Status::Unavailable("no address for " + address);
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (fd < 0) continue;
-      rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-      if (rc != 0 && errno == EINPROGRESS) {
-        pollfd p{fd, POLLOUT, 0};
-        if (poll(&p, 1, timeout_ms) <= 0) {
-          close(fd);
-          last = Status::Timeout("connecting to " + address + " timed out");
-          continue;
-        }
-        int err = 0;
-        socklen_t len = sizeof(err);
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        rc = err ? -1 : 0;
-        errno = err;
-      }
-      if (rc != 0) {
-        last = Status::Unavailable(Errno("connect to " + address));
-        close(fd);
-        continue;
-      }
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      freeaddrinfo(res);
-      auto ch = std::make_unique<StreamChannel>(std::make_unique<TcpStream>(fd, address), options_);
-      FAHA_RETURN_IF_ERROR(ch->AuthenticateToPeer());
-      return std::unique_ptr<Channel>(std::move(ch));
-    }
-    freeaddrinfo(res);
-    return last;
+    std::string host;
+    int port = 0;
+    FAHA_RETURN_IF_ERROR(net::ParseHostPort(address, &host, &port, "replication address"));
+    net::ConnectOptions o;
+    o.timeout_ms = timeout_ms;
+    auto fd = net::ConnectTcp(host, port, o);
+    if (!fd.ok()) return fd.status();
+    auto ch = std::make_unique<StreamChannel>(std::make_unique<TcpStream>(*fd, address), options_);
+    FAHA_RETURN_IF_ERROR(ch->AuthenticateToPeer());
+    return std::unique_ptr<Channel>(std::move(ch));
   }
 
   StatusOr<std::unique_ptr<Listener>> Listen(const std::string& bind_addr, int port) override {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    if (inet_pton(AF_INET, bind_addr.c_str(), &a.sin_addr) != 1) {
-      return Status::InvalidArgument("'" + bind_addr + "' is not an IPv4 address");
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) return Status::IOError(Errno("socket"));
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(fd, 64) != 0) {
-      Status s = Status::IOError(Errno("listen on " + bind_addr + ":" + std::to_string(port)));
-      close(fd);
-      return s;
-    }
-    socklen_t len = sizeof(a);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    return std::unique_ptr<Listener>(new TcpListener(fd, ntohs(a.sin_port), options_));
+    int bound = 0;
+    auto fd = net::ListenTcp(bind_addr, port, 64, &bound);
+    if (!fd.ok()) return fd.status();
+    return std::unique_ptr<Listener>(new TcpListener(*fd, bound, options_));
   }
 
  private:

@@ -23,6 +23,7 @@
 
 #include "common/clock.h"
 #include "common/mutex.h"
+#include "common/strings.h"
 
 namespace faha::rdma {
 namespace {
@@ -44,8 +45,6 @@ constexpr uint64_t kWrSetup = 1, kWrData = 2, kWrCredit = 3;
 constexpr int kSetupBytes = 64;
 
 std::atomic<bool (*)(const void*, size_t)> g_remote_guard{nullptr};
-
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 // The word a peer writes our send credits into. The check lets a reader tell
 // a completely written value from one caught half way through an RDMA WRITE.

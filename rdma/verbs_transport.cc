@@ -6,6 +6,7 @@
 // which also defeats a replayed request.
 #include <openssl/rand.h>
 
+#include "common/net.h"
 #include "rdma/byte_stream.h"
 #include "rdma/verbs.h"
 
@@ -25,20 +26,6 @@ VerbsOptions ReplicationStreamOptions() {
   o.keepalive_ms = 200;
   o.dead_peer_ms = 2000;
   return o;
-}
-
-Status SplitHostPort(const std::string& address, std::string* host, int* port) {
-  size_t colon = address.rfind(':');
-  if (colon == std::string::npos) {
-    return Status::InvalidArgument("replication address '" + address + "' is not HOST:PORT");
-  }
-  *host = address.substr(0, colon);
-  try {
-    *port = std::stoi(address.substr(colon + 1));
-  } catch (...) {
-    return Status::InvalidArgument("replication address '" + address + "' has no port number");
-  }
-  return Status::OK();
 }
 
 class VerbsChannelListener final : public Listener {
@@ -82,7 +69,7 @@ class VerbsTransport final : public Transport {
   StatusOr<std::unique_ptr<Channel>> Connect(const std::string& address, int timeout_ms) override {
     std::string host;
     int port = 0;
-    FAHA_RETURN_IF_ERROR(SplitHostPort(address, &host, &port));
+    FAHA_RETURN_IF_ERROR(net::ParseHostPort(address, &host, &port, "replication address"));
     unsigned char nonce[kConnectNonce];
     if (RAND_bytes(nonce, sizeof(nonce)) != 1) return Status::IOError("RAND_bytes failed");
     std::string rest(reinterpret_cast<char*>(nonce), sizeof(nonce));

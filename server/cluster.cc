@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/mutex.h"
+#include "common/net.h"
 #include "common/resp.h"
 #include "server/store.h"
 
@@ -34,34 +35,15 @@ constexpr int64_t kLeaseMarginMs = 50;
 // process that served it is gone), within timeout_ms. False if it accepts,
 // stays silent, or cannot be resolved.
 bool RefusesConnections(const std::string& address, int timeout_ms) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos) return false;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST;
-  addrinfo* res = nullptr;
-  if (getaddrinfo(address.substr(0, colon).c_str(), address.substr(colon + 1).c_str(), &hints,
-                  &res) != 0) {
-    return false;
-  }
+  std::string host;
+  int port = 0;
+  if (!net::ParseHostPort(address, &host, &port).ok()) return false;
+  net::ConnectOptions o;
+  o.timeout_ms = timeout_ms;
+  o.numeric_host = true;
   bool refused = false;
-  const int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd >= 0) {
-    int rc = connect(fd, res->ai_addr, res->ai_addrlen);
-    int err = rc == 0 ? 0 : errno;
-    if (rc != 0 && err == EINPROGRESS) {
-      pollfd p{fd, POLLOUT, 0};
-      err = ETIMEDOUT;
-      if (poll(&p, 1, timeout_ms) > 0) {
-        socklen_t len = sizeof(err);
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      }
-    }
-    refused = err == ECONNREFUSED;
-    close(fd);
-  }
-  freeaddrinfo(res);
+  auto fd = net::ConnectTcp(host, port, o, &refused);
+  if (fd.ok()) close(*fd);
   return refused;
 }
 

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/strings.h"
 #include "server/command_table.h"
 #include "server/commands.h"
 #include "server/server.h"
@@ -43,8 +44,6 @@ struct CommandContext {
 inline constexpr const char* kVersion = "0.1.0";
 
 // Helpers shared by the handlers.
-std::string Lower(std::string_view s);
-bool EqNoCase(std::string_view a, std::string_view b);
 // A whole signed 64-bit decimal integer.
 bool ParseInt(std::string_view s, int64_t* v);
 

@@ -197,23 +197,6 @@ namespace {
 void CountError(Metrics* m) { m->errors.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace
 
-std::string Lower(std::string_view s) {
-  std::string r(s);
-  for (char& c : r) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return r;
-}
-
-bool EqNoCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); i++) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 bool ParseInt(std::string_view s, int64_t* v) {
   if (s.empty() || s.size() > 20) return false;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
@@ -294,7 +277,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
   const ServerOptions& opt = server_->options();
   Store* store = server_->store();
   const Metrics& m = *server_->metrics();
-  bool all = section == "default"sv || section == "all"sv || section == "everything"sv;
+  const bool all = section == "default"sv || section == "all"sv || section == "everything"sv;
   std::string t;
   auto line = [&](const std::string& k, const std::string& v) { t += k + ":" + v + "\r\n"; };
   auto num = [](double v) {
@@ -302,8 +285,18 @@ void Commands::Info(std::string_view section, std::string* out) const {
     snprintf(b, sizeof(b), "%.2f", v);
     return std::string(b);
   };
-  if (all || section == "server"sv) {
-    t += "# Server\r\n";
+  // Each section: its header, what is not a metric, then its metrics
+  // (server/metrics.cc, the same list /metrics shows).
+  auto begin = [&](std::string_view name, std::string_view title) {
+    if (!all && section != name) return false;
+    t.append("# ").append(title).append("\r\n");
+    return true;
+  };
+  auto end = [&](std::string_view name) {
+    AppendInfoMetrics(m, name, &t);
+    t += "\r\n";
+  };
+  if (begin("server", "Server")) {
     line("redis_version", "7.0.0");
     line("faha_version", kVersion);
     line("redis_mode", "standalone");
@@ -313,55 +306,28 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("io_threads", std::to_string(opt.io_threads));
     line("metrics_port", std::to_string(opt.metrics_port));
     line("rdma", opt.rdma_info.empty() ? "off" : opt.rdma_info);
-    t += "\r\n";
+    end("server");
   }
-  if (all || section == "clients"sv) {
-    t += "# Clients\r\n";
-    line("connected_clients", std::to_string(m.connections_current.load()));
+  if (begin("clients", "Clients")) {
     line("maxclients", std::to_string(opt.max_clients));
-    t += "\r\n";
+    end("clients");
   }
-  if (all || section == "memory"sv) {
-    uint64_t keys = store->KeyCount();
-    uint64_t idx = store->IndexMemoryBytes();
-    t += "# Memory\r\n";
+  if (begin("memory", "Memory")) {
+    const uint64_t keys = store->KeyCount();
     line("used_memory_rss", std::to_string(RssBytes()));
-    line("index_memory_bytes", std::to_string(idx));
-    line("index_bytes_per_key", keys ? num(static_cast<double>(idx) / keys) : "0");
-    line("hot_cache_bytes", std::to_string(store->hot().bytes()));
+    line("index_bytes_per_key",
+         keys ? num(static_cast<double>(store->IndexMemoryBytes()) / keys) : "0");
     line("hot_cache_budget", std::to_string(store->hot().budget()));
-    line("hot_cache_keys", std::to_string(store->hot().size()));
     line("log_mapped_bytes", std::to_string(store->log().file_bytes()));
-    t += "\r\n";
+    end("memory");
   }
-  if (all || section == "persistence"sv) {
+  if (begin("persistence", "Persistence")) {
     const nvm::RecoveryReport& r = opt.recovery;
-    t += "# Persistence\r\n";
     line("log_dir", opt.data_dir);
     line("log_granularity", store->log().Granularity());
-    line("log_bytes", std::to_string(store->log().bytes_written()));
-    line("log_segments", std::to_string(store->log().segment_count()));
     line("log_segment_bytes", std::to_string(store->log().segment_bytes()));
-    // What the log occupies on the media, and what log cleaning did.
-    line("log_file_bytes", std::to_string(store->log().file_bytes()));
     // Cleaned or truncated segments that replies still send big values from.
     line("log_retired_held_bytes", std::to_string(store->log().RetiredHeldBytes()));
-    line("log_segments_cleaned", std::to_string(store->log().segments_cleaned()));
-    line("clean_passes", std::to_string(m.clean_passes.load()));
-    line("clean_records_moved", std::to_string(m.clean_records_moved.load()));
-    line("clean_bytes_reclaimed", std::to_string(m.clean_bytes_reclaimed.load()));
-    line("clean_expired_reclaimed", std::to_string(m.clean_expired_reclaimed.load()));
-    line("clean_failures", std::to_string(m.clean_failures.load()));
-    line("clean_misjudged", std::to_string(m.clean_misjudged.load()));
-    line("committed_lsn", std::to_string(store->committed_lsn()));
-    line("log_batches", std::to_string(m.batches.load()));
-    line("log_records", std::to_string(m.batch_records.load()));
-    line("inline_groups", std::to_string(m.inline_groups.load()));
-    line("batch_bytes_avg", num(m.batch_bytes.Mean()));
-    line("batch_ops_avg", num(m.batch_ops.Mean()));
-    line("batch_ops_p99", std::to_string(m.batch_ops.Percentile(0.99)));
-    line("persist_usec_p50", std::to_string(m.persist_us.Percentile(0.5)));
-    line("persist_usec_p99", std::to_string(m.persist_us.Percentile(0.99)));
     line("log_failed", store->failed() ? "1" : "0");
     line("recovery_keys", std::to_string(opt.recovered_keys));
     line("recovery_records", std::to_string(r.records));
@@ -372,48 +338,15 @@ void Commands::Info(std::string_view section, std::string* out) const {
     line("recovery_dropped_corrupt", r.dropped_corrupt ? "1" : "0");
     line("aof_enabled", "0");
     line("rdb_changes_since_last_save", "0");
-    t += "\r\n";
+    end("persistence");
   }
-  if (all || section == "stats"sv) {
+  if (begin("stats", "Stats")) {
     uint64_t total = 0;
     for (int c = 0; c < kOpClasses; c++) total += m.ops[c].load();
-    t += "# Stats\r\n";
-    line("total_connections_received", std::to_string(m.connections_total.load()));
     line("total_commands_processed", std::to_string(total));
-    for (int c = 0; c < kOpClasses; c++) {
-      std::string n = OpClassName(static_cast<OpClass>(c));
-      line("ops_" + n, std::to_string(m.ops[c].load()));
-      line("latency_" + n + "_usec_p50", std::to_string(m.op_latency_us[c].Percentile(0.5)));
-      line("latency_" + n + "_usec_p99", std::to_string(m.op_latency_us[c].Percentile(0.99)));
-    }
-    line("keyspace_hits", std::to_string(m.keyspace_hits.load()));
-    line("keyspace_misses", std::to_string(m.keyspace_misses.load()));
-    // Reader lookups of present keys: from the hot layer (DRAM) or from the log.
-    line("key_hot_hits", std::to_string(m.key_hot_hits.load()));
-    line("key_log_reads", std::to_string(m.key_log_reads.load()));
-    line("hot_promotions", std::to_string(m.hot_promotions.load()));
-    line("hot_demotions", std::to_string(m.hot_demotions.load()));
-    line("hot_updates", std::to_string(m.hot_updates.load()));
-    line("rejected_connections", std::to_string(m.connections_rejected.load()));
-    line("client_memory", std::to_string(m.client_memory_bytes.load()));
-    line("clients_closed_output_limit", std::to_string(m.clients_closed_output_limit.load()));
-    line("evicted_clients", std::to_string(m.clients_evicted_memory.load()));
-    line("clients_closed_idle", std::to_string(m.clients_closed_idle.load()));
-    line("clients_closed_preauth", std::to_string(m.clients_closed_preauth.load()));
-    line("clients_closed_body_timeout", std::to_string(m.clients_closed_body.load()));
-    line("accept_fd_exhausted", std::to_string(m.accept_fd_exhausted.load()));
-    line("log_full_refusals", std::to_string(m.log_full_refusals.load()));
-    line("rdma_connections_total", std::to_string(m.rdma_connections_total.load()));
-    line("rdma_regions_exposed_total", std::to_string(m.rdma_regions_exposed_total.load()));
-    line("rdma_log_regions_exposed_total", std::to_string(m.rdma_log_regions_exposed_total.load()));
-    line("total_error_replies", std::to_string(m.errors.load()));
-    line("protocol_errors", std::to_string(m.protocol_errors.load()));
-    line("auth_failures", std::to_string(m.auth_failures.load()));
-    line("duplicate_writes", std::to_string(m.duplicate_writes.load()));
-    t += "\r\n";
+    end("stats");
   }
-  if (all || section == "replication"sv) {
-    t += "# Replication\r\n";
+  if (begin("replication", "Replication")) {
     if (opt.replication) {
       opt.replication->AppendInfo(&t);
     } else {
@@ -421,12 +354,9 @@ void Commands::Info(std::string_view section, std::string* out) const {
     }
     t += "\r\n";
   }
-  if (all || section == "keyspace"sv) {
-    t += "# Keyspace\r\n";
-    if (store->KeyCount() > 0) {
-      line("db0", "keys=" + std::to_string(store->KeyCount()) +
-                      ",expires=" + std::to_string(store->KeysWithExpiry()) + ",avg_ttl=0");
-    }
+  if (begin("keyspace", "Keyspace") && store->KeyCount() > 0) {
+    line("db0", "keys=" + std::to_string(store->KeyCount()) +
+                    ",expires=" + std::to_string(store->KeysWithExpiry()) + ",avg_ttl=0");
   }
   resp::AppendBulk(out, t);
 }

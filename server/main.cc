@@ -362,6 +362,20 @@ bool LoadSecret(std::string* secret) {
   }
   return true;
 }
+
+// The gauges INFO and /metrics read from the store (server/metrics.cc).
+void ProvideGauges(faha::Metrics* metrics, faha::Store* st) {
+  metrics->log_bytes = [st] { return st->log().bytes_written(); };
+  metrics->log_segments = [st] { return st->log().segment_count(); };
+  metrics->index_keys = [st] { return st->KeyCount(); };
+  metrics->index_memory_bytes = [st] { return st->IndexMemoryBytes(); };
+  metrics->log_file_bytes = [st] { return st->log().file_bytes(); };
+  metrics->log_segments_cleaned = [st] { return st->log().segments_cleaned(); };
+  metrics->hot_cache_bytes = [st] { return st->hot().bytes(); };
+  metrics->hot_cache_keys = [st] { return st->hot().size(); };
+  metrics->committed_lsn = [st] { return st->committed_lsn(); };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -510,10 +524,7 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(segments * FLAGS_segment_mb),
                   static_cast<double>(faha::MonoUs() - t0) / 1e6);
   }
-  metrics.log_bytes = [st] { return st->log().bytes_written(); };
-  metrics.log_segments = [st] { return st->log().segment_count(); };
-  metrics.index_keys = [st] { return st->KeyCount(); };
-  metrics.index_memory_bytes = [st] { return st->IndexMemoryBytes(); };
+  ProvideGauges(&metrics, st);
 
   faha::ServerOptions opt;
   opt.bind = FLAGS_bind;

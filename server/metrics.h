@@ -10,6 +10,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/histogram.h"
@@ -80,7 +82,46 @@ struct Metrics {
   std::function<uint64_t()> index_keys;
   std::function<uint64_t()> index_memory_bytes;
   std::function<uint64_t()> log_segments;
+  std::function<uint64_t()> log_file_bytes;
+  std::function<uint64_t()> log_segments_cleaned;
+  std::function<uint64_t()> hot_cache_bytes;
+  std::function<uint64_t()> hot_cache_keys;
+  std::function<uint64_t()> committed_lsn;
 };
+
+// One counter or gauge as both INFO and Prometheus /metrics show it: every
+// metric is described once here (MetricDescriptors), and both iterate the
+// list. Metrics sharing a Prometheus name differ by their label.
+struct MetricDesc {
+  std::string_view section;    // INFO section: clients, memory, persistence, stats
+  std::string_view info_name;  // INFO field
+  std::string_view prom_name;  // Prometheus name
+  std::string_view help;
+  bool counter;                 // else a gauge
+  std::string_view label_name;  // "" or e.g. "reason"
+  std::string_view label_value;
+  // Its value now; -1 when the server did not provide it (a gauge not set).
+  int64_t (*value)(const Metrics& m);
+};
+const std::vector<MetricDesc>& MetricDescriptors();
+
+// A histogram: Prometheus buckets; INFO shows its mean, median and 99th
+// percentile as <info_name>_avg, _p50 and _p99.
+struct HistogramDesc {
+  std::string_view section;
+  std::string_view info_name;  // e.g. "persist_usec": persist_usec_p50, _p99
+  std::string_view prom_name;
+  std::string_view help;
+  std::string_view label_name;
+  std::string_view label_value;
+  const Histogram& (*histogram)(const Metrics& m);
+  int edge_from, edge_to;  // bucket edges 2^k - 1 for k in [edge_from, edge_to]
+  double scale;            // Prometheus unit per histogram unit (1e-6: us -> s)
+};
+const std::vector<HistogramDesc>& HistogramDescriptors();
+
+// Appends "name:value\r\n" for each metric and histogram of INFO `section`.
+void AppendInfoMetrics(const Metrics& m, std::string_view section, std::string* out);
 
 // Exposes `metrics` (which must outlive it) in Prometheus text format.
 class MetricsCollectable : public prometheus::Collectable {

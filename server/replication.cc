@@ -9,6 +9,7 @@
 #include "common/coding.h"
 #include "common/logging.h"
 #include "common/mutex.h"
+#include "common/net.h"
 #include "common/resp.h"
 #include "server/store.h"
 
@@ -33,11 +34,12 @@ struct JoinPoint {
 };
 static_assert(sizeof(JoinPoint) == 24);
 
-// "host:port" -> ("host", port); port 0 if malformed.
-std::pair<std::string, int64_t> SplitAddress(const std::string& a) {
-  size_t colon = a.rfind(':');
-  if (colon == std::string::npos) return {a, 0};
-  return {a.substr(0, colon), std::atoll(a.c_str() + colon + 1)};
+// "host:port" -> ("host", port); (address, 0) if it is not HOST:PORT (no primary yet).
+std::pair<std::string, int> SplitAddress(const std::string& a) {
+  std::string host;
+  int port = 0;
+  if (!net::ParseHostPort(a, &host, &port).ok()) return {a, 0};
+  return {host, port};
 }
 
 }  // namespace

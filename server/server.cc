@@ -22,6 +22,7 @@
 #include "common/logging.h"
 #include "common/mutex.h"
 #include "common/native_protocol.h"
+#include "common/net.h"
 #include "common/resp.h"
 #include "server/commands.h"
 
@@ -1058,27 +1059,9 @@ Status Server::Start() {
   start_ms_ = WallMs();
   shutdown_fd_ = eventfd(0, EFD_CLOEXEC);
   if (shutdown_fd_ < 0) return Status::IOError(std::string("eventfd: ") + strerror(errno));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(options_.port));
-  if (inet_pton(AF_INET, options_.bind.c_str(), &addr.sin_addr) != 1) {
-    return Status::InvalidArgument("--bind: '" + options_.bind + "' is not an IPv4 address");
-  }
-  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    Status s = Status::IOError("bind " + options_.bind + ":" + std::to_string(options_.port) +
-                               ": " + strerror(errno));
-    close(listen_fd_);
-    listen_fd_ = -1;
-    return s;
-  }
-  if (listen(listen_fd_, 511) != 0)
-    return Status::IOError(std::string("listen: ") + strerror(errno));
-  socklen_t len = sizeof(addr);
-  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  bound_port_ = ntohs(addr.sin_port);
+  auto listening = net::ListenTcp(options_.bind, options_.port, 511, &bound_port_);
+  if (!listening.ok()) return listening.status().WithPrefix("--bind/--port: ");
+  listen_fd_ = *listening;
   int n = std::max(1, options_.io_threads);
   for (int i = 0; i < n; i++) {
     threads_.push_back(std::make_unique<IoThread>(this, i));

@@ -23,6 +23,8 @@
 #include <thread>
 
 #include "common/clock.h"
+#include "common/net.h"
+#include "common/process.h"
 #include "common/stopped.h"
 #include "faha/client.h"
 
@@ -71,16 +73,9 @@ double TestSlowdown() {
 }
 
 int FreePort() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) throw std::runtime_error("bind");
-  socklen_t len = sizeof(a);
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
+  StatusOr<int> port = net::FreeLoopbackPort();
+  if (!port.ok()) throw std::runtime_error(port.status().ToString());
+  return *port;
 }
 
 TempDir::TempDir() {
@@ -256,22 +251,13 @@ void ServerProcess::Start() {
                                    "--port=" + std::to_string(port_), "--bind=" + TestHost(),
                                    "--metrics_port=-1"};
   for (const auto& f : flags_) argv.push_back(f);
-  pid_ = fork();
-  if (pid_ == 0) {
-    int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 2);
-    dup2(fd, 1);
-    close(fd);
-    if (nofile_ > 0) {
-      rlimit rl{static_cast<rlim_t>(nofile_), static_cast<rlim_t>(nofile_)};
-      setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
+  SpawnOptions o;
+  o.log_path = log_path_;
+  o.die_with_parent = false;  // PR_SET_PDEATHSIG follows the forking thread, not the test
+  o.open_files_limit = nofile_;
+  auto pid = Spawn(argv, o);
+  if (!pid.ok()) throw std::runtime_error("start faha-server: " + pid.status().ToString());
+  pid_ = *pid;
 }
 
 bool ServerProcess::WaitReady(int timeout_ms) {
@@ -443,14 +429,11 @@ RedisServer::RedisServer(const std::string& dir, std::vector<std::string> flags)
       "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir,
       "--save",       ""};
   args.insert(args.end(), flags.begin(), flags.end());
-  pid_ = fork();
-  if (pid_ == 0) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execvp(argv[0], argv.data());
-    _exit(127);
-  }
+  SpawnOptions o;
+  o.die_with_parent = false;
+  auto pid = Spawn(args, o);
+  if (!pid.ok()) throw std::runtime_error("start redis-server: " + pid.status().ToString());
+  pid_ = *pid;
 }
 
 RedisServer::~RedisServer() {

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "faha/client.h"
+#include "server/metrics.h"
 #include "tests/harness.h"
 
 namespace faha::test {
@@ -374,6 +375,24 @@ TEST_F(ServerTest, InfoAndPrometheusMetrics) {
   for (const char* want : {"faha_ops_total{class=\"write\"} 100", "faha_op_latency_seconds_bucket",
                            "faha_log_bytes", "faha_batch_bytes_bucket", "faha_index_keys 100"}) {
     EXPECT_NE(http.find(want), std::string::npos) << want << "\n" << http.substr(0, 3000);
+  }
+  // Every metric is in both: INFO and /metrics iterate one descriptor list.
+  for (const MetricDesc& d : MetricDescriptors()) {
+    EXPECT_NE(info->str.find("\r\n" + std::string(d.info_name) + ":"), std::string::npos)
+        << d.info_name;
+    std::string prom = std::string(d.prom_name);
+    if (!d.label_name.empty()) {
+      prom += "{" + std::string(d.label_name) + "=\"" + std::string(d.label_value) + "\"}";
+    }
+    EXPECT_NE(http.find("\n" + prom + " "), std::string::npos) << prom;
+  }
+  for (const HistogramDesc& d : HistogramDescriptors()) {
+    for (const char* suffix : {"_avg:", "_p50:", "_p99:"}) {
+      EXPECT_NE(info->str.find("\r\n" + std::string(d.info_name) + suffix), std::string::npos)
+          << d.info_name << suffix;
+    }
+    EXPECT_NE(http.find("\n" + std::string(d.prom_name) + "_bucket{"), std::string::npos)
+        << d.prom_name;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/net.h"
 #include "common/resp.h"
 #include "faha/client.h"
 
@@ -39,29 +40,15 @@ class RespConn {
   ~RespConn() {
     if (fd_ >= 0) close(fd_);
   }
-  Status Connect(const std::string& host, const std::string& port, int timeout_ms) {
+  Status Connect(const std::string& host, int port, int timeout_ms) {
     timeout_ms_ = timeout_ms;
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0) return Status::InvalidArgument("cannot resolve " + host + ": " + gai_strerror(rc));
-    Status last = Status::Unavailable("no address for " + host);
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd < 0) continue;
-      if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        fd_ = fd;
-        break;
-      }
-      last = Status::Unavailable("connect to " + host + ":" + port + ": " + strerror(errno));
-      close(fd);
-    }
-    freeaddrinfo(res);
-    return fd_ >= 0 ? Status::OK() : last;
+    net::ConnectOptions o;
+    o.timeout_ms = timeout_ms;
+    o.nonblocking = false;
+    auto fd = net::ConnectTcp(host, port, o);
+    if (!fd.ok()) return fd.status();
+    fd_ = *fd;
+    return Status::OK();
   }
   // Sends the commands in one write, then reads one reply per command.
   using Command = std::vector<std::string_view>;
@@ -203,9 +190,10 @@ StatusOr<DBFactory> MakeDBFactory(const Properties& props) {
   if (!timeout.ok()) return timeout.status();
   const std::string password = props.Get("password", "");
   if (target.rfind("resp://", 0) == 0) {
-    const std::string hp = target.substr(7);
-    const size_t colon = hp.rfind(':');
-    if (colon == std::string::npos || hp.find(',') != std::string::npos) {
+    std::string host;
+    int port = 0;
+    if (target.find(',') != std::string::npos ||
+        !net::ParseHostPort(target.substr(7), &host, &port).ok()) {
       return Status::InvalidArgument("resp target must be resp://HOST:PORT");
     }
     RespDurability d;
@@ -218,7 +206,6 @@ StatusOr<DBFactory> MakeDBFactory(const Properties& props) {
       *out = *v;
     }
     if (d.waitaof_local > 1) return Status::InvalidArgument("redis.waitaof.local is 0 or 1");
-    const std::string host = hp.substr(0, colon), port = hp.substr(colon + 1);
     d.timeout_ms = static_cast<int>(*timeout);
     return DBFactory([host, port, d, password]() -> StatusOr<std::unique_ptr<DB>> {
       auto c = std::make_unique<RespConn>();
