@@ -2,10 +2,11 @@
 // std::shared_mutex and std::condition_variable carrying clang's capability
 // attributes, so that GUARDED_BY and REQUIRES on the members they protect are
 // checked by -Wthread-safety (leveldb's port::Mutex and abseil's Mutex do the
-// same). A condition is waited for in a loop written out at the call site,
+// same). A condition is waited for with a loop at the call site,
 //   while (!ready_) cv_.Wait(&mu_);
-// so the analysis sees every read of a guarded member under its mutex (a
-// predicate lambda would be analysed as a function of its own, without it).
+// or with a predicate lambda annotated REQUIRES(mu_), so that the analysis
+// checks its reads of guarded members too (an unannotated lambda is analysed
+// as a function of its own, without the mutex).
 #ifndef FAHA_COMMON_MUTEX_H_
 #define FAHA_COMMON_MUTEX_H_
 

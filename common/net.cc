@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/clock.h"
 #include "common/strings.h"
 
 namespace faha::net {
@@ -49,12 +50,16 @@ namespace {
 int ConnectOne(int fd, const addrinfo* ai, int timeout_ms) {
   if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return 0;
   if (errno != EINPROGRESS) return errno;
+  const int64_t deadline = MonoMs() + timeout_ms;
   pollfd p{fd, POLLOUT, 0};
-  int rc;
-  do {
-    rc = poll(&p, 1, timeout_ms);
-  } while (rc < 0 && errno == EINTR);
-  if (rc == 0) return ETIMEDOUT;
+  while (true) {
+    const int64_t left = deadline - MonoMs();
+    if (left <= 0) return ETIMEDOUT;
+    const int rc = poll(&p, 1, static_cast<int>(left));
+    if (rc > 0) break;
+    if (rc == 0) return ETIMEDOUT;
+    if (errno != EINTR) return errno;
+  }
   int err = 0;
   socklen_t len = sizeof(err);
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
@@ -125,6 +130,13 @@ StatusOr<int> ListenTcp(const std::string& bind_addr, int port, int backlog, int
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   if (bound_port) *bound_port = ntohs(a.sin_port);
   return fd;
+}
+
+std::pair<std::string, int> SplitForDisplay(const std::string& address) {
+  std::string host;
+  int port = 0;
+  if (!ParseHostPort(address, &host, &port).ok()) return {address, 0};
+  return {host, port};
 }
 
 StatusOr<int> FreeLoopbackPort() {

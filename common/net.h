@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "faha/status.h"
 
@@ -34,6 +35,10 @@ StatusOr<int> ConnectTcp(const std::string& host, int port, const ConnectOptions
 // Listens on the IPv4 address bind:port (port 0 picks a free one, then
 // *bound_port says which). The socket is non-blocking with SO_REUSEADDR.
 StatusOr<int> ListenTcp(const std::string& bind, int port, int backlog, int* bound_port);
+
+// HOST:PORT as (host, port) for display (INFO, ROLE); (address, 0) when it is
+// not HOST:PORT (e.g. no primary known yet).
+std::pair<std::string, int> SplitForDisplay(const std::string& address);
 
 // A TCP port of 127.0.0.1 that was free a moment ago (bound to port 0, read
 // back, released), for tests and tools that start servers.

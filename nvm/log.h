@@ -40,6 +40,9 @@ struct RecordView {
 // Decodes the record at `p`, which has `avail` readable bytes. Returns false if
 // the bytes cannot be a record (bounds or type).
 bool DecodeRecord(const char* p, size_t avail, RecordView* out, size_t* record_bytes);
+// A batch's checksum: of its header up to the checksum field, seeding that of
+// its payload (docs/format.md).
+uint64_t BatchChecksum(const BatchHeader& h, const char* payload);
 
 // Serializes records into the payload of one batch.
 class BatchBuilder {

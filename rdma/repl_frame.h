@@ -2,11 +2,24 @@
 // transport (TCP now, RDMA verbs later). Version 1, little-endian:
 //
 //   ReplFrameHeader (40 B) | body
-//   BATCH: body = the batch exactly as the primary's log holds it
-//          (nvm::BatchHeader with epoch, first LSN, length, checksum | payload)
-//   ACK:   no body; lsn = the last LSN durable on the sender
-//   HELLO: body = the peer's proof of the cluster secret; lsn = next LSN it needs
-//   ERROR: body = a message for a person (why a frame was refused)
+//   BATCH      primary -> backup. lsn = the batch's first LSN; body = the batch
+//              exactly as the primary's log holds it (nvm::BatchHeader with
+//              epoch, first LSN, length, checksum | payload).
+//   ACK        backup -> primary. lsn = the last LSN durable on the backup;
+//              body = the 8-byte stamp of the HEARTBEAT it answers, or empty.
+//   HELLO      primary -> backup, opening a session: lsn = the next LSN it will
+//              ship, body = its client address (HOST:PORT). The backup answers
+//              HELLO: lsn = the next LSN it needs, body = HelloReply.
+//   ERROR      either way: body = a message for a person (why a session or a
+//              frame was refused).
+//   HEARTBEAT  primary -> backup, when idle and periodically: lsn = the
+//              committed LSN, body = an 8-byte stamp (the primary's MonoUs) that
+//              the ACK echoes (the primary's read lease).
+//   TRUNCATE   primary -> backup: drop your log from LSN `lsn` on, then
+//              reconnect (a backup that holds batches the primary never
+//              committed).
+// Before any frame, the channel has proven the cluster secret
+// (StreamChannel, rdma/byte_stream.h).
 //
 // The header has its own checksum (covering header and body), so a damaged or
 // forged frame is refused before anything in it is trusted. Pure functions.
@@ -42,6 +55,15 @@ struct ReplFrameHeader {
   uint64_t checksum;  // XXH3-64 of header bytes [0, 32) seeding XXH3-64 of the body
 };
 static_assert(sizeof(ReplFrameHeader) == 40);
+
+// The body of a backup's answer to HELLO: its log's last batch, so that the
+// primary can check that the backup's log is a prefix of its own.
+struct HelloReply {
+  uint64_t last_first_lsn;
+  uint64_t last_checksum;
+  uint64_t last_epoch;
+};
+static_assert(sizeof(HelloReply) == 24);
 
 struct ReplFrame {
   FrameType type;

@@ -107,6 +107,13 @@ class ClusterNode final : public ReplicationRole {
   std::string Refusal(bool write, bool stale_ok) const override;
 
  private:
+  static constexpr size_t kHistoryKept = 64;
+  static constexpr int64_t kNsPerMs = 1000000;
+  // A restarted node waits this long for its primary to call before it may
+  // suspect it: a primary retries a lost backup within a few hundred ms.
+  static constexpr int64_t kStartupGraceMs = 1500;
+  // Safety margin on top of the old primary's read lease.
+  static constexpr int64_t kLeaseMarginMs = 50;
   enum class Role { kBackup, kPrimary, kDeposed };
   struct NodeInfo {
     std::string id, client, repl;

@@ -108,7 +108,7 @@ const std::vector<MetricDesc> kMetrics = {
     {"persistence", "inline_groups", "faha_inline_groups_total",
      "Write groups committed by the submitting I/O thread itself", true, "", "",
      FAHA_COUNT(inline_groups)},
-    {"persistence", "log_full_refusals", "faha_log_full_refusals_total",
+    {"stats", "log_full_refusals", "faha_log_full_refusals_total",
      "Write groups refused: the log could not create its next segment", true, "", "",
      FAHA_COUNT(log_full_refusals)},
     // stats

@@ -35,6 +35,10 @@
 
 namespace faha {
 
+// How long a replication thread's blocking wait lasts before it looks at
+// stopping_ (or a newer session) again.
+inline constexpr int kReplPollMs = 100;
+
 class Store;
 
 // What INFO and ROLE show about a node's part in replication.

@@ -1,0 +1,66 @@
+#include "nvm/segments.h"
+
+#include <map>
+
+namespace faha::nvm {
+
+namespace {
+
+Mutex g_ranges_mu;
+std::map<uintptr_t, size_t>& Ranges() {
+  static auto* r = new std::map<uintptr_t, size_t>;
+  return *r;
+}
+
+}  // namespace
+
+std::string PmemError(const std::string& what, int rc) {
+  std::string msg = pmem2_errormsg();
+  if (msg.empty() && rc != 0) msg = strerror(rc < 0 ? -rc : rc);
+  return what + ": " + (msg.empty() ? "unknown error" : msg);
+}
+
+Mutex g_map_mu;
+
+void AddRange(const char* data, size_t size) {
+  MutexLock l(&g_ranges_mu);
+  Ranges()[reinterpret_cast<uintptr_t>(data)] = size;
+}
+void RemoveRange(const char* data) {
+  MutexLock l(&g_ranges_mu);
+  Ranges().erase(reinterpret_cast<uintptr_t>(data));
+}
+
+void Populate(char* data, size_t size, size_t off, size_t len, int advice) {
+  static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(data) + off + kPage - 1) & ~(kPage - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + std::min(size, off + len);
+  if (end <= start) return;
+  if (madvise(reinterpret_cast<void*>(start), end - start, advice) != 0) {
+    FAHA_LOG_DEBUG("madvise(MADV_POPULATE_%s): %s", advice == MADV_POPULATE_READ ? "READ" : "WRITE",
+                   strerror(errno));
+  }
+}
+
+const char* GranularityName(pmem2_granularity g) {
+  switch (g) {
+    case PMEM2_GRANULARITY_BYTE:
+      return "BYTE";
+    case PMEM2_GRANULARITY_CACHE_LINE:
+      return "CACHE_LINE";
+    case PMEM2_GRANULARITY_PAGE:
+      return "PAGE";
+  }
+  return "UNKNOWN";
+}
+
+bool OverlapsLogMapping(const void* p, size_t n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  MutexLock l(&g_ranges_mu);
+  for (const auto& [start, len] : Ranges()) {
+    if (a < start + len && start < a + n) return true;
+  }
+  return false;
+}
+
+}  // namespace faha::nvm

@@ -1,0 +1,245 @@
+// The segments of the file device (pmem_device.cc): PmemSegment on a DAX
+// mapping, FileSegment on an ordinary file system, and the helpers they share.
+// See pmem_device.cc for which is used where and why.
+#ifndef FAHA_NVM_SEGMENTS_H_
+#define FAHA_NVM_SEGMENTS_H_
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <libpmem2.h>
+#include <linux/magic.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include "common/logging.h"
+#include "common/mutex.h"
+#include "common/strings.h"
+#include "nvm/log_device.h"
+
+namespace faha::nvm {
+
+// pmem2_errormsg() (or strerror(rc)) after `what`.
+std::string PmemError(const std::string& what, int rc = 0);
+// libpmem2 calls that set up a mapping run one at a time: two threads mapping
+// at once (the background segment preparer and --log_preallocate_mb after a
+// restart) once made both fail without a message under ASan.
+extern Mutex g_map_mu;
+// Every mapped segment's address range, for OverlapsLogMapping.
+void AddRange(const char* data, size_t size);
+void RemoveRange(const char* data);
+// madvise(MADV_POPULATE_READ or _WRITE, Linux 5.14+) over the whole pages of
+// [off, off + len) of a mapping of `size` bytes at `data`: the pages are
+// faulted in now. A failure only costs the speed-up.
+void Populate(char* data, size_t size, size_t off, size_t len, int advice);
+const char* GranularityName(pmem2_granularity g);
+
+class PmemSegment final : public Segment {
+ public:
+  explicit PmemSegment(pmem2_map* map) : map_(map) {
+    data_ = static_cast<char*>(pmem2_map_get_address(map));
+    size_ = pmem2_map_get_size(map);
+    persist_ = pmem2_get_persist_fn(map);
+    memcpy_ = pmem2_get_memcpy_fn(map);
+    AddRange(data_, size_);
+  }
+  ~PmemSegment() override {
+    RemoveRange(data_);
+    MutexLock l(&g_map_mu);
+    pmem2_map_delete(&map_);
+  }
+  PmemSegment(const PmemSegment&) = delete;
+  PmemSegment& operator=(const PmemSegment&) = delete;
+
+  void Prefault(size_t off, size_t len) override {
+    // Faults the pages in now, writable.
+    Populate(data_, size_, off, len, MADV_POPULATE_WRITE);
+  }
+
+  void Write(size_t off, const void* src, size_t len) override {
+    // NOFLUSH: Persist() below flushes the whole batch once.
+    memcpy_(data_ + off, src, len, PMEM2_F_MEM_NOFLUSH);
+  }
+
+  Status Persist(size_t off, size_t len) override {
+    if (len == 0) return Status::OK();
+    persist_(data_ + off, len);
+    return Status::OK();
+  }
+
+ private:
+  pmem2_map* map_;
+  pmem2_persist_fn persist_;
+  pmem2_memcpy_fn memcpy_;
+};
+
+// A segment on an ordinary file system: written with pwritev at its offset,
+// made durable with fdatasync, read through a read-only shared mapping. The
+// file is preallocated and zero-written (MakeFile), so an fdatasync writes
+// back data pages and flushes the device, with no journal commit for block
+// allocation or extent conversion.
+// Write() cannot return an error; the first one is kept and returned by every
+// later Persist() (the log then refuses further appends), as the kernel's
+// fsync reports a failed writeback once.
+// A sealed segment gives its descriptor back (a log may have thousands of
+// segments) and opens `path` again if it is written once more.
+class FileSegment final : public Segment {
+ public:
+  FileSegment(int fd, char* data, size_t size, std::string path) : fd_(fd), path_(std::move(path)) {
+    data_ = data;
+    size_ = size;
+    AddRange(data_, size_);
+  }
+  ~FileSegment() override {
+    RemoveRange(data_);
+    munmap(data_, size_);
+    if (fd_ >= 0) close(fd_);
+  }
+
+  void Seal() override {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+  // Thread-safety: Write, WriteParts and Seal from the log's writer; Persist
+  // from the writer and from other threads at once (Log::Sync_any), never at
+  // the same time as Seal (the log excludes that).
+  // The file was renamed (a spare put in place as a segment).
+  void set_path(std::string path) { path_ = std::move(path); }
+  FileSegment(const FileSegment&) = delete;
+  FileSegment& operator=(const FileSegment&) = delete;
+
+  void Write(size_t off, const void* src, size_t len) override {
+    iovec iov{const_cast<void*>(src), len};
+    WriteAll(off, &iov, 1, 0);
+  }
+
+  void WriteParts(size_t off, std::string_view a, std::string_view b) override {
+    iovec iov[2] = {{const_cast<char*>(a.data()), a.size()},
+                    {const_cast<char*>(b.data()), b.size()}};
+    WriteAll(off, iov, 2, 0);
+  }
+
+  // One pwritev2(RWF_DSYNC): the write and its sync in one system call (the
+  // kernel syncs that range as fdatasync would).
+  Status WritePartsDurable(size_t off, std::string_view a, std::string_view b) override {
+    iovec iov[2] = {{const_cast<char*>(a.data()), a.size()},
+                    {const_cast<char*>(b.data()), b.size()}};
+    WriteAll(off, iov, 2, RWF_DSYNC);
+    if (std::string e = error(); !e.empty()) return Status::IOError(e);
+    return Status::OK();
+  }
+
+  Status Persist(size_t off, size_t len) override {
+    if (len == 0) return Status::OK();
+    if (std::string e = error(); !e.empty()) return Status::IOError(e);
+    if (off + len > size_) return Status::InvalidArgument("persist past the end of the segment");
+    // Sealed meanwhile: sync through a descriptor of its own.
+    int fd = fd_.load(std::memory_order_acquire);
+    const bool own = fd < 0;
+    if (own && (fd = open(path_.c_str(), O_RDWR | O_CLOEXEC)) < 0) {
+      return Status::IOError(SetError(Errno("open " + path_ + " again")));
+    }
+    // fdatasync rather than sync_file_range: only fdatasync flushes the
+    // device's volatile cache and commits whatever metadata the data needs.
+    // One at a time: the kernel reports a failed writeback to one fdatasync
+    // of a file, which could be a sync of a later batch while the batch whose
+    // pages failed is told it is durable. In turn, a 0 means every page dirty
+    // when the call began is durable, and a failure is kept for all later.
+    Status s;
+    {
+      MutexLock one_sync(&sync_mu_);
+      if (std::string e = error(); !e.empty()) {
+        s = Status::IOError(e);
+      } else {
+        while (fdatasync(fd) != 0) {
+          if (errno == EINTR) continue;
+          s = Status::IOError(SetError(Errno("fdatasync")));
+          break;
+        }
+      }
+    }
+    if (own) close(fd);
+    return s;
+  }
+
+  void Prefault(size_t off, size_t len) override {
+    // The pages are in the page cache (MakeFile wrote them); this maps them
+    // for readers so that reads of fresh records take no page fault.
+    Populate(data_, size_, off, len, MADV_POPULATE_READ);
+  }
+
+ private:
+  // Opens the file again after Seal(); false (with the error kept) if it cannot.
+  bool Reopen() {
+    if (fd_ >= 0) return true;
+    fd_ = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd_ < 0) SetError(Errno("open " + path_ + " again"));
+    return fd_ >= 0;
+  }
+  std::string error() const {
+    MutexLock l(&error_mu_);
+    return write_error_;
+  }
+  // Keeps the first error; returns the one kept.
+  std::string SetError(const std::string& e) {
+    MutexLock l(&error_mu_);
+    if (write_error_.empty()) write_error_ = e;
+    return write_error_;
+  }
+
+  // pwritev2 with `flags` (0 or RWF_DSYNC) until every byte is written.
+  void WriteAll(size_t off, iovec* iov, int n, int flags) {
+    if (!Reopen()) return;
+    size_t want = 0;
+    for (int i = 0; i < n; i++) want += iov[i].iov_len;
+    if (off + want > size_) {
+      SetError("write past the end of the segment");
+      return;
+    }
+    while (want > 0) {
+      const ssize_t w =
+          pwritev2(fd_.load(std::memory_order_relaxed), iov, n, static_cast<off_t>(off), flags);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        SetError(Errno(flags == 0 ? "pwritev2" : "pwritev2(RWF_DSYNC)"));
+        return;
+      }
+      // A short write (a signal, or a full disk on a file that was not
+      // preallocated): step past what was written and write the rest.
+      size_t done = static_cast<size_t>(w);
+      off += done;
+      want -= done;
+      while (n > 0 && done >= iov[0].iov_len) {
+        done -= iov[0].iov_len;
+        iov++;
+        n--;
+      }
+      if (n > 0) {
+        iov[0].iov_base = static_cast<char*>(iov[0].iov_base) + done;
+        iov[0].iov_len -= done;
+      }
+    }
+  }
+
+  std::atomic<int> fd_;  // -1 while sealed
+  std::string path_;
+  Mutex sync_mu_;  // one fdatasync at a time
+  mutable Mutex error_mu_;
+  std::string write_error_ GUARDED_BY(error_mu_);  // the first failed write or sync
+};
+
+}  // namespace faha::nvm
+
+#endif  // FAHA_NVM_SEGMENTS_H_
