@@ -1,4 +1,4 @@
-// Reads: GET, MGET, STRLEN, EXISTS, TYPE, TTL/PTTL, DBSIZE, SCAN. The
+// Reads: GET, MGET, STRLEN, EXISTS, TYPE, TTL/PTTL, GETRANGE/SUBSTR, DBSIZE, SCAN. The
 // dispatcher holds a read guard around each (a command sees every batch
 // entirely or not at all). Rows in server/command_table.cc.
 #include <fnmatch.h>
@@ -100,6 +100,29 @@ ExecStatus Ttl(CommandContext& c) {
   int64_t ms = c.store()->PttlMs(c.args[1]);
   if (ms >= 0 && c.name() == "ttl") ms = (ms + 500) / 1000;
   resp::AppendInt(c.out, ms);
+  return ExecStatus::kReplied;
+}
+
+// GETRANGE and SUBSTR: bytes start..end (inclusive) of the value, negative
+// offsets counted from its end, clamped to it; "" for a missing key.
+ExecStatus GetRange(CommandContext& c) {
+  int64_t start = 0, end = 0;
+  if (!ParseInt(c.args[2], &start) || !ParseInt(c.args[3], &end)) {
+    return c.Error("ERR value is not an integer or out of range");
+  }
+  std::string v;
+  c.store()->Get(c.args[1], &v);
+  const int64_t len = static_cast<int64_t>(v.size());
+  if (start < 0 && end < 0 && start > end) start = end = len;  // empty, as Redis
+  if (start < 0) start = std::max<int64_t>(0, len + start);
+  if (end < 0) end = std::max<int64_t>(0, len + end);
+  end = std::min(end, len - 1);
+  if (start > end || len == 0) {
+    resp::AppendBulk(c.out, "");
+  } else {
+    resp::AppendBulk(c.out, std::string_view(v).substr(static_cast<size_t>(start),
+                                                       static_cast<size_t>(end - start + 1)));
+  }
   return ExecStatus::kReplied;
 }
 

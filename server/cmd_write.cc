@@ -1,4 +1,4 @@
-// Writes: SET, DEL/UNLINK, MSET, INCR/DECR/INCRBY/DECRBY, EXPIRE and its
+// Writes: SET, SETEX/PSETEX, DEL/UNLINK, MSET, INCR/DECR/INCRBY/DECRBY, EXPIRE and its
 // variants, PERSIST, FLUSHALL/FLUSHDB. Each checks its arguments and submits
 // one WriteOp; the reply comes once the write is durable. Rows in
 // server/command_table.cc.
@@ -84,6 +84,21 @@ ExecStatus Set(CommandContext& c) {
     }
   }
   op.args = {std::string(c.args[1]), std::string(c.args[2])};
+  return c.Submit(std::move(op));
+}
+
+// SETEX and PSETEX: SET with EX (seconds) or PX (milliseconds).
+ExecStatus SetEx(CommandContext& c) {
+  int64_t v = 0;
+  if (!ParseInt(c.args[2], &v)) return c.Error(kNotInteger);
+  ExecStatus st;
+  if (KeyTooLong(c, c.args[1], &st) || ValueTooLong(c, c.args[3], &st)) return st;
+  WriteOp op;
+  op.kind = WriteOp::Kind::kSet;
+  if (!SetExpireAt(c.name() == "setex" ? "ex" : "px", v, WallMs(), &op.expire_at_ms)) {
+    return c.Error("ERR invalid expire time in '" + std::string(c.name()) + "' command");
+  }
+  op.args = {std::string(c.args[1]), std::string(c.args[3])};
   return c.Submit(std::move(op));
 }
 

@@ -34,10 +34,12 @@ ExecStatus StrLen(CommandContext& c);
 ExecStatus Exists(CommandContext& c);
 ExecStatus Type(CommandContext& c);
 ExecStatus Ttl(CommandContext& c);
+ExecStatus GetRange(CommandContext& c);
 ExecStatus DbSize(CommandContext& c);
 ExecStatus Scan(CommandContext& c);
 // server/cmd_write.cc
 ExecStatus Set(CommandContext& c);
+ExecStatus SetEx(CommandContext& c);
 ExecStatus Del(CommandContext& c);
 ExecStatus MSet(CommandContext& c);
 ExecStatus IncrBy(CommandContext& c);
@@ -126,6 +128,12 @@ const std::vector<CommandRow> kTable = {
     {.name = "pttl", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Ttl,
      .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
      .acl_categories = kKeyspaceRead, .tips = "nondeterministic_output", .key_spec = kOneROAccess},
+    {.name = "getrange", .arity = 4, .flags = kCmdKeyRead, .handler = cmd::GetRange,
+     .redis_flags = "readonly", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@read @string @slow", .key_spec = kOneROAccess},
+    {.name = "substr", .arity = 4, .flags = kCmdKeyRead, .handler = cmd::GetRange,
+     .redis_flags = "readonly", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@read @string @slow", .key_spec = kOneROAccess},
     {.name = "dbsize", .arity = 1, .flags = kCmdDataRead, .handler = cmd::DbSize,
      .redis_flags = "readonly fast", .acl_categories = kKeyspaceRead,
      .tips = "request_policy:all_shards response_policy:agg_sum"},
@@ -138,6 +146,12 @@ const std::vector<CommandRow> kTable = {
      .acl_categories = "@write @string @slow",
      .key_spec = {.flags = "RW access update variable_flags",
                   .notes = "RW and ACCESS due to the optional `GET` argument"}},
+    {.name = "setex", .arity = 4, .flags = kCmdWrite, .handler = cmd::SetEx,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@write @string @slow", .key_spec = {.flags = "OW update"}},
+    {.name = "psetex", .arity = 4, .flags = kCmdWrite, .handler = cmd::SetEx,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@write @string @slow", .key_spec = {.flags = "OW update"}},
     {.name = "del", .arity = -2, .flags = kCmdWrite, .handler = cmd::Del,
      .redis_flags = "write", .first_key = 1, .last_key = -1, .key_step = 1,
      .acl_categories = "@keyspace @write @slow", .tips = kMultiShardSum,

@@ -102,5 +102,44 @@ TEST_F(CommandTableTest, ArityAndAuthenticationComeFromTheRows) {
   }
 }
 
+// Commands added as one row and one handler each, against redis-server: the
+// same commands to both, the replies compared byte for byte.
+TEST_F(CommandTableTest, SetexAndGetrangeAnswerAsRedisDoes) {
+  RespConnection faha(faha_->port()), redis(redis_->port());
+  const std::vector<std::vector<std::string>> script = {
+      {"SETEX", "k", "100", "hello world"},
+      {"GET", "k"},
+      {"TTL", "k"},
+      {"PSETEX", "p", "100000", "v"},
+      {"TTL", "p"},
+      {"SETEX", "k", "0", "v"},
+      {"SETEX", "k", "-5", "v"},
+      {"SETEX", "k", "ten", "v"},
+      {"PSETEX", "k", "9223372036854775807", "v"},
+      {"SETEX", "k", "9223372036854775807", "v"},
+      {"SETEX", "k", "100"},
+      {"GET", "k"},
+      {"GETRANGE", "k", "0", "4"},
+      {"GETRANGE", "k", "-5", "-1"},
+      {"GETRANGE", "k", "6", "100"},
+      {"GETRANGE", "k", "-100", "2"},
+      {"GETRANGE", "k", "-1", "-5"},
+      {"GETRANGE", "k", "5", "3"},
+      {"GETRANGE", "k", "11", "20"},
+      {"GETRANGE", "k", "0", "-1"},
+      {"GETRANGE", "k", "0", "x"},
+      {"GETRANGE", "missing", "0", "-1"},
+      {"SUBSTR", "k", "1", "3"},
+      {"SET", "empty", ""},
+      {"GETRANGE", "empty", "0", "-1"},
+      {"GETRANGE", "k", "0"},
+  };
+  for (const auto& cmd : script) {
+    std::string line;
+    for (const auto& a : cmd) line += a + " ";
+    EXPECT_EQ(faha.Call(cmd), redis.Call(cmd)) << line;
+  }
+}
+
 }  // namespace
 }  // namespace faha::test
