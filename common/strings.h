@@ -4,6 +4,8 @@
 
 #include <cctype>
 #include <cerrno>
+#include <charconv>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -12,6 +14,19 @@ namespace faha {
 
 // "what: <strerror(errno)>", for a system call that just failed.
 inline std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+// A whole signed 64-bit decimal integer as Redis reads one (string2ll): "0",
+// or an optional '-' and digits that do not start with 0; no '+', blanks,
+// leading zeros or "-0". False if malformed or out of range.
+inline bool ParseInt64(std::string_view s, int64_t* v) {
+  if (s.empty() || s.size() > 20) return false;
+  if (s != "0") {
+    const size_t first = s[0] == '-' ? 1 : 0;
+    if (first >= s.size() || s[first] < '1' || s[first] > '9') return false;
+  }
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
+  return ec == std::errc() && p == s.data() + s.size();
+}
 
 // ASCII lower case.
 inline std::string Lower(std::string_view s) {

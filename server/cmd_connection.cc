@@ -67,7 +67,7 @@ ExecStatus Hello(CommandContext& c) {
   int i = 1;
   if (c.argc >= 2) {
     int64_t ver = 0;
-    if (!ParseInt(c.args[1], &ver)) {
+    if (!ParseInt64(c.args[1], &ver)) {
       return c.Error("ERR Protocol version is not an integer or out of range");
     }
     if (ver != 2) return c.Error("NOPROTO unsupported protocol version (this server speaks RESP2)");

@@ -1,4 +1,4 @@
-// Reads: GET, MGET, STRLEN, EXISTS, TYPE, TTL/PTTL, GETRANGE/SUBSTR, DBSIZE, SCAN. The
+// Reads: GET, MGET, STRLEN, EXISTS, TOUCH, TYPE, TTL/PTTL, GETRANGE/SUBSTR, DBSIZE, SCAN. The
 // dispatcher holds a read guard around each (a command sees every batch
 // entirely or not at all). Rows in server/command_table.cc.
 #include <fnmatch.h>
@@ -90,6 +90,9 @@ ExecStatus Exists(CommandContext& c) {
   return ExecStatus::kReplied;
 }
 
+// TOUCH: how many of the keys exist (FaHA keeps no access times to update).
+ExecStatus Touch(CommandContext& c) { return Exists(c); }
+
 ExecStatus Type(CommandContext& c) {
   resp::AppendSimple(c.out, c.store()->Exists(c.args[1]) ? "string" : "none");
   return ExecStatus::kReplied;
@@ -107,7 +110,7 @@ ExecStatus Ttl(CommandContext& c) {
 // offsets counted from its end, clamped to it; "" for a missing key.
 ExecStatus GetRange(CommandContext& c) {
   int64_t start = 0, end = 0;
-  if (!ParseInt(c.args[2], &start) || !ParseInt(c.args[3], &end)) {
+  if (!ParseInt64(c.args[2], &start) || !ParseInt64(c.args[3], &end)) {
     return c.Error("ERR value is not an integer or out of range");
   }
   std::string v;
@@ -143,7 +146,7 @@ ExecStatus Scan(CommandContext& c) {
     if (EqNoCase(c.args[i], "match") && i + 1 < c.argc) {
       pattern = std::string(c.args[++i]);
     } else if (EqNoCase(c.args[i], "count") && i + 1 < c.argc) {
-      if (!ParseInt(c.args[++i], &count) || count < 1) {
+      if (!ParseInt64(c.args[++i], &count) || count < 1) {
         return c.Error("ERR value is not an integer or out of range");
       }
     } else if (EqNoCase(c.args[i], "type") && i + 1 < c.argc) {

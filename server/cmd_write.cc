@@ -1,4 +1,4 @@
-// Writes: SET, SETEX/PSETEX, DEL/UNLINK, MSET, INCR/DECR/INCRBY/DECRBY, EXPIRE and its
+// Writes: SET, SETEX/PSETEX, GETSET, DEL/UNLINK, MSET, INCR/DECR/INCRBY/DECRBY, EXPIRE and its
 // variants, PERSIST, FLUSHALL/FLUSHDB. Each checks its arguments and submits
 // one WriteOp; the reply comes once the write is durable. Rows in
 // server/command_table.cc.
@@ -74,7 +74,7 @@ ExecStatus Set(CommandContext& c) {
     } else if ((o == "ex" || o == "px" || o == "exat" || o == "pxat") && !have_expire &&
                !op.keep_ttl && i + 1 < c.argc) {
       int64_t v = 0;
-      if (!ParseInt(c.args[++i], &v)) return c.Error(kNotInteger);
+      if (!ParseInt64(c.args[++i], &v)) return c.Error(kNotInteger);
       if (!SetExpireAt(o, v, now, &op.expire_at_ms)) {
         return c.Error("ERR invalid expire time in 'set' command");
       }
@@ -90,7 +90,7 @@ ExecStatus Set(CommandContext& c) {
 // SETEX and PSETEX: SET with EX (seconds) or PX (milliseconds).
 ExecStatus SetEx(CommandContext& c) {
   int64_t v = 0;
-  if (!ParseInt(c.args[2], &v)) return c.Error(kNotInteger);
+  if (!ParseInt64(c.args[2], &v)) return c.Error(kNotInteger);
   ExecStatus st;
   if (KeyTooLong(c, c.args[1], &st) || ValueTooLong(c, c.args[3], &st)) return st;
   WriteOp op;
@@ -99,6 +99,17 @@ ExecStatus SetEx(CommandContext& c) {
     return c.Error("ERR invalid expire time in '" + std::string(c.name()) + "' command");
   }
   op.args = {std::string(c.args[1]), std::string(c.args[3])};
+  return c.Submit(std::move(op));
+}
+
+// GETSET: SET key value GET.
+ExecStatus GetSet(CommandContext& c) {
+  ExecStatus st;
+  if (KeyTooLong(c, c.args[1], &st) || ValueTooLong(c, c.args[2], &st)) return st;
+  WriteOp op;
+  op.kind = WriteOp::Kind::kSet;
+  op.get_old = true;
+  op.args = {std::string(c.args[1]), std::string(c.args[2])};
   return c.Submit(std::move(op));
 }
 
@@ -139,7 +150,7 @@ ExecStatus IncrBy(CommandContext& c) {
   WriteOp op;
   op.kind = WriteOp::Kind::kIncrBy;
   op.delta = 1;
-  if (c.argc == 3 && !ParseInt(c.args[2], &op.delta)) return c.Error(kNotInteger);
+  if (c.argc == 3 && !ParseInt64(c.args[2], &op.delta)) return c.Error(kNotInteger);
   if (c.name()[0] == 'd') {
     if (op.delta == INT64_MIN) return c.Error("ERR decrement would overflow");
     op.delta = -op.delta;
@@ -184,7 +195,7 @@ ExecStatus Expire(CommandContext& c) {
   ExecStatus st;
   if (KeyTooLong(c, c.args[1], &st)) return st;
   int64_t v = 0;
-  if (!ParseInt(c.args[2], &v)) return c.Error(kNotInteger);
+  if (!ParseInt64(c.args[2], &v)) return c.Error(kNotInteger);
   const std::string invalid = "ERR invalid expire time in '" + std::string(c.name()) + "' command";
   const bool seconds = c.name() == "expire" || c.name() == "expireat";
   const bool relative = c.name() == "expire" || c.name() == "pexpire";

@@ -43,10 +43,6 @@ struct CommandContext {
 
 inline constexpr const char* kVersion = "0.1.0";
 
-// Helpers shared by the handlers.
-// A whole signed 64-bit decimal integer.
-bool ParseInt(std::string_view s, int64_t* v);
-
 }  // namespace faha
 
 #endif  // FAHA_SERVER_COMMAND_CONTEXT_H_

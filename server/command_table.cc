@@ -35,11 +35,13 @@ ExecStatus Exists(CommandContext& c);
 ExecStatus Type(CommandContext& c);
 ExecStatus Ttl(CommandContext& c);
 ExecStatus GetRange(CommandContext& c);
+ExecStatus Touch(CommandContext& c);
 ExecStatus DbSize(CommandContext& c);
 ExecStatus Scan(CommandContext& c);
 // server/cmd_write.cc
 ExecStatus Set(CommandContext& c);
 ExecStatus SetEx(CommandContext& c);
+ExecStatus GetSet(CommandContext& c);
 ExecStatus Del(CommandContext& c);
 ExecStatus MSet(CommandContext& c);
 ExecStatus IncrBy(CommandContext& c);
@@ -119,6 +121,10 @@ const std::vector<CommandRow> kTable = {
      .redis_flags = "readonly fast", .first_key = 1, .last_key = -1, .key_step = 1,
      .acl_categories = kKeyspaceRead, .tips = kMultiShardSum,
      .key_spec = {.flags = "RO", .last_key = -1}},
+    {.name = "touch", .arity = -2, .flags = kCmdKeyRead, .handler = cmd::Touch,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = -1, .key_step = 1,
+     .acl_categories = kKeyspaceRead, .tips = kMultiShardSum,
+     .key_spec = {.flags = "RO", .last_key = -1}},
     {.name = "type", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Type,
      .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
      .acl_categories = kKeyspaceRead, .key_spec = kOneRO},
@@ -152,6 +158,9 @@ const std::vector<CommandRow> kTable = {
     {.name = "psetex", .arity = 4, .flags = kCmdWrite, .handler = cmd::SetEx,
      .redis_flags = "write denyoom", .first_key = 1, .last_key = 1, .key_step = 1,
      .acl_categories = "@write @string @slow", .key_spec = {.flags = "OW update"}},
+    {.name = "getset", .arity = 3, .flags = kCmdWrite, .handler = cmd::GetSet,
+     .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = kOneRWAccessUpdate},
     {.name = "del", .arity = -2, .flags = kCmdWrite, .handler = cmd::Del,
      .redis_flags = "write", .first_key = 1, .last_key = -1, .key_step = 1,
      .acl_categories = "@keyspace @write @slow", .tips = kMultiShardSum,

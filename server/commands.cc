@@ -197,12 +197,6 @@ namespace {
 void CountError(Metrics* m) { m->errors.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace
 
-bool ParseInt(std::string_view s, int64_t* v) {
-  if (s.empty() || s.size() > 20) return false;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
-  return ec == std::errc() && p == s.data() + s.size();
-}
-
 ExecStatus CommandContext::Error(std::string_view msg) const {
   if (!may_reply) return ExecStatus::kBlocked;
   resp::AppendError(out, msg);

@@ -14,6 +14,7 @@
 #include "common/coding.h"
 #include "common/logging.h"
 #include "common/mutex.h"
+#include "common/strings.h"
 #include "server/replication.h"
 #include "server/store.h"
 
@@ -103,14 +104,6 @@ void Store::BuildOverlay_st(const nvm::BatchBuilder& batch) {
   }
   overlay_valid_ = true;
 }
-
-namespace {
-bool ParseInt64(std::string_view s, int64_t* v) {
-  if (s.empty() || s.size() > 20) return false;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
-  return ec == std::errc() && p == s.data() + s.size();
-}
-}  // namespace
 
 WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms) {
   if (failed_.load(std::memory_order_relaxed)) {

@@ -104,7 +104,7 @@ TEST_F(CommandTableTest, ArityAndAuthenticationComeFromTheRows) {
 
 // Commands added as one row and one handler each, against redis-server: the
 // same commands to both, the replies compared byte for byte.
-TEST_F(CommandTableTest, SetexAndGetrangeAnswerAsRedisDoes) {
+TEST_F(CommandTableTest, NewStringCommandsAndIntegersAnswerAsRedisDoes) {
   RespConnection faha(faha_->port()), redis(redis_->port());
   const std::vector<std::vector<std::string>> script = {
       {"SETEX", "k", "100", "hello world"},
@@ -133,6 +133,29 @@ TEST_F(CommandTableTest, SetexAndGetrangeAnswerAsRedisDoes) {
       {"SET", "empty", ""},
       {"GETRANGE", "empty", "0", "-1"},
       {"GETRANGE", "k", "0"},
+      // Integers as Redis reads them: no '+', blanks, leading zeros or "-0".
+      {"SETEX", "k", "010", "v"},
+      {"SETEX", "k", "+5", "v"},
+      {"INCRBY", "n", "007"},
+      {"INCRBY", "n", "-0"},
+      {"INCRBY", "n", " 5"},
+      {"INCRBY", "n", "-5"},
+      {"INCRBY", "n", "0"},
+      {"EXPIRE", "n", "+100"},
+      {"GETRANGE", "k", "00", "1"},
+      {"SET", "z", "007"},
+      {"INCR", "z"},
+      {"SET", "z", "-0"},
+      {"DECR", "z"},
+      {"SET", "z", "9223372036854775807"},
+      {"INCR", "z"},
+      // GETSET and TOUCH.
+      {"GETSET", "g", "one"},
+      {"GETSET", "g", "two"},
+      {"GET", "g"},
+      {"GETSET", "g"},
+      {"TOUCH", "g", "k", "missing", "g"},
+      {"TOUCH"},
   };
   for (const auto& cmd : script) {
     std::string line;
