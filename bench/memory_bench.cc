@@ -29,8 +29,8 @@
 #include <vector>
 
 #include "common/logging.h"
-#include "server/metrics.h"
-#include "server/store.h"
+#include "server/engine/store.h"
+#include "server/metrics/metrics.h"
 
 namespace faha {
 namespace {

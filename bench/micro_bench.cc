@@ -46,7 +46,7 @@
 #include "nvm/log.h"
 #include "nvm/log_device.h"
 #include "nvm/log_format.h"
-#include "server/index.h"
+#include "server/engine/index.h"
 
 namespace faha {
 namespace {

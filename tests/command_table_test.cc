@@ -4,7 +4,7 @@
 // subcommand lists differ: docs/redis-compat.md). Then COMMAND, COMMAND COUNT
 // and the dispatcher's arity and authentication checks, which read the same
 // rows.
-#include "server/command_table.h"
+#include "server/commands/command_table.h"
 
 #include <gtest/gtest.h>
 

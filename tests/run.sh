@@ -39,6 +39,8 @@ echo "thread safety: the probe compiles, its violation does not"
 # No file over 600 lines, no function over 80, beyond what tests/size_baseline.txt
 # lists from before the rule (those may only shrink).
 python3 tests/check_sizes.py
+# Every #include runs the allowed way between rooms (net -> commands -> engine).
+python3 tests/check_includes.py
 
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(release asan tsan rdma fuzz)

@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "faha/client.h"
-#include "server/metrics.h"
+#include "server/metrics/metrics.h"
 #include "tests/harness.h"
 
 namespace faha::test {

@@ -1,0 +1,48 @@
+// What a command handler (server/cmd_*.cc) is given: the command's arguments,
+// the client's session, the reply buffer and the server it runs in.
+#ifndef FAHA_SERVER_COMMANDS_COMMAND_CONTEXT_H_
+#define FAHA_SERVER_COMMANDS_COMMAND_CONTEXT_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/strings.h"
+#include "server/commands/command_table.h"
+#include "server/commands/commands.h"
+#include "server/commands/host.h"
+
+namespace faha {
+
+struct CommandContext {
+  Commands& commands;
+  CommandHost& server;
+  Session* s;
+  const std::vector<std::string_view>& args;  // args[0] is the name as sent
+  int argc;
+  const CommandRow& row;
+  std::string* out;
+  CompletionSink* sink;
+  // False while the connection's earlier writes are pending: an immediate
+  // reply (an error included) must wait for them, so Error gives kBlocked.
+  bool may_reply;
+
+  const ServerOptions& options() const { return server.options(); }
+  Store* store() const { return server.store(); }
+  Metrics* metrics() const { return server.metrics(); }
+  std::string_view name() const { return row.name; }
+
+  // Appends an error reply (counted in INFO's errors).
+  ExecStatus Error(std::string_view msg) const;
+  // Redis's "wrong number of arguments" error for this command.
+  ExecStatus WrongArgs() const;
+  ExecStatus Ok() const;
+  // Queues a write; its reply comes through the sink once it is durable.
+  ExecStatus Submit(WriteOp op) const;
+};
+
+inline constexpr const char* kVersion = "0.1.0";
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_COMMANDS_COMMAND_CONTEXT_H_

@@ -1,0 +1,297 @@
+#include "server/commands/command_table.h"
+
+#include <algorithm>
+#include <cctype>
+#include <unordered_map>
+
+#include "common/resp.h"
+
+namespace faha {
+
+// The handlers, by file.
+namespace cmd {
+// server/commands/cmd_connection.cc
+ExecStatus Ping(CommandContext& c);
+ExecStatus Echo(CommandContext& c);
+ExecStatus Auth(CommandContext& c);
+ExecStatus Hello(CommandContext& c);
+ExecStatus Quit(CommandContext& c);
+ExecStatus Select(CommandContext& c);
+ExecStatus Shutdown(CommandContext& c);
+ExecStatus Time(CommandContext& c);
+ExecStatus Client(CommandContext& c);
+ExecStatus ReadOnly(CommandContext& c);
+// server/commands/cmd_server.cc
+ExecStatus Command(CommandContext& c);
+ExecStatus Config(CommandContext& c);
+ExecStatus Info(CommandContext& c);
+ExecStatus Role(CommandContext& c);
+ExecStatus FahaDigest(CommandContext& c);
+// server/commands/cmd_read.cc
+ExecStatus Get(CommandContext& c);
+ExecStatus MGet(CommandContext& c);
+ExecStatus StrLen(CommandContext& c);
+ExecStatus Exists(CommandContext& c);
+ExecStatus Type(CommandContext& c);
+ExecStatus Ttl(CommandContext& c);
+ExecStatus GetRange(CommandContext& c);
+ExecStatus Touch(CommandContext& c);
+ExecStatus DbSize(CommandContext& c);
+ExecStatus Scan(CommandContext& c);
+// server/commands/cmd_write.cc
+ExecStatus Set(CommandContext& c);
+ExecStatus SetEx(CommandContext& c);
+ExecStatus GetSet(CommandContext& c);
+ExecStatus Del(CommandContext& c);
+ExecStatus MSet(CommandContext& c);
+ExecStatus IncrBy(CommandContext& c);
+ExecStatus Expire(CommandContext& c);
+ExecStatus Persist(CommandContext& c);
+ExecStatus FlushAll(CommandContext& c);
+}  // namespace cmd
+
+namespace {
+
+// Key specs and ACL categories that many rows share.
+constexpr KeySpec kOneRO = {.flags = "RO"};
+constexpr KeySpec kOneROAccess = {.flags = "RO access"};
+constexpr KeySpec kOneRWUpdate = {.flags = "RW update"};
+constexpr KeySpec kOneRWAccessUpdate = {.flags = "RW access update"};
+constexpr KeySpec kAllRMDelete = {.flags = "RM delete", .last_key = -1};
+constexpr std::string_view kConnection = "@fast @connection";
+constexpr std::string_view kNoAuthFlags = "noscript loading stale fast no_auth allow_busy";
+constexpr std::string_view kKeyspaceRead = "@keyspace @read @fast";
+constexpr std::string_view kKeyspaceWrite = "@keyspace @write @fast";
+constexpr std::string_view kStringIncr = "@write @string @fast";
+constexpr std::string_view kAllShardsAllSucceeded =
+    "request_policy:all_shards response_policy:all_succeeded";
+constexpr std::string_view kMultiShardSum = "request_policy:multi_shard response_policy:agg_sum";
+
+// clang-format off
+const std::vector<CommandRow> kTable = {
+    // connection and server
+    {.name = "ping", .arity = -1, .flags = kCmdNoAuth, .handler = cmd::Ping,
+     .redis_flags = "fast", .acl_categories = kConnection, .tips = kAllShardsAllSucceeded},
+    {.name = "echo", .arity = 2, .flags = 0, .handler = cmd::Echo,
+     .redis_flags = "loading stale fast", .acl_categories = kConnection},
+    {.name = "auth", .arity = -2, .flags = kCmdNoAuth, .handler = cmd::Auth,
+     .redis_flags = kNoAuthFlags, .acl_categories = kConnection},
+    {.name = "hello", .arity = -1, .flags = kCmdNoAuth, .handler = cmd::Hello,
+     .redis_flags = kNoAuthFlags, .acl_categories = kConnection},
+    {.name = "quit", .arity = -1, .flags = kCmdNoAuth, .handler = cmd::Quit,
+     .redis_flags = kNoAuthFlags, .acl_categories = kConnection},
+    {.name = "select", .arity = 2, .flags = 0, .handler = cmd::Select,
+     .redis_flags = "loading stale fast", .acl_categories = kConnection},
+    {.name = "shutdown", .arity = -1, .flags = 0, .handler = cmd::Shutdown,
+     .redis_flags = "admin noscript loading stale no_multi allow_busy",
+     .acl_categories = "@admin @slow @dangerous"},
+    {.name = "time", .arity = 1, .flags = 0, .handler = cmd::Time,
+     .redis_flags = "loading stale fast", .acl_categories = "@fast",
+     .tips = "nondeterministic_output"},
+    {.name = "client", .arity = -2, .flags = 0, .handler = cmd::Client,
+     .redis_flags = "", .acl_categories = "@slow"},
+    {.name = "readonly", .arity = 1, .flags = 0, .handler = cmd::ReadOnly,
+     .redis_flags = "loading stale fast", .acl_categories = kConnection},
+    {.name = "readwrite", .arity = 1, .flags = 0, .handler = cmd::ReadOnly,
+     .redis_flags = "loading stale fast", .acl_categories = kConnection},
+    {.name = "command", .arity = -1, .flags = 0, .handler = cmd::Command,
+     .redis_flags = "loading stale", .acl_categories = "@slow @connection",
+     .tips = "nondeterministic_output_order"},
+    {.name = "config", .arity = -2, .flags = 0, .handler = cmd::Config,
+     .redis_flags = "", .acl_categories = "@slow"},
+    {.name = "info", .arity = -1, .flags = 0, .handler = cmd::Info,
+     .redis_flags = "loading stale", .acl_categories = "@slow @dangerous",
+     .tips = "nondeterministic_output request_policy:all_shards response_policy:special"},
+    {.name = "role", .arity = 1, .flags = 0, .handler = cmd::Role,
+     .redis_flags = "noscript loading stale fast", .acl_categories = "@admin @fast @dangerous"},
+    {.name = "faha.digest", .arity = 1, .flags = 0, .handler = cmd::FahaDigest,
+     .redis_flags = "readonly", .acl_categories = "@read @slow"},
+    // reads
+    {.name = "get", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Get,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@read @string @fast", .key_spec = kOneROAccess},
+    {.name = "mget", .arity = -2, .flags = kCmdKeyRead, .handler = cmd::MGet,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = -1, .key_step = 1,
+     .acl_categories = "@read @string @fast", .tips = "request_policy:multi_shard",
+     .key_spec = {.flags = "RO access", .last_key = -1}},
+    {.name = "strlen", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::StrLen,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@read @string @fast", .key_spec = kOneRO},
+    {.name = "exists", .arity = -2, .flags = kCmdKeyRead, .handler = cmd::Exists,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = -1, .key_step = 1,
+     .acl_categories = kKeyspaceRead, .tips = kMultiShardSum,
+     .key_spec = {.flags = "RO", .last_key = -1}},
+    {.name = "touch", .arity = -2, .flags = kCmdKeyRead, .handler = cmd::Touch,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = -1, .key_step = 1,
+     .acl_categories = kKeyspaceRead, .tips = kMultiShardSum,
+     .key_spec = {.flags = "RO", .last_key = -1}},
+    {.name = "type", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Type,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceRead, .key_spec = kOneRO},
+    {.name = "ttl", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Ttl,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceRead, .tips = "nondeterministic_output", .key_spec = kOneROAccess},
+    {.name = "pttl", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Ttl,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceRead, .tips = "nondeterministic_output", .key_spec = kOneROAccess},
+    {.name = "getrange", .arity = 4, .flags = kCmdKeyRead, .handler = cmd::GetRange,
+     .redis_flags = "readonly", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@read @string @slow", .key_spec = kOneROAccess},
+    {.name = "substr", .arity = 4, .flags = kCmdKeyRead, .handler = cmd::GetRange,
+     .redis_flags = "readonly", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@read @string @slow", .key_spec = kOneROAccess},
+    {.name = "dbsize", .arity = 1, .flags = kCmdDataRead, .handler = cmd::DbSize,
+     .redis_flags = "readonly fast", .acl_categories = kKeyspaceRead,
+     .tips = "request_policy:all_shards response_policy:agg_sum"},
+    {.name = "scan", .arity = -2, .flags = kCmdKeyRead, .handler = cmd::Scan,
+     .redis_flags = "readonly", .acl_categories = "@keyspace @read @slow",
+     .tips = "nondeterministic_output request_policy:special"},
+    // writes
+    {.name = "set", .arity = -3, .flags = kCmdWrite, .handler = cmd::Set,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@write @string @slow",
+     .key_spec = {.flags = "RW access update variable_flags",
+                  .notes = "RW and ACCESS due to the optional `GET` argument"}},
+    {.name = "setex", .arity = 4, .flags = kCmdWrite, .handler = cmd::SetEx,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@write @string @slow", .key_spec = {.flags = "OW update"}},
+    {.name = "psetex", .arity = 4, .flags = kCmdWrite, .handler = cmd::SetEx,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@write @string @slow", .key_spec = {.flags = "OW update"}},
+    {.name = "getset", .arity = 3, .flags = kCmdWrite, .handler = cmd::GetSet,
+     .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = kOneRWAccessUpdate},
+    {.name = "del", .arity = -2, .flags = kCmdWrite, .handler = cmd::Del,
+     .redis_flags = "write", .first_key = 1, .last_key = -1, .key_step = 1,
+     .acl_categories = "@keyspace @write @slow", .tips = kMultiShardSum,
+     .key_spec = kAllRMDelete},
+    {.name = "unlink", .arity = -2, .flags = kCmdWrite, .handler = cmd::Del,
+     .redis_flags = "write fast", .first_key = 1, .last_key = -1, .key_step = 1,
+     .acl_categories = kKeyspaceWrite, .tips = kMultiShardSum, .key_spec = kAllRMDelete},
+    {.name = "mset", .arity = -3, .flags = kCmdWrite, .handler = cmd::MSet,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = -1, .key_step = 2,
+     .acl_categories = "@write @string @slow",
+     .tips = "request_policy:multi_shard response_policy:all_succeeded",
+     .key_spec = {.flags = "OW update", .last_key = -1, .key_step = 2}},
+    {.name = "incr", .arity = 2, .flags = kCmdWrite, .handler = cmd::IncrBy,
+     .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = kOneRWAccessUpdate},
+    {.name = "decr", .arity = 2, .flags = kCmdWrite, .handler = cmd::IncrBy,
+     .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = kOneRWAccessUpdate},
+    {.name = "incrby", .arity = 3, .flags = kCmdWrite, .handler = cmd::IncrBy,
+     .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = kOneRWAccessUpdate},
+    {.name = "decrby", .arity = 3, .flags = kCmdWrite, .handler = cmd::IncrBy,
+     .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = kOneRWAccessUpdate},
+    {.name = "expire", .arity = -3, .flags = kCmdWrite, .handler = cmd::Expire,
+     .redis_flags = "write fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceWrite, .key_spec = kOneRWUpdate},
+    {.name = "pexpire", .arity = -3, .flags = kCmdWrite, .handler = cmd::Expire,
+     .redis_flags = "write fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceWrite, .key_spec = kOneRWUpdate},
+    {.name = "expireat", .arity = -3, .flags = kCmdWrite, .handler = cmd::Expire,
+     .redis_flags = "write fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceWrite, .key_spec = kOneRWUpdate},
+    {.name = "pexpireat", .arity = -3, .flags = kCmdWrite, .handler = cmd::Expire,
+     .redis_flags = "write fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceWrite, .key_spec = kOneRWUpdate},
+    {.name = "persist", .arity = 2, .flags = kCmdWrite, .handler = cmd::Persist,
+     .redis_flags = "write fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceWrite, .key_spec = kOneRWUpdate},
+    {.name = "flushall", .arity = -1, .flags = kCmdWrite, .handler = cmd::FlushAll,
+     .redis_flags = "write", .acl_categories = "@keyspace @write @slow @dangerous",
+     .tips = kAllShardsAllSucceeded},
+    {.name = "flushdb", .arity = -1, .flags = kCmdWrite, .handler = cmd::FlushAll,
+     .redis_flags = "write", .acl_categories = "@keyspace @write @slow @dangerous",
+     .tips = kAllShardsAllSucceeded},
+};
+// clang-format on
+
+// Appends the space-separated words of `words` as an array of simple
+// strings, or of bulk strings (as Redis sends tips).
+void AppendWords(std::string_view words, std::string* out, bool bulk = false) {
+  std::vector<std::string_view> list;
+  for (size_t i = 0; i < words.size();) {
+    size_t j = words.find(' ', i);
+    if (j == std::string_view::npos) j = words.size();
+    if (j > i) list.push_back(words.substr(i, j - i));
+    i = j + 1;
+  }
+  resp::AppendArray(out, static_cast<int64_t>(list.size()));
+  for (std::string_view w : list) {
+    if (bulk) {
+      resp::AppendBulk(out, w);
+    } else {
+      resp::AppendSimple(out, w);
+    }
+  }
+}
+
+void AppendKeySpec(const KeySpec& k, std::string* out) {
+  resp::AppendArray(out, k.notes.empty() ? 6 : 8);
+  if (!k.notes.empty()) {
+    resp::AppendBulk(out, "notes");
+    resp::AppendBulk(out, k.notes);
+  }
+  resp::AppendBulk(out, "flags");
+  AppendWords(k.flags, out);
+  resp::AppendBulk(out, "begin_search");
+  resp::AppendArray(out, 4);
+  resp::AppendBulk(out, "type");
+  resp::AppendBulk(out, "index");
+  resp::AppendBulk(out, "spec");
+  resp::AppendArray(out, 2);
+  resp::AppendBulk(out, "index");
+  resp::AppendInt(out, k.begin_index);
+  resp::AppendBulk(out, "find_keys");
+  resp::AppendArray(out, 4);
+  resp::AppendBulk(out, "type");
+  resp::AppendBulk(out, "range");
+  resp::AppendBulk(out, "spec");
+  resp::AppendArray(out, 6);
+  resp::AppendBulk(out, "lastkey");
+  resp::AppendInt(out, k.last_key);
+  resp::AppendBulk(out, "keystep");
+  resp::AppendInt(out, k.key_step);
+  resp::AppendBulk(out, "limit");
+  resp::AppendInt(out, 0);
+}
+
+}  // namespace
+
+const std::vector<CommandRow>& CommandTable() { return kTable; }
+
+const CommandRow* FindCommand(std::string_view name) {
+  static const std::unordered_map<std::string, const CommandRow*> by_name = [] {
+    std::unordered_map<std::string, const CommandRow*> m;
+    for (const CommandRow& row : kTable) m.emplace(std::string(row.name), &row);
+    return m;
+  }();
+  std::string lower(name.substr(0, 64));
+  for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  auto it = by_name.find(lower);
+  return it == by_name.end() || name.size() > 64 ? nullptr : it->second;
+}
+
+void AppendCommandInfo(const CommandRow& row, std::string* out) {
+  resp::AppendArray(out, 10);
+  resp::AppendBulk(out, row.name);
+  resp::AppendInt(out, row.arity);
+  AppendWords(row.redis_flags, out);
+  resp::AppendInt(out, row.first_key);
+  resp::AppendInt(out, row.last_key);
+  resp::AppendInt(out, row.key_step);
+  AppendWords(row.acl_categories, out);
+  AppendWords(row.tips, out, /*bulk=*/true);
+  if (row.key_spec.flags.empty()) {
+    resp::AppendArray(out, 0);
+  } else {
+    resp::AppendArray(out, 1);
+    AppendKeySpec(row.key_spec, out);
+  }
+  resp::AppendArray(out, 0);  // subcommands
+}
+
+}  // namespace faha

@@ -1,0 +1,88 @@
+// Commands: executes one Redis-style command (RESP arguments) against the
+// store on behalf of a client session. Reads reply at once; writes become a
+// WriteOp submitted to the store, whose reply comes later through the
+// connection's CompletionSink. Stateless apart from the session passed in;
+// each call runs on the I/O thread that owns the session.
+#ifndef FAHA_SERVER_COMMANDS_COMMANDS_H_
+#define FAHA_SERVER_COMMANDS_COMMANDS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "server/commands/command_table.h"
+#include "server/engine/store.h"
+#include "server/metrics/metrics.h"
+
+namespace faha {
+
+class CommandHost;
+
+struct Session {
+  uint64_t conn_id = 0;
+  bool authed = false;
+  bool native = false;
+  std::string name;
+  uint32_t pending_writes = 0;  // submitted, reply not yet sent
+  int64_t start_us = 0;         // arrival of the command being executed (MonoUs)
+  bool close_after_reply = false;
+  bool shutdown = false;     // SHUTDOWN was accepted
+  bool stale_reads = false;  // READONLY: this connection may read from a backup
+  // Native kClientId: writes are de-duplicated by (client_id, write_seq), where
+  // write_seq is the request id of the write being executed.
+  uint64_t client_id = 0;
+  uint64_t write_seq = 0;
+  // Reply bytes this client may still be given before its output limit (set
+  // by the I/O thread before each command). A command that would pass it
+  // stops building its reply and sets output_over_limit: the client is closed.
+  size_t output_budget = SIZE_MAX;
+  bool output_over_limit = false;
+  // Big values a reply sends from the log rather than a copy: each goes into
+  // the reply at byte `at` of the output buffer, and its `hold` keeps the log
+  // mapping it views alive until it is sent. The I/O thread takes them after
+  // each command; `held_bytes` counts their bytes meanwhile.
+  struct HeldValue {
+    size_t at;
+    std::string_view bytes;
+    std::shared_ptr<const void> hold;
+  };
+  std::vector<HeldValue> held;
+  size_t held_bytes = 0;
+  // The class of the command being executed (its latency is recorded under it).
+  OpClass op_class = OpClass::kOther;
+};
+
+class Commands {
+ public:
+  // Writes are appended to *outbox; the caller hands them to Store::SubmitAll
+  // once per burst of input.
+  Commands(CommandHost* server, std::vector<Store::Write>* outbox)
+      : server_(server), outbox_(outbox) {}
+  ExecStatus Execute(Session* s, const std::vector<std::string_view>& args, std::string* out,
+                     CompletionSink* sink);
+  // CONFIG SET: the client limits only (ClientLimits).
+  ExecStatus ConfigSet(const std::vector<std::string_view>& args, std::string* out);
+  // Whether this node may run a data command (a write, or a key read) for
+  // session `s` now. Empty: yes; else the error reply without its '-':
+  // MOVED/TRYAGAIN (failover), READONLY or STALEREAD (a backup).
+  std::string Refusal(const Session& s, bool write) const;
+  // Checks a password in constant time against --requirepass.
+  bool PasswordMatches(std::string_view given) const;
+  // Encodes a write's reply as RESP.
+  static void AppendResult(std::string* out, const WriteResult& r);
+  // Queues a write for the store (the caller's outbox); the reply comes
+  // through `sink`.
+  ExecStatus Submit(Session* s, WriteOp op, CompletionSink* sink);
+  // INFO `section` (lower case), as a bulk string.
+  void Info(std::string_view section, std::string* out) const;
+
+ private:
+  CommandHost* server_;
+  std::vector<Store::Write>* outbox_;
+};
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_COMMANDS_COMMANDS_H_

@@ -1,0 +1,513 @@
+// Store: the key-value state of one node: the PMem log, the DRAM index over it,
+// and the sequencer thread that turns client writes into durable batches.
+//
+// Writes: any thread calls Submit(); the committing thread (suffix _st: the
+// sequencer, or on a single node the submitting thread itself when no group is
+// being committed, see SubmitAll) takes everything queued, evaluates each write against the
+// committed state plus the writes before it in the same batch (so SET NX, INCR and DEL counts are
+// exact), appends the batch to the log with one persist (pipelined group commit: while one batch
+// persists, the next one fills), then updates the index and only then hands the replies to their
+// CompletionSinks. No reader sees an uncommitted value.
+//
+// Reads: Get/Exists/Ttl/Scan from any thread; they see committed data only.
+#ifndef FAHA_SERVER_ENGINE_STORE_H_
+#define FAHA_SERVER_ENGINE_STORE_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/checksum.h"
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
+#include "faha/status.h"
+#include "nvm/log.h"
+#include "server/engine/client_table.h"
+#include "server/engine/hot_cache.h"
+#include "server/engine/index.h"
+#include "server/engine/replication_hook.h"
+#include "server/metrics/metrics.h"
+
+namespace faha {
+
+// The arguments of a write, packed in one buffer: a SET costs one allocation
+// instead of three (vector, key, value), which showed in profiles.
+class ArgList {
+ public:
+  ArgList() = default;
+  ArgList(std::initializer_list<std::string_view> args) {
+    for (auto a : args) push_back(a);
+  }
+  void push_back(std::string_view a) {
+    data_.append(a);
+    uint32_t end = static_cast<uint32_t>(data_.size());
+    if (n_ < kInline) {
+      inline_ends_[n_] = end;
+    } else {
+      more_ends_.push_back(end);
+    }
+    n_++;
+  }
+  void emplace_back(std::string_view a) { push_back(a); }
+  size_t size() const { return n_; }
+  size_t bytes() const { return data_.size(); }
+  std::string_view operator[](size_t i) const {
+    uint32_t begin = i == 0 ? 0 : End(i - 1);
+    return std::string_view(data_).substr(begin, End(i) - begin);
+  }
+  class Iterator {
+   public:
+    Iterator(const ArgList* l, size_t i) : l_(l), i_(i) {}
+    std::string_view operator*() const { return (*l_)[i_]; }
+    Iterator& operator++() {
+      i_++;
+      return *this;
+    }
+    bool operator!=(const Iterator& o) const { return i_ != o.i_; }
+
+   private:
+    const ArgList* l_;
+    size_t i_;
+  };
+  Iterator begin() const { return Iterator(this, 0); }
+  Iterator end() const { return Iterator(this, size()); }
+
+ private:
+  static constexpr size_t kInline = 2;
+  uint32_t End(size_t i) const { return i < kInline ? inline_ends_[i] : more_ends_[i - kInline]; }
+  std::string data_;
+  size_t n_ = 0;
+  uint32_t inline_ends_[kInline] = {};
+  std::vector<uint32_t> more_ends_;
+};
+
+struct WriteOp {
+  enum class Kind : uint8_t { kSet, kDelete, kMSet, kIncrBy, kExpire, kPersist, kFlushAll };
+  Kind kind = Kind::kSet;
+  ArgList args;              // kSet/kIncrBy/kExpire/kPersist: [key(, value)]; kDelete: keys;
+                             // kMSet: key, value, key, value, ...
+  int64_t expire_at_ms = 0;  // kSet: absolute expiry, 0 = none; kExpire: new expiry
+  bool nx = false;           // kSet: only if absent
+  bool xx = false;           // kSet: only if present
+  bool keep_ttl = false;     // kSet: keep the current expiry
+  bool get_old = false;      // kSet: reply with the previous value
+  int64_t delta = 0;         // kIncrBy
+  // kExpire: Redis 7's NX / XX / GT / LT (no expiry counts as infinite).
+  enum class ExpireIf : uint8_t { kAlways, kNoExpiry, kHasExpiry, kGreater, kLess };
+  ExpireIf expire_if = ExpireIf::kAlways;
+  int64_t start_us = 0;  // for latency metrics
+  // Retry de-duplication: a client that names itself numbers its writes; a
+  // write whose (client_id, client_seq) was applied before gets its first
+  // reply again (ClientTable). 0: anonymous, never de-duplicated.
+  uint64_t client_id = 0;
+  uint64_t client_seq = 0;
+};
+
+struct WriteResult {
+  enum class Kind : uint8_t { kOk, kNil, kInt, kBulk, kError };
+  Kind kind = Kind::kOk;
+  int64_t integer = 0;
+  std::string str;  // kBulk value or kError message (without the leading '-')
+  // Writes of named clients: the LSN of the write's kClientReply record once
+  // committed (its commit stamp, with the store's epoch); 0 otherwise.
+  uint64_t lsn = 0;
+  static WriteResult Ok() { return {}; }
+  static WriteResult Nil() { return {Kind::kNil, 0, {}, 0}; }
+  static WriteResult Int(int64_t v) { return {Kind::kInt, v, {}, 0}; }
+  static WriteResult Bulk(std::string s) { return {Kind::kBulk, 0, std::move(s), 0}; }
+  static WriteResult Error(std::string s) { return {Kind::kError, 0, std::move(s), 0}; }
+};
+
+struct Completion {
+  uint64_t conn_id;
+  WriteResult result;
+  int64_t start_us;
+};
+
+// Receives the replies of committed writes. Deliver() is called on the
+// sequencer thread once per batch with every completion for this sink, in
+// submission order; it must not block for long. It runs on the sequencer or
+// committer thread, or on the sink's own thread when that thread committed
+// its writes itself (Store::SubmitAll).
+class CompletionSink {
+ public:
+  virtual ~CompletionSink() = default;
+  virtual void Deliver(std::vector<Completion>* completions) = 0;
+};
+
+struct StoreOptions {
+  std::string dir;
+  nvm::LogOptions log;
+  size_t max_batch_bytes = 8 << 20;
+  // Primary of a replicated cluster: batches are shipped through this and
+  // committed (made visible, acknowledged) by a committer thread once the
+  // in-sync backups hold them. Null on a single node and on a backup.
+  ReplicationHook* replicator = nullptr;
+  int repl_timeout_ms = 1000;
+  // DRAM for the hot layer (HotCache): hot keys' values held inline. 0: off.
+  size_t hot_cache_bytes = 0;
+  // How often the hot layer's counts halve.
+  int hot_age_ms = 1000;
+  // Log cleaning: a sealed segment whose live fraction is below this is
+  // compacted in the background (0: never). Checked every clean_interval_ms.
+  double clean_threshold = 0.5;
+  // The threshold on a backup (the lower of the two applies, and
+  // clean_threshold while the log is short of space): a backup's log is read
+  // only at recovery and failover, so it trades space (a log of up to live
+  // data / threshold) for the CPU a write costs it (cleaning copies
+  // live / (1 - live) bytes for each byte it frees).
+  double backup_clean_threshold = 0.25;
+  int clean_interval_ms = 100;
+};
+
+class Store : private KeyReader {
+ public:
+  // Opens (recovering) the store in options.dir.
+  static StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options, Metrics* metrics,
+                                               nvm::RecoveryReport* report);
+  // Same, on an explicit device (tests).
+  static StatusOr<std::unique_ptr<Store>> OpenOnDevice(std::shared_ptr<nvm::LogDevice> device,
+                                                       const StoreOptions& options,
+                                                       Metrics* metrics,
+                                                       nvm::RecoveryReport* report);
+  ~Store() override;
+
+  // Primary of a cluster: ship batches through `r` (before Start).
+  void set_replicator(ReplicationHook* r) { options_.replicator = r; }
+  // A backup promoted to primary of `epoch`: later batches carry that epoch
+  // and ship through `r`; starts the sequencer. REQUIRES: the backup stopped
+  // applying its old primary's stream.
+  void BecomePrimary(ReplicationHook* r, uint64_t epoch);
+  uint64_t epoch() const { return epoch_.load(std::memory_order_relaxed); }
+  void Start();
+  // Commits everything submitted so far, then stops the sequencer.
+  void Stop();
+
+  struct Write {
+    WriteOp op;
+    CompletionSink* sink;
+    uint64_t conn_id;
+  };
+  // Queues a write; its reply reaches `sink` after the write is durable.
+  void Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id);
+  // Queues all of *writes in order (one lock and one wake-up) and clears it.
+  void SubmitAll(std::vector<Write>* writes);
+
+  // Readers hold a ReadGuard for a whole command: it keeps the sequencer from
+  // publishing a batch meanwhile, so a command sees every batch entirely or not
+  // at all (MSET and FLUSHALL are atomic to readers, as in Redis). Each thread
+  // uses its own slot of a big-reader lock, so readers do not contend.
+  class ReadGuard {
+   public:
+    explicit ReadGuard(std::mutex* mu) : lock_(*mu) {}
+
+   private:
+    std::unique_lock<std::mutex> lock_;
+  };
+  [[nodiscard]] ReadGuard LockForRead() const;
+
+  // Appends the committed value of `key` to *value. False if absent or expired.
+  // REQUIRES: a ReadGuard held by the caller (for multi-key consistency).
+  bool Get(std::string_view key, std::string* value) const;
+  // As Get, but a value of kHoldValueBytes or more read from the log is not
+  // copied: *value views it in the log and *hold keeps that readable after
+  // the ReadGuard is released (Log::HoldSegment). Smaller values (and those
+  // of the hot layer) are copied to *copy, which *value then views.
+  static constexpr size_t kHoldValueBytes = 64 << 10;
+  bool GetHeld(std::string_view key, std::string* copy, std::string_view* value,
+               std::shared_ptr<const void>* hold) const;
+  bool Exists(std::string_view key) const;
+  // Milliseconds to live: -2 if absent, -1 if no expiry.
+  int64_t PttlMs(std::string_view key) const;
+  // Iterates keys (cursor semantics of Index::Scan); expired keys are skipped.
+  uint64_t Scan(uint64_t cursor, size_t count, std::vector<std::string>* keys) const;
+
+  // Backup: appends a batch received from the primary, byte for byte; it is
+  // durable once PersistReplicated returns. PublishReplicated then makes it
+  // visible to readers. All from the one thread that applies the primary's
+  // stream (or under the lock that serialises it).
+  StatusOr<nvm::Log::AppendResult> AppendReplicated(const nvm::BatchHeader& header,
+                                                    std::string_view payload);
+  Status PersistReplicated();
+  void PublishReplicated(const nvm::Log::AppendResult& appended);
+  // Backup: drops the log from the batch at `lsn` on (an unacknowledged
+  // suffix its new primary does not have) and rebuilds the index and the
+  // client table from what remains. Readers wait meanwhile. From the thread
+  // that applies the primary's stream.
+  Status TruncateLog(uint64_t lsn);
+
+  // What FAHA.DIGEST reports: the committed LSN, a digest of the committed
+  // batches (chained batch checksums) and of the visible data.
+  struct Digest {
+    uint64_t lsn = 0;
+    uint64_t log_digest = 0;
+    uint64_t data_digest = 0;
+    uint64_t keys = 0;
+  };
+  // REQUIRES: a ReadGuard held by the caller.
+  StatusOr<Digest> ComputeDigest() const;
+
+  uint64_t KeyCount() const { return index_.size(); }
+  size_t ClientCount() const { return clients_.size(); }
+  uint64_t KeysWithExpiry() const { return keys_with_expiry_.load(std::memory_order_relaxed); }
+  size_t IndexMemoryBytes() const { return index_.MemoryBytes(); }
+  const HotCache& hot() const { return hot_; }
+  // One pass of the hot layer's maintenance (the faha-hot thread runs it every
+  // few ms): promotes candidates, demotes to stay within the budget, and ages
+  // the counts if `age`. Public for tests.
+  void MaintainHot(bool age);
+  // ---- Log cleaning (docs/architecture.md, "Log cleaning") ----
+  // One pass: compacts the emptiest sealed segment below the threshold, if
+  // any may be cleaned. Returns whether a segment was replaced. Public for
+  // tests; the faha-clean thread runs it every clean_interval_ms.
+  StatusOr<bool> CleanOnce();
+  // This node is a backup: its index may hold records its primary has not
+  // committed yet (they could be truncated), so cleaning judges with what the
+  // primary said is committed (SetCommitHint, from its heartbeats).
+  void SetBackup();
+  void SetCommitHint(uint64_t committed_lsn) {
+    commit_hint_.store(committed_lsn, std::memory_order_release);
+  }
+  // Primary: no LSN at or after horizon() may be cleaned (a backup is still
+  // catching up from there).
+  void set_clean_horizon(std::function<uint64_t()> horizon);
+  // Estimated live fraction of a sealed segment (tests, INFO).
+  double LiveFraction(const nvm::Log::SegmentInfo& seg) const;
+
+  const nvm::Log& log() const { return *log_; }
+  nvm::Log* mutable_log() { return log_.get(); }
+  // The last LSN visible to readers (committed on a primary, applied on a backup).
+  uint64_t committed_lsn() const { return applied_end_.load(std::memory_order_acquire) - 1; }
+  bool failed() const { return failed_.load(); }
+
+ private:
+  Store(const StoreOptions& options, Metrics* metrics);
+  std::string_view KeyAt(uint64_t location) const override;
+  // The committed state of a key as a reader sees it: from the hot layer if
+  // held there (no log access), else from its record in the log. The views
+  // stay valid while the caller's ReadGuard is held.
+  struct Resolved {
+    std::string_view value;
+    int64_t expire_at_ms = 0;
+    uint64_t location = 0;  // of the record in the log (a hot value's too)
+    bool hot = false;       // value views the hot layer's copy
+  };
+  bool Resolve(std::string_view key, uint64_t hash, Resolved* out) const;
+  // REQUIRES: the exclusive lock (index_writer_mu_ and every read slot).
+  void DemoteHot(HotCache::Entry* e);
+  void HotLoop();
+  void StopHot();
+  void CleanLoop();
+  // The highest LSN cleaning may treat as committed for good (0: none yet).
+  uint64_t CleanSafeLsn() const;
+  // A record at `location` of `bytes` bytes stopped being live.
+  void AddDead(uint64_t location, uint64_t bytes);
+  void ApplyRecord(const nvm::RecordView& rec, uint64_t location, uint64_t hash);
+  void ApplyRecord(const nvm::RecordView& rec, uint64_t location) {
+    ApplyRecord(rec, location, HashKey(rec.key));
+  }
+  // ApplyRecord for a record read back from the log (recovery, truncation):
+  // a PUT that expired meanwhile is applied as a DELETE.
+  void ReplayRecord(const nvm::RecordView& rec, uint64_t location, int64_t now_ms);
+  // Applies a just-persisted batch to the index, prefetching first.
+  void PublishBatch_st(uint64_t base_location, size_t bytes);
+  void SequencerLoop_st();
+  // Turns the record indexes in results' lsn fields into LSNs.
+  static void StampLsns(uint64_t first_lsn, std::vector<WriteResult>* results);
+
+  using Pending = Write;
+  // Moves queued writes into *taken, up to about max_batch_bytes (at least one).
+  void TakeQueued_l(std::vector<Pending>* taken) REQUIRES(mu_);
+  // Evaluates, persists and publishes one group of writes and delivers their
+  // replies (single node), or ships and queues it for the committer
+  // (replicated primary). REQUIRES: this thread set committing_ (the
+  // sequencer, or a thread committing inline in SubmitAll).
+  void CommitGroup_st(std::vector<Pending>* taken);
+  // Single node, after a group is evaluated into batch_: writes it, gives
+  // committing_ back, syncs it, and publishes it and delivers its replies in
+  // write order.
+  void SyncPublishAndReply(std::vector<Pending>* taken, std::vector<WriteResult>* results);
+  // Gives committing_ back (replicated primary) and wakes the sequencer if
+  // writes wait.
+  void ReleaseCommitting_st();
+  // Counts a committed batch of `ops` client writes in the metrics.
+  void RecordBatch(const nvm::BatchBuilder& batch, size_t ops);
+  // Turns every result into -IOERR; an I/O error fails the store for good.
+  void FailWrites(const Status& why, std::vector<WriteResult>* results);
+  // The state of a key as the sequencer sees it: committed, or overwritten by
+  // an earlier write of the batch being built.
+  struct Current {
+    bool exists = false;
+    std::string value;
+    int64_t expire_at_ms = 0;
+  };
+  void CommitLoop_ct();
+  // Replicated primary: ships, persists and queues one batch for the committer.
+  void ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
+                       std::vector<WriteResult>* results);
+  // Appends `batch` (framed by the caller when `framed` is set, else framed
+  // here) and records its metrics; on failure turns every result into an error.
+  StatusOr<nvm::Log::AppendResult> PersistBatch_st(const nvm::BatchHeader* framed,
+                                                   const nvm::BatchBuilder& batch, size_t ops,
+                                                   std::vector<WriteResult>* results);
+  // Each write's result, grouped by sink in submission order (one Deliver per sink).
+  using Replies = std::vector<std::pair<CompletionSink*, std::vector<Completion>>>;
+  static void GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* results,
+                           Replies* replies);
+  static void DeliverAll(Replies* replies);
+  // The in-flight overlay: state of a key after the batches shipped but not
+  // yet committed. Returns false if no in-flight batch touches the key.
+  bool LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, Current* out);
+  // Committed state of key (ignoring the batch being built).
+  Current Lookup_st(std::string_view key, bool want_value, int64_t now_ms);
+  WriteResult Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms);
+  void Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,
+              int64_t expire_at_ms);
+  void Delete_st(nvm::BatchBuilder* batch, std::string_view key);
+  // Builds overlay_ from the records already in `batch` (it is built lazily:
+  // batches of plain SETs never need it).
+  void BuildOverlay_st(const nvm::BatchBuilder& batch);
+  // One try of CleanOnce (under clean_pass_mu_): kMisjudged when the victim
+  // turned out to hold too little dead data (its estimate is corrected).
+  enum class CleanOutcome : uint8_t { kNone, kCleaned, kMisjudged };
+  StatusOr<CleanOutcome> CleanVictim();
+
+  StoreOptions options_;
+  Metrics* metrics_;
+  std::unique_ptr<nvm::Log> log_;
+  Index index_;
+  HotCache hot_;
+  // Held by whoever changes the index or the hot layer's structure (the
+  // publisher of batches, truncation, hot maintenance), before the read slots:
+  // the index has one writer at a time.
+  Mutex index_writer_mu_;
+  Mutex hot_mu_;
+  CondVar hot_cv_;
+  bool hot_stopping_ GUARDED_BY(hot_mu_) = false;
+  std::thread hot_thread_;
+  std::thread clean_thread_;
+  bool clean_stopping_ GUARDED_BY(hot_mu_) = false;
+  Mutex clean_pass_mu_;                                  // one pass at a time
+  std::unique_ptr<std::atomic<uint64_t>[]> dead_bytes_;  // per segment id
+  std::atomic<bool> backup_{false};
+  std::atomic<uint64_t> commit_hint_{UINT64_MAX};
+  // Nothing below this LSN is known committed after a (re)start, a
+  // promotion or a truncation until a commit at or beyond it.
+  std::atomic<uint64_t> clean_floor_{0};
+  Mutex horizon_mu_;
+  std::function<uint64_t()> clean_horizon_ GUARDED_BY(horizon_mu_);
+  // Backup: batches applied that the primary may not have committed yet.
+  struct Recent {
+    uint64_t end_lsn;
+    uint64_t base_location;
+    size_t bytes;
+  };
+  Mutex recent_mu_;
+  std::deque<Recent> recent_ GUARDED_BY(recent_mu_);
+  std::atomic<uint64_t> keys_with_expiry_{0};
+  std::atomic<uint64_t> epoch_{0};
+  ClientTable clients_;
+  std::atomic<bool> failed_{false};
+
+  static constexpr int kReadSlots = 16;
+  // The slots guard no member the thread-safety analysis could name (the
+  // index is read without them by its one writer): plain std::mutex.
+  struct alignas(64) ReadSlot {
+    std::mutex mu;
+  };
+  mutable ReadSlot read_slots_[kReadSlots];
+  // Holds every read slot for its lifetime: no reader runs meanwhile. Taken
+  // after index_writer_mu_ by whoever changes the index or the hot layer.
+  class AllReadSlots {
+   public:
+    explicit AllReadSlots(ReadSlot* slots) {
+      for (int i = 0; i < kReadSlots; i++) held_[i] = std::unique_lock<std::mutex>(slots[i].mu);
+    }
+
+   private:
+    std::unique_lock<std::mutex> held_[kReadSlots];
+  };
+
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<Pending> queue_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  // One group commits at a time, on the sequencer or, on a single node when
+  // nobody else is committing, inline on the thread that submits (SubmitAll).
+  // The _st members below belong to whichever thread set committing_.
+  bool committing_ GUARDED_BY(mu_) = false;
+  bool inline_commit_ GUARDED_BY(mu_) = false;  // single node, started
+  // Single node: batches written and syncing (at most max_syncing_), and the
+  // tickets that keep their publication in write order.
+  static constexpr uint32_t kMaxSyncing = 2;
+  uint32_t max_syncing_ GUARDED_BY(mu_) = 1;
+  // max_syncing_ == 1: a batch is written and synced in one call. Set by
+  // Start() before any thread commits; read by committers.
+  bool durable_write_ = true;
+  uint32_t syncing_ GUARDED_BY(mu_) = 0;
+  uint64_t next_ticket_ GUARDED_BY(mu_) = 0;
+  uint64_t published_ticket_ GUARDED_BY(mu_) = 0;
+  CondVar publish_cv_;
+  nvm::BatchBuilder batch_;
+  std::vector<WriteResult> results_;
+  // (client id, sequence) of the writes this group recorded in clients_.
+  std::vector<std::pair<uint64_t, uint64_t>> recorded_;
+  // Indexes of this group's results answered from the client table.
+  std::vector<size_t> from_table_;
+  static bool OnlyRemovals(std::string_view payload);
+  std::thread sequencer_;
+
+  // Sequencer-owned: writes of the batch being built, key -> payload offset of
+  // its record (or kDeleted), and whether the batch flushed everything.
+  static constexpr size_t kDeleted = SIZE_MAX;
+  std::unordered_map<std::string, size_t> overlay_;
+  bool overlay_valid_ = false;  // overlay_ reflects every record of the batch
+  bool overlay_flushed_ = false;
+  struct Applying {
+    nvm::RecordView rec;
+    uint64_t location;
+    uint64_t hash;
+  };
+  std::vector<Applying> applying_;        // scratch of the publishing thread for PublishBatch_st
+  std::atomic<uint64_t> applied_end_{1};  // LSN after the last batch visible to readers
+
+  // Replicated primary: batches persisted locally and shipped, waiting for
+  // their backups' acks, in LSN order. The committer publishes and answers them.
+  struct InFlight {
+    uint64_t end_lsn;
+    uint64_t base_location;
+    size_t bytes;
+    int64_t shipped_us;
+    Replies replies;
+    bool replied = false;  // an error went out already (outcome unknown to the client)
+  };
+  Mutex commit_mu_;
+  CondVar commit_cv_;
+  std::deque<InFlight> inflight_ GUARDED_BY(commit_mu_);
+  bool sequencer_done_ GUARDED_BY(commit_mu_) = false;
+  std::thread committer_;
+  // Sequencer-owned view of the same batches, for evaluating later writes:
+  // key -> location of its newest in-flight record (kInFlightDeleted: deleted).
+  struct SeqInFlight {
+    uint64_t end_lsn;
+    uint64_t base_location;
+    size_t bytes;
+  };
+  std::deque<SeqInFlight> seq_inflight_;
+  static constexpr uint64_t kInFlightDeleted = 0;
+  std::unordered_map<std::string, uint64_t> inflight_overlay_;
+  bool inflight_valid_ = false;
+  bool inflight_flushed_ = false;
+  void MergeInFlight_st(const SeqInFlight& b);
+};
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_ENGINE_STORE_H_

@@ -1,0 +1,454 @@
+// The Store's write path: the write queue, group commit (inline or by the
+// sequencer), persisting, shipping to backups, publishing and replying.
+// See docs/architecture.md, "Write path: group commit".
+#include <pthread.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <climits>
+#include <optional>
+#include <unordered_set>
+
+#include "common/checksum.h"
+#include "common/clock.h"
+#include "common/coding.h"
+#include "common/logging.h"
+#include "common/mutex.h"
+#include "server/engine/store.h"
+
+namespace faha {
+
+using nvm::RecordType;
+using nvm::RecordView;
+
+void Store::DeliverAll(Replies* replies) {
+  for (auto& [sink, completions] : *replies) sink->Deliver(&completions);
+}
+
+void Store::CommitLoop_ct() {
+  ReplicationHook* repl = options_.replicator;
+  const int64_t timeout_us = static_cast<int64_t>(options_.repl_timeout_ms) * 1000;
+  while (true) {
+    InFlight* b;
+    bool done;
+    {
+      MutexLock l(&commit_mu_);
+      commit_cv_.Wait(&commit_mu_,
+                      [&]() REQUIRES(commit_mu_) { return sequencer_done_ || !inflight_.empty(); });
+      if (inflight_.empty()) return;
+      b = &inflight_.front();  // only this thread pops; push_back keeps it valid
+      done = sequencer_done_;
+    }
+    int64_t deadline = b->replied ? MonoUs() + 100000 : b->shipped_us + timeout_us;
+    // A batch without records (writes that changed nothing, or refused ones)
+    // only keeps its replies behind the earlier batches.
+    Status s = b->bytes == 0 ? Status::OK() : repl->WaitDurable(b->end_lsn, deadline);
+    if (s.ok()) {
+      if (b->bytes > 0) PublishBatch_st(b->base_location, b->bytes);
+      if (b->bytes > 0) {
+        applied_end_.store(b->end_lsn, std::memory_order_release);
+        repl->Committed(b->end_lsn);
+      }
+      if (!b->replied) DeliverAll(&b->replies);
+    } else {
+      if (!b->replied) {
+        // The batch is in our log and maybe on some backups: its outcome is
+        // unknown. It stays queued and becomes visible if the backups catch up.
+        for (auto& [sink, completions] : b->replies) {
+          for (auto& c : completions) c.result = WriteResult::Error(s.message());
+        }
+        DeliverAll(&b->replies);
+        b->replied = true;
+      }
+      if (!done) continue;
+      // Shutting down: what was never covered stays in the log; a restart
+      // ships it to the backups again.
+    }
+    MutexLock l(&commit_mu_);
+    inflight_.pop_front();
+  }
+}
+
+StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader* framed,
+                                                        const nvm::BatchBuilder& batch, size_t ops,
+                                                        std::vector<WriteResult>* results) {
+  int64_t t0 = MonoUs();
+  auto appended = framed ? log_->AppendFramed_wt(*framed, batch.payload())
+                         : log_->AppendBatch_wt(batch.payload(), batch.count());
+  if (!appended.ok()) {
+    FailWrites(appended.status(), results);
+    return appended;
+  }
+  metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+  RecordBatch(batch, ops);
+  return appended;
+}
+
+void Store::RecordBatch(const nvm::BatchBuilder& batch, size_t ops) {
+  metrics_->batches.fetch_add(1, std::memory_order_relaxed);
+  metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
+  metrics_->batch_bytes.Record(batch.bytes());
+  metrics_->batch_ops.Record(ops);
+}
+
+void Store::GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* results,
+                         Replies* replies) {
+  replies->clear();
+  for (size_t i = 0; i < taken->size(); i++) {
+    Pending& p = (*taken)[i];
+    // Sinks are the server's I/O threads, a handful: a linear search beats a map.
+    auto it = std::find_if(replies->begin(), replies->end(),
+                           [&](const auto& r) { return r.first == p.sink; });
+    if (it == replies->end())
+      it = replies->emplace(replies->end(), p.sink, std::vector<Completion>{});
+    it->second.push_back(Completion{p.conn_id, std::move((*results)[i]), p.op.start_us});
+  }
+}
+
+void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
+                            std::vector<WriteResult>* results) {
+  InFlight f;
+  f.end_lsn = log_->next_lsn();
+  f.base_location = 0;
+  f.bytes = 0;
+  f.shipped_us = MonoUs();
+  if (!batch.empty()) {
+    nvm::BatchHeader h =
+        nvm::Log::FrameBatch(batch.payload(), batch.count(), log_->next_lsn(), options_.log.epoch);
+    // Backups start persisting while we do: one round trip after our own persist.
+    options_.replicator->Ship(h, batch.payload());
+    auto appended = PersistBatch_st(&h, batch, taken->size(), results);
+    if (appended.ok()) {
+      StampLsns(h.first_lsn, results);
+      f.end_lsn = h.first_lsn + h.record_count;
+      f.base_location = appended->base_location;
+      f.bytes = batch.bytes();
+      seq_inflight_.push_back(SeqInFlight{f.end_lsn, f.base_location, f.bytes});
+      if (inflight_valid_) MergeInFlight_st(seq_inflight_.back());
+    }
+  }
+  GroupReplies(taken, results, &f.replies);
+  {
+    MutexLock l(&commit_mu_);
+    inflight_.push_back(std::move(f));
+  }
+  commit_cv_.Signal();
+}
+
+void Store::Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id) {
+  {
+    MutexLock l(&mu_);
+    queue_.push_back(Pending{std::move(op), sink, conn_id});
+  }
+  cv_.Signal();
+}
+
+void Store::TakeQueued_l(std::vector<Pending>* taken) {
+  size_t bytes = 0;
+  while (!queue_.empty()) {
+    size_t op_bytes = 64;
+    for (const auto& a : queue_.front().op.args) op_bytes += a.size() + sizeof(nvm::RecordHeader);
+    if (!taken->empty() && bytes + op_bytes > options_.max_batch_bytes) break;
+    bytes += op_bytes;
+    taken->push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+}
+
+void Store::SubmitAll(std::vector<Write>* writes) {
+  if (writes->empty()) return;
+  std::vector<Pending> taken;
+  {
+    MutexLock l(&mu_);
+    // After Stop() nothing is queued: such writes are never applied nor answered.
+    if (stopping_) {
+      writes->clear();
+      return;
+    }
+    for (auto& w : *writes) queue_.push_back(std::move(w));
+    writes->clear();
+    // Whoever is committing takes these next (the sequencer) or hands them
+    // on when done (an inline committer): no wake-up needed meanwhile. The
+    // same when as many syncs as the log allows are in flight: the first to
+    // finish wakes the sequencer.
+    if (committing_ || syncing_ >= max_syncing_) return;
+    if (inline_commit_) {
+      // Nobody is committing: this thread commits the group itself, as
+      // leveldb's first writer does, instead of waking the sequencer and
+      // being woken back (two thread hand-offs per write).
+      committing_ = true;
+      TakeQueued_l(&taken);
+    }
+  }
+  if (taken.empty()) {
+    cv_.Signal();
+    return;
+  }
+  metrics_->inline_groups.fetch_add(1, std::memory_order_relaxed);
+  CommitGroup_st(&taken);  // gives committing_ back
+}
+
+void Store::SequencerLoop_st() {
+  std::vector<Pending> taken;
+  while (true) {
+    taken.clear();
+    {
+      MutexLock l(&mu_);
+      cv_.Wait(&mu_, [&]() REQUIRES(mu_) {
+        return !committing_ && syncing_ < max_syncing_ && (stopping_ || !queue_.empty());
+      });
+      if (queue_.empty()) return;  // stopping, and everything is committed
+      committing_ = true;
+      TakeQueued_l(&taken);
+    }
+    CommitGroup_st(&taken);  // gives committing_ back
+  }
+}
+
+void Store::ReleaseCommitting_st() {
+  bool more;
+  {
+    MutexLock l(&mu_);
+    committing_ = false;
+    more = !queue_.empty() || stopping_;
+  }
+  // Writes that arrived meanwhile go to the sequencer: an inline committer
+  // returns to send its replies rather than wait for one more sync.
+  if (more) cv_.Signal();
+}
+
+void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
+  std::vector<Pending>& taken = *taken_ptr;
+  nvm::BatchBuilder& batch = batch_;
+  std::vector<WriteResult>& results = results_;
+  {
+    batch.Clear();
+    overlay_.clear();
+    overlay_valid_ = false;
+    overlay_flushed_ = false;
+    results.clear();
+    recorded_.clear();
+    from_table_.clear();
+    // Forget in-flight batches (shipped, or written and syncing) that are
+    // published now.
+    const uint64_t applied = applied_end_.load(std::memory_order_acquire);
+    while (!seq_inflight_.empty() && seq_inflight_.front().end_lsn <= applied) {
+      seq_inflight_.pop_front();
+      // The overlay may point into a published batch, whose segment cleaning
+      // may rewrite: rebuild it from the batches still in flight.
+      inflight_valid_ = false;
+    }
+    if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
+      inflight_overlay_.clear();
+      inflight_valid_ = false;
+      inflight_flushed_ = false;
+    }
+    if (ReplicationHook* repl = options_.replicator) {
+      int64_t oldest = taken[0].op.start_us > 0 ? taken[0].op.start_us : MonoUs();
+      Status ready =
+          repl->WaitWritable(oldest + static_cast<int64_t>(options_.repl_timeout_ms) * 1000);
+      if (!ready.ok()) {
+        for (size_t i = 0; i < taken.size(); i++)
+          results.push_back(WriteResult::Error(ready.message()));
+        ShipAndQueue_st(batch, &taken, &results);
+        ReleaseCommitting_st();
+        return;
+      }
+    }
+    const int64_t now = WallMs();
+    for (size_t i = 0; i < taken.size(); i++) {
+      const size_t mark_bytes = batch.bytes();
+      const uint32_t mark_count = batch.count();
+      const bool mark_flushed = overlay_flushed_;
+      const WriteOp& op = taken[i].op;
+      WriteResult r;
+      if (op.client_id != 0) {
+        switch (clients_.Lookup(op.client_id, op.client_seq, &r)) {
+          case ClientTable::Seen::kDuplicate:
+            metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
+            from_table_.push_back(results.size());
+            results.push_back(std::move(r));
+            continue;
+          case ClientTable::Seen::kForgotten:
+            metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
+            from_table_.push_back(results.size());
+            results.push_back(WriteResult::Error(
+                "ERR this write (client " + std::to_string(op.client_id) + ", sequence " +
+                std::to_string(op.client_seq) +
+                ") is older than the replies kept for retries; it is not applied again"));
+            continue;
+          case ClientTable::Seen::kNew:
+            break;
+        }
+      }
+      r = Evaluate_st(op, &batch, now);
+      if (op.client_id != 0) {
+        r.lsn = batch.count() + 1;  // made absolute once the batch has its first LSN
+        batch.Add(RecordType::kClientReply, {}, ClientTable::EncodeReply(r), 0, op.client_id,
+                  op.client_seq);
+      }
+      const bool too_big_for_batch = batch.bytes() > options_.max_batch_bytes;
+      if (too_big_for_batch || batch.bytes() > log_->max_payload_bytes()) {
+        // The estimate at dequeue time missed (EXPIRE and INCR rewrite the
+        // current value): undo this op and leave it and the rest for the next
+        // batch. Alone in a batch, an op that does not fit is refused.
+        batch.Truncate(mark_bytes, mark_count);
+        overlay_.clear();
+        overlay_valid_ = false;
+        overlay_flushed_ = mark_flushed;
+        if (i > 0) {
+          MutexLock l(&mu_);
+          for (size_t j = taken.size(); j > i; j--) queue_.push_front(std::move(taken[j - 1]));
+          taken.resize(i);
+          break;
+        }
+        r = WriteResult::Error("ERR this write needs more than one log batch (--max_batch_kb)");
+      } else if (op.client_id != 0) {
+        clients_.Record(op.client_id, op.client_seq, r);
+        recorded_.emplace_back(op.client_id, op.client_seq);
+      }
+      results.push_back(std::move(r));
+    }
+    if (!batch.empty() && !log_->HasRoom_wt(batch.bytes())) {
+      // A new segment first, if the batch needs one: on a full disk the group
+      // is answered with the error and nothing of it is written or shipped,
+      // and a later group tries again (writes resume once space is freed).
+      Status room = log_->MakeRoom_wt(batch.bytes(), OnlyRemovals(batch.payload()));
+      if (!room.ok()) {
+        // Neither written nor shipped. Replies of retried writes answered
+        // from the client table stand; every other result is the error (a
+        // later op's result may depend on an earlier one's refused write).
+        for (const auto& [client, seq] : recorded_) clients_.Forget(client, seq);
+        std::vector<bool> keep(results.size(), false);
+        for (size_t i : from_table_) keep[i] = true;
+        if (room.code() == Status::Code::kBusy) {
+          metrics_->log_full_refusals.fetch_add(1, std::memory_order_relaxed);
+        } else if (room.code() == Status::Code::kIOError && !failed_.exchange(true)) {
+          FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
+                         room.ToString().c_str());
+        }
+        const std::string why = room.code() == Status::Code::kBusy
+                                    ? "IOERR " + room.message()
+                                    : "IOERR write not durable: " + room.ToString();
+        for (size_t i = 0; i < results.size(); i++) {
+          if (!keep[i]) results[i] = WriteResult::Error(why);
+        }
+        batch.Clear();
+        overlay_.clear();
+        overlay_valid_ = false;
+        overlay_flushed_ = false;
+      }
+    }
+
+    if (options_.replicator) {
+      ShipAndQueue_st(batch, &taken, &results);
+      ReleaseCommitting_st();
+      return;
+    }
+  }
+  SyncPublishAndReply(&taken, &results);
+}
+
+void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
+                                std::vector<WriteResult>* results_in) {
+  // Single node. Written but not durable: the next group may be evaluated
+  // (against this one through the in-flight overlay) and written while this
+  // one syncs, so up to max_syncing_ syncs are in flight. Batches are
+  // published, and their replies delivered, strictly in the order they were
+  // written (tickets), and only once durable: the later of two batches is
+  // never visible before the earlier one.
+  std::vector<Pending> taken = std::move(*taken_in);
+  std::vector<WriteResult> results = std::move(*results_in);
+  const nvm::BatchBuilder& batch = batch_;
+  std::optional<nvm::Log::AppendResult> written;
+  const int64_t t0 = MonoUs();
+  size_t batch_bytes = 0;
+  bool answered_error = false;  // every result is an -IOERR already
+  if (failed_.load()) {
+    FailWrites(Status::IOError("the log failed earlier; restart the server"), &results);
+    answered_error = true;
+  } else if (!batch.empty()) {
+    batch_bytes = batch.bytes();
+    // One batch syncing at a time: written and made durable in one go (one
+    // system call on a file). Else the sync happens below, token given back.
+    auto appended = log_->AppendBatch_wt(batch.payload(), batch.count(), durable_write_);
+    if (appended.ok()) {
+      written = *appended;
+      StampLsns(appended->first_lsn, &results);
+      seq_inflight_.push_back(
+          SeqInFlight{nvm::BatchEndLsn(appended->header), appended->base_location, batch_bytes});
+      if (inflight_valid_) MergeInFlight_st(seq_inflight_.back());
+      RecordBatch(batch, taken.size());
+    } else {
+      FailWrites(appended.status(), &results);
+      answered_error = true;
+    }
+  }
+  uint64_t ticket;
+  bool waiting;
+  {
+    MutexLock l(&mu_);
+    ticket = next_ticket_++;
+    syncing_++;
+    committing_ = false;
+    waiting = !queue_.empty() && syncing_ < max_syncing_;
+  }
+  if (waiting) cv_.Signal();  // the sequencer may take the next group meanwhile
+
+  Status synced = written && !durable_write_ ? log_->Sync_any(*written) : Status::OK();
+  {
+    MutexLock l(&mu_);
+    if (published_ticket_ != ticket) {
+      publish_cv_.Wait(&mu_, [&]() REQUIRES(mu_) { return published_ticket_ == ticket; });
+    }
+  }
+  if (!answered_error && (!synced.ok() || failed_.load())) {
+    // An earlier batch failed to become durable, or this one did: nothing
+    // from here on is published, nor answered as if it were (a group that
+    // wrote nothing may have been evaluated against the failed batch).
+    FailWrites(synced.ok() ? Status::IOError("an earlier batch failed to persist") : synced,
+               &results);
+  } else if (written) {
+    metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+    log_->NoteDurable_any(nvm::BatchEndLsn(written->header));
+    PublishBatch_st(written->base_location, batch_bytes);
+    applied_end_.store(nvm::BatchEndLsn(written->header), std::memory_order_release);
+  }
+  Replies replies;
+  GroupReplies(&taken, &results, &replies);
+  DeliverAll(&replies);
+  {
+    // Notified under the lock: once Stop() sees syncing_ reach 0 the store
+    // may be destroyed, condition variables included.
+    MutexLock l(&mu_);
+    published_ticket_++;
+    syncing_--;
+    if (syncing_ > 0 || stopping_) publish_cv_.SignalAll();  // a later batch, or Stop()
+    if ((!queue_.empty() && !committing_) || stopping_) cv_.Signal();
+  }
+}
+
+// A batch that writes no value (DEL, FLUSHALL, and their client replies):
+// on a full disk it may use the log's reserve, since it frees space once
+// cleaned (Redis's deny-oom: refuse what grows, allow what shrinks).
+bool Store::OnlyRemovals(std::string_view payload) {
+  for (size_t off = 0; off < payload.size();) {
+    RecordView r;
+    size_t n;
+    if (!nvm::DecodeRecord(payload.data() + off, payload.size() - off, &r, &n)) return false;
+    if (r.type == RecordType::kPut) return false;
+    off += n;
+  }
+  return true;
+}
+
+void Store::FailWrites(const Status& why, std::vector<WriteResult>* results) {
+  // Only an I/O error leaves the log in doubt; anything else is this batch's fault.
+  if (why.code() == Status::Code::kIOError && !failed_.exchange(true)) {
+    FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s", why.ToString().c_str());
+  }
+  for (auto& r : *results) r = WriteResult::Error("IOERR write not durable: " + why.ToString());
+}
+
+}  // namespace faha

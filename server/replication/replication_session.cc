@@ -1,0 +1,369 @@
+// A primary's session with one backup (Replicator): the HELLO and the check
+// that the backup's log is a prefix of the primary's, catch-up from the log,
+// shipping the ring of batches, heartbeats, and the acknowledgements.
+#include <pthread.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/clock.h"
+#include "common/coding.h"
+#include "common/logging.h"
+#include "common/mutex.h"
+#include "common/net.h"
+#include "common/resp.h"
+#include "common/threads.h"
+#include "server/engine/store.h"
+#include "server/replication/replication.h"
+
+namespace faha {
+
+using rdma::FrameType;
+
+Status Replicator::CheckJoinPoint(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum,
+                                  uint64_t last_epoch, uint64_t* truncate_to) {
+  *truncate_to = 0;
+  bool cleaned = false;
+  Status same = CheckPrefix(backup_next, last_first, last_checksum, &cleaned);
+  if (!same.ok() && cleaned) {
+    // Our log no longer holds that batch as it was: cleaning compacted it.
+    // The backup starts over from our first LSN (a full copy).
+    *truncate_to = 1;
+    return same;
+  }
+  if (same.ok() || options_.history.empty() || backup_next <= 1 || last_epoch >= options_.epoch) {
+    return same;
+  }
+  // The backup's log holds a suffix of an older epoch that was never
+  // committed: batches of epoch e are ours only below the first LSN of the
+  // epoch after e. Without a history reaching back to e: start over.
+  uint64_t cut = 1;
+  if (options_.history.front().first <= last_epoch) {
+    for (const auto& [e, start] : options_.history) {
+      if (e > last_epoch) {
+        cut = start;
+        break;
+      }
+    }
+  }
+  if (cut >= backup_next) cut = 1;
+  *truncate_to = cut;
+  return Status::InvalidArgument(
+      "the backup's log (last batch at LSN " + std::to_string(last_first) + ", epoch " +
+      std::to_string(last_epoch) + ") diverges from this primary's (" + same.message() +
+      "); it must truncate its log to LSN " + std::to_string(cut) + " and catch up");
+}
+
+Status Replicator::CheckPrefix(uint64_t backup_next, uint64_t last_first, uint64_t last_checksum,
+                               bool* cleaned) {
+  *cleaned = false;
+  {
+    MutexLock l(&mu_);
+    if (backup_next > ship_end_) {
+      return Status::InvalidArgument(
+          "the backup's log reaches LSN " + std::to_string(backup_next - 1) +
+          ", beyond this primary's " + std::to_string(ship_end_ - 1) +
+          ": it holds writes this primary does not have; wipe its data directory or promote it");
+    }
+    if (backup_next == 1) return Status::OK();
+    for (const auto& s : ring_) {
+      if (s.first_lsn == last_first) {
+        nvm::BatchHeader h;
+        std::memcpy(&h, s.frame->data() + sizeof(rdma::ReplFrameHeader), sizeof(h));
+        if (h.checksum == last_checksum && s.end_lsn == backup_next) return Status::OK();
+        return Status::InvalidArgument("the backup's batch at LSN " + std::to_string(last_first) +
+                                       " differs from ours");
+      }
+    }
+  }
+  bool same = false, found = false;
+  auto r = log_->ForEachBatch(
+      last_first, last_first + 1, 1, [&](const nvm::BatchHeader& h, std::string_view) {
+        found = true;
+        *cleaned = nvm::IsCompacted(h);
+        same = h.checksum == last_checksum && nvm::BatchEndLsn(h) == backup_next;
+      });
+  // Inside a batch of ours: a compacted one (ordinary batches are the same on
+  // every node, and the backup's last batch was one of them).
+  if (!r.ok() && r.status().code() == Status::Code::kNotFound) *cleaned = true;
+  if (*cleaned) {
+    return Status::InvalidArgument("the backup's log ends at LSN " +
+                                   std::to_string(backup_next - 1) +
+                                   ", in a part of this primary's log that log cleaning "
+                                   "compacted since; it starts over with a full copy");
+  }
+  if (!r.ok() || !found || !same) {
+    return Status::InvalidArgument(
+        "the backup's log diverges from this primary's at LSN " + std::to_string(last_first) +
+        (r.ok() ? "" : " (" + r.status().message() + ")") + "; wipe its data directory");
+  }
+  return Status::OK();
+}
+
+void Replicator::PeerLoop(Peer* peer) {
+  SetThreadName("faha-repl-out");
+  int backoff_ms = 50;
+  std::string logged_error;
+  while (true) {
+    {
+      MutexLock l(&mu_);
+      if (stopping_) return;
+      peer->state = "connecting";
+      peer->kick = false;
+      peer->session_dead = false;
+    }
+    Status s;
+    auto ch = transport_->Connect(peer->address, options_.connect_timeout_ms);
+    if (!ch.ok()) {
+      s = ch.status();
+    } else {
+      s = RunSession(peer, ch->get());
+      backoff_ms = 50;
+    }
+    {
+      MutexLock l(&mu_);
+      bool was_in_sync = peer->in_sync;
+      peer->connected = false;
+      // In cluster mode it stays in the set (commits wait for it) until
+      // removed from the configuration.
+      if (!cluster_mode()) peer->in_sync = false;
+      if (peer->state != "dropped") peer->state = "disconnected";
+      if (!s.ok() && !stopping_) peer->last_error = s.message();
+      if (was_in_sync && !stopping_) {
+        FAHA_LOG_WARN("replication: backup %s left the in-sync set: %s", peer->address.c_str(),
+                      peer->last_error.c_str());
+      }
+      if (stopping_) return;
+    }
+    cv_.SignalAll();
+    send_cv_.SignalAll();
+    if (!s.ok() && s.message() != logged_error) {
+      FAHA_LOG_WARN("replication: backup %s: %s (retrying)", peer->address.c_str(),
+                    s.ToString().c_str());
+      logged_error = s.message();
+    }
+    MutexLock l(&mu_);
+    cv_.WaitFor(&mu_, std::chrono::milliseconds(backoff_ms),
+                [&]() REQUIRES(mu_) { return stopping_; });
+    backoff_ms = std::min(backoff_ms * 2, 1000);
+  }
+}
+
+Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
+  const int timeout = std::max(options_.timeout_ms, 1000);
+  uint64_t ship_end;
+  {
+    MutexLock l(&mu_);
+    ship_end = ship_end_;
+  }
+  std::string out;
+  rdma::EncodeFrame(&out, FrameType::kHello, options_.epoch, ship_end, options_.advertise);
+  FAHA_RETURN_IF_ERROR(ch->Send(out, timeout));
+  auto reply = ch->Receive(timeout);
+  if (!reply.ok()) return reply.status();
+  if (reply->type == FrameType::kError) {
+    return Status::InvalidArgument("refused: " + std::string(reply->body));
+  }
+  if (reply->type != FrameType::kHello || reply->body.size() < sizeof(rdma::HelloReply) ||
+      reply->epoch != options_.epoch || reply->lsn == 0) {
+    return Status::Protocol("unexpected answer to HELLO");
+  }
+  rdma::HelloReply jp;
+  std::memcpy(&jp, reply->body.data(), sizeof(jp));
+  const uint64_t backup_next = reply->lsn;
+  uint64_t truncate_to = 0;
+  Status join =
+      CheckJoinPoint(backup_next, jp.last_first_lsn, jp.last_checksum, jp.last_epoch, &truncate_to);
+  if (!join.ok()) {
+    out.clear();
+    if (truncate_to != 0) {
+      FAHA_LOG_WARN("replication: backup %s: %s", peer->address.c_str(), join.message().c_str());
+      rdma::EncodeFrame(&out, FrameType::kTruncate, options_.epoch, truncate_to, {});
+    } else {
+      rdma::EncodeFrame(&out, FrameType::kError, options_.epoch, 0, join.message());
+    }
+    ch->Send(out, 200).IgnoreError();  // the peer learns why, or reconnects and asks again
+    return join;
+  }
+  {
+    MutexLock l(&mu_);
+    peer->connected = true;
+    peer->sessions++;
+    peer->send_next = backup_next;
+    peer->acked_end = backup_next;
+    peer->last_ack_us = MonoUs();
+    peer->state = backup_next < ship_end_ ? "catching up" : "connected";
+    MaybeJoinLocked(peer);
+  }
+  FAHA_LOG_INFO("replication: connected to backup %s at its LSN %llu (ours %llu)",
+                peer->address.c_str(), static_cast<unsigned long long>(backup_next - 1),
+                static_cast<unsigned long long>(ship_end - 1));
+
+  const bool full_copy = backup_next == 1;
+  std::thread receiver([this, peer, ch] { ReceiveAcks(peer, ch); });
+  Status result;
+  std::vector<std::shared_ptr<const std::string>> frames;
+  std::string buf;
+  int64_t last_heartbeat_us = 0;  // the first one goes out at once
+  while (true) {
+    uint64_t from, limit = 0;
+    frames.clear();
+    bool heartbeat = false;
+    {
+      MutexLock l(&mu_);
+      auto ready = [&]() REQUIRES(mu_) {
+        return stopping_ || peer->kick || peer->session_dead || peer->send_next < ship_end_;
+      };
+      if (options_.heartbeat_ms > 0) {
+        // Due also while batches flow: the echo is this primary's lease.
+        int64_t due = last_heartbeat_us + int64_t{options_.heartbeat_ms} * 1000;
+        while (!ready() && MonoUs() < due) {
+          send_cv_.WaitFor(&mu_, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
+        }
+        heartbeat = MonoUs() >= due && !stopping_ && !peer->kick && !peer->session_dead;
+      } else {
+        send_cv_.Wait(&mu_, ready);
+      }
+      if (heartbeat) {
+        // Stamped before it is sent: the echo never claims a later time.
+        last_heartbeat_us = MonoUs();
+        char stamp[8];
+        EncodeFixed<int64_t>(stamp, last_heartbeat_us);
+        out.clear();
+        rdma::EncodeFrame(&out, FrameType::kHeartbeat, options_.epoch, committed_end_ - 1,
+                          std::string_view(stamp, sizeof(stamp)));
+      }
+    }
+    if (heartbeat) {
+      Status hs = ch->Send(out, timeout);
+      if (!hs.ok()) {
+        result = hs;
+        break;
+      }
+      continue;
+    }
+    {
+      MutexLock l(&mu_);
+      if (stopping_) break;
+      if (peer->kick) {
+        result = Status::Timeout(peer->last_error);
+        break;
+      }
+      if (peer->session_dead) {
+        result = Status::Unavailable(peer->last_error);
+        break;
+      }
+      from = peer->send_next;
+      if (!ring_.empty() && from >= ring_.front().first_lsn) {
+        // The ring is contiguous: send the frames from `from` on.
+        for (const auto& s : ring_) {
+          if (s.first_lsn < from) continue;
+          frames.push_back(s.frame);
+          peer->send_next = s.end_lsn;
+          if (frames.size() >= 64) break;
+        }
+      } else {
+        limit = ring_.empty() ? ship_end_ : ring_.front().first_lsn;
+      }
+    }
+    Status s;
+    if (limit != 0) {
+      // Catch-up from our log; everything below `limit` is committed and persisted.
+      buf.clear();
+      bool cleaned = false;
+      auto next = log_->ForEachBatch(
+          from, limit, options_.catchup_chunk_bytes,
+          [&](const nvm::BatchHeader& h, std::string_view payload) {
+            // Compacted batches go only to a backup that starts from nothing:
+            // they dropped records that a longer log could still hold.
+            if (nvm::IsCompacted(h) && full_copy == false) cleaned = true;
+            if (cleaned) return;
+            rdma::EncodeFrame(&buf, FrameType::kBatch, options_.epoch, h.first_lsn,
+                              std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)),
+                              payload);
+          });
+      if (cleaned || (!next.ok() && next.status().code() == Status::Code::kNotFound)) {
+        // Cleaning compacted what this backup still needs: it starts over.
+        FAHA_LOG_WARN(
+            "replication: backup %s needs LSN %llu, which log cleaning compacted "
+            "here; it starts over with a full copy",
+            peer->address.c_str(), static_cast<unsigned long long>(from));
+        out.clear();
+        rdma::EncodeFrame(&out, FrameType::kTruncate, options_.epoch, 1, {});
+        ch->Send(out, 200).IgnoreError();  // unsent, the backup reconnects and is told again
+        result = Status::Unavailable("backup sent back to LSN 1 (cleaned log)");
+        break;
+      }
+      if (!next.ok()) {
+        result = Status::IOError("cannot read our log for catch-up from LSN " +
+                                 std::to_string(from) + ": " + next.status().message());
+        break;
+      }
+      s = ch->Send(buf, timeout);
+      MutexLock l(&mu_);
+      peer->send_next = *next;
+    } else if (frames.size() == 1) {
+      s = ch->Send(*frames[0], timeout);
+    } else {
+      buf.clear();
+      for (const auto& f : frames) buf.append(*f);
+      s = ch->Send(buf, timeout);
+    }
+    if (!s.ok()) {
+      result = s;
+      break;
+    }
+  }
+  {
+    MutexLock l(&mu_);
+    peer->session_dead = true;
+  }
+  receiver.join();
+  return result;
+}
+
+void Replicator::ReceiveAcks(Peer* peer, rdma::Channel* ch) {
+  SetThreadName("faha-repl-in");
+  while (true) {
+    {
+      MutexLock l(&mu_);
+      if (stopping_ || peer->session_dead || peer->kick) return;
+    }
+    auto f = ch->Receive(kReplPollMs);
+    if (!f.ok() && f.status().code() == Status::Code::kTimeout) continue;
+    MutexLock l(&mu_);
+    if (!f.ok()) {
+      peer->last_error = f.status().message();
+    } else if (f->type == FrameType::kAck && f->epoch == options_.epoch &&
+               (f->body.empty() || f->body.size() == 8)) {
+      const int64_t echo = f->body.empty() ? 0 : DecodeFixed<int64_t>(f->body.data());
+      if (f->lsn + 1 > ship_end_) {
+        peer->last_error = "acknowledged LSN " + std::to_string(f->lsn) + " that was never sent";
+      } else if (echo > MonoUs()) {
+        peer->last_error = "echoed a heartbeat from the future";
+      } else {
+        peer->acked_end = std::max(peer->acked_end, f->lsn + 1);
+        peer->last_ack_us = MonoUs();
+        if (echo > peer->echo_us) {
+          peer->echo_us = echo;
+          if (peer->in_sync) UpdateEchoLocked();
+        }
+        if (!peer->in_sync && peer->acked_end >= ship_end_) peer->state = "connected";
+        MaybeJoinLocked(peer);
+        cv_.SignalAll();
+        continue;
+      }
+    } else if (f->type == FrameType::kError) {
+      peer->last_error = "backup refused: " + std::string(f->body.substr(0, 512));
+    } else {
+      peer->last_error = "unexpected frame type " + std::to_string(static_cast<int>(f->type)) +
+                         " or epoch " + std::to_string(f->epoch);
+    }
+    peer->session_dead = true;
+    cv_.SignalAll();
+    send_cv_.SignalAll();
+    return;
+  }
+}
+
+}  // namespace faha
