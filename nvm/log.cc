@@ -8,6 +8,7 @@
 #include "common/coding.h"
 #include "common/logging.h"
 #include "common/mutex.h"
+#include "nvm/record_iterator.h"
 
 namespace faha::nvm {
 
@@ -182,20 +183,18 @@ Status Log::CheckBatch(const BatchHeader& h, std::string_view payload) {
   if (BatchChecksum(h, payload.data()) != h.checksum) {
     return Status::Corruption("batch checksum mismatch");
   }
-  size_t off = 0;
+  RecordIterator it(payload);
   int64_t last_delta = -1;
   for (uint32_t i = 0; i < h.record_count; i++) {
     RecordView r;
-    size_t n;
-    if (!DecodeRecord(payload.data() + off, payload.size() - off, &r, &n) ||
+    if (!it.Next(&r) ||
         (compacted ? (r.lsn_delta >= h.lsn_span || int64_t{r.lsn_delta} <= last_delta)
                    : r.lsn_delta != 0)) {
       return Status::Corruption("record " + std::to_string(i) + " of the batch is malformed");
     }
     last_delta = r.lsn_delta;
-    off += n;
   }
-  if ((h.record_count == 0 && !compacted) || off != payload.size()) {
+  if ((h.record_count == 0 && !compacted) || it.consumed() != payload.size()) {
     return Status::Corruption("batch holds " + std::to_string(h.record_count) +
                               " records that do not fill its payload");
   }

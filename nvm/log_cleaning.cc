@@ -9,6 +9,7 @@
 #include "common/logging.h"
 #include "common/mutex.h"
 #include "nvm/log.h"
+#include "nvm/record_iterator.h"
 
 namespace faha::nvm {
 
@@ -66,19 +67,16 @@ Status Log::ForEachRecord(uint32_t id, const ApplyFn& fn) const {
       return Status::Corruption(device_->SegmentName(id) + " offset " + std::to_string(off) +
                                 ": no batch at LSN " + std::to_string(expected) + " (" + why + ")");
     }
-    const char* p = seg->data() + off + sizeof(BatchHeader);
-    size_t left = h.payload_bytes;
+    const uint32_t payload_at = static_cast<uint32_t>(off + sizeof(BatchHeader));
+    RecordIterator it(seg->data() + payload_at, h.payload_bytes);
     for (uint32_t i = 0; i < h.record_count; i++) {
       RecordView rec;
-      size_t n;
-      if (!DecodeRecord(p, left, &rec, &n)) {
+      if (!it.Next(&rec)) {
         return Status::Corruption(device_->SegmentName(id) + " offset " + std::to_string(off) +
                                   ": malformed record");
       }
       const uint64_t lsn = h.first_lsn + (IsCompacted(h) ? rec.lsn_delta : i);
-      fn(rec, MakeLocation(id, static_cast<uint32_t>(p - seg->data())), lsn);
-      p += n;
-      left -= n;
+      fn(rec, MakeLocation(id, payload_at + static_cast<uint32_t>(it.offset())), lsn);
     }
     expected = BatchEndLsn(h);
     off += BatchSize(h.payload_bytes);

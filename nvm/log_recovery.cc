@@ -9,6 +9,7 @@
 #include "common/logging.h"
 #include "common/mutex.h"
 #include "nvm/log.h"
+#include "nvm/record_iterator.h"
 
 namespace faha::nvm {
 
@@ -270,14 +271,13 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
         why = "previous segment missing";
       }
       if (valid) {
-        const char* p = seg->data() + off + sizeof(BatchHeader);
-        size_t left = h.payload_bytes;
+        const uint32_t payload_at = static_cast<uint32_t>(off + sizeof(BatchHeader));
+        RecordIterator it(seg->data() + payload_at, h.payload_bytes);
         uint64_t lsn = h.first_lsn;
         const bool compacted = IsCompacted(h);
         for (uint32_t i = 0; i < h.record_count; i++) {
           RecordView rec;
-          size_t n;
-          bool ok = DecodeRecord(p, left, &rec, &n);
+          bool ok = it.Next(&rec);
           if (ok && compacted) {
             // LSNs ascend inside the span; records of ordinary batches carry no delta.
             const uint64_t at = h.first_lsn + rec.lsn_delta;
@@ -291,11 +291,9 @@ Status Log::RecoverImpl(const ApplyFn& apply, RecoveryReport* report) {
                                       std::to_string(i) +
                                       " is malformed inside a batch whose checksum matches");
           }
-          uint64_t loc = MakeLocation(id, static_cast<uint32_t>(p - seg->data()));
+          uint64_t loc = MakeLocation(id, payload_at + static_cast<uint32_t>(it.offset()));
           if (apply) apply(rec, loc, lsn);
           if (!compacted) lsn++;
-          p += n;
-          left -= n;
         }
         if (off == sizeof(SegmentHeader)) seg_first_lsn_[id].store(h.first_lsn);
         last_batch_ = h;

@@ -15,6 +15,7 @@
 
 #include "common/checksum.h"
 #include "nvm/memory_device.h"
+#include "nvm/record_iterator.h"
 
 namespace faha::nvm {
 namespace {
@@ -55,6 +56,39 @@ LogOptions SmallSegments() {
   LogOptions o;
   o.segment_bytes = 64 << 10;  // many segment switches
   return o;
+}
+
+TEST(RecordIteratorTest, WalksEveryRecordAtItsOffsetAndStopsAtDamage) {
+  BatchBuilder b;
+  std::vector<size_t> at;
+  at.push_back(b.Add(RecordType::kPut, "a", "one", 0));
+  at.push_back(b.Add(RecordType::kDelete, "bb", "", 0));
+  at.push_back(b.Add(RecordType::kPut, "ccc", std::string(1000, 'x'), 77));
+  RecordIterator it(b.payload());
+  std::vector<std::string> keys;
+  RecordView r;
+  for (size_t i = 0; it.Next(&r); i++) {
+    ASSERT_LT(i, at.size());
+    EXPECT_EQ(it.offset(), at[i]);
+    keys.emplace_back(r.key);
+  }
+  EXPECT_EQ(keys, (std::vector<std::string>{"a", "bb", "ccc"}));
+  EXPECT_FALSE(it.malformed());
+  EXPECT_EQ(it.consumed(), b.bytes());
+  EXPECT_EQ(r.expire_at_ms, 77);
+
+  // A type byte that names no record type stops the walk there, as damage.
+  std::string bad(b.payload());
+  bad[at[1]] = static_cast<char>(0xEE);
+  RecordIterator damaged(bad);
+  EXPECT_TRUE(damaged.Next(&r));
+  EXPECT_FALSE(damaged.Next(&r));
+  EXPECT_TRUE(damaged.malformed());
+  EXPECT_EQ(damaged.consumed(), at[1]);
+  // An empty payload has no records and no damage.
+  RecordIterator empty(std::string_view{});
+  EXPECT_FALSE(empty.Next(&r));
+  EXPECT_FALSE(empty.malformed());
 }
 
 TEST(LogTest, AppendThenRecoverReturnsEveryRecordInOrder) {

@@ -424,25 +424,27 @@ std::string ClusterNode::primary_address() const {
   return primary_client_;
 }
 
-std::string ClusterNode::Refusal(bool write, bool stale_ok) const {
+faha::Refusal ClusterNode::Refusal(bool write, bool stale_ok) const {
   MutexLock l(&mu_);
   switch (role_) {
     case Role::kPrimary:
-      if (!serving_) return "TRYAGAIN this node does not serve yet: " + not_serving_;
+      if (!serving_) return Refusal::TryAgain("this node does not serve yet: " + not_serving_);
       if (!HoldsReadLease()) {
-        return "TRYAGAIN this primary has neither renewed its etcd lease nor heard every in-sync "
-               "backup within --read_lease_ms; it does not serve while a failover may be under way";
+        return Refusal::TryAgain(
+            "this primary has neither renewed its etcd lease nor heard every in-sync backup "
+            "within --read_lease_ms; it does not serve while a failover may be under way");
       }
       return {};
     case Role::kDeposed:
-      return "TRYAGAIN this node does not serve: " + not_serving_;
+      return Refusal::TryAgain("this node does not serve: " + not_serving_);
     case Role::kBackup:
       if (!write && stale_ok) return {};
       if (!not_serving_.empty() || primary_client_.empty()) {
-        return "TRYAGAIN this node is a backup and " +
-               (not_serving_.empty() ? std::string("knows no primary yet") : not_serving_);
+        return Refusal::TryAgain(
+            "this node is a backup and " +
+            (not_serving_.empty() ? std::string("knows no primary yet") : not_serving_));
       }
-      return "MOVED 0 " + primary_client_;
+      return Refusal::Moved(primary_client_);
   }
   return {};
 }

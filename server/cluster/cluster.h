@@ -104,7 +104,7 @@ class ClusterNode final : public ReplicationRole {
   void AppendInfo(std::string* text) const override;
   void AppendRole(std::string* out) const override;
   std::string primary_address() const override;
-  std::string Refusal(bool write, bool stale_ok) const override;
+  faha::Refusal Refusal(bool write, bool stale_ok) const override;
 
  private:
   static constexpr size_t kHistoryKept = 64;

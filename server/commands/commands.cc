@@ -67,21 +67,45 @@ ExecStatus Commands::Submit(Session* s, WriteOp op, CompletionSink* sink) {
   return ExecStatus::kSubmitted;
 }
 
-std::string Commands::Refusal(const Session& s, bool write) const {
+std::string_view Refusal::code() const {
+  switch (kind) {
+    case Kind::kNone:
+      return {};
+    case Kind::kMoved:
+      return "MOVED";
+    case Kind::kTryAgain:
+      return "TRYAGAIN";
+    case Kind::kReadOnly:
+      return "READONLY";
+    case Kind::kStaleRead:
+      return "STALEREAD";
+  }
+  return {};
+}
+
+std::string Refusal::RespText() const {
+  std::string t(code());
+  t += kind == Kind::kMoved ? " 0 " : " ";
+  return t + text;
+}
+
+faha::Refusal Commands::Refusal(const Session& s, bool write) const {
   const ServerOptions& opt = server_->options();
   const ReplicationRole* repl = opt.replication;
   if (repl == nullptr) return {};
   const bool stale_ok = s.stale_reads || opt.stale_reads;
-  std::string why = repl->Refusal(write, stale_ok);
-  if (!why.empty() || !repl->is_backup()) return why;
+  faha::Refusal why = repl->Refusal(write, stale_ok);
+  if (why.refused() || !repl->is_backup()) return why;
   if (write) {
     std::string primary = repl->primary_address();
-    return "READONLY You can't write against a read only backup" +
-           (primary.empty() ? std::string() : " (primary: " + primary + ")");
+    return {faha::Refusal::Kind::kReadOnly,
+            "You can't write against a read only backup" +
+                (primary.empty() ? std::string() : " (primary: " + primary + ")")};
   }
   if (!stale_ok) {
-    return "STALEREAD this node is a backup and may lag its primary; send READONLY on this "
-           "connection (or start it with --stale_reads) to read anyway";
+    return {faha::Refusal::Kind::kStaleRead,
+            "this node is a backup and may lag its primary; send READONLY on this connection "
+            "(or start it with --stale_reads) to read anyway"};
   }
   return {};
 }
@@ -250,8 +274,8 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   if (!(row->flags & kCmdNoAuth) && !s->authed) return c.Error("NOAUTH Authentication required.");
   if (!row->write() && !may_reply) return ExecStatus::kBlocked;
   if (row->flags & (kCmdWrite | kCmdKeyRead | kCmdDataRead)) {
-    std::string why = Refusal(*s, row->write());
-    if (!why.empty()) return c.Error(why);
+    const faha::Refusal why = Refusal(*s, row->write());
+    if (why.refused()) return c.Error(why.RespText());
   }
   s->op_class = row->op_class();
   if (row->write()) {

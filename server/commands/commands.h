@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "server/commands/command_table.h"
+#include "server/commands/role.h"
 #include "server/engine/store.h"
 #include "server/metrics/metrics.h"
 
@@ -65,9 +66,9 @@ class Commands {
   // CONFIG SET: the client limits only (ClientLimits).
   ExecStatus ConfigSet(const std::vector<std::string_view>& args, std::string* out);
   // Whether this node may run a data command (a write, or a key read) for
-  // session `s` now. Empty: yes; else the error reply without its '-':
-  // MOVED/TRYAGAIN (failover), READONLY or STALEREAD (a backup).
-  std::string Refusal(const Session& s, bool write) const;
+  // session `s` now: kNone, MOVED/TRYAGAIN (failover), READONLY or
+  // STALEREAD (a backup).
+  faha::Refusal Refusal(const Session& s, bool write) const;
   // Checks a password in constant time against --requirepass.
   bool PasswordMatches(std::string_view given) const;
   // Encodes a write's reply as RESP.

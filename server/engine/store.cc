@@ -14,6 +14,7 @@
 #include "common/coding.h"
 #include "common/logging.h"
 #include "common/mutex.h"
+#include "nvm/record_iterator.h"
 
 namespace faha {
 
@@ -137,18 +138,15 @@ Status Store::TruncateLog(uint64_t lsn) {
   keys_with_expiry_.store(0);
   clients_.Clear();
   const int64_t now = WallMs();
-  auto replayed = log_->ForEachBatch(
-      1, lsn, UINT64_MAX, [&](const nvm::BatchHeader&, std::string_view payload) {
-        // A batch lies in one segment: its records' locations follow its payload's.
-        const uint64_t base = log_->LocationOf(payload.data());
-        for (size_t off = 0; off < payload.size();) {
-          RecordView rec;
-          size_t n;
-          if (!nvm::DecodeRecord(payload.data() + off, payload.size() - off, &rec, &n)) break;
-          ReplayRecord(rec, base + off, now);
-          off += n;
-        }
-      });
+  auto replayed = log_->ForEachBatch(1, lsn, UINT64_MAX,
+                                     [&](const nvm::BatchHeader&, std::string_view payload) {
+                                       // A batch lies in one segment: its records' locations follow
+                                       // its payload's.
+                                       const uint64_t base = log_->LocationOf(payload.data());
+                                       nvm::RecordIterator it(payload);
+                                       for (RecordView rec; it.Next(&rec);)
+                                         ReplayRecord(rec, base + it.offset(), now);
+                                     });
   if (!replayed.ok() && lsn > 1) return replayed.status();
   applied_end_.store(lsn, std::memory_order_release);
   {
@@ -289,12 +287,9 @@ void Store::PublishBatch_st(uint64_t base_location, size_t bytes) {
   // sequencer's largest cost (one cache miss per write).
   applying_.clear();
   const char* base = log_->RecordPtr(base_location);
-  for (size_t off = 0; off < bytes;) {
-    RecordView rec;
-    size_t n;
-    nvm::DecodeRecord(base + off, bytes - off, &rec, &n);
-    applying_.push_back({rec, base_location + off, HashKey(rec.key)});
-    off += n;
+  nvm::RecordIterator it(base, bytes);
+  for (RecordView rec; it.Next(&rec);) {
+    applying_.push_back({rec, base_location + it.offset(), HashKey(rec.key)});
   }
   for (const Applying& a : applying_) index_.PrefetchSlots_wt(a.hash);
   for (const Applying& a : applying_) {

@@ -15,6 +15,7 @@
 #include "common/coding.h"
 #include "common/logging.h"
 #include "common/mutex.h"
+#include "nvm/record_iterator.h"
 #include "server/engine/store.h"
 
 namespace faha {
@@ -433,14 +434,11 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
 // on a full disk it may use the log's reserve, since it frees space once
 // cleaned (Redis's deny-oom: refuse what grows, allow what shrinks).
 bool Store::OnlyRemovals(std::string_view payload) {
-  for (size_t off = 0; off < payload.size();) {
-    RecordView r;
-    size_t n;
-    if (!nvm::DecodeRecord(payload.data() + off, payload.size() - off, &r, &n)) return false;
+  nvm::RecordIterator it(payload);
+  for (RecordView r; it.Next(&r);) {
     if (r.type == RecordType::kPut) return false;
-    off += n;
   }
-  return true;
+  return !it.malformed();
 }
 
 void Store::FailWrites(const Status& why, std::vector<WriteResult>* results) {

@@ -15,6 +15,7 @@
 #include "common/logging.h"
 #include "common/mutex.h"
 #include "common/strings.h"
+#include "nvm/record_iterator.h"
 #include "server/engine/store.h"
 
 namespace faha {
@@ -24,19 +25,16 @@ using nvm::RecordView;
 
 void Store::MergeInFlight_st(const SeqInFlight& b) {
   const char* base = log_->RecordPtr(b.base_location);
-  for (size_t off = 0; off < b.bytes;) {
-    RecordView rec;
-    size_t n;
-    nvm::DecodeRecord(base + off, b.bytes - off, &rec, &n);
+  nvm::RecordIterator it(base, b.bytes);
+  for (RecordView rec; it.Next(&rec);) {
     if (rec.type == RecordType::kPut) {
-      inflight_overlay_[std::string(rec.key)] = b.base_location + off;
+      inflight_overlay_[std::string(rec.key)] = b.base_location + it.offset();
     } else if (rec.type == RecordType::kDelete) {
       inflight_overlay_[std::string(rec.key)] = kInFlightDeleted;
     } else if (rec.type == RecordType::kFlushAll) {
       inflight_overlay_.clear();
       inflight_flushed_ = true;
     }
-    off += n;
   }
 }
 
@@ -87,19 +85,15 @@ void Store::Delete_st(nvm::BatchBuilder* batch, std::string_view key) {
 
 void Store::BuildOverlay_st(const nvm::BatchBuilder& batch) {
   overlay_.clear();
-  size_t off = 0;
-  while (off < batch.bytes()) {
-    RecordView r;
-    size_t n;
-    nvm::DecodeRecord(batch.payload().data() + off, batch.bytes() - off, &r, &n);
+  nvm::RecordIterator it(batch.payload());
+  for (RecordView r; it.Next(&r);) {
     if (r.type == RecordType::kPut) {
-      overlay_[std::string(r.key)] = off;
+      overlay_[std::string(r.key)] = it.offset();
     } else if (r.type == RecordType::kDelete) {
       overlay_[std::string(r.key)] = kDeleted;
     } else if (r.type == RecordType::kFlushAll) {
       overlay_.clear();  // overlay_flushed_ is already set
     }
-    off += n;
   }
   overlay_valid_ = true;
 }

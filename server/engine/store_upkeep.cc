@@ -15,6 +15,7 @@
 #include "common/coding.h"
 #include "common/logging.h"
 #include "common/mutex.h"
+#include "nvm/record_iterator.h"
 #include "server/engine/store.h"
 
 namespace faha {
@@ -252,14 +253,10 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
       for (const Recent& b : recent_) {
         if (b.end_lsn <= hint + 1) continue;
         const char* base = log_->RecordPtr(b.base_location);
-        for (size_t off = 0; off < b.bytes;) {
-          RecordView r;
-          size_t n;
-          if (!nvm::DecodeRecord(base + off, b.bytes - off, &r, &n)) break;
-          if (r.type == RecordType::kFlushAll)
-            return CleanOutcome::kNone;  // everything is in doubt
+        nvm::RecordIterator it(base, b.bytes);
+        for (RecordView r; it.Next(&r);) {
+          if (r.type == RecordType::kFlushAll) return CleanOutcome::kNone;  // all in doubt
           uncommitted.insert(r.key);
-          off += n;
         }
       }
     }

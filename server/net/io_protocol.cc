@@ -29,6 +29,29 @@
 
 namespace faha {
 
+namespace {
+// The native protocol's encoding of a refusal: MOVED carries the primary's
+// HOST:PORT alone, TRYAGAIN and READONLY their own codes; the others are
+// errors with Redis's text.
+void EncodeNativeRefusal(std::string* out, uint64_t request_id, const Refusal& why) {
+  switch (why.kind) {
+    case Refusal::Kind::kMoved:
+      native::EncodeResponse(out, native::Code::kMoved, request_id, why.text);
+      return;
+    case Refusal::Kind::kTryAgain:
+      native::EncodeResponse(out, native::Code::kTryAgain, request_id, why.RespText());
+      return;
+    case Refusal::Kind::kReadOnly:
+      native::EncodeResponse(out, native::Code::kReadOnly, request_id, why.RespText());
+      return;
+    case Refusal::Kind::kNone:
+    case Refusal::Kind::kStaleRead:
+      break;
+  }
+  native::EncodeResponse(out, native::Code::kError, request_id, why.RespText());
+}
+}  // namespace
+
 void IoThread::EncodeCompletion(Connection* c, const Completion& comp, int64_t now_us) {
   if (c->pending.empty()) return;  // cannot happen: one PendingReply per submitted write
   PendingReply pr = c->pending.front();
@@ -245,20 +268,10 @@ bool IoThread::StepNative(Connection* c) {
   c->session.write_seq = req.request_id;
   if (is_write || req.op == native::Op::kGet) {
     // Reads too: only the primary holding its lease may answer them.
-    std::string why = commands_.Refusal(c->session, is_write);
-    if (!why.empty()) {
+    const Refusal why = commands_.Refusal(c->session, is_write);
+    if (why.refused()) {
       if (!may_reply) return false;
-      native::Code code = native::Code::kError;
-      std::string body = why;
-      if (why.rfind("MOVED ", 0) == 0) {
-        code = native::Code::kMoved;
-        body = why.substr(why.find(' ', 6) + 1);  // "MOVED 0 HOST:PORT" -> HOST:PORT
-      } else if (why.rfind("TRYAGAIN", 0) == 0) {
-        code = native::Code::kTryAgain;
-      } else if (why.rfind("READONLY", 0) == 0) {
-        code = native::Code::kReadOnly;
-      }
-      native::EncodeResponse(&c->out, code, req.request_id, body);
+      EncodeNativeRefusal(&c->out, req.request_id, why);
       m->errors.fetch_add(1, std::memory_order_relaxed);
       c->in_pos += consumed;
       return true;
