@@ -26,47 +26,40 @@
 
 #include "common/mutex.h"
 #include "common/thread_annotations.h"
+#include "coord/coordinator.h"
 #include "faha/status.h"
 
 namespace faha::coord {
 
-// One key as etcd stores it. Keys and values are arbitrary bytes.
-struct KeyValue {
-  std::string key;
-  std::string value;
-  int64_t create_revision = 0;
-  int64_t mod_revision = 0;
-  int64_t lease = 0;  // 0: not attached to a lease
-};
-
-class EtcdClient {
+class EtcdClient final : public Coordinator {
  public:
   // endpoints: "http://127.0.0.1:2379", or a comma-separated list tried in
   // order; after a failover, later calls start at the endpoint that answered.
   // Every call is bounded by timeout_ms (> 0). Does not contact etcd.
   static StatusOr<std::unique_ptr<EtcdClient>> Create(const std::string& endpoints, int timeout_ms);
-  ~EtcdClient();
+  ~EtcdClient() override;
   EtcdClient(const EtcdClient&) = delete;
   EtcdClient& operator=(const EtcdClient&) = delete;
 
   // Grants a lease of ttl_s (> 0) seconds; *granted_ttl_s (if non-null) = the
   // TTL etcd actually granted (etcd raises it to its minimum, about 1.5
   // election timeouts). Returns the lease ID.
-  StatusOr<int64_t> GrantLease(int64_t ttl_s, int64_t* granted_ttl_s);
+  StatusOr<int64_t> GrantLease(int64_t ttl_s, int64_t* granted_ttl_s) override;
   // One keepalive round trip; returns the remaining TTL in seconds (the full
   // granted TTL again). NotFound if the lease no longer exists (expired or revoked).
-  StatusOr<int64_t> KeepAliveOnce(int64_t lease_id);
+  StatusOr<int64_t> KeepAliveOnce(int64_t lease_id) override;
   // Revokes the lease, deleting its keys; OK also if the lease was already gone.
-  Status RevokeLease(int64_t lease_id);
+  Status RevokeLease(int64_t lease_id) override;
   // Remaining TTL in seconds, or NotFound if the lease is gone.
   StatusOr<int64_t> LeaseTimeToLive(int64_t lease_id);
 
   // The key, or std::nullopt if absent.
-  StatusOr<std::optional<KeyValue>> Get(const std::string& key);
+  StatusOr<std::optional<KeyValue>> Get(const std::string& key) override;
   // All keys that start with `prefix`, in key order ("" = every key).
-  StatusOr<std::vector<KeyValue>> GetPrefix(const std::string& prefix);
+  StatusOr<std::vector<KeyValue>> GetPrefix(const std::string& prefix) override;
   // Plain put (lease 0 = none). NotFound if `lease` does not exist.
-  Status Put(const std::string& key, const std::string& value, int64_t lease = 0);
+  Status Put(const std::string& key, const std::string& value, int64_t lease) override;
+  Status Put(const std::string& key, const std::string& value) { return Put(key, value, 0); }
   // Atomic compare-and-swap in one etcd txn: writes `value` (with `lease`, 0 =
   // none) iff the key's mod_revision equals expected_mod_revision, where 0 means
   // "the key must not exist". Returns true if written. If the compare failed,
@@ -74,9 +67,9 @@ class EtcdClient {
   // value as of that txn (std::nullopt if absent).
   StatusOr<bool> CompareAndSwap(const std::string& key, int64_t expected_mod_revision,
                                 const std::string& value, int64_t lease,
-                                std::optional<KeyValue>* current);
+                                std::optional<KeyValue>* current) override;
   // Deletes the key; OK also if it was absent.
-  Status Delete(const std::string& key);
+  Status Delete(const std::string& key) override;
 
   // The endpoint last used (the first one before any call). The reference
   // stays valid for the client's lifetime.

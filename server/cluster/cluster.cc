@@ -60,10 +60,16 @@ std::string ClusterNode::Key(const std::string& suffix) const {
 }
 
 Status ClusterNode::Start() {
-  auto a = coord::EtcdClient::Create(options_.etcd, options_.etcd_timeout_ms);
+  auto connect = [this]() -> StatusOr<std::unique_ptr<coord::Coordinator>> {
+    if (options_.make_coordinator) return options_.make_coordinator();
+    auto c = coord::EtcdClient::Create(options_.etcd, options_.etcd_timeout_ms);
+    if (!c.ok()) return c.status();
+    return std::unique_ptr<coord::Coordinator>(std::move(*c));
+  };
+  auto a = connect();
   if (!a.ok()) return a.status();
   etcd_ = std::move(*a);
-  auto b = coord::EtcdClient::Create(options_.etcd, options_.etcd_timeout_ms);
+  auto b = connect();
   if (!b.ok()) return b.status();
   keepalive_ = std::move(*b);
   Status s;

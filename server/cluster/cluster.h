@@ -75,6 +75,9 @@ struct ClusterOptions {
   // promotion. The advertised client address is client_address.
   ReplicatorOptions replication;
   std::function<std::unique_ptr<rdma::Transport>()> make_transport;
+  // A client of the coordinator (called twice: one for the coordinator
+  // thread, one for lease keepalives). Null: an EtcdClient of `etcd`.
+  std::function<StatusOr<std::unique_ptr<coord::Coordinator>>()> make_coordinator;
   // Called once when this node was deposed and must restart as a backup.
   std::function<void()> request_restart;
 };
@@ -163,9 +166,9 @@ class ClusterNode final : public ReplicationRole {
   const ClusterOptions options_;
   Store* store_;
   std::unique_ptr<BackupService> backup_;
-  std::unique_ptr<Replicator> replicator_;        // set once, on promotion
-  std::unique_ptr<coord::EtcdClient> etcd_;       // coordinator thread
-  std::unique_ptr<coord::EtcdClient> keepalive_;  // keepalive thread
+  std::unique_ptr<Replicator> replicator_;         // set once, on promotion
+  std::unique_ptr<coord::Coordinator> etcd_;       // coordinator thread
+  std::unique_ptr<coord::Coordinator> keepalive_;  // keepalive thread
   std::thread runner_, keeper_;
   const int64_t started_ns_;
 
