@@ -32,6 +32,7 @@
 #include "server/engine/client_table.h"
 #include "server/engine/hot_cache.h"
 #include "server/engine/index.h"
+#include "server/engine/replica_log.h"
 #include "server/engine/replication_hook.h"
 #include "server/metrics/metrics.h"
 
@@ -167,7 +168,7 @@ struct StoreOptions {
   int clean_interval_ms = 100;
 };
 
-class Store : private KeyReader {
+class Store final : private KeyReader, public ReplicaLog {
  public:
   // Opens (recovering) the store in options.dir.
   static StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options, Metrics* metrics,
@@ -234,14 +235,14 @@ class Store : private KeyReader {
   // visible to readers. All from the one thread that applies the primary's
   // stream (or under the lock that serialises it).
   StatusOr<nvm::Log::AppendResult> AppendReplicated(const nvm::BatchHeader& header,
-                                                    std::string_view payload);
-  Status PersistReplicated();
-  void PublishReplicated(const nvm::Log::AppendResult& appended);
+                                                    std::string_view payload) final;
+  Status PersistReplicated() final;
+  void PublishReplicated(const nvm::Log::AppendResult& appended) final;
   // Backup: drops the log from the batch at `lsn` on (an unacknowledged
   // suffix its new primary does not have) and rebuilds the index and the
   // client table from what remains. Readers wait meanwhile. From the thread
   // that applies the primary's stream.
-  Status TruncateLog(uint64_t lsn);
+  Status TruncateLog(uint64_t lsn) final;
 
   // What FAHA.DIGEST reports: the committed LSN, a digest of the committed
   // batches (chained batch checksums) and of the visible data.
@@ -271,8 +272,8 @@ class Store : private KeyReader {
   // This node is a backup: its index may hold records its primary has not
   // committed yet (they could be truncated), so cleaning judges with what the
   // primary said is committed (SetCommitHint, from its heartbeats).
-  void SetBackup();
-  void SetCommitHint(uint64_t committed_lsn) {
+  void SetBackup() final;
+  void SetCommitHint(uint64_t committed_lsn) final {
     commit_hint_.store(committed_lsn, std::memory_order_release);
   }
   // Primary: no LSN at or after horizon() may be cleaned (a backup is still
@@ -281,10 +282,10 @@ class Store : private KeyReader {
   // Estimated live fraction of a sealed segment (tests, INFO).
   double LiveFraction(const nvm::Log::SegmentInfo& seg) const;
 
-  const nvm::Log& log() const { return *log_; }
+  const nvm::Log& log() const final { return *log_; }
   nvm::Log* mutable_log() { return log_.get(); }
   // The last LSN visible to readers (committed on a primary, applied on a backup).
-  uint64_t committed_lsn() const { return applied_end_.load(std::memory_order_acquire) - 1; }
+  uint64_t committed_lsn() const final { return applied_end_.load(std::memory_order_acquire) - 1; }
   bool failed() const { return failed_.load(); }
 
  private:

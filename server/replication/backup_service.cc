@@ -13,7 +13,7 @@
 #include "common/net.h"
 #include "common/resp.h"
 #include "common/threads.h"
-#include "server/engine/store.h"
+#include "server/engine/replica_log.h"
 #include "server/replication/replication.h"
 
 namespace faha {
@@ -21,7 +21,7 @@ namespace faha {
 using rdma::FrameType;
 
 BackupService::BackupService(const BackupOptions& options,
-                             std::unique_ptr<rdma::Transport> transport, Store* store)
+                             std::unique_ptr<rdma::Transport> transport, ReplicaLog* store)
     : options_(options), transport_(std::move(transport)), store_(store) {
   store_->SetBackup();
 }

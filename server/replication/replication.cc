@@ -12,7 +12,6 @@
 #include "common/net.h"
 #include "common/resp.h"
 #include "common/threads.h"
-#include "server/engine/store.h"
 
 namespace faha {
 

@@ -41,7 +41,7 @@ namespace faha {
 // stopping_ (or a newer session) again.
 inline constexpr int kReplPollMs = 100;
 
-class Store;
+class ReplicaLog;
 
 struct ReplicatorOptions {
   std::vector<std::string> backups;  // HOST:PORT of each backup's replication port
@@ -203,7 +203,7 @@ struct BackupOptions {
 class BackupService final : public ReplicationRole {
  public:
   BackupService(const BackupOptions& options, std::unique_ptr<rdma::Transport> transport,
-                Store* store);
+                ReplicaLog* store);
   ~BackupService() override;
   Status Start();
   void Stop();
@@ -253,7 +253,7 @@ class BackupService final : public ReplicationRole {
   const BackupOptions options_;
   std::unique_ptr<rdma::Transport> transport_;
   std::unique_ptr<rdma::Listener> listener_;
-  Store* store_;
+  ReplicaLog* store_;
   int port_ = 0;
   std::thread acceptor_;
   std::atomic<bool> stopping_{false};

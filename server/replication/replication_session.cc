@@ -13,7 +13,6 @@
 #include "common/net.h"
 #include "common/resp.h"
 #include "common/threads.h"
-#include "server/engine/store.h"
 #include "server/replication/replication.h"
 
 namespace faha {
