@@ -5,13 +5,18 @@
 #include "nvm/log.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
+#include <vector>
 
 #include "common/checksum.h"
 #include "nvm/memory_device.h"
@@ -915,6 +920,55 @@ TEST_F(PmemLogTest, RealFilesRoundTripAndFlippedBytesAreFound) {
   Replay(log->get(), &rep, &s);
   EXPECT_EQ(s.code(), Status::Code::kCorruption);
   EXPECT_NE(s.message().find(seg + " offset "), std::string::npos) << s.message();
+}
+
+// Segments are mapped by one thread while others start and end: no mapping
+// may land on a thread's stack. (libpmem2 maps a file by first trying
+// MAP_SYNC over a reserved range; on a file system without DAX, Linux 6.18
+// leaves the range unmapped when that fails, and a thread stack allocated
+// in that moment was then mapped over and unmapped with the file: the
+// thread crashed, or glibc's list of stacks did.)
+TEST_F(PmemLogTest, MappingSegmentsLeavesOtherThreadsMappingsAlone) {
+  auto dev = OpenPmemDevice(dir_);
+  ASSERT_TRUE(dev.ok()) << dev.status().ToString();
+  // Another thread maps memory as glibc maps a new thread's stack, and
+  // checks that every page stays mapped (mincore fails on a hole).
+  constexpr size_t kStack = (8 << 20) + 4096;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> mapped{0};
+  std::atomic<uint64_t> holes{0};
+  std::thread other([&] {
+    std::vector<unsigned char> pages(kStack / 4096);
+    std::deque<void*> live;
+    while (!stop.load()) {
+      void* p = mmap(nullptr, kStack, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+      if (p != MAP_FAILED) live.push_back(p);
+      for (void* q : live) {
+        if (mincore(q, kStack, pages.data()) != 0) holes.fetch_add(1);
+      }
+      if (live.size() > 4) {
+        munmap(live.front(), kStack);
+        live.pop_front();
+      }
+      mapped.fetch_add(1);
+    }
+    for (void* q : live) munmap(q, kStack);
+  });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  int maps = 0;
+  while (std::chrono::steady_clock::now() < until && holes.load() == 0) {
+    auto seg = (*dev)->CreateReplacement(1, 2 << 20);
+    ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+    seg->reset();
+    ASSERT_TRUE((*dev)->DiscardReplacement(1).ok());
+    maps++;
+  }
+  stop.store(true);
+  other.join();
+  EXPECT_EQ(holes.load(), 0u) << "another thread's mapping lost pages while " << maps
+                              << " segments were mapped";
+  EXPECT_GT(maps, 10);
+  EXPECT_GT(mapped.load(), 10u);
 }
 
 }  // namespace

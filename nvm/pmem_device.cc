@@ -171,15 +171,24 @@ class PmemDevice final : public LogDevice {
     return MapFile(SegmentName(id));
   }
 
-  // Maps `path` with libpmem2 to learn the store granularity of its mount;
-  // on DAX the segment keeps that mapping (PmemSegment), elsewhere it becomes
-  // a FileSegment.
+  // On DAX (the file maps with MAP_SYNC) the segment is mapped by libpmem2,
+  // which reports its store granularity, and keeps that mapping
+  // (PmemSegment); elsewhere it becomes a FileSegment with a mapping of our
+  // own.
+  //
+  // libpmem2 is not asked to map a file that cannot be mapped MAP_SYNC: it
+  // tries MAP_SYNC with MAP_FIXED over a range it reserved, and when that
+  // fails, Linux (6.18 here) has already unmapped the range; another thread's
+  // mmap (a new thread's stack) can land in the hole before libpmem2 maps
+  // the file over it, and the later unmap takes that thread's stack with it.
+  // MapsWithMapSync probes with a mapping the kernel places.
   // `final_path` is where the segment lives once in place (a staged
   // replacement is renamed there), for a FileSegment that must reopen it.
   StatusOr<std::unique_ptr<Segment>> MapFile(const std::string& path,
                                              const std::string& final_path = "") {
     int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return Status::IOError(Errno("open " + path));
+    if (!MapsWithMapSync(fd)) return MapPlainFile(fd, path, final_path, PMEM2_GRANULARITY_PAGE);
     pmem2_config* cfg = nullptr;
     pmem2_source* src = nullptr;
     pmem2_map* map = nullptr;
@@ -207,13 +216,36 @@ class PmemDevice final : public LogDevice {
       close(fd);
       return st;
     }
+    if (g != PMEM2_GRANULARITY_PAGE) {
+      {
+        MutexLock l(&mu_);
+        granularity_ = GranularityName(g);
+      }
+      close(fd);  // the mapping keeps the file
+      return std::unique_ptr<Segment>(new PmemSegment(map));
+    }
+    return MapPlainFile(fd, path, final_path, g);
+  }
+
+  // Whether `fd` maps with MAP_SYNC (its file system is DAX). Any failure
+  // other than "not supported" says yes, for libpmem2 to report it.
+  static bool MapsWithMapSync(int fd) {
+    static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    void* p = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC, fd, 0);
+    if (p != MAP_FAILED) {
+      munmap(p, kPage);
+      return true;
+    }
+    return errno != EOPNOTSUPP && errno != EINVAL;
+  }
+
+  // A FileSegment for `fd` (which it takes), read through a read-only mapping.
+  StatusOr<std::unique_ptr<Segment>> MapPlainFile(int fd, const std::string& path,
+                                                  const std::string& final_path,
+                                                  pmem2_granularity g) {
     {
       MutexLock l(&mu_);
       granularity_ = GranularityName(g);
-    }
-    if (g != PMEM2_GRANULARITY_PAGE) {
-      close(fd);  // the mapping keeps the file
-      return std::unique_ptr<Segment>(new PmemSegment(map));
     }
     struct stat info;
     if (fstat(fd, &info) != 0) {
