@@ -83,6 +83,39 @@ void Print(const faha::Reply& r) {
   printf("%s\n", r.ToString().c_str());
 }
 
+// Reads commands from standard input, one a line, until end of input or
+// exit/quit. Exit status: 1 if a reply was an error and input is not a
+// terminal, or if the connection failed; else 0.
+int Interactive(faha::Client* client, const std::string& address) {
+  bool tty = isatty(STDIN_FILENO);
+  std::string line;
+  int rc = 0;
+  while (true) {
+    if (tty) {
+      printf("%s> ", address.c_str());
+      fflush(stdout);
+    }
+    if (!std::getline(std::cin, line)) break;
+    std::vector<std::string> args;
+    std::string err;
+    if (!SplitLine(line, &args, &err)) {
+      printf("(error) %s\n", err.c_str());
+      continue;
+    }
+    if (args.empty()) continue;
+    if (args.size() == 1 && (args[0] == "exit" || args[0] == "quit")) break;
+    auto reply = client->Command(args);
+    if (!reply.ok()) {
+      fprintf(stderr, "faha-cli: %s\n", reply.status().ToString().c_str());
+      return 1;
+    }
+    Print(*reply);
+    fflush(stdout);
+    if (reply->type == faha::Reply::Type::kError) rc = 1;
+  }
+  return tty ? 0 : rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,31 +171,5 @@ int main(int argc, char** argv) {
     Print(*reply);
     return reply->type == faha::Reply::Type::kError ? 1 : 0;
   }
-  bool tty = isatty(STDIN_FILENO);
-  std::string line;
-  int rc = 0;
-  while (true) {
-    if (tty) {
-      printf("%s> ", opt.address.c_str());
-      fflush(stdout);
-    }
-    if (!std::getline(std::cin, line)) break;
-    std::vector<std::string> args;
-    std::string err;
-    if (!SplitLine(line, &args, &err)) {
-      printf("(error) %s\n", err.c_str());
-      continue;
-    }
-    if (args.empty()) continue;
-    if (args.size() == 1 && (args[0] == "exit" || args[0] == "quit")) break;
-    auto reply = (*client)->Command(args);
-    if (!reply.ok()) {
-      fprintf(stderr, "faha-cli: %s\n", reply.status().ToString().c_str());
-      return 1;
-    }
-    Print(*reply);
-    fflush(stdout);
-    if (reply->type == faha::Reply::Type::kError) rc = 1;
-  }
-  return tty ? 0 : rc;
+  return Interactive(client->get(), opt.address);
 }

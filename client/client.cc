@@ -162,7 +162,8 @@ struct Client::Impl {
       retry_why = "MOVED to " + moved_to;
       return true;
     }
-    if (r.code == native::Code::kTryAgain || r.code == native::Code::kReadOnly) {
+    if (r.code == native::Code::kTryAgain || r.code == native::Code::kReadOnly ||
+        r.code == native::Code::kNoReplicas) {
       retry_why = std::string(body.substr(0, 300));
       return true;
     }

@@ -85,7 +85,7 @@ DecodeResult DecodeResponse(std::string_view in, uint32_t max_body, Response* re
     *error = "bad response header";
     return DecodeResult::kError;
   }
-  if (h.code > static_cast<uint8_t>(Code::kTryAgain)) {
+  if (h.code > static_cast<uint8_t>(Code::kIoError)) {
     *error = "unknown response code " + std::to_string(h.code);
     return DecodeResult::kError;
   }

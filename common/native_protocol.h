@@ -36,12 +36,14 @@ enum class Op : uint8_t {
 enum class Code : uint8_t {
   kOk = 0,
   kNotFound = 1,
-  kError = 2,     // body = message
-  kNoAuth = 3,    // body = message
-  kReadOnly = 4,  // body = message
-  kBusy = 5,      // body = message
-  kMoved = 6,     // body = "HOST:PORT" of the primary: send it there
-  kTryAgain = 7,  // body = message: no node serves this now (failover); retry later
+  kError = 2,       // body = message
+  kNoAuth = 3,      // body = message
+  kReadOnly = 4,    // body = message
+  kBusy = 5,        // body = message
+  kMoved = 6,       // body = "HOST:PORT" of the primary: send it there
+  kTryAgain = 7,    // body = message: no node serves this now (failover); retry later
+  kNoReplicas = 8,  // body = message: too few backups in sync to acknowledge a write; retry later
+  kIoError = 9,     // body = message: the server's log failed; the write was not applied
 };
 
 // Commit stamp of a write on a connection with a client id: epoch in the high

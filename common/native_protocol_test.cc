@@ -282,12 +282,12 @@ TEST(NativeResponseTest, EveryProperPrefixNeedsMore) {
 TEST(NativeResponseTest, BadCode) {
   std::string buf;
   EncodeResponse(&buf, Code::kOk, 1, "");
-  buf[2] = 8;
+  buf[2] = 10;
   Response resp{};
   size_t consumed = 0;
   std::string error;
   EXPECT_EQ(DecodeResponse(buf, 1 << 20, &resp, &consumed, &error), DecodeResult::kError);
-  EXPECT_EQ(error, "unknown response code 8");
+  EXPECT_EQ(error, "unknown response code 10");
 }
 
 TEST(NativeResponseTest, BadMagicOrVersion) {

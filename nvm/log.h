@@ -306,6 +306,24 @@ class Log {
  private:
   Log(std::shared_ptr<LogDevice> device, const LogOptions& options);
   Status RecoverImpl(const ApplyFn& apply, RecoveryReport* report);
+  // RecoverImpl's steps (log_recovery.cc). Opens segment ids[idx] and checks
+  // its header and its place in the sequence. *seg is null, with OK, if it
+  // was the last segment, headerless and empty (a crash while creating it):
+  // it was removed and recovery ends there.
+  Status OpenForRecovery(const std::vector<uint32_t>& ids, size_t idx, Segment** seg);
+  // Whether the valid batch h at `off` of ids[idx] continues the log
+  // (expected_lsn 0: no batch yet); else why not in *why.
+  bool ContinuesLog(const std::vector<uint32_t>& ids, size_t idx, uint64_t off,
+                    const BatchHeader& h, uint64_t expected_lsn, std::string* why) const;
+  // Hands the records of batch h at `off` of segment `id` to `apply` and
+  // counts the batch.
+  Status ReplayBatch(uint32_t id, const Segment& seg, uint64_t off, const BatchHeader& h,
+                     const ApplyFn& apply, RecoveryReport* report);
+  // The scan of ids[idx] stopped at `off` (no valid batch there, for `why`):
+  // the normal end of a full segment (*next_segment), a torn tail (dropped),
+  // or damage (Corruption, or dropped with --recovery_drop_corrupt).
+  Status ScanStopped(const std::vector<uint32_t>& ids, size_t idx, uint64_t off,
+                     const std::string& why, RecoveryReport* report, bool* next_segment);
   StatusOr<AppendResult> WriteBatch_wt(const BatchHeader& header, std::string_view payload,
                                        bool persist = true);
   // Records a persist failure: the log refuses further appends.

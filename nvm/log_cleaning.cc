@@ -84,23 +84,20 @@ Status Log::ForEachRecord(uint32_t id, const ApplyFn& fn) const {
   return Status::OK();
 }
 
-StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
-    const SegmentInfo& seg, const std::vector<KeptRecord>& kept, uint64_t cleaned_lsn,
-    std::vector<uint64_t>* locations) {
-  // Group the records into compacted batches of at most max_payload_bytes;
-  // batch g covers from its first record's LSN (the segment's first LSN for
-  // the first batch) to the next batch's start (the segment's end for the last).
-  struct Group {
-    size_t begin, end;  // indexes into kept
-    uint64_t payload;
-  };
-  // Compacted batches of about a MiB: the buffer that assembles one stays
-  // small and is reused (building one batch of tens of MiB cost more in page
-  // faults than the copying), and each is persisted as it is written.
-  constexpr uint64_t kGroupBytes = 1 << 20;
-  const uint64_t group_limit = std::min<uint64_t>(kGroupBytes, max_payload_bytes());
-  std::vector<Group> groups;
-  groups.push_back({0, 0, 0});
+namespace {
+
+// Compacted batches of a cleaned segment: kept[begin, end), `payload` bytes.
+struct Group {
+  size_t begin, end;
+  uint64_t payload;
+};
+
+// Groups the kept records into compacted batches of at most `limit` payload
+// bytes; checks that each record decodes, lies in the segment and follows
+// the one before it.
+Status GroupKept(const Log::SegmentInfo& seg, const std::vector<Log::KeptRecord>& kept,
+                 uint64_t limit, std::vector<Group>* groups) {
+  groups->assign(1, Group{0, 0, 0});
   for (size_t i = 0; i < kept.size(); i++) {
     RecordView r;
     size_t n;
@@ -110,15 +107,79 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
       return Status::InvalidArgument("cleaning: a kept record is malformed or out of order");
     }
     const uint64_t size = RecordSize(r.key.size(), r.value.size());
-    if (groups.back().payload > 0 && groups.back().payload + size > group_limit) {
-      groups.push_back({i, i, 0});
+    if (groups->back().payload > 0 && groups->back().payload + size > limit) {
+      groups->push_back({i, i, 0});
     }
-    groups.back().end = i + 1;
-    groups.back().payload += size;
+    groups->back().end = i + 1;
+    groups->back().payload += size;
   }
   if (seg.end_lsn - seg.first_lsn > (1ull << 32)) {
     return Status::InvalidArgument("cleaning: segment covers too many LSNs");
   }
+  return Status::OK();
+}
+
+void WriteCleanedHeader(Segment* out, uint32_t id, uint64_t file, uint64_t cleaned_lsn) {
+  SegmentHeader sh{};
+  sh.magic = kSegmentMagic;
+  sh.version = kCleanedVersion;
+  sh.header_bytes = sizeof(SegmentHeader);
+  sh.segment_id = id;
+  sh.segment_bytes = file;
+  sh.created_ms = WallMs();
+  sh.flags = kSegmentCleaned;
+  sh.cleaned_lsn = cleaned_lsn;
+  sh.checksum = Checksum(&sh, offsetof(SegmentHeader, checksum));
+  out->Write(0, &sh, sizeof(sh));
+}
+
+// Writes group g as one compacted batch at `off` of segment `id`, covering
+// LSNs [first, end); each record's new location goes to (*locations)[i].
+// Returns the batch's size. `payload` is a reused buffer.
+uint64_t WriteCompactedBatch(Segment* out, uint32_t id, uint64_t off, const Group& g,
+                             uint64_t first, uint64_t end, uint64_t epoch,
+                             const std::vector<Log::KeptRecord>& kept, std::string* payload,
+                             std::vector<uint64_t>* locations) {
+  payload->clear();
+  for (size_t i = g.begin; i < g.end; i++) {
+    const size_t at = payload->size();
+    (*locations)[i] = MakeLocation(id, static_cast<uint32_t>(off + sizeof(BatchHeader) + at));
+    RecordView r;
+    size_t n;
+    DecodeRecord(kept[i].bytes.data(), kept[i].bytes.size(), &r, &n);
+    payload->append(kept[i].bytes.data(), sizeof(RecordHeader) + r.key.size() + r.value.size());
+    payload->resize(at + RecordSize(r.key.size(), r.value.size()), '\0');
+    const uint32_t delta = static_cast<uint32_t>(kept[i].lsn - first);
+    std::memcpy(payload->data() + at + offsetof(RecordHeader, lsn_delta), &delta, sizeof(delta));
+  }
+  BatchHeader h{};
+  h.magic = kBatchMagic;
+  h.version = kCleanedVersion;
+  h.flags = kBatchCompacted;
+  h.payload_bytes = static_cast<uint32_t>(payload->size());
+  h.record_count = static_cast<uint32_t>(g.end - g.begin);
+  h.first_lsn = first;
+  h.epoch = epoch;
+  h.lsn_span = end - first;
+  h.checksum = BatchChecksum(h, payload->data());
+  out->WriteParts(off, std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)), *payload);
+  return BatchSize(payload->size());
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
+    const SegmentInfo& seg, const std::vector<KeptRecord>& kept, uint64_t cleaned_lsn,
+    std::vector<uint64_t>* locations) {
+  // Batch g covers from its first record's LSN (the segment's first LSN for
+  // the first batch) to the next batch's start (the segment's end for the
+  // last). Compacted batches of about a MiB: the buffer that assembles one
+  // stays small and is reused (building one batch of tens of MiB cost more in
+  // page faults than the copying), and each is persisted as it is written.
+  constexpr uint64_t kGroupBytes = 1 << 20;
+  const uint64_t group_limit = std::min<uint64_t>(kGroupBytes, max_payload_bytes());
+  std::vector<Group> groups;
+  FAHA_RETURN_IF_ERROR(GroupKept(seg, kept, group_limit, &groups));
   uint64_t data = 0;
   for (const auto& g : groups) data += BatchSize(g.payload);
   const uint64_t file = AlignUp(sizeof(SegmentHeader) + data, 4096);
@@ -128,18 +189,7 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
   auto staged = device_->CreateReplacement(seg.id, file);
   if (!staged.ok()) return staged.status();
   Segment* out = staged->get();
-
-  SegmentHeader sh{};
-  sh.magic = kSegmentMagic;
-  sh.version = kCleanedVersion;
-  sh.header_bytes = sizeof(SegmentHeader);
-  sh.segment_id = seg.id;
-  sh.segment_bytes = file;
-  sh.created_ms = WallMs();
-  sh.flags = kSegmentCleaned;
-  sh.cleaned_lsn = cleaned_lsn;
-  sh.checksum = Checksum(&sh, offsetof(SegmentHeader, checksum));
-  out->Write(0, &sh, sizeof(sh));
+  WriteCleanedHeader(out, seg.id, file, cleaned_lsn);
 
   locations->assign(kept.size(), 0);
   uint64_t off = sizeof(SegmentHeader);
@@ -150,30 +200,8 @@ StatusOr<std::unique_ptr<Log::Replacement>> Log::PrepareReplacement(
   for (size_t g = 0; g < groups.size(); g++) {
     const uint64_t first = g == 0 ? seg.first_lsn : kept[groups[g].begin].lsn;
     const uint64_t end = g + 1 < groups.size() ? kept[groups[g + 1].begin].lsn : seg.end_lsn;
-    payload.clear();
-    for (size_t i = groups[g].begin; i < groups[g].end; i++) {
-      const size_t at = payload.size();
-      (*locations)[i] = MakeLocation(seg.id, static_cast<uint32_t>(off + sizeof(BatchHeader) + at));
-      RecordView r;
-      size_t n;
-      DecodeRecord(kept[i].bytes.data(), kept[i].bytes.size(), &r, &n);
-      payload.append(kept[i].bytes.data(), sizeof(RecordHeader) + r.key.size() + r.value.size());
-      payload.resize(at + RecordSize(r.key.size(), r.value.size()), '\0');
-      const uint32_t delta = static_cast<uint32_t>(kept[i].lsn - first);
-      std::memcpy(payload.data() + at + offsetof(RecordHeader, lsn_delta), &delta, sizeof(delta));
-    }
-    BatchHeader h{};
-    h.magic = kBatchMagic;
-    h.version = kCleanedVersion;
-    h.flags = kBatchCompacted;
-    h.payload_bytes = static_cast<uint32_t>(payload.size());
-    h.record_count = static_cast<uint32_t>(groups[g].end - groups[g].begin);
-    h.first_lsn = first;
-    h.epoch = options_.epoch;
-    h.lsn_span = end - first;
-    h.checksum = BatchChecksum(h, payload.data());
-    out->WriteParts(off, std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)), payload);
-    off += BatchSize(payload.size());
+    off += WriteCompactedBatch(out, seg.id, off, groups[g], first, end, options_.epoch, kept,
+                               &payload, locations);
     // Persisted about a MiB at a time as it is written: one flush of tens of
     // MiB would queue ahead of the writer's small per-batch persists on the
     // same device for its whole length (seen as write p99,

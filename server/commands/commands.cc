@@ -24,6 +24,36 @@ uint64_t RssBytes() {
   return rss * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
+void InfoLine(std::string* t, const std::string& key, const std::string& value) {
+  *t += key + ":" + value + "\r\n";
+}
+
+std::string Fixed2(double v) {
+  char b[32];
+  snprintf(b, sizeof(b), "%.2f", v);
+  return b;
+}
+
+// INFO persistence's lines that are not metrics: the log and its recovery.
+void AppendPersistenceInfo(const ServerOptions& opt, Store* store, std::string* t) {
+  const nvm::RecoveryReport& r = opt.recovery;
+  InfoLine(t, "log_dir", opt.data_dir);
+  InfoLine(t, "log_granularity", store->log().Granularity());
+  InfoLine(t, "log_segment_bytes", std::to_string(store->log().segment_bytes()));
+  // Cleaned or truncated segments that replies still send big values from.
+  InfoLine(t, "log_retired_held_bytes", std::to_string(store->log().RetiredHeldBytes()));
+  InfoLine(t, "log_failed", store->failed() ? "1" : "0");
+  InfoLine(t, "recovery_keys", std::to_string(opt.recovered_keys));
+  InfoLine(t, "recovery_records", std::to_string(r.records));
+  InfoLine(t, "recovery_seconds", Fixed2(r.seconds));
+  InfoLine(t, "recovery_keys_per_sec",
+           r.seconds > 0 ? Fixed2(static_cast<double>(opt.recovered_keys) / r.seconds) : "0");
+  InfoLine(t, "recovery_torn_tail", r.torn_tail ? "1" : "0");
+  InfoLine(t, "recovery_dropped_corrupt", r.dropped_corrupt ? "1" : "0");
+  InfoLine(t, "aof_enabled", "0");
+  InfoLine(t, "rdb_changes_since_last_save", "0");
+}
+
 }  // namespace
 
 bool Commands::PasswordMatches(std::string_view given) const {
@@ -297,12 +327,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
   const Metrics& m = *server_->metrics();
   const bool all = section == "default"sv || section == "all"sv || section == "everything"sv;
   std::string t;
-  auto line = [&](const std::string& k, const std::string& v) { t += k + ":" + v + "\r\n"; };
-  auto num = [](double v) {
-    char b[32];
-    snprintf(b, sizeof(b), "%.2f", v);
-    return std::string(b);
-  };
+  auto line = [&](const std::string& k, const std::string& v) { InfoLine(&t, k, v); };
   // Each section: its header, what is not a metric, then its metrics
   // (server/metrics/metrics.cc, the same list /metrics shows).
   auto begin = [&](std::string_view name, std::string_view title) {
@@ -334,28 +359,13 @@ void Commands::Info(std::string_view section, std::string* out) const {
     const uint64_t keys = store->KeyCount();
     line("used_memory_rss", std::to_string(RssBytes()));
     line("index_bytes_per_key",
-         keys ? num(static_cast<double>(store->IndexMemoryBytes()) / keys) : "0");
+         keys ? Fixed2(static_cast<double>(store->IndexMemoryBytes()) / keys) : "0");
     line("hot_cache_budget", std::to_string(store->hot().budget()));
     line("log_mapped_bytes", std::to_string(store->log().file_bytes()));
     end("memory");
   }
   if (begin("persistence", "Persistence")) {
-    const nvm::RecoveryReport& r = opt.recovery;
-    line("log_dir", opt.data_dir);
-    line("log_granularity", store->log().Granularity());
-    line("log_segment_bytes", std::to_string(store->log().segment_bytes()));
-    // Cleaned or truncated segments that replies still send big values from.
-    line("log_retired_held_bytes", std::to_string(store->log().RetiredHeldBytes()));
-    line("log_failed", store->failed() ? "1" : "0");
-    line("recovery_keys", std::to_string(opt.recovered_keys));
-    line("recovery_records", std::to_string(r.records));
-    line("recovery_seconds", num(r.seconds));
-    line("recovery_keys_per_sec",
-         r.seconds > 0 ? num(static_cast<double>(opt.recovered_keys) / r.seconds) : "0");
-    line("recovery_torn_tail", r.torn_tail ? "1" : "0");
-    line("recovery_dropped_corrupt", r.dropped_corrupt ? "1" : "0");
-    line("aof_enabled", "0");
-    line("rdb_changes_since_last_save", "0");
+    AppendPersistenceInfo(opt, store, &t);
     end("persistence");
   }
   if (begin("stats", "Stats")) {

@@ -16,13 +16,14 @@ namespace faha {
 class ReplicationHook {
  public:
   virtual ~ReplicationHook() = default;
-  // Sequencer: waits until one more batch may be shipped; Unavailable
-  // (NOREPLICAS ...) at the deadline (MonoUs).
+  // Sequencer: waits until one more batch may be shipped; Unavailable at the
+  // deadline (MonoUs), saying why. A failure of this or WaitDurable is the
+  // writes' NOREPLICAS (WriteResult::NoReplicas adds the word).
   virtual Status WaitWritable(int64_t deadline_us) = 0;
   // Sequencer: hands one batch, framed with its header, to every backup.
   virtual void Ship(const nvm::BatchHeader& header, std::string_view payload) = 0;
   // Committer: waits until every in-sync backup holds LSNs below end_lsn
-  // durably (0: no deadline).
+  // durably (0: no deadline); Unavailable, saying why, if it cannot.
   virtual Status WaitDurable(uint64_t end_lsn, int64_t deadline_us) = 0;
   // Committer: LSNs below end_lsn are visible; their frames may be dropped.
   virtual void Committed(uint64_t end_lsn) = 0;

@@ -22,6 +22,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/checksum.h"
@@ -113,17 +114,29 @@ struct WriteOp {
 
 struct WriteResult {
   enum class Kind : uint8_t { kOk, kNil, kInt, kBulk, kError };
+  // What kind of error, for a protocol that has a code for it (native).
+  enum class ErrorCode : uint8_t { kOther, kNoReplicas, kIoError };
   Kind kind = Kind::kOk;
   int64_t integer = 0;
   std::string str;  // kBulk value or kError message (without the leading '-')
   // Writes of named clients: the LSN of the write's kClientReply record once
   // committed (its commit stamp, with the store's epoch); 0 otherwise.
   uint64_t lsn = 0;
+  ErrorCode code = ErrorCode::kOther;
   static WriteResult Ok() { return {}; }
   static WriteResult Nil() { return {Kind::kNil, 0, {}, 0}; }
   static WriteResult Int(int64_t v) { return {Kind::kInt, v, {}, 0}; }
   static WriteResult Bulk(std::string s) { return {Kind::kBulk, 0, std::move(s), 0}; }
   static WriteResult Error(std::string s) { return {Kind::kError, 0, std::move(s), 0}; }
+  // Too few backups in sync to acknowledge the write (retry later); its
+  // RESP text is written here once.
+  static WriteResult NoReplicas(std::string_view why) {
+    return {Kind::kError, 0, "NOREPLICAS " + std::string(why), 0, ErrorCode::kNoReplicas};
+  }
+  // The log failed or has no room: the write was not applied.
+  static WriteResult IoError(std::string_view why) {
+    return {Kind::kError, 0, "IOERR " + std::string(why), 0, ErrorCode::kIoError};
+  }
 };
 
 struct Completion {
@@ -368,7 +381,15 @@ class Store final : private KeyReader, public ReplicaLog {
   bool LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, Current* out);
   // Committed state of key (ignoring the batch being built).
   Current Lookup_st(std::string_view key, bool want_value, int64_t now_ms);
+  void StartGroup_st();
+  bool AnsweredFromTable_st(const WriteOp& op, std::vector<WriteResult>* results);
+  void RefuseGroup_st(const Status& room);
   WriteResult Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms);
+  // State of key for a write being evaluated: the batch's own earlier writes
+  // win over the in-flight batches, which win over the index.
+  Current Current_st(std::string_view key, bool want_value, const nvm::BatchBuilder& batch,
+                     int64_t now_ms);
+  WriteResult EvaluateExpire_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms);
   void Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,
               int64_t expire_at_ms);
   void Delete_st(nvm::BatchBuilder* batch, std::string_view key);
@@ -379,6 +400,46 @@ class Store final : private KeyReader, public ReplicaLog {
   // turned out to hold too little dead data (its estimate is corrected).
   enum class CleanOutcome : uint8_t { kNone, kCleaned, kMisjudged };
   StatusOr<CleanOutcome> CleanVictim();
+  // CleanVictim's steps (store_upkeep.cc). A record of the victim: its views
+  // stay valid for the whole pass (only a pass or a truncation, which waits
+  // for clean_pass_mu_, unmaps a segment).
+  struct CleanRec {
+    nvm::RecordView rec;
+    uint64_t location;
+    uint64_t lsn;
+    uint64_t hash;
+    size_t bytes;
+  };
+  enum class Verdict : uint8_t { kDrop, kKeep, kMove, kExpire };
+  // The sealed segment with the least live data, below the threshold, worth
+  // a pass (at least min_gain dead bytes) and wholly committed for good; in
+  // *older_cleaned the least cleaned LSN of the segments before it.
+  const nvm::Log::SegmentInfo* PickVictim(const std::vector<nvm::Log::SegmentInfo>& segs,
+                                          uint64_t safe, uint64_t horizon, uint64_t min_gain,
+                                          uint64_t* older_cleaned);
+  // A backup's keys written by batches its primary has not committed yet.
+  // False if such a batch flushed everything (then every record is in doubt).
+  bool UncommittedKeys(std::unordered_set<std::string_view>* keys);
+  // What the pass does with one record. REQUIRES: index_writer_mu_.
+  Verdict Judge(const CleanRec& r, bool doubt, int64_t now, uint64_t older_cleaned,
+                uint64_t* cleaned_lsn);
+  // No LSN at or after this may be cleaned (UINT64_MAX: no limit).
+  uint64_t CleanHorizonNow();
+  // Judges every record of the victim; false if a batch in doubt flushed
+  // everything (no pass then).
+  bool JudgeAll(const std::vector<CleanRec>& recs, uint64_t older_cleaned,
+                std::vector<Verdict>* verdict, uint64_t* cleaned_lsn);
+  // The replacement's records: kept ones as they are, expired ones as
+  // deletions (encoded into `encoded`, counted in *expired). Returns their bytes.
+  uint64_t KeepRecords(const std::vector<CleanRec>& recs, const std::vector<Verdict>& verdict,
+                       std::vector<nvm::Log::KeptRecord>* kept, std::vector<size_t>* kept_from,
+                       std::deque<std::string>* encoded, uint64_t* expired);
+  // After the swap: every location that named a kept record (index, hot
+  // layer) names its new place (`moved`: old location -> new, 0 if expired),
+  // and expired keys go. REQUIRES: the exclusive lock.
+  void Relocate(const std::vector<CleanRec>& recs, const std::vector<Verdict>& verdict,
+                const std::vector<size_t>& kept_from, const std::vector<uint64_t>& moved_to,
+                const std::unordered_map<uint64_t, uint64_t>& moved, uint32_t victim_id);
 
   StoreOptions options_;
   Metrics* metrics_;

@@ -57,7 +57,7 @@ void Store::CommitLoop_ct() {
         // The batch is in our log and maybe on some backups: its outcome is
         // unknown. It stays queued and becomes visible if the backups catch up.
         for (auto& [sink, completions] : b->replies) {
-          for (auto& c : completions) c.result = WriteResult::Error(s.message());
+          for (auto& c : completions) c.result = WriteResult::NoReplicas(s.message());
         }
         DeliverAll(&b->replies);
         b->replied = true;
@@ -219,39 +219,95 @@ void Store::ReleaseCommitting_st() {
   if (more) cv_.Signal();
 }
 
+// A new group: an empty batch and overlay, and the in-flight batches that
+// are published forgotten.
+void Store::StartGroup_st() {
+  batch_.Clear();
+  overlay_.clear();
+  overlay_valid_ = false;
+  overlay_flushed_ = false;
+  results_.clear();
+  recorded_.clear();
+  from_table_.clear();
+  // Forget in-flight batches (shipped, or written and syncing) that are
+  // published now.
+  const uint64_t applied = applied_end_.load(std::memory_order_acquire);
+  while (!seq_inflight_.empty() && seq_inflight_.front().end_lsn <= applied) {
+    seq_inflight_.pop_front();
+    // The overlay may point into a published batch, whose segment cleaning
+    // may rewrite: rebuild it from the batches still in flight.
+    inflight_valid_ = false;
+  }
+  if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
+    inflight_overlay_.clear();
+    inflight_valid_ = false;
+    inflight_flushed_ = false;
+  }
+}
+
+// A retried write the client table answers (its reply kept, or too old to
+// be kept): the answer is added to `results`. False for a new write.
+bool Store::AnsweredFromTable_st(const WriteOp& op, std::vector<WriteResult>* results) {
+  WriteResult r;
+  switch (clients_.Lookup(op.client_id, op.client_seq, &r)) {
+    case ClientTable::Seen::kDuplicate:
+      metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
+      from_table_.push_back(results->size());
+      results->push_back(std::move(r));
+      return true;
+    case ClientTable::Seen::kForgotten:
+      metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
+      from_table_.push_back(results->size());
+      results->push_back(WriteResult::Error(
+          "ERR this write (client " + std::to_string(op.client_id) + ", sequence " +
+          std::to_string(op.client_seq) +
+          ") is older than the replies kept for retries; it is not applied again"));
+      return true;
+    case ClientTable::Seen::kNew:
+      break;
+  }
+  return false;
+}
+
+// The group's batch gets no room in the log (a full disk, a failed device):
+// it is neither written nor shipped.
+void Store::RefuseGroup_st(const Status& room) {
+  // Replies of retried writes answered from the client table stand; every
+  // other result is the error (a later op's result may depend on an earlier
+  // one's refused write).
+  for (const auto& [client, seq] : recorded_) clients_.Forget(client, seq);
+  std::vector<bool> keep(results_.size(), false);
+  for (size_t i : from_table_) keep[i] = true;
+  if (room.code() == Status::Code::kBusy) {
+    metrics_->log_full_refusals.fetch_add(1, std::memory_order_relaxed);
+  } else if (room.code() == Status::Code::kIOError && !failed_.exchange(true)) {
+    FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s", room.ToString().c_str());
+  }
+  const WriteResult refused = WriteResult::IoError(room.code() == Status::Code::kBusy
+                                                       ? room.message()
+                                                       : "write not durable: " + room.ToString());
+  for (size_t i = 0; i < results_.size(); i++) {
+    if (!keep[i]) results_[i] = refused;
+  }
+  batch_.Clear();
+  overlay_.clear();
+  overlay_valid_ = false;
+  overlay_flushed_ = false;
+}
+
 void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
   std::vector<Pending>& taken = *taken_ptr;
   nvm::BatchBuilder& batch = batch_;
   std::vector<WriteResult>& results = results_;
   {
-    batch.Clear();
-    overlay_.clear();
-    overlay_valid_ = false;
-    overlay_flushed_ = false;
-    results.clear();
-    recorded_.clear();
-    from_table_.clear();
-    // Forget in-flight batches (shipped, or written and syncing) that are
-    // published now.
-    const uint64_t applied = applied_end_.load(std::memory_order_acquire);
-    while (!seq_inflight_.empty() && seq_inflight_.front().end_lsn <= applied) {
-      seq_inflight_.pop_front();
-      // The overlay may point into a published batch, whose segment cleaning
-      // may rewrite: rebuild it from the batches still in flight.
-      inflight_valid_ = false;
-    }
-    if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
-      inflight_overlay_.clear();
-      inflight_valid_ = false;
-      inflight_flushed_ = false;
-    }
+    StartGroup_st();
     if (ReplicationHook* repl = options_.replicator) {
       int64_t oldest = taken[0].op.start_us > 0 ? taken[0].op.start_us : MonoUs();
       Status ready =
           repl->WaitWritable(oldest + static_cast<int64_t>(options_.repl_timeout_ms) * 1000);
       if (!ready.ok()) {
         for (size_t i = 0; i < taken.size(); i++)
-          results.push_back(WriteResult::Error(ready.message()));
+          results.push_back(WriteResult::NoReplicas(ready.message()));
         ShipAndQueue_st(batch, &taken, &results);
         ReleaseCommitting_st();
         return;
@@ -263,27 +319,8 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
       const uint32_t mark_count = batch.count();
       const bool mark_flushed = overlay_flushed_;
       const WriteOp& op = taken[i].op;
-      WriteResult r;
-      if (op.client_id != 0) {
-        switch (clients_.Lookup(op.client_id, op.client_seq, &r)) {
-          case ClientTable::Seen::kDuplicate:
-            metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
-            from_table_.push_back(results.size());
-            results.push_back(std::move(r));
-            continue;
-          case ClientTable::Seen::kForgotten:
-            metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
-            from_table_.push_back(results.size());
-            results.push_back(WriteResult::Error(
-                "ERR this write (client " + std::to_string(op.client_id) + ", sequence " +
-                std::to_string(op.client_seq) +
-                ") is older than the replies kept for retries; it is not applied again"));
-            continue;
-          case ClientTable::Seen::kNew:
-            break;
-        }
-      }
-      r = Evaluate_st(op, &batch, now);
+      if (op.client_id != 0 && AnsweredFromTable_st(op, &results)) continue;
+      WriteResult r = Evaluate_st(op, &batch, now);
       if (op.client_id != 0) {
         r.lsn = batch.count() + 1;  // made absolute once the batch has its first LSN
         batch.Add(RecordType::kClientReply, {}, ClientTable::EncodeReply(r), 0, op.client_id,
@@ -316,30 +353,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
       // is answered with the error and nothing of it is written or shipped,
       // and a later group tries again (writes resume once space is freed).
       Status room = log_->MakeRoom_wt(batch.bytes(), OnlyRemovals(batch.payload()));
-      if (!room.ok()) {
-        // Neither written nor shipped. Replies of retried writes answered
-        // from the client table stand; every other result is the error (a
-        // later op's result may depend on an earlier one's refused write).
-        for (const auto& [client, seq] : recorded_) clients_.Forget(client, seq);
-        std::vector<bool> keep(results.size(), false);
-        for (size_t i : from_table_) keep[i] = true;
-        if (room.code() == Status::Code::kBusy) {
-          metrics_->log_full_refusals.fetch_add(1, std::memory_order_relaxed);
-        } else if (room.code() == Status::Code::kIOError && !failed_.exchange(true)) {
-          FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s",
-                         room.ToString().c_str());
-        }
-        const std::string why = room.code() == Status::Code::kBusy
-                                    ? "IOERR " + room.message()
-                                    : "IOERR write not durable: " + room.ToString();
-        for (size_t i = 0; i < results.size(); i++) {
-          if (!keep[i]) results[i] = WriteResult::Error(why);
-        }
-        batch.Clear();
-        overlay_.clear();
-        overlay_valid_ = false;
-        overlay_flushed_ = false;
-      }
+      if (!room.ok()) RefuseGroup_st(room);
     }
 
     if (options_.replicator) {
@@ -446,7 +460,7 @@ void Store::FailWrites(const Status& why, std::vector<WriteResult>* results) {
   if (why.code() == Status::Code::kIOError && !failed_.exchange(true)) {
     FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s", why.ToString().c_str());
   }
-  for (auto& r : *results) r = WriteResult::Error("IOERR write not durable: " + why.ToString());
+  for (auto& r : *results) r = WriteResult::IoError("write not durable: " + why.ToString());
 }
 
 }  // namespace faha

@@ -98,30 +98,65 @@ void Store::BuildOverlay_st(const nvm::BatchBuilder& batch) {
   overlay_valid_ = true;
 }
 
+Store::Current Store::Current_st(std::string_view key, bool want_value,
+                                 const nvm::BatchBuilder& batch, int64_t now_ms) {
+  if (!overlay_valid_) BuildOverlay_st(batch);
+  auto it = overlay_.find(std::string(key));
+  if (it == overlay_.end()) {
+    Current c;
+    if (!overlay_flushed_ && LookupInFlight_st(key, want_value, now_ms, &c)) return c;
+    return Lookup_st(key, want_value, now_ms);
+  }
+  Current c;
+  if (it->second == kDeleted) return c;
+  RecordView r;
+  size_t n;
+  nvm::DecodeRecord(batch.payload().data() + it->second, batch.bytes() - it->second, &r, &n);
+  if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return c;
+  c.exists = true;
+  c.expire_at_ms = r.expire_at_ms;
+  if (want_value) c.value.assign(r.value);
+  return c;
+}
+
+// EXPIRE and its kin, with the NX/XX/GT/LT condition: 1 if the expiry was set.
+WriteResult Store::EvaluateExpire_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms) {
+  std::string_view key = op.args[0];
+  Current cur = Current_st(key, true, *batch, now_ms);
+  if (!cur.exists) return WriteResult::Int(0);
+  const bool has = cur.expire_at_ms != 0;
+  bool allowed = true;
+  switch (op.expire_if) {
+    case WriteOp::ExpireIf::kAlways:
+      break;
+    case WriteOp::ExpireIf::kNoExpiry:
+      allowed = !has;
+      break;
+    case WriteOp::ExpireIf::kHasExpiry:
+      allowed = has;
+      break;
+    case WriteOp::ExpireIf::kGreater:
+      allowed = has && op.expire_at_ms > cur.expire_at_ms;
+      break;
+    case WriteOp::ExpireIf::kLess:
+      allowed = !has || op.expire_at_ms < cur.expire_at_ms;
+      break;
+  }
+  if (!allowed) return WriteResult::Int(0);
+  if (op.expire_at_ms <= now_ms) {
+    Delete_st(batch, key);
+  } else {
+    Put_st(batch, key, cur.value, op.expire_at_ms);
+  }
+  return WriteResult::Int(1);
+}
+
 WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms) {
   if (failed_.load(std::memory_order_relaxed)) {
-    return WriteResult::Error(
-        "IOERR the log failed earlier; this node refuses writes until restart");
+    return WriteResult::IoError("the log failed earlier; this node refuses writes until restart");
   }
-  // Current state of a key: the batch's own earlier writes win over the index.
   auto current = [&](std::string_view key, bool want_value) {
-    if (!overlay_valid_) BuildOverlay_st(*batch);
-    auto it = overlay_.find(std::string(key));
-    if (it == overlay_.end()) {
-      Current c;
-      if (!overlay_flushed_ && LookupInFlight_st(key, want_value, now_ms, &c)) return c;
-      return Lookup_st(key, want_value, now_ms);
-    }
-    Current c;
-    if (it->second == kDeleted) return c;
-    RecordView r;
-    size_t n;
-    nvm::DecodeRecord(batch->payload().data() + it->second, batch->bytes() - it->second, &r, &n);
-    if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return c;
-    c.exists = true;
-    c.expire_at_ms = r.expire_at_ms;
-    if (want_value) c.value.assign(r.value);
-    return c;
+    return Current_st(key, want_value, *batch, now_ms);
   };
 
   switch (op.kind) {
@@ -168,36 +203,8 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       Put_st(batch, key, std::to_string(v), cur.expire_at_ms);
       return WriteResult::Int(v);
     }
-    case WriteOp::Kind::kExpire: {
-      std::string_view key = op.args[0];
-      Current cur = current(key, true);
-      if (!cur.exists) return WriteResult::Int(0);
-      const bool has = cur.expire_at_ms != 0;
-      bool allowed = true;
-      switch (op.expire_if) {
-        case WriteOp::ExpireIf::kAlways:
-          break;
-        case WriteOp::ExpireIf::kNoExpiry:
-          allowed = !has;
-          break;
-        case WriteOp::ExpireIf::kHasExpiry:
-          allowed = has;
-          break;
-        case WriteOp::ExpireIf::kGreater:
-          allowed = has && op.expire_at_ms > cur.expire_at_ms;
-          break;
-        case WriteOp::ExpireIf::kLess:
-          allowed = !has || op.expire_at_ms < cur.expire_at_ms;
-          break;
-      }
-      if (!allowed) return WriteResult::Int(0);
-      if (op.expire_at_ms <= now_ms) {
-        Delete_st(batch, key);
-      } else {
-        Put_st(batch, key, cur.value, op.expire_at_ms);
-      }
-      return WriteResult::Int(1);
-    }
+    case WriteOp::Kind::kExpire:
+      return EvaluateExpire_st(op, batch, now_ms);
     case WriteOp::Kind::kPersist: {
       std::string_view key = op.args[0];
       Current cur = current(key, true);

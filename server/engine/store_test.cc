@@ -250,7 +250,8 @@ TEST_F(StoreTest, FailedPersistAnswersErrorsAndRefusesLaterWrites) {
   dev_->CrashAtPersist(0, nullptr);
   WriteResult r = One(Set("during", "2"));
   EXPECT_EQ(r.kind, WriteResult::Kind::kError);
-  EXPECT_NE(r.str.find("IOERR"), std::string::npos);
+  EXPECT_EQ(r.code, WriteResult::ErrorCode::kIoError);
+  EXPECT_EQ(r.str.rfind("IOERR ", 0), 0u) << r.str;
   EXPECT_EQ(Get("during"), "<nil>");  // never published
   EXPECT_TRUE(store_->failed());
   EXPECT_EQ(One(Set("after", "3")).kind, WriteResult::Kind::kError);

@@ -176,30 +176,15 @@ StatusOr<bool> Store::CleanOnce() {
   }
 }
 
-StatusOr<Store::CleanOutcome> Store::CleanVictim() {
-  if (options_.clean_threshold <= 0 || failed_.load()) return CleanOutcome::kNone;
-  const uint64_t safe = CleanSafeLsn();
-  if (safe == 0) return CleanOutcome::kNone;
-  uint64_t horizon = UINT64_MAX;
-  {
-    MutexLock l(&horizon_mu_);
-    if (clean_horizon_) horizon = clean_horizon_();
-  }
-  // The victim: the sealed segment with the least live data, below the
-  // threshold, worth a pass, and wholly committed for good.
-  const std::vector<nvm::Log::SegmentInfo> segs = log_->SealedSegments();
-  // Below the threshold a pass gains at least (1 - threshold) of the data;
-  // this only keeps passes from chasing crumbs (a cleaned file whose few
-  // records all died). Not a fraction of the segment size: cleaned files are
-  // smaller, and their dead bytes must be reclaimable too.
-  const uint64_t min_gain = std::min<uint64_t>(64 << 10, log_->segment_bytes() / 16);
+const nvm::Log::SegmentInfo* Store::PickVictim(const std::vector<nvm::Log::SegmentInfo>& segs,
+                                               uint64_t safe, uint64_t horizon, uint64_t min_gain,
+                                               uint64_t* older_cleaned) {
   // A backup cleans less eagerly, unless its disk is short of space.
   const double threshold = backup_.load() && !log_->short_of_space()
                                ? std::min(options_.clean_threshold, options_.backup_clean_threshold)
                                : options_.clean_threshold;
   const nvm::Log::SegmentInfo* victim = nullptr;
   double victim_live = 2;
-  uint64_t older_cleaned = UINT64_MAX;  // min cleaned_lsn of the segments before the victim
   uint64_t running = UINT64_MAX;
   for (const auto& seg : segs) {
     if (seg.end_lsn - 1 > safe || seg.end_lsn > horizon) break;
@@ -208,118 +193,187 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
     if (live < threshold && dead >= static_cast<double>(min_gain) && live < victim_live) {
       victim = &seg;
       victim_live = live;
-      older_cleaned = running;
+      *older_cleaned = running;
     }
     running = std::min(running, seg.cleaned ? seg.cleaned_lsn : 0);
   }
-  if (victim == nullptr) return CleanOutcome::kNone;
-  const uint32_t id = victim->id;
+  return victim;
+}
 
-  // Every record of the victim. The views stay valid for the whole pass: only
-  // a pass or a truncation (which waits for clean_pass_mu_) unmaps a segment.
-  struct Rec {
-    nvm::RecordView rec;
-    uint64_t location;
-    uint64_t lsn;
-    uint64_t hash;
-    size_t bytes;
-  };
-  // The pass's working arrays keep their memory from pass to pass (a few MiB
-  // per cleaning thread): allocated afresh, a 64 MiB victim's cost this VM
-  // about 1,300 page faults a pass.
-  static thread_local std::vector<Rec> recs;
-  recs.clear();
-  FAHA_RETURN_IF_ERROR(log_->ForEachRecord(id, [&](const RecordView& r, uint64_t loc,
-                                                   uint64_t lsn) {
-    recs.push_back(Rec{r, loc, lsn, HashKey(r.key), nvm::RecordSize(r.key.size(), r.value.size())});
-  }));
+bool Store::UncommittedKeys(std::unordered_set<std::string_view>* keys) {
+  if (!backup_.load()) return true;
+  const uint64_t hint = commit_hint_.load(std::memory_order_acquire);
+  MutexLock l(&recent_mu_);
+  for (const Recent& b : recent_) {
+    if (b.end_lsn <= hint + 1) continue;
+    const char* base = log_->RecordPtr(b.base_location);
+    nvm::RecordIterator it(base, b.bytes);
+    for (RecordView r; it.Next(&r);) {
+      if (r.type == RecordType::kFlushAll) return false;
+      keys->insert(r.key);
+    }
+  }
+  return true;
+}
 
-  // Judge each record against the committed state, a chunk at a time under
-  // the index writer's lock (publishing waits meanwhile, readers do not).
-  enum class Verdict : uint8_t { kDrop, kKeep, kMove, kExpire };
-  static thread_local std::vector<Verdict> verdict;
-  verdict.assign(recs.size(), Verdict::kDrop);
-  uint64_t cleaned_lsn = safe;
+Store::Verdict Store::Judge(const CleanRec& r, bool doubt, int64_t now, uint64_t older_cleaned,
+                            uint64_t* cleaned_lsn) {
+  switch (r.rec.type) {
+    case RecordType::kPut: {
+      // Held in the hot layer, the key's location is there (updates of
+      // held keys leave the base index alone); else the base index holds
+      // this very location if and only if the record is current.
+      const HotCache::Entry* e = hot_.enabled() ? hot_.Find(r.rec.key, r.hash) : nullptr;
+      const bool current =
+          e != nullptr ? e->location == r.location : index_.HoldsLocation(r.hash, r.location);
+      if (current) {
+        const bool expired = r.rec.expire_at_ms != 0 && r.rec.expire_at_ms <= now;
+        return expired && !doubt ? Verdict::kExpire : Verdict::kMove;
+      }
+      if (doubt) {
+        // Maybe made obsolete only by a write that may yet be truncated.
+        *cleaned_lsn = std::min(*cleaned_lsn, r.lsn);
+        return Verdict::kKeep;
+      }
+      return Verdict::kDrop;
+    }
+    case RecordType::kDelete:
+    case RecordType::kFlushAll: {
+      // Needed while an older record of the key may remain: unless every
+      // segment before this one was cleaned after the deletion committed.
+      // A tombstone of a key written again since (committed) is obsolete.
+      const bool rewritten =
+          r.rec.type == RecordType::kDelete && !doubt && (index_.Find(r.rec.key, r.hash) != 0);
+      return !rewritten && r.lsn > older_cleaned ? Verdict::kKeep : Verdict::kDrop;
+    }
+    case RecordType::kClientReply:
+      return clients_.Holds(r.rec.client_id, r.rec.client_seq) ? Verdict::kKeep : Verdict::kDrop;
+  }
+  return Verdict::kDrop;
+}
+
+uint64_t Store::CleanHorizonNow() {
+  MutexLock l(&horizon_mu_);
+  return clean_horizon_ ? clean_horizon_() : UINT64_MAX;
+}
+
+bool Store::JudgeAll(const std::vector<CleanRec>& recs, uint64_t older_cleaned,
+                     std::vector<Verdict>* verdict, uint64_t* cleaned_lsn) {
+  // Against the committed state, a chunk at a time under the index writer's
+  // lock (publishing waits meanwhile, readers do not).
+  verdict->assign(recs.size(), Verdict::kDrop);
   const int64_t now = WallMs();
   constexpr size_t kChunk = 4096;
   for (size_t begin = 0; begin < recs.size(); begin += kChunk) {
     MutexLock writer(&index_writer_mu_);
-    // A backup's keys written by batches its primary has not committed yet:
-    // their index entries may not last; judge them conservatively.
+    // Their index entries may not last: judged conservatively.
     std::unordered_set<std::string_view> uncommitted;
-    if (backup_.load()) {
-      const uint64_t hint = commit_hint_.load(std::memory_order_acquire);
-      MutexLock l(&recent_mu_);
-      for (const Recent& b : recent_) {
-        if (b.end_lsn <= hint + 1) continue;
-        const char* base = log_->RecordPtr(b.base_location);
-        nvm::RecordIterator it(base, b.bytes);
-        for (RecordView r; it.Next(&r);) {
-          if (r.type == RecordType::kFlushAll) return CleanOutcome::kNone;  // all in doubt
-          uncommitted.insert(r.key);
-        }
-      }
-    }
+    if (!UncommittedKeys(&uncommitted)) return false;  // all in doubt
     for (size_t i = begin; i < std::min(recs.size(), begin + kChunk); i++) {
-      const Rec& r = recs[i];
-      const bool doubt = !uncommitted.empty() && uncommitted.count(r.rec.key) != 0;
-      switch (r.rec.type) {
-        case RecordType::kPut: {
-          // Held in the hot layer, the key's location is there (updates of
-          // held keys leave the base index alone); else the base index holds
-          // this very location if and only if the record is current.
-          const HotCache::Entry* e = hot_.enabled() ? hot_.Find(r.rec.key, r.hash) : nullptr;
-          const bool current =
-              e != nullptr ? e->location == r.location : index_.HoldsLocation(r.hash, r.location);
-          if (current) {
-            const bool expired = r.rec.expire_at_ms != 0 && r.rec.expire_at_ms <= now;
-            verdict[i] = expired && !doubt ? Verdict::kExpire : Verdict::kMove;
-          } else if (doubt) {
-            // Maybe made obsolete only by a write that may yet be truncated.
-            verdict[i] = Verdict::kKeep;
-            cleaned_lsn = std::min(cleaned_lsn, r.lsn);
-          }
-          break;
-        }
-        case RecordType::kDelete:
-        case RecordType::kFlushAll: {
-          // Needed while an older record of the key may remain: unless every
-          // segment before this one was cleaned after the deletion committed.
-          // A tombstone of a key written again since (committed) is obsolete.
-          const bool rewritten =
-              r.rec.type == RecordType::kDelete && !doubt && (index_.Find(r.rec.key, r.hash) != 0);
-          if (!rewritten && r.lsn > older_cleaned) verdict[i] = Verdict::kKeep;
-          break;
-        }
-        case RecordType::kClientReply:
-          if (clients_.Holds(r.rec.client_id, r.rec.client_seq)) verdict[i] = Verdict::kKeep;
-          break;
-      }
+      const bool doubt = !uncommitted.empty() && uncommitted.count(recs[i].rec.key) != 0;
+      (*verdict)[i] = Judge(recs[i], doubt, now, older_cleaned, cleaned_lsn);
     }
   }
+  return true;
+}
 
-  // The replacement: kept records as they are, expired ones as deletions.
-  static thread_local std::vector<nvm::Log::KeptRecord> kept;
-  static thread_local std::vector<size_t> kept_from;  // index into recs
-  kept.clear();
-  kept_from.clear();
-  std::deque<std::string> encoded;
-  uint64_t kept_bytes = 0, expired = 0;
+uint64_t Store::KeepRecords(const std::vector<CleanRec>& recs, const std::vector<Verdict>& verdict,
+                            std::vector<nvm::Log::KeptRecord>* kept, std::vector<size_t>* kept_from,
+                            std::deque<std::string>* encoded, uint64_t* expired) {
+  kept->clear();
+  kept_from->clear();
+  uint64_t kept_bytes = 0;
   for (size_t i = 0; i < recs.size(); i++) {
     if (verdict[i] == Verdict::kDrop) continue;
-    const Rec& r = recs[i];
+    const CleanRec& r = recs[i];
     std::string_view bytes(log_->RecordPtr(r.location), r.bytes);
     if (verdict[i] == Verdict::kExpire) {
       nvm::BatchBuilder b;
       b.Add(RecordType::kDelete, r.rec.key, {}, 0);
-      encoded.emplace_back(b.payload());
-      bytes = encoded.back();
-      expired++;
+      encoded->emplace_back(b.payload());
+      bytes = encoded->back();
+      (*expired)++;
     }
-    kept.push_back({bytes, r.lsn});
-    kept_from.push_back(i);
+    kept->push_back({bytes, r.lsn});
+    kept_from->push_back(i);
     kept_bytes += bytes.size();
   }
+  return kept_bytes;
+}
+
+void Store::Relocate(const std::vector<CleanRec>& recs, const std::vector<Verdict>& verdict,
+                     const std::vector<size_t>& kept_from, const std::vector<uint64_t>& moved_to,
+                     const std::unordered_map<uint64_t, uint64_t>& moved, uint32_t victim_id) {
+  for (size_t k = 0; k < kept_from.size(); k++) {
+    const CleanRec& r = recs[kept_from[k]];
+    const Verdict v = verdict[kept_from[k]];
+    if (v == Verdict::kMove) {
+      index_.Relocate(r.hash, r.location, moved_to[k]);
+    } else if (v == Verdict::kExpire && index_.Relocate(r.hash, r.location, 0)) {
+      keys_with_expiry_.fetch_sub(1);
+    }
+  }
+  if (!hot_.enabled()) return;
+  std::vector<HotCache::Entry*> gone;
+  hot_.ForEach([&](HotCache::Entry* e) {
+    auto cur = moved.find(e->location);
+    if (cur != moved.end() && cur->second == 0) {
+      // Expired: the key goes, with its base entry if that names an older record.
+      if (index_.Relocate(e->hash, e->base_location, 0)) keys_with_expiry_.fetch_sub(1);
+      gone.push_back(e);
+      return;
+    }
+    if (cur != moved.end()) e->location = cur->second;
+    auto base = moved.find(e->base_location);
+    if (base != moved.end()) {
+      e->base_location = base->second;
+    } else if (nvm::LocationSegment(e->base_location) == victim_id) {
+      // The base named an older record of the key, dropped: write the
+      // current one back (the differential part ends early).
+      index_.Relocate(e->hash, e->base_location, e->location);
+      e->base_location = e->location;
+    }
+  });
+  for (HotCache::Entry* e : gone) hot_.Remove(e);
+}
+
+StatusOr<Store::CleanOutcome> Store::CleanVictim() {
+  if (options_.clean_threshold <= 0 || failed_.load()) return CleanOutcome::kNone;
+  const uint64_t safe = CleanSafeLsn();
+  if (safe == 0) return CleanOutcome::kNone;
+  const uint64_t horizon = CleanHorizonNow();
+  const std::vector<nvm::Log::SegmentInfo> segs = log_->SealedSegments();
+  // Below the threshold a pass gains at least (1 - threshold) of the data;
+  // this only keeps passes from chasing crumbs (a cleaned file whose few
+  // records all died). Not a fraction of the segment size: cleaned files are
+  // smaller, and their dead bytes must be reclaimable too.
+  const uint64_t min_gain = std::min<uint64_t>(64 << 10, log_->segment_bytes() / 16);
+  uint64_t older_cleaned = UINT64_MAX;
+  const nvm::Log::SegmentInfo* victim = PickVictim(segs, safe, horizon, min_gain, &older_cleaned);
+  if (victim == nullptr) return CleanOutcome::kNone;
+  const uint32_t id = victim->id;
+
+  // The pass's working arrays keep their memory from pass to pass (a few MiB
+  // per cleaning thread): allocated afresh, a 64 MiB victim's cost this VM
+  // about 1,300 page faults a pass.
+  static thread_local std::vector<CleanRec> recs;
+  recs.clear();
+  FAHA_RETURN_IF_ERROR(
+      log_->ForEachRecord(id, [&](const RecordView& r, uint64_t loc, uint64_t lsn) {
+        recs.push_back(
+            CleanRec{r, loc, lsn, HashKey(r.key), nvm::RecordSize(r.key.size(), r.value.size())});
+      }));
+
+  static thread_local std::vector<Verdict> verdict;
+  uint64_t cleaned_lsn = safe;
+  if (!JudgeAll(recs, older_cleaned, &verdict, &cleaned_lsn)) return CleanOutcome::kNone;
+
+  // The replacement: kept records as they are, expired ones as deletions.
+  static thread_local std::vector<nvm::Log::KeptRecord> kept;
+  static thread_local std::vector<size_t> kept_from;  // index into recs
+  std::deque<std::string> encoded;
+  uint64_t expired = 0;
+  const uint64_t kept_bytes = KeepRecords(recs, verdict, &kept, &kept_from, &encoded, &expired);
   if (victim->data_bytes < kept_bytes + min_gain) {
     // The estimate was off (say, a tombstone that must stay): correct it so
     // the segment is not judged again and again for nothing.
@@ -331,23 +385,19 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
   moved_to.clear();
   auto prepared = log_->PrepareReplacement(*victim, kept, cleaned_lsn, &moved_to);
   if (!prepared.ok()) return prepared.status();
-
-  std::unordered_map<uint64_t, uint64_t> moved;  // old location -> new (0: expired)
+  // Old location -> new (0: expired), for the hot layer.
+  std::unordered_map<uint64_t, uint64_t> moved;
   for (size_t k = 0; k < kept.size(); k++) {
-    const Rec& r = recs[kept_from[k]];
     const Verdict v = verdict[kept_from[k]];
-    if (v == Verdict::kMove) moved[r.location] = moved_to[k];
-    if (v == Verdict::kExpire) moved[r.location] = 0;
+    if (v == Verdict::kMove || v == Verdict::kExpire)
+      moved[recs[kept_from[k]].location] = v == Verdict::kMove ? moved_to[k] : 0;
   }
   // On the media first (readers go on with the old mapping meanwhile), then
   // in memory, moving every location that named the old records, with
   // readers held off (they would follow a location into the wrong mapping).
-  {
-    Status committed = log_->CommitReplacement(prepared->get());
-    if (!committed.ok()) {
-      log_->DiscardReplacement(std::move(*prepared));
-      return committed;
-    }
+  if (Status committed = log_->CommitReplacement(prepared->get()); !committed.ok()) {
+    log_->DiscardReplacement(std::move(*prepared));
+    return committed;
   }
   MutexLock writer(&index_writer_mu_);
   AllReadSlots slots(read_slots_);
@@ -355,38 +405,7 @@ StatusOr<Store::CleanOutcome> Store::CleanVictim() {
   log_->SwapReplacement(std::move(*prepared));
   // From here the victim's old locations name nothing: no key may be read
   // through one (Relocate compares locations only).
-  for (size_t k = 0; k < kept.size(); k++) {
-    const Rec& r = recs[kept_from[k]];
-    const Verdict v = verdict[kept_from[k]];
-    if (v == Verdict::kMove) {
-      index_.Relocate(r.hash, r.location, moved_to[k]);
-    } else if (v == Verdict::kExpire && index_.Relocate(r.hash, r.location, 0)) {
-      keys_with_expiry_.fetch_sub(1);
-    }
-  }
-  if (hot_.enabled()) {
-    std::vector<HotCache::Entry*> gone;
-    hot_.ForEach([&](HotCache::Entry* e) {
-      auto cur = moved.find(e->location);
-      if (cur != moved.end() && cur->second == 0) {
-        // Expired: the key goes, with its base entry if that names an older record.
-        if (index_.Relocate(e->hash, e->base_location, 0)) keys_with_expiry_.fetch_sub(1);
-        gone.push_back(e);
-        return;
-      }
-      if (cur != moved.end()) e->location = cur->second;
-      auto base = moved.find(e->base_location);
-      if (base != moved.end()) {
-        e->base_location = base->second;
-      } else if (nvm::LocationSegment(e->base_location) == id) {
-        // The base named an older record of the key, dropped: write the
-        // current one back (the differential part ends early).
-        index_.Relocate(e->hash, e->base_location, e->location);
-        e->base_location = e->location;
-      }
-    });
-    for (HotCache::Entry* e : gone) hot_.Remove(e);
-  }
+  Relocate(recs, verdict, kept_from, moved_to, moved, id);
   dead_bytes_[id].store(0);
   metrics_->clean_passes.fetch_add(1, std::memory_order_relaxed);
   metrics_->clean_records_moved.fetch_add(kept.size(), std::memory_order_relaxed);

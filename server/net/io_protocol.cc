@@ -70,7 +70,11 @@ void IoThread::EncodeCompletion(Connection* c, const Completion& comp, int64_t n
     case PendingReply::Kind::kNativePut:
     case PendingReply::Kind::kNativeDelete:
       if (r.kind == WriteResult::Kind::kError) {
-        native::EncodeResponse(&c->out, native::Code::kError, pr.request_id, r.str);
+        const native::Code code =
+            r.code == WriteResult::ErrorCode::kNoReplicas ? native::Code::kNoReplicas
+            : r.code == WriteResult::ErrorCode::kIoError  ? native::Code::kIoError
+                                                          : native::Code::kError;
+        native::EncodeResponse(&c->out, code, pr.request_id, r.str);
       } else {
         native::EncodeResponse(&c->out, native::Code::kOk, pr.request_id, {},
                                r.kind == WriteResult::Kind::kInt ? r.integer : 0, stamp);
@@ -231,6 +235,102 @@ void IoThread::AfterReply(Connection* c) {
   if (c->session.close_after_reply) c->closing = true;
 }
 
+void IoThread::NativeClientId(Connection* c, const native::Request& req) {
+  if (req.arg == 0) {
+    native::EncodeResponse(&c->out, native::Code::kError, req.request_id,
+                           "ERR a client id must be nonzero");
+    server_->metrics()->errors.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  c->session.client_id = static_cast<uint64_t>(req.arg);
+  native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, {});
+}
+
+void IoThread::NativeAuth(Connection* c, const native::Request& req) {
+  if (!server_->options_.requirepass.empty() && commands_.PasswordMatches(req.value)) {
+    c->session.authed = true;
+    native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, {});
+    return;
+  }
+  Metrics* m = server_->metrics();
+  m->auth_failures.fetch_add(1, std::memory_order_relaxed);
+  m->errors.fetch_add(1, std::memory_order_relaxed);
+  native::EncodeResponse(&c->out, native::Code::kError, req.request_id,
+                         server_->options_.requirepass.empty()
+                             ? "ERR AUTH called without any password configured"
+                             : "WRONGPASS invalid username-password pair or user is disabled.");
+}
+
+void IoThread::NativeGet(Connection* c, const native::Request& req, int64_t t0) {
+  Metrics* m = server_->metrics();
+  m->ops[static_cast<int>(OpClass::kRead)].fetch_add(1, std::memory_order_relaxed);
+  value_.clear();
+  bool found;
+  {
+    Store::ReadGuard guard = server_->store_->LockForRead();
+    found = server_->store_->Get(req.key, &value_);
+  }
+  if (found) {
+    m->keyspace_hits.fetch_add(1, std::memory_order_relaxed);
+    native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, value_);
+  } else {
+    m->keyspace_misses.fetch_add(1, std::memory_order_relaxed);
+    native::EncodeResponse(&c->out, native::Code::kNotFound, req.request_id, {});
+  }
+  m->op_latency_us[static_cast<int>(OpClass::kRead)].Record(static_cast<uint64_t>(MonoUs() - t0));
+}
+
+bool IoThread::NativeWrite(Connection* c, const native::Request& req, int64_t t0, bool may_reply) {
+  Metrics* m = server_->metrics();
+  WriteOp op;
+  if (req.op == native::Op::kPut) {
+    if (req.arg < 0 || req.arg > (int64_t{1} << 50)) {
+      if (!may_reply) return false;
+      native::EncodeResponse(&c->out, native::Code::kError, req.request_id,
+                             "ERR invalid time-to-live");
+      m->errors.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    op.kind = WriteOp::Kind::kSet;
+    op.args = {std::string(req.key), std::string(req.value)};
+    op.expire_at_ms = req.arg > 0 ? WallMs() + req.arg : 0;
+  } else {
+    op.kind = WriteOp::Kind::kDelete;
+    op.args = {std::string(req.key)};
+  }
+  op.start_us = t0;
+  op.client_id = c->session.client_id;
+  op.client_seq = c->session.client_id != 0 ? req.request_id : 0;
+  m->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1, std::memory_order_relaxed);
+  outbox_.push_back(Store::Write{std::move(op), this, c->id});
+  c->session.pending_writes++;
+  c->pending.push_back({req.op == native::Op::kPut ? PendingReply::Kind::kNativePut
+                                                   : PendingReply::Kind::kNativeDelete,
+                        req.request_id});
+  return true;
+}
+
+bool IoThread::NativeCommand(Connection* c, const native::Request& req, int64_t t0,
+                             bool may_reply) {
+  std::vector<std::string_view> args;
+  if (!native::DecodeArgs(req.value, &args)) {
+    if (may_reply) ProtocolError(c, "malformed argument list");
+    return false;
+  }
+  std::string body;
+  ExecStatus st = commands_.Execute(&c->session, args, &body, this);
+  InlineHeld(&c->session, &body);  // the body goes into one response frame
+  if (st == ExecStatus::kBlocked) return false;
+  if (st == ExecStatus::kSubmitted) {
+    c->pending.push_back({PendingReply::Kind::kNativeCommand, req.request_id});
+  } else {
+    native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, body);
+    RecordLatency(c->session, t0);
+    AfterReply(c);
+  }
+  return true;
+}
+
 bool IoThread::StepNative(Connection* c) {
   const ServerOptions& opt = server_->options_;
   native::Limits limits{opt.max_key_bytes, opt.max_value_bytes};
@@ -279,101 +379,25 @@ bool IoThread::StepNative(Connection* c) {
   }
   switch (req.op) {
     case native::Op::kClientId:
-      if (req.arg == 0) {
-        native::EncodeResponse(&c->out, native::Code::kError, req.request_id,
-                               "ERR a client id must be nonzero");
-        m->errors.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        c->session.client_id = static_cast<uint64_t>(req.arg);
-        native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, {});
-      }
+      NativeClientId(c, req);
       break;
     case native::Op::kPing:
       native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, "PONG");
       m->ops[static_cast<int>(OpClass::kOther)].fetch_add(1, std::memory_order_relaxed);
       break;
     case native::Op::kAuth:
-      if (!server_->options_.requirepass.empty() && commands_.PasswordMatches(req.value)) {
-        c->session.authed = true;
-        native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, {});
-      } else {
-        m->auth_failures.fetch_add(1, std::memory_order_relaxed);
-        m->errors.fetch_add(1, std::memory_order_relaxed);
-        native::EncodeResponse(
-            &c->out, native::Code::kError, req.request_id,
-            server_->options_.requirepass.empty()
-                ? "ERR AUTH called without any password configured"
-                : "WRONGPASS invalid username-password pair or user is disabled.");
-      }
+      NativeAuth(c, req);
       break;
-    case native::Op::kGet: {
-      m->ops[static_cast<int>(OpClass::kRead)].fetch_add(1, std::memory_order_relaxed);
-      value_.clear();
-      bool found;
-      {
-        Store::ReadGuard guard = server_->store_->LockForRead();
-        found = server_->store_->Get(req.key, &value_);
-      }
-      if (found) {
-        m->keyspace_hits.fetch_add(1, std::memory_order_relaxed);
-        native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, value_);
-      } else {
-        m->keyspace_misses.fetch_add(1, std::memory_order_relaxed);
-        native::EncodeResponse(&c->out, native::Code::kNotFound, req.request_id, {});
-      }
-      m->op_latency_us[static_cast<int>(OpClass::kRead)].Record(
-          static_cast<uint64_t>(MonoUs() - t0));
+    case native::Op::kGet:
+      NativeGet(c, req, t0);
       break;
-    }
     case native::Op::kPut:
-    case native::Op::kDelete: {
-      WriteOp op;
-      if (req.op == native::Op::kPut) {
-        if (req.arg < 0 || req.arg > (int64_t{1} << 50)) {
-          if (!may_reply) return false;
-          native::EncodeResponse(&c->out, native::Code::kError, req.request_id,
-                                 "ERR invalid time-to-live");
-          m->errors.fetch_add(1, std::memory_order_relaxed);
-          break;
-        }
-        op.kind = WriteOp::Kind::kSet;
-        op.args = {std::string(req.key), std::string(req.value)};
-        op.expire_at_ms = req.arg > 0 ? WallMs() + req.arg : 0;
-      } else {
-        op.kind = WriteOp::Kind::kDelete;
-        op.args = {std::string(req.key)};
-      }
-      op.start_us = t0;
-      op.client_id = c->session.client_id;
-      op.client_seq = c->session.client_id != 0 ? req.request_id : 0;
-      m->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1, std::memory_order_relaxed);
-      outbox_.push_back(Store::Write{std::move(op), this, c->id});
-      c->session.pending_writes++;
-      c->pending.push_back({req.op == native::Op::kPut ? PendingReply::Kind::kNativePut
-                                                       : PendingReply::Kind::kNativeDelete,
-                            req.request_id});
+    case native::Op::kDelete:
+      if (!NativeWrite(c, req, t0, may_reply)) return false;
       break;
-    }
-    case native::Op::kCommand: {
-      std::vector<std::string_view> args;
-      if (!native::DecodeArgs(req.value, &args)) {
-        if (!may_reply) return false;
-        ProtocolError(c, "malformed argument list");
-        return false;
-      }
-      std::string body;
-      ExecStatus st = commands_.Execute(&c->session, args, &body, this);
-      InlineHeld(&c->session, &body);  // the body goes into one response frame
-      if (st == ExecStatus::kBlocked) return false;
-      if (st == ExecStatus::kSubmitted) {
-        c->pending.push_back({PendingReply::Kind::kNativeCommand, req.request_id});
-      } else {
-        native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, body);
-        RecordLatency(c->session, t0);
-        AfterReply(c);
-      }
+    case native::Op::kCommand:
+      if (!NativeCommand(c, req, t0, may_reply)) return false;
       break;
-    }
   }
   c->in_pos += consumed;
   return true;

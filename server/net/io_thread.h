@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/mutex.h"
+#include "common/native_protocol.h"
 #include "server/commands/commands.h"
 #include "server/net/server.h"
 
@@ -154,6 +155,14 @@ class IoThread final : public CompletionSink {
   void RecordLatency(const Session& s, int64_t t0);
   void AfterReply(Connection* c);
   bool StepNative(Connection* c);
+  // StepNative's requests that do not go through Commands::Execute.
+  void NativeClientId(Connection* c, const native::Request& req);
+  void NativeAuth(Connection* c, const native::Request& req);
+  void NativeGet(Connection* c, const native::Request& req, int64_t t0);
+  // False if the request must wait (it cannot be answered while earlier
+  // writes are pending).
+  bool NativeWrite(Connection* c, const native::Request& req, int64_t t0, bool may_reply);
+  bool NativeCommand(Connection* c, const native::Request& req, int64_t t0, bool may_reply);
 
   // Copies the values the last command held into *body, where they belong.
   static void InlineHeld(Session* s, std::string* body);

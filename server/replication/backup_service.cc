@@ -152,51 +152,53 @@ void BackupService::SendError(rdma::Channel* ch, uint64_t epoch, const std::stri
   ch->Send(out, 200).IgnoreError();  // a courtesy: the session ends with its own error
 }
 
-void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
-  auto refuse = [&](uint64_t epoch, const std::string& why) {
-    FAHA_LOG_WARN("replication: refused %s: %s", ch->peer().c_str(), why.c_str());
-    {
-      // Recorded before the peer hears it, so INFO already shows it when the peer reacts.
-      MutexLock l(&mu_);
-      refused_++;
-      last_error_ = why;
+void BackupService::Refuse(rdma::Channel* ch, uint64_t epoch, const std::string& why) {
+  FAHA_LOG_WARN("replication: refused %s: %s", ch->peer().c_str(), why.c_str());
+  {
+    // Recorded before the peer hears it, so INFO already shows it when the peer reacts.
+    MutexLock l(&mu_);
+    refused_++;
+    last_error_ = why;
+  }
+  SendError(ch, epoch, why);
+}
+
+std::string BackupService::StaleEpoch(uint64_t epoch) {
+  {
+    MutexLock l(&log_mu_);
+    if (epoch < fence_epoch_) {
+      return "stale epoch " + std::to_string(epoch) + ": this node runs for primary of epoch " +
+             std::to_string(fence_epoch_);
     }
-    SendError(ch.get(), epoch, why);
-  };
+  }
+  MutexLock l(&mu_);
+  if (epoch >= epoch_file_->epoch()) return "";
+  return "stale epoch " + std::to_string(epoch) + ": this backup has seen epoch " +
+         std::to_string(epoch_file_->epoch());
+}
+
+void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
   auto hello = ch->Receive(2000);
   if (!hello.ok()) {
-    refuse(0, "no HELLO: " + hello.status().message());
+    Refuse(ch.get(), 0, "no HELLO: " + hello.status().message());
     return;
   }
   if (hello->type != FrameType::kHello || hello->epoch == 0) {
-    refuse(0, "a session must start with HELLO carrying an epoch");
+    Refuse(ch.get(), 0, "a session must start with HELLO carrying an epoch");
     return;
   }
   const uint64_t epoch = hello->epoch;
   const std::string primary(hello->body.substr(0, 256));
-  auto stale = [&]() -> std::string {
-    {
-      MutexLock l(&log_mu_);
-      if (epoch < fence_epoch_) {
-        return "stale epoch " + std::to_string(epoch) + ": this node runs for primary of epoch " +
-               std::to_string(fence_epoch_);
-      }
-    }
-    MutexLock l(&mu_);
-    if (epoch >= epoch_file_->epoch()) return "";
-    return "stale epoch " + std::to_string(epoch) + ": this backup has seen epoch " +
-           std::to_string(epoch_file_->epoch());
-  };
-  if (std::string why = stale(); !why.empty()) {
-    refuse(epoch, why);
+  if (std::string why = StaleEpoch(epoch); !why.empty()) {
+    Refuse(ch.get(), epoch, why);
     return;
   }
   // This session replaces any older one, which notices within kReplPollMs.
   const uint64_t gen = generation_.fetch_add(1) + 1;
   MutexLock apply(&apply_mu_);
   if (generation_.load() != gen || stopping_.load()) return;
-  if (std::string why = stale(); !why.empty()) {
-    refuse(epoch, why);
+  if (std::string why = StaleEpoch(epoch); !why.empty()) {
+    Refuse(ch.get(), epoch, why);
     return;
   }
   {
@@ -240,149 +242,179 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
   }
 }
 
-Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t gen) {
-  // Batches appended but not yet persisted, acknowledged or applied: a burst
-  // of them (all the frames already received, up to 64) costs one persist.
-  std::vector<nvm::Log::AppendResult> pending;
-  uint64_t durable_end = store_->log().next_lsn();
-  uint64_t appended_end = durable_end;
-  // Persist what was appended, acknowledge it, then apply it to the index.
-  // REQUIRES: log_mu_ not held.
-  // On a way out (an error, a fence, the end of the session) its own result is
-  // dropped: the session ends with the cause, and what was not acknowledged is
-  // sent again by the primary.
-  auto ack_and_apply = [&](bool always = false, std::string_view echo = {}) -> Status {
-    if (pending.empty() && !always) return Status::OK();
-    if (!pending.empty()) {
+// One session's state between frames: batches appended but not yet
+// persisted, acknowledged or applied. A burst of them (all the frames already
+// received, up to 64) costs one persist.
+class BackupService::SessionRun {
+ public:
+  SessionRun(BackupService* service, rdma::Channel* ch, uint64_t epoch)
+      : s_(service), ch_(ch), epoch_(epoch) {
+    durable_end_ = appended_end_ = s_->store_->log().next_lsn();
+  }
+
+  bool idle() const { return pending_.empty(); }
+
+  // Persists what was appended, acknowledges it, then applies it to the
+  // index. On a way out (an error, a fence, the end of the session) its own
+  // result is dropped: the session ends with the cause, and what was not
+  // acknowledged is sent again by the primary.
+  Status AckAndApply(bool always = false, std::string_view echo = {}) {
+    if (pending_.empty() && !always) return Status::OK();
+    if (!pending_.empty()) {
       Status p;
       {
-        MutexLock l(&log_mu_);
-        p = store_->PersistReplicated();
+        MutexLock l(&s_->log_mu_);
+        p = s_->store_->PersistReplicated();
       }
       if (!p.ok()) {
-        pending.clear();  // neither acknowledged nor applied
+        pending_.clear();  // neither acknowledged nor applied
         return p;
       }
-      durable_end = appended_end;
-      durable_end_.store(durable_end);
+      durable_end_ = appended_end_;
+      s_->durable_end_.store(durable_end_);
     }
     std::string ack;
-    rdma::EncodeFrame(&ack, FrameType::kAck, epoch, durable_end - 1, echo);
-    Status s = ch->Send(ack, 2000);
-    for (const auto& r : pending) store_->PublishReplicated(r);
-    pending.clear();
+    rdma::EncodeFrame(&ack, FrameType::kAck, epoch_, durable_end_ - 1, echo);
+    Status s = ch_->Send(ack, 2000);
+    for (const auto& r : pending_) s_->store_->PublishReplicated(r);
+    pending_.clear();
     return s;
-  };
+  }
+
   // Runs `then` under log_mu_ unless this node runs for primary of a later
   // epoch: then the session's epoch ended here, nothing more of it is taken,
   // what it took before is acknowledged, and the result is Unavailable.
-  auto unless_fenced = [&](const std::function<void()>& then) -> Status {
+  Status UnlessFenced(const std::function<void()>& then) {
     Status fence;
     {
-      MutexLock l(&log_mu_);
-      if (epoch < fence_epoch_) {
-        fence = Status::Unavailable("epoch " + std::to_string(epoch) +
+      MutexLock l(&s_->log_mu_);
+      if (epoch_ < s_->fence_epoch_) {
+        fence = Status::Unavailable("epoch " + std::to_string(epoch_) +
                                     " ended here: this node runs for primary of epoch " +
-                                    std::to_string(fence_epoch_));
+                                    std::to_string(s_->fence_epoch_));
       } else if (then) {
         then();
       }
     }
-    if (!fence.ok()) ack_and_apply().IgnoreError();
+    if (!fence.ok()) AckAndApply().IgnoreError();
     return fence;
-  };
-  auto fail = [&](const std::string& why) {
-    ack_and_apply().IgnoreError();
-    SendError(ch, epoch, why);
+  }
+
+  Status Fail(const std::string& why) {
+    AckAndApply().IgnoreError();
+    SendError(ch_, epoch_, why);
     return Status::Protocol(why);
-  };
+  }
+
+  Status OnHeartbeat(const rdma::ReplFrame& f) {
+    if (f.body.size() != 0 && f.body.size() != 8) return Fail("HEARTBEAT with a bad body");
+    // What the primary has committed: log cleaning here may rely on it.
+    s_->store_->SetCommitHint(f.lsn);
+    // Echoing it renews the primary's lease: not once we run for primary.
+    FAHA_RETURN_IF_ERROR(UnlessFenced(nullptr));
+    return AckAndApply(true, f.body);
+  }
+
+  // Drops the log's suffix from f.lsn; the session then ends, to catch up.
+  Status OnTruncate(const rdma::ReplFrame& f) {
+    AckAndApply().IgnoreError();
+    Status t;
+    {
+      MutexLock l(&s_->log_mu_);
+      uint64_t before = s_->store_->log().next_lsn();
+      t = s_->store_->TruncateLog(f.lsn);
+      if (t.ok()) {
+        s_->durable_end_.store(s_->store_->log().next_lsn());
+        s_->truncations_.fetch_add(1);
+        FAHA_LOG_WARN(
+            "replication: primary of epoch %llu had us drop our log from LSN %llu "
+            "(it ended at %llu): a suffix that was never committed",
+            static_cast<unsigned long long>(epoch_), static_cast<unsigned long long>(f.lsn),
+            static_cast<unsigned long long>(before - 1));
+      }
+    }
+    if (!t.ok())
+      return Fail("cannot truncate the log to LSN " + std::to_string(f.lsn) + ": " + t.message());
+    return Status::Unavailable("truncated the log to LSN " + std::to_string(f.lsn) +
+                               "; reconnecting to catch up");
+  }
+
+  Status OnBatch(const rdma::ReplFrame& f) {
+    if (f.epoch != epoch_) {
+      return Fail("frame from epoch " + std::to_string(f.epoch) +
+                  " refused: this session is epoch " + std::to_string(epoch_));
+    }
+    if (f.body.size() < sizeof(nvm::BatchHeader)) return Fail("BATCH frame without a batch header");
+    nvm::BatchHeader h;
+    std::memcpy(&h, f.body.data(), sizeof(h));
+    if (h.first_lsn != f.lsn) return Fail("BATCH frame LSN does not match its batch header");
+    StatusOr<nvm::Log::AppendResult> r = Status::Unavailable("fenced");
+    FAHA_RETURN_IF_ERROR(
+        UnlessFenced([&] { r = s_->store_->AppendReplicated(h, f.body.substr(sizeof(h))); }));
+    if (!r.ok()) {
+      return Fail("batch at LSN " + std::to_string(h.first_lsn) +
+                  " refused: " + r.status().message());
+    }
+    appended_end_ = nvm::BatchEndLsn(h);
+    s_->batches_received_.fetch_add(1, std::memory_order_relaxed);
+    pending_.push_back(*r);
+    return pending_.size() >= 64 ? AckAndApply() : Status::OK();
+  }
+
+ private:
+  BackupService* const s_;
+  rdma::Channel* const ch_;
+  const uint64_t epoch_;
+  std::vector<nvm::Log::AppendResult> pending_;
+  uint64_t durable_end_;
+  uint64_t appended_end_;
+};
+
+void BackupService::NoteSessionLost(uint64_t generation) {
+  if (generation_.load() != generation) return;
+  session_lost_us_.store(MonoUs());
+  std::function<void()> hook;
+  {
+    MutexLock l(&mu_);
+    hook = on_session_lost_;
+  }
+  if (hook) hook();
+}
+
+Status BackupService::ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t gen) {
+  SessionRun run(this, ch, epoch);
   while (true) {
-    if (stopping_.load()) return ack_and_apply();
+    if (stopping_.load()) return run.AckAndApply();
     if (generation_.load() != gen) {
-      ack_and_apply().IgnoreError();
+      run.AckAndApply().IgnoreError();
       return Status::Unavailable("replaced by a newer session");
     }
-    auto f = ch->Receive(pending.empty() ? kReplPollMs : 0);
+    auto f = ch->Receive(run.idle() ? kReplPollMs : 0);
     if (!f.ok()) {
       if (f.status().code() == Status::Code::kTimeout) {
-        FAHA_RETURN_IF_ERROR(ack_and_apply());
+        FAHA_RETURN_IF_ERROR(run.AckAndApply());
         continue;
       }
-      if (f.status().code() == Status::Code::kProtocol) return fail(f.status().message());
-      if (generation_.load() == gen) {
-        session_lost_us_.store(MonoUs());
-        std::function<void()> hook;
-        {
-          MutexLock l(&mu_);
-          hook = on_session_lost_;
-        }
-        if (hook) hook();
-      }
-      ack_and_apply().IgnoreError();
+      if (f.status().code() == Status::Code::kProtocol) return run.Fail(f.status().message());
+      NoteSessionLost(gen);
+      run.AckAndApply().IgnoreError();
       return f.status();
     }
     last_heard_us_.store(MonoUs());
     if (f->type == FrameType::kHeartbeat && f->epoch == epoch) {
-      if (f->body.size() != 0 && f->body.size() != 8) return fail("HEARTBEAT with a bad body");
-      // What the primary has committed: log cleaning here may rely on it.
-      store_->SetCommitHint(f->lsn);
-      // Echoing it renews the primary's lease: not once we run for primary.
-      FAHA_RETURN_IF_ERROR(unless_fenced(nullptr));
-      FAHA_RETURN_IF_ERROR(ack_and_apply(true, f->body));
-      continue;
-    }
-    if (f->type == FrameType::kTruncate && f->epoch == epoch) {
-      ack_and_apply().IgnoreError();
-      Status t;
-      {
-        MutexLock l(&log_mu_);
-        uint64_t before = store_->log().next_lsn();
-        t = store_->TruncateLog(f->lsn);
-        if (t.ok()) {
-          durable_end_.store(store_->log().next_lsn());
-          truncations_.fetch_add(1);
-          FAHA_LOG_WARN(
-              "replication: primary of epoch %llu had us drop our log from LSN %llu "
-              "(it ended at %llu): a suffix that was never committed",
-              static_cast<unsigned long long>(epoch), static_cast<unsigned long long>(f->lsn),
-              static_cast<unsigned long long>(before - 1));
-        }
-      }
-      if (!t.ok())
-        return fail("cannot truncate the log to LSN " + std::to_string(f->lsn) + ": " +
-                    t.message());
-      return Status::Unavailable("truncated the log to LSN " + std::to_string(f->lsn) +
-                                 "; reconnecting to catch up");
-    }
-    if (f->type == FrameType::kError) {
-      ack_and_apply().IgnoreError();
+      FAHA_RETURN_IF_ERROR(run.OnHeartbeat(*f));
+    } else if (f->type == FrameType::kTruncate && f->epoch == epoch) {
+      return run.OnTruncate(*f);
+    } else if (f->type == FrameType::kError) {
+      run.AckAndApply().IgnoreError();
       return Status::Unavailable("primary ended the session: " +
                                  std::string(f->body.substr(0, 512)));
+    } else if (f->type != FrameType::kBatch) {
+      return run.Fail("unexpected frame type " + std::to_string(static_cast<int>(f->type)) +
+                      " in a replication session");
+    } else {
+      FAHA_RETURN_IF_ERROR(run.OnBatch(*f));
     }
-    if (f->type != FrameType::kBatch) {
-      return fail("unexpected frame type " + std::to_string(static_cast<int>(f->type)) +
-                  " in a replication session");
-    }
-    if (f->epoch != epoch) {
-      return fail("frame from epoch " + std::to_string(f->epoch) +
-                  " refused: this session is epoch " + std::to_string(epoch));
-    }
-    if (f->body.size() < sizeof(nvm::BatchHeader))
-      return fail("BATCH frame without a batch header");
-    nvm::BatchHeader h;
-    std::memcpy(&h, f->body.data(), sizeof(h));
-    if (h.first_lsn != f->lsn) return fail("BATCH frame LSN does not match its batch header");
-    StatusOr<nvm::Log::AppendResult> r = Status::Unavailable("fenced");
-    FAHA_RETURN_IF_ERROR(
-        unless_fenced([&] { r = store_->AppendReplicated(h, f->body.substr(sizeof(h))); }));
-    if (!r.ok()) {
-      return fail("batch at LSN " + std::to_string(h.first_lsn) +
-                  " refused: " + r.status().message());
-    }
-    appended_end = nvm::BatchEndLsn(h);
-    batches_received_.fetch_add(1, std::memory_order_relaxed);
-    pending.push_back(*r);
-    if (pending.size() >= 64) FAHA_RETURN_IF_ERROR(ack_and_apply());
   }
 }
 

@@ -122,7 +122,7 @@ Status Replicator::DropLocked(const std::vector<Peer*>& laggards, const std::str
     mu_.Lock();
     for (Peer* p : laggards) p->leaving = false;
     if (!s.ok()) {
-      return Status::Unavailable("NOREPLICAS cannot remove " + addresses[0] +
+      return Status::Unavailable("cannot remove " + addresses[0] +
                                  " from the in-sync set: " + s.message());
     }
   }
@@ -192,9 +192,9 @@ void Replicator::MaybeJoinLocked(Peer* peer) {
 }
 
 std::string Replicator::WhyNotReadyLocked() const {
-  std::string why = "NOREPLICAS " + std::to_string(InSyncLocked()) + " of " +
-                    std::to_string(peers_.size()) + " backups in sync, " +
-                    std::to_string(options_.min_sync_backups) + " required (--min_sync_backups):";
+  std::string why = std::to_string(InSyncLocked()) + " of " + std::to_string(peers_.size()) +
+                    " backups in sync, " + std::to_string(options_.min_sync_backups) +
+                    " required (--min_sync_backups):";
   for (const auto& p : peers_) {
     if (p->in_sync) continue;
     why += " " + p->address + " " + p->state;
@@ -208,14 +208,14 @@ std::string Replicator::WhyNotReadyLocked() const {
 Status Replicator::WaitWritable(int64_t deadline_us) {
   MutexLock l(&mu_);
   while (true) {
-    if (stopping_) return Status::Unavailable("NOREPLICAS the server is shutting down");
+    if (stopping_) return Status::Unavailable("the server is shutting down");
     bool room = ring_.size() < options_.window;
     bool enough = InSyncLocked() >= options_.min_sync_backups;
     if (room && enough) return Status::OK();
     int64_t left = deadline_us - MonoUs();
     if (left <= 0) {
       if (!enough) return Status::Unavailable(WhyNotReadyLocked());
-      return Status::Unavailable("NOREPLICAS " + std::to_string(ring_.size()) +
+      return Status::Unavailable(std::to_string(ring_.size()) +
                                  " batches wait for backup acknowledgements (--repl_window); "
                                  "writes are not being acknowledged");
     }
@@ -242,7 +242,7 @@ Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {
   MutexLock l(&mu_);
   while (true) {
     if (CoveredLocked(end_lsn)) return Status::OK();
-    if (stopping_) return Status::Unavailable("NOREPLICAS the server is shutting down");
+    if (stopping_) return Status::Unavailable("the server is shutting down");
     if (deadline_us == 0) {
       cv_.WaitFor(&mu_, std::chrono::milliseconds(kReplPollMs));
       continue;

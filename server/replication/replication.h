@@ -82,15 +82,15 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
   void Stop();
 
   // Waits until a batch may be shipped: fewer than `window` in flight and at
-  // least min_sync_backups in sync. Unavailable (NOREPLICAS ...) at the
-  // deadline (MonoUs), naming each backup that is not in sync and why.
+  // least min_sync_backups in sync. Unavailable at the deadline (MonoUs),
+  // naming each backup that is not in sync and why.
   Status WaitWritable(int64_t deadline_us) override;
   // Hands one batch, framed with its header, to every backup's stream.
   void Ship(const nvm::BatchHeader& header, std::string_view payload) override;
   // Waits until every in-sync backup holds LSNs below `end_lsn` durably and at
   // least min_sync_backups are in sync. At the deadline, in-sync backups that
   // have not acknowledged are dropped from the set (they reconnect and catch
-  // up); if the rest still suffice the batch is durable, else NOREPLICAS.
+  // up); if the rest still suffice the batch is durable, else Unavailable.
   // A deadline of 0 waits until Stop().
   Status WaitDurable(uint64_t end_lsn, int64_t deadline_us) override;
   // The first LSN some connected backup still needs from our log (catch-up):
@@ -150,6 +150,23 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
 
   void PeerLoop(Peer* peer);
   Status RunSession(Peer* peer, rdma::Channel* ch);
+  // Waits until there is something to send to `peer`, or a heartbeat is due
+  // (then encoded in *out, stamped in *last_heartbeat_us): true for a heartbeat.
+  bool WaitForWork(Peer* peer, int64_t* last_heartbeat_us, std::string* out) EXCLUDES(mu_);
+  // HELLO both ways and the join point checked: the LSN the backup needs
+  // next, in *backup_next. An error ends the session (a backup that must
+  // truncate was told to).
+  Status OpenSession(Peer* peer, rdma::Channel* ch, uint64_t ship_end, uint64_t* backup_next)
+      EXCLUDES(mu_);
+  // Sends the batches [from, limit) from our log (one chunk) and moves the
+  // peer's send_next past them. Unavailable if cleaning compacted what the
+  // backup needs (it was told to start over).
+  Status SendCatchUp(Peer* peer, rdma::Channel* ch, uint64_t from, uint64_t limit, bool full_copy,
+                     std::string* buf) EXCLUDES(mu_);
+  // Sends frames from the ring in one write (`buf` joins several).
+  Status SendFrames(rdma::Channel* ch,
+                    const std::vector<std::shared_ptr<const std::string>>& frames,
+                    std::string* buf);
   void ReceiveAcks(Peer* peer, rdma::Channel* ch);
   // Checks that the backup's last batch is ours (same LSN and checksum). If
   // it is not and the epoch history tells where the backup's log left ours,
@@ -247,7 +264,14 @@ class BackupService final : public ReplicationRole {
   // many more were refused meanwhile).
   void CountRefusal(const Status& s) REQUIRES(mu_);
   void Session(std::shared_ptr<rdma::Channel> ch);
+  // Why a primary of `epoch` is refused as stale ("" if it is not).
+  std::string StaleEpoch(uint64_t epoch) EXCLUDES(mu_, log_mu_);
+  // Refuses a session: counted and kept for INFO before the peer hears why.
+  void Refuse(rdma::Channel* ch, uint64_t epoch, const std::string& why) EXCLUDES(mu_);
   Status ServeSession(rdma::Channel* ch, uint64_t epoch, uint64_t generation);
+  class SessionRun;  // one session's batches between frames (backup_service.cc)
+  // A session ended by a broken connection: the cluster node is told at once.
+  void NoteSessionLost(uint64_t generation) EXCLUDES(mu_);
   static void SendError(rdma::Channel* ch, uint64_t epoch, const std::string& why);
 
   const BackupOptions options_;

@@ -148,13 +148,9 @@ void Replicator::PeerLoop(Peer* peer) {
   }
 }
 
-Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
+Status Replicator::OpenSession(Peer* peer, rdma::Channel* ch, uint64_t ship_end,
+                               uint64_t* backup_next) {
   const int timeout = std::max(options_.timeout_ms, 1000);
-  uint64_t ship_end;
-  {
-    MutexLock l(&mu_);
-    ship_end = ship_end_;
-  }
   std::string out;
   rdma::EncodeFrame(&out, FrameType::kHello, options_.epoch, ship_end, options_.advertise);
   FAHA_RETURN_IF_ERROR(ch->Send(out, timeout));
@@ -169,10 +165,10 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
   }
   rdma::HelloReply jp;
   std::memcpy(&jp, reply->body.data(), sizeof(jp));
-  const uint64_t backup_next = reply->lsn;
+  *backup_next = reply->lsn;
   uint64_t truncate_to = 0;
-  Status join =
-      CheckJoinPoint(backup_next, jp.last_first_lsn, jp.last_checksum, jp.last_epoch, &truncate_to);
+  Status join = CheckJoinPoint(*backup_next, jp.last_first_lsn, jp.last_checksum, jp.last_epoch,
+                               &truncate_to);
   if (!join.ok()) {
     out.clear();
     if (truncate_to != 0) {
@@ -188,51 +184,112 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
     MutexLock l(&mu_);
     peer->connected = true;
     peer->sessions++;
-    peer->send_next = backup_next;
-    peer->acked_end = backup_next;
+    peer->send_next = *backup_next;
+    peer->acked_end = *backup_next;
     peer->last_ack_us = MonoUs();
-    peer->state = backup_next < ship_end_ ? "catching up" : "connected";
+    peer->state = *backup_next < ship_end_ ? "catching up" : "connected";
     MaybeJoinLocked(peer);
   }
   FAHA_LOG_INFO("replication: connected to backup %s at its LSN %llu (ours %llu)",
-                peer->address.c_str(), static_cast<unsigned long long>(backup_next - 1),
+                peer->address.c_str(), static_cast<unsigned long long>(*backup_next - 1),
                 static_cast<unsigned long long>(ship_end - 1));
+  return Status::OK();
+}
 
+Status Replicator::SendCatchUp(Peer* peer, rdma::Channel* ch, uint64_t from, uint64_t limit,
+                               bool full_copy, std::string* buf) {
+  const int timeout = std::max(options_.timeout_ms, 1000);
+  buf->clear();
+  bool cleaned = false;
+  auto next = log_->ForEachBatch(
+      from, limit, options_.catchup_chunk_bytes,
+      [&](const nvm::BatchHeader& h, std::string_view payload) {
+        // Compacted batches go only to a backup that starts from nothing:
+        // they dropped records that a longer log could still hold.
+        if (nvm::IsCompacted(h) && full_copy == false) cleaned = true;
+        if (cleaned) return;
+        rdma::EncodeFrame(buf, FrameType::kBatch, options_.epoch, h.first_lsn,
+                          std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)), payload);
+      });
+  if (cleaned || (!next.ok() && next.status().code() == Status::Code::kNotFound)) {
+    // Cleaning compacted what this backup still needs: it starts over.
+    FAHA_LOG_WARN(
+        "replication: backup %s needs LSN %llu, which log cleaning compacted "
+        "here; it starts over with a full copy",
+        peer->address.c_str(), static_cast<unsigned long long>(from));
+    std::string out;
+    rdma::EncodeFrame(&out, FrameType::kTruncate, options_.epoch, 1, {});
+    ch->Send(out, 200).IgnoreError();  // unsent, the backup reconnects and is told again
+    return Status::Unavailable("backup sent back to LSN 1 (cleaned log)");
+  }
+  if (!next.ok()) {
+    return Status::IOError("cannot read our log for catch-up from LSN " + std::to_string(from) +
+                           ": " + next.status().message());
+  }
+  Status sent = ch->Send(*buf, timeout);
+  MutexLock l(&mu_);
+  peer->send_next = *next;
+  return sent;
+}
+
+Status Replicator::SendFrames(rdma::Channel* ch,
+                              const std::vector<std::shared_ptr<const std::string>>& frames,
+                              std::string* buf) {
+  const int timeout = std::max(options_.timeout_ms, 1000);
+  if (frames.size() == 1) return ch->Send(*frames[0], timeout);
+  buf->clear();
+  for (const auto& f : frames) buf->append(*f);
+  return ch->Send(*buf, timeout);
+}
+
+bool Replicator::WaitForWork(Peer* peer, int64_t* last_heartbeat_us, std::string* out) {
+  bool heartbeat = false;
+  MutexLock l(&mu_);
+  auto ready = [&]() REQUIRES(mu_) {
+    return stopping_ || peer->kick || peer->session_dead || peer->send_next < ship_end_;
+  };
+  if (options_.heartbeat_ms > 0) {
+    // Due also while batches flow: the echo is this primary's lease.
+    int64_t due = *last_heartbeat_us + int64_t{options_.heartbeat_ms} * 1000;
+    while (!ready() && MonoUs() < due) {
+      send_cv_.WaitFor(&mu_, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
+    }
+    heartbeat = MonoUs() >= due && !stopping_ && !peer->kick && !peer->session_dead;
+  } else {
+    send_cv_.Wait(&mu_, ready);
+  }
+  if (heartbeat) {
+    // Stamped before it is sent: the echo never claims a later time.
+    *last_heartbeat_us = MonoUs();
+    char stamp[8];
+    EncodeFixed<int64_t>(stamp, *last_heartbeat_us);
+    out->clear();
+    rdma::EncodeFrame(out, FrameType::kHeartbeat, options_.epoch, committed_end_ - 1,
+                      std::string_view(stamp, sizeof(stamp)));
+  }
+  return heartbeat;
+}
+
+Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
+  const int timeout = std::max(options_.timeout_ms, 1000);
+  uint64_t ship_end;
+  {
+    MutexLock l(&mu_);
+    ship_end = ship_end_;
+  }
+  uint64_t backup_next = 0;
+  FAHA_RETURN_IF_ERROR(OpenSession(peer, ch, ship_end, &backup_next));
   const bool full_copy = backup_next == 1;
   std::thread receiver([this, peer, ch] { ReceiveAcks(peer, ch); });
   Status result;
   std::vector<std::shared_ptr<const std::string>> frames;
   std::string buf;
+  std::string out;
   int64_t last_heartbeat_us = 0;  // the first one goes out at once
   while (true) {
     uint64_t from, limit = 0;
     frames.clear();
-    bool heartbeat = false;
-    {
-      MutexLock l(&mu_);
-      auto ready = [&]() REQUIRES(mu_) {
-        return stopping_ || peer->kick || peer->session_dead || peer->send_next < ship_end_;
-      };
-      if (options_.heartbeat_ms > 0) {
-        // Due also while batches flow: the echo is this primary's lease.
-        int64_t due = last_heartbeat_us + int64_t{options_.heartbeat_ms} * 1000;
-        while (!ready() && MonoUs() < due) {
-          send_cv_.WaitFor(&mu_, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
-        }
-        heartbeat = MonoUs() >= due && !stopping_ && !peer->kick && !peer->session_dead;
-      } else {
-        send_cv_.Wait(&mu_, ready);
-      }
-      if (heartbeat) {
-        // Stamped before it is sent: the echo never claims a later time.
-        last_heartbeat_us = MonoUs();
-        char stamp[8];
-        EncodeFixed<int64_t>(stamp, last_heartbeat_us);
-        out.clear();
-        rdma::EncodeFrame(&out, FrameType::kHeartbeat, options_.epoch, committed_end_ - 1,
-                          std::string_view(stamp, sizeof(stamp)));
-      }
-    }
+    const bool heartbeat = WaitForWork(peer, &last_heartbeat_us, &out);
     if (heartbeat) {
       Status hs = ch->Send(out, timeout);
       if (!hs.ok()) {
@@ -265,49 +322,10 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
         limit = ring_.empty() ? ship_end_ : ring_.front().first_lsn;
       }
     }
-    Status s;
-    if (limit != 0) {
-      // Catch-up from our log; everything below `limit` is committed and persisted.
-      buf.clear();
-      bool cleaned = false;
-      auto next = log_->ForEachBatch(
-          from, limit, options_.catchup_chunk_bytes,
-          [&](const nvm::BatchHeader& h, std::string_view payload) {
-            // Compacted batches go only to a backup that starts from nothing:
-            // they dropped records that a longer log could still hold.
-            if (nvm::IsCompacted(h) && full_copy == false) cleaned = true;
-            if (cleaned) return;
-            rdma::EncodeFrame(&buf, FrameType::kBatch, options_.epoch, h.first_lsn,
-                              std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)),
-                              payload);
-          });
-      if (cleaned || (!next.ok() && next.status().code() == Status::Code::kNotFound)) {
-        // Cleaning compacted what this backup still needs: it starts over.
-        FAHA_LOG_WARN(
-            "replication: backup %s needs LSN %llu, which log cleaning compacted "
-            "here; it starts over with a full copy",
-            peer->address.c_str(), static_cast<unsigned long long>(from));
-        out.clear();
-        rdma::EncodeFrame(&out, FrameType::kTruncate, options_.epoch, 1, {});
-        ch->Send(out, 200).IgnoreError();  // unsent, the backup reconnects and is told again
-        result = Status::Unavailable("backup sent back to LSN 1 (cleaned log)");
-        break;
-      }
-      if (!next.ok()) {
-        result = Status::IOError("cannot read our log for catch-up from LSN " +
-                                 std::to_string(from) + ": " + next.status().message());
-        break;
-      }
-      s = ch->Send(buf, timeout);
-      MutexLock l(&mu_);
-      peer->send_next = *next;
-    } else if (frames.size() == 1) {
-      s = ch->Send(*frames[0], timeout);
-    } else {
-      buf.clear();
-      for (const auto& f : frames) buf.append(*f);
-      s = ch->Send(buf, timeout);
-    }
+    // Catch-up from our log (everything below `limit` is committed and
+    // persisted), or the frames from the ring.
+    Status s = limit != 0 ? SendCatchUp(peer, ch, from, limit, full_copy, &buf)
+                          : SendFrames(ch, frames, &buf);
     if (!s.ok()) {
       result = s;
       break;

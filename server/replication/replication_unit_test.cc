@@ -180,7 +180,10 @@ TEST_F(ReplicationUnitTest, ABackupCutFromThePowerCatchesUpAndRejoins) {
     store_->Submit(SetOp("refused", "x"), &sink, 1);
     auto got = sink.WaitFor(1);
     EXPECT_EQ(got[0].result.kind, WriteResult::Kind::kError);
-    EXPECT_NE(got[0].result.str.find("NOREPLICAS"), std::string::npos) << got[0].result.str;
+    // The kind travels as a code; the RESP text names it once, in front.
+    EXPECT_EQ(got[0].result.code, WriteResult::ErrorCode::kNoReplicas);
+    EXPECT_EQ(got[0].result.str.rfind("NOREPLICAS ", 0), 0u) << got[0].result.str;
+    EXPECT_EQ(got[0].result.str.find("NOREPLICAS", 1), std::string::npos) << got[0].result.str;
   }
   StartBackup(&backups_[1]);
   const int64_t deadline = MonoMs() + 10000;
