@@ -133,6 +133,16 @@ class ElectionUnitTest : public ::testing::Test {
     }
   }
 
+  // Every write acknowledged so far reads back from m's store.
+  void ExpectEveryAcknowledgedWrite(Member* m) {
+    Store::ReadGuard guard = m->store->LockForRead();
+    for (const auto& [k, v] : acked_) {
+      std::string got;
+      ASSERT_TRUE(m->store->Get(k, &got)) << k << " was acknowledged and is lost";
+      EXPECT_EQ(got, v);
+    }
+  }
+
   std::string root_;
   rdma::TransportOptions topt_;
   std::shared_ptr<rdma::LoopbackNetwork> net_ = rdma::MakeLoopbackNetwork();
@@ -152,12 +162,7 @@ TEST_F(ElectionUnitTest, OnePrimaryIsElectedAndANewOneTakesOverWithEveryAcknowle
   ASSERT_NE(second, nullptr) << "no member took over";
   ASSERT_NE(second, first);
   Write(second, 300, 400);
-  Store::ReadGuard guard = second->store->LockForRead();
-  for (const auto& [k, v] : acked_) {
-    std::string got;
-    ASSERT_TRUE(second->store->Get(k, &got)) << k << " was acknowledged and is lost";
-    EXPECT_EQ(got, v);
-  }
+  ExpectEveryAcknowledgedWrite(second);
 }
 
 // etcd unreachable for less than a lease: the primary keeps serving on its
@@ -184,12 +189,7 @@ TEST_F(ElectionUnitTest, AnUnreachableCoordinatorForLessThanALeaseChangesNothing
   }
   EXPECT_EQ(WaitForPrimary(nullptr, 5000), first);
   Write(first, i, i + 10);
-  Store::ReadGuard guard = first->store->LockForRead();
-  for (const auto& [k, v] : acked_) {
-    std::string got;
-    ASSERT_TRUE(first->store->Get(k, &got)) << k << " was acknowledged and is lost";
-    EXPECT_EQ(got, v);
-  }
+  ExpectEveryAcknowledgedWrite(first);
 }
 
 TEST(MemoryCoordinatorTest, CompareAndSwapRevisionsAndLeasesFollowEtcd) {
