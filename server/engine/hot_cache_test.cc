@@ -206,11 +206,7 @@ TEST_F(HotStoreTest, SameDigestAsWithoutTheLayerAndNothingLostOnAPowerCut) {
     }
     if (phase == 2) {
       ops.push_back(Del("k3"));
-      WriteOp e;
-      e.kind = WriteOp::Kind::kExpire;
-      e.args = {"k4"};
-      e.expire_at_ms = expire_at;
-      ops.push_back(e);
+      ops.push_back(testing::ExpireOp("k4", expire_at));
     }
     return ops;
   };

@@ -402,6 +402,17 @@ bool Store::Exists(std::string_view key) const {
   return r.expire_at_ms == 0 || r.expire_at_ms > WallMs();
 }
 
+bool Store::Read(std::string_view key, bool want_value, KeyState* out) const {
+  *out = KeyState{};
+  Resolved r;
+  if (!Resolve(key, HashKey(key), &r)) return false;
+  if (r.expire_at_ms != 0 && r.expire_at_ms <= WallMs()) return false;
+  out->exists = true;
+  out->expire_at_ms = r.expire_at_ms;
+  if (want_value) out->value.assign(r.value);
+  return true;
+}
+
 int64_t Store::PttlMs(std::string_view key) const {
   Resolved r;
   if (!Resolve(key, HashKey(key), &r)) return -2;

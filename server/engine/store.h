@@ -35,109 +35,10 @@
 #include "server/engine/index.h"
 #include "server/engine/replica_log.h"
 #include "server/engine/replication_hook.h"
+#include "server/engine/write_op.h"
 #include "server/metrics/metrics.h"
 
 namespace faha {
-
-// The arguments of a write, packed in one buffer: a SET costs one allocation
-// instead of three (vector, key, value), which showed in profiles.
-class ArgList {
- public:
-  ArgList() = default;
-  ArgList(std::initializer_list<std::string_view> args) {
-    for (auto a : args) push_back(a);
-  }
-  void push_back(std::string_view a) {
-    data_.append(a);
-    uint32_t end = static_cast<uint32_t>(data_.size());
-    if (n_ < kInline) {
-      inline_ends_[n_] = end;
-    } else {
-      more_ends_.push_back(end);
-    }
-    n_++;
-  }
-  void emplace_back(std::string_view a) { push_back(a); }
-  size_t size() const { return n_; }
-  size_t bytes() const { return data_.size(); }
-  std::string_view operator[](size_t i) const {
-    uint32_t begin = i == 0 ? 0 : End(i - 1);
-    return std::string_view(data_).substr(begin, End(i) - begin);
-  }
-  class Iterator {
-   public:
-    Iterator(const ArgList* l, size_t i) : l_(l), i_(i) {}
-    std::string_view operator*() const { return (*l_)[i_]; }
-    Iterator& operator++() {
-      i_++;
-      return *this;
-    }
-    bool operator!=(const Iterator& o) const { return i_ != o.i_; }
-
-   private:
-    const ArgList* l_;
-    size_t i_;
-  };
-  Iterator begin() const { return Iterator(this, 0); }
-  Iterator end() const { return Iterator(this, size()); }
-
- private:
-  static constexpr size_t kInline = 2;
-  uint32_t End(size_t i) const { return i < kInline ? inline_ends_[i] : more_ends_[i - kInline]; }
-  std::string data_;
-  size_t n_ = 0;
-  uint32_t inline_ends_[kInline] = {};
-  std::vector<uint32_t> more_ends_;
-};
-
-struct WriteOp {
-  enum class Kind : uint8_t { kSet, kDelete, kMSet, kIncrBy, kExpire, kPersist, kFlushAll };
-  Kind kind = Kind::kSet;
-  ArgList args;              // kSet/kIncrBy/kExpire/kPersist: [key(, value)]; kDelete: keys;
-                             // kMSet: key, value, key, value, ...
-  int64_t expire_at_ms = 0;  // kSet: absolute expiry, 0 = none; kExpire: new expiry
-  bool nx = false;           // kSet: only if absent
-  bool xx = false;           // kSet: only if present
-  bool keep_ttl = false;     // kSet: keep the current expiry
-  bool get_old = false;      // kSet: reply with the previous value
-  int64_t delta = 0;         // kIncrBy
-  // kExpire: Redis 7's NX / XX / GT / LT (no expiry counts as infinite).
-  enum class ExpireIf : uint8_t { kAlways, kNoExpiry, kHasExpiry, kGreater, kLess };
-  ExpireIf expire_if = ExpireIf::kAlways;
-  int64_t start_us = 0;  // for latency metrics
-  // Retry de-duplication: a client that names itself numbers its writes; a
-  // write whose (client_id, client_seq) was applied before gets its first
-  // reply again (ClientTable). 0: anonymous, never de-duplicated.
-  uint64_t client_id = 0;
-  uint64_t client_seq = 0;
-};
-
-struct WriteResult {
-  enum class Kind : uint8_t { kOk, kNil, kInt, kBulk, kError };
-  // What kind of error, for a protocol that has a code for it (native).
-  enum class ErrorCode : uint8_t { kOther, kNoReplicas, kIoError };
-  Kind kind = Kind::kOk;
-  int64_t integer = 0;
-  std::string str;  // kBulk value or kError message (without the leading '-')
-  // Writes of named clients: the LSN of the write's kClientReply record once
-  // committed (its commit stamp, with the store's epoch); 0 otherwise.
-  uint64_t lsn = 0;
-  ErrorCode code = ErrorCode::kOther;
-  static WriteResult Ok() { return {}; }
-  static WriteResult Nil() { return {Kind::kNil, 0, {}, 0}; }
-  static WriteResult Int(int64_t v) { return {Kind::kInt, v, {}, 0}; }
-  static WriteResult Bulk(std::string s) { return {Kind::kBulk, 0, std::move(s), 0}; }
-  static WriteResult Error(std::string s) { return {Kind::kError, 0, std::move(s), 0}; }
-  // Too few backups in sync to acknowledge the write (retry later); its
-  // RESP text is written here once.
-  static WriteResult NoReplicas(std::string_view why) {
-    return {Kind::kError, 0, "NOREPLICAS " + std::string(why), 0, ErrorCode::kNoReplicas};
-  }
-  // The log failed or has no room: the write was not applied.
-  static WriteResult IoError(std::string_view why) {
-    return {Kind::kError, 0, "IOERR " + std::string(why), 0, ErrorCode::kIoError};
-  }
-};
 
 struct Completion {
   uint64_t conn_id;
@@ -238,6 +139,9 @@ class Store final : private KeyReader, public ReplicaLog {
   bool GetHeld(std::string_view key, std::string* copy, std::string_view* value,
                std::shared_ptr<const void>* hold) const;
   bool Exists(std::string_view key) const;
+  // The committed state of `key` (its value only if `want_value`): what a read
+  // command needs beyond the value. False, and *out absent, if absent or expired.
+  bool Read(std::string_view key, bool want_value, KeyState* out) const;
   // Milliseconds to live: -2 if absent, -1 if no expiry.
   int64_t PttlMs(std::string_view key) const;
   // Iterates keys (cursor semantics of Index::Scan); expired keys are skipped.
@@ -355,13 +259,6 @@ class Store final : private KeyReader, public ReplicaLog {
   void RecordBatch(const nvm::BatchBuilder& batch, size_t ops);
   // Turns every result into -IOERR; an I/O error fails the store for good.
   void FailWrites(const Status& why, std::vector<WriteResult>* results);
-  // The state of a key as the sequencer sees it: committed, or overwritten by
-  // an earlier write of the batch being built.
-  struct Current {
-    bool exists = false;
-    std::string value;
-    int64_t expire_at_ms = 0;
-  };
   void CommitLoop_ct();
   // Replicated primary: ships, persists and queues one batch for the committer.
   void ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
@@ -378,18 +275,19 @@ class Store final : private KeyReader, public ReplicaLog {
   static void DeliverAll(Replies* replies);
   // The in-flight overlay: state of a key after the batches shipped but not
   // yet committed. Returns false if no in-flight batch touches the key.
-  bool LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, Current* out);
+  bool LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, KeyState* out);
   // Committed state of key (ignoring the batch being built).
-  Current Lookup_st(std::string_view key, bool want_value, int64_t now_ms);
+  KeyState Lookup_st(std::string_view key, bool want_value, int64_t now_ms);
   void StartGroup_st();
   bool AnsweredFromTable_st(const WriteOp& op, std::vector<WriteResult>* results);
   void RefuseGroup_st(const Status& room);
   WriteResult Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms);
   // State of key for a write being evaluated: the batch's own earlier writes
   // win over the in-flight batches, which win over the index.
-  Current Current_st(std::string_view key, bool want_value, const nvm::BatchBuilder& batch,
-                     int64_t now_ms);
-  WriteResult EvaluateExpire_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms);
+  KeyState Current_st(std::string_view key, bool want_value, const nvm::BatchBuilder& batch,
+                      int64_t now_ms);
+  // The WriteContext a command's WriteEval gets: the batch being built.
+  class BatchContext;
   void Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,
               int64_t expire_at_ms);
   void Delete_st(nvm::BatchBuilder* batch, std::string_view key);

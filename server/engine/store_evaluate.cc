@@ -1,20 +1,7 @@
 // Write evaluation: a queued write against the committed state and the
 // batches still in flight (the overlay), producing its records and reply.
-#include <pthread.h>
+#include <string>
 
-#include <algorithm>
-#include <charconv>
-#include <chrono>
-#include <climits>
-#include <optional>
-#include <unordered_set>
-
-#include "common/checksum.h"
-#include "common/clock.h"
-#include "common/coding.h"
-#include "common/logging.h"
-#include "common/mutex.h"
-#include "common/strings.h"
 #include "nvm/record_iterator.h"
 #include "server/engine/store.h"
 
@@ -38,7 +25,8 @@ void Store::MergeInFlight_st(const SeqInFlight& b) {
   }
 }
 
-bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, Current* out) {
+bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms,
+                              KeyState* out) {
   if (seq_inflight_.empty()) return false;
   if (!inflight_valid_) {
     inflight_overlay_.clear();
@@ -46,7 +34,7 @@ bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now
     for (const auto& b : seq_inflight_) MergeInFlight_st(b);
     inflight_valid_ = true;
   }
-  *out = Current{};
+  *out = KeyState{};
   auto it = inflight_overlay_.find(std::string(key));
   if (it == inflight_overlay_.end()) return inflight_flushed_;
   if (it->second == kInFlightDeleted) return true;
@@ -58,8 +46,8 @@ bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now
   return true;
 }
 
-Store::Current Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms) {
-  Current c;
+KeyState Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms) {
+  KeyState c;
   if (overlay_flushed_) return c;
   // The hot layer's maintenance may run meanwhile: read as a reader does.
   ReadGuard guard = LockForRead();
@@ -98,16 +86,16 @@ void Store::BuildOverlay_st(const nvm::BatchBuilder& batch) {
   overlay_valid_ = true;
 }
 
-Store::Current Store::Current_st(std::string_view key, bool want_value,
-                                 const nvm::BatchBuilder& batch, int64_t now_ms) {
+KeyState Store::Current_st(std::string_view key, bool want_value, const nvm::BatchBuilder& batch,
+                           int64_t now_ms) {
   if (!overlay_valid_) BuildOverlay_st(batch);
   auto it = overlay_.find(std::string(key));
   if (it == overlay_.end()) {
-    Current c;
+    KeyState c;
     if (!overlay_flushed_ && LookupInFlight_st(key, want_value, now_ms, &c)) return c;
     return Lookup_st(key, want_value, now_ms);
   }
-  Current c;
+  KeyState c;
   if (it->second == kDeleted) return c;
   RecordView r;
   size_t n;
@@ -119,61 +107,33 @@ Store::Current Store::Current_st(std::string_view key, bool want_value,
   return c;
 }
 
-// EXPIRE and its kin, with the NX/XX/GT/LT condition: 1 if the expiry was set.
-WriteResult Store::EvaluateExpire_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms) {
-  std::string_view key = op.args[0];
-  Current cur = Current_st(key, true, *batch, now_ms);
-  if (!cur.exists) return WriteResult::Int(0);
-  const bool has = cur.expire_at_ms != 0;
-  bool allowed = true;
-  switch (op.expire_if) {
-    case WriteOp::ExpireIf::kAlways:
-      break;
-    case WriteOp::ExpireIf::kNoExpiry:
-      allowed = !has;
-      break;
-    case WriteOp::ExpireIf::kHasExpiry:
-      allowed = has;
-      break;
-    case WriteOp::ExpireIf::kGreater:
-      allowed = has && op.expire_at_ms > cur.expire_at_ms;
-      break;
-    case WriteOp::ExpireIf::kLess:
-      allowed = !has || op.expire_at_ms < cur.expire_at_ms;
-      break;
+class Store::BatchContext final : public WriteContext {
+ public:
+  BatchContext(Store* store, nvm::BatchBuilder* batch, int64_t now_ms)
+      : store_(store), batch_(batch), now_ms_(now_ms) {}
+  KeyState Get(std::string_view key, bool want_value) override {
+    return store_->Current_st(key, want_value, *batch_, now_ms_);
   }
-  if (!allowed) return WriteResult::Int(0);
-  if (op.expire_at_ms <= now_ms) {
-    Delete_st(batch, key);
-  } else {
-    Put_st(batch, key, cur.value, op.expire_at_ms);
+  void Put(std::string_view key, std::string_view value, int64_t expire_at_ms) override {
+    store_->Put_st(batch_, key, value, expire_at_ms);
   }
-  return WriteResult::Int(1);
-}
+  void Delete(std::string_view key) override { store_->Delete_st(batch_, key); }
+  int64_t NowMs() const override { return now_ms_; }
+
+ private:
+  Store* store_;
+  nvm::BatchBuilder* batch_;
+  int64_t now_ms_;
+};
 
 WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms) {
   if (failed_.load(std::memory_order_relaxed)) {
     return WriteResult::IoError("the log failed earlier; this node refuses writes until restart");
   }
-  auto current = [&](std::string_view key, bool want_value) {
-    return Current_st(key, want_value, *batch, now_ms);
-  };
-
   switch (op.kind) {
-    case WriteOp::Kind::kSet: {
-      std::string_view key = op.args[0];
-      bool need_state = op.nx || op.xx || op.keep_ttl || op.get_old;
-      Current cur;
-      if (need_state) cur = current(key, op.get_old);
-      if ((op.nx && cur.exists) || (op.xx && !cur.exists)) {
-        if (op.get_old) return cur.exists ? WriteResult::Bulk(cur.value) : WriteResult::Nil();
-        return WriteResult::Nil();
-      }
-      Put_st(batch, key, op.args[1], op.keep_ttl ? cur.expire_at_ms : op.expire_at_ms);
-      if (op.get_old)
-        return cur.exists ? WriteResult::Bulk(std::move(cur.value)) : WriteResult::Nil();
+    case WriteOp::Kind::kPut:
+      Put_st(batch, op.args[0], op.args[1], op.expire_at_ms);
       return WriteResult::Ok();
-    }
     case WriteOp::Kind::kMSet:
       for (size_t i = 0; i + 1 < op.args.size(); i += 2)
         Put_st(batch, op.args[i], op.args[i + 1], 0);
@@ -181,36 +141,12 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
     case WriteOp::Kind::kDelete: {
       int64_t n = 0;
       for (const auto& key : op.args) {
-        if (current(key, false).exists) {
+        if (Current_st(key, false, *batch, now_ms).exists) {
           Delete_st(batch, key);
           n++;
         }
       }
       return WriteResult::Int(n);
-    }
-    case WriteOp::Kind::kIncrBy: {
-      std::string_view key = op.args[0];
-      Current cur = current(key, true);
-      int64_t v = 0;
-      if (cur.exists && !ParseInt64(cur.value, &v)) {
-        return WriteResult::Error("ERR value is not an integer or out of range");
-      }
-      if ((op.delta > 0 && v > INT64_MAX - op.delta) ||
-          (op.delta < 0 && v < INT64_MIN - op.delta)) {
-        return WriteResult::Error("ERR increment or decrement would overflow");
-      }
-      v += op.delta;
-      Put_st(batch, key, std::to_string(v), cur.expire_at_ms);
-      return WriteResult::Int(v);
-    }
-    case WriteOp::Kind::kExpire:
-      return EvaluateExpire_st(op, batch, now_ms);
-    case WriteOp::Kind::kPersist: {
-      std::string_view key = op.args[0];
-      Current cur = current(key, true);
-      if (!cur.exists || cur.expire_at_ms == 0) return WriteResult::Int(0);
-      Put_st(batch, key, cur.value, 0);
-      return WriteResult::Int(1);
     }
     case WriteOp::Kind::kFlushAll:
       batch->Add(RecordType::kFlushAll, {}, {}, 0);
@@ -218,6 +154,11 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       overlay_valid_ = true;
       overlay_flushed_ = true;
       return WriteResult::Ok();
+    case WriteOp::Kind::kEval: {
+      if (op.eval == nullptr) break;
+      BatchContext context(this, batch, now_ms);
+      return op.eval(op, context);
+    }
   }
   return WriteResult::Error("ERR internal: unknown write");
 }

@@ -1,6 +1,8 @@
-// Tests of Store: write semantics evaluated by the sequencer (NX/XX, INCR,
-// DEL counts, EXPIRE, MSET atomicity, FLUSHALL), reads see only committed
-// state, and everything acknowledged survives a simulated power cut.
+// Tests of Store: writes evaluated by the committing thread see the writes
+// before them in their group (a command's WriteEval, DEL counts), MSET is
+// atomic, FLUSHALL, expiry, reads see only committed state, and everything
+// acknowledged survives a simulated power cut. The commands' own semantics
+// (NX/XX, INCR, EXPIRE's conditions) are tested in server/commands/.
 #include "server/engine/store.h"
 
 #include <gtest/gtest.h>
@@ -18,7 +20,9 @@
 namespace faha {
 namespace {
 
+using testing::AppendOp;
 using testing::Collect;
+using testing::ExpireOp;
 
 class StoreTest : public ::testing::Test {
  protected:
@@ -51,12 +55,7 @@ class StoreTest : public ::testing::Test {
     return out;
   }
   WriteResult One(WriteOp op) { return Run({std::move(op)})[0]; }
-  static WriteOp Set(std::string k, std::string v) {
-    WriteOp op;
-    op.kind = WriteOp::Kind::kSet;
-    op.args = {std::move(k), std::move(v)};
-    return op;
-  }
+  static WriteOp Set(const std::string& k, const std::string& v) { return testing::SetOp(k, v); }
   std::string Get(const std::string& k) {
     std::string v;
     return store_->Get(k, &v) ? v : "<nil>";
@@ -69,51 +68,38 @@ class StoreTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
-TEST_F(StoreTest, SetGetAndConditionalSetsWithinOneBatch) {
-  WriteOp nx = Set("k", "second");
-  nx.nx = true;
-  WriteOp xx = Set("absent", "x");
-  xx.xx = true;
-  WriteOp get_old = Set("k", "third");
-  get_old.get_old = true;
-  auto r = Run({Set("k", "first"), std::move(nx), std::move(xx), std::move(get_old)});
+TEST_F(StoreTest, AnEvaluationSeesTheWritesBeforeItInItsBatch) {
+  auto r = Run({Set("k", "a"), AppendOp("k", "b"), AppendOp("k", "c"), testing::DelOp("k"),
+                AppendOp("k", "d"), AppendOp("other", "x")});
   EXPECT_EQ(r[0].kind, WriteResult::Kind::kOk);
-  EXPECT_EQ(r[1].kind, WriteResult::Kind::kNil);  // NX saw the write before it in the batch
-  EXPECT_EQ(r[2].kind, WriteResult::Kind::kNil);
-  EXPECT_EQ(r[3].kind, WriteResult::Kind::kBulk);
-  EXPECT_EQ(r[3].str, "first");
-  EXPECT_EQ(Get("k"), "third");
-  EXPECT_EQ(Get("absent"), "<nil>");
-  EXPECT_EQ(store_->KeyCount(), 1u);
+  EXPECT_EQ(r[1].integer, 2);
+  EXPECT_EQ(r[2].integer, 3);
+  EXPECT_EQ(r[3].integer, 1);
+  EXPECT_EQ(r[4].integer, 1);  // after the DEL of the same batch
+  EXPECT_EQ(Get("k"), "d");
+  EXPECT_EQ(Get("other"), "x");
+  EXPECT_EQ(store_->KeyCount(), 2u);
+  EXPECT_EQ(One(AppendOp("k", "e")).integer, 2);  // and the committed state after
+  PowerCutAndReopen();
+  EXPECT_EQ(Get("k"), "de");
 }
 
-TEST_F(StoreTest, IncrDelAndErrors) {
-  WriteOp inc;
-  inc.kind = WriteOp::Kind::kIncrBy;
-  inc.args = {"n"};
-  inc.delta = 5;
-  WriteOp inc2 = inc;
-  inc2.delta = -2;
-  auto r = Run({inc, inc2, Set("s", "abc")});
-  EXPECT_EQ(r[0].integer, 5);
-  EXPECT_EQ(r[1].integer, 3);
-  WriteOp bad = inc;
-  bad.args = {"s"};
-  EXPECT_EQ(One(bad).kind, WriteResult::Kind::kError);
-  WriteOp big = Set("big", "9223372036854775807");
-  One(big);
-  WriteOp over = inc;
-  over.args = {"big"};
-  over.delta = 1;
-  WriteResult o = One(over);
-  EXPECT_EQ(o.kind, WriteResult::Kind::kError);
-  EXPECT_NE(o.str.find("overflow"), std::string::npos);
+TEST_F(StoreTest, DeleteCountsEachKeyOnce) {
+  Run({Set("n", "1"), Set("s", "2"), Set("big", "3")});
   WriteOp del;
   del.kind = WriteOp::Kind::kDelete;
   del.args = {"n", "s", "nope", "n"};
   EXPECT_EQ(One(del).integer, 2);  // n counted once
   EXPECT_EQ(Get("n"), "<nil>");
-  EXPECT_EQ(Get("big"), "9223372036854775807");
+  EXPECT_EQ(Get("big"), "3");
+}
+
+TEST_F(StoreTest, AnEvaluationWithoutAFunctionIsRefused) {
+  WriteOp op = AppendOp("k", "v");
+  op.eval = nullptr;
+  WriteResult r = One(op);
+  EXPECT_EQ(r.kind, WriteResult::Kind::kError);
+  EXPECT_EQ(Get("k"), "<nil>");
 }
 
 TEST_F(StoreTest, ExpiryIsAbsoluteAndSurvivesPowerCut) {
@@ -129,15 +115,8 @@ TEST_F(StoreTest, ExpiryIsAbsoluteAndSurvivesPowerCut) {
   PowerCutAndReopen();
   EXPECT_GT(store_->PttlMs("later"), 3500 * 1000);
   EXPECT_EQ(store_->PttlMs("forever"), -1);
-  // EXPIRE in the past deletes; PERSIST clears.
-  WriteOp ex;
-  ex.kind = WriteOp::Kind::kExpire;
-  ex.args = {"forever"};
-  ex.expire_at_ms = 1;
-  WriteOp persist;
-  persist.kind = WriteOp::Kind::kPersist;
-  persist.args = {"later"};
-  auto r = Run({ex, persist});
+  // An expiry in the past deletes; none clears.
+  auto r = Run({ExpireOp("forever", 1), ExpireOp("later", 0)});
   EXPECT_EQ(r[0].integer, 1);
   EXPECT_EQ(r[1].integer, 1);
   EXPECT_EQ(Get("forever"), "<nil>");
@@ -149,42 +128,12 @@ TEST_F(StoreTest, ExpiryIsAbsoluteAndSurvivesPowerCut) {
   EXPECT_EQ(store_->KeyCount(), 1u);  // expired key reclaimed at recovery
 }
 
-TEST_F(StoreTest, ExpireConditions) {
-  WriteOp with = Set("with", "v");
-  with.expire_at_ms = WallMs() + 100000;
-  Run({with, Set("without", "v")});
-  auto expire = [&](const std::string& key, int64_t at, WriteOp::ExpireIf cond) {
-    WriteOp op;
-    op.kind = WriteOp::Kind::kExpire;
-    op.args = {key};
-    op.expire_at_ms = at;
-    op.expire_if = cond;
-    return One(op).integer;
-  };
-  const int64_t now = WallMs();
-  EXPECT_EQ(expire("with", now + 200000, WriteOp::ExpireIf::kNoExpiry), 0);
-  EXPECT_EQ(expire("without", now + 200000, WriteOp::ExpireIf::kHasExpiry), 0);
-  EXPECT_EQ(expire("without", now + 200000, WriteOp::ExpireIf::kGreater), 0);  // infinite > any
-  EXPECT_EQ(expire("with", now + 50000, WriteOp::ExpireIf::kGreater), 0);
-  EXPECT_EQ(expire("with", now + 200000, WriteOp::ExpireIf::kGreater), 1);
-  EXPECT_EQ(expire("with", now + 300000, WriteOp::ExpireIf::kLess), 0);
-  EXPECT_EQ(expire("without", now + 300000, WriteOp::ExpireIf::kLess), 1);
-  EXPECT_GT(store_->PttlMs("with"), 190000);
-  EXPECT_GT(store_->PttlMs("without"), 290000);
-}
-
 TEST_F(StoreTest, BatchesAreCutByTheirRealSize) {
-  // EXPIRE rewrites the whole value: 40 of them on a 100 KiB value are 4 MB of
+  // A new expiry rewrites the whole value: 40 of them on a 100 KiB value are 4 MB of
   // records from a few bytes of request, more than one 256 KiB batch holds.
   One(Set("big", std::string(100 << 10, 'b')));
   std::vector<WriteOp> ops;
-  for (int i = 0; i < 40; i++) {
-    WriteOp op;
-    op.kind = WriteOp::Kind::kExpire;
-    op.args = {"big"};
-    op.expire_at_ms = WallMs() + 100000 + i;
-    ops.push_back(op);
-  }
+  for (int i = 0; i < 40; i++) ops.push_back(ExpireOp("big", WallMs() + 100000 + i));
   uint64_t batches_before = metrics_.batches.load();
   auto r = Run(std::move(ops));
   for (auto& x : r) EXPECT_EQ(x.integer, 1) << x.str;
@@ -261,8 +210,8 @@ TEST_F(StoreTest, FailedPersistAnswersErrorsAndRefusesLaterWrites) {
 }
 
 // Two syncs in flight (--syncs_in_flight 2): threads commit their own groups,
-// so a group is evaluated and written while the one before it syncs. INCR
-// still counts exactly (the later group sees the earlier through the
+// so a group is evaluated and written while the one before it syncs. An
+// append still counts exactly (the later group sees the earlier through the
 // in-flight overlay), each thread's replies come in order, and a power cut in
 // the middle of a sync loses no acknowledged write: a batch after a failed
 // one is never published, and recovery takes it for part of the tear.
@@ -279,11 +228,8 @@ TEST_F(StoreTest, TwoSyncsInFlightCountExactlyAndLoseNothingAcknowledged) {
     for (int i = 0; i < kRounds; i++) {
       testing::Collect sink;
       std::vector<Store::Write> w;
-      WriteOp incr;
-      incr.kind = WriteOp::Kind::kIncrBy;
-      incr.args = {"counter"};
-      incr.delta = 1;
-      w.push_back(Store::Write{std::move(incr), &sink, 1});
+      // Each append adds one byte: the length it answers is a count.
+      w.push_back(Store::Write{AppendOp("counter", "+"), &sink, 1});
       const std::string key = "t" + std::to_string(t) + "-" + std::to_string(i);
       w.push_back(Store::Write{Set(key, std::string(200, 'a' + t)), &sink, 1});
       store_->SubmitAll(&w);

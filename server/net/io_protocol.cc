@@ -291,7 +291,7 @@ bool IoThread::NativeWrite(Connection* c, const native::Request& req, int64_t t0
       m->errors.fetch_add(1, std::memory_order_relaxed);
       return true;
     }
-    op.kind = WriteOp::Kind::kSet;
+    op.kind = WriteOp::Kind::kPut;
     op.args = {std::string(req.key), std::string(req.value)};
     op.expire_at_ms = req.arg > 0 ? WallMs() + req.arg : 0;
   } else {

@@ -1,0 +1,215 @@
+// Write commands' semantics without a store or a process: each command runs
+// through the dispatcher (Commands::Execute: arity, parsing, its row), the
+// WriteOp it submits is evaluated against a fake WriteContext (a map), and
+// the reply is encoded as RESP (Commands::AppendResult), so a test reads like
+// a redis-cli session.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "server/commands/commands.h"
+#include "server/commands/host.h"
+#include "server/metrics/metrics.h"
+
+namespace faha {
+namespace {
+
+class FakeHost : public CommandHost {
+ public:
+  const ServerOptions& options() const override { return options_; }
+  ClientLimits& client_limits() override { return options_.limits; }
+  Store* store() const override { return nullptr; }  // writes never reach it here
+  Metrics* metrics() const override { return &metrics_; }
+  int64_t start_ms() const override { return 0; }
+  int bound_port() const override { return 0; }
+
+ private:
+  ServerOptions options_;
+  mutable Metrics metrics_;
+};
+
+// The keyspace as a map; an expired key reads as absent, as in the engine.
+class FakeWriteContext final : public WriteContext {
+ public:
+  KeyState Get(std::string_view key, bool want_value) override {
+    auto it = keys_.find(std::string(key));
+    if (it == keys_.end()) return {};
+    if (it->second.expire_at_ms != 0 && it->second.expire_at_ms <= now_ms_) return {};
+    KeyState k = it->second;
+    if (!want_value) k.value.clear();
+    return k;
+  }
+  void Put(std::string_view key, std::string_view value, int64_t expire_at_ms) override {
+    keys_[std::string(key)] = KeyState{true, expire_at_ms, std::string(value)};
+  }
+  void Delete(std::string_view key) override { keys_.erase(std::string(key)); }
+  int64_t NowMs() const override { return now_ms_; }
+
+  // The engine's primitives, as Store::Evaluate_st applies them.
+  WriteResult Apply(const WriteOp& op) {
+    switch (op.kind) {
+      case WriteOp::Kind::kPut:
+        Put(op.args[0], op.args[1], op.expire_at_ms);
+        return WriteResult::Ok();
+      case WriteOp::Kind::kMSet:
+        for (size_t i = 0; i + 1 < op.args.size(); i += 2) Put(op.args[i], op.args[i + 1], 0);
+        return WriteResult::Ok();
+      case WriteOp::Kind::kDelete: {
+        int64_t n = 0;
+        for (auto key : op.args) {
+          if (Get(key, false).exists) {
+            Delete(key);
+            n++;
+          }
+        }
+        return WriteResult::Int(n);
+      }
+      case WriteOp::Kind::kFlushAll:
+        keys_.clear();
+        return WriteResult::Ok();
+      case WriteOp::Kind::kEval:
+        return op.eval(op, *this);
+    }
+    return WriteResult::Error("unknown kind");
+  }
+
+  std::map<std::string, KeyState> keys_;
+  int64_t now_ms_ = WallMs();
+};
+
+class WriteCommandTest : public ::testing::Test {
+ protected:
+  WriteCommandTest() : commands_(&host_, &outbox_) { session_.authed = true; }
+
+  // Runs one command; its reply as RESP, whether immediate or after evaluation.
+  std::string Run(std::vector<std::string> words) {
+    std::vector<std::string_view> args(words.begin(), words.end());
+    std::string out;
+    last_kind_.reset();
+    ExecStatus st = commands_.Execute(&session_, args, &out, nullptr);
+    if (st != ExecStatus::kSubmitted) return out;
+    EXPECT_EQ(outbox_.size(), 1u);
+    WriteOp op = std::move(outbox_.back().op);
+    outbox_.clear();
+    session_.pending_writes = 0;
+    last_kind_ = op.kind;
+    Commands::AppendResult(&out, keys_.Apply(op));
+    return out;
+  }
+  int64_t TtlMs(const std::string& key) {
+    KeyState k = keys_.Get(key, false);
+    return !k.exists ? -2 : k.expire_at_ms == 0 ? -1 : k.expire_at_ms - keys_.now_ms_;
+  }
+
+  FakeHost host_;
+  std::vector<Store::Write> outbox_;
+  Commands commands_;
+  Session session_;
+  FakeWriteContext keys_;
+  std::optional<WriteOp::Kind> last_kind_;
+};
+
+TEST_F(WriteCommandTest, SetWithConditionsSeesTheKeyAndPlainSetIsThePrimitive) {
+  EXPECT_EQ(Run({"SET", "k", "first"}), "+OK\r\n");
+  EXPECT_EQ(last_kind_, WriteOp::Kind::kPut);  // no read needed: the engine's put
+  EXPECT_EQ(Run({"SET", "k", "second", "NX"}), "$-1\r\n");
+  EXPECT_EQ(last_kind_, WriteOp::Kind::kEval);
+  EXPECT_EQ(Run({"SET", "absent", "x", "XX"}), "$-1\r\n");
+  EXPECT_FALSE(keys_.Get("absent", false).exists);
+  EXPECT_EQ(Run({"SET", "k", "third", "XX", "GET"}), "$5\r\nfirst\r\n");
+  EXPECT_EQ(Run({"SET", "k", "fourth", "NX", "GET"}), "$5\r\nthird\r\n");  // not set
+  EXPECT_EQ(keys_.Get("k", true).value, "third");
+  EXPECT_EQ(Run({"SET", "new", "v", "GET"}), "$-1\r\n");
+  EXPECT_EQ(Run({"SET", "k", "v", "NX", "XX"}), "-ERR syntax error\r\n");
+  EXPECT_EQ(Run({"SET", "k", "v", "EX", "10", "KEEPTTL"}), "-ERR syntax error\r\n");
+  EXPECT_EQ(Run({"SET", "k", "v", "EX", "0"}), "-ERR invalid expire time in 'set' command\r\n");
+  EXPECT_EQ(keys_.Get("k", true).value, "third");  // refused commands changed nothing
+}
+
+TEST_F(WriteCommandTest, SetKeepTtlKeepsTheExpiryAndGetSetAnswersTheOldValue) {
+  EXPECT_EQ(Run({"SET", "k", "v", "PX", "50000"}), "+OK\r\n");
+  EXPECT_EQ(Run({"SET", "k", "w", "KEEPTTL"}), "+OK\r\n");
+  EXPECT_GT(TtlMs("k"), 40000);
+  EXPECT_EQ(Run({"SET", "k", "x"}), "+OK\r\n");
+  EXPECT_EQ(TtlMs("k"), -1);
+  EXPECT_EQ(Run({"GETSET", "k", "y"}), "$1\r\nx\r\n");
+  EXPECT_EQ(Run({"GETSET", "nokey", "y"}), "$-1\r\n");
+  EXPECT_EQ(Run({"SETEX", "e", "100", "v"}), "+OK\r\n");
+  EXPECT_GT(TtlMs("e"), 90000);
+  EXPECT_EQ(Run({"PSETEX", "e", "-1", "v"}), "-ERR invalid expire time in 'psetex' command\r\n");
+}
+
+TEST_F(WriteCommandTest, IncrementsCheckTypeAndOverflowAndKeepTheExpiry) {
+  EXPECT_EQ(Run({"INCR", "n"}), ":1\r\n");
+  EXPECT_EQ(Run({"INCRBY", "n", "41"}), ":42\r\n");
+  EXPECT_EQ(Run({"DECRBY", "n", "50"}), ":-8\r\n");
+  EXPECT_EQ(Run({"DECR", "n"}), ":-9\r\n");
+  EXPECT_EQ(Run({"SET", "s", "abc"}), "+OK\r\n");
+  EXPECT_EQ(Run({"INCR", "s"}), "-ERR value is not an integer or out of range\r\n");
+  EXPECT_EQ(Run({"INCRBY", "n", "x"}), "-ERR value is not an integer or out of range\r\n");
+  EXPECT_EQ(Run({"SET", "big", "9223372036854775807"}), "+OK\r\n");
+  EXPECT_EQ(Run({"INCR", "big"}), "-ERR increment or decrement would overflow\r\n");
+  EXPECT_EQ(Run({"DECRBY", "n", "-9223372036854775808"}), "-ERR decrement would overflow\r\n");
+  EXPECT_EQ(keys_.Get("big", true).value, "9223372036854775807");
+  EXPECT_EQ(Run({"SET", "t", "5", "EX", "100"}), "+OK\r\n");
+  EXPECT_EQ(Run({"INCR", "t"}), ":6\r\n");
+  EXPECT_GT(TtlMs("t"), 90000);
+  EXPECT_EQ(Run({"INCR", "n", "extra"}), "-ERR wrong number of arguments for 'incr' command\r\n");
+}
+
+TEST_F(WriteCommandTest, ExpireConditionsFollowRedis7) {
+  const int64_t now = keys_.now_ms_;
+  keys_.Put("with", "v", now + 100000);
+  keys_.Put("without", "v", 0);
+  auto at = [&](int64_t ms) { return std::to_string(now + ms); };
+  EXPECT_EQ(Run({"PEXPIREAT", "with", at(200000), "NX"}), ":0\r\n");
+  EXPECT_EQ(Run({"PEXPIREAT", "without", at(200000), "XX"}), ":0\r\n");
+  EXPECT_EQ(Run({"PEXPIREAT", "without", at(200000), "GT"}), ":0\r\n");  // none is infinite
+  EXPECT_EQ(Run({"PEXPIREAT", "with", at(50000), "GT"}), ":0\r\n");
+  EXPECT_EQ(Run({"PEXPIREAT", "with", at(200000), "GT"}), ":1\r\n");
+  EXPECT_EQ(Run({"PEXPIREAT", "with", at(300000), "LT"}), ":0\r\n");
+  EXPECT_EQ(Run({"PEXPIREAT", "without", at(300000), "LT", "XX"}), ":0\r\n");  // XX: none
+  EXPECT_EQ(Run({"PEXPIREAT", "without", at(300000), "LT"}), ":1\r\n");
+  // XX with GT: both must hold (Redis accepts the pair).
+  EXPECT_EQ(Run({"PEXPIREAT", "with", at(250000), "GT", "XX"}), ":1\r\n");
+  EXPECT_EQ(TtlMs("with"), 250000);
+  EXPECT_EQ(TtlMs("without"), 300000);
+  EXPECT_EQ(Run({"EXPIRE", "nokey", "10"}), ":0\r\n");
+  EXPECT_EQ(Run({"EXPIRE", "with", "10", "NX", "XX"}),
+            "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n");
+  EXPECT_EQ(Run({"EXPIRE", "with", "10", "GT", "LT"}),
+            "-ERR GT and LT options at the same time are not compatible\r\n");
+  EXPECT_EQ(Run({"EXPIRE", "with", "10", "NX", "XX", "FOO"}), "-ERR Unsupported option FOO\r\n");
+  EXPECT_EQ(TtlMs("with"), 250000);  // refused: unchanged
+}
+
+TEST_F(WriteCommandTest, AnExpiryInThePastDeletesAndPersistClears) {
+  keys_.Put("a", "v", 0);
+  keys_.Put("b", "v", keys_.now_ms_ + 100000);
+  EXPECT_EQ(Run({"EXPIRE", "a", "-1"}), ":1\r\n");
+  EXPECT_FALSE(keys_.Get("a", false).exists);
+  EXPECT_EQ(Run({"PERSIST", "b"}), ":1\r\n");
+  EXPECT_EQ(TtlMs("b"), -1);
+  EXPECT_EQ(Run({"PERSIST", "b"}), ":0\r\n");
+  EXPECT_EQ(Run({"PERSIST", "nokey"}), ":0\r\n");
+  EXPECT_EQ(Run({"EXPIRE", "b", "9223372036854775807"}),
+            "-ERR invalid expire time in 'expire' command\r\n");
+}
+
+TEST_F(WriteCommandTest, DeleteMSetAndFlushAll) {
+  EXPECT_EQ(Run({"MSET", "a", "1", "b", "2", "c", "3"}), "+OK\r\n");
+  EXPECT_EQ(Run({"MSET", "a", "1", "b"}), "-ERR wrong number of arguments for 'mset' command\r\n");
+  EXPECT_EQ(Run({"DEL", "a", "b", "nokey", "a"}), ":2\r\n");
+  EXPECT_EQ(Run({"UNLINK", "c"}), ":1\r\n");
+  EXPECT_EQ(Run({"SET", "d", "4"}), "+OK\r\n");
+  EXPECT_EQ(Run({"FLUSHALL", "LAZY"}), "-ERR syntax error\r\n");
+  EXPECT_EQ(keys_.keys_.size(), 1u);
+  EXPECT_EQ(Run({"FLUSHDB", "ASYNC"}), "+OK\r\n");
+  EXPECT_TRUE(keys_.keys_.empty());
+}
+
+}  // namespace
+}  // namespace faha
