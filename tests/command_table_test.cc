@@ -156,6 +156,13 @@ TEST_F(CommandTableTest, NewStringCommandsAndIntegersAnswerAsRedisDoes) {
       {"GETSET", "g"},
       {"TOUCH", "g", "k", "missing", "g"},
       {"TOUCH"},
+      // GETDEL.
+      {"SET", "d", "gone soon"},
+      {"GETDEL", "d"},
+      {"GETDEL", "d"},
+      {"EXISTS", "d"},
+      {"GETDEL"},
+      {"GETDEL", "d", "e"},
   };
   for (const auto& cmd : script) {
     std::string line;

@@ -1,9 +1,8 @@
-// Writes: SET, SETEX/PSETEX, GETSET, DEL/UNLINK, MSET, INCR/DECR/INCRBY/DECRBY, EXPIRE and its
-// variants, PERSIST, FLUSHALL/FLUSHDB. Each handler checks its arguments and
-// submits one WriteOp: an engine primitive (put, delete, MSET, FLUSHALL) or
-// the command's own evaluation (a WriteEval, named Eval*), which the committing
-// thread runs against the keys as they are then; the reply comes once the
-// write is durable. Rows in server/commands/command_table.cc.
+// Writes: SET, SETEX/PSETEX, GETSET, GETDEL, DEL/UNLINK, MSET, INCR/DECR/INCRBY/DECRBY, EXPIRE and
+// its variants, PERSIST, FLUSHALL/FLUSHDB. Each handler checks its arguments and submits one
+// WriteOp: an engine primitive (put, delete, MSET, FLUSHALL) or the command's own evaluation (a
+// WriteEval, named Eval*), which the committing thread runs against the keys as they are then; the
+// reply comes once the write is durable. Rows in server/commands/command_table.cc.
 #include <climits>
 
 #include "common/clock.h"
@@ -137,6 +136,28 @@ ExecStatus GetSet(CommandContext& c) {
   ExecStatus st;
   if (KeyTooLong(c, c.args[1], &st) || ValueTooLong(c, c.args[2], &st)) return st;
   return c.Submit(SetOp(c.args[1], c.args[2], 0, kSetGet));
+}
+
+namespace {
+
+// GETDEL: op.args = key. Its value (or nil), and the key is gone.
+WriteResult EvalGetDel(const WriteOp& op, WriteContext& w) {
+  KeyState cur = w.Get(op.args[0], true);
+  if (!cur.exists) return WriteResult::Nil();
+  w.Delete(op.args[0]);
+  return WriteResult::Bulk(std::move(cur.value));
+}
+
+}  // namespace
+
+ExecStatus GetDel(CommandContext& c) {
+  ExecStatus st;
+  if (KeyTooLong(c, c.args[1], &st)) return st;
+  WriteOp op;
+  op.kind = WriteOp::Kind::kEval;
+  op.eval = EvalGetDel;
+  op.args = {c.args[1]};
+  return c.Submit(std::move(op));
 }
 
 // DEL and UNLINK.

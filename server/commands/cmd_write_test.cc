@@ -199,6 +199,16 @@ TEST_F(WriteCommandTest, AnExpiryInThePastDeletesAndPersistClears) {
             "-ERR invalid expire time in 'expire' command\r\n");
 }
 
+TEST_F(WriteCommandTest, GetDelAnswersTheValueAndDeletesTheKey) {
+  keys_.Put("k", "v", keys_.now_ms_ + 100000);
+  keys_.Put("old", "v", keys_.now_ms_ - 1);  // expired: absent
+  EXPECT_EQ(Run({"GETDEL", "k"}), "$1\r\nv\r\n");
+  EXPECT_FALSE(keys_.keys_.count("k"));
+  EXPECT_EQ(Run({"GETDEL", "k"}), "$-1\r\n");
+  EXPECT_EQ(Run({"GETDEL", "old"}), "$-1\r\n");
+  EXPECT_EQ(Run({"GETDEL", "a", "b"}), "-ERR wrong number of arguments for 'getdel' command\r\n");
+}
+
 TEST_F(WriteCommandTest, DeleteMSetAndFlushAll) {
   EXPECT_EQ(Run({"MSET", "a", "1", "b", "2", "c", "3"}), "+OK\r\n");
   EXPECT_EQ(Run({"MSET", "a", "1", "b"}), "-ERR wrong number of arguments for 'mset' command\r\n");

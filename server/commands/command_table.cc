@@ -42,6 +42,7 @@ ExecStatus Scan(CommandContext& c);
 ExecStatus Set(CommandContext& c);
 ExecStatus SetEx(CommandContext& c);
 ExecStatus GetSet(CommandContext& c);
+ExecStatus GetDel(CommandContext& c);
 ExecStatus Del(CommandContext& c);
 ExecStatus MSet(CommandContext& c);
 ExecStatus IncrBy(CommandContext& c);
@@ -161,6 +162,9 @@ const std::vector<CommandRow> kTable = {
     {.name = "getset", .arity = 3, .flags = kCmdWrite, .handler = cmd::GetSet,
      .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
      .acl_categories = kStringIncr, .key_spec = kOneRWAccessUpdate},
+    {.name = "getdel", .arity = 2, .flags = kCmdWrite, .handler = cmd::GetDel,
+     .redis_flags = "write fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = {.flags = "RW access delete"}},
     {.name = "del", .arity = -2, .flags = kCmdWrite, .handler = cmd::Del,
      .redis_flags = "write", .first_key = 1, .last_key = -1, .key_step = 1,
      .acl_categories = "@keyspace @write @slow", .tips = kMultiShardSum,
