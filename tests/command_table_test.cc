@@ -163,6 +163,18 @@ TEST_F(CommandTableTest, NewStringCommandsAndIntegersAnswerAsRedisDoes) {
       {"EXISTS", "d"},
       {"GETDEL"},
       {"GETDEL", "d", "e"},
+      // EXPIRETIME and PEXPIRETIME (an absolute expiry, so both servers agree).
+      {"SET", "x", "v"},
+      {"EXPIRETIME", "x"},
+      {"PEXPIRETIME", "x"},
+      {"EXPIRETIME", "missing"},
+      {"PEXPIREAT", "x", "4000000000499"},
+      {"EXPIRETIME", "x"},
+      {"PEXPIRETIME", "x"},
+      {"PEXPIREAT", "x", "4000000000500"},
+      {"EXPIRETIME", "x"},
+      {"EXPIRETIME"},
+      {"PEXPIRETIME", "x", "y"},
   };
   for (const auto& cmd : script) {
     std::string line;

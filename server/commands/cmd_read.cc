@@ -1,6 +1,6 @@
-// Reads: GET, MGET, STRLEN, EXISTS, TOUCH, TYPE, TTL/PTTL, GETRANGE/SUBSTR, DBSIZE, SCAN. The
-// dispatcher holds a read guard around each (a command sees every batch
-// entirely or not at all). Rows in server/commands/command_table.cc.
+// Reads: GET, MGET, STRLEN, EXISTS, TOUCH, TYPE, TTL/PTTL, EXPIRETIME/PEXPIRETIME, GETRANGE/SUBSTR,
+// DBSIZE, SCAN. The dispatcher holds a read guard around each (a command sees every batch entirely
+// or not at all). Rows in server/commands/command_table.cc.
 #include <fnmatch.h>
 
 #include <algorithm>
@@ -103,6 +103,17 @@ ExecStatus Ttl(CommandContext& c) {
   int64_t ms = c.store()->PttlMs(c.args[1]);
   if (ms >= 0 && c.name() == "ttl") ms = (ms + 500) / 1000;
   resp::AppendInt(c.out, ms);
+  return ExecStatus::kReplied;
+}
+
+// EXPIRETIME and PEXPIRETIME: when the key expires, in unix seconds (rounded,
+// as Redis) or ms; -1 if it has no expiry, -2 if there is no key.
+ExecStatus ExpireTime(CommandContext& c) {
+  KeyState k;
+  int64_t at = -2;
+  if (c.store()->Read(c.args[1], false, &k)) at = k.expire_at_ms == 0 ? -1 : k.expire_at_ms;
+  if (at > 0 && c.name() == "expiretime") at = (at + 500) / 1000;
+  resp::AppendInt(c.out, at);
   return ExecStatus::kReplied;
 }
 

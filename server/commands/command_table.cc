@@ -34,6 +34,7 @@ ExecStatus StrLen(CommandContext& c);
 ExecStatus Exists(CommandContext& c);
 ExecStatus Type(CommandContext& c);
 ExecStatus Ttl(CommandContext& c);
+ExecStatus ExpireTime(CommandContext& c);
 ExecStatus GetRange(CommandContext& c);
 ExecStatus Touch(CommandContext& c);
 ExecStatus DbSize(CommandContext& c);
@@ -135,6 +136,12 @@ const std::vector<CommandRow> kTable = {
     {.name = "pttl", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Ttl,
      .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
      .acl_categories = kKeyspaceRead, .tips = "nondeterministic_output", .key_spec = kOneROAccess},
+    {.name = "expiretime", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::ExpireTime,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceRead, .key_spec = kOneROAccess},
+    {.name = "pexpiretime", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::ExpireTime,
+     .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceRead, .key_spec = kOneROAccess},
     {.name = "getrange", .arity = 4, .flags = kCmdKeyRead, .handler = cmd::GetRange,
      .redis_flags = "readonly", .first_key = 1, .last_key = 1, .key_step = 1,
      .acl_categories = "@read @string @slow", .key_spec = kOneROAccess},
