@@ -65,6 +65,7 @@ resp::Reply ToResp(const Reply& r) {
   return out;
 }
 
+// A response's code as a Status; the body is only the message.
 Status ErrorStatus(native::Code code, std::string_view body) {
   switch (code) {
     case native::Code::kNoAuth:
@@ -74,10 +75,28 @@ Status ErrorStatus(native::Code code, std::string_view body) {
     case native::Code::kBusy:
       return Status::Busy(body);
     default:
-      if (body.rfind("WRONGPASS", 0) == 0 || body.rfind("NOAUTH", 0) == 0)
-        return Status::Auth(body);
-      if (body.rfind("READONLY", 0) == 0) return Status::ReadOnly(body);
       return Status::ServerError(body);
+  }
+}
+
+// A COMMAND refused or failed with a code of its own (MOVED, TRYAGAIN,
+// READONLY, NOREPLICAS, IOERR) is still a Redis error reply to the caller of
+// Command(); MOVED's body is the address alone, the others carry their text.
+bool CommandErrorReply(const native::Response& r, Reply* reply) {
+  switch (r.code) {
+    case native::Code::kMoved:
+      reply->type = Reply::Type::kError;
+      reply->str = "MOVED 0 " + std::string(r.body);
+      return true;
+    case native::Code::kTryAgain:
+    case native::Code::kReadOnly:
+    case native::Code::kNoReplicas:
+    case native::Code::kIoError:
+      reply->type = Reply::Type::kError;
+      reply->str = std::string(r.body);
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -166,26 +185,6 @@ struct Client::Impl {
         r.code == native::Code::kNoReplicas) {
       retry_why = std::string(body.substr(0, 300));
       return true;
-    }
-    // Command replies carry RESP errors in an OK response.
-    if (r.code == native::Code::kOk && body.rfind("-MOVED ", 0) == 0) {
-      size_t sp = body.find(' ', 7);
-      size_t nl = body.find('\r');
-      if (sp != std::string_view::npos && nl != std::string_view::npos && nl > sp) {
-        moved_to = std::string(body.substr(sp + 1, nl - sp - 1));
-      }
-      retry_why = "MOVED to " + moved_to;
-      return true;
-    }
-    bool error = r.code == native::Code::kError ||
-                 (r.code == native::Code::kOk && !body.empty() && body[0] == '-');
-    if (error) {
-      std::string_view text = body[0] == '-' ? body.substr(1) : body;
-      if (text.rfind("TRYAGAIN", 0) == 0 || text.rfind("NOREPLICAS", 0) == 0 ||
-          text.rfind("READONLY", 0) == 0) {
-        retry_why = std::string(text.substr(0, 300));
-        return true;
-      }
     }
     return false;
   }
@@ -561,6 +560,7 @@ StatusOr<Reply> Client::Command(const std::vector<std::string>& args) {
                      result = s;
                      return;
                    }
+                   if (CommandErrorReply(r, &reply)) return;
                    if (r.code != native::Code::kOk) {
                      result = ErrorStatus(r.code, r.body);
                      return;

@@ -183,6 +183,18 @@ TEST(FailoverTest, FirstNodeIsPrimaryBackupsRedirectAndARetriedWriteIsAppliedOnc
   ASSERT_EQ(r3.size(), 1u);
   EXPECT_EQ(r3[0].first, native::Code::kMoved);
   EXPECT_EQ(r3[0].second, c.node(p).address());
+  // A COMMAND refused there carries the code too, not a RESP error to parse.
+  auto r4 = NativeExchange(c.node(b).port(), IncrRequest(10, "ctr"), 1, nullptr);
+  ASSERT_EQ(r4.size(), 1u);
+  EXPECT_EQ(r4[0].first, native::Code::kMoved);
+  EXPECT_EQ(r4[0].second, c.node(p).address());
+  // libfaha's Command() still answers it as Redis's error reply.
+  auto at_backup = ConnectClient(c.node(b).address());
+  ASSERT_NE(at_backup, nullptr);
+  auto refused = at_backup->Command({"INCR", "ctr"});
+  ASSERT_TRUE(refused.ok()) << refused.status().ToString();
+  EXPECT_EQ(refused->type, Reply::Type::kError);
+  EXPECT_EQ(refused->str, "MOVED 0 " + c.node(p).address());
 }
 
 // A node that cannot record the epoch it would lead (its epoch file cannot be

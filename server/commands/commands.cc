@@ -280,6 +280,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   // Any immediate reply must wait for earlier pending writes (reply order).
   const bool may_reply = s->pending_writes == 0;
   s->op_class = OpClass::kOther;
+  s->refused = {};
   if (args.empty()) {
     // An empty inline line: Redis ignores it.
     return may_reply ? ExecStatus::kReplied : ExecStatus::kBlocked;
@@ -305,7 +306,11 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   if (!row->write() && !may_reply) return ExecStatus::kBlocked;
   if (row->flags & (kCmdWrite | kCmdKeyRead | kCmdDataRead)) {
     const faha::Refusal why = Refusal(*s, row->write());
-    if (why.refused()) return c.Error(why.RespText());
+    if (why.refused()) {
+      const ExecStatus st = c.Error(why.RespText());
+      if (st == ExecStatus::kReplied) s->refused = why;
+      return st;
+    }
   }
   s->op_class = row->op_class();
   if (row->write()) {

@@ -53,6 +53,10 @@ struct Session {
   size_t held_bytes = 0;
   // The class of the command being executed (its latency is recorded under it).
   OpClass op_class = OpClass::kOther;
+  // Why the command just executed was refused (MOVED, TRYAGAIN, READONLY,
+  // STALEREAD), kNone if it was not: a protocol with codes for these (native)
+  // encodes the code rather than the RESP text.
+  Refusal refused;
 };
 
 class Commands {

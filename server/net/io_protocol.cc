@@ -30,6 +30,13 @@
 namespace faha {
 
 namespace {
+// Whether the native protocol has a code of its own for `why` (else it is an
+// error with Redis's text).
+bool HasNativeCode(const Refusal& why) {
+  return why.kind == Refusal::Kind::kMoved || why.kind == Refusal::Kind::kTryAgain ||
+         why.kind == Refusal::Kind::kReadOnly;
+}
+
 // The native protocol's encoding of a refusal: MOVED carries the primary's
 // HOST:PORT alone, TRYAGAIN and READONLY their own codes; the others are
 // errors with Redis's text.
@@ -49,6 +56,19 @@ void EncodeNativeRefusal(std::string* out, uint64_t request_id, const Refusal& w
       break;
   }
   native::EncodeResponse(out, native::Code::kError, request_id, why.RespText());
+}
+
+// The native code of a write's error: NOREPLICAS and IOERR have their own.
+native::Code NativeErrorCode(const WriteResult& r) {
+  switch (r.code) {
+    case WriteResult::ErrorCode::kNoReplicas:
+      return native::Code::kNoReplicas;
+    case WriteResult::ErrorCode::kIoError:
+      return native::Code::kIoError;
+    case WriteResult::ErrorCode::kOther:
+      break;
+  }
+  return native::Code::kError;
 }
 }  // namespace
 
@@ -70,17 +90,17 @@ void IoThread::EncodeCompletion(Connection* c, const Completion& comp, int64_t n
     case PendingReply::Kind::kNativePut:
     case PendingReply::Kind::kNativeDelete:
       if (r.kind == WriteResult::Kind::kError) {
-        const native::Code code =
-            r.code == WriteResult::ErrorCode::kNoReplicas ? native::Code::kNoReplicas
-            : r.code == WriteResult::ErrorCode::kIoError  ? native::Code::kIoError
-                                                          : native::Code::kError;
-        native::EncodeResponse(&c->out, code, pr.request_id, r.str);
+        native::EncodeResponse(&c->out, NativeErrorCode(r), pr.request_id, r.str);
       } else {
         native::EncodeResponse(&c->out, native::Code::kOk, pr.request_id, {},
                                r.kind == WriteResult::Kind::kInt ? r.integer : 0, stamp);
       }
       break;
     case PendingReply::Kind::kNativeCommand: {
+      if (r.kind == WriteResult::Kind::kError && r.code != WriteResult::ErrorCode::kOther) {
+        native::EncodeResponse(&c->out, NativeErrorCode(r), pr.request_id, r.str);
+        break;
+      }
       std::string body;
       Commands::AppendResult(&body, r);
       native::EncodeResponse(&c->out, native::Code::kOk, pr.request_id, body, 0, stamp);
@@ -255,7 +275,7 @@ void IoThread::NativeAuth(Connection* c, const native::Request& req) {
   Metrics* m = server_->metrics();
   m->auth_failures.fetch_add(1, std::memory_order_relaxed);
   m->errors.fetch_add(1, std::memory_order_relaxed);
-  native::EncodeResponse(&c->out, native::Code::kError, req.request_id,
+  native::EncodeResponse(&c->out, native::Code::kNoAuth, req.request_id,
                          server_->options_.requirepass.empty()
                              ? "ERR AUTH called without any password configured"
                              : "WRONGPASS invalid username-password pair or user is disabled.");
@@ -323,6 +343,9 @@ bool IoThread::NativeCommand(Connection* c, const native::Request& req, int64_t 
   if (st == ExecStatus::kBlocked) return false;
   if (st == ExecStatus::kSubmitted) {
     c->pending.push_back({PendingReply::Kind::kNativeCommand, req.request_id});
+  } else if (HasNativeCode(c->session.refused)) {
+    EncodeNativeRefusal(&c->out, req.request_id, c->session.refused);
+    RecordLatency(c->session, t0);
   } else {
     native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, body);
     RecordLatency(c->session, t0);
