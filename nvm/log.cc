@@ -118,6 +118,7 @@ void Log::DropOwned(uint32_t id, const Segment* seg) {
 }
 
 Status Log::NewSegment_wt(uint32_t id, bool from_reserve) {
+  ThreadRole::Scope writer(&writer_);
   if (id >= kMaxSegments) return Status::IOError("log is full: segment id limit reached");
   auto seg = from_reserve ? device_->CreateSegmentFromReserve(id, options_.segment_bytes)
                           : device_->CreateSegment(id, options_.segment_bytes);
@@ -203,6 +204,7 @@ Status Log::CheckBatch(const BatchHeader& h, std::string_view payload) {
 
 StatusOr<Log::AppendResult> Log::AppendBatch_wt(std::string_view payload, uint32_t record_count,
                                                 bool persist) {
+  ThreadRole::Scope writer(&writer_);
   if (record_count == 0 || payload.empty()) return Status::InvalidArgument("empty batch");
   return WriteBatch_wt(
       FrameBatch(payload, record_count, next_lsn_.load(std::memory_order_relaxed), options_.epoch),
@@ -218,6 +220,7 @@ Status Log::Sync_any(const AppendResult& r) const {
 }
 
 void Log::ForgetDurable_wt() {
+  ThreadRole::Scope writer(&writer_);
   const uint64_t durable = durable_end_lsn_.load(std::memory_order_acquire);
   while (!pending_.empty() && pending_.front().end_lsn <= durable) pending_.pop_front();
   unpersisted_from_ = pending_.empty() ? 0 : pending_.front().offset;
@@ -226,6 +229,7 @@ void Log::ForgetDurable_wt() {
 
 StatusOr<Log::AppendResult> Log::AppendReplicated_wt(const BatchHeader& header,
                                                      std::string_view payload, bool persist) {
+  ThreadRole::Scope writer(&writer_);
   FAHA_RETURN_IF_ERROR(CheckBatch(header, payload));
   uint64_t want = next_lsn_.load(std::memory_order_relaxed);
   if (header.first_lsn != want) {
@@ -236,6 +240,7 @@ StatusOr<Log::AppendResult> Log::AppendReplicated_wt(const BatchHeader& header,
 }
 
 Status Log::PersistAppended_wt() {
+  ThreadRole::Scope writer(&writer_);
   if (unpersisted_from_ == 0) return Status::OK();
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
   Segment* seg = segments_[tail_segment_].load();
@@ -248,6 +253,7 @@ Status Log::PersistAppended_wt() {
 }
 
 Status Log::Fail_wt(const Status& s) {
+  ThreadRole::Scope writer(&writer_);
   failed_ = true;
   failure_ = s.ToString();
   return s;
@@ -255,6 +261,7 @@ Status Log::Fail_wt(const Status& s) {
 
 StatusOr<Log::AppendResult> Log::AppendFramed_wt(const BatchHeader& header,
                                                  std::string_view payload) {
+  ThreadRole::Scope writer(&writer_);
   uint64_t want = next_lsn_.load(std::memory_order_relaxed);
   if (header.first_lsn != want || header.payload_bytes != payload.size() || payload.empty()) {
     return Status::InvalidArgument("framed batch does not continue this log at LSN " +
@@ -327,6 +334,7 @@ StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint
 }
 
 Status Log::TruncateTo_wt(uint64_t lsn) {
+  ThreadRole::Scope writer(&writer_);
   // What stays must be durable, and nothing left unpersisted may point past it.
   FAHA_RETURN_IF_ERROR(PersistAppended_wt());
   durable_end_lsn_.store(0, std::memory_order_release);  // LSNs from `lsn` on are written again
@@ -402,6 +410,7 @@ Status Log::TruncateTo_wt(uint64_t lsn) {
 }
 
 Status Log::MakeRoom_wt(size_t payload_bytes, bool only_removals) {
+  ThreadRole::Scope writer(&writer_);
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
   const Segment* seg = segments_[tail_segment_].load();
   const bool fits = tail_offset_ + BatchSize(payload_bytes) <= seg->size();
@@ -411,6 +420,7 @@ Status Log::MakeRoom_wt(size_t payload_bytes, bool only_removals) {
 }
 
 Status Log::SwitchSegment_wt(bool from_reserve) {
+  ThreadRole::Scope writer(&writer_);
   // After a failed attempt, a while without trying again: each attempt
   // reserves (and gives back) a whole segment's space, which the cleaner,
   // the thing that frees space, may need meanwhile.
@@ -435,6 +445,7 @@ Status Log::SwitchSegment_wt(bool from_reserve) {
 
 StatusOr<Log::AppendResult> Log::WriteBatch_wt(const BatchHeader& h, std::string_view payload,
                                                bool persist) {
+  ThreadRole::Scope writer(&writer_);
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
   if (payload.size() > max_payload_bytes()) {
     return Status::InvalidArgument("batch of " + std::to_string(payload.size()) +

@@ -1,7 +1,7 @@
 // Log: the append-only, batch-framed log of FaHA on a LogDevice.
 //
 // Thread-safety: Open() runs recovery on the calling thread. After that exactly
-// one thread (the writer, suffix _wt) appends batches; any thread may read
+// one thread at a time (the writer, suffix _wt; asserted) appends batches; any thread may read
 // records that an append has returned. A segment's mapping goes away only when
 // log cleaning swaps in its replacement (SwapReplacement, whose caller keeps
 // readers of records away meanwhile) or truncation removes it; ForEachBatch
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/mutex.h"
+#include "common/thread_role.h"
 #include "faha/status.h"
 #include "nvm/log_device.h"
 #include "nvm/log_format.h"
@@ -142,6 +143,7 @@ class Log {
   // Whether a batch fits the tail segment as it is (false while the tail is
   // the reserve: only deletes go there, MakeRoom_wt decides).
   bool HasRoom_wt(size_t payload_bytes) const {
+    ThreadRole::Scope writer(&writer_);
     return !tail_from_reserve_ &&
            tail_offset_ + BatchSize(payload_bytes) <= segments_[tail_segment_].load()->size();
   }
@@ -186,7 +188,10 @@ class Log {
   // no reader holds a location at or beyond it.
   Status TruncateTo_wt(uint64_t lsn);
   // The epoch written into the headers of later batches (a promoted backup).
-  void set_epoch_wt(uint64_t epoch) { options_.epoch = epoch; }
+  void set_epoch_wt(uint64_t epoch) {
+    ThreadRole::Scope writer(&writer_);
+    options_.epoch = epoch;
+  }
 
   // Calls fn(header, payload) for each batch from the one starting at
   // `from_lsn`, in log order, while batches start below `limit_lsn` and until
@@ -200,7 +205,10 @@ class Log {
 
   // Header of the last batch in the log (first_lsn 0 if the log is empty).
   // Writer thread only (or before the writer starts).
-  const BatchHeader& last_batch_wt() const { return last_batch_; }
+  const BatchHeader& last_batch_wt() const {
+    ThreadRole::Scope writer(&writer_);
+    return last_batch_;
+  }
 
   // The header AppendBatch_wt would write for this payload.
   static BatchHeader FrameBatch(std::string_view payload, uint32_t record_count, uint64_t first_lsn,
@@ -304,6 +312,9 @@ class Log {
   static constexpr uint32_t kMaxSegments = 1u << 16;
 
  private:
+  // Held by the thread inside a _wt function: two at once abort (checked in
+  // builds without NDEBUG; the writer may change between calls).
+  mutable ThreadRole writer_{"the log's writer"};
   Log(std::shared_ptr<LogDevice> device, const LogOptions& options);
   Status RecoverImpl(const ApplyFn& apply, RecoveryReport* report);
   // RecoverImpl's steps (log_recovery.cc). Opens segment ids[idx] and checks

@@ -72,11 +72,13 @@ void Index::Grow(Shard& s) {
 }
 
 void Index::PrefetchSlots_wt(uint64_t hash) const {
+  ThreadRole::Scope writer(&writer_);
   const Shard& s = ShardOf(hash);
   __builtin_prefetch(&s.slots[HomeOf(s, hash)]);
 }
 
 uint64_t Index::Candidate_wt(uint64_t hash) const {
+  ThreadRole::Scope writer(&writer_);
   const Shard& s = ShardOf(hash);
   const size_t mask = s.slots.size() - 1;
   const uint64_t tag = hash & 0xFFFF000000000000ull;
@@ -91,6 +93,7 @@ uint64_t Index::Candidate_wt(uint64_t hash) const {
 }
 
 uint64_t Index::Upsert(std::string_view key, uint64_t hash, uint64_t location) {
+  ThreadRole::Scope writer(&writer_);
   Shard& s = ShardOf(hash);
   WriterMutexLock lock(&s.mu);
   size_t i = Locate(s, key, hash);
@@ -113,6 +116,7 @@ uint64_t Index::Upsert(std::string_view key, uint64_t hash, uint64_t location) {
 }
 
 uint64_t Index::Erase(std::string_view key, uint64_t hash) {
+  ThreadRole::Scope writer(&writer_);
   Shard& s = ShardOf(hash);
   WriterMutexLock lock(&s.mu);
   size_t i = Locate(s, key, hash);
@@ -135,6 +139,7 @@ void Index::RemoveSlot(Shard& s, size_t i) {
 }
 
 bool Index::Relocate(uint64_t hash, uint64_t from, uint64_t to) {
+  ThreadRole::Scope writer(&writer_);
   Shard& s = ShardOf(hash);
   WriterMutexLock lock(&s.mu);
   const size_t i = SlotOfLocation(s, hash, from);
@@ -148,6 +153,7 @@ bool Index::Relocate(uint64_t hash, uint64_t from, uint64_t to) {
 }
 
 void Index::Clear() {
+  ThreadRole::Scope writer(&writer_);
   for (uint64_t i = 0; i <= shard_mask_; i++) {
     Shard& s = shards_[i];
     WriterMutexLock lock(&s.mu);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/mutex.h"
+#include "common/thread_role.h"
 
 namespace faha {
 
@@ -80,6 +81,9 @@ class Index {
   static constexpr uint64_t kLocationBits = 48;
 
  private:
+  // Held by the thread inside a function that changes slots or reads them
+  // without locks (the _wt ones): two at once abort (builds without NDEBUG).
+  mutable ThreadRole writer_{"the index's writer"};
   struct Shard {
     mutable SharedMutex mu;
     std::vector<uint64_t> slots GUARDED_BY(mu);

@@ -240,7 +240,7 @@ void Store::PublishReplicated(const nvm::Log::AppendResult& appended) {
     recent_.push_back(Recent{nvm::BatchEndLsn(appended.header), appended.base_location,
                              appended.header.payload_bytes});
   }
-  PublishBatch_st(appended.base_location, appended.header.payload_bytes);
+  PublishBatch(appended.base_location, appended.header.payload_bytes);
   applied_end_.store(nvm::BatchEndLsn(appended.header), std::memory_order_release);
 }
 
@@ -279,7 +279,7 @@ StatusOr<Store::Digest> Store::ComputeDigest() const {
 
 std::string_view Store::KeyAt(uint64_t location) const { return log_->ReadRecord(location).key; }
 
-void Store::PublishBatch_st(uint64_t base_location, size_t bytes) {
+void Store::PublishBatch(uint64_t base_location, size_t bytes) {
   MutexLock writer(&index_writer_mu_);
   // Decode and hash every record, then prefetch in two waves (index slots,
   // then the records they point to), so that the key comparisons of the

@@ -28,6 +28,7 @@
 #include "common/checksum.h"
 #include "common/mutex.h"
 #include "common/thread_annotations.h"
+#include "common/thread_role.h"
 #include "faha/status.h"
 #include "nvm/log.h"
 #include "server/engine/client_table.h"
@@ -234,8 +235,9 @@ class Store final : private KeyReader, public ReplicaLog {
   // ApplyRecord for a record read back from the log (recovery, truncation):
   // a PUT that expired meanwhile is applied as a DELETE.
   void ReplayRecord(const nvm::RecordView& rec, uint64_t location, int64_t now_ms);
-  // Applies a just-persisted batch to the index, prefetching first.
-  void PublishBatch_st(uint64_t base_location, size_t bytes);
+  // Applies a just-persisted batch to the index, prefetching first. Batches
+  // are published one at a time, in log order (under index_writer_mu_).
+  void PublishBatch(uint64_t base_location, size_t bytes);
   void SequencerLoop_st();
   // Turns the record indexes in results' lsn fields into LSNs.
   static void StampLsns(uint64_t first_lsn, std::vector<WriteResult>* results);
@@ -247,14 +249,15 @@ class Store final : private KeyReader, public ReplicaLog {
   // replies (single node), or ships and queues it for the committer
   // (replicated primary). REQUIRES: this thread set committing_ (the
   // sequencer, or a thread committing inline in SubmitAll).
-  void CommitGroup_st(std::vector<Pending>* taken);
+  void CommitGroup_st(std::vector<Pending>* taken) RELEASE(commit_role_);
   // Single node, after a group is evaluated into batch_: writes it, gives
   // committing_ back, syncs it, and publishes it and delivers its replies in
   // write order.
-  void SyncPublishAndReply(std::vector<Pending>* taken, std::vector<WriteResult>* results);
+  void SyncPublishAndReply(std::vector<Pending>* taken, std::vector<WriteResult>* results)
+      RELEASE(commit_role_);
   // Gives committing_ back (replicated primary) and wakes the sequencer if
   // writes wait.
-  void ReleaseCommitting_st();
+  void ReleaseCommitting_st() RELEASE(commit_role_);
   // Counts a committed batch of `ops` client writes in the metrics.
   void RecordBatch(const nvm::BatchBuilder& batch, size_t ops);
   // Turns every result into -IOERR; an I/O error fails the store for good.
@@ -262,12 +265,13 @@ class Store final : private KeyReader, public ReplicaLog {
   void CommitLoop_ct();
   // Replicated primary: ships, persists and queues one batch for the committer.
   void ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
-                       std::vector<WriteResult>* results);
+                       std::vector<WriteResult>* results) REQUIRES(commit_role_);
   // Appends `batch` (framed by the caller when `framed` is set, else framed
   // here) and records its metrics; on failure turns every result into an error.
   StatusOr<nvm::Log::AppendResult> PersistBatch_st(const nvm::BatchHeader* framed,
                                                    const nvm::BatchBuilder& batch, size_t ops,
-                                                   std::vector<WriteResult>* results);
+                                                   std::vector<WriteResult>* results)
+      REQUIRES(commit_role_);
   // Each write's result, grouped by sink in submission order (one Deliver per sink).
   using Replies = std::vector<std::pair<CompletionSink*, std::vector<Completion>>>;
   static void GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* results,
@@ -275,25 +279,28 @@ class Store final : private KeyReader, public ReplicaLog {
   static void DeliverAll(Replies* replies);
   // The in-flight overlay: state of a key after the batches shipped but not
   // yet committed. Returns false if no in-flight batch touches the key.
-  bool LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, KeyState* out);
+  bool LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, KeyState* out)
+      REQUIRES(commit_role_);
   // Committed state of key (ignoring the batch being built).
-  KeyState Lookup_st(std::string_view key, bool want_value, int64_t now_ms);
-  void StartGroup_st();
-  bool AnsweredFromTable_st(const WriteOp& op, std::vector<WriteResult>* results);
-  void RefuseGroup_st(const Status& room);
-  WriteResult Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms);
+  KeyState Lookup_st(std::string_view key, bool want_value, int64_t now_ms) REQUIRES(commit_role_);
+  void StartGroup_st() REQUIRES(commit_role_);
+  bool AnsweredFromTable_st(const WriteOp& op, std::vector<WriteResult>* results)
+      REQUIRES(commit_role_);
+  void RefuseGroup_st(const Status& room) REQUIRES(commit_role_);
+  WriteResult Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int64_t now_ms)
+      REQUIRES(commit_role_);
   // State of key for a write being evaluated: the batch's own earlier writes
   // win over the in-flight batches, which win over the index.
   KeyState Current_st(std::string_view key, bool want_value, const nvm::BatchBuilder& batch,
-                      int64_t now_ms);
+                      int64_t now_ms) REQUIRES(commit_role_);
   // The WriteContext a command's WriteEval gets: the batch being built.
   class BatchContext;
   void Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,
-              int64_t expire_at_ms);
-  void Delete_st(nvm::BatchBuilder* batch, std::string_view key);
+              int64_t expire_at_ms) REQUIRES(commit_role_);
+  void Delete_st(nvm::BatchBuilder* batch, std::string_view key) REQUIRES(commit_role_);
   // Builds overlay_ from the records already in `batch` (it is built lazily:
   // batches of plain SETs never need it).
-  void BuildOverlay_st(const nvm::BatchBuilder& batch);
+  void BuildOverlay_st(const nvm::BatchBuilder& batch) REQUIRES(commit_role_);
   // One try of CleanOnce (under clean_pass_mu_): kMisjudged when the victim
   // turned out to hold too little dead data (its estimate is corrected).
   enum class CleanOutcome : uint8_t { kNone, kCleaned, kMisjudged };
@@ -401,8 +408,10 @@ class Store final : private KeyReader, public ReplicaLog {
   bool stopping_ GUARDED_BY(mu_) = false;
   // One group commits at a time, on the sequencer or, on a single node when
   // nobody else is committing, inline on the thread that submits (SubmitAll).
-  // The _st members below belong to whichever thread set committing_.
+  // The _st members below belong to whichever thread set committing_: it
+  // takes commit_role_ (and gives it back before clearing committing_).
   bool committing_ GUARDED_BY(mu_) = false;
+  ThreadRole commit_role_{"the store's committing thread"};
   bool inline_commit_ GUARDED_BY(mu_) = false;  // single node, started
   // Single node: batches written and syncing (at most max_syncing_), and the
   // tickets that keep their publication in write order.
@@ -415,27 +424,28 @@ class Store final : private KeyReader, public ReplicaLog {
   uint64_t next_ticket_ GUARDED_BY(mu_) = 0;
   uint64_t published_ticket_ GUARDED_BY(mu_) = 0;
   CondVar publish_cv_;
-  nvm::BatchBuilder batch_;
-  std::vector<WriteResult> results_;
+  nvm::BatchBuilder batch_ GUARDED_BY(commit_role_);
+  std::vector<WriteResult> results_ GUARDED_BY(commit_role_);
   // (client id, sequence) of the writes this group recorded in clients_.
-  std::vector<std::pair<uint64_t, uint64_t>> recorded_;
+  std::vector<std::pair<uint64_t, uint64_t>> recorded_ GUARDED_BY(commit_role_);
   // Indexes of this group's results answered from the client table.
-  std::vector<size_t> from_table_;
+  std::vector<size_t> from_table_ GUARDED_BY(commit_role_);
   static bool OnlyRemovals(std::string_view payload);
   std::thread sequencer_;
 
   // Sequencer-owned: writes of the batch being built, key -> payload offset of
   // its record (or kDeleted), and whether the batch flushed everything.
   static constexpr size_t kDeleted = SIZE_MAX;
-  std::unordered_map<std::string, size_t> overlay_;
-  bool overlay_valid_ = false;  // overlay_ reflects every record of the batch
-  bool overlay_flushed_ = false;
+  std::unordered_map<std::string, size_t> overlay_ GUARDED_BY(commit_role_);
+  // overlay_ reflects every record of the batch
+  bool overlay_valid_ GUARDED_BY(commit_role_) = false;
+  bool overlay_flushed_ GUARDED_BY(commit_role_) = false;
   struct Applying {
     nvm::RecordView rec;
     uint64_t location;
     uint64_t hash;
   };
-  std::vector<Applying> applying_;        // scratch of the publishing thread for PublishBatch_st
+  std::vector<Applying> applying_ GUARDED_BY(index_writer_mu_);  // PublishBatch's scratch
   std::atomic<uint64_t> applied_end_{1};  // LSN after the last batch visible to readers
 
   // Replicated primary: batches persisted locally and shipped, waiting for
@@ -460,12 +470,12 @@ class Store final : private KeyReader, public ReplicaLog {
     uint64_t base_location;
     size_t bytes;
   };
-  std::deque<SeqInFlight> seq_inflight_;
+  std::deque<SeqInFlight> seq_inflight_ GUARDED_BY(commit_role_);
   static constexpr uint64_t kInFlightDeleted = 0;
-  std::unordered_map<std::string, uint64_t> inflight_overlay_;
-  bool inflight_valid_ = false;
-  bool inflight_flushed_ = false;
-  void MergeInFlight_st(const SeqInFlight& b);
+  std::unordered_map<std::string, uint64_t> inflight_overlay_ GUARDED_BY(commit_role_);
+  bool inflight_valid_ GUARDED_BY(commit_role_) = false;
+  bool inflight_flushed_ GUARDED_BY(commit_role_) = false;
+  void MergeInFlight_st(const SeqInFlight& b) REQUIRES(commit_role_);
 };
 
 }  // namespace faha

@@ -46,7 +46,7 @@ void Store::CommitLoop_ct() {
     // only keeps its replies behind the earlier batches.
     Status s = b->bytes == 0 ? Status::OK() : repl->WaitDurable(b->end_lsn, deadline);
     if (s.ok()) {
-      if (b->bytes > 0) PublishBatch_st(b->base_location, b->bytes);
+      if (b->bytes > 0) PublishBatch(b->base_location, b->bytes);
       if (b->bytes > 0) {
         applied_end_.store(b->end_lsn, std::memory_order_release);
         repl->Committed(b->end_lsn);
@@ -186,6 +186,7 @@ void Store::SubmitAll(std::vector<Write>* writes) {
     cv_.Signal();
     return;
   }
+  commit_role_.Take();  // committing_ is this thread's since it set it above
   metrics_->inline_groups.fetch_add(1, std::memory_order_relaxed);
   CommitGroup_st(&taken);  // gives committing_ back
 }
@@ -203,11 +204,13 @@ void Store::SequencerLoop_st() {
       committing_ = true;
       TakeQueued_l(&taken);
     }
+    commit_role_.Take();
     CommitGroup_st(&taken);  // gives committing_ back
   }
 }
 
 void Store::ReleaseCommitting_st() {
+  commit_role_.Give();
   bool more;
   {
     MutexLock l(&mu_);
@@ -402,6 +405,7 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
   }
   uint64_t ticket;
   bool waiting;
+  commit_role_.Give();
   {
     MutexLock l(&mu_);
     ticket = next_ticket_++;
@@ -427,7 +431,7 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
   } else if (written) {
     metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
     log_->NoteDurable_any(nvm::BatchEndLsn(written->header));
-    PublishBatch_st(written->base_location, batch_bytes);
+    PublishBatch(written->base_location, batch_bytes);
     applied_end_.store(nvm::BatchEndLsn(written->header), std::memory_order_release);
   }
   Replies replies;

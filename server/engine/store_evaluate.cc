@@ -112,12 +112,17 @@ class Store::BatchContext final : public WriteContext {
   BatchContext(Store* store, nvm::BatchBuilder* batch, int64_t now_ms)
       : store_(store), batch_(batch), now_ms_(now_ms) {}
   KeyState Get(std::string_view key, bool want_value) override {
+    store_->commit_role_.Assert();
     return store_->Current_st(key, want_value, *batch_, now_ms_);
   }
   void Put(std::string_view key, std::string_view value, int64_t expire_at_ms) override {
+    store_->commit_role_.Assert();
     store_->Put_st(batch_, key, value, expire_at_ms);
   }
-  void Delete(std::string_view key) override { store_->Delete_st(batch_, key); }
+  void Delete(std::string_view key) override {
+    store_->commit_role_.Assert();
+    store_->Delete_st(batch_, key);
+  }
   int64_t NowMs() const override { return now_ms_; }
 
  private:
