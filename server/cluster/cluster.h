@@ -101,6 +101,8 @@ class ClusterNode final : public ReplicationRole {
   // Connects to etcd (retrying for up to 10 s), grants the lease, registers
   // this node and starts the threads.
   Status Start();
+  // Stops the threads, the backup service and, on a node that was promoted,
+  // the replicator and the store's write threads (which call it).
   void Stop();
 
   bool is_backup() const override;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -29,8 +30,73 @@ namespace {
 using testing::Collect;
 using testing::SetOp;
 
+// A coordinator client that fails every call while `cut` is set, as an etcd
+// on the far side of a partition does.
+class PartitionableCoordinator final : public coord::Coordinator {
+ public:
+  PartitionableCoordinator(std::unique_ptr<coord::Coordinator> inner,
+                           std::shared_ptr<std::atomic<bool>> cut)
+      : inner_(std::move(inner)), cut_(std::move(cut)) {}
+  StatusOr<int64_t> GrantLease(int64_t ttl_s, int64_t* granted) override {
+    if (*cut_) return Cut();
+    return inner_->GrantLease(ttl_s, granted);
+  }
+  StatusOr<int64_t> KeepAliveOnce(int64_t lease) override {
+    if (*cut_) return Cut();
+    return inner_->KeepAliveOnce(lease);
+  }
+  Status RevokeLease(int64_t lease) override { return *cut_ ? Cut() : inner_->RevokeLease(lease); }
+  StatusOr<std::optional<coord::KeyValue>> Get(const std::string& key) override {
+    if (*cut_) return Cut();
+    return inner_->Get(key);
+  }
+  StatusOr<std::vector<coord::KeyValue>> GetPrefix(const std::string& prefix) override {
+    if (*cut_) return Cut();
+    return inner_->GetPrefix(prefix);
+  }
+  Status Put(const std::string& key, const std::string& value, int64_t lease) override {
+    return *cut_ ? Cut() : inner_->Put(key, value, lease);
+  }
+  StatusOr<bool> CompareAndSwap(const std::string& key, int64_t expected, const std::string& value,
+                                int64_t lease, std::optional<coord::KeyValue>* current) override {
+    if (*cut_) return Cut();
+    return inner_->CompareAndSwap(key, expected, value, lease, current);
+  }
+  Status Delete(const std::string& key) override { return *cut_ ? Cut() : inner_->Delete(key); }
+
+ private:
+  static Status Cut() { return Status::Unavailable("partitioned from the coordinator"); }
+  std::unique_ptr<coord::Coordinator> inner_;
+  std::shared_ptr<std::atomic<bool>> cut_;
+};
+
+// A transport whose connections fail to open while `cut` is set (those open
+// are cut with CutLoopbackConnections).
+class PartitionableTransport final : public rdma::Transport {
+ public:
+  PartitionableTransport(std::unique_ptr<rdma::Transport> inner,
+                         std::shared_ptr<std::atomic<bool>> cut)
+      : inner_(std::move(inner)), cut_(std::move(cut)) {}
+  std::string name() const override { return inner_->name(); }
+  StatusOr<std::unique_ptr<rdma::Channel>> Connect(const std::string& address,
+                                                   int timeout_ms) override {
+    if (*cut_) return Status::Unavailable("partitioned from " + address);
+    return inner_->Connect(address, timeout_ms);
+  }
+  StatusOr<std::unique_ptr<rdma::Listener>> Listen(const std::string& bind, int port) override {
+    return inner_->Listen(bind, port);
+  }
+
+ private:
+  std::unique_ptr<rdma::Transport> inner_;
+  std::shared_ptr<std::atomic<bool>> cut_;
+};
+
 struct Member {
   std::string id, dir, client;
+  // Set: this member is cut off from the coordinator and from the others.
+  std::shared_ptr<std::atomic<bool>> cut = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<int> restarts_requested{0};
   std::shared_ptr<nvm::MemoryDevice> dev = std::make_shared<nvm::MemoryDevice>();
   Metrics metrics;
   nvm::RecoveryReport report;
@@ -85,11 +151,15 @@ class ElectionUnitTest : public ::testing::Test {
     co.data_dir = m->dir;
     co.replication.min_sync_backups = 1;
     co.replication.timeout_ms = 1000;
-    co.make_transport = [this] { return rdma::MakeLoopbackTransport(net_, topt_); };
-    co.make_coordinator = [this]() -> StatusOr<std::unique_ptr<coord::Coordinator>> {
-      return coord_.Connect();
+    co.make_transport = [this, cut = m->cut]() -> std::unique_ptr<rdma::Transport> {
+      return std::make_unique<PartitionableTransport>(rdma::MakeLoopbackTransport(net_, topt_),
+                                                      cut);
     };
-    co.request_restart = [] {};
+    co.make_coordinator = [this, cut = m->cut]() -> StatusOr<std::unique_ptr<coord::Coordinator>> {
+      return std::unique_ptr<coord::Coordinator>(
+          std::make_unique<PartitionableCoordinator>(coord_.Connect(), cut));
+    };
+    co.request_restart = [m] { m->restarts_requested++; };
     m->node = std::make_unique<ClusterNode>(co, m->store.get(), std::move(backup));
     Status cs = m->node->Start();
     ASSERT_TRUE(cs.ok()) << cs.ToString();
@@ -190,6 +260,66 @@ TEST_F(ElectionUnitTest, AnUnreachableCoordinatorForLessThanALeaseChangesNothing
   EXPECT_EQ(WaitForPrimary(nullptr, 5000), first);
   Write(first, i, i + 10);
   ExpectEveryAcknowledgedWrite(first);
+}
+
+// The primary cut off from the coordinator and from its backups: it
+// acknowledges nothing from then on, the other two elect a new primary that
+// holds every acknowledged write, and once the partition heals the old
+// primary finds itself deposed and asks to be restarted; restarted, it is a
+// backup that dropped what it wrote alone and holds everything acknowledged.
+TEST_F(ElectionUnitTest, APartitionedPrimaryIsDeposedAndRejoinsWithoutWhatItWroteAlone) {
+  Member* first = WaitForPrimary(nullptr, 15000);
+  ASSERT_NE(first, nullptr) << "no single primary was elected";
+  Write(first, 0, 200);
+  first->cut->store(true);
+  rdma::CutLoopbackConnections(net_.get());
+  // No backup can hold these: none may be acknowledged.
+  constexpr int kAlone = 50;
+  Collect alone;
+  for (int i = 0; i < kAlone; i++) {
+    first->store->Submit(SetOp("alone" + std::to_string(i), "x"), &alone, 1);
+  }
+  Member* second = WaitForPrimary(first, 15000);
+  ASSERT_NE(second, nullptr) << "the two members in touch elected nobody";
+  for (const Completion& c : alone.WaitFor(kAlone)) {
+    EXPECT_EQ(c.result.kind, WriteResult::Kind::kError)
+        << "a write held by no backup was acknowledged";
+  }
+  EXPECT_TRUE(first->node->Refusal(true, false).refused()) << "the cut-off primary still serves";
+  Write(second, 200, 300);
+
+  first->cut->store(false);
+  const int64_t deadline = MonoMs() + 15000;
+  while (first->restarts_requested.load() == 0 && MonoMs() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GT(first->restarts_requested.load(), 0) << "the old primary did not find itself deposed";
+  EXPECT_TRUE(first->node->Refusal(true, false).refused());
+  StopMember(first);
+  StartMember(first);
+  ASSERT_FALSE(HasFatalFailure());
+  Write(second, 300, 320);
+  // The restarted member catches up as a backup of the new primary.
+  bool caught_up = false;
+  while (!caught_up && MonoMs() < deadline + 15000) {
+    std::string v;
+    {
+      Store::ReadGuard guard = first->store->LockForRead();
+      caught_up = first->store->Get("k319", &v);
+    }
+    if (!caught_up) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(caught_up) << "the old primary did not catch up";
+  EXPECT_TRUE(first->node->is_backup());
+  EXPECT_EQ(WaitForPrimary(nullptr, 5000), second);
+  ExpectEveryAcknowledgedWrite(second);
+  ExpectEveryAcknowledgedWrite(first);
+  for (Member* m : {first, second}) {
+    Store::ReadGuard guard = m->store->LockForRead();
+    for (int i = 0; i < kAlone; i++) {
+      EXPECT_FALSE(m->store->Exists("alone" + std::to_string(i))) << m->id << " kept alone" << i;
+    }
+  }
 }
 
 TEST(MemoryCoordinatorTest, CompareAndSwapRevisionsAndLeasesFollowEtcd) {
