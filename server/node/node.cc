@@ -475,6 +475,8 @@ void Node::Shutdown() {
   if (replicator_) {
     st_->set_clean_horizon(nullptr);  // the cleaner runs on until the store goes
     replicator_->Stop();
+    // The store's write threads call the replicator, which goes first.
+    st_->Stop();
   }
   g_server.store(nullptr);
   FAHA_LOG_INFO("shutdown complete: committed LSN %llu",
