@@ -183,6 +183,36 @@ void AppendArray(std::string* out, int64_t n) {
 
 void AppendNilArray(std::string* out) { out->append("*-1\r\n"); }
 
+bool ViewScalarReply(std::string_view in, ScalarReply* out) {
+  *out = ScalarReply{};
+  if (in.size() < 3 || in.substr(in.size() - 2) != "\r\n") return false;
+  out->type = in[0];
+  const size_t line_end = in.find("\r\n");
+  switch (in[0]) {
+    case '+':
+    case '-':
+    case ':':
+      if (line_end != in.size() - 2) return false;
+      out->payload = in.substr(1, line_end - 1);
+      return true;
+    case '$': {
+      std::string_view len_text = in.substr(1, line_end - 1);
+      if (len_text == "-1") {
+        out->nil = true;
+        return line_end == in.size() - 2;
+      }
+      size_t len = 0;
+      auto [p, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
+      if (ec != std::errc() || p != len_text.data() + len_text.size()) return false;
+      if (in.size() != line_end + 2 + len + 2) return false;
+      out->payload = in.substr(line_end + 2, len);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
 ParseResult ParseReply(std::string_view in, Reply* reply, size_t* consumed, std::string* error,
                        int depth) {
   if (depth > 16) {

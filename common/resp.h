@@ -53,6 +53,19 @@ struct Reply {
   std::string Render(int indent = 0) const;
 };
 
+// One reply that is not an array, viewed where it lies (no copy): its type
+// byte ('+', '-', ':' or '$') and its payload (the string, the error text
+// without '-', the integer's digits, the bulk's bytes); a nil bulk has type
+// '$' and nil set. False unless `in` is exactly one such reply. For the
+// server, which hands the reply of a native GET, PUT, DELETE, AUTH or PING to
+// the native protocol's encoder.
+struct ScalarReply {
+  char type = 0;
+  std::string_view payload;
+  bool nil = false;
+};
+bool ViewScalarReply(std::string_view in, ScalarReply* out);
+
 // Parses one reply from the front of `in`. kNeedMore if incomplete.
 ParseResult ParseReply(std::string_view in, Reply* reply, size_t* consumed, std::string* error,
                        int depth = 0);

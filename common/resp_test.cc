@@ -527,5 +527,32 @@ TEST(RespRenderTest, NestedArrayIndentsLikeRedisCli) {
             "   2) OK");
 }
 
+TEST(RespViewScalarReplyTest, EachScalarTypeIsViewedInPlaceAndAnythingElseRefused) {
+  ScalarReply r;
+  std::string bulk;
+  AppendBulk(&bulk, std::string("a\r\nb\0c", 6));
+  ASSERT_TRUE(ViewScalarReply(bulk, &r));
+  EXPECT_EQ(r.type, '$');
+  EXPECT_FALSE(r.nil);
+  EXPECT_EQ(r.payload, std::string_view("a\r\nb\0c", 6));
+  EXPECT_EQ(r.payload.data(), bulk.data() + 4);  // no copy
+  ASSERT_TRUE(ViewScalarReply("$-1\r\n", &r));
+  EXPECT_TRUE(r.nil);
+  ASSERT_TRUE(ViewScalarReply("$0\r\n\r\n", &r));
+  EXPECT_FALSE(r.nil);
+  EXPECT_EQ(r.payload, "");
+  ASSERT_TRUE(ViewScalarReply("-ERR no\r\n", &r));
+  EXPECT_EQ(r.type, '-');
+  EXPECT_EQ(r.payload, "ERR no");
+  ASSERT_TRUE(ViewScalarReply("+PONG\r\n", &r));
+  EXPECT_EQ(r.payload, "PONG");
+  ASSERT_TRUE(ViewScalarReply(":-42\r\n", &r));
+  EXPECT_EQ(r.payload, "-42");
+  for (std::string_view bad : {"", "+OK", "*1\r\n+a\r\n", "$3\r\nab\r\n", "$2\r\nab\r\nx",
+                               "+a\r\n+b\r\n", "$x\r\n\r\n", "?\r\n"}) {
+    EXPECT_FALSE(ViewScalarReply(bad, &r)) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace faha::resp

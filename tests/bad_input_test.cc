@@ -160,6 +160,55 @@ TEST_F(BadInputTest, AuthFailures) {
   EXPECT_TRUE((*c)->Get("x", &v).IsNotFound());
 }
 
+// Native PING, AUTH, GET, PUT and DELETE take the path their Redis commands
+// take (Commands::Execute): the same errors, word for word, as RESP's PING,
+// AUTH, GET, SET ... PX and DEL, with the native protocol's codes.
+TEST_F(BadInputTest, NativeOpsAnswerAsTheirRedisCommandsDo) {
+  auto request = [](native::Op op, uint64_t id, std::string key, std::string value,
+                    int64_t arg = 0) {
+    std::string out;
+    native::EncodeRequest(&out, op, id, key, value, arg);
+    return out;
+  };
+  const std::string bytes =
+      request(native::Op::kPing, 1, "", "") + request(native::Op::kAuth, 2, "", "nope") +
+      request(native::Op::kAuth, 3, "", "pw") + request(native::Op::kPut, 4, "k", "v", -5) +
+      request(native::Op::kGet, 5, "k", "") + request(native::Op::kGet, 6, "precious", "") +
+      request(native::Op::kPut, 7, "t", "v", 100000) + request(native::Op::kDelete, 8, "t", "");
+  const std::string raw = RawExchange(server_->port(), bytes, 1500);
+  std::vector<native::Response> got;
+  std::vector<std::string> bodies;
+  for (size_t at = 0; at < raw.size();) {
+    native::Response r;
+    size_t used = 0;
+    std::string err;
+    ASSERT_EQ(native::DecodeResponse(std::string_view(raw).substr(at), 1 << 20, &r, &used, &err),
+              native::DecodeResult::kOk)
+        << err;
+    bodies.emplace_back(r.body);
+    got.push_back(r);
+    at += used;
+  }
+  ASSERT_EQ(got.size(), 8u);
+  const std::string resp =
+      RawExchange(server_->port(), "AUTH nope\r\nAUTH pw\r\nSET k v PX -5\r\nQUIT\r\n", 3000);
+  EXPECT_EQ(got[0].code, native::Code::kOk);
+  EXPECT_EQ(bodies[0], "PONG");
+  EXPECT_EQ(got[1].code, native::Code::kNoAuth);
+  EXPECT_EQ("-" + bodies[1] + "\r\n", resp.substr(0, resp.find("\r\n") + 2));
+  EXPECT_EQ(got[2].code, native::Code::kOk);
+  EXPECT_EQ(got[3].code, native::Code::kError);
+  EXPECT_NE(resp.find("-" + bodies[3] + "\r\n"), std::string::npos) << bodies[3] << " vs " << resp;
+  EXPECT_EQ(bodies[3], "ERR invalid expire time in 'set' command");
+  EXPECT_EQ(got[4].code, native::Code::kNotFound);
+  EXPECT_EQ(got[5].code, native::Code::kOk);
+  EXPECT_EQ(bodies[5], "acknowledged");
+  EXPECT_EQ(got[6].code, native::Code::kOk);
+  EXPECT_EQ(got[7].code, native::Code::kOk);
+  EXPECT_EQ(got[7].arg, 1);  // DEL's count: the key existed
+  ExpectHealthy();
+}
+
 TEST_F(BadInputTest, MalformedNativeFramesAreRefused) {
   auto frame = [](native::Op op, std::string key, std::string value,
                   uint8_t version = native::kVersion, uint32_t reserved = 0) {

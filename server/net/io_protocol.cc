@@ -266,68 +266,80 @@ void IoThread::NativeClientId(Connection* c, const native::Request& req) {
   native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, {});
 }
 
-void IoThread::NativeAuth(Connection* c, const native::Request& req) {
-  if (!server_->options_.requirepass.empty() && commands_.PasswordMatches(req.value)) {
-    c->session.authed = true;
-    native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, {});
+bool IoThread::NativeOp(Connection* c, const native::Request& req, int64_t t0) {
+  // The op as the Redis command it is, so it takes the one path every command
+  // takes (its row's checks, refusals, metrics, latency class; its handler).
+  std::string ttl;
+  switch (req.op) {
+    case native::Op::kPing:
+      args_ = {"PING"};
+      break;
+    case native::Op::kAuth:
+      args_ = {"AUTH", req.value};
+      break;
+    case native::Op::kGet:
+      args_ = {"GET", req.key};
+      break;
+    case native::Op::kPut:
+      args_ = {"SET", req.key, req.value};
+      if (req.arg != 0) {
+        ttl = std::to_string(req.arg);
+        args_.insert(args_.end(), {"PX", ttl});
+      }
+      break;
+    case native::Op::kDelete:
+      args_ = {"DEL", req.key};
+      break;
+    default:
+      return true;  // not one of these (the caller dispatches the others)
+  }
+  reply_.clear();
+  ExecStatus st = commands_.Execute(&c->session, args_, &reply_, this);
+  InlineHeld(&c->session, &reply_);  // a GET's value goes into one response frame
+  if (st == ExecStatus::kBlocked) return false;
+  if (st == ExecStatus::kSubmitted) {
+    c->pending.push_back({req.op == native::Op::kPut      ? PendingReply::Kind::kNativePut
+                          : req.op == native::Op::kDelete ? PendingReply::Kind::kNativeDelete
+                                                          : PendingReply::Kind::kNativeCommand,
+                          req.request_id});
+    return true;
+  }
+  EncodeNativeReply(c, req, reply_);
+  RecordLatency(c->session, t0);
+  AfterReply(c);
+  return true;
+}
+
+void IoThread::EncodeNativeReply(Connection* c, const native::Request& req,
+                                 std::string_view reply) {
+  if (HasNativeCode(c->session.refused)) {
+    EncodeNativeRefusal(&c->out, req.request_id, c->session.refused);
     return;
   }
-  Metrics* m = server_->metrics();
-  m->auth_failures.fetch_add(1, std::memory_order_relaxed);
-  m->errors.fetch_add(1, std::memory_order_relaxed);
-  native::EncodeResponse(&c->out, native::Code::kNoAuth, req.request_id,
-                         server_->options_.requirepass.empty()
-                             ? "ERR AUTH called without any password configured"
-                             : "WRONGPASS invalid username-password pair or user is disabled.");
-}
-
-void IoThread::NativeGet(Connection* c, const native::Request& req, int64_t t0) {
-  Metrics* m = server_->metrics();
-  m->ops[static_cast<int>(OpClass::kRead)].fetch_add(1, std::memory_order_relaxed);
-  value_.clear();
-  bool found;
-  {
-    Store::ReadGuard guard = server_->store_->LockForRead();
-    found = server_->store_->Get(req.key, &value_);
+  resp::ScalarReply r;
+  if (!resp::ViewScalarReply(reply, &r)) {
+    native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, reply);
+    return;
   }
-  if (found) {
-    m->keyspace_hits.fetch_add(1, std::memory_order_relaxed);
-    native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, value_);
-  } else {
-    m->keyspace_misses.fetch_add(1, std::memory_order_relaxed);
-    native::EncodeResponse(&c->out, native::Code::kNotFound, req.request_id, {});
+  switch (r.type) {
+    case '-':
+      // A failed AUTH answers NOAUTH's code; any other error is an error.
+      native::EncodeResponse(
+          &c->out, req.op == native::Op::kAuth ? native::Code::kNoAuth : native::Code::kError,
+          req.request_id, r.payload);
+      return;
+    case '$':
+      native::EncodeResponse(&c->out, r.nil ? native::Code::kNotFound : native::Code::kOk,
+                             req.request_id, r.payload);
+      return;
+    case '+':
+      // PING's PONG is the body; AUTH's OK is implied by the code.
+      native::EncodeResponse(&c->out, native::Code::kOk, req.request_id,
+                             req.op == native::Op::kPing ? r.payload : std::string_view());
+      return;
+    default:
+      native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, r.payload);
   }
-  m->op_latency_us[static_cast<int>(OpClass::kRead)].Record(static_cast<uint64_t>(MonoUs() - t0));
-}
-
-bool IoThread::NativeWrite(Connection* c, const native::Request& req, int64_t t0, bool may_reply) {
-  Metrics* m = server_->metrics();
-  WriteOp op;
-  if (req.op == native::Op::kPut) {
-    if (req.arg < 0 || req.arg > (int64_t{1} << 50)) {
-      if (!may_reply) return false;
-      native::EncodeResponse(&c->out, native::Code::kError, req.request_id,
-                             "ERR invalid time-to-live");
-      m->errors.fetch_add(1, std::memory_order_relaxed);
-      return true;
-    }
-    op.kind = WriteOp::Kind::kPut;
-    op.args = {std::string(req.key), std::string(req.value)};
-    op.expire_at_ms = req.arg > 0 ? WallMs() + req.arg : 0;
-  } else {
-    op.kind = WriteOp::Kind::kDelete;
-    op.args = {std::string(req.key)};
-  }
-  op.start_us = t0;
-  op.client_id = c->session.client_id;
-  op.client_seq = c->session.client_id != 0 ? req.request_id : 0;
-  m->ops[static_cast<int>(OpClass::kWrite)].fetch_add(1, std::memory_order_relaxed);
-  outbox_.push_back(Store::Write{std::move(op), this, c->id});
-  c->session.pending_writes++;
-  c->pending.push_back({req.op == native::Op::kPut ? PendingReply::Kind::kNativePut
-                                                   : PendingReply::Kind::kNativeDelete,
-                        req.request_id});
-  return true;
 }
 
 bool IoThread::NativeCommand(Connection* c, const native::Request& req, int64_t t0,
@@ -389,37 +401,15 @@ bool IoThread::StepNative(Connection* c) {
   int64_t t0 = MonoUs();
   c->session.start_us = t0;
   c->session.write_seq = req.request_id;
-  if (is_write || req.op == native::Op::kGet) {
-    // Reads too: only the primary holding its lease may answer them.
-    const Refusal why = commands_.Refusal(c->session, is_write);
-    if (why.refused()) {
-      if (!may_reply) return false;
-      EncodeNativeRefusal(&c->out, req.request_id, why);
-      m->errors.fetch_add(1, std::memory_order_relaxed);
-      c->in_pos += consumed;
-      return true;
-    }
-  }
   switch (req.op) {
     case native::Op::kClientId:
       NativeClientId(c, req);
       break;
-    case native::Op::kPing:
-      native::EncodeResponse(&c->out, native::Code::kOk, req.request_id, "PONG");
-      m->ops[static_cast<int>(OpClass::kOther)].fetch_add(1, std::memory_order_relaxed);
-      break;
-    case native::Op::kAuth:
-      NativeAuth(c, req);
-      break;
-    case native::Op::kGet:
-      NativeGet(c, req, t0);
-      break;
-    case native::Op::kPut:
-    case native::Op::kDelete:
-      if (!NativeWrite(c, req, t0, may_reply)) return false;
-      break;
     case native::Op::kCommand:
       if (!NativeCommand(c, req, t0, may_reply)) return false;
+      break;
+    default:
+      if (!NativeOp(c, req, t0)) return false;
       break;
   }
   c->in_pos += consumed;

@@ -155,13 +155,17 @@ class IoThread final : public CompletionSink {
   void RecordLatency(const Session& s, int64_t t0);
   void AfterReply(Connection* c);
   bool StepNative(Connection* c);
-  // StepNative's requests that do not go through Commands::Execute.
+  // CLIENT_ID: the connection's client id (a session setting, not a command).
   void NativeClientId(Connection* c, const native::Request& req);
-  void NativeAuth(Connection* c, const native::Request& req);
-  void NativeGet(Connection* c, const native::Request& req, int64_t t0);
-  // False if the request must wait (it cannot be answered while earlier
-  // writes are pending).
-  bool NativeWrite(Connection* c, const native::Request& req, int64_t t0, bool may_reply);
+  // PING, AUTH, GET, PUT and DELETE, run through Commands::Execute as the
+  // Redis commands they are (PUT is SET [PX ttl], DELETE is DEL). This and
+  // NativeCommand return false if the request must wait (it cannot be
+  // answered while earlier writes are pending).
+  bool NativeOp(Connection* c, const native::Request& req, int64_t t0);
+  // Encodes the immediate reply of a NativeOp, which the dispatcher wrote as
+  // RESP: a refusal its code, an error ERROR (NOAUTH for AUTH), nil NOT_FOUND,
+  // a value its body.
+  void EncodeNativeReply(Connection* c, const native::Request& req, std::string_view reply);
   bool NativeCommand(Connection* c, const native::Request& req, int64_t t0, bool may_reply);
 
   // Copies the values the last command held into *body, where they belong.
@@ -199,7 +203,7 @@ class IoThread final : public CompletionSink {
   bool self_delivered_ = false;  // loop thread only
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::vector<std::string_view> args_;
-  std::string value_;
+  std::string reply_;                 // NativeOp's reply as the dispatcher wrote it
   std::vector<Store::Write> outbox_;  // writes parsed but not yet queued in the store
   std::unique_ptr<char[]> read_buf_{new char[kReadChunk]};
 
