@@ -51,7 +51,7 @@ StatusOr<ClusterConfig> ClusterConfig::FromJson(const std::string& text) {
 
 ClusterNode::ClusterNode(const ClusterOptions& options, Store* store,
                          std::unique_ptr<BackupService> backup)
-    : options_(options), store_(store), backup_(std::move(backup)), started_ns_(MonoNs()) {}
+    : options_(options), store_(store), backup_(std::move(backup)), started_ns_(NowNs()) {}
 
 ClusterNode::~ClusterNode() { Stop(); }
 
@@ -223,7 +223,7 @@ void ClusterNode::KeepAliveLoop() {
     }
     const int64_t lease = lease_id_.load();
     if (lease == 0 || lease_lost_.load()) continue;
-    const int64_t sent = MonoNs();
+    const int64_t sent = NowNs();
     auto ttl = keepalive_->KeepAliveOnce(lease);
     if (ttl.ok()) {
       // etcd counts its TTL from when it saw this renewal, after we sent it:
@@ -244,7 +244,7 @@ void ClusterNode::Run() {
     {
       MutexLock l(&mu_);
       int64_t wait_ns = int64_t{options_.heartbeat_ms} * kNsPerMs;
-      const int64_t until_serve = serve_after_ns_ - MonoNs();
+      const int64_t until_serve = serve_after_ns_ - NowNs();
       if (role_ == Role::kPrimary && !serving_ && until_serve > 0 && until_serve < wait_ns) {
         wait_ns = until_serve;  // serve as soon as the old primary's read lease has passed
       }
@@ -343,7 +343,7 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
   if (!d.ok()) FAHA_LOG_WARN("cluster: %s", d.ToString().c_str());
   const bool enough = replicator_->in_sync_count() >= options_.replication.min_sync_backups;
   MutexLock l(&mu_);
-  if (!serving_ && MonoNs() >= serve_after_ns_ && enough) {
+  if (!serving_ && NowNs() >= serve_after_ns_ && enough) {
     serving_ = true;
     not_serving_.clear();
     FAHA_LOG_INFO("cluster: serving as primary of epoch %llu (%zu backups in sync)",
@@ -354,7 +354,7 @@ void ClusterNode::PrimaryTick(const std::optional<ClusterConfig>& cfg) {
 bool ClusterNode::HoldsReadLease() const {
   // A revocation this node has seen ends both leases.
   if (lease_lost_.load()) return false;
-  const int64_t now = MonoNs();
+  const int64_t now = NowNs();
   if (now <= lease_valid_until_ns_.load()) return true;
   // etcd unreachable (restarting, say): the backups' heartbeat echoes hold
   // the lease as long as every in-sync backup still follows this primary.

@@ -43,6 +43,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/mutex.h"
 #include "common/thread_annotations.h"
 #include "coord/etcd_client.h"
@@ -80,6 +81,11 @@ struct ClusterOptions {
   std::function<StatusOr<std::unique_ptr<coord::Coordinator>>()> make_coordinator;
   // Called once when this node was deposed and must restart as a backup.
   std::function<void()> request_restart;
+  // The clock of the failure detector, the read lease and the election's
+  // waits, in ns: MonoNs() if null. Tests pass MonoNs() plus an offset that only
+  // grows, to make time pass at once (the replication heartbeats it is
+  // compared with are MonoUs()).
+  std::function<int64_t()> clock_ns;
 };
 
 struct ClusterConfig {
@@ -125,6 +131,7 @@ class ClusterNode final : public ReplicationRole {
     uint64_t next_lsn = 0, last_epoch = 0, candidate = 0;
   };
 
+  int64_t NowNs() const { return options_.clock_ns ? options_.clock_ns() : MonoNs(); }
   void Run();
   void KeepAliveLoop();
   void Tick();
@@ -176,7 +183,7 @@ class ClusterNode final : public ReplicationRole {
 
   std::atomic<int64_t> lease_id_{0};
   std::atomic<bool> lease_lost_{false};
-  std::atomic<int64_t> lease_valid_until_ns_{0};  // primary's read lease (MonoNs)
+  std::atomic<int64_t> lease_valid_until_ns_{0};  // primary's read lease (NowNs)
   int64_t granted_ttl_s_ = 0;
 
   mutable Mutex mu_;

@@ -44,7 +44,7 @@ bool RefusesConnections(const std::string& address, int timeout_ms) {
 }  // namespace
 
 void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
-  const int64_t now = MonoNs();
+  const int64_t now = NowNs();
   if (!cfg) {
     StartCluster();
     return;
@@ -140,7 +140,7 @@ void ClusterNode::StartCluster() {
 bool ClusterNode::RecordCandidacy(uint64_t epoch) {
   Status rec = backup_->RecordEpoch(epoch);
   if (!rec.ok()) {
-    election_retry_ns_ = MonoNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
+    election_retry_ns_ = NowNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
     FAHA_LOG_ERROR("cluster: not running for primary of epoch %llu: cannot record it: %s",
                    static_cast<unsigned long long>(epoch), rec.ToString().c_str());
   }
@@ -158,7 +158,7 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
   // its lease from its backups' heartbeat echoes ends within --read_lease_ms.
   backup_->Fence(target);
   if (!RecordCandidacy(target)) return;
-  const int64_t fenced_ns = MonoNs();
+  const int64_t fenced_ns = NowNs();
   const uint64_t next_lsn = backup_->LogEnd().first;
   if (!Register(target).ok()) return;
   // Fence the old primary by time: revoke its etcd lease (its leader key
@@ -175,11 +175,11 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
     }
     // Revoked now, or gone before this read (expired, or another candidate
     // revoked it): either way the old lease was renewed last before now.
-    revoked_ns = MonoNs();
+    revoked_ns = NowNs();
   }
   std::vector<std::string> eligible = cfg.in_sync;
   eligible.push_back(cfg.primary);
-  const int64_t deadline = MonoNs() + int64_t{options_.election_wait_ms} * kNsPerMs;
+  const int64_t deadline = NowNs() + int64_t{options_.election_wait_ms} * kNsPerMs;
   std::vector<NodeInfo> candidates;
   while (true) {
     auto nodes = ReadNodes();
@@ -191,7 +191,7 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
       if (n.id != cfg.primary) alive++;  // the suspect is not waited for
       if (n.candidate == target) candidates.push_back(n);
     }
-    if (candidates.size() == alive || MonoNs() >= deadline) break;
+    if (candidates.size() == alive || NowNs() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   // The longest log wins (ties: the larger id): every committed batch is on
@@ -208,7 +208,7 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
                   static_cast<unsigned long long>(target), best ? best->id.c_str() : "nobody",
                   static_cast<unsigned long long>(best ? best->next_lsn - 1 : 0),
                   static_cast<unsigned long long>(next_lsn - 1));
-    election_retry_ns_ = MonoNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
+    election_retry_ns_ = NowNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
     return;
   }
   ClusterConfig next;
@@ -222,7 +222,7 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
         next.history.begin() + static_cast<ptrdiff_t>(next.history.size() - kHistoryKept));
   }
   if (!TryTakeOver(cfg, next, std::max(fenced_ns, revoked_ns))) {
-    election_retry_ns_ = MonoNs() + int64_t{options_.failover_timeout_ms} * kNsPerMs;
+    election_retry_ns_ = NowNs() + int64_t{options_.failover_timeout_ms} * kNsPerMs;
   }
 }
 

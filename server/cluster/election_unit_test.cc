@@ -5,6 +5,7 @@
 // or processes; tests/failover_test.cc and the drill keep testing it with them.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -94,8 +95,10 @@ class PartitionableTransport final : public rdma::Transport {
 
 struct Member {
   std::string id, dir, client;
-  // Set: this member is cut off from the coordinator and from the others.
-  std::shared_ptr<std::atomic<bool>> cut = std::make_shared<std::atomic<bool>>(false);
+  // Set: this member is cut off from the coordinator (cut_coord), or cannot
+  // open connections to the others (cut_net).
+  std::shared_ptr<std::atomic<bool>> cut_coord = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<std::atomic<bool>> cut_net = std::make_shared<std::atomic<bool>>(false);
   std::atomic<int> restarts_requested{0};
   std::shared_ptr<nvm::MemoryDevice> dev = std::make_shared<nvm::MemoryDevice>();
   Metrics metrics;
@@ -151,11 +154,15 @@ class ElectionUnitTest : public ::testing::Test {
     co.data_dir = m->dir;
     co.replication.min_sync_backups = 1;
     co.replication.timeout_ms = 1000;
-    co.make_transport = [this, cut = m->cut]() -> std::unique_ptr<rdma::Transport> {
+    co.failover_timeout_ms = failover_timeout_ms_;
+    co.lease_ttl_s = lease_ttl_s_;
+    co.clock_ns = [this] { return MonoNs() + clock_offset_ns_.load(); };
+    co.make_transport = [this, cut = m->cut_net]() -> std::unique_ptr<rdma::Transport> {
       return std::make_unique<PartitionableTransport>(rdma::MakeLoopbackTransport(net_, topt_),
                                                       cut);
     };
-    co.make_coordinator = [this, cut = m->cut]() -> StatusOr<std::unique_ptr<coord::Coordinator>> {
+    co.make_coordinator = [this,
+                           cut = m->cut_coord]() -> StatusOr<std::unique_ptr<coord::Coordinator>> {
       return std::unique_ptr<coord::Coordinator>(
           std::make_unique<PartitionableCoordinator>(coord_.Connect(), cut));
     };
@@ -214,6 +221,9 @@ class ElectionUnitTest : public ::testing::Test {
   }
 
   std::string root_;
+  int failover_timeout_ms_ = 400;
+  int lease_ttl_s_ = 2;
+  std::atomic<int64_t> clock_offset_ns_{0};  // the members' clock runs this far ahead
   rdma::TransportOptions topt_;
   std::shared_ptr<rdma::LoopbackNetwork> net_ = rdma::MakeLoopbackNetwork();
   coord::MemoryCoordinator coord_;
@@ -271,7 +281,8 @@ TEST_F(ElectionUnitTest, APartitionedPrimaryIsDeposedAndRejoinsWithoutWhatItWrot
   Member* first = WaitForPrimary(nullptr, 15000);
   ASSERT_NE(first, nullptr) << "no single primary was elected";
   Write(first, 0, 200);
-  first->cut->store(true);
+  first->cut_coord->store(true);
+  first->cut_net->store(true);
   rdma::CutLoopbackConnections(net_.get());
   // No backup can hold these: none may be acknowledged.
   constexpr int kAlone = 50;
@@ -288,7 +299,8 @@ TEST_F(ElectionUnitTest, APartitionedPrimaryIsDeposedAndRejoinsWithoutWhatItWrot
   EXPECT_TRUE(first->node->Refusal(true, false).refused()) << "the cut-off primary still serves";
   Write(second, 200, 300);
 
-  first->cut->store(false);
+  first->cut_coord->store(false);
+  first->cut_net->store(false);
   const int64_t deadline = MonoMs() + 15000;
   while (first->restarts_requested.load() == 0 && MonoMs() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -320,6 +332,55 @@ TEST_F(ElectionUnitTest, APartitionedPrimaryIsDeposedAndRejoinsWithoutWhatItWrot
       EXPECT_FALSE(m->store->Exists("alone" + std::to_string(i))) << m->id << " kept alone" << i;
     }
   }
+}
+
+// The failure detector on the members' clock, with --failover_timeout_ms at
+// a minute (and etcd leases of 30 s, so none ends meanwhile): a primary cut
+// off from etcd and its backups whose client port still accepts connections
+// (a partition, not a crash) is not suspected while the clock stands short of
+// the timeout, however long the silence lasts in real time; once the clock
+// passes it, the backups elect a new primary with every acknowledged write,
+// and the old one, its lease revoked, is deposed when the partition heals.
+class SlowDetectorTest : public ElectionUnitTest {
+ protected:
+  SlowDetectorTest() {
+    failover_timeout_ms_ = 60000;
+    lease_ttl_s_ = 30;
+  }
+};
+
+TEST_F(SlowDetectorTest, ASilentPrimaryIsSuspectedOnlyOnceTheClockPassesTheTimeout) {
+  Member* first = WaitForPrimary(nullptr, 15000);
+  ASSERT_NE(first, nullptr) << "no single primary was elected";
+  Write(first, 0, 100);
+  // The primary's client port accepts connections: the backups' probe finds it alive.
+  const int port = std::stoi(first->client.substr(first->client.find(':') + 1));
+  int bound = 0;
+  auto listener = net::ListenTcp("127.0.0.1", port, 16, &bound);
+  ASSERT_TRUE(listener.ok()) << listener.status().ToString();
+  first->cut_coord->store(true);
+  first->cut_net->store(true);
+  rdma::CutLoopbackConnections(net_.get());
+  EXPECT_EQ(WaitForPrimary(first, 1500), nullptr) << "a backup took over before the timeout";
+  EXPECT_TRUE(first->node->Refusal(true, false).refused()) << "the cut-off primary still serves";
+  for (Member& m : members_) {
+    if (&m == first) continue;
+    EXPECT_TRUE(m.node->is_backup()) << m.id;
+  }
+  clock_offset_ns_ += int64_t{61} * 1000 * 1000 * 1000;
+  Member* second = WaitForPrimary(first, 15000);
+  ASSERT_NE(second, nullptr) << "nobody took over once the clock passed the timeout";
+  Write(second, 100, 150);
+  ExpectEveryAcknowledgedWrite(second);
+  first->cut_coord->store(false);
+  first->cut_net->store(false);
+  const int64_t deadline = MonoMs() + 15000;
+  while (first->restarts_requested.load() == 0 && MonoMs() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GT(first->restarts_requested.load(), 0) << "the old primary was not deposed";
+  EXPECT_TRUE(first->node->Refusal(true, false).refused());
+  close(*listener);
 }
 
 TEST(MemoryCoordinatorTest, CompareAndSwapRevisionsAndLeasesFollowEtcd) {
