@@ -210,6 +210,24 @@ class ElectionUnitTest : public ::testing::Test {
     }
   }
 
+  // Cuts m off from the coordinator and from the other members.
+  void Partition(Member* m) {
+    m->cut_coord->store(true);
+    m->cut_net->store(true);
+    rdma::CutLoopbackConnections(net_.get());
+  }
+  // Heals m's partition; true once m finds itself deposed (asks to restart)
+  // and no longer serves.
+  bool HealAndWaitDeposed(Member* m) {
+    m->cut_coord->store(false);
+    m->cut_net->store(false);
+    const int64_t deadline = MonoMs() + 15000;
+    while (m->restarts_requested.load() == 0 && MonoMs() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return m->restarts_requested.load() > 0 && m->node->Refusal(true, false).refused();
+  }
+
   // Every write acknowledged so far reads back from m's store.
   void ExpectEveryAcknowledgedWrite(Member* m) {
     Store::ReadGuard guard = m->store->LockForRead();
@@ -281,9 +299,7 @@ TEST_F(ElectionUnitTest, APartitionedPrimaryIsDeposedAndRejoinsWithoutWhatItWrot
   Member* first = WaitForPrimary(nullptr, 15000);
   ASSERT_NE(first, nullptr) << "no single primary was elected";
   Write(first, 0, 200);
-  first->cut_coord->store(true);
-  first->cut_net->store(true);
-  rdma::CutLoopbackConnections(net_.get());
+  Partition(first);
   // No backup can hold these: none may be acknowledged.
   constexpr int kAlone = 50;
   Collect alone;
@@ -299,21 +315,15 @@ TEST_F(ElectionUnitTest, APartitionedPrimaryIsDeposedAndRejoinsWithoutWhatItWrot
   EXPECT_TRUE(first->node->Refusal(true, false).refused()) << "the cut-off primary still serves";
   Write(second, 200, 300);
 
-  first->cut_coord->store(false);
-  first->cut_net->store(false);
-  const int64_t deadline = MonoMs() + 15000;
-  while (first->restarts_requested.load() == 0 && MonoMs() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_GT(first->restarts_requested.load(), 0) << "the old primary did not find itself deposed";
-  EXPECT_TRUE(first->node->Refusal(true, false).refused());
+  ASSERT_TRUE(HealAndWaitDeposed(first)) << "the old primary did not find itself deposed";
   StopMember(first);
   StartMember(first);
   ASSERT_FALSE(HasFatalFailure());
   Write(second, 300, 320);
   // The restarted member catches up as a backup of the new primary.
   bool caught_up = false;
-  while (!caught_up && MonoMs() < deadline + 15000) {
+  const int64_t deadline = MonoMs() + 15000;
+  while (!caught_up && MonoMs() < deadline) {
     std::string v;
     {
       Store::ReadGuard guard = first->store->LockForRead();
@@ -358,9 +368,7 @@ TEST_F(SlowDetectorTest, ASilentPrimaryIsSuspectedOnlyOnceTheClockPassesTheTimeo
   int bound = 0;
   auto listener = net::ListenTcp("127.0.0.1", port, 16, &bound);
   ASSERT_TRUE(listener.ok()) << listener.status().ToString();
-  first->cut_coord->store(true);
-  first->cut_net->store(true);
-  rdma::CutLoopbackConnections(net_.get());
+  Partition(first);
   EXPECT_EQ(WaitForPrimary(first, 1500), nullptr) << "a backup took over before the timeout";
   EXPECT_TRUE(first->node->Refusal(true, false).refused()) << "the cut-off primary still serves";
   for (Member& m : members_) {
@@ -372,14 +380,7 @@ TEST_F(SlowDetectorTest, ASilentPrimaryIsSuspectedOnlyOnceTheClockPassesTheTimeo
   ASSERT_NE(second, nullptr) << "nobody took over once the clock passed the timeout";
   Write(second, 100, 150);
   ExpectEveryAcknowledgedWrite(second);
-  first->cut_coord->store(false);
-  first->cut_net->store(false);
-  const int64_t deadline = MonoMs() + 15000;
-  while (first->restarts_requested.load() == 0 && MonoMs() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_GT(first->restarts_requested.load(), 0) << "the old primary was not deposed";
-  EXPECT_TRUE(first->node->Refusal(true, false).refused());
+  EXPECT_TRUE(HealAndWaitDeposed(first)) << "the old primary was not deposed";
   close(*listener);
 }
 
