@@ -34,6 +34,7 @@
 #include "server/engine/client_table.h"
 #include "server/engine/hot_cache.h"
 #include "server/engine/index.h"
+#include "server/engine/key_overlay.h"
 #include "server/engine/replica_log.h"
 #include "server/engine/replication_hook.h"
 #include "server/engine/write_op.h"
@@ -433,13 +434,11 @@ class Store final : private KeyReader, public ReplicaLog {
   static bool OnlyRemovals(std::string_view payload);
   std::thread sequencer_;
 
-  // Sequencer-owned: writes of the batch being built, key -> payload offset of
-  // its record (or kDeleted), and whether the batch flushed everything.
-  static constexpr size_t kDeleted = SIZE_MAX;
-  std::unordered_map<std::string, size_t> overlay_ GUARDED_BY(commit_role_);
-  // overlay_ reflects every record of the batch
+  // The newest record of each key written by the batch being built (payload
+  // offsets), and whether it flushed everything; the map is built lazily
+  // (batches of plain SETs never need it): valid once it reflects the batch.
+  KeyOverlay overlay_ GUARDED_BY(commit_role_);
   bool overlay_valid_ GUARDED_BY(commit_role_) = false;
-  bool overlay_flushed_ GUARDED_BY(commit_role_) = false;
   struct Applying {
     nvm::RecordView rec;
     uint64_t location;
@@ -463,18 +462,17 @@ class Store final : private KeyReader, public ReplicaLog {
   std::deque<InFlight> inflight_ GUARDED_BY(commit_mu_);
   bool sequencer_done_ GUARDED_BY(commit_mu_) = false;
   std::thread committer_;
-  // Sequencer-owned view of the same batches, for evaluating later writes:
-  // key -> location of its newest in-flight record (kInFlightDeleted: deleted).
+  // The committing thread's view of the same batches, for evaluating later
+  // writes: where each is, and an overlay of their newest record per key (log
+  // locations), rebuilt once one of them is published.
   struct SeqInFlight {
     uint64_t end_lsn;
     uint64_t base_location;
     size_t bytes;
   };
   std::deque<SeqInFlight> seq_inflight_ GUARDED_BY(commit_role_);
-  static constexpr uint64_t kInFlightDeleted = 0;
-  std::unordered_map<std::string, uint64_t> inflight_overlay_ GUARDED_BY(commit_role_);
+  KeyOverlay inflight_overlay_ GUARDED_BY(commit_role_);
   bool inflight_valid_ GUARDED_BY(commit_role_) = false;
-  bool inflight_flushed_ GUARDED_BY(commit_role_) = false;
   void MergeInFlight_st(const SeqInFlight& b) REQUIRES(commit_role_);
 };
 

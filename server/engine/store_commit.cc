@@ -226,9 +226,8 @@ void Store::ReleaseCommitting_st() {
 // are published forgotten.
 void Store::StartGroup_st() {
   batch_.Clear();
-  overlay_.clear();
+  overlay_.Reset();
   overlay_valid_ = false;
-  overlay_flushed_ = false;
   results_.clear();
   recorded_.clear();
   from_table_.clear();
@@ -242,9 +241,8 @@ void Store::StartGroup_st() {
     inflight_valid_ = false;
   }
   if (seq_inflight_.empty() || inflight_overlay_.size() > (1u << 20)) {
-    inflight_overlay_.clear();
+    inflight_overlay_.Reset();
     inflight_valid_ = false;
-    inflight_flushed_ = false;
   }
 }
 
@@ -293,9 +291,8 @@ void Store::RefuseGroup_st(const Status& room) {
     if (!keep[i]) results_[i] = refused;
   }
   batch_.Clear();
-  overlay_.clear();
+  overlay_.Reset();
   overlay_valid_ = false;
-  overlay_flushed_ = false;
 }
 
 void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
@@ -320,7 +317,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
     for (size_t i = 0; i < taken.size(); i++) {
       const size_t mark_bytes = batch.bytes();
       const uint32_t mark_count = batch.count();
-      const bool mark_flushed = overlay_flushed_;
+      const bool mark_flushed = overlay_.flushed();
       const WriteOp& op = taken[i].op;
       if (op.client_id != 0 && AnsweredFromTable_st(op, &results)) continue;
       WriteResult r = Evaluate_st(op, &batch, now);
@@ -335,9 +332,8 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
         // current value): undo this op and leave it and the rest for the next
         // batch. Alone in a batch, an op that does not fit is refused.
         batch.Truncate(mark_bytes, mark_count);
-        overlay_.clear();
+        overlay_.Reset(mark_flushed);
         overlay_valid_ = false;
-        overlay_flushed_ = mark_flushed;
         if (i > 0) {
           MutexLock l(&mu_);
           for (size_t j = taken.size(); j > i; j--) queue_.push_front(std::move(taken[j - 1]));

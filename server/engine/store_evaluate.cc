@@ -11,34 +11,29 @@ using nvm::RecordType;
 using nvm::RecordView;
 
 void Store::MergeInFlight_st(const SeqInFlight& b) {
-  const char* base = log_->RecordPtr(b.base_location);
-  nvm::RecordIterator it(base, b.bytes);
-  for (RecordView rec; it.Next(&rec);) {
-    if (rec.type == RecordType::kPut) {
-      inflight_overlay_[std::string(rec.key)] = b.base_location + it.offset();
-    } else if (rec.type == RecordType::kDelete) {
-      inflight_overlay_[std::string(rec.key)] = kInFlightDeleted;
-    } else if (rec.type == RecordType::kFlushAll) {
-      inflight_overlay_.clear();
-      inflight_flushed_ = true;
-    }
-  }
+  inflight_overlay_.Merge(std::string_view(log_->RecordPtr(b.base_location), b.bytes),
+                          b.base_location);
 }
 
 bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms,
                               KeyState* out) {
   if (seq_inflight_.empty()) return false;
   if (!inflight_valid_) {
-    inflight_overlay_.clear();
-    inflight_flushed_ = false;
+    inflight_overlay_.Reset();
     for (const auto& b : seq_inflight_) MergeInFlight_st(b);
     inflight_valid_ = true;
   }
   *out = KeyState{};
-  auto it = inflight_overlay_.find(std::string(key));
-  if (it == inflight_overlay_.end()) return inflight_flushed_;
-  if (it->second == kInFlightDeleted) return true;
-  RecordView r = log_->ReadRecord(it->second);
+  uint64_t location = 0;
+  switch (inflight_overlay_.Find(key, &location)) {
+    case KeyOverlay::Says::kNothing:
+      return false;
+    case KeyOverlay::Says::kDeleted:
+      return true;
+    case KeyOverlay::Says::kAt:
+      break;
+  }
+  RecordView r = log_->ReadRecord(location);
   if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return true;
   out->exists = true;
   out->expire_at_ms = r.expire_at_ms;
@@ -48,7 +43,7 @@ bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now
 
 KeyState Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms) {
   KeyState c;
-  if (overlay_flushed_) return c;
+  if (overlay_.flushed()) return c;
   // The hot layer's maintenance may run meanwhile: read as a reader does.
   ReadGuard guard = LockForRead();
   Resolved r;
@@ -63,43 +58,37 @@ KeyState Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms)
 void Store::Put_st(nvm::BatchBuilder* batch, std::string_view key, std::string_view value,
                    int64_t expire_at_ms) {
   size_t off = batch->Add(RecordType::kPut, key, value, expire_at_ms);
-  if (overlay_valid_) overlay_[std::string(key)] = off;
+  if (overlay_valid_) overlay_.Put(key, off);
 }
 
 void Store::Delete_st(nvm::BatchBuilder* batch, std::string_view key) {
   batch->Add(RecordType::kDelete, key, {}, 0);
-  if (overlay_valid_) overlay_[std::string(key)] = kDeleted;
+  if (overlay_valid_) overlay_.Delete(key);
 }
 
 void Store::BuildOverlay_st(const nvm::BatchBuilder& batch) {
-  overlay_.clear();
-  nvm::RecordIterator it(batch.payload());
-  for (RecordView r; it.Next(&r);) {
-    if (r.type == RecordType::kPut) {
-      overlay_[std::string(r.key)] = it.offset();
-    } else if (r.type == RecordType::kDelete) {
-      overlay_[std::string(r.key)] = kDeleted;
-    } else if (r.type == RecordType::kFlushAll) {
-      overlay_.clear();  // overlay_flushed_ is already set
-    }
-  }
+  overlay_.Reset(overlay_.flushed());
+  overlay_.Merge(batch.payload(), 0);
   overlay_valid_ = true;
 }
 
 KeyState Store::Current_st(std::string_view key, bool want_value, const nvm::BatchBuilder& batch,
                            int64_t now_ms) {
   if (!overlay_valid_) BuildOverlay_st(batch);
-  auto it = overlay_.find(std::string(key));
-  if (it == overlay_.end()) {
-    KeyState c;
-    if (!overlay_flushed_ && LookupInFlight_st(key, want_value, now_ms, &c)) return c;
-    return Lookup_st(key, want_value, now_ms);
-  }
   KeyState c;
-  if (it->second == kDeleted) return c;
+  uint64_t offset = 0;
+  switch (overlay_.Find(key, &offset)) {
+    case KeyOverlay::Says::kNothing:
+      if (LookupInFlight_st(key, want_value, now_ms, &c)) return c;
+      return Lookup_st(key, want_value, now_ms);
+    case KeyOverlay::Says::kDeleted:
+      return c;
+    case KeyOverlay::Says::kAt:
+      break;
+  }
   RecordView r;
   size_t n;
-  nvm::DecodeRecord(batch.payload().data() + it->second, batch.bytes() - it->second, &r, &n);
+  nvm::DecodeRecord(batch.payload().data() + offset, batch.bytes() - offset, &r, &n);
   if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return c;
   c.exists = true;
   c.expire_at_ms = r.expire_at_ms;
@@ -155,9 +144,8 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
     }
     case WriteOp::Kind::kFlushAll:
       batch->Add(RecordType::kFlushAll, {}, {}, 0);
-      overlay_.clear();
+      overlay_.FlushAll();
       overlay_valid_ = true;
-      overlay_flushed_ = true;
       return WriteResult::Ok();
     case WriteOp::Kind::kEval: {
       if (op.eval == nullptr) break;
