@@ -23,10 +23,16 @@ struct Pipe {
   CondVar cv;
   std::string bytes GUARDED_BY(mu);
   bool closed GUARDED_BY(mu) = false;
+  bool stalled GUARDED_BY(mu) = false;  // holds what was written: the reader gets nothing
 
   void Close() {
     MutexLock l(&mu);
     closed = true;
+    cv.SignalAll();
+  }
+  void Stall(bool on) {
+    MutexLock l(&mu);
+    stalled = on;
     cv.SignalAll();
   }
 };
@@ -58,12 +64,14 @@ class LoopbackStream final : public ByteStream {
   Status Read(std::string* in, int timeout_ms) override {
     MutexLock l(&in_->mu);
     const int64_t deadline = MonoMs() + timeout_ms;
-    while (in_->bytes.empty() && !in_->closed) {
+    while ((in_->bytes.empty() || in_->stalled) && !in_->closed) {
       const int64_t left = deadline - MonoMs();
       if (left <= 0) return Status::Timeout("recv from " + peer_ + ": nothing arrived");
       in_->cv.WaitFor(&in_->mu, std::chrono::milliseconds(left));
     }
-    if (in_->bytes.empty()) return Status::Unavailable("connection closed by " + peer_);
+    if (in_->bytes.empty() || in_->stalled) {
+      return Status::Unavailable("connection closed by " + peer_);
+    }
     in->append(in_->bytes);
     in_->bytes.clear();
     in_->cv.SignalAll();
@@ -112,6 +120,8 @@ class LoopbackNetwork {
     auto it = listeners_.find(address);
     if (it == listeners_.end()) return nullptr;
     auto up = std::make_shared<Pipe>(), down = std::make_shared<Pipe>();
+    up->Stall(stalled_);
+    down->Stall(stalled_);
     const std::string client = "loopback-peer-" + std::to_string(next_client_++);
     pipes_.push_back(up);
     pipes_.push_back(down);
@@ -129,6 +139,13 @@ class LoopbackNetwork {
     }
     pipes_.clear();
   }
+  void StallAll(bool on) {
+    MutexLock l(&mu_);
+    stalled_ = on;
+    for (auto& weak : pipes_) {
+      if (auto p = weak.lock()) p->Stall(on);
+    }
+  }
 
  private:
   Mutex mu_;
@@ -136,6 +153,7 @@ class LoopbackNetwork {
   uint64_t next_client_ GUARDED_BY(mu_) = 1;
   std::map<std::string, std::shared_ptr<Backlog>> listeners_ GUARDED_BY(mu_);
   std::vector<std::weak_ptr<Pipe>> pipes_ GUARDED_BY(mu_);
+  bool stalled_ GUARDED_BY(mu_) = false;
 };
 
 namespace {
@@ -214,5 +232,9 @@ std::unique_ptr<Transport> MakeLoopbackTransport(std::shared_ptr<LoopbackNetwork
 }
 
 void CutLoopbackConnections(LoopbackNetwork* network) { network->CutAll(); }
+
+void StallLoopbackConnections(LoopbackNetwork* network, bool stalled) {
+  network->StallAll(stalled);
+}
 
 }  // namespace faha::rdma

@@ -29,6 +29,11 @@ std::unique_ptr<Transport> MakeLoopbackTransport(std::shared_ptr<LoopbackNetwork
 // link goes down); listeners stay, so peers can connect again.
 void CutLoopbackConnections(LoopbackNetwork* network);
 
+// While `stalled`, every connection of `network`, open or opened meanwhile,
+// delivers nothing (what is written waits, up to a pipe's capacity), as a
+// link that drops packets without closing does; false delivers it all.
+void StallLoopbackConnections(LoopbackNetwork* network, bool stalled);
+
 }  // namespace faha::rdma
 
 #endif  // FAHA_RDMA_LOOPBACK_TRANSPORT_H_

@@ -457,6 +457,8 @@ class Store final : private KeyReader, public ReplicaLog {
     Replies replies;
     bool replied = false;  // an error went out already (outcome unknown to the client)
   };
+  void AnswerInDoubt_ct(InFlight* b, const std::string& why);
+  void AnswerExpired_ct(const std::string& why, int64_t timeout_us);
   Mutex commit_mu_;
   CondVar commit_cv_;
   std::deque<InFlight> inflight_ GUARDED_BY(commit_mu_);

@@ -27,6 +27,39 @@ void Store::DeliverAll(Replies* replies) {
   for (auto& [sink, completions] : *replies) sink->Deliver(&completions);
 }
 
+// A batch whose outcome is unknown (in our log, maybe on some backups, not
+// covered in time): each reply that was not an error already becomes
+// NOREPLICAS. The batch stays queued and becomes visible if the backups
+// catch up.
+void Store::AnswerInDoubt_ct(InFlight* b, const std::string& why) {
+  for (auto& [sink, completions] : b->replies) {
+    for (auto& c : completions) {
+      if (c.result.kind != WriteResult::Kind::kError) c.result = WriteResult::NoReplicas(why);
+    }
+  }
+  DeliverAll(&b->replies);
+  b->replied = true;
+}
+
+// While the oldest batch waits for its backups, the batches behind it are
+// answered in order once their own wait is over (one without records at
+// once): a stalled batch must not keep later writers waiting beyond
+// --repl_timeout_ms.
+void Store::AnswerExpired_ct(const std::string& why, int64_t timeout_us) {
+  std::vector<InFlight*> expired;
+  const int64_t now = MonoUs();
+  {
+    MutexLock l(&commit_mu_);
+    for (size_t i = 1; i < inflight_.size(); i++) {
+      InFlight* b = &inflight_[i];
+      if (b->replied) continue;
+      if (b->bytes > 0 && now < b->shipped_us + timeout_us) break;
+      expired.push_back(b);
+    }
+  }
+  for (InFlight* b : expired) AnswerInDoubt_ct(b, why);
+}
+
 void Store::CommitLoop_ct() {
   ReplicationHook* repl = options_.replicator;
   const int64_t timeout_us = static_cast<int64_t>(options_.repl_timeout_ms) * 1000;
@@ -41,6 +74,7 @@ void Store::CommitLoop_ct() {
       b = &inflight_.front();  // only this thread pops; push_back keeps it valid
       done = sequencer_done_;
     }
+    // Once the oldest batch is answered, look at the ones behind it often.
     int64_t deadline = b->replied ? MonoUs() + 100000 : b->shipped_us + timeout_us;
     // A batch without records (writes that changed nothing, or refused ones)
     // only keeps its replies behind the earlier batches.
@@ -53,15 +87,8 @@ void Store::CommitLoop_ct() {
       }
       if (!b->replied) DeliverAll(&b->replies);
     } else {
-      if (!b->replied) {
-        // The batch is in our log and maybe on some backups: its outcome is
-        // unknown. It stays queued and becomes visible if the backups catch up.
-        for (auto& [sink, completions] : b->replies) {
-          for (auto& c : completions) c.result = WriteResult::NoReplicas(s.message());
-        }
-        DeliverAll(&b->replies);
-        b->replied = true;
-      }
+      if (!b->replied) AnswerInDoubt_ct(b, s.message());
+      AnswerExpired_ct(s.message(), timeout_us);
       if (!done) continue;
       // Shutting down: what was never covered stays in the log; a restart
       // ships it to the backups again.

@@ -3,6 +3,9 @@
 #ifndef FAHA_SERVER_ENGINE_STORE_TESTING_H_
 #define FAHA_SERVER_ENGINE_STORE_TESTING_H_
 
+#include <gtest/gtest.h>
+
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -18,11 +21,21 @@ class Collect : public CompletionSink {
     for (auto& x : *c) got_.push_back(std::move(x));
     cv_.SignalAll();
   }
-  // Waits until n replies arrived; returns every reply so far.
-  std::vector<Completion> WaitFor(size_t n) {
+  // Waits until n replies arrived; returns every reply so far. A reply that
+  // has not come within `timeout_s` is a test failure, and stands in the
+  // result as an error, so that a write never answered fails the test
+  // instead of hanging it.
+  std::vector<Completion> WaitFor(size_t n, int timeout_s = 60) {
     MutexLock l(&mu_);
-    cv_.Wait(&mu_, [&]() REQUIRES(mu_) { return got_.size() >= n; });
-    return got_;
+    cv_.WaitFor(&mu_, std::chrono::seconds(timeout_s),
+                [&]() REQUIRES(mu_) { return got_.size() >= n; });
+    std::vector<Completion> got = got_;
+    if (got.size() < n) {
+      ADD_FAILURE() << n - got.size() << " of " << n << " writes were not answered within "
+                    << timeout_s << " s";
+      got.resize(n, Completion{0, WriteResult::Error("ERR no reply (test timeout)"), 0});
+    }
+    return got;
   }
 
  private:

@@ -291,6 +291,33 @@ TEST_F(ReplicationUnitTest, APrimaryCutFromThePowerKeepsEveryAcknowledgedWrite) 
 // A backup fenced to a later epoch (a new primary's election under way)
 // applies and acknowledges nothing more from the primary of the old epoch:
 // writes that need both backups fail, and the fenced backup does not have them.
+// Backups that go silent without closing their connections: the batches in
+// flight behind the first one are answered too, each NOREPLICAS within the
+// replication timeout of its own, and none is acknowledged.
+TEST_F(ReplicationUnitTest, EveryBatchIsAnsweredWhileTheBackupsAreSilent) {
+  WriteRange(0, 10, "a");
+  rdma::StallLoopbackConnections(net_.get(), true);
+  const uint64_t before = metrics_.batches.load();
+  Collect sink;
+  constexpr int kWrites = 12;
+  for (int i = 0; i < kWrites; i++) {
+    // One batch each: the next write is submitted once this one is shipped
+    // (or, once no backup is in sync, refused).
+    const uint64_t batches = metrics_.batches.load();
+    store_->Submit(SetOp("silent" + std::to_string(i), "x"), &sink, 1);
+    const int64_t deadline = MonoMs() + 500;
+    while (metrics_.batches.load() == batches && MonoMs() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  EXPECT_GE(metrics_.batches.load() - before, 2u) << "the writes did not make several batches";
+  for (const Completion& c : sink.WaitFor(kWrites, 30)) {
+    EXPECT_EQ(c.result.kind, WriteResult::Kind::kError) << "acknowledged with no backup";
+    EXPECT_EQ(c.result.code, WriteResult::ErrorCode::kNoReplicas) << c.result.str;
+  }
+  rdma::StallLoopbackConnections(net_.get(), false);
+}
+
 TEST_F(ReplicationUnitTest, AFencedBackupTakesNothingMoreFromTheOldEpoch) {
   WriteRange(0, 100, "a");
   backups_[0].service->Fence(2);
