@@ -4,7 +4,14 @@
 
 #include <pthread.h>
 
+#include <chrono>
+#include <functional>
 #include <string>
+#include <thread>
+#include <utility>
+
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 
 namespace faha {
 
@@ -12,6 +19,48 @@ namespace faha {
 inline void SetThreadName(const std::string& name) {
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
 }
+
+// A named thread that runs `tick` every `interval` until Stop (the hot
+// layer's maintenance, log cleaning). A long tick may ask stopping() to end
+// early.
+class PeriodicThread {
+ public:
+  PeriodicThread() = default;
+  ~PeriodicThread() { Stop(); }
+  PeriodicThread(const PeriodicThread&) = delete;
+  PeriodicThread& operator=(const PeriodicThread&) = delete;
+
+  void Start(std::string name, std::chrono::milliseconds interval, std::function<void()> tick) {
+    thread_ = std::thread([this, name = std::move(name), interval, tick = std::move(tick)] {
+      SetThreadName(name);
+      MutexLock l(&mu_);
+      while (!cv_.WaitFor(&mu_, interval, [&]() REQUIRES(mu_) { return stopping_; })) {
+        l.Unlock();
+        tick();
+        l.Lock();
+      }
+    });
+  }
+  // Wakes the thread and joins it once its tick returns.
+  void Stop() {
+    {
+      MutexLock l(&mu_);
+      stopping_ = true;
+    }
+    cv_.SignalAll();
+    if (thread_.joinable()) thread_.join();
+  }
+  bool stopping() {
+    MutexLock l(&mu_);
+    return stopping_;
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
 
 }  // namespace faha
 

@@ -1,13 +1,18 @@
-// Store: the key-value state of one node: the PMem log, the DRAM index over it,
-// and the sequencer thread that turns client writes into durable batches.
+// Store: the key-value state of one node, a facade over the engine's parts:
+// the log (nvm/log.h), the Keyspace readers see (index, hot layer, client
+// table), the WriteQueue, the HotMaintainer (thread faha-hot), the Cleaner
+// (faha-clean) and, on a replicated primary, the Committer (faha-committer).
+// It opens and recovers them, runs the group commit, applies a backup's
+// stream and truncates it, and answers the cleaner's safety questions.
 //
 // Writes: any thread calls Submit(); the committing thread (suffix _st: the
-// sequencer, or on a single node the submitting thread itself when no group is
-// being committed, see SubmitAll) takes everything queued, evaluates each write against the
-// committed state plus the writes before it in the same batch (so SET NX, INCR and DEL counts are
-// exact), appends the batch to the log with one persist (pipelined group commit: while one batch
-// persists, the next one fills), then updates the index and only then hands the replies to their
-// CompletionSinks. No reader sees an uncommitted value.
+// sequencer, or on a single node the submitting thread itself when no group
+// is being committed, see SubmitAll) takes a group from the queue, evaluates
+// each write against the committed state plus the writes before it (so SET
+// NX, INCR and DEL counts are exact), appends the batch to the log with one
+// persist (pipelined group commit: while one batch persists, the next one
+// fills), publishes it to the keyspace and only then hands the replies to
+// their CompletionSinks. No reader sees an uncommitted value.
 //
 // Reads: Get/Exists/Ttl/Scan from any thread; they see committed data only.
 #ifndef FAHA_SERVER_ENGINE_STORE_H_
@@ -31,33 +36,21 @@
 #include "common/thread_role.h"
 #include "faha/status.h"
 #include "nvm/log.h"
+#include "server/engine/cleaner.h"
 #include "server/engine/client_table.h"
+#include "server/engine/committer.h"
 #include "server/engine/hot_cache.h"
+#include "server/engine/hot_maintainer.h"
 #include "server/engine/index.h"
 #include "server/engine/key_overlay.h"
+#include "server/engine/keyspace.h"
 #include "server/engine/replica_log.h"
 #include "server/engine/replication_hook.h"
 #include "server/engine/write_op.h"
+#include "server/engine/write_queue.h"
 #include "server/metrics/metrics.h"
 
 namespace faha {
-
-struct Completion {
-  uint64_t conn_id;
-  WriteResult result;
-  int64_t start_us;
-};
-
-// Receives the replies of committed writes. Deliver() is called on the
-// sequencer thread once per batch with every completion for this sink, in
-// submission order; it must not block for long. It runs on the sequencer or
-// committer thread, or on the sink's own thread when that thread committed
-// its writes itself (Store::SubmitAll).
-class CompletionSink {
- public:
-  virtual ~CompletionSink() = default;
-  virtual void Deliver(std::vector<Completion>* completions) = 0;
-};
 
 struct StoreOptions {
   std::string dir;
@@ -84,7 +77,7 @@ struct StoreOptions {
   int clean_interval_ms = 100;
 };
 
-class Store final : private KeyReader, public ReplicaLog {
+class Store final : public ReplicaLog, private CleanSafety {
  public:
   // Opens (recovering) the store in options.dir.
   static StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options, Metrics* metrics,
@@ -107,32 +100,20 @@ class Store final : private KeyReader, public ReplicaLog {
   // Commits everything submitted so far, then stops the sequencer.
   void Stop();
 
-  struct Write {
-    WriteOp op;
-    CompletionSink* sink;
-    uint64_t conn_id;
-  };
+  using Write = QueuedWrite;
   // Queues a write; its reply reaches `sink` after the write is durable.
   void Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id);
   // Queues all of *writes in order (one lock and one wake-up) and clears it.
   void SubmitAll(std::vector<Write>* writes);
 
-  // Readers hold a ReadGuard for a whole command: it keeps the sequencer from
-  // publishing a batch meanwhile, so a command sees every batch entirely or not
-  // at all (MSET and FLUSHALL are atomic to readers, as in Redis). Each thread
-  // uses its own slot of a big-reader lock, so readers do not contend.
-  class ReadGuard {
-   public:
-    explicit ReadGuard(std::mutex* mu) : lock_(*mu) {}
+  // Readers hold a ReadGuard for a whole command (Keyspace::ReadGuard): a
+  // command sees every batch entirely or not at all.
+  using ReadGuard = Keyspace::ReadGuard;
+  [[nodiscard]] ReadGuard LockForRead() const { return keys_.LockForRead(); }
 
-   private:
-    std::unique_lock<std::mutex> lock_;
-  };
-  [[nodiscard]] ReadGuard LockForRead() const;
-
-  // Appends the committed value of `key` to *value. False if absent or expired.
-  // REQUIRES: a ReadGuard held by the caller (for multi-key consistency).
-  bool Get(std::string_view key, std::string* value) const;
+  // The reads of Keyspace (keyspace.h). REQUIRE: a ReadGuard held by the
+  // caller (for multi-key consistency).
+  bool Get(std::string_view key, std::string* value) const { return keys_.Get(key, value); }
   // As Get, but a value of kHoldValueBytes or more read from the log is not
   // copied: *value views it in the log and *hold keeps that readable after
   // the ReadGuard is released (Log::HoldSegment). Smaller values (and those
@@ -140,14 +121,14 @@ class Store final : private KeyReader, public ReplicaLog {
   static constexpr size_t kHoldValueBytes = 64 << 10;
   bool GetHeld(std::string_view key, std::string* copy, std::string_view* value,
                std::shared_ptr<const void>* hold) const;
-  bool Exists(std::string_view key) const;
-  // The committed state of `key` (its value only if `want_value`): what a read
-  // command needs beyond the value. False, and *out absent, if absent or expired.
-  bool Read(std::string_view key, bool want_value, KeyState* out) const;
-  // Milliseconds to live: -2 if absent, -1 if no expiry.
-  int64_t PttlMs(std::string_view key) const;
-  // Iterates keys (cursor semantics of Index::Scan); expired keys are skipped.
-  uint64_t Scan(uint64_t cursor, size_t count, std::vector<std::string>* keys) const;
+  bool Exists(std::string_view key) const { return keys_.Exists(key); }
+  bool Read(std::string_view key, bool want_value, KeyState* out) const {
+    return keys_.Read(key, want_value, out);
+  }
+  int64_t PttlMs(std::string_view key) const { return keys_.PttlMs(key); }
+  uint64_t Scan(uint64_t cursor, size_t count, std::vector<std::string>* keys) const {
+    return keys_.Scan(cursor, count, keys);
+  }
 
   // Backup: appends a batch received from the primary, byte for byte; it is
   // durable once PersistReplicated returns. PublishReplicated then makes it
@@ -174,20 +155,20 @@ class Store final : private KeyReader, public ReplicaLog {
   // REQUIRES: a ReadGuard held by the caller.
   StatusOr<Digest> ComputeDigest() const;
 
-  uint64_t KeyCount() const { return index_.size(); }
-  size_t ClientCount() const { return clients_.size(); }
-  uint64_t KeysWithExpiry() const { return keys_with_expiry_.load(std::memory_order_relaxed); }
-  size_t IndexMemoryBytes() const { return index_.MemoryBytes(); }
-  const HotCache& hot() const { return hot_; }
+  uint64_t KeyCount() const { return keys_.KeyCount(); }
+  size_t ClientCount() const { return keys_.clients().size(); }
+  uint64_t KeysWithExpiry() const { return keys_.KeysWithExpiry(); }
+  size_t IndexMemoryBytes() const { return keys_.IndexMemoryBytes(); }
+  const HotCache& hot() const { return keys_.hot(); }
   // One pass of the hot layer's maintenance (the faha-hot thread runs it every
   // few ms): promotes candidates, demotes to stay within the budget, and ages
   // the counts if `age`. Public for tests.
-  void MaintainHot(bool age);
+  void MaintainHot(bool age) { hot_maintainer_.Pass(age); }
   // ---- Log cleaning (docs/architecture.md, "Log cleaning") ----
   // One pass: compacts the emptiest sealed segment below the threshold, if
   // any may be cleaned. Returns whether a segment was replaced. Public for
   // tests; the faha-clean thread runs it every clean_interval_ms.
-  StatusOr<bool> CleanOnce();
+  StatusOr<bool> CleanOnce() { return cleaner_.CleanOnce(); }
   // This node is a backup: its index may hold records its primary has not
   // committed yet (they could be truncated), so cleaning judges with what the
   // primary said is committed (SetCommitHint, from its heartbeats).
@@ -199,7 +180,7 @@ class Store final : private KeyReader, public ReplicaLog {
   // catching up from there).
   void set_clean_horizon(std::function<uint64_t()> horizon);
   // Estimated live fraction of a sealed segment (tests, INFO).
-  double LiveFraction(const nvm::Log::SegmentInfo& seg) const;
+  double LiveFraction(const nvm::Log::SegmentInfo& seg) const { return keys_.LiveFraction(seg); }
 
   const nvm::Log& log() const final { return *log_; }
   nvm::Log* mutable_log() { return log_.get(); }
@@ -208,62 +189,29 @@ class Store final : private KeyReader, public ReplicaLog {
   bool failed() const { return failed_.load(); }
 
  private:
-  Store(const StoreOptions& options, Metrics* metrics);
-  std::string_view KeyAt(uint64_t location) const override;
-  // The committed state of a key as a reader sees it: from the hot layer if
-  // held there (no log access), else from its record in the log. The views
-  // stay valid while the caller's ReadGuard is held.
-  struct Resolved {
-    std::string_view value;
-    int64_t expire_at_ms = 0;
-    uint64_t location = 0;  // of the record in the log (a hot value's too)
-    bool hot = false;       // value views the hot layer's copy
-  };
-  bool Resolve(std::string_view key, uint64_t hash, Resolved* out) const;
-  // REQUIRES: the exclusive lock (index_writer_mu_ and every read slot).
-  void DemoteHot(HotCache::Entry* e);
-  void HotLoop();
-  void StopHot();
-  void CleanLoop();
-  // The highest LSN cleaning may treat as committed for good (0: none yet).
-  uint64_t CleanSafeLsn() const;
-  // A record at `location` of `bytes` bytes stopped being live.
-  void AddDead(uint64_t location, uint64_t bytes);
-  void ApplyRecord(const nvm::RecordView& rec, uint64_t location, uint64_t hash);
-  void ApplyRecord(const nvm::RecordView& rec, uint64_t location) {
-    ApplyRecord(rec, location, HashKey(rec.key));
-  }
-  // ApplyRecord for a record read back from the log (recovery, truncation):
-  // a PUT that expired meanwhile is applied as a DELETE.
-  void ReplayRecord(const nvm::RecordView& rec, uint64_t location, int64_t now_ms);
-  // Applies a just-persisted batch to the index, prefetching first. Batches
-  // are published one at a time, in log order (under index_writer_mu_).
-  void PublishBatch(uint64_t base_location, size_t bytes);
+  Store(const StoreOptions& options, Metrics* metrics, std::unique_ptr<nvm::Log> log);
   void SequencerLoop_st();
   // Turns the record indexes in results' lsn fields into LSNs.
   static void StampLsns(uint64_t first_lsn, std::vector<WriteResult>* results);
 
   using Pending = Write;
-  // Moves queued writes into *taken, up to about max_batch_bytes (at least one).
-  void TakeQueued_l(std::vector<Pending>* taken) REQUIRES(mu_);
   // Evaluates, persists and publishes one group of writes and delivers their
   // replies (single node), or ships and queues it for the committer
-  // (replicated primary). REQUIRES: this thread set committing_ (the
+  // (replicated primary). REQUIRES: this thread is committing (the
   // sequencer, or a thread committing inline in SubmitAll).
   void CommitGroup_st(std::vector<Pending>* taken) RELEASE(commit_role_);
   // Single node, after a group is evaluated into batch_: writes it, gives
-  // committing_ back, syncs it, and publishes it and delivers its replies in
+  // committing back, syncs it, and publishes it and delivers its replies in
   // write order.
   void SyncPublishAndReply(std::vector<Pending>* taken, std::vector<WriteResult>* results)
       RELEASE(commit_role_);
-  // Gives committing_ back (replicated primary) and wakes the sequencer if
+  // Gives committing back (replicated primary) and wakes the sequencer if
   // writes wait.
   void ReleaseCommitting_st() RELEASE(commit_role_);
   // Counts a committed batch of `ops` client writes in the metrics.
   void RecordBatch(const nvm::BatchBuilder& batch, size_t ops);
   // Turns every result into -IOERR; an I/O error fails the store for good.
   void FailWrites(const Status& why, std::vector<WriteResult>* results);
-  void CommitLoop_ct();
   // Replicated primary: ships, persists and queues one batch for the committer.
   void ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
                        std::vector<WriteResult>* results) REQUIRES(commit_role_);
@@ -274,10 +222,8 @@ class Store final : private KeyReader, public ReplicaLog {
                                                    std::vector<WriteResult>* results)
       REQUIRES(commit_role_);
   // Each write's result, grouped by sink in submission order (one Deliver per sink).
-  using Replies = std::vector<std::pair<CompletionSink*, std::vector<Completion>>>;
   static void GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* results,
                            Replies* replies);
-  static void DeliverAll(Replies* replies);
   // The in-flight overlay: state of a key after the batches shipped but not
   // yet committed. Returns false if no in-flight batch touches the key.
   bool LookupInFlight_st(std::string_view key, bool want_value, int64_t now_ms, KeyState* out)
@@ -302,68 +248,18 @@ class Store final : private KeyReader, public ReplicaLog {
   // Builds overlay_ from the records already in `batch` (it is built lazily:
   // batches of plain SETs never need it).
   void BuildOverlay_st(const nvm::BatchBuilder& batch) REQUIRES(commit_role_);
-  // One try of CleanOnce (under clean_pass_mu_): kMisjudged when the victim
-  // turned out to hold too little dead data (its estimate is corrected).
-  enum class CleanOutcome : uint8_t { kNone, kCleaned, kMisjudged };
-  StatusOr<CleanOutcome> CleanVictim();
-  // CleanVictim's steps (store_upkeep.cc). A record of the victim: its views
-  // stay valid for the whole pass (only a pass or a truncation, which waits
-  // for clean_pass_mu_, unmaps a segment).
-  struct CleanRec {
-    nvm::RecordView rec;
-    uint64_t location;
-    uint64_t lsn;
-    uint64_t hash;
-    size_t bytes;
-  };
-  enum class Verdict : uint8_t { kDrop, kKeep, kMove, kExpire };
-  // The sealed segment with the least live data, below the threshold, worth
-  // a pass (at least min_gain dead bytes) and wholly committed for good; in
-  // *older_cleaned the least cleaned LSN of the segments before it.
-  const nvm::Log::SegmentInfo* PickVictim(const std::vector<nvm::Log::SegmentInfo>& segs,
-                                          uint64_t safe, uint64_t horizon, uint64_t min_gain,
-                                          uint64_t* older_cleaned);
-  // A backup's keys written by batches its primary has not committed yet.
-  // False if such a batch flushed everything (then every record is in doubt).
-  bool UncommittedKeys(std::unordered_set<std::string_view>* keys);
-  // What the pass does with one record. REQUIRES: index_writer_mu_.
-  Verdict Judge(const CleanRec& r, bool doubt, int64_t now, uint64_t older_cleaned,
-                uint64_t* cleaned_lsn);
-  // No LSN at or after this may be cleaned (UINT64_MAX: no limit).
-  uint64_t CleanHorizonNow();
-  // Judges every record of the victim; false if a batch in doubt flushed
-  // everything (no pass then).
-  bool JudgeAll(const std::vector<CleanRec>& recs, uint64_t older_cleaned,
-                std::vector<Verdict>* verdict, uint64_t* cleaned_lsn);
-  // The replacement's records: kept ones as they are, expired ones as
-  // deletions (encoded into `encoded`, counted in *expired). Returns their bytes.
-  uint64_t KeepRecords(const std::vector<CleanRec>& recs, const std::vector<Verdict>& verdict,
-                       std::vector<nvm::Log::KeptRecord>* kept, std::vector<size_t>* kept_from,
-                       std::deque<std::string>* encoded, uint64_t* expired);
-  // After the swap: every location that named a kept record (index, hot
-  // layer) names its new place (`moved`: old location -> new, 0 if expired),
-  // and expired keys go. REQUIRES: the exclusive lock.
-  void Relocate(const std::vector<CleanRec>& recs, const std::vector<Verdict>& verdict,
-                const std::vector<size_t>& kept_from, const std::vector<uint64_t>& moved_to,
-                const std::unordered_map<uint64_t, uint64_t>& moved, uint32_t victim_id);
+  // CleanSafety (what cleaning may treat as committed for good).
+  uint64_t SafeLsn() const override;
+  uint64_t Horizon() override;
+  bool IsBackup() const override { return backup_.load(); }
+  bool UncommittedKeys(std::unordered_set<std::string_view>* keys) override;
 
   StoreOptions options_;
   Metrics* metrics_;
   std::unique_ptr<nvm::Log> log_;
-  Index index_;
-  HotCache hot_;
-  // Held by whoever changes the index or the hot layer's structure (the
-  // publisher of batches, truncation, hot maintenance), before the read slots:
-  // the index has one writer at a time.
-  Mutex index_writer_mu_;
-  Mutex hot_mu_;
-  CondVar hot_cv_;
-  bool hot_stopping_ GUARDED_BY(hot_mu_) = false;
-  std::thread hot_thread_;
-  std::thread clean_thread_;
-  bool clean_stopping_ GUARDED_BY(hot_mu_) = false;
-  Mutex clean_pass_mu_;                                  // one pass at a time
-  std::unique_ptr<std::atomic<uint64_t>[]> dead_bytes_;  // per segment id
+  Keyspace keys_;
+  HotMaintainer hot_maintainer_;
+  Cleaner cleaner_;
   std::atomic<bool> backup_{false};
   std::atomic<uint64_t> commit_hint_{UINT64_MAX};
   // Nothing below this LSN is known committed after a (re)start, a
@@ -379,52 +275,21 @@ class Store final : private KeyReader, public ReplicaLog {
   };
   Mutex recent_mu_;
   std::deque<Recent> recent_ GUARDED_BY(recent_mu_);
-  std::atomic<uint64_t> keys_with_expiry_{0};
   std::atomic<uint64_t> epoch_{0};
-  ClientTable clients_;
   std::atomic<bool> failed_{false};
 
-  static constexpr int kReadSlots = 16;
-  // The slots guard no member the thread-safety analysis could name (the
-  // index is read without them by its one writer): plain std::mutex.
-  struct alignas(64) ReadSlot {
-    std::mutex mu;
-  };
-  mutable ReadSlot read_slots_[kReadSlots];
-  // Holds every read slot for its lifetime: no reader runs meanwhile. Taken
-  // after index_writer_mu_ by whoever changes the index or the hot layer.
-  class AllReadSlots {
-   public:
-    explicit AllReadSlots(ReadSlot* slots) {
-      for (int i = 0; i < kReadSlots; i++) held_[i] = std::unique_lock<std::mutex>(slots[i].mu);
-    }
-
-   private:
-    std::unique_lock<std::mutex> held_[kReadSlots];
-  };
-
-  Mutex mu_;
-  CondVar cv_;
-  std::deque<Pending> queue_ GUARDED_BY(mu_);
-  bool stopping_ GUARDED_BY(mu_) = false;
   // One group commits at a time, on the sequencer or, on a single node when
-  // nobody else is committing, inline on the thread that submits (SubmitAll).
-  // The _st members below belong to whichever thread set committing_: it
-  // takes commit_role_ (and gives it back before clearing committing_).
-  bool committing_ GUARDED_BY(mu_) = false;
+  // nobody else is committing, inline on the thread that submits (SubmitAll):
+  // the queue says who. The _st members below belong to the thread that is
+  // committing: it takes commit_role_ (and gives it back before it tells the
+  // queue it is done).
+  WriteQueue queue_;
   ThreadRole commit_role_{"the store's committing thread"};
-  bool inline_commit_ GUARDED_BY(mu_) = false;  // single node, started
-  // Single node: batches written and syncing (at most max_syncing_), and the
-  // tickets that keep their publication in write order.
+  // Single node: at most this many groups written and syncing at once.
   static constexpr uint32_t kMaxSyncing = 2;
-  uint32_t max_syncing_ GUARDED_BY(mu_) = 1;
-  // max_syncing_ == 1: a batch is written and synced in one call. Set by
-  // Start() before any thread commits; read by committers.
+  // One group syncing at a time: a batch is written and synced in one call.
+  // Set by Start() before any thread commits; read by committers.
   bool durable_write_ = true;
-  uint32_t syncing_ GUARDED_BY(mu_) = 0;
-  uint64_t next_ticket_ GUARDED_BY(mu_) = 0;
-  uint64_t published_ticket_ GUARDED_BY(mu_) = 0;
-  CondVar publish_cv_;
   nvm::BatchBuilder batch_ GUARDED_BY(commit_role_);
   std::vector<WriteResult> results_ GUARDED_BY(commit_role_);
   // (client id, sequence) of the writes this group recorded in clients_.
@@ -439,31 +304,10 @@ class Store final : private KeyReader, public ReplicaLog {
   // (batches of plain SETs never need it): valid once it reflects the batch.
   KeyOverlay overlay_ GUARDED_BY(commit_role_);
   bool overlay_valid_ GUARDED_BY(commit_role_) = false;
-  struct Applying {
-    nvm::RecordView rec;
-    uint64_t location;
-    uint64_t hash;
-  };
-  std::vector<Applying> applying_ GUARDED_BY(index_writer_mu_);  // PublishBatch's scratch
   std::atomic<uint64_t> applied_end_{1};  // LSN after the last batch visible to readers
 
-  // Replicated primary: batches persisted locally and shipped, waiting for
-  // their backups' acks, in LSN order. The committer publishes and answers them.
-  struct InFlight {
-    uint64_t end_lsn;
-    uint64_t base_location;
-    size_t bytes;
-    int64_t shipped_us;
-    Replies replies;
-    bool replied = false;  // an error went out already (outcome unknown to the client)
-  };
-  void AnswerInDoubt_ct(InFlight* b, const std::string& why);
-  void AnswerExpired_ct(const std::string& why, int64_t timeout_us);
-  Mutex commit_mu_;
-  CondVar commit_cv_;
-  std::deque<InFlight> inflight_ GUARDED_BY(commit_mu_);
-  bool sequencer_done_ GUARDED_BY(commit_mu_) = false;
-  std::thread committer_;
+  // Replicated primary: publishes and answers the batches shipped.
+  std::unique_ptr<Committer> committer_;
   // The committing thread's view of the same batches, for evaluating later
   // writes: where each is, and an overlay of their newest record per key (log
   // locations), rebuilt once one of them is published.

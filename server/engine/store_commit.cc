@@ -23,81 +23,6 @@ namespace faha {
 using nvm::RecordType;
 using nvm::RecordView;
 
-void Store::DeliverAll(Replies* replies) {
-  for (auto& [sink, completions] : *replies) sink->Deliver(&completions);
-}
-
-// A batch whose outcome is unknown (in our log, maybe on some backups, not
-// covered in time): each reply that was not an error already becomes
-// NOREPLICAS. The batch stays queued and becomes visible if the backups
-// catch up.
-void Store::AnswerInDoubt_ct(InFlight* b, const std::string& why) {
-  for (auto& [sink, completions] : b->replies) {
-    for (auto& c : completions) {
-      if (c.result.kind != WriteResult::Kind::kError) c.result = WriteResult::NoReplicas(why);
-    }
-  }
-  DeliverAll(&b->replies);
-  b->replied = true;
-}
-
-// While the oldest batch waits for its backups, the batches behind it are
-// answered in order once their own wait is over (one without records at
-// once): a stalled batch must not keep later writers waiting beyond
-// --repl_timeout_ms.
-void Store::AnswerExpired_ct(const std::string& why, int64_t timeout_us) {
-  std::vector<InFlight*> expired;
-  const int64_t now = MonoUs();
-  {
-    MutexLock l(&commit_mu_);
-    for (size_t i = 1; i < inflight_.size(); i++) {
-      InFlight* b = &inflight_[i];
-      if (b->replied) continue;
-      if (b->bytes > 0 && now < b->shipped_us + timeout_us) break;
-      expired.push_back(b);
-    }
-  }
-  for (InFlight* b : expired) AnswerInDoubt_ct(b, why);
-}
-
-void Store::CommitLoop_ct() {
-  ReplicationHook* repl = options_.replicator;
-  const int64_t timeout_us = static_cast<int64_t>(options_.repl_timeout_ms) * 1000;
-  while (true) {
-    InFlight* b;
-    bool done;
-    {
-      MutexLock l(&commit_mu_);
-      commit_cv_.Wait(&commit_mu_,
-                      [&]() REQUIRES(commit_mu_) { return sequencer_done_ || !inflight_.empty(); });
-      if (inflight_.empty()) return;
-      b = &inflight_.front();  // only this thread pops; push_back keeps it valid
-      done = sequencer_done_;
-    }
-    // Once the oldest batch is answered, look at the ones behind it often.
-    int64_t deadline = b->replied ? MonoUs() + 100000 : b->shipped_us + timeout_us;
-    // A batch without records (writes that changed nothing, or refused ones)
-    // only keeps its replies behind the earlier batches.
-    Status s = b->bytes == 0 ? Status::OK() : repl->WaitDurable(b->end_lsn, deadline);
-    if (s.ok()) {
-      if (b->bytes > 0) PublishBatch(b->base_location, b->bytes);
-      if (b->bytes > 0) {
-        applied_end_.store(b->end_lsn, std::memory_order_release);
-        repl->Committed(b->end_lsn);
-      }
-      if (!b->replied) DeliverAll(&b->replies);
-    } else {
-      if (!b->replied) AnswerInDoubt_ct(b, s.message());
-      AnswerExpired_ct(s.message(), timeout_us);
-      if (!done) continue;
-      // Shutting down: what was never covered stays in the log; a restart
-      // ships it to the backups again.
-    }
-    MutexLock l(&commit_mu_);
-    inflight_.pop_front();
-  }
-}
-
 StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader* framed,
                                                         const nvm::BatchBuilder& batch, size_t ops,
                                                         std::vector<WriteResult>* results) {
@@ -136,7 +61,7 @@ void Store::GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* 
 
 void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
                             std::vector<WriteResult>* results) {
-  InFlight f;
+  Committer::Batch f;
   f.end_lsn = log_->next_lsn();
   f.base_location = 0;
   f.bytes = 0;
@@ -157,96 +82,34 @@ void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>
     }
   }
   GroupReplies(taken, results, &f.replies);
-  {
-    MutexLock l(&commit_mu_);
-    inflight_.push_back(std::move(f));
-  }
-  commit_cv_.Signal();
+  committer_->Queue(std::move(f));
 }
 
 void Store::Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id) {
-  {
-    MutexLock l(&mu_);
-    queue_.push_back(Pending{std::move(op), sink, conn_id});
-  }
-  cv_.Signal();
-}
-
-void Store::TakeQueued_l(std::vector<Pending>* taken) {
-  size_t bytes = 0;
-  while (!queue_.empty()) {
-    size_t op_bytes = 64;
-    for (const auto& a : queue_.front().op.args) op_bytes += a.size() + sizeof(nvm::RecordHeader);
-    if (!taken->empty() && bytes + op_bytes > options_.max_batch_bytes) break;
-    bytes += op_bytes;
-    taken->push_back(std::move(queue_.front()));
-    queue_.pop_front();
-  }
+  queue_.Push(Write{std::move(op), sink, conn_id});
 }
 
 void Store::SubmitAll(std::vector<Write>* writes) {
-  if (writes->empty()) return;
   std::vector<Pending> taken;
-  {
-    MutexLock l(&mu_);
-    // After Stop() nothing is queued: such writes are never applied nor answered.
-    if (stopping_) {
-      writes->clear();
-      return;
-    }
-    for (auto& w : *writes) queue_.push_back(std::move(w));
-    writes->clear();
-    // Whoever is committing takes these next (the sequencer) or hands them
-    // on when done (an inline committer): no wake-up needed meanwhile. The
-    // same when as many syncs as the log allows are in flight: the first to
-    // finish wakes the sequencer.
-    if (committing_ || syncing_ >= max_syncing_) return;
-    if (inline_commit_) {
-      // Nobody is committing: this thread commits the group itself, as
-      // leveldb's first writer does, instead of waking the sequencer and
-      // being woken back (two thread hand-offs per write).
-      committing_ = true;
-      TakeQueued_l(&taken);
-    }
-  }
-  if (taken.empty()) {
-    cv_.Signal();
-    return;
-  }
-  commit_role_.Take();  // committing_ is this thread's since it set it above
+  if (!queue_.PushAll(writes, &taken)) return;
+  commit_role_.Take();  // this thread is committing: the queue said so
   metrics_->inline_groups.fetch_add(1, std::memory_order_relaxed);
-  CommitGroup_st(&taken);  // gives committing_ back
+  CommitGroup_st(&taken);  // gives committing back
 }
 
 void Store::SequencerLoop_st() {
   std::vector<Pending> taken;
   while (true) {
     taken.clear();
-    {
-      MutexLock l(&mu_);
-      cv_.Wait(&mu_, [&]() REQUIRES(mu_) {
-        return !committing_ && syncing_ < max_syncing_ && (stopping_ || !queue_.empty());
-      });
-      if (queue_.empty()) return;  // stopping, and everything is committed
-      committing_ = true;
-      TakeQueued_l(&taken);
-    }
+    if (!queue_.TakeGroup(&taken)) return;  // stopping, and everything is committed
     commit_role_.Take();
-    CommitGroup_st(&taken);  // gives committing_ back
+    CommitGroup_st(&taken);  // gives committing back
   }
 }
 
 void Store::ReleaseCommitting_st() {
   commit_role_.Give();
-  bool more;
-  {
-    MutexLock l(&mu_);
-    committing_ = false;
-    more = !queue_.empty() || stopping_;
-  }
-  // Writes that arrived meanwhile go to the sequencer: an inline committer
-  // returns to send its replies rather than wait for one more sync.
-  if (more) cv_.Signal();
+  queue_.ReleaseCommitting();
 }
 
 // A new group: an empty batch and overlay, and the in-flight batches that
@@ -277,7 +140,7 @@ void Store::StartGroup_st() {
 // be kept): the answer is added to `results`. False for a new write.
 bool Store::AnsweredFromTable_st(const WriteOp& op, std::vector<WriteResult>* results) {
   WriteResult r;
-  switch (clients_.Lookup(op.client_id, op.client_seq, &r)) {
+  switch (keys_.clients().Lookup(op.client_id, op.client_seq, &r)) {
     case ClientTable::Seen::kDuplicate:
       metrics_->duplicate_writes.fetch_add(1, std::memory_order_relaxed);
       from_table_.push_back(results->size());
@@ -303,7 +166,7 @@ void Store::RefuseGroup_st(const Status& room) {
   // Replies of retried writes answered from the client table stand; every
   // other result is the error (a later op's result may depend on an earlier
   // one's refused write).
-  for (const auto& [client, seq] : recorded_) clients_.Forget(client, seq);
+  for (const auto& [client, seq] : recorded_) keys_.clients().Forget(client, seq);
   std::vector<bool> keep(results_.size(), false);
   for (size_t i : from_table_) keep[i] = true;
   if (room.code() == Status::Code::kBusy) {
@@ -362,14 +225,15 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
         overlay_.Reset(mark_flushed);
         overlay_valid_ = false;
         if (i > 0) {
-          MutexLock l(&mu_);
-          for (size_t j = taken.size(); j > i; j--) queue_.push_front(std::move(taken[j - 1]));
+          std::vector<Pending> rest(std::make_move_iterator(taken.begin() + i),
+                                    std::make_move_iterator(taken.end()));
           taken.resize(i);
+          queue_.PutBack(&rest);
           break;
         }
         r = WriteResult::Error("ERR this write needs more than one log batch (--max_batch_kb)");
       } else if (op.client_id != 0) {
-        clients_.Record(op.client_id, op.client_seq, r);
+        keys_.clients().Record(op.client_id, op.client_seq, r);
         recorded_.emplace_back(op.client_id, op.client_seq);
       }
       results.push_back(std::move(r));
@@ -426,25 +290,11 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
       answered_error = true;
     }
   }
-  uint64_t ticket;
-  bool waiting;
   commit_role_.Give();
-  {
-    MutexLock l(&mu_);
-    ticket = next_ticket_++;
-    syncing_++;
-    committing_ = false;
-    waiting = !queue_.empty() && syncing_ < max_syncing_;
-  }
-  if (waiting) cv_.Signal();  // the sequencer may take the next group meanwhile
+  const uint64_t ticket = queue_.BeginSync();
 
   Status synced = written && !durable_write_ ? log_->Sync_any(*written) : Status::OK();
-  {
-    MutexLock l(&mu_);
-    if (published_ticket_ != ticket) {
-      publish_cv_.Wait(&mu_, [&]() REQUIRES(mu_) { return published_ticket_ == ticket; });
-    }
-  }
+  queue_.WaitTurn(ticket);
   if (!answered_error && (!synced.ok() || failed_.load())) {
     // An earlier batch failed to become durable, or this one did: nothing
     // from here on is published, nor answered as if it were (a group that
@@ -454,21 +304,13 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
   } else if (written) {
     metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
     log_->NoteDurable_any(nvm::BatchEndLsn(written->header));
-    PublishBatch(written->base_location, batch_bytes);
+    keys_.Publish(written->base_location, batch_bytes);
     applied_end_.store(nvm::BatchEndLsn(written->header), std::memory_order_release);
   }
   Replies replies;
   GroupReplies(&taken, &results, &replies);
   DeliverAll(&replies);
-  {
-    // Notified under the lock: once Stop() sees syncing_ reach 0 the store
-    // may be destroyed, condition variables included.
-    MutexLock l(&mu_);
-    published_ticket_++;
-    syncing_--;
-    if (syncing_ > 0 || stopping_) publish_cv_.SignalAll();  // a later batch, or Stop()
-    if ((!queue_.empty() && !committing_) || stopping_) cv_.Signal();
-  }
+  queue_.EndSync();
 }
 
 // A batch that writes no value (DEL, FLUSHALL, and their client replies):

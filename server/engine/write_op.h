@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace faha {
@@ -139,6 +140,31 @@ struct WriteOp {
   uint64_t client_id = 0;
   uint64_t client_seq = 0;
 };
+
+// The reply of one queued write, for the connection that sent it.
+struct Completion {
+  uint64_t conn_id;
+  WriteResult result;
+  int64_t start_us;
+};
+
+// Receives the replies of committed writes. Deliver() is called on the
+// sequencer thread once per batch with every completion for this sink, in
+// submission order; it must not block for long. It runs on the sequencer or
+// committer thread, or on the sink's own thread when that thread committed
+// its writes itself (Store::SubmitAll).
+class CompletionSink {
+ public:
+  virtual ~CompletionSink() = default;
+  virtual void Deliver(std::vector<Completion>* completions) = 0;
+};
+
+// Each write's reply, grouped by sink in submission order (one Deliver per sink).
+using Replies = std::vector<std::pair<CompletionSink*, std::vector<Completion>>>;
+
+inline void DeliverAll(Replies* replies) {
+  for (auto& [sink, completions] : *replies) sink->Deliver(&completions);
+}
 
 }  // namespace faha
 

@@ -1,0 +1,98 @@
+// Committer (committer.h): the faha-committer thread.
+#include "server/engine/committer.h"
+
+#include <pthread.h>
+
+#include <vector>
+
+#include "common/clock.h"
+
+namespace faha {
+
+void Committer::Start() {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "faha-committer");
+    Loop_ct();
+  });
+}
+
+void Committer::Queue(Batch b) {
+  {
+    MutexLock l(&mu_);
+    batches_.push_back(std::move(b));
+  }
+  cv_.Signal();
+}
+
+void Committer::Finish() {
+  {
+    MutexLock l(&mu_);
+    done_ = true;
+  }
+  cv_.SignalAll();
+  if (thread_.joinable()) thread_.join();
+}
+
+// A batch whose outcome is unknown (in our log, maybe on some backups, not
+// covered in time): each reply that was not an error already becomes
+// NOREPLICAS.
+void Committer::AnswerInDoubt_ct(Batch* b, const std::string& why) {
+  for (auto& [sink, completions] : b->replies) {
+    for (auto& c : completions) {
+      if (c.result.kind != WriteResult::Kind::kError) c.result = WriteResult::NoReplicas(why);
+    }
+  }
+  DeliverAll(&b->replies);
+  b->replied = true;
+}
+
+// The batches behind the oldest, in order, whose own wait is over (one
+// without records at once: it only waited behind the others).
+void Committer::AnswerExpired_ct(const std::string& why) {
+  std::vector<Batch*> expired;
+  const int64_t now = MonoUs();
+  {
+    MutexLock l(&mu_);
+    for (size_t i = 1; i < batches_.size(); i++) {
+      Batch* b = &batches_[i];
+      if (b->replied) continue;
+      if (b->bytes > 0 && now < b->shipped_us + timeout_us_) break;
+      expired.push_back(b);
+    }
+  }
+  for (Batch* b : expired) AnswerInDoubt_ct(b, why);
+}
+
+void Committer::Loop_ct() {
+  while (true) {
+    Batch* b;
+    bool done;
+    {
+      MutexLock l(&mu_);
+      cv_.Wait(&mu_, [&]() REQUIRES(mu_) { return done_ || !batches_.empty(); });
+      if (batches_.empty()) return;
+      b = &batches_.front();
+      done = done_;
+    }
+    // Once the oldest batch is answered, look at the ones behind it often.
+    const int64_t deadline = b->replied ? MonoUs() + 100000 : b->shipped_us + timeout_us_;
+    // A batch without records only keeps its replies behind the earlier ones.
+    Status s = b->bytes == 0 ? Status::OK() : repl_->WaitDurable(b->end_lsn, deadline);
+    if (s.ok()) {
+      if (b->bytes > 0) {
+        publish_(*b);
+        repl_->Committed(b->end_lsn);
+      }
+      if (!b->replied) DeliverAll(&b->replies);
+    } else {
+      if (!b->replied) AnswerInDoubt_ct(b, s.message());
+      AnswerExpired_ct(s.message());
+      if (!done) continue;
+      // Finishing: what was never covered stays in the log.
+    }
+    MutexLock l(&mu_);
+    batches_.pop_front();
+  }
+}
+
+}  // namespace faha

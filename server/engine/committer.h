@@ -1,0 +1,71 @@
+// Committer: a replicated primary's batches once the committing thread has
+// shipped and persisted them, in LSN order (thread faha-committer). Each
+// waits until the in-sync backups hold it; then it is published (made
+// visible to readers) and its writes answered. A batch not covered within
+// --repl_timeout_ms is answered NOREPLICAS (outcome unknown) and stays
+// queued: it is published if the backups catch up. While the oldest batch
+// waits, the ones behind it are answered in order once their own wait is
+// over, so a stalled batch keeps no later writer waiting longer.
+// See docs/architecture.md, "Write path: group commit".
+#ifndef FAHA_SERVER_ENGINE_COMMITTER_H_
+#define FAHA_SERVER_ENGINE_COMMITTER_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
+#include "server/engine/replication_hook.h"
+#include "server/engine/write_op.h"
+
+namespace faha {
+
+class Committer {
+ public:
+  struct Batch {
+    uint64_t end_lsn;        // LSN after the batch's last record
+    uint64_t base_location;  // of its payload in the log
+    size_t bytes;            // 0: no records (writes that changed nothing, or refused ones)
+    int64_t shipped_us;
+    Replies replies;
+    bool replied = false;  // an error went out already (outcome unknown to the client)
+  };
+  // Makes a covered batch visible, on the committer thread, in LSN order.
+  using Publish = std::function<void(const Batch&)>;
+
+  Committer(ReplicationHook* repl, int timeout_ms, Publish publish)
+      : repl_(repl), timeout_us_(static_cast<int64_t>(timeout_ms) * 1000), publish_(publish) {}
+  ~Committer() { Finish(); }
+  Committer(const Committer&) = delete;
+  Committer& operator=(const Committer&) = delete;
+
+  void Start();
+  // Queues a batch behind the others (the committing thread, in LSN order).
+  void Queue(Batch b);
+  // Nothing more will be queued: waits for every batch to be covered or
+  // answered, then stops the thread. What was never covered stays in the
+  // log; a restart ships it to the backups again.
+  void Finish();
+
+ private:
+  void Loop_ct();
+  void AnswerInDoubt_ct(Batch* b, const std::string& why);
+  void AnswerExpired_ct(const std::string& why);
+
+  ReplicationHook* const repl_;
+  const int64_t timeout_us_;
+  const Publish publish_;
+  Mutex mu_;
+  CondVar cv_;
+  // Only the committer thread pops; push_back keeps references valid.
+  std::deque<Batch> batches_ GUARDED_BY(mu_);
+  bool done_ GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_ENGINE_COMMITTER_H_
