@@ -148,17 +148,20 @@ WriteResult EvalGetDel(const WriteOp& op, WriteContext& w) {
   return WriteResult::Bulk(std::move(cur.value));
 }
 
-}  // namespace
-
-ExecStatus GetDel(CommandContext& c) {
+// A command of one key (args[1]) whose WriteEval does all of it.
+ExecStatus SubmitKeyEval(CommandContext& c, WriteEval eval) {
   ExecStatus st;
   if (KeyTooLong(c, c.args[1], &st)) return st;
   WriteOp op;
   op.kind = WriteOp::Kind::kEval;
-  op.eval = EvalGetDel;
+  op.eval = eval;
   op.args = {c.args[1]};
   return c.Submit(std::move(op));
 }
+
+}  // namespace
+
+ExecStatus GetDel(CommandContext& c) { return SubmitKeyEval(c, EvalGetDel); }
 
 // DEL and UNLINK.
 ExecStatus Del(CommandContext& c) {
@@ -317,15 +320,7 @@ ExecStatus Expire(CommandContext& c) {
   return c.Submit(std::move(op));
 }
 
-ExecStatus Persist(CommandContext& c) {
-  ExecStatus st;
-  if (KeyTooLong(c, c.args[1], &st)) return st;
-  WriteOp op;
-  op.kind = WriteOp::Kind::kEval;
-  op.eval = EvalPersist;
-  op.args = {c.args[1]};
-  return c.Submit(std::move(op));
-}
+ExecStatus Persist(CommandContext& c) { return SubmitKeyEval(c, EvalPersist); }
 
 // FLUSHALL and FLUSHDB.
 ExecStatus FlushAll(CommandContext& c) {
