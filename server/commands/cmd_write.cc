@@ -8,52 +8,9 @@
 #include "common/clock.h"
 #include "nvm/log_format.h"
 #include "server/commands/command_context.h"
+#include "server/commands/write_args.h"
 
 namespace faha::cmd {
-
-namespace {
-
-constexpr const char* kNotInteger = "ERR value is not an integer or out of range";
-
-// The first of `keys` longer than --max_key_bytes gives an error reply.
-bool KeyTooLong(const CommandContext& c, std::string_view key, ExecStatus* st) {
-  if (key.size() <= c.options().max_key_bytes) return false;
-  *st = c.Error("ERR key is longer than max_key_bytes (" +
-                std::to_string(c.options().max_key_bytes) + ")");
-  return true;
-}
-
-bool ValueTooLong(const CommandContext& c, std::string_view value, ExecStatus* st) {
-  if (value.size() <= c.options().max_value_bytes) return false;
-  *st = c.Error("ERR value is longer than max_value_bytes (" +
-                std::to_string(c.options().max_value_bytes) + ")");
-  return true;
-}
-
-// A write whose records cannot fit one log batch is refused before it is queued.
-bool TooBigForBatch(const CommandContext& c, uint64_t record_bytes, ExecStatus* st) {
-  if (record_bytes <= c.options().max_batch_bytes) return false;
-  *st = c.Error("ERR this write is larger than one log batch (--max_batch_kb=" +
-                std::to_string(c.options().max_batch_bytes >> 10) + "); split it");
-  return true;
-}
-
-// SET's EX/PX/EXAT/PXAT argument `v` as an absolute time in ms; false if invalid.
-bool SetExpireAt(std::string_view option, int64_t v, int64_t now, int64_t* at) {
-  if (v <= 0) return false;
-  if (option == "ex" || option == "exat") {
-    if (v > INT64_MAX / 1000) return false;
-    v *= 1000;
-  }
-  if (option == "ex" || option == "px") {
-    if (v > INT64_MAX - now) return false;
-    v += now;
-  }
-  *at = v;
-  return true;
-}
-
-}  // namespace
 
 namespace {
 
@@ -179,14 +136,8 @@ ExecStatus Del(CommandContext& c) {
 }
 
 ExecStatus MSet(CommandContext& c) {
-  if (c.argc % 2 != 1) return c.WrongArgs();
   ExecStatus st;
-  uint64_t record_bytes = 0;
-  for (int i = 1; i < c.argc; i += 2) {
-    if (KeyTooLong(c, c.args[i], &st) || ValueTooLong(c, c.args[i + 1], &st)) return st;
-    record_bytes += nvm::RecordSize(c.args[i].size(), c.args[i + 1].size());
-  }
-  if (TooBigForBatch(c, record_bytes, &st)) return st;
+  if (PairsRefused(c, &st)) return st;
   WriteOp op;
   op.kind = WriteOp::Kind::kMSet;
   for (int i = 1; i < c.argc; i++) op.args.emplace_back(c.args[i]);

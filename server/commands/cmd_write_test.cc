@@ -20,6 +20,7 @@ namespace {
 class FakeHost : public CommandHost {
  public:
   const ServerOptions& options() const override { return options_; }
+  ServerOptions& mutable_options() { return options_; }
   ClientLimits& client_limits() override { return options_.limits; }
   Store* store() const override { return nullptr; }  // writes never reach it here
   Metrics* metrics() const override { return &metrics_; }
@@ -219,6 +220,41 @@ TEST_F(WriteCommandTest, DeleteMSetAndFlushAll) {
   EXPECT_EQ(keys_.keys_.size(), 1u);
   EXPECT_EQ(Run({"FLUSHDB", "ASYNC"}), "+OK\r\n");
   EXPECT_TRUE(keys_.keys_.empty());
+}
+
+TEST_F(WriteCommandTest, StringsGrowOnlyUpToTheValueLimitAndKeepTheirExpiry) {
+  host_.mutable_options().max_value_bytes = 10;
+  EXPECT_EQ(Run({"SET", "s", "12345", "PX", "50000"}), "+OK\r\n");
+  EXPECT_EQ(Run({"APPEND", "s", "678"}), ":8\r\n");
+  EXPECT_GT(TtlMs("s"), 40000);
+  EXPECT_EQ(Run({"APPEND", "s", "abc"}),
+            "-ERR string exceeds maximum allowed size (max_value_bytes 10)\r\n");
+  EXPECT_EQ(keys_.Get("s", true).value, "12345678");  // refused: unchanged
+  EXPECT_EQ(Run({"SETRANGE", "s", "8", "ab"}), ":10\r\n");
+  EXPECT_EQ(Run({"SETRANGE", "s", "9", "ab"}),
+            "-ERR string exceeds maximum allowed size (max_value_bytes 10)\r\n");
+  EXPECT_EQ(Run({"SETRANGE", "s", "99999999999", ""}), ":10\r\n");  // empty: no check
+  EXPECT_EQ(Run({"SETRANGE", "z", "3", "x"}), ":4\r\n");
+  EXPECT_EQ(keys_.Get("z", true).value, std::string("\0\0\0x", 4));
+  EXPECT_GT(TtlMs("s"), 40000);
+  EXPECT_EQ(Run({"INCRBYFLOAT", "s", "1"}), "-ERR value is not a valid float\r\n");
+}
+
+TEST_F(WriteCommandTest, GetExSetsOrClearsTheExpiryAndReadsTheValue) {
+  keys_.Put("k", "v", 0);
+  EXPECT_EQ(Run({"GETEX", "k", "EX", "100"}), "$1\r\nv\r\n");
+  EXPECT_GT(TtlMs("k"), 90000);
+  EXPECT_EQ(Run({"GETEX", "k", "PX", "5000"}), "$1\r\nv\r\n");
+  EXPECT_LE(TtlMs("k"), 6000);
+  EXPECT_EQ(Run({"GETEX", "k"}), "$1\r\nv\r\n");
+  EXPECT_GT(TtlMs("k"), 0);  // no option: the expiry stays
+  EXPECT_EQ(Run({"GETEX", "k", "PERSIST"}), "$1\r\nv\r\n");
+  EXPECT_EQ(TtlMs("k"), -1);
+  EXPECT_EQ(Run({"GETEX", "k", "PXAT", std::to_string(keys_.now_ms_ - 1)}), "$1\r\nv\r\n");
+  EXPECT_FALSE(keys_.Get("k", false).exists);  // an expiry in the past deletes
+  EXPECT_EQ(Run({"SETNX", "k", "w"}), ":1\r\n");
+  EXPECT_EQ(Run({"SETNX", "k", "x"}), ":0\r\n");
+  EXPECT_EQ(keys_.Get("k", true).value, "w");
 }
 
 }  // namespace

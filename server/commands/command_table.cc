@@ -50,6 +50,13 @@ ExecStatus IncrBy(CommandContext& c);
 ExecStatus Expire(CommandContext& c);
 ExecStatus Persist(CommandContext& c);
 ExecStatus FlushAll(CommandContext& c);
+// server/commands/cmd_string.cc
+ExecStatus SetNx(CommandContext& c);
+ExecStatus MSetNx(CommandContext& c);
+ExecStatus Append(CommandContext& c);
+ExecStatus SetRange(CommandContext& c);
+ExecStatus IncrByFloat(CommandContext& c);
+ExecStatus GetEx(CommandContext& c);
 }  // namespace cmd
 
 namespace {
@@ -169,6 +176,28 @@ const std::vector<CommandRow> kTable = {
     {.name = "getset", .arity = 3, .flags = kCmdWrite, .handler = cmd::GetSet,
      .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
      .acl_categories = kStringIncr, .key_spec = kOneRWAccessUpdate},
+    {.name = "setnx", .arity = 3, .flags = kCmdWrite, .handler = cmd::SetNx,
+     .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = {.flags = "OW insert"}},
+    {.name = "msetnx", .arity = -3, .flags = kCmdWrite, .handler = cmd::MSetNx,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = -1, .key_step = 2,
+     .acl_categories = "@write @string @slow",
+     .tips = "request_policy:multi_shard response_policy:agg_min",
+     .key_spec = {.flags = "OW insert", .last_key = -1, .key_step = 2}},
+    {.name = "append", .arity = 3, .flags = kCmdWrite, .handler = cmd::Append,
+     .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = {.flags = "RW insert"}},
+    {.name = "setrange", .arity = 4, .flags = kCmdWrite, .handler = cmd::SetRange,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@write @string @slow", .key_spec = kOneRWUpdate},
+    {.name = "incrbyfloat", .arity = 3, .flags = kCmdWrite, .handler = cmd::IncrByFloat,
+     .redis_flags = "write denyoom fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr, .key_spec = kOneRWAccessUpdate},
+    {.name = "getex", .arity = -2, .flags = kCmdWrite, .handler = cmd::GetEx,
+     .redis_flags = "write fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kStringIncr,
+     .key_spec = {.flags = "RW access update",
+                  .notes = "RW and UPDATE because it changes the TTL"}},
     {.name = "getdel", .arity = 2, .flags = kCmdWrite, .handler = cmd::GetDel,
      .redis_flags = "write fast", .first_key = 1, .last_key = 1, .key_step = 1,
      .acl_categories = kStringIncr, .key_spec = {.flags = "RW access delete"}},
