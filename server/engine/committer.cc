@@ -74,8 +74,10 @@ void Committer::Loop_ct() {
       b = &batches_.front();
       done = done_;
     }
-    // Once the oldest batch is answered, look at the ones behind it often.
-    const int64_t deadline = b->replied ? MonoUs() + 100000 : b->shipped_us + timeout_us_;
+    // Once the oldest batch is answered, look at the ones behind it every
+    // 100 ms; finishing, do not wait for it at all.
+    const int64_t deadline =
+        b->replied ? MonoUs() + (done ? 0 : 100000) : b->shipped_us + timeout_us_;
     // A batch without records only keeps its replies behind the earlier ones.
     Status s = b->bytes == 0 ? Status::OK() : repl_->WaitDurable(b->end_lsn, deadline);
     if (s.ok()) {

@@ -5,7 +5,9 @@
 // --repl_timeout_ms is answered NOREPLICAS (outcome unknown) and stays
 // queued: it is published if the backups catch up. While the oldest batch
 // waits, the ones behind it are answered in order once their own wait is
-// over, so a stalled batch keeps no later writer waiting longer.
+// over (checked every 100 ms), so a stalled batch keeps no later writer
+// waiting much longer than the timeout. A reply that was an error already
+// (a refusal, -IOERR) stays that error.
 // See docs/architecture.md, "Write path: group commit".
 #ifndef FAHA_SERVER_ENGINE_COMMITTER_H_
 #define FAHA_SERVER_ENGINE_COMMITTER_H_

@@ -124,8 +124,10 @@ class Keyspace final : private KeyReader {
   // Estimated live fraction of a sealed segment.
   double LiveFraction(const nvm::Log::SegmentInfo& seg) const;
 
-  // The parts, for the hot maintainer and the cleaner: changed only by the
-  // one writer, under the locks above.
+  // The parts, for the hot maintainer and the cleaner: the index and the hot
+  // layer are changed only by the one writer, under the locks above; the
+  // client table locks itself (the committing thread records replies in it
+  // without the writer's lock).
   Index& index() { return index_; }
   HotCache& hot() { return hot_; }
   const HotCache& hot() const { return hot_; }

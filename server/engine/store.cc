@@ -125,10 +125,8 @@ void Store::Start() {
       single ? std::clamp<uint32_t>(options_.log.in_flight_batches, 1, kMaxSyncing) : 1;
   durable_write_ = max_syncing == 1;
   queue_.Configure(single, max_syncing);
-  sequencer_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "faha-sequencer");
-    SequencerLoop_st();
-  });
+  // The committer exists before the sequencer may hand it a batch (writes
+  // may be queued already).
   if (options_.replicator) {
     committer_ = std::make_unique<Committer>(
         options_.replicator, options_.repl_timeout_ms, [this](const Committer::Batch& b) {
@@ -137,6 +135,10 @@ void Store::Start() {
         });
     committer_->Start();
   }
+  sequencer_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "faha-sequencer");
+    SequencerLoop_st();
+  });
 }
 
 void Store::Stop() {

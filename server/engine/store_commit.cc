@@ -1,5 +1,6 @@
-// The Store's write path: the write queue, group commit (inline or by the
-// sequencer), persisting, shipping to backups, publishing and replying.
+// The Store's write path: group commit (inline or by the sequencer, taking
+// groups from the WriteQueue), persisting, shipping to backups (then the
+// Committer publishes and replies), or publishing and replying on a single node.
 // See docs/architecture.md, "Write path: group commit".
 #include <pthread.h>
 
@@ -259,7 +260,7 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
                                 std::vector<WriteResult>* results_in) {
   // Single node. Written but not durable: the next group may be evaluated
   // (against this one through the in-flight overlay) and written while this
-  // one syncs, so up to max_syncing_ syncs are in flight. Batches are
+  // one syncs, so up to kMaxSyncing syncs are in flight (the queue's tickets). Batches are
   // published, and their replies delivered, strictly in the order they were
   // written (tickets), and only once durable: the later of two batches is
   // never visible before the earlier one.

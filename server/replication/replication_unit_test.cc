@@ -64,7 +64,9 @@ class ReplicationUnitTest : public ::testing::Test {
   }
   // Opens (recovering) the primary's store from its device and ships from
   // its log end to both backups, in epoch 1.
-  void StartPrimary() {
+  // With `early`, a write is queued before the store starts (it is
+  // committed once it does).
+  void StartPrimary(Collect* early = nullptr) {
     auto s = Store::OpenOnDevice(dev_, SmallLog(), &metrics_, &report_);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
@@ -78,6 +80,10 @@ class ReplicationUnitTest : public ::testing::Test {
         std::make_unique<Replicator>(ro, rdma::MakeLoopbackTransport(net_, topt_), &store_->log());
     store_->set_replicator(repl_.get());
     repl_->Start(store_->log().next_lsn());
+    if (early != nullptr) {
+      expected_["early"] = "queued before start";
+      store_->Submit(SetOp("early", "queued before start"), early, 1);
+    }
     store_->Start();
   }
   void TearDown() override {
@@ -316,6 +322,22 @@ TEST_F(ReplicationUnitTest, EveryBatchIsAnsweredWhileTheBackupsAreSilent) {
     EXPECT_EQ(c.result.code, WriteResult::ErrorCode::kNoReplicas) << c.result.str;
   }
   rdma::StallLoopbackConnections(net_.get(), false);
+}
+
+// A write queued before the primary's store starts: the sequencer takes it
+// at once, so the committer must exist by then.
+TEST_F(ReplicationUnitTest, AWriteQueuedBeforeStartIsCommittedOnceTheStoreStarts) {
+  WriteRange(0, 10, "a");
+  store_->Stop();
+  repl_->Stop();
+  store_.reset();
+  repl_.reset();
+  Collect early;
+  StartPrimary(&early);
+  ASSERT_FALSE(HasFatalFailure());
+  const WriteResult r = early.WaitFor(1)[0].result;
+  EXPECT_NE(r.kind, WriteResult::Kind::kError) << r.str;
+  ExpectSameData(&backups_[0]);
 }
 
 TEST_F(ReplicationUnitTest, AFencedBackupTakesNothingMoreFromTheOldEpoch) {
