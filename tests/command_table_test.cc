@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 #include <string>
 #include <vector>
@@ -252,11 +253,117 @@ TEST_F(CommandTableTest, NewStringCommandsAndIntegersAnswerAsRedisDoes) {
       {"GETEX", "ge", "PXAT", "1"},
       {"EXISTS", "ge"},
       {"GETEX"},
+      // Client names: printable ASCII without spaces.
+      {"CLIENT", "SETNAME", "my name"},
+      {"CLIENT", "SETNAME", "tab\there"},
+      {"CLIENT", "SETNAME", "caf\xc3\xa9"},
+      {"CLIENT", "SETNAME", "worker-1"},
+      {"CLIENT", "GETNAME"},
+      {"CLIENT", "SETNAME", ""},
+      {"CLIENT", "GETNAME"},
+      {"HELLO", "2", "SETNAME", "bad name"},
   };
   for (const auto& cmd : script) {
     std::string line;
     for (const auto& a : cmd) line += a + " ";
     EXPECT_EQ(faha.Call(cmd), redis.Call(cmd)) << line;
+  }
+}
+
+// The keys of one SCAN reply ("*2 cursor *N bulk..."), sorted; the cursor
+// must be 0 (one page holds every key here).
+std::vector<std::string> ScanKeys(const std::string& reply) {
+  std::vector<std::string> keys;
+  size_t pos = reply.find("\r\n*");  // after the cursor's bulk
+  EXPECT_EQ(reply.substr(0, 11), "*2\r\n$1\r\n0\r\n") << reply;
+  if (pos == std::string::npos) return keys;
+  pos = reply.find("\r\n", pos + 3) + 2;
+  while (pos < reply.size() && reply[pos] == '$') {
+    const size_t eol = reply.find("\r\n", pos);
+    const size_t len = std::stoul(reply.substr(pos + 1, eol - pos - 1));
+    keys.push_back(reply.substr(eol + 2, len));
+    pos = eol + 2 + len + 2;
+  }
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+// SCAN MATCH with Redis's glob: sets, ranges (reversed too), negation,
+// escapes, '?', runs of '*', unterminated sets, NUL and high bytes in keys.
+TEST_F(CommandTableTest, ScanMatchSelectsTheKeysRedisSelects) {
+  RespConnection faha(faha_->port()), redis(redis_->port());
+  const std::vector<std::string> keys = {"a",
+                                         "b",
+                                         "c",
+                                         "d",
+                                         "ab",
+                                         "abc",
+                                         "a*c",
+                                         "a?c",
+                                         "a[c",
+                                         "a]c",
+                                         "a\\c",
+                                         "a-c",
+                                         "x",
+                                         std::string("n\0l", 3),
+                                         std::string("\0", 1),
+                                         "\xe9t\xe9",
+                                         "\x80",
+                                         "\xff",
+                                         "hello",
+                                         "hallo",
+                                         "hllo",
+                                         "heeeello",
+                                         "^",
+                                         "user:1",
+                                         "user:22",
+                                         "user:abc",
+                                         ""};
+  for (const auto& k : keys) {
+    ASSERT_EQ(faha.Call({"SET", k, "v"}), redis.Call({"SET", k, "v"})) << k;
+  }
+  const std::vector<std::string> patterns = {"*",
+                                             "**",
+                                             "a*",
+                                             "*c",
+                                             "a?c",
+                                             "a\\?c",
+                                             "a\\*c",
+                                             "[abc]",
+                                             "[^abc]",
+                                             "[a-c]",
+                                             "[c-a]",
+                                             "[^a-c]",
+                                             "a[*?]c",
+                                             "a[\\]]c",
+                                             "a[\\-]c",
+                                             "a[",
+                                             "a[c",
+                                             "[",
+                                             "[]",
+                                             "[^]",
+                                             "h?llo",
+                                             "h*llo",
+                                             "h[ae]llo",
+                                             "h[^e]llo",
+                                             "h*l*o",
+                                             "*:*",
+                                             "user:??",
+                                             "user:[0-9]*",
+                                             std::string("n\0l", 3),
+                                             std::string("n?l", 3),
+                                             "?",
+                                             "\\",
+                                             "a\\",
+                                             "[\x80-\xff]",
+                                             "[\xe9]t*",
+                                             "\\^",
+                                             "^",
+                                             "",
+                                             "*a*b*c*"};
+  for (const auto& p : patterns) {
+    const std::vector<std::string> cmd = {"SCAN", "0", "MATCH", p, "COUNT", "1000"};
+    EXPECT_EQ(ScanKeys(faha.Call(cmd)), ScanKeys(redis.Call(cmd))) << "pattern " << p;
   }
 }
 

@@ -61,10 +61,24 @@ void AppendHello(const CommandContext& c) {
   resp::AppendBulk(out, "modules");
   resp::AppendArray(out, 0);
 }
+// A client name, as Redis takes one: printable ASCII without spaces (empty
+// clears it).
+bool ValidClientName(std::string_view name) {
+  for (char ch : name) {
+    if (ch < '!' || ch > '~') return false;
+  }
+  return true;
+}
+
+constexpr const char* kBadClientName =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+
 }  // namespace
 
 ExecStatus Hello(CommandContext& c) {
   int i = 1;
+  std::string_view name;
+  bool set_name = false;
   if (c.argc >= 2) {
     int64_t ver = 0;
     if (!ParseInt64(c.args[1], &ver)) {
@@ -83,7 +97,8 @@ ExecStatus Hello(CommandContext& c) {
       c.s->authed = true;
       i += 2;
     } else if (EqNoCase(c.args[i], "setname") && i + 1 < c.argc) {
-      c.s->name = std::string(c.args[++i]);
+      name = c.args[++i];
+      set_name = true;
     } else {
       return c.Error("ERR Syntax error in HELLO option '" + std::string(c.args[i].substr(0, 64)) +
                      "'");
@@ -95,6 +110,8 @@ ExecStatus Hello(CommandContext& c) {
         "<proto> AUTH <user> <pass> option can be used to authenticate the client and select the "
         "RESP protocol version at the same time");
   }
+  if (set_name && !ValidClientName(name)) return c.Error(kBadClientName);
+  if (set_name) c.s->name = std::string(name);
   AppendHello(c);
   return ExecStatus::kReplied;
 }
@@ -128,6 +145,7 @@ ExecStatus Time(CommandContext& c) {
 ExecStatus Client(CommandContext& c) {
   std::string sub = Lower(c.args[1]);
   if (sub == "setname" && c.argc == 3) {
+    if (!ValidClientName(c.args[2])) return c.Error(kBadClientName);
     c.s->name = std::string(c.args[2]);
     return c.Ok();
   }

@@ -1,11 +1,11 @@
 // Reads: GET, MGET, STRLEN, EXISTS, TOUCH, TYPE, TTL/PTTL, EXPIRETIME/PEXPIRETIME, GETRANGE/SUBSTR,
 // DBSIZE, SCAN. The dispatcher holds a read guard around each (a command sees every batch entirely
 // or not at all). Rows in server/commands/command_table.cc.
-#include <fnmatch.h>
 
 #include <algorithm>
 #include <charconv>
 
+#include "common/glob.h"
 #include "common/resp.h"
 #include "server/commands/command_context.h"
 
@@ -150,12 +150,14 @@ ExecStatus Scan(CommandContext& c) {
   const std::string_view arg = c.args[1];
   auto [p, ec] = std::from_chars(arg.data(), arg.data() + arg.size(), cursor);
   if (ec != std::errc() || p != arg.data() + arg.size()) return c.Error("ERR invalid cursor");
-  std::string pattern;
+  std::string_view pattern;
+  bool have_pattern = false;
   int64_t count = 10;
   bool type_match = true;
   for (int i = 2; i < c.argc; i++) {
     if (EqNoCase(c.args[i], "match") && i + 1 < c.argc) {
-      pattern = std::string(c.args[++i]);
+      pattern = c.args[++i];
+      have_pattern = pattern != "*";  // Redis's shortcut: "*" filters nothing
     } else if (EqNoCase(c.args[i], "count") && i + 1 < c.argc) {
       if (!ParseInt64(c.args[++i], &count) || count < 1) {
         return c.Error("ERR value is not an integer or out of range");
@@ -169,11 +171,9 @@ ExecStatus Scan(CommandContext& c) {
   std::vector<std::string> keys;
   uint64_t next = c.store()->Scan(cursor, static_cast<size_t>(count), &keys);
   if (!type_match) keys.clear();
-  if (!pattern.empty()) {
+  if (have_pattern) {
     keys.erase(std::remove_if(keys.begin(), keys.end(),
-                              [&](const std::string& k) {
-                                return fnmatch(pattern.c_str(), k.c_str(), 0) != 0;
-                              }),
+                              [&](const std::string& k) { return !GlobMatch(pattern, k); }),
                keys.end());
   }
   resp::AppendArray(c.out, 2);
