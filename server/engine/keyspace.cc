@@ -173,11 +173,11 @@ bool Keyspace::Exists(std::string_view key) const {
   return r.expire_at_ms == 0 || r.expire_at_ms > WallMs();
 }
 
-bool Keyspace::Read(std::string_view key, bool want_value, KeyState* out) const {
+bool Keyspace::Read(std::string_view key, bool want_value, int64_t now_ms, KeyState* out) const {
   *out = KeyState{};
   Resolved r;
   if (!Resolve(key, HashKey(key), &r)) return false;
-  if (r.expire_at_ms != 0 && r.expire_at_ms <= WallMs()) return false;
+  if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return false;
   out->exists = true;
   out->expire_at_ms = r.expire_at_ms;
   if (want_value) out->value.assign(r.value);

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/mutex.h"
 #include "common/thread_annotations.h"
 #include "nvm/log.h"
@@ -64,8 +65,12 @@ class Keyspace final : private KeyReader {
                std::string_view* value, std::shared_ptr<const void>* hold) const;
   bool Exists(std::string_view key) const;
   // The state of `key` (its value only if `want_value`); false, and *out
-  // absent, if absent or expired.
-  bool Read(std::string_view key, bool want_value, KeyState* out) const;
+  // absent, if absent or expired at `now_ms` (the committing thread passes
+  // its group's clock).
+  bool Read(std::string_view key, bool want_value, int64_t now_ms, KeyState* out) const;
+  bool Read(std::string_view key, bool want_value, KeyState* out) const {
+    return Read(key, want_value, WallMs(), out);
+  }
   // Milliseconds to live: -2 if absent, -1 if no expiry.
   int64_t PttlMs(std::string_view key) const;
   // Iterates keys (cursor semantics of Index::Scan); expired keys are skipped.

@@ -46,12 +46,7 @@ KeyState Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms)
   if (overlay_.flushed()) return c;
   // The hot layer's maintenance may run meanwhile: read as a reader does.
   ReadGuard guard = LockForRead();
-  Keyspace::Resolved r;
-  if (!keys_.Resolve(key, HashKey(key), &r)) return c;
-  if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return c;
-  c.exists = true;
-  c.expire_at_ms = r.expire_at_ms;
-  if (want_value) c.value.assign(r.value);
+  keys_.Read(key, want_value, now_ms, &c);
   return c;
 }
 
