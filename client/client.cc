@@ -552,28 +552,40 @@ StatusOr<Reply> Client::Command(const std::vector<std::string>& args) {
   if (args.empty()) return Status::InvalidArgument("empty command");
   std::string body;
   native::EncodeArgs(&body, args);
+  return RespRequest(native::Op::kCommand, body);
+}
+
+StatusOr<Reply> Client::Transaction(const std::vector<std::vector<std::string>>& commands) {
+  for (const auto& args : commands) {
+    if (args.empty()) return Status::InvalidArgument("empty command in a transaction");
+  }
+  std::string body;
+  native::EncodeTransaction(&body, commands);
+  return RespRequest(native::Op::kTransaction, body);
+}
+
+StatusOr<Reply> Client::RespRequest(native::Op op, std::string_view body) {
   Status result;
   Reply reply;
-  impl_->Enqueue(native::Op::kCommand, {}, body, 0,
-                 [&](const Status& s, const native::Response& r) {
-                   if (!s.ok()) {
-                     result = s;
-                     return;
-                   }
-                   if (CommandErrorReply(r, &reply)) return;
-                   if (r.code != native::Code::kOk) {
-                     result = ErrorStatus(r.code, r.body);
-                     return;
-                   }
-                   resp::Reply rr;
-                   size_t consumed = 0;
-                   std::string err;
-                   if (resp::ParseReply(r.body, &rr, &consumed, &err) != resp::ParseResult::kOk) {
-                     result = Status::Protocol("malformed command reply: " + err);
-                     return;
-                   }
-                   reply = FromResp(rr);
-                 });
+  impl_->Enqueue(op, {}, body, 0, [&](const Status& s, const native::Response& r) {
+    if (!s.ok()) {
+      result = s;
+      return;
+    }
+    if (CommandErrorReply(r, &reply)) return;
+    if (r.code != native::Code::kOk) {
+      result = ErrorStatus(r.code, r.body);
+      return;
+    }
+    resp::Reply rr;
+    size_t consumed = 0;
+    std::string err;
+    if (resp::ParseReply(r.body, &rr, &consumed, &err) != resp::ParseResult::kOk) {
+      result = Status::Protocol("malformed command reply: " + err);
+      return;
+    }
+    reply = FromResp(rr);
+  });
   Status f = Flush();
   if (!f.ok()) return f;
   if (!result.ok()) return result;

@@ -25,7 +25,7 @@ DecodeResult DecodeRequest(std::string_view in, const Limits& limits, Request* r
     *error = "unsupported protocol version " + std::to_string(h.version);
     return DecodeResult::kError;
   }
-  if (h.op < static_cast<uint8_t>(Op::kPing) || h.op > static_cast<uint8_t>(Op::kClientId)) {
+  if (h.op < static_cast<uint8_t>(Op::kPing) || h.op > static_cast<uint8_t>(Op::kTransaction)) {
     *error = "unknown opcode " + std::to_string(h.op);
     return DecodeResult::kError;
   }
@@ -43,10 +43,13 @@ DecodeResult DecodeRequest(std::string_view in, const Limits& limits, Request* r
     // an argument list may hold a key and a value plus framing and small arguments
     max_value = static_cast<uint64_t>(limits.max_value_bytes) + limits.max_key_bytes + 4096;
   }
+  if (static_cast<Op>(h.op) == Op::kTransaction) max_value = limits.max_transaction_bytes;
   if (h.value_bytes > max_value) {
+    const Op op = static_cast<Op>(h.op);
     *error = "value of " + std::to_string(h.value_bytes) + " bytes exceeds " +
-             (static_cast<Op>(h.op) == Op::kCommand ? "the argument list limit ("
-                                                    : "max_value_bytes (") +
+             (op == Op::kCommand       ? "the argument list limit ("
+              : op == Op::kTransaction ? "the transaction limit (--max_batch_kb: "
+                                       : "max_value_bytes (") +
              std::to_string(max_value) + ")";
     return DecodeResult::kError;
   }
@@ -138,6 +141,36 @@ bool DecodeArgs(std::string_view in, std::vector<std::string_view>* args) {
     pos += 4;
     if (in.size() - pos < len) return false;
     args->push_back(in.substr(pos, len));
+    pos += len;
+  }
+  return pos == in.size();
+}
+
+void EncodeTransaction(std::string* out, const std::vector<std::vector<std::string>>& commands) {
+  PutFixed<uint32_t>(out, static_cast<uint32_t>(commands.size()));
+  for (const auto& args : commands) {
+    std::string one;
+    EncodeArgs(&one, args);
+    PutFixed<uint32_t>(out, static_cast<uint32_t>(one.size()));
+    out->append(one);
+  }
+}
+
+bool DecodeTransaction(std::string_view in, std::vector<std::vector<std::string_view>>* commands) {
+  commands->clear();
+  if (in.size() < 4) return false;
+  const uint32_t n = DecodeFixed<uint32_t>(in.data());
+  size_t pos = 4;
+  if (n > in.size() / 8) return false;  // each command needs its length and argument count
+  for (uint32_t i = 0; i < n; i++) {
+    if (in.size() - pos < 4) return false;
+    const uint32_t len = DecodeFixed<uint32_t>(in.data() + pos);
+    pos += 4;
+    if (in.size() - pos < len) return false;
+    commands->emplace_back();
+    if (!DecodeArgs(in.substr(pos, len), &commands->back()) || commands->back().empty()) {
+      return false;
+    }
     pos += len;
   }
   return pos == in.size();

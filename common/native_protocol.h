@@ -31,6 +31,10 @@ enum class Op : uint8_t {
   // again (also on a new primary after a failover). Write responses then carry
   // a commit stamp in `stamp`.
   kClientId = 7,
+  // value = the commands of one transaction (EncodeTransaction); response
+  // body = EXEC's RESP reply. Run as MULTI ... EXEC, as one write: with a
+  // client id, a retry of the same request id is answered, not run again.
+  kTransaction = 8,
 };
 
 enum class Code : uint8_t {
@@ -93,6 +97,7 @@ enum class DecodeResult { kOk, kNeedMore, kError };
 struct Limits {
   uint32_t max_key_bytes = 16 << 10;
   uint32_t max_value_bytes = 1 << 20;
+  uint32_t max_transaction_bytes = 8 << 20;  // a kTransaction's value (the server's batch limit)
 };
 
 // Decodes one request from the front of `in` (views point into `in`).
@@ -116,6 +121,9 @@ void EncodeResponse(std::string* out, Code code, uint64_t request_id, std::strin
 // kCommand argument lists: u32 count, then per argument u32 length + bytes.
 void EncodeArgs(std::string* out, const std::vector<std::string>& args);
 bool DecodeArgs(std::string_view in, std::vector<std::string_view>* args);
+// kTransaction bodies: u32 count, then per command u32 length + its EncodeArgs.
+void EncodeTransaction(std::string* out, const std::vector<std::vector<std::string>>& commands);
+bool DecodeTransaction(std::string_view in, std::vector<std::vector<std::string_view>>* commands);
 
 }  // namespace faha::native
 

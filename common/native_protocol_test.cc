@@ -140,7 +140,7 @@ TEST(NativeRequestTest, BadHeaderFieldsAreRefused) {
   ExpectRefused(0, '*', "bad request magic");
   for (uint8_t v : {0, 2, 255})
     ExpectRefused(1, v, "unsupported protocol version " + std::to_string(v));
-  for (uint8_t op : {0, 8, 255}) ExpectRefused(2, op, "unknown opcode " + std::to_string(op));
+  for (uint8_t op : {0, 9, 255}) ExpectRefused(2, op, "unknown opcode " + std::to_string(op));
   for (size_t byte : {3, 12, 13, 15}) ExpectRefused(byte, 1, "reserved header fields must be zero");
 }
 

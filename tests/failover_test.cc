@@ -82,43 +82,6 @@ class EtcdCluster {
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
 };
 
-// Sends `bytes` on a fresh connection and reads `responses` native responses.
-std::vector<std::pair<native::Code, std::string>> NativeExchange(int port, const std::string& bytes,
-                                                                 int responses,
-                                                                 std::vector<uint64_t>* stamps) {
-  std::vector<std::pair<native::Code, std::string>> out;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, TestHost().c_str(), &a.sin_addr);
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    close(fd);
-    return out;
-  }
-  EXPECT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-  std::string in;
-  char buf[4096];
-  while (static_cast<int>(out.size()) < responses) {
-    native::Response r;
-    size_t used = 0;
-    std::string err;
-    if (native::DecodeResponse(in, 1 << 20, &r, &used, &err) == native::DecodeResult::kOk) {
-      out.emplace_back(r.code, std::string(r.body));
-      if (stamps) stamps->push_back(r.stamp);
-      in.erase(0, used);
-      continue;
-    }
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) break;
-    in.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return out;
-}
-
 std::string IncrRequest(uint64_t id, const std::string& key) {
   std::string args, req;
   native::EncodeArgs(&args, {"INCR", key});

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/native_protocol.h"
 #include "faha/client.h"
 
 namespace faha::test {
@@ -138,6 +139,13 @@ class RedisServer {
   int port_;
   pid_t pid_ = -1;
 };
+
+// Sends `bytes` (native requests) on a fresh connection to TestHost():port
+// and reads `responses` native responses: each one's code and body, and its
+// commit stamp into `stamps` if given.
+std::vector<std::pair<native::Code, std::string>> NativeExchange(int port, const std::string& bytes,
+                                                                 int responses,
+                                                                 std::vector<uint64_t>* stamps);
 
 }  // namespace faha::test
 

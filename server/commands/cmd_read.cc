@@ -21,7 +21,15 @@ constexpr size_t kMaxReplyBytes = 256 << 20;
 void AppendValue(CommandContext& c, std::string_view key, std::string* copy) {
   std::string_view value;
   std::shared_ptr<const void> hold;
-  bool hit = c.store()->GetHeld(key, copy, &value, &hold);
+  bool hit;
+  if (c.txn != nullptr) {
+    KeyState k;
+    hit = c.ReadKey(key, true, &k);
+    *copy = std::move(k.value);
+    value = *copy;
+  } else {
+    hit = c.store()->GetHeld(key, copy, &value, &hold);
+  }
   (hit ? c.metrics()->keyspace_hits : c.metrics()->keyspace_misses)
       .fetch_add(1, std::memory_order_relaxed);
   if (!hit) {
@@ -77,15 +85,16 @@ ExecStatus MGet(CommandContext& c) {
 }
 
 ExecStatus StrLen(CommandContext& c) {
-  std::string v;
-  c.store()->Get(c.args[1], &v);
-  resp::AppendInt(c.out, static_cast<int64_t>(v.size()));
+  KeyState k;
+  c.ReadKey(c.args[1], true, &k);
+  resp::AppendInt(c.out, static_cast<int64_t>(k.value.size()));
   return ExecStatus::kReplied;
 }
 
 ExecStatus Exists(CommandContext& c) {
   int64_t n = 0;
-  for (int i = 1; i < c.argc; i++) n += c.store()->Exists(c.args[i]) ? 1 : 0;
+  KeyState k;
+  for (int i = 1; i < c.argc; i++) n += c.ReadKey(c.args[i], false, &k) ? 1 : 0;
   resp::AppendInt(c.out, n);
   return ExecStatus::kReplied;
 }
@@ -94,13 +103,18 @@ ExecStatus Exists(CommandContext& c) {
 ExecStatus Touch(CommandContext& c) { return Exists(c); }
 
 ExecStatus Type(CommandContext& c) {
-  resp::AppendSimple(c.out, c.store()->Exists(c.args[1]) ? "string" : "none");
+  KeyState k;
+  resp::AppendSimple(c.out, c.ReadKey(c.args[1], false, &k) ? "string" : "none");
   return ExecStatus::kReplied;
 }
 
 // TTL and PTTL.
 ExecStatus Ttl(CommandContext& c) {
-  int64_t ms = c.store()->PttlMs(c.args[1]);
+  KeyState k;
+  int64_t ms = -2;
+  if (c.ReadKey(c.args[1], false, &k)) {
+    ms = k.expire_at_ms == 0 ? -1 : std::max<int64_t>(0, k.expire_at_ms - c.NowMs());
+  }
   if (ms >= 0 && c.name() == "ttl") ms = (ms + 500) / 1000;
   resp::AppendInt(c.out, ms);
   return ExecStatus::kReplied;
@@ -111,7 +125,7 @@ ExecStatus Ttl(CommandContext& c) {
 ExecStatus ExpireTime(CommandContext& c) {
   KeyState k;
   int64_t at = -2;
-  if (c.store()->Read(c.args[1], false, &k)) at = k.expire_at_ms == 0 ? -1 : k.expire_at_ms;
+  if (c.ReadKey(c.args[1], false, &k)) at = k.expire_at_ms == 0 ? -1 : k.expire_at_ms;
   if (at > 0 && c.name() == "expiretime") at = (at + 500) / 1000;
   resp::AppendInt(c.out, at);
   return ExecStatus::kReplied;
@@ -124,8 +138,9 @@ ExecStatus GetRange(CommandContext& c) {
   if (!ParseInt64(c.args[2], &start) || !ParseInt64(c.args[3], &end)) {
     return c.Error("ERR value is not an integer or out of range");
   }
-  std::string v;
-  c.store()->Get(c.args[1], &v);
+  KeyState k;
+  c.ReadKey(c.args[1], true, &k);
+  const std::string& v = k.value;
   const int64_t len = static_cast<int64_t>(v.size());
   if (start < 0 && end < 0 && start > end) start = end = len;  // empty, as Redis
   if (start < 0) start = std::max<int64_t>(0, len + start);

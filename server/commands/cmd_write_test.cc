@@ -49,6 +49,8 @@ class FakeWriteContext final : public WriteContext {
   void Delete(std::string_view key) override { keys_.erase(std::string(key)); }
   int64_t NowMs() const override { return now_ms_; }
 
+  WriteResult Evaluate(const WriteOp& op) override { return Apply(op); }
+
   // The engine's primitives, as Store::Evaluate_st applies them.
   WriteResult Apply(const WriteOp& op) {
     switch (op.kind) {

@@ -26,6 +26,12 @@ struct CommandContext {
   // False while the connection's earlier writes are pending: an immediate
   // reply (an error included) must wait for them, so Error gives kBlocked.
   bool may_reply;
+  // Inside a transaction (server/commands/cmd_multi.cc). A write's op goes
+  // to `captured` instead of the store, to be evaluated with the rest; a read
+  // runs on the committing thread and reads through `txn`, seeing the
+  // transaction's own writes.
+  WriteOp* captured = nullptr;
+  WriteContext* txn = nullptr;
 
   const ServerOptions& options() const { return server.options(); }
   Store* store() const { return server.store(); }
@@ -39,9 +45,23 @@ struct CommandContext {
   ExecStatus Ok() const;
   // Queues a write; its reply comes through the sink once it is durable.
   ExecStatus Submit(WriteOp op) const;
+  // A key as this command sees it: committed (the caller holds a read
+  // guard), or as the transaction it runs in sees it. False if absent or expired.
+  bool ReadKey(std::string_view key, bool want_value, KeyState* state) const;
+  // The clock a read compares expiry times with (the transaction's, inside one).
+  int64_t NowMs() const;
 };
 
 inline constexpr const char* kVersion = "0.1.0";
+
+namespace cmd {
+// Inside MULTI: queues the command for EXEC, or refuses it (EXEC then aborts).
+ExecStatus Queue(CommandContext& c);
+// The native protocol's transaction: `commands` as one EXEC, refused whole
+// (EXECABORT) if one is unknown, has the wrong arity or may not run here.
+ExecStatus RunTransaction(CommandContext& c,
+                          const std::vector<std::vector<std::string_view>>& commands);
+}  // namespace cmd
 
 }  // namespace faha
 

@@ -57,6 +57,12 @@ ExecStatus Append(CommandContext& c);
 ExecStatus SetRange(CommandContext& c);
 ExecStatus IncrByFloat(CommandContext& c);
 ExecStatus GetEx(CommandContext& c);
+// server/commands/cmd_multi.cc
+ExecStatus Multi(CommandContext& c);
+ExecStatus Exec(CommandContext& c);
+ExecStatus Discard(CommandContext& c);
+ExecStatus Watch(CommandContext& c);
+ExecStatus Unwatch(CommandContext& c);
 }  // namespace cmd
 
 namespace {
@@ -69,6 +75,8 @@ constexpr KeySpec kOneRWAccessUpdate = {.flags = "RW access update"};
 constexpr KeySpec kAllRMDelete = {.flags = "RM delete", .last_key = -1};
 constexpr std::string_view kConnection = "@fast @connection";
 constexpr std::string_view kNoAuthFlags = "noscript loading stale fast no_auth allow_busy";
+constexpr std::string_view kTxnFlags = "noscript loading stale fast allow_busy";
+constexpr std::string_view kTransaction = "@fast @transaction";
 constexpr std::string_view kKeyspaceRead = "@keyspace @read @fast";
 constexpr std::string_view kKeyspaceWrite = "@keyspace @write @fast";
 constexpr std::string_view kStringIncr = "@write @string @fast";
@@ -87,11 +95,11 @@ const std::vector<CommandRow> kTable = {
      .redis_flags = kNoAuthFlags, .acl_categories = kConnection},
     {.name = "hello", .arity = -1, .flags = kCmdNoAuth, .handler = cmd::Hello,
      .redis_flags = kNoAuthFlags, .acl_categories = kConnection},
-    {.name = "quit", .arity = -1, .flags = kCmdNoAuth, .handler = cmd::Quit,
+    {.name = "quit", .arity = -1, .flags = kCmdNoAuth | kCmdNotQueued, .handler = cmd::Quit,
      .redis_flags = kNoAuthFlags, .acl_categories = kConnection},
     {.name = "select", .arity = 2, .flags = 0, .handler = cmd::Select,
      .redis_flags = "loading stale fast", .acl_categories = kConnection},
-    {.name = "shutdown", .arity = -1, .flags = 0, .handler = cmd::Shutdown,
+    {.name = "shutdown", .arity = -1, .flags = kCmdNoMulti, .handler = cmd::Shutdown,
      .redis_flags = "admin noscript loading stale no_multi allow_busy",
      .acl_categories = "@admin @slow @dangerous"},
     {.name = "time", .arity = 1, .flags = 0, .handler = cmd::Time,
@@ -115,6 +123,18 @@ const std::vector<CommandRow> kTable = {
      .redis_flags = "noscript loading stale fast", .acl_categories = "@admin @fast @dangerous"},
     {.name = "faha.digest", .arity = 1, .flags = 0, .handler = cmd::FahaDigest,
      .redis_flags = "readonly", .acl_categories = "@read @slow"},
+    // transactions
+    {.name = "multi", .arity = 1, .flags = kCmdNotQueued, .handler = cmd::Multi,
+     .redis_flags = kTxnFlags, .acl_categories = kTransaction},
+    {.name = "exec", .arity = 1, .flags = kCmdNotQueued, .handler = cmd::Exec,
+     .redis_flags = "noscript loading stale skip_slowlog", .acl_categories = "@slow @transaction"},
+    {.name = "discard", .arity = 1, .flags = kCmdNotQueued, .handler = cmd::Discard,
+     .redis_flags = kTxnFlags, .acl_categories = kTransaction},
+    {.name = "watch", .arity = -2, .flags = kCmdNotQueued | kCmdKeyRead, .handler = cmd::Watch,
+     .redis_flags = kTxnFlags, .first_key = 1, .last_key = -1, .key_step = 1,
+     .acl_categories = kTransaction, .key_spec = {.flags = "RO", .last_key = -1}},
+    {.name = "unwatch", .arity = 1, .flags = 0, .handler = cmd::Unwatch,
+     .redis_flags = kTxnFlags, .acl_categories = kTransaction},
     // reads
     {.name = "get", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Get,
      .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
@@ -155,10 +175,10 @@ const std::vector<CommandRow> kTable = {
     {.name = "substr", .arity = 4, .flags = kCmdKeyRead, .handler = cmd::GetRange,
      .redis_flags = "readonly", .first_key = 1, .last_key = 1, .key_step = 1,
      .acl_categories = "@read @string @slow", .key_spec = kOneROAccess},
-    {.name = "dbsize", .arity = 1, .flags = kCmdDataRead, .handler = cmd::DbSize,
+    {.name = "dbsize", .arity = 1, .flags = kCmdDataRead | kCmdNoMulti, .handler = cmd::DbSize,
      .redis_flags = "readonly fast", .acl_categories = kKeyspaceRead,
      .tips = "request_policy:all_shards response_policy:agg_sum"},
-    {.name = "scan", .arity = -2, .flags = kCmdKeyRead, .handler = cmd::Scan,
+    {.name = "scan", .arity = -2, .flags = kCmdKeyRead | kCmdNoMulti, .handler = cmd::Scan,
      .redis_flags = "readonly", .acl_categories = "@keyspace @read @slow",
      .tips = "nondeterministic_output request_policy:special"},
     // writes

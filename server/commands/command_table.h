@@ -36,6 +36,11 @@ enum CommandFlag : uint32_t {
   kCmdNoAuth = 1u << 1,    // runs before AUTH
   kCmdKeyRead = 1u << 2,   // reads keys: refused where data may be stale (a backup)
   kCmdDataRead = 1u << 3,  // reads the keyspace without naming a key (DBSIZE): likewise
+  // Refused inside MULTI (and EXEC then aborts): it reads the whole keyspace,
+  // which a transaction, evaluated against the keys it names, cannot see; or
+  // Redis refuses it there too (SHUTDOWN).
+  kCmdNoMulti = 1u << 4,
+  kCmdNotQueued = 1u << 5,  // runs at once inside MULTI: EXEC, DISCARD, MULTI, WATCH, QUIT
 };
 
 // A Redis 7.0 key specification that begins at argument `begin_index` and

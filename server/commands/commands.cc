@@ -83,6 +83,9 @@ void Commands::AppendResult(std::string* out, const WriteResult& r) {
     case WriteResult::Kind::kError:
       resp::AppendError(out, r.str);
       break;
+    case WriteResult::Kind::kRaw:
+      out->append(r.str);
+      break;
   }
 }
 
@@ -268,8 +271,20 @@ ExecStatus CommandContext::Ok() const {
 }
 
 ExecStatus CommandContext::Submit(WriteOp op) const {
+  if (captured != nullptr) {
+    *captured = std::move(op);
+    return ExecStatus::kSubmitted;
+  }
   return commands.Submit(s, std::move(op), sink);
 }
+
+bool CommandContext::ReadKey(std::string_view key, bool want_value, KeyState* state) const {
+  if (txn == nullptr) return store()->Read(key, want_value, state);
+  *state = txn->Get(key, want_value);
+  return state->exists;
+}
+
+int64_t CommandContext::NowMs() const { return txn != nullptr ? txn->NowMs() : WallMs(); }
 
 // The one path every RESP and native command takes: the row's checks
 // (arity, authentication, reply order, where data may be served), then its
@@ -286,6 +301,9 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     return may_reply ? ExecStatus::kReplied : ExecStatus::kBlocked;
   }
   const CommandRow* row = FindCommand(args[0]);
+  // Inside MULTI, a command refused before it could be queued aborts the
+  // transaction, as Redis's does.
+  const bool queueing = s->in_multi && (!row || !(row->flags & kCmdNotQueued));
   if (!row) {
     if (!may_reply) return ExecStatus::kBlocked;
     std::string msg = "ERR unknown command '" + std::string(args[0].substr(0, 128)) +
@@ -295,14 +313,29 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     }
     resp::AppendError(out, msg);
     CountError(m);
+    if (queueing) s->multi_dirty = true;
     return ExecStatus::kReplied;
   }
   const int argc = static_cast<int>(args.size());
   CommandContext c{*this, *server_, s, args, argc, *row, out, sink, may_reply};
-  if ((row->arity > 0 && argc != row->arity) || (row->arity < 0 && argc < -row->arity)) {
-    return c.WrongArgs();
+  const bool bad_arity =
+      (row->arity > 0 && argc != row->arity) || (row->arity < 0 && argc < -row->arity);
+  if (bad_arity || (!(row->flags & kCmdNoAuth) && !s->authed)) {
+    std::string msg =
+        bad_arity ? "ERR wrong number of arguments for '" + std::string(row->name) + "' command"
+                  : "NOAUTH Authentication required.";
+    if (row->name == "exec") {
+      // EXEC itself refused: the transaction is discarded, as Redis does.
+      if (!may_reply) return ExecStatus::kBlocked;
+      s->ClearMulti();
+      if (msg.rfind("ERR ", 0) == 0) msg.erase(0, 4);
+      msg = "EXECABORT Transaction discarded because of: " + msg;
+    }
+    const ExecStatus st = c.Error(msg);
+    if (queueing && st == ExecStatus::kReplied) s->multi_dirty = true;
+    return st;
   }
-  if (!(row->flags & kCmdNoAuth) && !s->authed) return c.Error("NOAUTH Authentication required.");
+  if (queueing) return cmd::Queue(c);
   if (!row->write() && !may_reply) return ExecStatus::kBlocked;
   if (row->flags & (kCmdWrite | kCmdKeyRead | kCmdDataRead)) {
     const faha::Refusal why = Refusal(*s, row->write());
@@ -324,6 +357,17 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
   if (!(row->flags & (kCmdKeyRead | kCmdDataRead))) return row->handler(c);
   Store::ReadGuard guard = server_->store()->LockForRead();
   return row->handler(c);
+}
+
+ExecStatus Commands::ExecuteTransaction(Session* s,
+                                        const std::vector<std::vector<std::string_view>>& commands,
+                                        std::string* out, CompletionSink* sink) {
+  static const CommandRow* const exec = FindCommand("exec");
+  static const std::vector<std::string_view> exec_args = {"exec"};
+  s->op_class = OpClass::kOther;
+  s->refused = {};
+  CommandContext c{*this, *server_, s, exec_args, 1, *exec, out, sink, s->pending_writes == 0};
+  return cmd::RunTransaction(c, commands);
 }
 
 void Commands::Info(std::string_view section, std::string* out) const {

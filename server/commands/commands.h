@@ -53,6 +53,21 @@ struct Session {
   size_t held_bytes = 0;
   // The class of the command being executed (its latency is recorded under it).
   OpClass op_class = OpClass::kOther;
+  // MULTI: the commands queued until EXEC or DISCARD (copies), and whether
+  // one was refused while queueing (EXEC then aborts).
+  bool in_multi = false;
+  bool multi_dirty = false;
+  std::vector<std::vector<std::string>> multi_queue;
+  // WATCH: each key with its state when watched; EXEC aborts if one changed.
+  std::vector<std::pair<std::string, KeyState>> watched;
+  // Bytes the two hold, counted in the client's memory (--maxmemory_clients).
+  size_t multi_bytes = 0;
+  void ClearMulti() {
+    in_multi = multi_dirty = false;
+    multi_queue.clear();
+    watched.clear();
+    multi_bytes = 0;
+  }
   // Why the command just executed was refused (MOVED, TRYAGAIN, READONLY,
   // STALEREAD), kNone if it was not: a protocol with codes for these (native)
   // encodes the code rather than the RESP text.
@@ -67,6 +82,10 @@ class Commands {
       : server_(server), outbox_(outbox) {}
   ExecStatus Execute(Session* s, const std::vector<std::string_view>& args, std::string* out,
                      CompletionSink* sink);
+  // The native protocol's transaction: `commands` as MULTI ... EXEC.
+  ExecStatus ExecuteTransaction(Session* s,
+                                const std::vector<std::vector<std::string_view>>& commands,
+                                std::string* out, CompletionSink* sink);
   // CONFIG SET: the client limits only (ClientLimits).
   ExecStatus ConfigSet(const std::vector<std::string_view>& args, std::string* out);
   // Whether this node may run a data command (a write, or a key read) for

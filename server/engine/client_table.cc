@@ -25,7 +25,7 @@ std::string ClientTable::EncodeReply(const WriteResult& r) {
 bool ClientTable::DecodeReply(std::string_view b, WriteResult* r) {
   if (b.size() < kFixed) return false;
   uint8_t kind = static_cast<uint8_t>(b[0]);
-  if (kind > static_cast<uint8_t>(WriteResult::Kind::kError)) return false;
+  if (kind > static_cast<uint8_t>(WriteResult::Kind::kRaw)) return false;
   r->kind = static_cast<WriteResult::Kind>(kind);
   std::memcpy(&r->integer, b.data() + 1, 8);
   r->str.assign(b.substr(kFixed));

@@ -180,6 +180,7 @@ bool Keyspace::Read(std::string_view key, bool want_value, int64_t now_ms, KeySt
   if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return false;
   out->exists = true;
   out->expire_at_ms = r.expire_at_ms;
+  out->location = r.location;
   if (want_value) out->value.assign(r.value);
   return true;
 }

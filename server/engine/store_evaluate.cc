@@ -37,6 +37,7 @@ bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now
   if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return true;
   out->exists = true;
   out->expire_at_ms = r.expire_at_ms;
+  out->location = location;
   if (want_value) out->value.assign(r.value);
   return true;
 }
@@ -87,6 +88,7 @@ KeyState Store::Current_st(std::string_view key, bool want_value, const nvm::Bat
   if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) return c;
   c.exists = true;
   c.expire_at_ms = r.expire_at_ms;
+  c.location = KeyState::kInGroup | offset;
   if (want_value) c.value.assign(r.value);
   return c;
 }
@@ -108,6 +110,10 @@ class Store::BatchContext final : public WriteContext {
     store_->Delete_st(batch_, key);
   }
   int64_t NowMs() const override { return now_ms_; }
+  WriteResult Evaluate(const WriteOp& op) override {
+    store_->commit_role_.Assert();
+    return store_->Evaluate_st(op, batch_, now_ms_);
+  }
 
  private:
   Store* store_;

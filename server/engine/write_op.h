@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -66,7 +67,8 @@ class ArgList {
 };
 
 struct WriteResult {
-  enum class Kind : uint8_t { kOk, kNil, kInt, kBulk, kError };
+  // kRaw: `str` is a whole RESP reply already encoded (EXEC's array).
+  enum class Kind : uint8_t { kOk, kNil, kInt, kBulk, kError, kRaw };
   // What kind of error, for a protocol that has a code for it (native).
   enum class ErrorCode : uint8_t { kOther, kNoReplicas, kIoError };
   Kind kind = Kind::kOk;
@@ -81,6 +83,7 @@ struct WriteResult {
   static WriteResult Int(int64_t v) { return {Kind::kInt, v, {}, 0}; }
   static WriteResult Bulk(std::string s) { return {Kind::kBulk, 0, std::move(s), 0}; }
   static WriteResult Error(std::string s) { return {Kind::kError, 0, std::move(s), 0}; }
+  static WriteResult Raw(std::string resp) { return {Kind::kRaw, 0, std::move(resp), 0}; }
   // Too few backups in sync to acknowledge the write (retry later); its
   // RESP text is written here once.
   static WriteResult NoReplicas(std::string_view why) {
@@ -98,7 +101,15 @@ struct KeyState {
   bool exists = false;
   int64_t expire_at_ms = 0;  // 0: no expiry
   std::string value;         // filled only when asked for
+  // Which record the key's state comes from: its log location, or
+  // kInGroup | offset for a record staged by the group being evaluated. A
+  // watched key whose location moved was written (or relocated by the
+  // cleaner) since it was watched.
+  uint64_t location = 0;
+  static constexpr uint64_t kInGroup = uint64_t{1} << 63;
 };
+
+struct WriteOp;
 
 // What a WriteEval may do: read keys and stage records. Staged records become
 // durable, replicated and visible with the rest of the batch, or not at all.
@@ -110,17 +121,24 @@ class WriteContext {
   virtual void Delete(std::string_view key) = 0;
   // The wall clock of the group being evaluated, in ms: one value for all its writes.
   virtual int64_t NowMs() const = 0;
+  // Evaluates a whole write here, as if it were the next in the group: a
+  // transaction's or a script's writes, staged with the rest of it.
+  virtual WriteResult Evaluate(const WriteOp& op) = 0;
 
  protected:
   ~WriteContext() = default;
 };
 
-struct WriteOp;
-
 // A command's own write semantics (server/commands/cmd_write.cc): reads the
 // keys it needs through `w`, stages its records there and returns the reply.
 // It runs on the committing thread, once, in submission order.
 using WriteEval = WriteResult (*)(const WriteOp& op, WriteContext& w);
+
+// What a command's eval needs beyond its arguments (a transaction's queued
+// commands); the command's own file defines it.
+struct EvalPayload {
+  virtual ~EvalPayload() = default;
+};
 
 struct WriteOp {
   // What the engine does with the write: one of its primitives (the native
@@ -133,7 +151,8 @@ struct WriteOp {
   int64_t number = 0;        // kEval: the command's (INCRBY's delta, ...)
   uint32_t flags = 0;        // kEval: the command's options
   WriteEval eval = nullptr;  // kEval
-  int64_t start_us = 0;      // for latency metrics
+  std::shared_ptr<const EvalPayload> payload;  // kEval: the command's, if any
+  int64_t start_us = 0;                        // for latency metrics
   // Retry de-duplication: a client that names itself numbers its writes; a
   // write whose (client_id, client_seq) was applied before gets its first
   // reply again (ClientTable). 0: anonymous, never de-duplicated.

@@ -344,13 +344,23 @@ void IoThread::EncodeNativeReply(Connection* c, const native::Request& req,
 
 bool IoThread::NativeCommand(Connection* c, const native::Request& req, int64_t t0,
                              bool may_reply) {
-  std::vector<std::string_view> args;
-  if (!native::DecodeArgs(req.value, &args)) {
-    if (may_reply) ProtocolError(c, "malformed argument list");
-    return false;
-  }
   std::string body;
-  ExecStatus st = commands_.Execute(&c->session, args, &body, this);
+  ExecStatus st;
+  if (req.op == native::Op::kTransaction) {
+    std::vector<std::vector<std::string_view>> commands;
+    if (!native::DecodeTransaction(req.value, &commands)) {
+      if (may_reply) ProtocolError(c, "malformed transaction");
+      return false;
+    }
+    st = commands_.ExecuteTransaction(&c->session, commands, &body, this);
+  } else {
+    std::vector<std::string_view> args;
+    if (!native::DecodeArgs(req.value, &args)) {
+      if (may_reply) ProtocolError(c, "malformed argument list");
+      return false;
+    }
+    st = commands_.Execute(&c->session, args, &body, this);
+  }
   InlineHeld(&c->session, &body);  // the body goes into one response frame
   if (st == ExecStatus::kBlocked) return false;
   if (st == ExecStatus::kSubmitted) {
@@ -368,11 +378,13 @@ bool IoThread::NativeCommand(Connection* c, const native::Request& req, int64_t 
 
 bool IoThread::StepNative(Connection* c) {
   const ServerOptions& opt = server_->options_;
-  native::Limits limits{opt.max_key_bytes, opt.max_value_bytes};
+  native::Limits limits{opt.max_key_bytes, opt.max_value_bytes,
+                        static_cast<uint32_t>(std::min<size_t>(opt.max_batch_bytes, UINT32_MAX))};
   if (!c->session.authed) {
     // As for RESP before AUTH: nothing bigger than a password.
     limits.max_key_bytes = std::min<uint32_t>(limits.max_key_bytes, resp::kPreauthBulkBytes);
     limits.max_value_bytes = std::min<uint32_t>(limits.max_value_bytes, resp::kPreauthBulkBytes);
+    limits.max_transaction_bytes = limits.max_value_bytes;
   }
   native::Request req;
   size_t consumed = 0;
@@ -389,7 +401,8 @@ bool IoThread::StepNative(Connection* c) {
   Metrics* m = server_->metrics();
   const bool may_reply = c->session.pending_writes == 0;
   const bool is_write = req.op == native::Op::kPut || req.op == native::Op::kDelete;
-  if (!is_write && req.op != native::Op::kCommand && !may_reply) return false;
+  const bool is_command = req.op == native::Op::kCommand || req.op == native::Op::kTransaction;
+  if (!is_write && !is_command && !may_reply) return false;
   if (!c->session.authed && req.op != native::Op::kAuth && req.op != native::Op::kPing) {
     if (!may_reply) return false;
     native::EncodeResponse(&c->out, native::Code::kNoAuth, req.request_id,
@@ -406,6 +419,7 @@ bool IoThread::StepNative(Connection* c) {
       NativeClientId(c, req);
       break;
     case native::Op::kCommand:
+    case native::Op::kTransaction:
       if (!NativeCommand(c, req, t0, may_reply)) return false;
       break;
     default:

@@ -269,7 +269,8 @@ void IoThread::FlushCloseLog(int64_t now) {
 }
 
 void IoThread::Account(Connection* c) {
-  const size_t now = c->in.capacity() + c->out.capacity() + c->queued_memory;
+  const size_t now =
+      c->in.capacity() + c->out.capacity() + c->queued_memory + c->session.multi_bytes;
   if (now == c->accounted) return;
   server_->metrics()->client_memory_bytes.fetch_add(
       static_cast<int64_t>(now) - static_cast<int64_t>(c->accounted), std::memory_order_relaxed);

@@ -23,6 +23,10 @@
 
 #include "faha/status.h"
 
+namespace faha::native {
+enum class Op : uint8_t;  // common/native_protocol.h
+}  // namespace faha::native
+
 namespace faha {
 
 struct ClientOptions {
@@ -81,6 +85,12 @@ class Client {
   // Any server command ("SET", "k", "v"), e.g. INFO or SCAN. A server error
   // reply is returned as a Reply of type kError with an OK status.
   StatusOr<Reply> Command(const std::vector<std::string>& args);
+  // MULTI, the commands, EXEC, as one request: the reply is EXEC's (an array
+  // of each command's reply; an error reply if one command is unknown or has
+  // the wrong arity, and then nothing ran). The commands commit as one unit.
+  // With a client id (follow_primary), a transaction re-sent after a
+  // reconnect or failover is applied once.
+  StatusOr<Reply> Transaction(const std::vector<std::vector<std::string>>& commands);
 
   using GetCallback = std::function<void(const Status&, std::string_view value)>;
   using DoneCallback = std::function<void(const Status&)>;
@@ -107,6 +117,8 @@ class Client {
  private:
   struct Impl;
   explicit Client(std::unique_ptr<Impl> impl);
+  // A request whose reply body is RESP (kCommand, kTransaction).
+  StatusOr<Reply> RespRequest(native::Op op, std::string_view body);
   std::unique_ptr<Impl> impl_;
 };
 
