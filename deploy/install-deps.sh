@@ -12,7 +12,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev clang-format
   redis-tools redis-server
-  curl procps psmisc iproute2 gnuplot-nox python3
+  curl procps psmisc iproute2 gnuplot-nox python3 python3-redis python3-hiredis
+  liblua5.1-0-dev lua5.1
   etcd-server etcd-client libcurl4-openssl-dev nlohmann-json3-dev
   libibverbs-dev librdmacm-dev rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest
   qemu-system-x86 linux-image-amd64 busybox-static cpio ndctl e2fsprogs kmod

@@ -384,6 +384,33 @@ std::string RespConnection::Call(const std::vector<std::string>& args) {
   return reply;
 }
 
+std::vector<std::string> RespConnection::Pipeline(
+    const std::vector<std::vector<std::string>>& commands) {
+  std::vector<std::string> replies;
+  std::string req;
+  for (const auto& args : commands) {
+    req += "*" + std::to_string(args.size()) + "\r\n";
+    for (const auto& a : args) req += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+  }
+  bool sent_all = fd_ >= 0;
+  for (size_t sent = 0; sent_all && sent < req.size();) {
+    ssize_t n = send(fd_, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) sent_all = false;
+    if (n > 0) sent += static_cast<size_t>(n);
+  }
+  deadline_ms_ = MonoMs() + timeout_ms_;
+  while (replies.size() < commands.size()) {
+    size_t end = 0;
+    if (!sent_all || !ReadValue(&end)) {
+      replies.push_back("<no reply>");
+      continue;
+    }
+    replies.push_back(in_.substr(0, end));
+    in_.erase(0, end);
+  }
+  return replies;
+}
+
 bool RespConnection::Fill() {
   while (MonoMs() < deadline_ms_) {
     pollfd p{fd_, POLLIN, 0};

@@ -109,6 +109,9 @@ class RespConnection {
   RespConnection(const RespConnection&) = delete;
   RespConnection& operator=(const RespConnection&) = delete;
   std::string Call(const std::vector<std::string>& args);
+  // Sends every command at once, then reads one reply per command (an
+  // "<...>" placeholder for each that did not come: a timeout or a close).
+  std::vector<std::string> Pipeline(const std::vector<std::vector<std::string>>& commands);
 
  private:
   // Reads one whole RESP value from the buffer at *pos (more from the socket
