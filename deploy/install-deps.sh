@@ -13,7 +13,7 @@ PACKAGES=(
   clang libclang-rt-14-dev clang-format
   redis-tools redis-server
   curl procps psmisc iproute2 gnuplot-nox python3 python3-redis python3-hiredis
-  liblua5.1-0-dev lua5.1
+  liblua5.1-0-dev lua5.1 lua-cjson lua-bitop
   etcd-server etcd-client libcurl4-openssl-dev nlohmann-json3-dev
   libibverbs-dev librdmacm-dev rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest
   qemu-system-x86 linux-image-amd64 busybox-static cpio ndctl e2fsprogs kmod

@@ -238,4 +238,43 @@ ExecStatus RunTransaction(CommandContext& c,
   return Run(c, commands, {});
 }
 
+void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, WriteContext& w,
+                 bool read_only, std::string* out) {
+  const CommandRow* row = FindCommand(args[0]);
+  const int argc = static_cast<int>(args.size());
+  if (row == nullptr) {
+    resp::AppendError(out, "ERR Unknown Redis command called from script");
+    return;
+  }
+  if ((row->arity > 0 && argc != row->arity) || (row->arity < 0 && argc < -row->arity)) {
+    resp::AppendError(out, "ERR Wrong number of args calling Redis command from script");
+    return;
+  }
+  // Keys and writes only, plus what reads nothing (PING, ECHO, TIME): a
+  // command that reads the whole keyspace or the server's state does not
+  // run on the committing thread.
+  const bool harmless = row->name == "ping" || row->name == "echo" || row->name == "time";
+  if (row->redis_flags.find("noscript") != std::string_view::npos || (row->flags & kCmdNoMulti) ||
+      (!harmless && !(row->flags & (kCmdWrite | kCmdKeyRead)))) {
+    resp::AppendError(out, "ERR This Redis command is not allowed from script");
+    return;
+  }
+  if (read_only && row->write()) {
+    resp::AppendError(out, "ERR Write commands are not allowed from read-only scripts.");
+    return;
+  }
+  Session scratch;
+  scratch.authed = true;
+  Commands commands(host, nullptr);
+  CommandContext c{commands, *host, &scratch, args, argc, *row, out, nullptr, true};
+  if (!row->write()) {
+    c.txn = &w;
+    row->handler(c);
+    return;
+  }
+  WriteOp op;
+  c.captured = &op;
+  if (row->handler(c) == ExecStatus::kSubmitted) Commands::AppendResult(out, w.Evaluate(op));
+}
+
 }  // namespace faha::cmd

@@ -61,6 +61,11 @@ ExecStatus Queue(CommandContext& c);
 // (EXECABORT) if one is unknown, has the wrong arity or may not run here.
 ExecStatus RunTransaction(CommandContext& c,
                           const std::vector<std::vector<std::string_view>>& commands);
+// A script's redis.call, on the committing thread: runs `args` against `w`
+// and appends its RESP reply (an error reply if the command may not run in
+// a script).
+void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, WriteContext& w,
+                 bool read_only, std::string* out);
 }  // namespace cmd
 
 }  // namespace faha

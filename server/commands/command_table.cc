@@ -63,6 +63,9 @@ ExecStatus Exec(CommandContext& c);
 ExecStatus Discard(CommandContext& c);
 ExecStatus Watch(CommandContext& c);
 ExecStatus Unwatch(CommandContext& c);
+// server/commands/cmd_script.cc
+ExecStatus Eval(CommandContext& c);
+ExecStatus Script(CommandContext& c);
 }  // namespace cmd
 
 namespace {
@@ -77,6 +80,21 @@ constexpr std::string_view kConnection = "@fast @connection";
 constexpr std::string_view kNoAuthFlags = "noscript loading stale fast no_auth allow_busy";
 constexpr std::string_view kTxnFlags = "noscript loading stale fast allow_busy";
 constexpr std::string_view kTransaction = "@fast @transaction";
+constexpr std::string_view kScriptFlags =
+    "noscript stale skip_monitor no_mandatory_keys movablekeys";
+constexpr std::string_view kScriptRoFlags =
+    "readonly noscript stale skip_monitor no_mandatory_keys movablekeys";
+constexpr std::string_view kScripting = "@slow @scripting";
+constexpr KeySpec kScriptRW = {
+    .flags = "RW access update",
+    .notes = "We cannot tell how the keys will be used so we assume the worst, RW and UPDATE",
+    .begin_index = 2,
+    .keynum = true};
+constexpr KeySpec kScriptRO = {
+    .flags = "RO access",
+    .notes = "We cannot tell how the keys will be used so we assume the worst, RO and ACCESS",
+    .begin_index = 2,
+    .keynum = true};
 constexpr std::string_view kKeyspaceRead = "@keyspace @read @fast";
 constexpr std::string_view kKeyspaceWrite = "@keyspace @write @fast";
 constexpr std::string_view kStringIncr = "@write @string @fast";
@@ -135,6 +153,19 @@ const std::vector<CommandRow> kTable = {
      .acl_categories = kTransaction, .key_spec = {.flags = "RO", .last_key = -1}},
     {.name = "unwatch", .arity = 1, .flags = 0, .handler = cmd::Unwatch,
      .redis_flags = kTxnFlags, .acl_categories = kTransaction},
+    // scripts
+    {.name = "eval", .arity = -3, .flags = kCmdWrite, .handler = cmd::Eval,
+     .redis_flags = kScriptFlags, .acl_categories = kScripting, .key_spec = kScriptRW},
+    {.name = "evalsha", .arity = -3, .flags = kCmdWrite, .handler = cmd::Eval,
+     .redis_flags = kScriptFlags, .acl_categories = kScripting,
+     .key_spec = {.flags = "RW access update", .begin_index = 2, .keynum = true}},
+    {.name = "eval_ro", .arity = -3, .flags = kCmdWrite, .handler = cmd::Eval,
+     .redis_flags = kScriptRoFlags, .acl_categories = kScripting, .key_spec = kScriptRO},
+    {.name = "evalsha_ro", .arity = -3, .flags = kCmdWrite, .handler = cmd::Eval,
+     .redis_flags = kScriptRoFlags, .acl_categories = kScripting,
+     .key_spec = {.flags = "RO access", .begin_index = 2, .keynum = true}},
+    {.name = "script", .arity = -2, .flags = 0, .handler = cmd::Script,
+     .redis_flags = "", .acl_categories = "@slow"},
     // reads
     {.name = "get", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Get,
      .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
@@ -308,15 +339,15 @@ void AppendKeySpec(const KeySpec& k, std::string* out) {
   resp::AppendBulk(out, "find_keys");
   resp::AppendArray(out, 4);
   resp::AppendBulk(out, "type");
-  resp::AppendBulk(out, "range");
+  resp::AppendBulk(out, k.keynum ? "keynum" : "range");
   resp::AppendBulk(out, "spec");
   resp::AppendArray(out, 6);
-  resp::AppendBulk(out, "lastkey");
-  resp::AppendInt(out, k.last_key);
-  resp::AppendBulk(out, "keystep");
-  resp::AppendInt(out, k.key_step);
-  resp::AppendBulk(out, "limit");
-  resp::AppendInt(out, 0);
+  resp::AppendBulk(out, k.keynum ? "keynumidx" : "lastkey");
+  resp::AppendInt(out, k.keynum ? 0 : k.last_key);
+  resp::AppendBulk(out, k.keynum ? "firstkey" : "keystep");
+  resp::AppendInt(out, k.keynum ? 1 : k.key_step);
+  resp::AppendBulk(out, k.keynum ? "keystep" : "limit");
+  resp::AppendInt(out, k.keynum ? k.key_step : 0);
 }
 
 }  // namespace

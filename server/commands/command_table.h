@@ -44,13 +44,16 @@ enum CommandFlag : uint32_t {
 };
 
 // A Redis 7.0 key specification that begins at argument `begin_index` and
-// takes a range of keys (the only kind FaHA's commands have so far).
+// takes a range of keys, or as many as an argument says (keynum).
 struct KeySpec {
   std::string_view flags;  // e.g. "RO access"; empty: the command has no key spec
   int last_key = 0;        // Redis's find_keys range: lastkey, keystep, limit 0
   int key_step = 1;
   std::string_view notes;
   int begin_index = 1;
+  // find_keys of type keynum instead of range: the argument after begin_index
+  // counts the keys that follow it (EVAL's numkeys: keynumidx 0, firstkey 1).
+  bool keynum = false;
 };
 
 struct CommandRow {

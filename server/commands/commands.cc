@@ -11,6 +11,7 @@
 #include "common/resp.h"
 #include "server/commands/command_context.h"
 #include "server/commands/host.h"
+#include "server/commands/script_engine.h"
 
 namespace faha {
 
@@ -254,6 +255,13 @@ namespace {
 void CountError(Metrics* m) { m->errors.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace
 
+bool Commands::ScriptBusy(const CommandRow& row, const std::vector<std::string_view>& args) const {
+  const int64_t since = ScriptEngine::Get().running_since_ms();
+  if (since == 0 || WallMs() - since < server_->options().busy_reply_threshold_ms) return false;
+  if (row.redis_flags.find("allow_busy") != std::string_view::npos) return false;
+  return !(row.name == "script" && args.size() == 2 && EqNoCase(args[1], "kill"));
+}
+
 ExecStatus CommandContext::Error(std::string_view msg) const {
   if (!may_reply) return ExecStatus::kBlocked;
   resp::AppendError(out, msg);
@@ -334,6 +342,11 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     const ExecStatus st = c.Error(msg);
     if (queueing && st == ExecStatus::kReplied) s->multi_dirty = true;
     return st;
+  }
+  if (ScriptBusy(*row, args)) {
+    return c.Error(
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or "
+        "SHUTDOWN NOSAVE.");
   }
   if (queueing) return cmd::Queue(c);
   if (!row->write() && !may_reply) return ExecStatus::kBlocked;

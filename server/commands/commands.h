@@ -103,6 +103,10 @@ class Commands {
   void Info(std::string_view section, std::string* out) const;
 
  private:
+  // While a script has run past --busy_reply_threshold_ms, commands other
+  // than SCRIPT KILL and the allow_busy ones get BUSY.
+  bool ScriptBusy(const CommandRow& row, const std::vector<std::string_view>& args) const;
+
   CommandHost* server_;
   std::vector<Store::Write>* outbox_;
 };

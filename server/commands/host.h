@@ -45,8 +45,10 @@ struct ServerOptions {
   uint32_t max_key_bytes = 16 << 10;
   uint32_t max_value_bytes = 1 << 20;
   uint32_t max_clients = 10000;
-  uint32_t max_pipeline = 4096;      // writes in flight per connection
-  size_t max_batch_bytes = 8 << 20;  // the store's batch limit: also the largest command
+  uint32_t max_pipeline = 4096;                // writes in flight per connection
+  size_t max_batch_bytes = 8 << 20;            // the store's batch limit: also the largest command
+  uint64_t script_memory_bytes = 64ull << 20;  // the Lua interpreter's memory
+  uint32_t busy_reply_threshold_ms = 5000;     // BUSY to others while a script runs longer
   ClientLimits limits;
   uint32_t preauth_timeout_ms = 10000;  // from connect to AUTH (with requirepass)
   uint32_t body_timeout_ms = 30000;     // from a command's first byte to its last

@@ -212,6 +212,11 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
       const WriteOp& op = taken[i].op;
       if (op.client_id != 0 && AnsweredFromTable_st(op, &results)) continue;
       WriteResult r = Evaluate_st(op, &batch, now);
+      if (r.undo) {
+        batch.Truncate(mark_bytes, mark_count);
+        overlay_.Reset(mark_flushed);
+        overlay_valid_ = false;
+      }
       if (op.client_id != 0) {
         r.lsn = batch.count() + 1;  // made absolute once the batch has its first LSN
         batch.Add(RecordType::kClientReply, {}, ClientTable::EncodeReply(r), 0, op.client_id,

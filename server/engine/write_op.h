@@ -78,6 +78,9 @@ struct WriteResult {
   // committed (its commit stamp, with the store's epoch); 0 otherwise.
   uint64_t lsn = 0;
   ErrorCode code = ErrorCode::kOther;
+  // The write's own records are dropped and its reply stays (a killed
+  // script): nothing it staged is applied.
+  bool undo = false;
   static WriteResult Ok() { return {}; }
   static WriteResult Nil() { return {Kind::kNil, 0, {}, 0}; }
   static WriteResult Int(int64_t v) { return {Kind::kInt, v, {}, 0}; }
@@ -152,7 +155,10 @@ struct WriteOp {
   uint32_t flags = 0;        // kEval: the command's options
   WriteEval eval = nullptr;  // kEval
   std::shared_ptr<const EvalPayload> payload;  // kEval: the command's, if any
-  int64_t start_us = 0;                        // for latency metrics
+  // May run long (a script): committed by the sequencer thread, never inline
+  // by a connection's thread, whose other clients would wait for it.
+  bool slow = false;
+  int64_t start_us = 0;  // for latency metrics
   // Retry de-duplication: a client that names itself numbers its writes; a
   // write whose (client_id, client_seq) was applied before gets its first
   // reply again (ClientTable). 0: anonymous, never de-duplicated.

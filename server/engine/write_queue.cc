@@ -19,9 +19,10 @@ void WriteQueue::Push(QueuedWrite w) {
   cv_.Signal();
 }
 
-void WriteQueue::TakeQueued_l(std::vector<QueuedWrite>* group) {
+void WriteQueue::TakeQueued_l(std::vector<QueuedWrite>* group, bool inline_commit) {
   size_t bytes = 0;
   while (!queue_.empty()) {
+    if (inline_commit && queue_.front().op.slow) break;  // for the sequencer
     size_t op_bytes = 64;
     for (const auto& a : queue_.front().op.args) op_bytes += a.size() + sizeof(nvm::RecordHeader);
     if (!group->empty() && bytes + op_bytes > max_group_bytes_) break;
@@ -51,8 +52,9 @@ bool WriteQueue::PushAll(std::vector<QueuedWrite>* writes, std::vector<QueuedWri
       // of waking the sequencer and being woken back (two thread hand-offs
       // per write).
       committing_ = true;
-      TakeQueued_l(group);
-      return true;
+      TakeQueued_l(group, /*inline_commit=*/true);
+      if (!group->empty()) return true;
+      committing_ = false;  // a slow write first: the sequencer's
     }
   }
   cv_.Signal();
@@ -66,7 +68,7 @@ bool WriteQueue::TakeGroup(std::vector<QueuedWrite>* group) {
   });
   if (queue_.empty()) return false;  // stopping, and everything is committed
   committing_ = true;
-  TakeQueued_l(group);
+  TakeQueued_l(group, /*inline_commit=*/false);
   return true;
 }
 

@@ -61,7 +61,9 @@ class WriteQueue {
   void WaitIdle();
 
  private:
-  void TakeQueued_l(std::vector<QueuedWrite>* group) REQUIRES(mu_);
+  // Takes the queued writes that fit a group; an inline committer stops
+  // before a slow one.
+  void TakeQueued_l(std::vector<QueuedWrite>* group, bool inline_commit) REQUIRES(mu_);
 
   const size_t max_group_bytes_;
   Mutex mu_;

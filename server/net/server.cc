@@ -25,6 +25,7 @@
 #include "common/net.h"
 #include "common/resp.h"
 #include "server/commands/commands.h"
+#include "server/commands/script_engine.h"
 #include "server/net/io_thread.h"
 
 namespace faha {
@@ -86,7 +87,10 @@ void Server::Stop() {
   threads_[0]->RemoveListener();
   // No new commands from here on, so the store's queue drains even under load.
   draining_.store(true);
-  // Every write already submitted becomes durable and its reply is delivered.
+  // A script still running is stopped (nothing it wrote is applied): it
+  // could run forever. Then every write already submitted becomes durable
+  // and its reply is delivered.
+  ScriptEngine::Get().StopAll();
   store_->Stop();
   for (auto& t : threads_) t->Quit();
   for (auto& t : threads_) t->Join();

@@ -50,6 +50,9 @@ DEFINE_uint32(body_timeout_ms, 30000,
               "Close a client whose command has begun but not ended this long (a half-sent "
               "command, or one trickled a byte at a time). 0: never.");
 DEFINE_uint32(max_pipeline, 4096, "Most writes one connection may have in flight.");
+DEFINE_uint32(script_memory_mb, 64, "Memory of the Lua interpreter that runs scripts, in MiB.");
+DEFINE_uint32(busy_reply_threshold_ms, 5000,
+              "While a script has run this long, other commands get BUSY (SCRIPT KILL stops it).");
 DEFINE_int32(io_threads, 2, "Threads serving client connections.");
 DEFINE_uint64(segment_mb, 64, "Size of each log segment file, in MiB (1..4095).");
 DEFINE_uint64(max_batch_kb, 8192, "Largest group-commit batch, in KiB.");
@@ -171,6 +174,9 @@ bool ValidateFlags() {
   if (FLAGS_max_key_bytes < 1) return Fail("--max_key_bytes must be at least 1");
   if (FLAGS_max_clients < 1) return Fail("--max_clients must be at least 1");
   if (FLAGS_max_pipeline < 1) return Fail("--max_pipeline must be at least 1");
+  if (FLAGS_script_memory_mb < 1 || FLAGS_script_memory_mb > 65536) {
+    return Fail("--script_memory_mb must be 1..65536");
+  }
   uint64_t record = 64 + static_cast<uint64_t>(FLAGS_max_key_bytes) + FLAGS_max_value_bytes;
   uint64_t batch = FLAGS_max_batch_kb << 10;
   if (batch < record) {

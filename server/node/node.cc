@@ -281,6 +281,8 @@ int Node::BuildServerOptions() {
   opt_.max_value_bytes = FLAGS_max_value_bytes;
   opt_.max_clients = FLAGS_max_clients;
   opt_.max_pipeline = FLAGS_max_pipeline;
+  opt_.script_memory_bytes = uint64_t{FLAGS_script_memory_mb} << 20;
+  opt_.busy_reply_threshold_ms = FLAGS_busy_reply_threshold_ms;
   opt_.max_batch_bytes = sopt_.max_batch_bytes;
   opt_.io_threads = FLAGS_io_threads;
   opt_.data_dir = FLAGS_data_dir;

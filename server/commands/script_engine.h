@@ -1,0 +1,92 @@
+// Lua scripts (EVAL and friends, server/commands/cmd_script.cc): the script
+// cache, which any thread reads and fills, and the one Lua 5.1 interpreter,
+// which only the committing thread uses, one script at a time, inside the
+// evaluation of the script's write. A script's redis.call() runs the command
+// against that write's WriteContext, so everything the script writes lands
+// in one log batch with the rest of it: durable, replicated and visible
+// together, or, if the script is killed, not at all.
+//
+// Redis's sandbox: the base, table, string and math libraries and redis.*,
+// no os/io/debug/package, no dofile/loadfile/print/setfenv, loadstring
+// refuses bytecode, and globals can be neither created nor read when absent.
+// The interpreter's memory is capped (--script_memory_mb); a script runs
+// until it ends or SCRIPT KILL stops it.
+#ifndef FAHA_SERVER_COMMANDS_SCRIPT_ENGINE_H_
+#define FAHA_SERVER_COMMANDS_SCRIPT_ENGINE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/mutex.h"
+#include "server/engine/write_op.h"
+
+struct lua_State;
+
+namespace faha {
+
+class CommandHost;
+
+// One script run: what EVAL's write carries to the committing thread.
+struct ScriptCall final : EvalPayload {
+  CommandHost* host = nullptr;
+  std::string sha;  // lower-case hex SHA-1 of body
+  std::string body;
+  std::vector<std::string> keys, args;
+  bool read_only = false;  // EVAL_RO, EVALSHA_RO: writes are refused
+};
+
+class ScriptEngine {
+ public:
+  // The process's engine (one server per process).
+  static ScriptEngine& Get();
+
+  // SCRIPT LOAD and EVAL: remembers `body`; returns its SHA-1 in hex.
+  std::string Load(std::string_view body);
+  // EVALSHA: the body of `sha` (any case), if loaded.
+  bool Find(std::string_view sha, std::string* body) const;
+  // SCRIPT FLUSH: forgets every script.
+  void Flush();
+
+  // Runs a script on the committing thread: its reply, or an error reply.
+  // A killed script's records are dropped (WriteResult::undo).
+  WriteResult Run(const ScriptCall& call, WriteContext& w, uint64_t memory_limit_bytes);
+
+  // When the running script started (WallMs), 0 if none runs: BUSY.
+  int64_t running_since_ms() const { return running_since_ms_.load(); }
+  // SCRIPT KILL: asks the running script to stop. False if none runs.
+  bool Kill();
+  bool kill_requested() const {
+    return kill_.load(std::memory_order_relaxed) || stopping_.load(std::memory_order_relaxed);
+  }
+  // The server stops: every script from now on is killed.
+  void StopAll() { stopping_.store(true); }
+
+  static std::string Sha1Hex(std::string_view data);
+
+ private:
+  ScriptEngine() = default;
+  // Pushes the compiled function of `call` (compiling it the first time),
+  // or sets *error to Redis's compile error.
+  bool PushCompiled(const ScriptCall& call, std::string* error);
+  // Redis's error reply for the failed script whose error is on the stack.
+  std::string FailureText(const ScriptCall& call);
+
+  mutable Mutex mu_;
+  std::unordered_map<std::string, std::string> scripts_ GUARDED_BY(mu_);
+  std::atomic<uint64_t> generation_{1};  // bumped by Flush: compiled functions go too
+
+  // The committing thread's, one script at a time.
+  lua_State* lua_ = nullptr;
+  uint64_t compiled_generation_ = 0;
+  std::atomic<int64_t> running_since_ms_{0};
+  std::atomic<bool> kill_{false};
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace faha
+
+#endif  // FAHA_SERVER_COMMANDS_SCRIPT_ENGINE_H_

@@ -1,0 +1,478 @@
+#include "server/commands/script_lua.h"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "common/logging.h"
+#include "common/resp.h"
+#include "server/commands/command_context.h"
+#include "server/commands/script_engine.h"
+
+extern "C" {
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+}
+
+namespace faha::lua {
+
+namespace {
+
+constexpr int kMaxReplyDepth = 200;
+
+// The interpreter's allocator: counts its bytes and refuses past the limit
+// (the script then fails with "not enough memory"; the server does not).
+void* Allocate(void* ud, void* ptr, size_t osize, size_t nsize) {
+  auto* m = static_cast<Memory*>(ud);
+  if (nsize == 0) {
+    free(ptr);
+    m->used -= osize;
+    return nullptr;
+  }
+  if (nsize > osize && m->limit != 0 && m->used + (nsize - osize) > m->limit) return nullptr;
+  void* p = realloc(ptr, nsize);
+  if (p == nullptr) return nullptr;
+  m->used = m->used - osize + nsize;
+  return p;
+}
+
+Run* g_run = nullptr;  // the committing thread's, for the script it runs
+
+// The line of the innermost frame of the script (0 if none), and its
+// "user_script:LINE: " into `where` (which may be null).
+int ScriptLine(lua_State* L, char* where = nullptr, size_t size = 0) {
+  lua_Debug ar;
+  for (int level = 0; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (strcmp(ar.source, kSource) == 0 && ar.currentline > 0) {
+      if (where != nullptr) snprintf(where, size, "user_script:%d: ", ar.currentline);
+      return ar.currentline;
+    }
+  }
+  if (where != nullptr && size > 0) where[0] = '\0';
+  return 0;
+}
+
+// Raises `msg` at the script's current line. Lua unwinds with longjmp: no
+// C++ object with a destructor may be alive in the frames it skips, so
+// callers raise only from plain C frames.
+[[noreturn]] void RaiseAt(lua_State* L, const char* msg, const char* arg = "",
+                          const char* tail = "") {
+  char where[48];
+  ScriptLine(L, where, sizeof(where));
+  lua_pushfstring(L, "%s%s%s%s", where, msg, arg, tail);
+  lua_error(L);
+  abort();  // lua_error does not return
+}
+
+// Pushes a table {err = msg}.
+void PushErrorTable(lua_State* L, std::string_view msg) {
+  lua_newtable(L);
+  lua_pushlstring(L, msg.data(), msg.size());
+  lua_setfield(L, -2, "err");
+}
+
+// A parsed RESP reply as Redis gives it to Lua: integers as numbers, bulk
+// strings as strings, nil as false, status {ok=...}, error {err=...}.
+void PushReply(lua_State* L, const resp::Reply& r) {
+  lua_checkstack(L, 4);
+  switch (r.type) {
+    case resp::Reply::Type::kInt:
+      lua_pushnumber(L, static_cast<lua_Number>(r.integer));
+      break;
+    case resp::Reply::Type::kBulk:
+      lua_pushlstring(L, r.str.data(), r.str.size());
+      break;
+    case resp::Reply::Type::kNil:
+      if (g_run != nullptr && g_run->resp3) {
+        lua_pushnil(L);
+      } else {
+        lua_pushboolean(L, 0);
+      }
+      break;
+    case resp::Reply::Type::kSimple:
+      lua_newtable(L);
+      lua_pushlstring(L, r.str.data(), r.str.size());
+      lua_setfield(L, -2, "ok");
+      break;
+    case resp::Reply::Type::kError:
+      PushErrorTable(L, r.str);
+      break;
+    case resp::Reply::Type::kArray:
+      lua_createtable(L, static_cast<int>(r.elements.size()), 0);
+      for (size_t i = 0; i < r.elements.size(); i++) {
+        PushReply(L, r.elements[i]);
+        lua_rawseti(L, -2, static_cast<int>(i + 1));
+      }
+      break;
+  }
+}
+
+// The value at the top of the stack as a RESP reply, as Redis converts a
+// script's return value.
+void AppendLuaValue(lua_State* L, std::string* out, int depth) {
+  if (depth > kMaxReplyDepth || !lua_checkstack(L, 4)) {
+    resp::AppendError(out, "ERR reached lua stack limit");
+    return;
+  }
+  switch (lua_type(L, -1)) {
+    case LUA_TSTRING: {
+      size_t n = 0;
+      const char* s = lua_tolstring(L, -1, &n);
+      resp::AppendBulk(out, std::string_view(s, n));
+      return;
+    }
+    case LUA_TBOOLEAN:
+      if (lua_toboolean(L, -1)) {
+        resp::AppendInt(out, 1);
+      } else {
+        resp::AppendNil(out);
+      }
+      return;
+    case LUA_TNUMBER:
+      resp::AppendInt(out, static_cast<int64_t>(lua_tonumber(L, -1)));
+      return;
+    case LUA_TTABLE:
+      break;
+    default:
+      resp::AppendNil(out);
+      return;
+  }
+  lua_getfield(L, -1, "err");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    std::string err = lua_tostring(L, -1);
+    for (char& ch : err) {
+      if (ch == '\r' || ch == '\n') ch = ' ';
+    }
+    resp::AppendError(out, err);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "ok");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    std::string ok = lua_tostring(L, -1);
+    for (char& ch : ok) {
+      if (ch == '\r' || ch == '\n') ch = ' ';
+    }
+    resp::AppendSimple(out, ok);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  std::string items;
+  int n = 0;
+  for (;; n++) {
+    lua_rawgeti(L, -1, n + 1);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      break;
+    }
+    AppendLuaValue(L, &items, depth + 1);
+    lua_pop(L, 1);
+  }
+  resp::AppendArray(out, n);
+  out->append(items);
+}
+
+// Runs the command of redis.call/pcall and pushes its reply; true if it
+// is an error. Its C++ objects are gone when it returns (see RaiseAt).
+bool CallCommand(lua_State* L) {
+  const int argc = lua_gettop(L);
+  std::string error;
+  std::string reply;
+  if (argc == 0) {
+    error = "ERR Please specify at least one argument for this redis lib call";
+  } else {
+    std::vector<std::string> args;
+    for (int i = 1; i <= argc && error.empty(); i++) {
+      const int t = lua_type(L, i);
+      if (t != LUA_TSTRING && t != LUA_TNUMBER) {
+        error = "ERR Lua redis lib command arguments must be strings or integers";
+        break;
+      }
+      size_t n = 0;
+      const char* s = lua_tolstring(L, i, &n);
+      args.emplace_back(s, n);
+    }
+    if (error.empty()) {
+      std::vector<std::string_view> views(args.begin(), args.end());
+      cmd::RunInScript(g_run->call->host, views, *g_run->w, g_run->call->read_only, &reply);
+    }
+  }
+  resp::Reply r;
+  if (error.empty()) {
+    size_t used = 0;
+    std::string perr;
+    if (resp::ParseReply(reply, &r, &used, &perr) != resp::ParseResult::kOk) {
+      error = "ERR internal: a command's reply did not parse: " + perr;
+    }
+  }
+  if (!error.empty()) {
+    r.type = resp::Reply::Type::kError;
+    r.str = error;
+  }
+  lua_settop(L, 0);
+  PushReply(L, r);
+  return r.type == resp::Reply::Type::kError;
+}
+
+// redis.pcall returns a command's error reply as {err = ...}; redis.call
+// raises its text, as Redis does (a pcall in the script catches the
+// string), remembered in the registry so that the message handler can tell
+// it from a Lua error (which gets an ERR code).
+int Call(lua_State* L, bool raise) {
+  if (!CallCommand(L) || !raise) return 1;
+  lua_getfield(L, -1, "err");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "faha_call_error");
+  lua_error(L);
+  return 0;
+}
+
+int LuaCall(lua_State* L) { return Call(L, true); }
+int LuaPcall(lua_State* L) { return Call(L, false); }
+
+int LuaErrorReply(lua_State* L) {
+  size_t n = 0;
+  const char* s = luaL_checklstring(L, 1, &n);
+  PushErrorTable(L, std::string_view(s, n));
+  return 1;
+}
+
+int LuaStatusReply(lua_State* L) {
+  size_t n = 0;
+  const char* s = luaL_checklstring(L, 1, &n);
+  lua_newtable(L);
+  lua_pushlstring(L, s, n);
+  lua_setfield(L, -2, "ok");
+  return 1;
+}
+
+void PushSha1Hex(lua_State* L, std::string_view data) {
+  const std::string hex = ScriptEngine::Sha1Hex(data);
+  lua_pushlstring(L, hex.data(), hex.size());
+}
+
+int LuaSha1Hex(lua_State* L) {
+  if (lua_gettop(L) != 1) RaiseAt(L, "wrong number of arguments");
+  size_t n = 0;
+  const char* s = lua_tolstring(L, 1, &n);
+  PushSha1Hex(L, std::string_view(s == nullptr ? "" : s, n));
+  return 1;
+}
+
+void LogMessage(lua_State* L) {
+  std::string msg;
+  for (int i = 2; i <= lua_gettop(L); i++) {
+    size_t n = 0;
+    const char* s = lua_tolstring(L, i, &n);
+    if (s != nullptr) msg += (i > 2 ? " " : "") + std::string(s, n);
+  }
+  FAHA_LOG_INFO("script %.12s: %s", g_run ? g_run->call->sha.c_str() : "?", msg.c_str());
+}
+
+int LuaLog(lua_State* L) {
+  if (lua_gettop(L) < 2) RaiseAt(L, "redis.log() requires two arguments or more.");
+  if (!lua_isnumber(L, 1)) RaiseAt(L, "First argument must be a number (log level).");
+  LogMessage(L);
+  return 0;
+}
+
+// redis.setresp(2 or 3): how later replies convert (RESP3's null is nil,
+// RESP2's is false; FaHA's string commands have no other RESP3 types).
+int LuaSetResp(lua_State* L) {
+  if (lua_gettop(L) != 1) RaiseAt(L, "redis.setresp() requires one argument.");
+  const lua_Number v = lua_tonumber(L, 1);
+  if (v != 2 && v != 3) RaiseAt(L, "RESP version must be 2 or 3.");
+  if (g_run != nullptr) g_run->resp3 = v == 3;
+  return 0;
+}
+
+int LuaTrue(lua_State* L) {
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+// loadstring without bytecode (a crafted chunk can corrupt memory).
+int LuaLoadString(lua_State* L) {
+  size_t n = 0;
+  const char* s = luaL_checklstring(L, 1, &n);
+  const char* name = luaL_optstring(L, 2, s);
+  if (n > 0 && s[0] == LUA_SIGNATURE[0]) {
+    lua_pushnil(L);
+    lua_pushstring(L, "loadstring: bytecode is refused");
+    return 2;
+  }
+  if (luaL_loadbuffer(L, s, n, name) == 0) return 1;
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+// A script's globals: reading an absent one, or writing any, is an error.
+int EnvIndex(lua_State* L) {
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  if (!lua_isnil(L, -1)) return 1;
+  const char* name = lua_tostring(L, 2);
+  if (name == nullptr) name = "?";
+  const bool library = strcmp(name, "struct") == 0 || strcmp(name, "cmsgpack") == 0 ||
+                       strcmp(name, "cjson") == 0 || strcmp(name, "bit") == 0;
+  RaiseAt(L, "Script attempted to access nonexistent global variable '", name,
+          library ? "' (FaHA's Lua has this library only where Debian packages it for Lua 5.1: "
+                    "cjson and bit; docs/redis-compat.md)"
+                  : "'");
+}
+
+int EnvNewIndex(lua_State* L) { RaiseAt(L, "Attempt to modify a readonly table"); }
+
+void CountHook(lua_State* L, lua_Debug*) {
+  if (g_run != nullptr && ScriptEngine::Get().kill_requested()) {
+    g_run->killed = true;
+    lua_pushstring(L, "Script killed by user with SCRIPT KILL...");
+    lua_error(L);
+  }
+}
+
+void OpenLibrary(lua_State* L, lua_CFunction open, const char* name) {
+  lua_pushcfunction(L, open);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 0);
+}
+
+// Debian's Lua 5.1 module `name` (lua-cjson, lua-bitop), as global `name`.
+// Absent, scripts that use it get a clear error (EnvIndex).
+void OpenModule(lua_State* L, const char* name, const char* open) {
+  const std::string path = std::string("/usr/lib/x86_64-linux-gnu/lua/5.1/") + name + ".so";
+  void* so = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  auto fn = so == nullptr ? nullptr : reinterpret_cast<lua_CFunction>(dlsym(so, open));
+  if (fn == nullptr) {
+    FAHA_LOG_WARN("scripts: no Lua library '%s' (%s): install Debian's lua-%s", name,
+                  so == nullptr ? dlerror() : "no entry point",
+                  strcmp(name, "bit") == 0 ? "bitop" : name);
+    return;
+  }
+  lua_pushcfunction(L, fn);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+  if (lua_istable(L, -1)) {
+    lua_setglobal(L, name);
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
+}  // namespace
+
+int MessageHandler(lua_State* L) {
+  const int line = ScriptLine(L);
+  if (!lua_istable(L, 1)) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "faha_call_error");
+    const bool from_call = lua_rawequal(L, 1, -1) != 0;
+    lua_pop(L, 1);
+    const char* msg = lua_tostring(L, 1);
+    lua_newtable(L);
+    lua_pushfstring(L, "%s%s", from_call ? "" : "ERR ", msg ? msg : "unknown error");
+    lua_setfield(L, -2, "err");
+    lua_replace(L, 1);
+  }
+  lua_getfield(L, 1, "line");
+  const bool has_line = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (!has_line) {
+    lua_pushnumber(L, line);
+    lua_setfield(L, 1, "line");
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+void SetRun(Run* run) { g_run = run; }
+
+void AppendValue(lua_State* L, std::string* out) { AppendLuaValue(L, out, 0); }
+
+void IsolateGlobals(lua_State* L) {
+  lua_newtable(L);  // the globals
+  lua_newtable(L);  // their metatable
+  lua_pushvalue(L, LUA_GLOBALSINDEX);
+  lua_pushcclosure(L, EnvIndex, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, EnvNewIndex);
+  lua_setfield(L, -2, "__newindex");
+  lua_setmetatable(L, -2);
+  lua_setfenv(L, -2);
+}
+
+void SetKeysAndArgv(lua_State* L, const ScriptCall& call) {
+  lua_getfenv(L, -1);
+  for (const auto& [name, list] :
+       {std::pair<const char*, const std::vector<std::string>*>{"KEYS", &call.keys},
+        {"ARGV", &call.args}}) {
+    lua_pushstring(L, name);
+    lua_createtable(L, static_cast<int>(list->size()), 0);
+    for (size_t i = 0; i < list->size(); i++) {
+      lua_pushlstring(L, (*list)[i].data(), (*list)[i].size());
+      lua_rawseti(L, -2, static_cast<int>(i + 1));
+    }
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
+}
+
+lua_State* OpenSandbox(Memory* memory) {
+  lua_State* L = lua_newstate(Allocate, memory);
+  OpenLibrary(L, luaopen_base, "");
+  OpenLibrary(L, luaopen_table, LUA_TABLIBNAME);
+  OpenLibrary(L, luaopen_string, LUA_STRLIBNAME);
+  OpenLibrary(L, luaopen_math, LUA_MATHLIBNAME);
+  for (const char* name :
+       {"dofile", "loadfile", "print", "setfenv", "getfenv", "load", "module", "require"}) {
+    lua_pushnil(L);
+    lua_setglobal(L, name);
+  }
+  lua_pushcfunction(L, LuaLoadString);
+  lua_setglobal(L, "loadstring");
+  OpenModule(L, "cjson", "luaopen_cjson");
+  OpenModule(L, "bit", "luaopen_bit");
+  lua_newtable(L);
+  const std::pair<const char*, lua_CFunction> functions[] = {
+      {"call", LuaCall},
+      {"pcall", LuaPcall},
+      {"error_reply", LuaErrorReply},
+      {"status_reply", LuaStatusReply},
+      {"sha1hex", LuaSha1Hex},
+      {"log", LuaLog},
+      {"setresp", LuaSetResp},
+      {"replicate_commands", LuaTrue},
+      {"set_repl", LuaTrue},
+  };
+  for (const auto& [name, fn] : functions) {
+    lua_pushcfunction(L, fn);
+    lua_setfield(L, -2, name);
+  }
+  const std::pair<const char*, int> constants[] = {
+      {"LOG_DEBUG", 0},    {"LOG_VERBOSE", 1},
+      {"LOG_NOTICE", 2},   {"LOG_WARNING", 3},
+      {"REPL_NONE", 0},    {"REPL_SLAVE", 1},
+      {"REPL_REPLICA", 1}, {"REPL_AOF", 2},
+      {"REPL_ALL", 3},     {"REDIS_VERSION_NUM", 0x070000},
+  };
+  for (const auto& [name, value] : constants) {
+    lua_pushnumber(L, value);
+    lua_setfield(L, -2, name);
+  }
+  lua_pushstring(L, "7.0.0");
+  lua_setfield(L, -2, "REDIS_VERSION");
+  lua_setglobal(L, "redis");
+  // The compiled scripts, by SHA-1.
+  lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "faha_scripts");
+  lua_sethook(L, CountHook, LUA_MASKCOUNT, 10000);
+  return L;
+}
+
+}  // namespace faha::lua

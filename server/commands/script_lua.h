@@ -1,0 +1,56 @@
+// Redis's Lua API inside Debian's Lua 5.1, for ScriptEngine
+// (script_engine.h): the sandboxed interpreter (base, table, string, math,
+// cjson, bit, redis.*), a script's own globals, and the conversions between
+// RESP replies and Lua values, as Redis 7.0 makes them. Only the committing
+// thread calls these, for the one script it runs.
+#ifndef FAHA_SERVER_COMMANDS_SCRIPT_LUA_H_
+#define FAHA_SERVER_COMMANDS_SCRIPT_LUA_H_
+
+#include <cstddef>
+#include <string>
+
+struct lua_State;
+
+namespace faha {
+
+struct ScriptCall;
+class WriteContext;
+
+namespace lua {
+
+inline constexpr const char* kSource = "@user_script";
+
+// The interpreter's bytes; allocations past `limit` (0: none) fail.
+struct Memory {
+  size_t used = 0;
+  size_t limit = 0;
+};
+
+// The script being run, for redis.call.
+struct Run {
+  const ScriptCall* call;
+  WriteContext* w;
+  bool killed = false;  // stopped by SCRIPT KILL (or the server stopping)
+  bool resp3 = false;   // redis.setresp(3)
+};
+
+// A new sandboxed interpreter whose memory `memory` counts.
+lua_State* OpenSandbox(Memory* memory);
+// Gives the function on top of the stack its own globals: reads fall
+// through to the shared ones (an absent one is an error), writes are refused.
+void IsolateGlobals(lua_State* L);
+// Sets KEYS and ARGV in the globals of the function on top of the stack.
+void SetKeysAndArgv(lua_State* L, const ScriptCall& call);
+// While `run` is being run (null after).
+void SetRun(Run* run);
+// The message handler of a script's pcall: every error becomes a table
+// {err = ..., line = ...}, a Lua error's text with Redis's ERR code.
+int MessageHandler(lua_State* L);
+// The value on top of the stack as a RESP reply, as Redis converts a
+// script's return value.
+void AppendValue(lua_State* L, std::string* out);
+
+}  // namespace lua
+}  // namespace faha
+
+#endif  // FAHA_SERVER_COMMANDS_SCRIPT_LUA_H_
