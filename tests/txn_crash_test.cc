@@ -1,8 +1,9 @@
-// Transactions through crashes: clients run transactions of 1 to 1,000 keys
-// (RESP MULTI ... EXEC pipelines, and libfaha's one-request Transaction)
+// Transactions and scripts through crashes: clients run transactions of 1
+// to 1,000 keys (RESP MULTI ... EXEC pipelines, libfaha's one-request
+// Transaction, and EVAL of a script that writes them)
 // while the server is killed with SIGKILL, several times; and, in a cluster
 // of three coordinated by a real etcd, while the primary is killed and a
-// backup takes over. After each restart or failover every transaction is
+// backup takes over. After each restart or failover every transaction and script is
 // there entirely or not at all, and every acknowledged one is there.
 // (The power cut of the in-memory device is store_test's
 // ATransactionSurvivesAPowerCutEntirelyOrNotAtAll.)
@@ -92,6 +93,31 @@ void RespWriter(int port, const std::string& tag, TxnLog* log, std::atomic<bool>
   }
 }
 
+constexpr const char* kWriteScript =
+    "for i = 1, tonumber(ARGV[1]) do redis.call('set', ARGV[2] .. (i - 1), ARGV[2]) end "
+    "return ARGV[1]";
+
+// Scripts that write the transaction's keys: through libfaha's Command
+// (follow_primary: retried with its request id across a failover).
+void ScriptWriter(const std::string& addresses, bool follow, const std::string& tag, TxnLog* log,
+                  std::atomic<bool>* stop) {
+  ClientOptions o;
+  o.address = addresses;
+  o.follow_primary = follow;
+  o.op_timeout_ms = 3000;
+  o.failover_timeout_ms = 20000;
+  auto c = Client::Connect(o);
+  if (!c.ok()) return;
+  std::mt19937 rng(std::hash<std::string>()(tag));
+  for (int i = 0; !stop->load(); i++) {
+    Txn t{tag + "-x" + std::to_string(i) + "-", KeysFor(rng)};
+    const size_t at = log->Add(t);
+    auto r = (*c)->Command({"EVAL", kWriteScript, "0", std::to_string(t.keys), t.prefix});
+    if (!r.ok() || r->type != Reply::Type::kBulk || r->str != std::to_string(t.keys)) return;
+    log->Ack(at);
+  }
+}
+
 // libfaha: one native request per transaction (follow_primary: across a
 // failover, retried with its request id and applied once).
 void NativeWriter(const std::string& addresses, bool follow, const std::string& tag, TxnLog* log,
@@ -134,6 +160,7 @@ TEST(TxnCrashTest, KillNineDuringTransactionsLeavesEachWholeOrAbsent) {
       const std::string tag = "r" + std::to_string(round) + "-t" + std::to_string(t);
       writers.emplace_back(RespWriter, server.port(), tag + "resp", &log, &stop);
       writers.emplace_back(NativeWriter, server.address(), false, tag + "native", &log, &stop);
+      writers.emplace_back(ScriptWriter, server.address(), false, tag + "script", &log, &stop);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 700));
     server.Kill(SIGKILL);
@@ -188,8 +215,9 @@ TEST(TxnCrashTest, AFailoverDuringTransactionsLeavesEachWholeOrAbsent) {
   TxnLog log;
   std::atomic<bool> stop{false};
   std::vector<std::thread> writers;
-  for (int t = 0; t < 3; t++) {
+  for (int t = 0; t < 2; t++) {
     writers.emplace_back(NativeWriter, addresses, true, "t" + std::to_string(t), &log, &stop);
+    writers.emplace_back(ScriptWriter, addresses, true, "s" + std::to_string(t), &log, &stop);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(800));
   nodes[p]->Kill(SIGKILL);

@@ -119,6 +119,7 @@ ExecStatus Run(CommandContext& c, const std::vector<std::vector<std::string_view
   WriteOp op;
   op.kind = WriteOp::Kind::kEval;
   op.eval = EvalTransaction;
+  for (const Step& step : t->steps) op.slow |= step.kind == Step::Kind::kWrite && step.op.slow;
   op.payload = std::move(t);
   return c.Submit(std::move(op));
 }

@@ -59,6 +59,8 @@ ExecStatus Script(CommandContext& c) {
   const std::string sub = Lower(c.args[1]);
   ScriptEngine& engine = ScriptEngine::Get();
   if (sub == "load" && c.argc == 3) {
+    std::string error;
+    if (!ScriptEngine::Compiles(c.args[2], &error)) return c.Error(error);
     resp::AppendBulk(c.out, engine.Load(c.args[2]));
   } else if (sub == "exists" && c.argc >= 3) {
     resp::AppendArray(c.out, c.argc - 2);

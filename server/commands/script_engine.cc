@@ -63,6 +63,25 @@ bool ScriptEngine::Kill() {
   return true;
 }
 
+bool ScriptEngine::Compiles(std::string_view body, std::string* error) {
+  if (!body.empty() && body[0] == LUA_SIGNATURE[0]) {
+    *error = "ERR Error compiling script (new function): user_script:1: bytecode is refused";
+    return false;
+  }
+  // A throwaway interpreter: the shared one is the committing thread's.
+  lua_State* L = luaL_newstate();
+  if (L == nullptr) {
+    *error = "ERR out of memory compiling the script";
+    return false;
+  }
+  const bool ok = luaL_loadbuffer(L, body.data(), body.size(), lua::kSource) == 0;
+  if (!ok) {
+    *error = std::string("ERR Error compiling script (new function): ") + lua_tostring(L, -1);
+  }
+  lua_close(L);
+  return ok;
+}
+
 bool ScriptEngine::PushCompiled(const ScriptCall& call, std::string* error) {
   lua_State* L = lua_;
   const uint64_t generation = generation_.load();

@@ -46,6 +46,8 @@ class ScriptEngine {
 
   // SCRIPT LOAD and EVAL: remembers `body`; returns its SHA-1 in hex.
   std::string Load(std::string_view body);
+  // SCRIPT LOAD: whether `body` compiles, else Redis's error.
+  static bool Compiles(std::string_view body, std::string* error);
   // EVALSHA: the body of `sha` (any case), if loaded.
   bool Find(std::string_view sha, std::string* body) const;
   // SCRIPT FLUSH: forgets every script.
