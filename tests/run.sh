@@ -3,9 +3,9 @@
 # builds FaHA twice with warnings as errors -- an optimised build and an
 # AddressSanitizer + UndefinedBehaviorSanitizer build -- and runs every ctest
 # test (unit, integration with real processes, redis-tools) in both; then
-# builds the libFuzzer targets with clang (ASan + UBSan) and runs the three
+# builds the libFuzzer targets with clang (ASan + UBSan) and runs the
 # parser fuzzers (RESP, native frames, log recovery) at once for FUZZ_SECONDS
-# (default 30); and the RDMA + persistent-memory suite in a qemu guest with soft-RoCE and an
+# (default 30), with the EVAL fuzzer (generated Lua scripts); and the RDMA + persistent-memory suite in a qemu guest with soft-RoCE and an
 # emulated NVDIMM mounted -o dax (tests/guest/run-rdma-suite.sh: ctest -L rdma,
 # a cluster over rxe on DAX, a power cut), on the release build; and the unit and
 # integration tests again under ThreadSanitizer, built with clang (build-tsan;
@@ -54,9 +54,9 @@ for cfg in "${configs[@]}"; do
     CXX=clang++ cmake -S . -B build-fuzz -DFAHA_WERROR=ON -DFAHA_FUZZ=ON \
       -DFAHA_SANITIZE=address,undefined -DFAHA_BUILD_BENCH=OFF "${sanitized[@]}" \
       > build-fuzz.configure.log 2>&1 || { cat build-fuzz.configure.log; exit 1; }
-    cmake --build build-fuzz -j"$jobs" --target resp_fuzz native_fuzz recovery_fuzz
-    # The three run at once (each alone on a core would leave the other idle).
-    fuzzers=(resp_fuzz native_fuzz recovery_fuzz)
+    cmake --build build-fuzz -j"$jobs" --target resp_fuzz native_fuzz recovery_fuzz script_fuzz
+    # They run at once (each alone on a core would leave the other idle).
+    fuzzers=(resp_fuzz native_fuzz recovery_fuzz script_fuzz)
     pids=()
     echo "=== fuzz: ${fuzzers[*]} at once for ${FUZZ_SECONDS:-30} s ==="
     for f in "${fuzzers[@]}"; do
@@ -78,7 +78,7 @@ for cfg in "${configs[@]}"; do
       fi
     done
     [ "$failed" = 0 ] || exit 1
-    echo "fuzz: 3 passed, 0 failed"
+    echo "fuzz: ${#fuzzers[@]} passed, 0 failed"
     continue
   fi
   if [ "$cfg" = rdma ]; then

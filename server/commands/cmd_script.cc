@@ -83,8 +83,7 @@ ExecStatus Script(CommandContext& c) {
         "FLUSH [ASYNC|SYNC]",
         "    Flush the Lua scripts cache.",
         "KILL",
-        "    Kill the currently executing Lua script (FaHA: any script; nothing it wrote is "
-        "applied).",
+        "    Kill the currently executing Lua script (FaHA: any script; none of its writes apply).",
         "LOAD <script>",
         "    Load a script into the scripts cache without executing it.",
         "HELP",
