@@ -236,18 +236,39 @@ int Call(lua_State* L, bool raise) {
 int LuaCall(lua_State* L) { return Call(L, true); }
 int LuaPcall(lua_State* L) { return Call(L, false); }
 
+// An error reply's text as Redis 7.0 makes it: "-CODE message" keeps its
+// code, anything else (a single word, or no leading '-') gets ERR.
+void PushErrorReply(lua_State* L, std::string_view text) {
+  std::string msg(text);
+  if (!msg.empty() && msg[0] == '-') {
+    const size_t space = msg.find(' ');
+    msg = space == std::string::npos ? "ERR " + msg.substr(1) : msg.substr(1);
+  } else {
+    msg = "ERR " + msg;
+  }
+  while (!msg.empty() && (msg.back() == '\r' || msg.back() == '\n')) msg.pop_back();
+  PushErrorTable(L, msg);
+}
+
 int LuaErrorReply(lua_State* L) {
+  if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TSTRING) {
+    PushErrorTable(L, "ERR wrong number or type of arguments");
+    return 1;
+  }
   size_t n = 0;
-  const char* s = luaL_checklstring(L, 1, &n);
-  PushErrorTable(L, std::string_view(s, n));
+  const char* s = lua_tolstring(L, 1, &n);
+  const std::string_view text(s, n);
+  PushErrorReply(L, !text.empty() && text[0] == '-' ? text : "-" + std::string(text));
   return 1;
 }
 
 int LuaStatusReply(lua_State* L) {
-  size_t n = 0;
-  const char* s = luaL_checklstring(L, 1, &n);
+  if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TSTRING) {
+    PushErrorTable(L, "ERR wrong number or type of arguments");
+    return 1;
+  }
   lua_newtable(L);
-  lua_pushlstring(L, s, n);
+  lua_pushvalue(L, 1);
   lua_setfield(L, -2, "ok");
   return 1;
 }
