@@ -4,16 +4,20 @@
 What: Debian's redis-py 4.3.4 driving a faha-server and a redis-server 7.0 that
 this script starts: transaction pipelines (exec-time and queue-time errors),
 WATCH optimistic locking (the retry loop from 4 threads, r.transaction(), when
-WatchError is raised), scan_iter, and the string commands with redis-py's own
-argument encoding and reply callbacks. Every scenario runs once with redis-py's
-pure-Python parser and once with hiredis; each reply is checked against a
-concrete expected value and FaHA's against Redis's.
+WatchError is raised), scan_iter, the string commands with redis-py's own
+argument encoding and reply callbacks, and scripting: redis.lock.Lock (its Lua
+release/extend/reacquire scripts, mutual exclusion from 4 threads),
+register_script (EVALSHA, NOSCRIPT then SCRIPT LOAD, scripts in pipelines),
+errors raised in scripts, and `redis-cli --eval`. Every scenario runs once with
+redis-py's pure-Python parser and once with hiredis; each reply is checked
+against a concrete expected value and FaHA's against Redis's.
 Why: command_table_test and multi_test compare raw RESP bytes; this checks that
 a real client library, its parsers and its helpers work on FaHA.
 Run: FAHA_BIN_DIR=<dir of faha-server> /usr/bin/python3 tests/redis_py_test.py
 (ctest -R redis_py_test). Exits non-zero on any mismatch.
 """
 import fnmatch
+import hashlib
 import os
 import shutil
 import socket
@@ -307,14 +311,276 @@ def s_plain(r, new_client):
     return [(label, call(fn), want) for label, fn, want in steps]
 
 
-# TODO(scripting): once FaHA has EVAL/EVALSHA, add scenarios here for
-# redis.lock.Lock (r.lock(name) acquire/release/extend run Lua scripts) and
-# r.register_script(...) (EVALSHA, falling back to EVAL on NOSCRIPT).
+def sha1(text):
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def in_script(msg, script, line=1):
+    """A redis.call error as EVAL reports it: Redis appends the script's SHA-1 and line."""
+    return ("ResponseError", f"{msg} script: {sha1(script)}, on @user_script:{line}.")
+
+
+def s_lock(r, new_client):
+    """redis.lock.Lock: SET NX PX to acquire, Lua scripts (EVALSHA) to release/extend/reacquire."""
+    not_owned = lambda what: ("LockNotOwnedError", f"Cannot {what} a lock that's no longer owned")  # noqa: E731
+    lk = r.lock("lk", timeout=10, blocking_timeout=1)
+    other = r.lock("lk", timeout=10, blocking_timeout=0.2)
+
+    def release_as(lock, token):  # a client that thinks it holds the lock, but does not
+        lock.local.token = token
+        lock.release()
+
+    def with_block():
+        with r.lock("wb", timeout=5) as held:
+            inside = [held.owned(), r.exists("wb")]
+        return inside + [r.exists("wb")]
+    short, stale, taker = (r.lock("ex", timeout=0.1), r.lock("ex2", timeout=0.1),
+                           r.lock("ex2", timeout=10))
+    steps = [
+        ("acquire", lk.acquire, True),
+        ("owned, locked", lambda: (lk.owned(), lk.locked()), [True, True]),
+        ("pttl after acquire", lambda: r.pttl("lk"), within(9000, 10000)),
+        ("extend(5) adds to the ttl", lambda: (lk.extend(5), r.pttl("lk")),
+         [True, within(14000, 15000)]),
+        ("extend(3, replace_ttl=True)", lambda: (lk.extend(3, replace_ttl=True), r.pttl("lk")),
+         [True, within(2000, 3000)]),
+        ("reacquire", lambda: (lk.reacquire(), r.pttl("lk")), [True, within(9000, 10000)]),
+        ("second lock: blocking_timeout passes", other.acquire, False),
+        ("second lock: blocking=False", lambda: other.acquire(blocking=False), False),
+        ("second lock: owned, locked", lambda: (other.owned(), other.locked()), [False, True]),
+        ("release a lock held by another", lambda: release_as(other, b"not-the-token"),
+         not_owned("release")),
+        ("...the holder still owns it", lk.owned, True),
+        ("release", lk.release, None),
+        ("...key gone", lambda: (r.exists("lk"), lk.owned(), lk.locked()), [0, False, False]),
+        ("release again (client-side check)", lk.release,
+         ("LockError", "Cannot release an unlocked lock")),
+        ("second lock acquires now", other.acquire, True),
+        ("with-block while it is held", lambda: r.lock("lk", blocking_timeout=0.1).__enter__(),
+         ("LockError", "Unable to acquire lock within the time specified")),
+        ("lock made persistent: extend refuses", lambda: (r.persist("lk"), other.extend(1)),
+         not_owned("extend")),
+        ("...release works", other.release, None),
+        ("with-block", with_block, [True, 1, 0]),
+        # A lock whose 100 ms expired: the scripts see no token.
+        ("short lock acquire", short.acquire, True),
+        ("...expires", lambda: (time.sleep(0.3), r.exists("ex")), [None, 0]),
+        ("expired: extend", lambda: short.extend(1), not_owned("extend")),
+        ("expired: reacquire", short.reacquire, not_owned("reacquire")),
+        ("expired: release", short.release, not_owned("release")),
+        # Expired, then taken by another client: the stale holder cannot release it.
+        ("expire then take over", lambda: (stale.acquire(), time.sleep(0.3), taker.acquire()),
+         [True, None, True]),
+        ("stale holder: owned", stale.owned, False),
+        ("stale holder: release", stale.release, not_owned("release")),
+        ("new holder keeps it", lambda: (taker.owned(), r.exists("ex2")), [True, 1]),
+    ]
+    out = [(label, call(fn), want) for label, fn, want in steps]
+
+    errors = []
+
+    def worker(_):  # mutual exclusion: read-modify-write under the lock
+        c = new_client()
+        try:
+            for _ in range(50):
+                with c.lock("L", timeout=5, blocking_timeout=10):
+                    v = int(c.get("c") or 0)
+                    c.set("c", v + 1)
+        except Exception as e:  # noqa: BLE001 - reported as a check
+            errors.append(norm(e))
+        c.connection_pool.disconnect()
+    run_threads(worker, 4)
+    out += [("4 threads x 50 locked increments", call(lambda: r.get("c")), b"200"),
+            ("...worker errors", errors, []),
+            ("...lock released", call(lambda: r.exists("L")), 0)]
+    return out
+
+
+INCR_SCRIPT = "return {KEYS[1], ARGV[1], redis.call('incr', KEYS[1])}"
+
+
+def s_register_script(r, new_client):
+    """r.register_script: EVALSHA, on NOSCRIPT SCRIPT LOAD then EVALSHA; in pipelines the
+    scripts are checked (SCRIPT EXISTS) and loaded before the pipeline is sent."""
+    r.script_flush()  # FLUSHALL keeps scripts: start without any
+    sha = sha1(INCR_SCRIPT)
+    s = r.register_script(INCR_SCRIPT)
+    get = r.register_script("return redis.call('get', KEYS[1])")
+    no_script = ("NoScriptError", "No matching script. Please use EVAL.")
+    steps = [
+        ("Script.sha", lambda: s.sha, sha),
+        ("script_exists before", lambda: r.script_exists(sha), [False]),
+        ("evalsha before load", lambda: r.evalsha(sha, 1, "k", "a"), no_script),
+        ("first call: NOSCRIPT, load, EVALSHA", lambda: s(keys=["k"], args=["a"]), [b"k", b"a", 1]),
+        ("script_exists after", lambda: r.script_exists(sha, "f" * 40, sha.upper()),
+         [True, False, True]),
+        ("second call", lambda: s(keys=["k"], args=[5]), [b"k", b"5", 2]),
+        ("script_flush", r.script_flush, True),
+        ("...script gone", lambda: r.script_exists(sha), [False]),
+        ("...evalsha after flush", lambda: r.evalsha(sha, 1, "k", "a"), no_script),
+        ("call after flush: NOSCRIPT path again", lambda: s(keys=["k"], args=["x"]),
+         [b"k", b"x", 3]),
+        ("evalsha after it", lambda: r.evalsha(sha, 1, "k", "y"), [b"k", b"y", 4]),
+        ("script_flush ASYNC", lambda: (r.script_flush("ASYNC"), r.script_exists(sha)), [True, [False]]),
+        ("script_load", lambda: (r.script_load(INCR_SCRIPT), r.script_exists(sha)), [sha, [True]]),
+        ("script_flush SYNC", lambda: (r.script_flush("SYNC"), r.script_exists(sha)), [True, [False]]),
+        ("eval", lambda: r.eval(INCR_SCRIPT, 1, "k", "z"), [b"k", b"z", 5]),
+        ("eval loads the script", lambda: r.script_exists(sha), [True]),
+        ("evalsha_ro", lambda: (r.script_load(get.script), r.evalsha_ro(get.sha, 1, "k")),
+         [get.sha, b"5"]),
+        ("eval_ro", lambda: r.eval_ro("return #KEYS + #ARGV", 2, "k", "j", "a"), 3),
+        ("script from another client", lambda: s(keys=["k"], args=["o"], client=new_client()),
+         [b"k", b"o", 6]),
+    ]
+    out = [(label, call(fn), want) for label, fn, want in steps]
+    for transaction in (True, False):
+        for flush in (True, False):  # scripts unknown to the server, or already loaded
+            if flush:
+                r.script_flush()
+            p = r.pipeline(transaction=transaction)
+            p.set("pk", 10)
+            s(keys=["pk"], args=["t"], client=p)
+            get(keys=["pk"], client=p)
+            s(keys=["pk"], args=["u"], client=p)
+            out.append((f"pipeline(transaction={transaction}), flushed={flush}",
+                        call(p.execute), [True, [b"pk", b"t", 11], b"11", [b"pk", b"u", 12]]))
+            out.append(("...scripts loaded", call(lambda: r.script_exists(s.sha, get.sha)),
+                        [True, True]))
+        p = r.pipeline(transaction=transaction)
+        p.set("pk", "text")
+        s(keys=["pk"], args=["e"], client=p)
+        p.get("pk")
+        out.append((f"pipeline(transaction={transaction}) with a script error",
+                    call(lambda: p.execute(raise_on_error=False)),
+                    [True, in_script("value is not an integer or out of range", INCR_SCRIPT),
+                     b"text"]))
+    return out
+
+
+def s_script_errors(r, new_client):
+    """Errors raised in scripts reach redis-py as ResponseError with Redis's message."""
+    r.script_flush()
+    r.set("textkey", "abc")
+    incr = "return redis.call('incr', KEYS[1])"
+    not_int = "value is not an integer or out of range"
+    three_lines = "local a = 1\nlocal b = 2\nreturn redis.call('incr', KEYS[1])"
+    partial = "redis.call('set', KEYS[1], 'written')\nreturn redis.call('incr', KEYS[2])"
+    E = lambda msg: ("ResponseError", msg)  # noqa: E731
+
+    def ev(script, *keys):
+        return lambda: r.eval(script, len(keys), *keys)
+
+    def in_multi():
+        p = r.pipeline()
+        p.set("m", "1").eval(incr, 1, "textkey").incr("m")
+        return p.execute(raise_on_error=False)
+    steps = [
+        ("eval incr textkey", ev(incr, "textkey"), in_script(not_int, incr)),
+        ("register_script incr textkey", lambda: r.register_script(incr)(keys=["textkey"]),
+         in_script(not_int, incr)),
+        ("error on line 3", ev(three_lines, "textkey"), in_script(not_int, three_lines, 3)),
+        ("pcall returns the error", ev("return redis.pcall('incr', KEYS[1])", "textkey"), E(not_int)),
+        ("pcall error table", ev("return redis.pcall('incr', KEYS[1])['err']", "textkey"),
+         b"ERR " + not_int.encode()),
+        ("write, then an error", ev(partial, "w", "textkey"), in_script(not_int, partial, 2)),
+        ("...the write stays", lambda: r.get("w"), b"written"),
+        ("in MULTI/EXEC", in_multi, [True, in_script(not_int, incr), 2]),
+        ("runtime error", ev("return nil + 1"),
+         in_script("user_script:1: attempt to perform arithmetic on a nil value", "return nil + 1")),
+        ("error()", ev("error('raw')"), in_script("user_script:1: raw", "error('raw')")),
+        ("compile error", ev("return +"),
+         E("Error compiling script (new function): user_script:1: unexpected symbol near '+'")),
+        ("unknown command", ev("return redis.call('nosuch')"),
+         in_script("Unknown Redis command called from script", "return redis.call('nosuch')")),
+        ("wrong arity", ev("return redis.call('get')"),
+         in_script("Wrong number of args calling Redis command from script",
+                   "return redis.call('get')")),
+        ("no arguments", ev("return redis.call()"),
+         in_script("Please specify at least one argument for this redis lib call",
+                   "return redis.call()")),
+        ("command not allowed", ev("return redis.call('multi')"),
+         in_script("This Redis command is not allowed from script", "return redis.call('multi')")),
+        ("eval_ro writes", lambda: r.eval_ro("return redis.call('set', KEYS[1], 'v')", 1, "ro"),
+         in_script("Write commands are not allowed from read-only scripts.",
+                   "return redis.call('set', KEYS[1], 'v')")),
+        ("numkeys > args", lambda: r.eval("return 1", 2, "a"),
+         E("Number of keys can't be greater than number of args")),
+        ("negative numkeys", lambda: r.eval("return 1", -1), E("Number of keys can't be negative")),
+        ("evalsha unknown", lambda: r.evalsha("f" * 40, 0),
+         ("NoScriptError", "No matching script. Please use EVAL.")),
+        ("{err=...}", ev("return {err='MYCODE custom failure'}"), E("MYCODE custom failure")),
+        ("error_reply with a code", ev("return redis.error_reply('MYCODE custom')"), E("MYCODE custom")),
+        # Redis turns error_reply('X') into "-ERR X" (a code is the first word before a space,
+        # and a leading '-' is taken as the code marker). redis-py strips "ERR ".
+        ("error_reply one word", ev("return redis.error_reply('NOSCRIPT')"), E("NOSCRIPT")),
+        ("error_reply '-x'", ev("return redis.error_reply('-x')"), E("x")),
+        ("error_reply(1)", ev("return redis.error_reply(1)"), E("wrong number or type of arguments")),
+        ("status_reply", ev("return redis.status_reply('FINE')"), b"FINE"),
+        # A Lua number passed to redis.call must keep its double: Redis 7.0 formats it
+        # with %.17g (0.33333333333333331), 7.2 with the shortest round trip.
+        ("number argument keeps its precision",
+         ev("redis.call('set', KEYS[1], 1/3)\nreturn redis.call('get', KEYS[1])", "n"),
+         lambda v: isinstance(v, bytes) and float(v) == 1 / 3),
+        ("reply conversions", ev("return {1, 2.9, true, false, 'x', {ok='OK'}, nil, 5}"),
+         [1, 2, 1, None, b"x", b"OK"]),
+        ("textkey untouched", lambda: r.get("textkey"), b"abc"),
+    ]
+    return [(label, call(fn), want) for label, fn, want in steps]
+
+
+def s_redis_cli_eval(r, new_client):
+    """redis-cli --eval FILE keys , args: the CLI sends EVAL with the file's text.
+    stdout is a pipe, so redis-cli prints raw replies; --no-raw gives the tty format."""
+    port = r.connection_pool.connection_kwargs["port"]
+    r.set("text", "abc")
+    scripts = {
+        "ok.lua": "redis.call('set', KEYS[1], ARGV[1])\n"
+                  "return {KEYS[1], KEYS[2], ARGV[1], ARGV[2], redis.call('incr', KEYS[2]),"
+                  " #KEYS, #ARGV}\n",
+        "nokeys.lua": "return {#KEYS, #ARGV, 'none'}\n",
+        "incr.lua": "local unused = 1\nreturn redis.call('incr', KEYS[1])\n",
+        "syntax.lua": "return +\n",
+        "error_reply.lua": "return redis.error_reply('boom')\n",
+    }
+    incr_err = in_script("ERR value is not an integer or out of range", scripts["incr.lua"], 2)[1]
+    cases = [
+        ("ok.lua", ["key1", "key2", ",", "arg1", "arg2"], [],
+         "key1\nkey2\narg1\narg2\n1\n2\n2\n"),
+        ("ok.lua", ["key1", "key2", ",", "arg1", "arg2"], ["--no-raw"],
+         '1) "key1"\n2) "key2"\n3) "arg1"\n4) "arg2"\n5) (integer) 2\n6) (integer) 2\n'
+         '7) (integer) 2\n'),
+        ("nokeys.lua", [], [], "0\n0\nnone\n"),
+        ("nokeys.lua", [",", "a", "b"], [], "0\n2\nnone\n"),
+        ("incr.lua", ["text", ",", "x"], [], incr_err + "\n\n"),
+        ("incr.lua", ["text"], ["--no-raw"], "(error) " + incr_err + "\n"),
+        ("syntax.lua", [], ["--no-raw"], "(error) ERR Error compiling script (new function): "
+         "user_script:1: unexpected symbol near '+'\n"),
+        ("error_reply.lua", [], ["--no-raw"], "(error) ERR boom\n"),
+    ]
+    out = []
+    with tempfile.TemporaryDirectory(prefix="redis_cli_eval.") as d:
+        for name, text in scripts.items():
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+        for name, argv, opts, want in cases:
+            res = subprocess.run(["redis-cli", "-p", str(port), *opts, "--eval",
+                                  os.path.join(d, name), *argv],
+                                 capture_output=True, text=True, timeout=30)
+            out.append((f"redis-cli {' '.join(opts)} --eval {name} {' '.join(argv)}",
+                        [res.returncode, res.stdout, res.stderr], [0, want, ""]))
+    out.append(("get key1 after ok.lua", call(lambda: r.get("key1")), b"arg1"))
+    return out
+
+
 SCENARIOS = [("transaction pipeline", s_transaction_pipeline),
              ("WATCH optimistic locking", s_watch_locking),
              ("WatchError", s_watch_error),
              ("scan_iter", s_scan),
-             ("plain commands", s_plain)]
+             ("plain commands", s_plain),
+             ("redis.lock.Lock", s_lock),
+             ("register_script", s_register_script),
+             ("script errors", s_script_errors),
+             ("redis-cli --eval", s_redis_cli_eval)]
 
 
 def run_scenario(name, fn, parser, ports):

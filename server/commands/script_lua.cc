@@ -194,6 +194,13 @@ bool CallCommand(lua_State* L) {
         error = "ERR Lua redis lib command arguments must be strings or integers";
         break;
       }
+      if (t == LUA_TNUMBER) {
+        // Not lua_tolstring: its %.14g loses digits (Redis 7.0 writes %.17g).
+        char buf[64];
+        snprintf(buf, sizeof(buf), "%.17g", static_cast<double>(lua_tonumber(L, i)));
+        args.emplace_back(buf);
+        continue;
+      }
       size_t n = 0;
       const char* s = lua_tolstring(L, i, &n);
       args.emplace_back(s, n);
