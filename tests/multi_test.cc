@@ -331,5 +331,34 @@ TEST_F(MultiTest, ANativeTransactionRetriedWithItsRequestIdIsAppliedOnce) {
   EXPECT_NE(bad[0].second.find("malformed transaction"), std::string::npos) << bad[0].second;
 }
 
+// Transactions pipelined on one connection are pipelined like writes: the
+// EXECs sent together commit together (before, each EXEC waited for the one
+// before it to be answered: one batch, one sync each).
+TEST_F(MultiTest, PipelinedTransactionsCommitTogether) {
+  RespConnection c(faha_->port());
+  auto batches = [&] {
+    const std::string info = c.Call({"INFO", "persistence"});
+    const size_t at = info.find("log_batches:");
+    return at == std::string::npos ? -1 : std::stoll(info.substr(at + 12));
+  };
+  const int64_t before = batches();
+  ASSERT_GE(before, 0);
+  std::vector<std::vector<std::string>> cmds;
+  for (int t = 0; t < 20; t++) {
+    cmds.push_back({"MULTI"});
+    for (int k = 0; k < 5; k++) cmds.push_back({"INCR", "n" + std::to_string(k)});
+    cmds.push_back({"EXEC"});
+  }
+  const std::vector<std::string> replies = c.Pipeline(cmds);
+  ASSERT_EQ(replies.size(), cmds.size());
+  for (size_t i = 0; i < replies.size(); i += 7) {
+    EXPECT_EQ(replies[i], "+OK\r\n");
+    const std::string n = std::to_string(i / 7 + 1);
+    EXPECT_EQ(replies[i + 6],
+              "*5\r\n:" + n + "\r\n:" + n + "\r\n:" + n + "\r\n:" + n + "\r\n:" + n + "\r\n");
+  }
+  EXPECT_LE(batches() - before, 4) << "20 pipelined transactions took a batch each";
+}
+
 }  // namespace
 }  // namespace faha::test

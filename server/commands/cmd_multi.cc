@@ -67,6 +67,7 @@ WriteResult EvalTransaction(const WriteOp& op, WriteContext& w) {
     if (Changed(then, w.Get(key, false))) return WriteResult::Raw("*-1\r\n");
   }
   std::string out;
+  out.reserve(8 + 8 * t.steps.size());
   resp::AppendArray(&out, static_cast<int64_t>(t.steps.size()));
   for (const Step& step : t.steps) {
     switch (step.kind) {
@@ -89,9 +90,9 @@ WriteResult EvalTransaction(const WriteOp& op, WriteContext& w) {
 }
 
 // Turns the commands into steps and submits them as one write.
-ExecStatus Run(CommandContext& c, const std::vector<std::vector<std::string_view>>& commands,
+ExecStatus Run(CommandContext& c, const CommandList& commands,
                std::vector<std::pair<std::string, KeyState>> watched) {
-  if (commands.empty() && watched.empty()) {
+  if (commands.size() == 0 && watched.empty()) {
     if (!c.may_reply) return ExecStatus::kBlocked;
     resp::AppendArray(c.out, 0);
     return ExecStatus::kReplied;
@@ -100,10 +101,11 @@ ExecStatus Run(CommandContext& c, const std::vector<std::vector<std::string_view
   t->host = &c.server;
   t->watched = std::move(watched);
   t->steps.resize(commands.size());
+  std::vector<std::string_view> args;
   for (size_t i = 0; i < commands.size(); i++) {
-    const std::vector<std::string_view>& args = commands[i];
+    commands.Get(i, &args);
     Step& step = t->steps[i];
-    step.row = FindCommand(args[0]);
+    step.row = commands.row(i);
     if (step.row->flags & kCmdKeyRead) {
       step.kind = Step::Kind::kRead;
       step.args.assign(args.begin(), args.end());
@@ -153,7 +155,7 @@ ExecStatus Queue(CommandContext& c) {
                   std::to_string(c.options().max_batch_bytes >> 10) +
                   "): it must commit as one batch");
   }
-  s->multi_queue.emplace_back(c.args.begin(), c.args.end());
+  s->multi_queue.Add(&c.row, c.args);
   s->multi_bytes += bytes;
   resp::AppendSimple(c.out, "QUEUED");
   return ExecStatus::kReplied;
@@ -174,25 +176,29 @@ ExecStatus Discard(CommandContext& c) {
 ExecStatus Exec(CommandContext& c) {
   Session* s = c.s;
   if (!s->in_multi) return c.Error("ERR EXEC without MULTI");
-  if (!c.may_reply) return ExecStatus::kBlocked;
+  // The node may have stopped being a primary since the commands were queued.
+  const Refusal why = c.commands.Refusal(*s, true);
+  // A reply now waits for the connection's pending writes (nothing changes
+  // meanwhile); a transaction to run is a write, pipelined behind them.
+  const bool answer_now =
+      s->multi_dirty || why.refused() || (s->multi_queue.size() == 0 && s->watched.empty());
+  if (answer_now && !c.may_reply) return ExecStatus::kBlocked;
   if (s->multi_dirty) {
     s->ClearMulti();
     return c.Error(kExecAbort);
   }
-  // The node may have stopped being a primary since the commands were queued.
-  const Refusal why = c.commands.Refusal(*s, true);
   if (why.refused()) {
     s->ClearMulti();
     s->refused = why;
     return c.Error("EXECABORT Transaction discarded because of: " + why.RespText());
   }
-  std::vector<std::vector<std::string>> queued = std::move(s->multi_queue);
+  CommandList queued = std::move(s->multi_queue);
   std::vector<std::pair<std::string, KeyState>> watched = std::move(s->watched);
   s->ClearMulti();
-  std::vector<std::vector<std::string_view>> commands;
-  commands.reserve(queued.size());
-  for (const auto& args : queued) commands.emplace_back(args.begin(), args.end());
-  return Run(c, commands, std::move(watched));
+  const ExecStatus st = Run(c, queued, std::move(watched));
+  queued.Clear();
+  s->multi_queue = std::move(queued);  // its buffers, for the next transaction
+  return st;
 }
 
 ExecStatus Watch(CommandContext& c) {
@@ -236,7 +242,9 @@ ExecStatus RunTransaction(CommandContext& c,
     }
     if (!why.empty()) return c.Error("EXECABORT Transaction discarded because of: " + why);
   }
-  return Run(c, commands, {});
+  CommandList list;
+  for (const auto& args : commands) list.Add(FindCommand(args[0]), args);
+  return Run(c, list, {});
 }
 
 void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, WriteContext& w,

@@ -144,7 +144,7 @@ const std::vector<CommandRow> kTable = {
     // transactions
     {.name = "multi", .arity = 1, .flags = kCmdNotQueued, .handler = cmd::Multi,
      .redis_flags = kTxnFlags, .acl_categories = kTransaction},
-    {.name = "exec", .arity = 1, .flags = kCmdNotQueued, .handler = cmd::Exec,
+    {.name = "exec", .arity = 1, .flags = kCmdNotQueued | kCmdMaySubmit, .handler = cmd::Exec,
      .redis_flags = "noscript loading stale skip_slowlog", .acl_categories = "@slow @transaction"},
     {.name = "discard", .arity = 1, .flags = kCmdNotQueued, .handler = cmd::Discard,
      .redis_flags = kTxnFlags, .acl_categories = kTransaction},

@@ -41,6 +41,9 @@ enum CommandFlag : uint32_t {
   // Redis refuses it there too (SHUTDOWN).
   kCmdNoMulti = 1u << 4,
   kCmdNotQueued = 1u << 5,  // runs at once inside MULTI: EXEC, DISCARD, MULTI, WATCH, QUIT
+  // Not a write, but may submit one (EXEC): pipelined behind the connection's
+  // pending writes like one; its handler holds back any reply it gives at once.
+  kCmdMaySubmit = 1u << 6,
 };
 
 // A Redis 7.0 key specification that begins at argument `begin_index` and

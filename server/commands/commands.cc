@@ -300,18 +300,21 @@ int64_t CommandContext::NowMs() const { return txn != nullptr ? txn->NowMs() : W
 ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& args,
                              std::string* out, CompletionSink* sink) {
   Metrics* m = server_->metrics();
-  // Any immediate reply must wait for earlier pending writes (reply order).
-  const bool may_reply = s->pending_writes == 0;
   s->op_class = OpClass::kOther;
   s->refused = {};
   if (args.empty()) {
     // An empty inline line: Redis ignores it.
-    return may_reply ? ExecStatus::kReplied : ExecStatus::kBlocked;
+    return s->pending_writes == 0 ? ExecStatus::kReplied : ExecStatus::kBlocked;
   }
   const CommandRow* row = FindCommand(args[0]);
   // Inside MULTI, a command refused before it could be queued aborts the
   // transaction, as Redis's does.
   const bool queueing = s->in_multi && (!row || !(row->flags & kCmdNotQueued));
+  // Any immediate reply must wait for earlier pending writes (reply order),
+  // unless it reads no data and the I/O thread sends it after theirs.
+  const bool reads_no_data =
+      queueing || (row != nullptr && (row->name == "multi" || row->name == "discard"));
+  const bool may_reply = s->pending_writes == 0 || (s->deferring && reads_no_data);
   if (!row) {
     if (!may_reply) return ExecStatus::kBlocked;
     std::string msg = "ERR unknown command '" + std::string(args[0].substr(0, 128)) +
@@ -349,7 +352,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
         "SHUTDOWN NOSAVE.");
   }
   if (queueing) return cmd::Queue(c);
-  if (!row->write() && !may_reply) return ExecStatus::kBlocked;
+  if (!row->write() && !(row->flags & kCmdMaySubmit) && !may_reply) return ExecStatus::kBlocked;
   if (row->flags & (kCmdWrite | kCmdKeyRead | kCmdDataRead)) {
     const faha::Refusal why = Refusal(*s, row->write());
     if (why.refused()) {

@@ -21,13 +21,59 @@ namespace faha {
 
 class CommandHost;
 
+// Commands kept for later (MULTI's queue), every argument in one buffer:
+// queueing a command costs no allocation once the buffers have grown.
+class CommandList {
+ public:
+  void Add(const CommandRow* row, const std::vector<std::string_view>& args) {
+    for (std::string_view a : args) {
+      bytes_.append(a);
+      arg_ends_.push_back(static_cast<uint32_t>(bytes_.size()));
+    }
+    cmd_ends_.push_back(static_cast<uint32_t>(arg_ends_.size()));
+    rows_.push_back(row);
+  }
+  size_t size() const { return cmd_ends_.size(); }
+  const CommandRow* row(size_t i) const { return rows_[i]; }
+  // The arguments of command i, viewing this list.
+  void Get(size_t i, std::vector<std::string_view>* args) const {
+    args->clear();
+    const uint32_t first = i == 0 ? 0 : cmd_ends_[i - 1];
+    for (uint32_t a = first; a < cmd_ends_[i]; a++) {
+      const uint32_t begin = a == 0 ? 0 : arg_ends_[a - 1];
+      args->push_back(std::string_view(bytes_).substr(begin, arg_ends_[a] - begin));
+    }
+  }
+  // Empties the list; a big one gives its memory back.
+  void Clear() {
+    if (bytes_.capacity() > (64u << 10)) {
+      *this = CommandList();
+      return;
+    }
+    bytes_.clear();
+    arg_ends_.clear();
+    cmd_ends_.clear();
+    rows_.clear();
+  }
+
+ private:
+  std::string bytes_;
+  std::vector<uint32_t> arg_ends_;
+  std::vector<uint32_t> cmd_ends_;  // past each command's last argument in arg_ends_
+  std::vector<const CommandRow*> rows_;
+};
+
 struct Session {
   uint64_t conn_id = 0;
   bool authed = false;
   bool native = false;
   std::string name;
   uint32_t pending_writes = 0;  // submitted, reply not yet sent
-  int64_t start_us = 0;         // arrival of the command being executed (MonoUs)
+  // Set by the I/O thread while writes are pending and the reply goes to a
+  // buffer sent after theirs: commands whose reply reads no data (MULTI,
+  // DISCARD, a command queued in MULTI) may then reply instead of waiting.
+  bool deferring = false;
+  int64_t start_us = 0;  // arrival of the command being executed (MonoUs)
   bool close_after_reply = false;
   bool shutdown = false;     // SHUTDOWN was accepted
   bool stale_reads = false;  // READONLY: this connection may read from a backup
@@ -57,14 +103,14 @@ struct Session {
   // one was refused while queueing (EXEC then aborts).
   bool in_multi = false;
   bool multi_dirty = false;
-  std::vector<std::vector<std::string>> multi_queue;
+  CommandList multi_queue;
   // WATCH: each key with its state when watched; EXEC aborts if one changed.
   std::vector<std::pair<std::string, KeyState>> watched;
   // Bytes the two hold, counted in the client's memory (--maxmemory_clients).
   size_t multi_bytes = 0;
   void ClearMulti() {
     in_multi = multi_dirty = false;
-    multi_queue.clear();
+    multi_queue.Clear();
     watched.clear();
     multi_bytes = 0;
   }

@@ -74,7 +74,7 @@ native::Code NativeErrorCode(const WriteResult& r) {
 
 void IoThread::EncodeCompletion(Connection* c, const Completion& comp, int64_t now_us) {
   if (c->pending.empty()) return;  // cannot happen: one PendingReply per submitted write
-  PendingReply pr = c->pending.front();
+  PendingReply pr = std::move(c->pending.front());
   c->pending.pop_front();
   c->session.pending_writes--;
   Metrics* m = server_->metrics();
@@ -106,6 +106,13 @@ void IoThread::EncodeCompletion(Connection* c, const Completion& comp, int64_t n
       native::EncodeResponse(&c->out, native::Code::kOk, pr.request_id, body, 0, stamp);
       break;
     }
+    case PendingReply::Kind::kReady:
+      break;  // cannot happen: these are sent below, never popped for a completion
+  }
+  // The replies given meanwhile that come right after this one.
+  while (!c->pending.empty() && c->pending.front().kind == PendingReply::Kind::kReady) {
+    c->out.append(c->pending.front().text);
+    c->pending.pop_front();
   }
 }
 
@@ -164,7 +171,7 @@ void IoThread::ProcessInput(Connection* c) {
   const ServerOptions& opt = server_->options_;
   const uint64_t hard = opt.limits.output_hard_bytes.load(std::memory_order_relaxed);
   while (c->in_pos < c->in.size() && !c->closing) {
-    if (c->session.pending_writes >= opt.max_pipeline) break;
+    if (c->pending.size() >= opt.max_pipeline) break;  // writes and replies waiting for them
     if (c->Backlog() > kMaxOutputBacklog) break;
     // Over the hard output limit: Flush closes the client.
     if (hard > 0 && c->Backlog() > hard) break;
@@ -227,7 +234,13 @@ bool IoThread::StepResp(Connection* c) {
   const size_t backlog = c->Backlog();
   const uint64_t hard = opt.limits.output_hard_bytes.load(std::memory_order_relaxed);
   c->session.output_budget = hard == 0 ? SIZE_MAX : backlog >= hard ? 0 : hard - backlog;
-  ExecStatus st = commands_.Execute(&c->session, args_, &c->out, this);
+  // With writes pending, a reply that reads no data may still be given: it
+  // waits in `pending` for theirs (Session::deferring).
+  c->session.deferring = c->session.pending_writes > 0;
+  deferred_.clear();
+  ExecStatus st = commands_.Execute(&c->session, args_,
+                                    c->session.deferring ? &deferred_ : &c->out, this);
+  c->session.deferring = false;
   TakeHeld(c);
   if (c->session.output_over_limit) c->closing = true;  // Flush closes it for the limit
   if (st == ExecStatus::kBlocked) return false;
@@ -235,6 +248,11 @@ bool IoThread::StepResp(Connection* c) {
   if (st == ExecStatus::kSubmitted) {
     c->pending.push_back({PendingReply::Kind::kResp, 0});
   } else {
+    if (c->session.pending_writes > 0) {
+      c->pending.push_back({PendingReply::Kind::kReady, 0, std::move(deferred_)});
+    } else if (!deferred_.empty()) {
+      c->out.append(deferred_);  // an EXEC answered at once after the last write's reply
+    }
     RecordLatency(c->session, t0);
     AfterReply(c);
   }

@@ -36,9 +36,12 @@ inline constexpr int kAcceptPauseMs = 100;             // no accepting for this 
 
 // How to encode the reply of one pending write when its completion arrives.
 struct PendingReply {
-  enum class Kind : uint8_t { kResp, kNativePut, kNativeDelete, kNativeCommand };
+  // kReady: a reply given while earlier writes were pending (MULTI, QUEUED:
+  // replies that read no data), sent as `text` right after theirs.
+  enum class Kind : uint8_t { kResp, kNativePut, kNativeDelete, kNativeCommand, kReady };
   Kind kind;
   uint64_t request_id;
+  std::string text = {};
 };
 
 // A piece of a connection's unsent output: bytes of its own, or a big value
@@ -204,6 +207,7 @@ class IoThread final : public CompletionSink {
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::vector<std::string_view> args_;
   std::string reply_;                 // NativeOp's reply as the dispatcher wrote it
+  std::string deferred_;              // a reply given while the connection's writes are pending
   std::vector<Store::Write> outbox_;  // writes parsed but not yet queued in the store
   std::unique_ptr<char[]> read_buf_{new char[kReadChunk]};
 
