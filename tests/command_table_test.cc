@@ -19,7 +19,8 @@ namespace faha::test {
 namespace {
 
 // FaHA-only, or a container command whose subcommands FaHA lists as none.
-const std::set<std::string> kNotCompared = {"faha.digest", "client", "command", "config", "script"};
+const std::set<std::string> kNotCompared = {"faha.digest", "client", "command",
+                                            "config",      "script", "object"};
 
 class CommandTableTest : public ::testing::Test {
  protected:
@@ -371,6 +372,89 @@ TEST_F(CommandTableTest, ScanMatchSelectsTheKeysRedisSelects) {
     const std::vector<std::string> cmd = {"SCAN", "0", "MATCH", p, "COUNT", "1000"};
     EXPECT_EQ(ScanKeys(faha.Call(cmd)), ScanKeys(redis.Call(cmd))) << "pattern " << p;
   }
+}
+
+// RENAME, RENAMENX, COPY, OBJECT and LCS (IDX ranges in Redis's order, with
+// MINMATCHLEN and WITHMATCHLEN), then KEYS (compared as sets: Redis leaves
+// the order to the implementation) and RANDOMKEY (one of the keys).
+TEST_F(CommandTableTest, KeyspaceCommandsAnswerAsRedisDoes) {
+  RespConnection faha(faha_->port()), redis(redis_->port());
+  const std::vector<std::vector<std::string>> script = {
+      {"FLUSHALL"},
+      {"SET", "a", "1"},
+      {"SET", "b", "hello", "EX", "100"},
+      {"RENAME", "a", "c"},
+      {"GET", "c"},
+      {"EXISTS", "a"},
+      {"RENAME", "nokey", "x"},
+      {"RENAME", "c", "c"},
+      {"RENAMENX", "c", "b"},
+      {"RENAMENX", "c", "d"},
+      {"RENAMENX", "d", "d"},
+      {"TTL", "b"},
+      {"RENAME", "b", "e"},
+      {"TTL", "e"},
+      {"COPY", "e", "f"},
+      {"COPY", "e", "f"},
+      {"COPY", "e", "f", "REPLACE"},
+      {"COPY", "e", "e"},
+      {"COPY", "e", "g", "DB", "0"},
+      {"COPY", "e", "h", "DB", "x"},
+      {"COPY", "e", "h", "FOO"},
+      {"COPY", "nokey", "z"},
+      {"TTL", "f"},
+      {"OBJECT", "ENCODING", "d"},
+      {"OBJECT", "ENCODING", "e"},
+      {"SET", "big", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"},
+      {"OBJECT", "ENCODING", "big"},
+      {"SET", "n", "12345"},
+      {"OBJECT", "ENCODING", "n"},
+      {"OBJECT", "REFCOUNT", "n"},
+      {"SET", "n2", "42"},
+      {"OBJECT", "REFCOUNT", "n2"},
+      {"OBJECT", "REFCOUNT", "big"},
+      {"OBJECT", "ENCODING", "nokey"},
+      {"OBJECT", "FREQ", "n"},
+      {"OBJECT", "NOPE", "n"},
+      {"OBJECT", "ENCODING"},
+      {"OBJECT", "HELP"},
+      {"SET", "k1", "ohmytext"},
+      {"SET", "k2", "mynewtext"},
+      {"LCS", "k1", "k2"},
+      {"LCS", "k1", "k2", "LEN"},
+      {"LCS", "k1", "k2", "IDX"},
+      {"LCS", "k1", "k2", "IDX", "MINMATCHLEN", "4"},
+      {"LCS", "k1", "k2", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"},
+      {"LCS", "k1", "k2", "IDX", "WITHMATCHLEN"},
+      {"LCS", "k1", "k2", "IDX", "LEN"},
+      {"LCS", "k1", "nokey"},
+      {"LCS", "nokey", "nokey2", "IDX"},
+      {"LCS", "k1", "k2", "FOO"},
+      {"SET", "x1", "abcabcabcabc"},
+      {"SET", "x2", "cbacbacbacba"},
+      {"LCS", "x1", "x2", "IDX", "WITHMATCHLEN"},
+      {"LCS", "x2", "x1", "IDX"},
+      {"SET", "y1", "aaaa"},
+      {"SET", "y2", "aaaa"},
+      {"LCS", "y1", "y2", "IDX", "WITHMATCHLEN"},
+  };
+  for (const auto& cmd : script) {
+    std::string line;
+    for (const auto& a : cmd) line += a + " ";
+    EXPECT_EQ(faha.Call(cmd), redis.Call(cmd)) << line;
+  }
+  for (const std::string pattern : {"*", "k?", "[xy]*", "nomatch"}) {
+    EXPECT_EQ(ScanKeys("*2\r\n$1\r\n0\r\n" + faha.Call({"KEYS", pattern})),
+              ScanKeys("*2\r\n$1\r\n0\r\n" + redis.Call({"KEYS", pattern})))
+        << "KEYS " << pattern;
+  }
+  const std::string random = faha.Call({"RANDOMKEY"});
+  ASSERT_EQ(random[0], '$') << random;
+  const std::string key = random.substr(random.find("\r\n") + 2);
+  EXPECT_EQ(faha.Call({"EXISTS", key.substr(0, key.size() - 2)}), ":1\r\n") << random;
+  EXPECT_EQ(faha.Call({"COPY", "e", "h", "DB", "1"}), "-ERR DB index is out of range\r\n");
+  EXPECT_EQ(faha.Call({"FLUSHALL"}), "+OK\r\n");
+  EXPECT_EQ(faha.Call({"RANDOMKEY"}), "$-1\r\n");
 }
 
 }  // namespace

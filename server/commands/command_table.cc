@@ -63,6 +63,13 @@ ExecStatus Exec(CommandContext& c);
 ExecStatus Discard(CommandContext& c);
 ExecStatus Watch(CommandContext& c);
 ExecStatus Unwatch(CommandContext& c);
+// server/commands/cmd_keyspace.cc
+ExecStatus Rename(CommandContext& c);
+ExecStatus Copy(CommandContext& c);
+ExecStatus Keys(CommandContext& c);
+ExecStatus RandomKey(CommandContext& c);
+ExecStatus Object(CommandContext& c);
+ExecStatus Lcs(CommandContext& c);
 // server/commands/cmd_script.cc
 ExecStatus Eval(CommandContext& c);
 ExecStatus Script(CommandContext& c);
@@ -153,6 +160,31 @@ const std::vector<CommandRow> kTable = {
      .acl_categories = kTransaction, .key_spec = {.flags = "RO", .last_key = -1}},
     {.name = "unwatch", .arity = 1, .flags = 0, .handler = cmd::Unwatch,
      .redis_flags = kTxnFlags, .acl_categories = kTransaction},
+    // keyspace
+    {.name = "rename", .arity = 3, .flags = kCmdWrite, .handler = cmd::Rename,
+     .redis_flags = "write", .first_key = 1, .last_key = 2, .key_step = 1,
+     .acl_categories = "@keyspace @write @slow", .key_spec = {.flags = "RW access delete"},
+     .key_spec2 = {.flags = "OW update", .begin_index = 2}},
+    {.name = "renamenx", .arity = 3, .flags = kCmdWrite, .handler = cmd::Rename,
+     .redis_flags = "write fast", .first_key = 1, .last_key = 2, .key_step = 1,
+     .acl_categories = kKeyspaceWrite, .key_spec = {.flags = "RW access delete"},
+     .key_spec2 = {.flags = "OW insert", .begin_index = 2}},
+    {.name = "copy", .arity = -3, .flags = kCmdWrite, .handler = cmd::Copy,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = 2, .key_step = 1,
+     .acl_categories = "@keyspace @write @slow", .key_spec = kOneROAccess,
+     .key_spec2 = {.flags = "OW update", .begin_index = 2}},
+    {.name = "keys", .arity = 2, .flags = kCmdDataRead | kCmdNoMulti, .handler = cmd::Keys,
+     .redis_flags = "readonly", .acl_categories = "@keyspace @read @slow @dangerous",
+     .tips = "request_policy:all_shards nondeterministic_output_order"},
+    {.name = "randomkey", .arity = 1, .flags = kCmdDataRead | kCmdNoMulti,
+     .handler = cmd::RandomKey, .redis_flags = "readonly",
+     .acl_categories = "@keyspace @read @slow",
+     .tips = "request_policy:all_shards nondeterministic_output"},
+    {.name = "object", .arity = -2, .flags = kCmdKeyRead, .handler = cmd::Object,
+     .redis_flags = "", .acl_categories = "@slow"},
+    {.name = "lcs", .arity = -3, .flags = kCmdKeyRead, .handler = cmd::Lcs,
+     .redis_flags = "readonly", .first_key = 1, .last_key = 2, .key_step = 1,
+     .acl_categories = "@read @string @slow", .key_spec = {.flags = "RO access", .last_key = 1}},
     // scripts
     {.name = "eval", .arity = -3, .flags = kCmdWrite, .handler = cmd::Eval,
      .redis_flags = kScriptFlags, .acl_categories = kScripting, .key_spec = kScriptRW},
@@ -379,8 +411,9 @@ void AppendCommandInfo(const CommandRow& row, std::string* out) {
   if (row.key_spec.flags.empty()) {
     resp::AppendArray(out, 0);
   } else {
-    resp::AppendArray(out, 1);
+    resp::AppendArray(out, row.key_spec2.flags.empty() ? 1 : 2);
     AppendKeySpec(row.key_spec, out);
+    if (!row.key_spec2.flags.empty()) AppendKeySpec(row.key_spec2, out);
   }
   resp::AppendArray(out, 0);  // subcommands
 }

@@ -72,6 +72,7 @@ struct CommandRow {
   std::string_view acl_categories;  // space-separated, e.g. "@read @string @fast"
   std::string_view tips;            // space-separated
   KeySpec key_spec = {};
+  KeySpec key_spec2 = {};  // a second one (RENAME's destination), if flags are set
 
   bool write() const { return (flags & kCmdWrite) != 0; }
   // The class its latency and count are recorded under (INFO, /metrics).

@@ -238,8 +238,8 @@ bool IoThread::StepResp(Connection* c) {
   // waits in `pending` for theirs (Session::deferring).
   c->session.deferring = c->session.pending_writes > 0;
   deferred_.clear();
-  ExecStatus st = commands_.Execute(&c->session, args_,
-                                    c->session.deferring ? &deferred_ : &c->out, this);
+  ExecStatus st =
+      commands_.Execute(&c->session, args_, c->session.deferring ? &deferred_ : &c->out, this);
   c->session.deferring = false;
   TakeHeld(c);
   if (c->session.output_over_limit) c->closing = true;  // Flush closes it for the limit
