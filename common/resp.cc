@@ -23,8 +23,93 @@ int64_t ParseLineInt(const char* p, const char* end, int64_t* v) {
   return cr + 2 - p;
 }
 
+int HexDigit(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+// Splits an inline command line as Redis does (sdssplitargs): blanks
+// separate arguments; "..." takes \n \r \t \b \a \\ \" and \xHH escapes,
+// '...' takes \'; a closing quote must end the argument. An argument that
+// is not the line's bytes as they are goes to *unescaped (reserved to the
+// line's length first, so views into it stay valid). False if unbalanced.
+bool SplitInline(std::string_view line, std::vector<std::string_view>* args, std::string* unescaped,
+                 size_t max_args, std::string* error) {
+  size_t i = 0;
+  unescaped->clear();
+  unescaped->reserve(line.size());
+  auto blank = [](char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; };
+  while (true) {
+    while (i < line.size() && blank(line[i])) i++;
+    if (i >= line.size()) return true;
+    const size_t start = i;
+    bool plain = true;  // no quote or escape: a view of the line itself
+    for (size_t j = i; j < line.size() && !blank(line[j]); j++)
+      plain &= line[j] != '"' && line[j] != '\'';
+    if (plain) {
+      while (i < line.size() && !blank(line[i])) i++;
+      args->emplace_back(line.data() + start, i - start);
+    } else {
+      const size_t from = unescaped->size();
+      char quote = 0;  // the quote we are inside, if any
+      while (true) {
+        if (i >= line.size()) {
+          if (quote != 0) {
+            *error = "Protocol error: unbalanced quotes in request";
+            return false;
+          }
+          break;
+        }
+        const char ch = line[i];
+        if (quote == '"' && ch == '\\' && i + 3 < line.size() && line[i + 1] == 'x' &&
+            HexDigit(line[i + 2]) >= 0 && HexDigit(line[i + 3]) >= 0) {
+          unescaped->push_back(
+              static_cast<char>(HexDigit(line[i + 2]) * 16 + HexDigit(line[i + 3])));
+          i += 4;
+        } else if (quote == '"' && ch == '\\' && i + 1 < line.size()) {
+          const char e = line[i + 1];
+          unescaped->push_back(e == 'n'   ? '\n'
+                               : e == 'r' ? '\r'
+                               : e == 't' ? '\t'
+                               : e == 'b' ? '\b'
+                               : e == 'a' ? '\a'
+                                          : e);
+          i += 2;
+        } else if (quote == '\'' && ch == '\\' && i + 1 < line.size() && line[i + 1] == '\'') {
+          unescaped->push_back('\'');
+          i += 2;
+        } else if (quote != 0 && ch == quote) {
+          // The closing quote must be followed by a blank or the end.
+          if (i + 1 < line.size() && !blank(line[i + 1])) {
+            *error = "Protocol error: unbalanced quotes in request";
+            return false;
+          }
+          i++;
+          break;
+        } else if (quote == 0 && blank(ch)) {
+          break;
+        } else if (quote == 0 && (ch == '"' || ch == '\'')) {
+          quote = ch;
+          i++;
+        } else {
+          unescaped->push_back(ch);
+          i++;
+        }
+      }
+      args->emplace_back(unescaped->data() + from, unescaped->size() - from);
+    }
+    if (args->size() > max_args) {
+      *error = "Protocol error: too many arguments";
+      return false;
+    }
+  }
+}
+
 ParseResult ParseInline(std::string_view in, const ParseLimits& limits,
-                        std::vector<std::string_view>* args, size_t* consumed, std::string* error) {
+                        std::vector<std::string_view>* args, size_t* consumed, std::string* error,
+                        std::string* unescaped) {
   const char* nl = static_cast<const char*>(memchr(in.data(), '\n', in.size()));
   if (!nl) {
     if (in.size() > limits.max_inline_bytes) {
@@ -40,29 +125,15 @@ ParseResult ParseInline(std::string_view in, const ParseLimits& limits,
   }
   std::string_view line(in.data(), len);
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) i++;
-    if (i >= line.size()) break;
-    if (line[i] == '"' || line[i] == '\'') {
-      char q = line[i++];
-      size_t start = i;
-      while (i < line.size() && line[i] != q) i++;
-      if (i >= line.size()) {
-        *error = "Protocol error: unbalanced quotes in request";
-        return ParseResult::kError;
-      }
-      args->emplace_back(line.data() + start, i - start);
-      i++;
-    } else {
-      size_t start = i;
-      while (i < line.size() && line[i] != ' ' && line[i] != '\t') i++;
-      args->emplace_back(line.data() + start, i - start);
-    }
-    if (args->size() > limits.max_args) {
-      *error = "Protocol error: too many arguments";
-      return ParseResult::kError;
-    }
+  std::string local;
+  if (!SplitInline(line, args, unescaped != nullptr ? unescaped : &local, limits.max_args, error)) {
+    return ParseResult::kError;
+  }
+  if (unescaped == nullptr && !local.empty()) {
+    // No storage for unescaped arguments: the caller gets the raw bytes.
+    args->clear();
+    *error = "Protocol error: quoted inline arguments need storage";
+    return ParseResult::kError;
   }
   *consumed = len + 1;
   return ParseResult::kOk;
@@ -71,11 +142,11 @@ ParseResult ParseInline(std::string_view in, const ParseLimits& limits,
 }  // namespace
 
 ParseResult ParseCommand(std::string_view in, const ParseLimits& limits,
-                         std::vector<std::string_view>* args, size_t* consumed,
-                         std::string* error) {
+                         std::vector<std::string_view>* args, size_t* consumed, std::string* error,
+                         std::string* unescaped) {
   args->clear();
   if (in.empty()) return ParseResult::kNeedMore;
-  if (in[0] != '*') return ParseInline(in, limits, args, consumed, error);
+  if (in[0] != '*') return ParseInline(in, limits, args, consumed, error, unescaped);
   const char* p = in.data() + 1;
   const char* end = in.data() + in.size();
   int64_t n = 0;

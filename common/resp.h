@@ -28,9 +28,13 @@ enum class ParseResult { kOk, kNeedMore, kError };
 // line) from the front of `in`. On kOk, `args` views point into `in` and
 // `*consumed` is the command's length. On kError, `*error` says why, in the
 // words Redis uses ("Protocol error: ..."); the connection should be closed
-// after replying. An empty inline line yields kOk with no args.
+// after replying. An empty inline line yields kOk with no args. An inline
+// line is split as Redis splits one (quotes, and escapes inside "..."): an
+// argument with a quote or an escape is written to *unescaped and viewed
+// there (valid until the next call); without it, such a line is an error.
 ParseResult ParseCommand(std::string_view in, const ParseLimits& limits,
-                         std::vector<std::string_view>* args, size_t* consumed, std::string* error);
+                         std::vector<std::string_view>* args, size_t* consumed, std::string* error,
+                         std::string* unescaped = nullptr);
 
 // Reply encoders (append to `out`).
 void AppendSimple(std::string* out, std::string_view s);  // +s

@@ -29,8 +29,9 @@ struct Parsed {
 Parsed Parse(std::string_view in, const ParseLimits& limits = ParseLimits()) {
   Parsed p;
   std::vector<std::string_view> views;
+  std::string unescaped;
   p.consumed = 12345;  // a value the parser must overwrite on kOk
-  p.result = ParseCommand(in, limits, &views, &p.consumed, &p.error);
+  p.result = ParseCommand(in, limits, &views, &p.consumed, &p.error, &unescaped);
   for (std::string_view v : views) p.args.emplace_back(v);
   return p;
 }
@@ -243,20 +244,37 @@ TEST(RespParseCommandTest, InlineWithBareLf) {
   EXPECT_EQ(p.consumed, 6u);
 }
 
+// Inline lines split as Redis's sdssplitargs splits them (redis-cli sends
+// these; tests/command_table_test.cc compares them with redis-server).
 TEST(RespParseCommandTest, InlineQuotes) {
-  Parsed p = Parse("SET \"a key\" 'it''s' \"\"\r\n");
+  Parsed p = Parse("SET \"a key\" 'single' \"\"\r\n");
   ASSERT_EQ(p.result, ParseResult::kOk) << p.error;
-  EXPECT_EQ(p.args, (Args{"SET", "a key", "it", "s", ""}));
+  EXPECT_EQ(p.args, (Args{"SET", "a key", "single", ""}));
 
   Parsed mixed = Parse("ECHO \"it's\" 'say \"hi\"'\n");
   ASSERT_EQ(mixed.result, ParseResult::kOk) << mixed.error;
   EXPECT_EQ(mixed.args, (Args{"ECHO", "it's", "say \"hi\""}));
+
+  Parsed escapes = Parse("ECHO \"a\\nb\\x41\\\"\\\\\\t\\q\" 'it\\'s' 'back\\slash'\n");
+  ASSERT_EQ(escapes.result, ParseResult::kOk) << escapes.error;
+  EXPECT_EQ(escapes.args, (Args{"ECHO", "a\nbA\"\\\tq", "it's", "back\\slash"}));
+
+  Parsed glued = Parse("ECHO ab\"c d\" x\"\"\n");
+  ASSERT_EQ(glued.result, ParseResult::kOk) << glued.error;
+  EXPECT_EQ(glued.args, (Args{"ECHO", "abc d", "x"}));
+
+  Parsed nul = Parse("SET k \"\\x00\\xff\"\n");
+  ASSERT_EQ(nul.result, ParseResult::kOk) << nul.error;
+  EXPECT_EQ(nul.args, (Args{"SET", "k", std::string("\0\xff", 2)}));
 }
 
 TEST(RespParseCommandTest, InlineUnbalancedQuotes) {
-  Parsed p = Parse("SET \"key value\r\n");
-  EXPECT_EQ(p.result, ParseResult::kError);
-  EXPECT_EQ(p.error, "Protocol error: unbalanced quotes in request");
+  for (const char* line :
+       {"SET \"key value\r\n", "SET \"a\"b\n", "SET 'it''s'\n", "ECHO 'x\n", "ECHO \"x\\\"\n"}) {
+    Parsed p = Parse(line);
+    EXPECT_EQ(p.result, ParseResult::kError) << line;
+    EXPECT_EQ(p.error, "Protocol error: unbalanced quotes in request") << line;
+  }
 }
 
 TEST(RespParseCommandTest, EmptyInlineLineIsOkWithNoArgs) {

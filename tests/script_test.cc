@@ -247,5 +247,89 @@ TEST_F(ScriptTest, AServerStopsWhileAScriptLoops) {
   EXPECT_EQ(c.Call({"GET", "loop"}), "$-1\r\n");
 }
 
+// SCRIPT KILL of a script inside MULTI drops the whole transaction; a
+// command refused BUSY inside MULTI aborts it; a script that catches the
+// kill error in a loop still stops.
+TEST_F(ScriptTest, KillsDropWholeTransactionsAndCannotBeCaught) {
+  StartFaha({"--busy_reply_threshold_ms=100"});
+  RespConnection other(faha_->port());
+  auto kill_when_busy = [&] {
+    for (int64_t deadline = MonoMs() + 10000; MonoMs() < deadline;) {
+      if (other.Call({"SCRIPT", "KILL"}) == "+OK\r\n") return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  std::vector<std::string> replies;
+  std::thread runner([&] {
+    RespConnection c(faha_->port(), 30000);
+    replies = c.Pipeline({{"MULTI"},
+                          {"SET", "a", "1"},
+                          {"EVAL", "redis.call('set', 'b', '2') while true do end", "0"},
+                          {"EXEC"}});
+  });
+  ASSERT_TRUE(kill_when_busy());
+  runner.join();
+  ASSERT_EQ(replies.size(), 4u);
+  EXPECT_EQ(replies[3].rfind("-EXECABORT Transaction discarded because of: a script in it was "
+                             "killed",
+                             0),
+            0u)
+      << replies[3];
+  EXPECT_EQ(other.Call({"EXISTS", "a", "b"}), ":0\r\n");
+
+  std::string caught;
+  std::thread catcher([&] {
+    RespConnection c(faha_->port(), 30000);
+    caught = c.Call({"EVAL", "while true do pcall(function() while true do end end) end", "0"});
+  });
+  ASSERT_TRUE(kill_when_busy());
+  catcher.join();
+  EXPECT_EQ(caught.rfind("-ERR Script killed by user", 0), 0u) << caught;
+
+  // BUSY while queueing aborts the transaction, as Redis's refusals do.
+  std::thread looper([&] {
+    RespConnection c(faha_->port(), 30000);
+    c.Call({"EVAL", "while true do end", "0"});
+  });
+  RespConnection t(faha_->port());
+  EXPECT_EQ(t.Call({"MULTI"}), "+OK\r\n");
+  std::string busy;
+  for (int64_t deadline = MonoMs() + 10000; MonoMs() < deadline;) {
+    busy = t.Call({"SET", "c", "3"});
+    if (busy.rfind("-BUSY", 0) == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(busy.rfind("-BUSY", 0), 0u) << busy;
+  ASSERT_TRUE(kill_when_busy());
+  looper.join();
+  EXPECT_EQ(t.Call({"EXEC"}), "-EXECABORT Transaction discarded because of previous errors.\r\n");
+}
+
+// What a script returns or leaves behind cannot stop the server or change
+// what later scripts see.
+TEST_F(ScriptTest, ScriptsCannotBreakTheServerOrLaterScripts) {
+  StartFaha();
+  RespConnection c(faha_->port(), 30000);
+  // A metamethod that fails, and a table that holds itself, as the reply.
+  EXPECT_EQ(c.Call({"EVAL", "return setmetatable({}, {__index = function() error('x') end})", "0"}),
+            "*0\r\n");
+  const std::string cyclic =
+      c.Call({"EVAL", "local t = {} for i = 1, 4 do t[i] = t end return t", "0"});
+  EXPECT_EQ(cyclic.rfind("-ERR", 0), 0u) << cyclic.substr(0, 200);
+  EXPECT_EQ(c.Call({"PING"}), "+PONG\r\n");
+  // The shared libraries and globals are read-only; loadstring gets the
+  // script's own globals; the raw setters are gone.
+  for (const char* script : {"redis.call = function() return 'hijacked' end", "string.rep = nil",
+                             "_G.x = 1", "loadstring('y = 1')()", "rawset(redis, 'call', nil)",
+                             "newproxy(true)", "getmetatable('').__index = {}"}) {
+    const std::string r = c.Call({"EVAL", script, "0"});
+    EXPECT_EQ(r.rfind("-ERR", 0), 0u) << script << ": " << r;
+  }
+  EXPECT_EQ(c.Call({"EVAL", "return redis.call('ping')", "0"}), "+PONG\r\n");
+  EXPECT_EQ(c.Call({"EVAL", "return string.rep('a', 3)", "0"}), "$3\r\naaa\r\n");
+  EXPECT_EQ(c.Call({"EVAL", "return type(x)", "0"}).rfind("-ERR", 0), 0u);
+}
+
 }  // namespace
 }  // namespace faha::test

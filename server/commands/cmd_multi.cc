@@ -78,6 +78,14 @@ WriteResult EvalTransaction(const WriteOp& op, WriteContext& w) {
         WriteResult r = w.Evaluate(step.op);
         // The log failed: nothing of the transaction becomes durable.
         if (r.code != WriteResult::ErrorCode::kOther) return r;
+        if (r.undo) {
+          // A script in it was killed: none of the transaction applies.
+          WriteResult killed = WriteResult::Error(
+              "EXECABORT Transaction discarded because of: a script in it was killed (" + r.str +
+              ")");
+          killed.undo = true;
+          return killed;
+        }
         Commands::AppendResult(&out, r);
         break;
       }
@@ -223,6 +231,7 @@ ExecStatus Unwatch(CommandContext& c) {
 
 ExecStatus RunTransaction(CommandContext& c,
                           const std::vector<std::vector<std::string_view>>& commands) {
+  if (c.s->in_multi) return c.Error("ERR a native transaction cannot be sent inside MULTI");
   for (const auto& args : commands) {
     const CommandRow* row = args.empty() ? nullptr : FindCommand(args[0]);
     std::string why;
@@ -244,7 +253,10 @@ ExecStatus RunTransaction(CommandContext& c,
   }
   CommandList list;
   for (const auto& args : commands) list.Add(FindCommand(args[0]), args);
-  return Run(c, list, {});
+  // As EXEC: the connection's WATCHed keys hold for it, and are forgotten.
+  std::vector<std::pair<std::string, KeyState>> watched = std::move(c.s->watched);
+  c.s->ClearMulti();
+  return Run(c, list, std::move(watched));
 }
 
 void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, WriteContext& w,

@@ -79,7 +79,8 @@ bool ParseLongDouble(std::string_view s, long double* v) {
   errno = 0;
   char* end = nullptr;
   const long double value = strtold(buf, &end);
-  if (isspace(static_cast<unsigned char>(buf[0])) || *end != '\0' ||
+  // The whole value (a NUL inside it ends strtold early: not a float).
+  if (isspace(static_cast<unsigned char>(buf[0])) || end != buf + s.size() ||
       (errno == ERANGE &&
        (value == HUGE_VALL || value == -HUGE_VALL || std::fpclassify(value) == FP_ZERO)) ||
       std::isnan(value)) {

@@ -347,9 +347,17 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     return st;
   }
   if (ScriptBusy(*row, args)) {
-    return c.Error(
-        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or "
-        "SHUTDOWN NOSAVE.");
+    std::string busy =
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+    if (s->in_multi && row->name == "exec") {
+      // As Redis: EXEC refused discards the transaction.
+      if (!may_reply) return ExecStatus::kBlocked;
+      s->ClearMulti();
+      busy = "EXECABORT Transaction discarded because of: " + busy;
+    }
+    const ExecStatus st = c.Error(busy);
+    if (queueing && st == ExecStatus::kReplied) s->multi_dirty = true;
+    return st;
   }
   if (queueing) return cmd::Queue(c);
   if (!row->write() && !(row->flags & kCmdMaySubmit) && !may_reply) return ExecStatus::kBlocked;
@@ -437,6 +445,7 @@ void Commands::Info(std::string_view section, std::string* out) const {
     uint64_t total = 0;
     for (int c = 0; c < kOpClasses; c++) total += m.ops[c].load();
     line("total_commands_processed", std::to_string(total));
+    line("expired_keys", std::to_string(server_->expired_keys()));
     end("stats");
   }
   if (begin("replication", "Replication")) {

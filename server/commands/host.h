@@ -73,6 +73,8 @@ class CommandHost {
   virtual Metrics* metrics() const = 0;
   virtual int64_t start_ms() const = 0;  // WallMs at Start
   virtual int bound_port() const = 0;
+  // Keys active expiry deleted (INFO's expired_keys).
+  virtual uint64_t expired_keys() const { return 0; }
 };
 
 }  // namespace faha

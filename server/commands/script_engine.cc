@@ -135,9 +135,13 @@ WriteResult ScriptEngine::Run(const ScriptCall& call, WriteContext& w,
   // the script's error; outside a protected call it would abort the server.
   g_memory.limit = memory_limit_bytes;
   const int status = lua_pcall(L, 0, 1, -2);
+  std::string out;
+  // The reply is converted still under the limit and the kill hook.
+  const bool converted = status == 0 && lua::AppendValue(L, &out);
   g_memory.limit = 0;
   running_since_ms_.store(0);
   lua::SetRun(nullptr);
+  lua::ResetHook(L);
   WriteResult result;
   if (run.killed) {
     result = WriteResult::Error(
@@ -146,8 +150,7 @@ WriteResult ScriptEngine::Run(const ScriptCall& call, WriteContext& w,
   } else if (status != 0) {
     result = WriteResult::Error(FailureText(call));
   } else {
-    std::string out;
-    lua::AppendValue(L, &out);
+    (void)converted;  // an error reply when not
     result = WriteResult::Raw(std::move(out));
   }
   lua_settop(L, 0);
@@ -161,10 +164,12 @@ std::string ScriptEngine::FailureText(const ScriptCall& call) {
   lua_State* L = lua_;
   std::string err = "ERR script failed";
   int line = 0;
-  if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, "err");
+  if (lua_istable(L, -1)) {  // the message handler's plain table: raw reads
+    lua_pushliteral(L, "err");
+    lua_rawget(L, -2);
     if (lua_isstring(L, -1)) err = lua_tostring(L, -1);
-    lua_getfield(L, -2, "line");
+    lua_pushliteral(L, "line");
+    lua_rawget(L, -3);
     line = static_cast<int>(lua_tonumber(L, -1));
   } else if (lua_isstring(L, -1)) {
     err = std::string("ERR ") + lua_tostring(L, -1);

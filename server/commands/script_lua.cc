@@ -22,6 +22,7 @@ namespace faha::lua {
 namespace {
 
 constexpr int kMaxReplyDepth = 200;
+constexpr size_t kMaxReplyElements = 1 << 20;
 
 // The interpreter's allocator: counts its bytes and refuses past the limit
 // (the script then fails with "not enough memory"; the server does not).
@@ -113,11 +114,13 @@ void PushReply(lua_State* L, const resp::Reply& r) {
 
 // The value at the top of the stack as a RESP reply, as Redis converts a
 // script's return value.
-void AppendLuaValue(lua_State* L, std::string* out, int depth) {
+void AppendLuaValue(lua_State* L, std::string* out, int depth, size_t* budget) {
   if (depth > kMaxReplyDepth || !lua_checkstack(L, 4)) {
     resp::AppendError(out, "ERR reached lua stack limit");
     return;
   }
+  if (*budget == 0) return;  // the caller answers the error
+  (*budget)--;
   switch (lua_type(L, -1)) {
     case LUA_TSTRING: {
       size_t n = 0;
@@ -141,7 +144,9 @@ void AppendLuaValue(lua_State* L, std::string* out, int depth) {
       resp::AppendNil(out);
       return;
   }
-  lua_getfield(L, -1, "err");
+  // Raw reads: a metamethod of the script's would run outside its pcall.
+  lua_pushliteral(L, "err");
+  lua_rawget(L, -2);
   if (lua_type(L, -1) == LUA_TSTRING) {
     std::string err = lua_tostring(L, -1);
     for (char& ch : err) {
@@ -152,7 +157,8 @@ void AppendLuaValue(lua_State* L, std::string* out, int depth) {
     return;
   }
   lua_pop(L, 1);
-  lua_getfield(L, -1, "ok");
+  lua_pushliteral(L, "ok");
+  lua_rawget(L, -2);
   if (lua_type(L, -1) == LUA_TSTRING) {
     std::string ok = lua_tostring(L, -1);
     for (char& ch : ok) {
@@ -171,11 +177,18 @@ void AppendLuaValue(lua_State* L, std::string* out, int depth) {
       lua_pop(L, 1);
       break;
     }
-    AppendLuaValue(L, &items, depth + 1);
+    AppendLuaValue(L, &items, depth + 1, budget);
     lua_pop(L, 1);
+    if (*budget == 0) return;
   }
   resp::AppendArray(out, n);
   out->append(items);
+}
+
+int PushReplyProtected(lua_State* L) {
+  PushReply(L, *static_cast<const resp::Reply*>(lua_touserdata(L, 1)));
+  lua_setfield(L, LUA_REGISTRYINDEX, "faha_pushed");
+  return 0;
 }
 
 // Runs the command of redis.call/pcall and pushes its reply; true if it
@@ -184,7 +197,9 @@ bool CallCommand(lua_State* L) {
   const int argc = lua_gettop(L);
   std::string error;
   std::string reply;
-  if (argc == 0) {
+  if (g_run == nullptr) {
+    error = "ERR redis.call outside a running script";
+  } else if (argc == 0) {
     error = "ERR Please specify at least one argument for this redis lib call";
   } else {
     std::vector<std::string> args;
@@ -223,8 +238,17 @@ bool CallCommand(lua_State* L) {
     r.str = error;
   }
   lua_settop(L, 0);
-  PushReply(L, r);
-  return r.type == resp::Reply::Type::kError;
+  // Pushed in a protected call: running out of memory there must not
+  // unwind this frame, whose strings would leak.
+  const bool is_error = r.type == resp::Reply::Type::kError;
+  if (lua_cpcall(L, PushReplyProtected, &r) != 0) {
+    lua_pushliteral(L, "ERR not enough memory for the reply of redis.call");
+    return true;
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "faha_pushed");
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "faha_pushed");
+  return is_error;
 }
 
 // redis.pcall returns a command's error reply as {err = ...}; redis.call
@@ -335,10 +359,19 @@ int LuaLoadString(lua_State* L) {
     lua_pushstring(L, "loadstring: bytecode is refused");
     return 2;
   }
-  if (luaL_loadbuffer(L, s, n, name) == 0) return 1;
-  lua_pushnil(L);
-  lua_insert(L, -2);
-  return 2;
+  if (luaL_loadbuffer(L, s, n, name) != 0) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  // The chunk gets its caller's globals, not the shared ones.
+  lua_Debug ar;
+  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "f", &ar) && !lua_iscfunction(L, -1)) {
+    lua_getfenv(L, -1);
+    lua_setfenv(L, -3);
+  }
+  lua_settop(L, lua_gettop(L) - 1);
+  return 1;
 }
 
 // A script's globals: reading an absent one, or writing any, is an error.
@@ -360,6 +393,9 @@ int EnvNewIndex(lua_State* L) { RaiseAt(L, "Attempt to modify a readonly table")
 
 void CountHook(lua_State* L, lua_Debug*) {
   if (g_run != nullptr && ScriptEngine::Get().kill_requested()) {
+    // From now on at every instruction: a pcall in the script that catches
+    // this error cannot go on running.
+    if (!g_run->killed) lua_sethook(L, CountHook, LUA_MASKCOUNT, 1);
     g_run->killed = true;
     lua_pushstring(L, "Script killed by user with SCRIPT KILL...");
     lua_error(L);
@@ -370,6 +406,37 @@ void OpenLibrary(lua_State* L, lua_CFunction open, const char* name) {
   lua_pushcfunction(L, open);
   lua_pushstring(L, name);
   lua_call(L, 1, 0);
+}
+
+// Scripts share the libraries: each becomes a read-only view of itself (a
+// script that set redis.call would set it for every later script), and the
+// strings' metatable is hidden from getmetatable.
+void ProtectLibraries(lua_State* L) {
+  for (const char* name : {"redis", "string", "table", "math", "coroutine", "cjson", "bit"}) {
+    lua_getglobal(L, name);
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_newtable(L);  // the view
+    lua_newtable(L);  // its metatable
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, EnvNewIndex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_setglobal(L, name);
+    lua_pop(L, 1);
+  }
+  lua_pushliteral(L, "");
+  if (lua_getmetatable(L, -1)) {
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
 }
 
 // Debian's Lua 5.1 module `name` (lua-cjson, lua-bitop), as global `name`.
@@ -408,12 +475,14 @@ int MessageHandler(lua_State* L) {
     lua_setfield(L, -2, "err");
     lua_replace(L, 1);
   }
-  lua_getfield(L, 1, "line");
+  lua_pushliteral(L, "line");
+  lua_rawget(L, 1);
   const bool has_line = !lua_isnil(L, -1);
   lua_pop(L, 1);
   if (!has_line) {
+    lua_pushliteral(L, "line");
     lua_pushnumber(L, line);
-    lua_setfield(L, 1, "line");
+    lua_rawset(L, 1);
   }
   lua_settop(L, 1);
   return 1;
@@ -421,11 +490,51 @@ int MessageHandler(lua_State* L) {
 
 void SetRun(Run* run) { g_run = run; }
 
-void AppendValue(lua_State* L, std::string* out) { AppendLuaValue(L, out, 0); }
+void ResetHook(lua_State* L) { lua_sethook(L, CountHook, LUA_MASKCOUNT, 10000); }
+
+namespace {
+struct Conversion {
+  std::string* out;
+  bool too_big = false;
+};
+
+// lua_cpcall's function: the script's return value (in the registry) as RESP.
+int ConvertProtected(lua_State* L) {
+  auto* conversion = static_cast<Conversion*>(lua_touserdata(L, 1));
+  lua_getfield(L, LUA_REGISTRYINDEX, "faha_return");
+  size_t budget = kMaxReplyElements;
+  AppendLuaValue(L, conversion->out, 0, &budget);
+  conversion->too_big = budget == 0;
+  return 0;
+}
+}  // namespace
+
+bool AppendValue(lua_State* L, std::string* out) {
+  // Protected, and still under the kill hook: converting a table can run
+  // long (one that holds itself) or fail (memory).
+  lua_setfield(L, LUA_REGISTRYINDEX, "faha_return");
+  Conversion conversion{out};
+  const int status = lua_cpcall(L, ConvertProtected, &conversion);
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "faha_return");
+  if (status == 0 && !conversion.too_big) return true;
+  out->clear();
+  resp::AppendError(out, conversion.too_big
+                             ? "ERR the script's reply has more than " +
+                                   std::to_string(kMaxReplyElements) +
+                                   " elements (a table that holds itself?)"
+                             : "ERR the script's reply could not be converted (out of memory or "
+                               "killed)");
+  return status == 0;
+}
 
 void IsolateGlobals(lua_State* L) {
   lua_newtable(L);  // the globals
-  lua_newtable(L);  // their metatable
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "_G");  // _G is these, never the shared ones
+  lua_newtable(L);            // their metatable
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
   lua_pushvalue(L, LUA_GLOBALSINDEX);
   lua_pushcclosure(L, EnvIndex, 1);
   lua_setfield(L, -2, "__index");
@@ -457,8 +566,8 @@ lua_State* OpenSandbox(Memory* memory) {
   OpenLibrary(L, luaopen_table, LUA_TABLIBNAME);
   OpenLibrary(L, luaopen_string, LUA_STRLIBNAME);
   OpenLibrary(L, luaopen_math, LUA_MATHLIBNAME);
-  for (const char* name :
-       {"dofile", "loadfile", "print", "setfenv", "getfenv", "load", "module", "require"}) {
+  for (const char* name : {"dofile", "loadfile", "print", "setfenv", "getfenv", "load", "module",
+                           "require", "newproxy", "rawset"}) {
     lua_pushnil(L);
     lua_setglobal(L, name);
   }
@@ -496,10 +605,11 @@ lua_State* OpenSandbox(Memory* memory) {
   lua_pushstring(L, "7.0.0");
   lua_setfield(L, -2, "REDIS_VERSION");
   lua_setglobal(L, "redis");
+  ProtectLibraries(L);
   // The compiled scripts, by SHA-1.
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, "faha_scripts");
-  lua_sethook(L, CountHook, LUA_MASKCOUNT, 10000);
+  ResetHook(L);
   return L;
 }
 

@@ -43,12 +43,16 @@ void IsolateGlobals(lua_State* L);
 void SetKeysAndArgv(lua_State* L, const ScriptCall& call);
 // While `run` is being run (null after).
 void SetRun(Run* run);
+// Sets the hook that stops a killed script back to its rate (after a kill it
+// fires at every instruction).
+void ResetHook(lua_State* L);
 // The message handler of a script's pcall: every error becomes a table
 // {err = ..., line = ...}, a Lua error's text with Redis's ERR code.
 int MessageHandler(lua_State* L);
-// The value on top of the stack as a RESP reply, as Redis converts a
-// script's return value.
-void AppendValue(lua_State* L, std::string* out);
+// The value on top of the stack (popped) as a RESP reply, as Redis converts
+// a script's return value; an error reply (and false if the conversion
+// failed: out of memory or killed) when it cannot be converted.
+bool AppendValue(lua_State* L, std::string* out);
 
 }  // namespace lua
 }  // namespace faha

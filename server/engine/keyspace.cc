@@ -203,6 +203,17 @@ uint64_t Keyspace::Scan(uint64_t cursor, size_t count, std::vector<std::string>*
   });
 }
 
+uint64_t Keyspace::ScanExpired(uint64_t cursor, size_t count, int64_t now_ms,
+                               std::vector<std::string>* keys, size_t* sampled) const {
+  return index_.Scan(cursor, count, [&](uint64_t loc) {
+    RecordView r = log_->ReadRecord(loc);
+    if (const HotCache::Entry* e = hot_.Find(r.key, HashKey(r.key)))
+      r.expire_at_ms = e->expire_at_ms;
+    (*sampled)++;
+    if (r.expire_at_ms != 0 && r.expire_at_ms <= now_ms) keys->emplace_back(r.key);
+  });
+}
+
 std::string_view Keyspace::KeyAt(uint64_t location) const { return log_->ReadRecord(location).key; }
 
 void Keyspace::Demote(HotCache::Entry* e) {

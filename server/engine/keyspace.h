@@ -75,6 +75,10 @@ class Keyspace final : private KeyReader {
   int64_t PttlMs(std::string_view key) const;
   // Iterates keys (cursor semantics of Index::Scan); expired keys are skipped.
   uint64_t Scan(uint64_t cursor, size_t count, std::vector<std::string>* keys) const;
+  // As Scan, but the keys whose expiry is at or before now_ms; counts the
+  // keys it looked at in *sampled.
+  uint64_t ScanExpired(uint64_t cursor, size_t count, int64_t now_ms,
+                       std::vector<std::string>* keys, size_t* sampled) const;
   // A digest of the visible data (expired keys left out) and its key count.
   void DigestData(uint64_t* digest, uint64_t* keys) const;
 

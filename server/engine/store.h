@@ -126,6 +126,11 @@ class Store final : public ReplicaLog, private CleanSafety {
     return keys_.Read(key, want_value, out);
   }
   int64_t PttlMs(std::string_view key) const { return keys_.PttlMs(key); }
+  uint64_t ScanExpired(uint64_t cursor, size_t count, int64_t now_ms,
+                       std::vector<std::string>* keys, size_t* sampled) const {
+    ReadGuard guard = LockForRead();
+    return keys_.ScanExpired(cursor, count, now_ms, keys, sampled);
+  }
   uint64_t Scan(uint64_t cursor, size_t count, std::vector<std::string>* keys) const {
     return keys_.Scan(cursor, count, keys);
   }

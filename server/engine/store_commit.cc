@@ -186,6 +186,22 @@ void Store::RefuseGroup_st(const Status& room) {
   overlay_valid_ = false;
 }
 
+namespace {
+// What the client table keeps of a reply, and logs: a big one (an EXEC or a
+// script that read much) becomes an error that says so, as the log batch
+// and the table are no place for megabytes of reads; a retry then learns
+// that its write was applied, not its reply.
+constexpr size_t kMaxKeptReply = 64 << 10;
+WriteResult KeptForRetry(const WriteResult& r) {
+  if (r.str.size() <= kMaxKeptReply) return r;
+  WriteResult kept =
+      WriteResult::Error("ERR this write was applied; its reply (" + std::to_string(r.str.size()) +
+                         " bytes) was too large to keep for a retry");
+  kept.lsn = r.lsn;
+  return kept;
+}
+}  // namespace
+
 void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
   std::vector<Pending>& taken = *taken_ptr;
   nvm::BatchBuilder& batch = batch_;
@@ -219,8 +235,8 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
       }
       if (op.client_id != 0) {
         r.lsn = batch.count() + 1;  // made absolute once the batch has its first LSN
-        batch.Add(RecordType::kClientReply, {}, ClientTable::EncodeReply(r), 0, op.client_id,
-                  op.client_seq);
+        batch.Add(RecordType::kClientReply, {}, ClientTable::EncodeReply(KeptForRetry(r)), 0,
+                  op.client_id, op.client_seq);
       }
       const bool too_big_for_batch = batch.bytes() > options_.max_batch_bytes;
       if (too_big_for_batch || batch.bytes() > log_->max_payload_bytes()) {
@@ -239,7 +255,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
         }
         r = WriteResult::Error("ERR this write needs more than one log batch (--max_batch_kb)");
       } else if (op.client_id != 0) {
-        keys_.clients().Record(op.client_id, op.client_seq, r);
+        keys_.clients().Record(op.client_id, op.client_seq, KeptForRetry(r));
         recorded_.emplace_back(op.client_id, op.client_seq);
       }
       results.push_back(std::move(r));

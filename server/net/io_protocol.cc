@@ -221,7 +221,7 @@ bool IoThread::StepResp(Connection* c) {
   size_t consumed = 0;
   std::string err;
   std::string_view view(c->in.data() + c->in_pos, c->in.size() - c->in_pos);
-  resp::ParseResult r = resp::ParseCommand(view, limits, &args_, &consumed, &err);
+  resp::ParseResult r = resp::ParseCommand(view, limits, &args_, &consumed, &err, &unescaped_);
   NoteIncomplete(c, r == resp::ParseResult::kNeedMore);
   if (r == resp::ParseResult::kNeedMore) return false;
   if (r == resp::ParseResult::kError) {

@@ -208,6 +208,7 @@ class IoThread final : public CompletionSink {
   std::vector<std::string_view> args_;
   std::string reply_;                 // NativeOp's reply as the dispatcher wrote it
   std::string deferred_;              // a reply given while the connection's writes are pending
+  std::string unescaped_;             // inline arguments with quotes or escapes, for args_
   std::vector<Store::Write> outbox_;  // writes parsed but not yet queued in the store
   std::unique_ptr<char[]> read_buf_{new char[kReadChunk]};
 

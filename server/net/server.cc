@@ -52,6 +52,7 @@ Status Server::Start() {
   }
   threads_[0]->AddListener(listen_fd_);
   for (auto& t : threads_) t->Run();
+  expiry_.Start(this);
   return Status::OK();
 }
 
@@ -91,6 +92,7 @@ void Server::Stop() {
   // could run forever. Then every write already submitted becomes durable
   // and its reply is delivered.
   ScriptEngine::Get().StopAll();
+  expiry_.Stop();
   store_->Stop();
   for (auto& t : threads_) t->Quit();
   for (auto& t : threads_) t->Join();

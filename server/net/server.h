@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "faha/status.h"
+#include "server/commands/active_expiry.h"
 #include "server/commands/host.h"
 #include "server/engine/store.h"
 #include "server/metrics/metrics.h"
@@ -49,6 +50,7 @@ class Server final : public CommandHost {
   ClientLimits& client_limits() override { return options_.limits; }  // CONFIG SET
   Store* store() const override { return store_; }
   Metrics* metrics() const override { return metrics_; }
+  uint64_t expired_keys() const override { return expiry_.expired(); }
   int64_t start_ms() const override { return start_ms_; }
   int bound_port() const override { return bound_port_; }
   // Before Start (INFO reads it without a lock).
@@ -59,6 +61,7 @@ class Server final : public CommandHost {
   ServerOptions options_;
   Store* store_;
   Metrics* metrics_;
+  ActiveExpiry expiry_;
   int listen_fd_ = -1;
   int bound_port_ = 0;
   int shutdown_fd_ = -1;
