@@ -262,6 +262,24 @@ bool Commands::ScriptBusy(const CommandRow& row, const std::vector<std::string_v
   return !(row.name == "script" && args.size() == 2 && EqNoCase(args[1], "kill"));
 }
 
+namespace {
+// A script has run too long: BUSY. Inside MULTI the transaction aborts, and
+// EXEC refused discards it, as Redis's refusals do.
+ExecStatus Busy(CommandContext& c, bool queueing) {
+  Session* s = c.s;
+  std::string busy =
+      "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+  if (s->in_multi && c.row.name == "exec") {
+    if (!c.may_reply) return ExecStatus::kBlocked;
+    s->ClearMulti();
+    busy = "EXECABORT Transaction discarded because of: " + busy;
+  }
+  const ExecStatus st = c.Error(busy);
+  if (queueing && st == ExecStatus::kReplied) s->multi_dirty = true;
+  return st;
+}
+}  // namespace
+
 ExecStatus CommandContext::Error(std::string_view msg) const {
   if (!may_reply) return ExecStatus::kBlocked;
   resp::AppendError(out, msg);
@@ -346,19 +364,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     if (queueing && st == ExecStatus::kReplied) s->multi_dirty = true;
     return st;
   }
-  if (ScriptBusy(*row, args)) {
-    std::string busy =
-        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
-    if (s->in_multi && row->name == "exec") {
-      // As Redis: EXEC refused discards the transaction.
-      if (!may_reply) return ExecStatus::kBlocked;
-      s->ClearMulti();
-      busy = "EXECABORT Transaction discarded because of: " + busy;
-    }
-    const ExecStatus st = c.Error(busy);
-    if (queueing && st == ExecStatus::kReplied) s->multi_dirty = true;
-    return st;
-  }
+  if (ScriptBusy(*row, args)) return Busy(c, queueing);
   if (queueing) return cmd::Queue(c);
   if (!row->write() && !(row->flags & kCmdMaySubmit) && !may_reply) return ExecStatus::kBlocked;
   if (row->flags & (kCmdWrite | kCmdKeyRead | kCmdDataRead)) {

@@ -8,6 +8,9 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
+
+#include "common/resp.h"
 
 struct lua_State;
 
@@ -49,6 +52,12 @@ void ResetHook(lua_State* L);
 // The message handler of a script's pcall: every error becomes a table
 // {err = ..., line = ...}, a Lua error's text with Redis's ERR code.
 int MessageHandler(lua_State* L);
+// A command's reply as Redis gives it to Lua: integers as numbers, bulk
+// strings as strings, nil as false (nil with resp3), status {ok=...}, error
+// {err=...} (server/commands/script_reply.cc, as the two below).
+void PushReply(lua_State* L, const resp::Reply& r, bool resp3);
+// Pushes a table {err = msg}.
+void PushErrorTable(lua_State* L, std::string_view msg);
 // The value on top of the stack (popped) as a RESP reply, as Redis converts
 // a script's return value; an error reply (and false if the conversion
 // failed: out of memory or killed) when it cannot be converted.
