@@ -129,11 +129,14 @@ ParseResult ParseInline(std::string_view in, const ParseLimits& limits,
   if (!SplitInline(line, args, unescaped != nullptr ? unescaped : &local, limits.max_args, error)) {
     return ParseResult::kError;
   }
-  if (unescaped == nullptr && !local.empty()) {
-    // No storage for unescaped arguments: the caller gets the raw bytes.
-    args->clear();
-    *error = "Protocol error: quoted inline arguments need storage";
-    return ParseResult::kError;
+  if (unescaped == nullptr) {
+    for (std::string_view a : *args) {
+      if (a.data() >= line.data() && a.data() + a.size() <= line.data() + line.size()) continue;
+      // Quoted, so in `local`, which is gone on return: refused, not dangling.
+      args->clear();
+      *error = "Protocol error: quoted inline arguments need storage";
+      return ParseResult::kError;
+    }
   }
   *consumed = len + 1;
   return ParseResult::kOk;

@@ -1,9 +1,11 @@
 // libFuzzer target: the RESP request parser and reply parser on arbitrary bytes.
 // Invariants: no crash or sanitizer report, consumed bytes never exceed the
-// input, argument views lie inside the input, and parsing is deterministic.
+// input, argument views lie inside the input (or the storage given for quoted
+// inline arguments), and parsing is deterministic.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -20,11 +22,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<std::string_view> args;
     size_t consumed = 0;
     std::string error;
-    auto r = faha::resp::ParseCommand(rest, limits, &args, &consumed, &error);
+    // Every other command with storage for quoted inline arguments: views
+    // then lie in the input or in that storage; without it, in the input.
+    std::string unescaped;
+    const bool storage = i % 2 == 0;
+    auto r = faha::resp::ParseCommand(rest, limits, &args, &consumed, &error,
+                                      storage ? &unescaped : nullptr);
     if (r != faha::resp::ParseResult::kOk) break;
     if (consumed == 0 || consumed > rest.size()) abort();
     for (auto a : args) {
-      if (a.data() < rest.data() || a.data() + a.size() > rest.data() + rest.size()) abort();
+      const bool in_input =
+          a.data() >= rest.data() && a.data() + a.size() <= rest.data() + rest.size();
+      const bool in_storage = storage && a.data() >= unescaped.data() &&
+                              a.data() + a.size() <= unescaped.data() + unescaped.size();
+      if (!in_input && !in_storage) abort();
     }
     rest.remove_prefix(consumed);
   }
