@@ -97,31 +97,27 @@ constexpr const char* kWriteScript =
     "for i = 1, tonumber(ARGV[1]) do redis.call('set', ARGV[2] .. (i - 1), ARGV[2]) end "
     "return ARGV[1]";
 
-// Scripts that write the transaction's keys: through libfaha's Command
-// (follow_primary: retried with its request id across a failover).
-void ScriptWriter(const std::string& addresses, bool follow, const std::string& tag, TxnLog* log,
-                  std::atomic<bool>* stop) {
-  ClientOptions o;
-  o.address = addresses;
-  o.follow_primary = follow;
-  o.op_timeout_ms = 3000;
-  o.failover_timeout_ms = 20000;
-  auto c = Client::Connect(o);
-  if (!c.ok()) return;
-  std::mt19937 rng(std::hash<std::string>()(tag));
-  for (int i = 0; !stop->load(); i++) {
-    Txn t{tag + "-x" + std::to_string(i) + "-", KeysFor(rng)};
-    const size_t at = log->Add(t);
-    auto r = (*c)->Command({"EVAL", kWriteScript, "0", std::to_string(t.keys), t.prefix});
-    if (!r.ok() || r->type != Reply::Type::kBulk || r->str != std::to_string(t.keys)) return;
-    log->Ack(at);
-  }
+// A script that writes the transaction's keys, through Command: true if
+// acknowledged.
+bool SendScript(Client* c, const Txn& t) {
+  auto r = c->Command({"EVAL", kWriteScript, "0", std::to_string(t.keys), t.prefix});
+  return r.ok() && r->type == Reply::Type::kBulk && r->str == std::to_string(t.keys);
 }
 
-// libfaha: one native request per transaction (follow_primary: across a
-// failover, retried with its request id and applied once).
-void NativeWriter(const std::string& addresses, bool follow, const std::string& tag, TxnLog* log,
-                  std::atomic<bool>* stop) {
+// The transaction as one native request: true if acknowledged whole.
+bool SendTransaction(Client* c, const Txn& t) {
+  std::vector<std::vector<std::string>> cmds;
+  for (int k = 0; k < t.keys; k++) cmds.push_back({"SET", t.prefix + std::to_string(k), t.prefix});
+  auto r = c->Transaction(cmds);
+  return r.ok() && r->type == Reply::Type::kArray &&
+         r->elements.size() == static_cast<size_t>(t.keys);
+}
+
+// libfaha, sending transactions with `send` until `stop` or a failure
+// (follow_primary: a request is re-sent with its id across a failover and
+// applied once).
+void ClientWriter(const std::string& addresses, bool follow, const std::string& tag, TxnLog* log,
+                  std::atomic<bool>* stop, bool (*send)(Client*, const Txn&)) {
   ClientOptions o;
   o.address = addresses;
   o.follow_primary = follow;
@@ -132,15 +128,8 @@ void NativeWriter(const std::string& addresses, bool follow, const std::string& 
   std::mt19937 rng(std::hash<std::string>()(tag));
   for (int i = 0; !stop->load(); i++) {
     Txn t{tag + "-x" + std::to_string(i) + "-", KeysFor(rng)};
-    std::vector<std::vector<std::string>> cmds;
-    for (int k = 0; k < t.keys; k++)
-      cmds.push_back({"SET", t.prefix + std::to_string(k), t.prefix});
     const size_t at = log->Add(t);
-    auto r = (*c)->Transaction(cmds);
-    if (!r.ok() || r->type != Reply::Type::kArray ||
-        r->elements.size() != static_cast<size_t>(t.keys)) {
-      return;
-    }
+    if (!send(c->get(), t)) return;
     log->Ack(at);
   }
 }
@@ -159,8 +148,10 @@ TEST(TxnCrashTest, KillNineDuringTransactionsLeavesEachWholeOrAbsent) {
     for (int t = 0; t < 2; t++) {
       const std::string tag = "r" + std::to_string(round) + "-t" + std::to_string(t);
       writers.emplace_back(RespWriter, server.port(), tag + "resp", &log, &stop);
-      writers.emplace_back(NativeWriter, server.address(), false, tag + "native", &log, &stop);
-      writers.emplace_back(ScriptWriter, server.address(), false, tag + "script", &log, &stop);
+      writers.emplace_back(ClientWriter, server.address(), false, tag + "native", &log, &stop,
+                           SendTransaction);
+      writers.emplace_back(ClientWriter, server.address(), false, tag + "script", &log, &stop,
+                           SendScript);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 700));
     server.Kill(SIGKILL);
@@ -216,8 +207,10 @@ TEST(TxnCrashTest, AFailoverDuringTransactionsLeavesEachWholeOrAbsent) {
   std::atomic<bool> stop{false};
   std::vector<std::thread> writers;
   for (int t = 0; t < 2; t++) {
-    writers.emplace_back(NativeWriter, addresses, true, "t" + std::to_string(t), &log, &stop);
-    writers.emplace_back(ScriptWriter, addresses, true, "s" + std::to_string(t), &log, &stop);
+    writers.emplace_back(ClientWriter, addresses, true, "t" + std::to_string(t), &log, &stop,
+                         SendTransaction);
+    writers.emplace_back(ClientWriter, addresses, true, "s" + std::to_string(t), &log, &stop,
+                         SendScript);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(800));
   nodes[p]->Kill(SIGKILL);
