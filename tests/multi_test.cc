@@ -317,6 +317,19 @@ TEST_F(MultiTest, ANativeTransactionRetriedWithItsRequestIdIsAppliedOnce) {
   EXPECT_EQ(r2[2].second, "*3\r\n:3\r\n:4\r\n$1\r\n4\r\n");
   RespConnection resp(faha_->port());
   EXPECT_EQ(resp.Call({"GET", "n"}), "$1\r\n4\r\n");
+  // A reply over 64 KiB is not kept for a retry: the retry learns the
+  // transaction was applied, and it is not applied again.
+  const std::string big(100000, 'b');
+  const std::vector<std::vector<std::string>> read_big = {
+      {"SET", "big", big}, {"INCR", "m"}, {"GET", "big"}};
+  auto r3 = NativeExchange(
+      faha_->port(), hello + TransactionRequest(7, read_big) + TransactionRequest(7, read_big), 3,
+      nullptr);
+  ASSERT_EQ(r3.size(), 3u);
+  EXPECT_EQ(r3[1].second.size(), big.size() + 24) << r3[1].second.substr(0, 60);
+  EXPECT_EQ(r3[2].second.rfind("-ERR this write was applied; its reply (", 0), 0u)
+      << r3[2].second.substr(0, 80);
+  EXPECT_EQ(resp.Call({"GET", "m"}), "$1\r\n1\r\n");
   // A malformed transaction body is a protocol error.
   auto bad = NativeExchange(
       faha_->port(),

@@ -191,14 +191,15 @@ namespace {
 // script that read much) becomes an error that says so, as the log batch
 // and the table are no place for megabytes of reads; a retry then learns
 // that its write was applied, not its reply.
+// The usual reply is kept as it is, not copied (*big is used only for a big one).
 constexpr size_t kMaxKeptReply = 64 << 10;
-WriteResult KeptForRetry(const WriteResult& r) {
+const WriteResult& KeptForRetry(const WriteResult& r, WriteResult* big) {
   if (r.str.size() <= kMaxKeptReply) return r;
-  WriteResult kept =
+  *big =
       WriteResult::Error("ERR this write was applied; its reply (" + std::to_string(r.str.size()) +
                          " bytes) was too large to keep for a retry");
-  kept.lsn = r.lsn;
-  return kept;
+  big->lsn = r.lsn;
+  return *big;
 }
 }  // namespace
 
@@ -235,7 +236,8 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
       }
       if (op.client_id != 0) {
         r.lsn = batch.count() + 1;  // made absolute once the batch has its first LSN
-        batch.Add(RecordType::kClientReply, {}, ClientTable::EncodeReply(KeptForRetry(r)), 0,
+        WriteResult big;
+        batch.Add(RecordType::kClientReply, {}, ClientTable::EncodeReply(KeptForRetry(r, &big)), 0,
                   op.client_id, op.client_seq);
       }
       const bool too_big_for_batch = batch.bytes() > options_.max_batch_bytes;
@@ -255,7 +257,8 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
         }
         r = WriteResult::Error("ERR this write needs more than one log batch (--max_batch_kb)");
       } else if (op.client_id != 0) {
-        keys_.clients().Record(op.client_id, op.client_seq, KeptForRetry(r));
+        WriteResult big;
+        keys_.clients().Record(op.client_id, op.client_seq, KeptForRetry(r, &big));
         recorded_.emplace_back(op.client_id, op.client_seq);
       }
       results.push_back(std::move(r));
