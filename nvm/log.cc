@@ -17,7 +17,7 @@ bool DecodeRecord(const char* p, size_t avail, RecordView* out, size_t* record_b
   RecordHeader h;
   std::memcpy(&h, p, sizeof(h));
   if (h.type < static_cast<uint8_t>(RecordType::kPut) ||
-      h.type > static_cast<uint8_t>(RecordType::kClientReply)) {
+      h.type > static_cast<uint8_t>(RecordType::kFlushDb)) {
     return false;
   }
   uint64_t body = static_cast<uint64_t>(h.key_bytes) + h.value_bytes;

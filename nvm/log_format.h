@@ -88,6 +88,9 @@ enum class RecordType : uint8_t {
   // client_seq in the header, the encoded reply as value, key empty. Written
   // after the write's own records so a retry is answered, not applied again.
   kClientReply = 4,
+  // Every key of one namespace removed (FLUSHDB): the key is the namespace's
+  // prefix (server/engine/namespaces.h; empty for database 0), value empty.
+  kFlushDb = 5,
 };
 
 struct RecordHeader {

@@ -89,7 +89,8 @@ TEST_F(BadInputTest, LimitsUnknownCommandsAndWrongArity) {
   got = Resp("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4097\r\n" + std::string(4097, 'v') + "\r\n");
   EXPECT_NE(got.find("exceeds the limit of 4096 bytes"), std::string::npos) << got;
   got = Resp(
-      "FROB a b\r\nGET\r\nSET k v PX -1\r\nSET k v NX XX\r\nINCR precious\r\nSELECT 3\r\nQUIT\r\n");
+      "FROB a b\r\nGET\r\nSET k v PX -1\r\nSET k v NX XX\r\nINCR precious\r\nSELECT "
+      "16\r\nQUIT\r\n");
   EXPECT_NE(got.find("-ERR unknown command 'FROB', with args beginning with: 'a' 'b'"),
             std::string::npos)
       << got;

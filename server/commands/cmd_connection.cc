@@ -121,11 +121,6 @@ ExecStatus Quit(CommandContext& c) {
   return c.Ok();
 }
 
-ExecStatus Select(CommandContext& c) {
-  if (c.args[1] != "0") return c.Error("ERR DB index is out of range (FaHA has one database, 0)");
-  return c.Ok();
-}
-
 ExecStatus Shutdown(CommandContext& c) {
   c.s->shutdown = true;
   c.s->close_after_reply = true;

@@ -6,10 +6,13 @@
 #include <random>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/glob.h"
 #include "common/resp.h"
 #include "server/commands/command_context.h"
+#include "server/commands/dump_payload.h"
 #include "server/commands/write_args.h"
+#include "server/engine/namespaces.h"
 
 namespace faha::cmd {
 
@@ -40,6 +43,27 @@ WriteResult EvalCopy(const WriteOp& op, WriteContext& w) {
   return WriteResult::Int(1);
 }
 
+constexpr uint32_t kRestoreReplace = 1;
+constexpr uint32_t kRestoreRefused = 2;  // args[1] is the error, given after BUSYKEY's
+
+// RESTORE: op.args = key, value; op.expire_at_ms = its expiry (0: none,
+// -1: already past); op.flags as above.
+WriteResult EvalRestore(const WriteOp& op, WriteContext& w) {
+  const bool exists = w.Get(op.args[0], false).exists;
+  if (exists && !(op.flags & kRestoreReplace)) {
+    return WriteResult::Error("BUSYKEY Target key name already exists.");
+  }
+  if (op.flags & kRestoreRefused) return WriteResult::Error(std::string(op.args[1]));
+  const int64_t at = op.expire_at_ms;
+  if (at < 0 || (at != 0 && at <= w.NowMs())) {
+    // Expired already: Redis replies OK and leaves no key.
+    if (exists) w.Delete(op.args[0]);
+    return WriteResult::Ok();
+  }
+  w.Put(op.args[0], op.args[1], at);
+  return WriteResult::Ok();
+}
+
 ExecStatus SubmitPair(CommandContext& c, WriteEval eval, uint32_t flags) {
   ExecStatus st;
   if (KeyTooLong(c, c.args[1], &st) || KeyTooLong(c, c.args[2], &st)) return st;
@@ -58,6 +82,7 @@ std::vector<std::string> AllKeys(CommandContext& c) {
   do {
     cursor = c.store()->Scan(cursor, 1024, &keys);
   } while (cursor != 0);
+  KeepNamespace(c.ns, &keys);
   return keys;
 }
 
@@ -77,19 +102,88 @@ ExecStatus Rename(CommandContext& c) {
 // COPY source destination [DB destination-db] [REPLACE]: database 0 only.
 ExecStatus Copy(CommandContext& c) {
   uint32_t flags = 0;
+  int to = c.ns;
   for (int i = 3; i < c.argc; i++) {
     if (EqNoCase(c.args[i], "replace")) {
       flags |= kCopyReplace;
     } else if (EqNoCase(c.args[i], "db") && i + 1 < c.argc) {
-      int64_t db = 0;
-      if (!ParseInt64(c.args[++i], &db)) return c.Error(kNotInteger);
-      if (db != 0) return c.Error("ERR DB index is out of range");
+      int db = 0;
+      std::string error;
+      if (!ParseDb(c.options().databases, c.args[++i], &db, &error)) return c.Error(error);
+      to = PhysicalDb(c.server, db);
     } else {
       return c.Error("ERR syntax error");
     }
   }
-  if (c.args[1] == c.args[2]) return c.Error("ERR source and destination objects are the same");
-  return SubmitPair(c, EvalCopy, flags);
+  // The destination's name in its database (the dispatcher put it in ours).
+  const std::string dest = ns::DbPrefix(to) + std::string(c.args[2].substr(ns::DbPrefixSize(c.ns)));
+  if (c.args[1] == dest) return c.Error("ERR source and destination objects are the same");
+  ExecStatus st;
+  if (KeyTooLong(c, c.args[1], &st) || KeyTooLong(c, dest, &st)) return st;
+  WriteOp op;
+  op.kind = WriteOp::Kind::kEval;
+  op.eval = EvalCopy;
+  op.flags = flags;
+  op.args = {c.args[1], dest};
+  return c.Submit(std::move(op));
+}
+
+// DUMP key: Redis's payload (server/commands/dump_payload.h), nil if absent.
+ExecStatus Dump(CommandContext& c) {
+  KeyState k;
+  if (!c.ReadKey(c.args[1], true, &k)) {
+    resp::AppendNil(c.out);
+  } else {
+    resp::AppendBulk(c.out, DumpString(k.value));
+  }
+  return ExecStatus::kReplied;
+}
+
+// RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]
+ExecStatus Restore(CommandContext& c) {
+  bool replace = false, abs_ttl = false, idle = false, freq = false;
+  for (int i = 4; i < c.argc; i++) {
+    int64_t n = 0;
+    if (EqNoCase(c.args[i], "replace")) {
+      replace = true;
+    } else if (EqNoCase(c.args[i], "absttl")) {
+      abs_ttl = true;
+    } else if (EqNoCase(c.args[i], "idletime") && i + 1 < c.argc && !freq) {
+      if (!ParseInt64(c.args[++i], &n)) return c.Error(kNotInteger);
+      if (n < 0) return c.Error("ERR Invalid IDLETIME value, must be >= 0");
+      idle = true;  // (FaHA keeps no idle time: accepted and ignored)
+    } else if (EqNoCase(c.args[i], "freq") && i + 1 < c.argc && !idle) {
+      if (!ParseInt64(c.args[++i], &n)) return c.Error(kNotInteger);
+      if (n < 0 || n > 255) return c.Error("ERR Invalid FREQ value, must be >= 0 and <= 255");
+      freq = true;
+    } else {
+      return c.Error("ERR syntax error");
+    }
+  }
+  // A bad TTL or payload is refused after the key is found absent, as Redis does.
+  int64_t ttl = 0;
+  std::string value, error;
+  if (!ParseInt64(c.args[2], &ttl)) {
+    error = kNotInteger;
+  } else if (ttl < 0) {
+    error = "ERR Invalid TTL value, must be >= 0";
+  } else {
+    RestoreString(c.args[3], &value, &error);
+  }
+  ExecStatus st;
+  if (KeyTooLong(c, c.args[1], &st) || ValueTooLong(c, value, &st)) return st;
+  WriteOp op;
+  op.kind = WriteOp::Kind::kEval;
+  op.eval = EvalRestore;
+  op.flags = (replace ? kRestoreReplace : 0) | (error.empty() ? 0 : kRestoreRefused);
+  if (!error.empty()) value = error;
+  if (ttl != 0) {
+    const int64_t now = WallMs();
+    op.expire_at_ms = abs_ttl ? ttl : (ttl > INT64_MAX - now ? INT64_MAX : now + ttl);
+    if (op.expire_at_ms <= now) op.expire_at_ms = -1;
+  }
+  op.args = {c.args[1], value};
+  return c.Submit(std::move(op));
 }
 
 ExecStatus Keys(CommandContext& c) {
@@ -111,6 +205,7 @@ ExecStatus RandomKey(CommandContext& c) {
   std::vector<std::string> keys;
   for (int tries = 0; tries < 4 && keys.empty(); tries++) {
     c.store()->Scan(tries < 3 ? rng() : 0, 16, &keys);
+    KeepNamespace(c.ns, &keys);
   }
   if (keys.empty()) keys = AllKeys(c);
   if (keys.empty()) {

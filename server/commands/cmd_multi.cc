@@ -31,6 +31,7 @@ struct Step {
   WriteOp op;
   const CommandRow* row = nullptr;
   std::vector<std::string> args;
+  int ns = 0;  // the physical database its keys are in
 };
 
 struct Transaction final : EvalPayload {
@@ -56,6 +57,7 @@ void RunRead(const Transaction& t, const Step& step, WriteContext& w, std::strin
   CommandContext c{commands,  *t.host, &scratch, args, static_cast<int>(args.size()),
                    *step.row, out,     nullptr,  true};
   c.txn = &w;
+  c.ns = step.ns;
   step.row->handler(c);
 }
 
@@ -114,6 +116,7 @@ ExecStatus Run(CommandContext& c, const CommandList& commands,
     commands.Get(i, &args);
     Step& step = t->steps[i];
     step.row = commands.row(i);
+    step.ns = commands.ns(i);
     if (step.row->flags & kCmdKeyRead) {
       step.kind = Step::Kind::kRead;
       step.args.assign(args.begin(), args.end());
@@ -124,6 +127,7 @@ ExecStatus Run(CommandContext& c, const CommandList& commands,
     CommandContext sub{c.commands, c.server,    c.s,     args, static_cast<int>(args.size()),
                        *step.row,  &step.reply, nullptr, true};
     sub.captured = &step.op;
+    sub.ns = step.ns;
     if (step.row->handler(sub) == ExecStatus::kSubmitted) step.kind = Step::Kind::kWrite;
   }
   WriteOp op;
@@ -163,7 +167,12 @@ ExecStatus Queue(CommandContext& c) {
                   std::to_string(c.options().max_batch_bytes >> 10) +
                   "): it must commit as one batch");
   }
-  s->multi_queue.Add(&c.row, c.args);
+  if (c.row.handler == Select) {
+    // The commands queued after it name keys of that database.
+    std::string ignored;
+    ParseDb(c.options().databases, c.args[1], &s->multi_db, &ignored);
+  }
+  s->multi_queue.Add(&c.row, c.args, c.ns);
   s->multi_bytes += bytes;
   resp::AppendSimple(c.out, "QUEUED");
   return ExecStatus::kReplied;
@@ -172,6 +181,7 @@ ExecStatus Queue(CommandContext& c) {
 ExecStatus Multi(CommandContext& c) {
   if (c.s->in_multi) return c.Error("ERR MULTI calls can not be nested");
   c.s->in_multi = true;
+  c.s->multi_db = c.s->db;
   return c.Ok();
 }
 
@@ -252,7 +262,16 @@ ExecStatus RunTransaction(CommandContext& c,
     if (!why.empty()) return c.Error("EXECABORT Transaction discarded because of: " + why);
   }
   CommandList list;
-  for (const auto& args : commands) list.Add(FindCommand(args[0]), args);
+  const int ns = PhysicalDb(c.server, c.s->db);
+  for (const auto& args : commands) {
+    const CommandRow* row = FindCommand(args[0]);
+    KeyArgs keyed;
+    std::string error;
+    if (!PrepareKeys(*row, args, ns, &keyed, &error)) {
+      return c.Error("EXECABORT Transaction discarded because of: " + error.substr(4));
+    }
+    list.Add(row, keyed.Of(args), ns);
+  }
   // As EXEC: the connection's WATCHed keys hold for it, and are forgotten.
   std::vector<std::pair<std::string, KeyState>> watched = std::move(c.s->watched);
   c.s->ClearMulti();
@@ -260,7 +279,7 @@ ExecStatus RunTransaction(CommandContext& c,
 }
 
 void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, WriteContext& w,
-                 bool read_only, std::string* out) {
+                 bool read_only, int* db, std::string* out) {
   const CommandRow* row = FindCommand(args[0]);
   const int argc = static_cast<int>(args.size());
   if (row == nullptr) {
@@ -284,10 +303,27 @@ void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, W
     resp::AppendError(out, "ERR Write commands are not allowed from read-only scripts.");
     return;
   }
+  std::string error;
+  if (row->handler == Select) {
+    // The script's own database: the client's is not changed.
+    if (!ParseDb(host->options().databases, args[1], db, &error)) {
+      resp::AppendError(out, error);
+    } else {
+      resp::AppendSimple(out, "OK");
+    }
+    return;
+  }
+  const int ns = PhysicalDb(*host, *db);
+  KeyArgs keyed;
+  if (!PrepareKeys(*row, args, ns, &keyed, &error)) {
+    resp::AppendError(out, error);
+    return;
+  }
   Session scratch;
   scratch.authed = true;
   Commands commands(host, nullptr);
-  CommandContext c{commands, *host, &scratch, args, argc, *row, out, nullptr, true};
+  CommandContext c{commands, *host, &scratch, keyed.Of(args), argc, *row, out, nullptr, true};
+  c.ns = ns;
   if (!row->write()) {
     c.txn = &w;
     row->handler(c);

@@ -156,7 +156,7 @@ ExecStatus GetRange(CommandContext& c) {
 }
 
 ExecStatus DbSize(CommandContext& c) {
-  resp::AppendInt(c.out, static_cast<int64_t>(c.store()->KeyCount()));
+  resp::AppendInt(c.out, static_cast<int64_t>(c.store()->KeyCount(c.ns)));
   return ExecStatus::kReplied;
 }
 
@@ -185,6 +185,7 @@ ExecStatus Scan(CommandContext& c) {
   }
   std::vector<std::string> keys;
   uint64_t next = c.store()->Scan(cursor, static_cast<size_t>(count), &keys);
+  KeepNamespace(c.ns, &keys);
   if (!type_match) keys.clear();
   if (have_pattern) {
     keys.erase(std::remove_if(keys.begin(), keys.end(),

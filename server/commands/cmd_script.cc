@@ -31,6 +31,7 @@ ExecStatus Eval(CommandContext& c) {
     return c.Error("ERR Number of keys can't be greater than number of args");
   auto call = std::make_shared<ScriptCall>();
   call->host = &c.server;
+  call->db = c.s->db;
   const bool by_sha = c.name() == "evalsha" || c.name() == "evalsha_ro";
   call->read_only = c.name() == "eval_ro" || c.name() == "evalsha_ro";
   if (by_sha) {

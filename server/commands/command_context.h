@@ -32,6 +32,9 @@ struct CommandContext {
   // transaction's own writes.
   WriteOp* captured = nullptr;
   WriteContext* txn = nullptr;
+  // The physical database (server/engine/namespaces.h) its keys are in:
+  // `args` name them with its prefix already.
+  int ns = 0;
 
   const ServerOptions& options() const { return server.options(); }
   Store* store() const { return server.store(); }
@@ -54,7 +57,30 @@ struct CommandContext {
 
 inline constexpr const char* kVersion = "0.1.0";
 
+// A command's arguments with its keys put in a database (server/commands/cmd_db.cc).
+struct KeyArgs {
+  std::vector<std::string> storage;
+  std::vector<std::string_view> views;
+  bool rewritten = false;
+  const std::vector<std::string_view>& Of(const std::vector<std::string_view>& args) const {
+    return rewritten ? views : args;
+  }
+};
+// Puts the keys of `args` (a command of `row`) in physical database `ns`: for
+// database 0 they stay as they are, and one FaHA reserves is refused (false,
+// *error set).
+bool PrepareKeys(const CommandRow& row, const std::vector<std::string_view>& args, int ns,
+                 KeyArgs* out, std::string* error);
+// A logical database number below `databases`, else Redis's error.
+bool ParseDb(uint32_t databases, std::string_view arg, int* db, std::string* error);
+// The physical database logical database `db` names now (itself without a store).
+int PhysicalDb(const CommandHost& host, int db);
+// Keeps the keys of namespace `ns`, without its prefix (KEYS, SCAN, RANDOMKEY).
+void KeepNamespace(int ns, std::vector<std::string>* keys);
+
 namespace cmd {
+// SELECT (server/commands/cmd_db.cc): MULTI and scripts treat it apart.
+ExecStatus Select(CommandContext& c);
 // Inside MULTI: queues the command for EXEC, or refuses it (EXEC then aborts).
 ExecStatus Queue(CommandContext& c);
 // The native protocol's transaction: `commands` as one EXEC, refused whole
@@ -64,8 +90,9 @@ ExecStatus RunTransaction(CommandContext& c,
 // A script's redis.call, on the committing thread: runs `args` against `w`
 // and appends its RESP reply (an error reply if the command may not run in
 // a script).
+// `db` is the script's logical database, which SELECT changes.
 void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, WriteContext& w,
-                 bool read_only, std::string* out);
+                 bool read_only, int* db, std::string* out);
 }  // namespace cmd
 
 }  // namespace faha

@@ -16,7 +16,6 @@ ExecStatus Echo(CommandContext& c);
 ExecStatus Auth(CommandContext& c);
 ExecStatus Hello(CommandContext& c);
 ExecStatus Quit(CommandContext& c);
-ExecStatus Select(CommandContext& c);
 ExecStatus Shutdown(CommandContext& c);
 ExecStatus Time(CommandContext& c);
 ExecStatus Client(CommandContext& c);
@@ -50,6 +49,11 @@ ExecStatus IncrBy(CommandContext& c);
 ExecStatus Expire(CommandContext& c);
 ExecStatus Persist(CommandContext& c);
 ExecStatus FlushAll(CommandContext& c);
+// server/commands/cmd_db.cc
+ExecStatus Select(CommandContext& c);
+ExecStatus Move(CommandContext& c);
+ExecStatus SwapDb(CommandContext& c);
+ExecStatus FlushDb(CommandContext& c);
 // server/commands/cmd_string.cc
 ExecStatus SetNx(CommandContext& c);
 ExecStatus MSetNx(CommandContext& c);
@@ -67,12 +71,17 @@ ExecStatus Unwatch(CommandContext& c);
 ExecStatus Rename(CommandContext& c);
 ExecStatus Copy(CommandContext& c);
 ExecStatus Keys(CommandContext& c);
+ExecStatus Dump(CommandContext& c);
+ExecStatus Restore(CommandContext& c);
 ExecStatus RandomKey(CommandContext& c);
 ExecStatus Object(CommandContext& c);
 ExecStatus Lcs(CommandContext& c);
 // server/commands/cmd_script.cc
 ExecStatus Eval(CommandContext& c);
 ExecStatus Script(CommandContext& c);
+// server/commands/cmd_function.cc
+ExecStatus Function(CommandContext& c);
+ExecStatus FCall(CommandContext& c);
 }  // namespace cmd
 
 namespace {
@@ -173,6 +182,13 @@ const std::vector<CommandRow> kTable = {
      .redis_flags = "write denyoom", .first_key = 1, .last_key = 2, .key_step = 1,
      .acl_categories = "@keyspace @write @slow", .key_spec = kOneROAccess,
      .key_spec2 = {.flags = "OW update", .begin_index = 2}},
+    {.name = "dump", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Dump,
+     .redis_flags = "readonly", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@keyspace @read @slow", .tips = "nondeterministic_output",
+     .key_spec = kOneROAccess},
+    {.name = "restore", .arity = -4, .flags = kCmdWrite, .handler = cmd::Restore,
+     .redis_flags = "write denyoom", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = "@keyspace @write @slow @dangerous", .key_spec = {.flags = "OW update"}},
     {.name = "keys", .arity = 2, .flags = kCmdDataRead | kCmdNoMulti, .handler = cmd::Keys,
      .redis_flags = "readonly", .acl_categories = "@keyspace @read @slow @dangerous",
      .tips = "request_policy:all_shards nondeterministic_output_order"},
@@ -180,7 +196,7 @@ const std::vector<CommandRow> kTable = {
      .handler = cmd::RandomKey, .redis_flags = "readonly",
      .acl_categories = "@keyspace @read @slow",
      .tips = "request_policy:all_shards nondeterministic_output"},
-    {.name = "object", .arity = -2, .flags = kCmdKeyRead, .handler = cmd::Object,
+    {.name = "object", .arity = -2, .flags = kCmdKeyRead | kCmdKeyAt2, .handler = cmd::Object,
      .redis_flags = "", .acl_categories = "@slow"},
     {.name = "lcs", .arity = -3, .flags = kCmdKeyRead, .handler = cmd::Lcs,
      .redis_flags = "readonly", .first_key = 1, .last_key = 2, .key_step = 1,
@@ -198,6 +214,13 @@ const std::vector<CommandRow> kTable = {
      .key_spec = {.flags = "RO access", .begin_index = 2, .keynum = true}},
     {.name = "script", .arity = -2, .flags = 0, .handler = cmd::Script,
      .redis_flags = "", .acl_categories = "@slow"},
+    // FUNCTION: LOAD, DELETE, FLUSH and RESTORE submit a write; not in MULTI.
+    {.name = "function", .arity = -2, .flags = kCmdNoMulti | kCmdMaySubmit,
+     .handler = cmd::Function, .redis_flags = "", .acl_categories = "@slow"},
+    {.name = "fcall", .arity = -3, .flags = kCmdWrite, .handler = cmd::FCall,
+     .redis_flags = kScriptFlags, .acl_categories = kScripting, .key_spec = kScriptRW},
+    {.name = "fcall_ro", .arity = -3, .flags = kCmdWrite, .handler = cmd::FCall,
+     .redis_flags = kScriptRoFlags, .acl_categories = kScripting, .key_spec = kScriptRO},
     // reads
     {.name = "get", .arity = 2, .flags = kCmdKeyRead, .handler = cmd::Get,
      .redis_flags = "readonly fast", .first_key = 1, .last_key = 1, .key_step = 1,
@@ -326,9 +349,16 @@ const std::vector<CommandRow> kTable = {
     {.name = "flushall", .arity = -1, .flags = kCmdWrite, .handler = cmd::FlushAll,
      .redis_flags = "write", .acl_categories = "@keyspace @write @slow @dangerous",
      .tips = kAllShardsAllSucceeded},
-    {.name = "flushdb", .arity = -1, .flags = kCmdWrite, .handler = cmd::FlushAll,
+    {.name = "flushdb", .arity = -1, .flags = kCmdWrite, .handler = cmd::FlushDb,
      .redis_flags = "write", .acl_categories = "@keyspace @write @slow @dangerous",
      .tips = kAllShardsAllSucceeded},
+    {.name = "move", .arity = 3, .flags = kCmdWrite, .handler = cmd::Move,
+     .redis_flags = "write fast", .first_key = 1, .last_key = 1, .key_step = 1,
+     .acl_categories = kKeyspaceWrite, .key_spec = kOneRWAccessUpdate},
+    // SWAPDB: not in MULTI or a script (FaHA refuses; the rest of a
+    // transaction's keys were put in their databases when it was queued).
+    {.name = "swapdb", .arity = 3, .flags = kCmdWrite | kCmdNoMulti, .handler = cmd::SwapDb,
+     .redis_flags = "write fast", .acl_categories = "@keyspace @write @fast @dangerous"},
 };
 // clang-format on
 

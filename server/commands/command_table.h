@@ -44,6 +44,8 @@ enum CommandFlag : uint32_t {
   // Not a write, but may submit one (EXEC): pipelined behind the connection's
   // pending writes like one; its handler holds back any reply it gives at once.
   kCmdMaySubmit = 1u << 6,
+  // Its one key is argument 2 (OBJECT's subcommands; Redis lists no key range).
+  kCmdKeyAt2 = 1u << 7,
 };
 
 // A Redis 7.0 key specification that begins at argument `begin_index` and

@@ -259,7 +259,9 @@ bool Commands::ScriptBusy(const CommandRow& row, const std::vector<std::string_v
   const int64_t since = ScriptEngine::Get().running_since_ms();
   if (since == 0 || WallMs() - since < server_->options().busy_reply_threshold_ms) return false;
   if (row.redis_flags.find("allow_busy") != std::string_view::npos) return false;
-  return !(row.name == "script" && args.size() == 2 && EqNoCase(args[1], "kill"));
+  if (row.name == "function" && args.size() == 2 && EqNoCase(args[1], "stats")) return false;
+  return !((row.name == "script" || row.name == "function") && args.size() == 2 &&
+           EqNoCase(args[1], "kill"));
 }
 
 namespace {
@@ -324,6 +326,10 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     // An empty inline line: Redis ignores it.
     return s->pending_writes == 0 ? ExecStatus::kReplied : ExecStatus::kBlocked;
   }
+  if (s->barrier) {
+    if (s->pending_writes > 0) return ExecStatus::kBlocked;
+    s->barrier = false;
+  }
   const CommandRow* row = FindCommand(args[0]);
   // Inside MULTI, a command refused before it could be queued aborts the
   // transaction, as Redis's does.
@@ -365,8 +371,27 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     return st;
   }
   if (ScriptBusy(*row, args)) return Busy(c, queueing);
+  // The keys in the session's database, from here on.
+  KeyArgs keyed;
+  std::string key_error;
+  const int ns = PhysicalDb(*server_, queueing ? s->multi_db : s->db);
+  if (!PrepareKeys(*row, args, ns, &keyed, &key_error)) {
+    const ExecStatus st = c.Error(key_error);
+    if (queueing && st == ExecStatus::kReplied) s->multi_dirty = true;
+    return st;
+  }
+  return Run(c, keyed.Of(args), ns, queueing);
+}
+
+ExecStatus Commands::Run(const CommandContext& checked, const std::vector<std::string_view>& args,
+                         int ns, bool queueing) {
+  Session* s = checked.s;
+  const CommandRow* row = &checked.row;
+  CommandContext c{*this,        *server_,         s, args, checked.argc, *row, checked.out,
+                   checked.sink, checked.may_reply};
+  c.ns = ns;
   if (queueing) return cmd::Queue(c);
-  if (!row->write() && !(row->flags & kCmdMaySubmit) && !may_reply) return ExecStatus::kBlocked;
+  if (!row->write() && !(row->flags & kCmdMaySubmit) && !c.may_reply) return ExecStatus::kBlocked;
   if (row->flags & (kCmdWrite | kCmdKeyRead | kCmdDataRead)) {
     const faha::Refusal why = Refusal(*s, row->write());
     if (why.refused()) {
@@ -376,6 +401,7 @@ ExecStatus Commands::Execute(Session* s, const std::vector<std::string_view>& ar
     }
   }
   s->op_class = row->op_class();
+  Metrics* m = server_->metrics();
   if (row->write()) {
     // Submit counts a write once queued; one refused at once (bad arguments)
     // is timed as an immediate reply.
@@ -462,9 +488,13 @@ void Commands::Info(std::string_view section, std::string* out) const {
     }
     t += "\r\n";
   }
-  if (begin("keyspace", "Keyspace") && store->KeyCount() > 0) {
-    line("db0", "keys=" + std::to_string(store->KeyCount()) +
-                    ",expires=" + std::to_string(store->KeysWithExpiry()) + ",avg_ttl=0");
+  if (begin("keyspace", "Keyspace")) {
+    for (uint32_t db = 0; db < opt.databases; db++) {
+      const int n = store->PhysicalDb(static_cast<int>(db));
+      if (store->KeyCount(n) == 0) continue;
+      line("db" + std::to_string(db), "keys=" + std::to_string(store->KeyCount(n)) + ",expires=" +
+                                          std::to_string(store->KeysWithExpiry(n)) + ",avg_ttl=0");
+    }
   }
   resp::AppendBulk(out, t);
 }

@@ -25,7 +25,8 @@ class CommandHost;
 // queueing a command costs no allocation once the buffers have grown.
 class CommandList {
  public:
-  void Add(const CommandRow* row, const std::vector<std::string_view>& args) {
+  void Add(const CommandRow* row, const std::vector<std::string_view>& args, int ns = 0) {
+    ns_.push_back(static_cast<uint16_t>(ns));
     for (std::string_view a : args) {
       bytes_.append(a);
       arg_ends_.push_back(static_cast<uint32_t>(bytes_.size()));
@@ -35,6 +36,8 @@ class CommandList {
   }
   size_t size() const { return cmd_ends_.size(); }
   const CommandRow* row(size_t i) const { return rows_[i]; }
+  // The physical database its keys are in (they carry its prefix).
+  int ns(size_t i) const { return ns_[i]; }
   // The arguments of command i, viewing this list.
   void Get(size_t i, std::vector<std::string_view>* args) const {
     args->clear();
@@ -54,6 +57,7 @@ class CommandList {
     arg_ends_.clear();
     cmd_ends_.clear();
     rows_.clear();
+    ns_.clear();
   }
 
  private:
@@ -61,6 +65,7 @@ class CommandList {
   std::vector<uint32_t> arg_ends_;
   std::vector<uint32_t> cmd_ends_;  // past each command's last argument in arg_ends_
   std::vector<const CommandRow*> rows_;
+  std::vector<uint16_t> ns_;
 };
 
 struct Session {
@@ -77,6 +82,13 @@ struct Session {
   bool close_after_reply = false;
   bool shutdown = false;     // SHUTDOWN was accepted
   bool stale_reads = false;  // READONLY: this connection may read from a backup
+  int db = 0;                // SELECT: the logical database
+  // Inside MULTI: the database the next queued command's keys go to (a
+  // queued SELECT changes it; the session's own changes at EXEC).
+  int multi_db = 0;
+  // Set by a write the connection's next command must not overtake (SWAPDB):
+  // that command waits until every pending write has been answered.
+  bool barrier = false;
   // Native kClientId: writes are de-duplicated by (client_id, write_seq), where
   // write_seq is the request id of the write being executed.
   uint64_t client_id = 0;
@@ -152,6 +164,10 @@ class Commands {
   // While a script has run past --busy_reply_threshold_ms, commands other
   // than SCRIPT KILL and the allow_busy ones get BUSY.
   bool ScriptBusy(const CommandRow& row, const std::vector<std::string_view>& args) const;
+  // Execute's second half, once the row's checks passed: queues the command
+  // (MULTI) or runs it, with `args` whose keys are in physical database `ns`.
+  ExecStatus Run(const CommandContext& checked, const std::vector<std::string_view>& args, int ns,
+                 bool queueing);
 
   CommandHost* server_;
   std::vector<Store::Write>* outbox_;

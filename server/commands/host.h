@@ -49,6 +49,7 @@ struct ServerOptions {
   size_t max_batch_bytes = 8 << 20;            // the store's batch limit: also the largest command
   uint64_t script_memory_bytes = 64ull << 20;  // the Lua interpreter's memory
   uint32_t busy_reply_threshold_ms = 5000;     // BUSY to others while a script runs longer
+  uint32_t databases = 16;                     // SELECT 0 .. databases - 1
   ClientLimits limits;
   uint32_t preauth_timeout_ms = 10000;  // from connect to AUTH (with requirepass)
   uint32_t body_timeout_ms = 30000;     // from a command's first byte to its last

@@ -112,29 +112,44 @@ bool ScriptEngine::PushCompiled(const ScriptCall& call, std::string* error) {
   return true;
 }
 
-WriteResult ScriptEngine::Run(const ScriptCall& call, WriteContext& w,
-                              uint64_t memory_limit_bytes) {
+void ScriptEngine::SetMemoryLimit(uint64_t bytes) { g_memory.limit = bytes; }
+
+lua_State* ScriptEngine::State() {
   if (lua_ == nullptr) {
     lua_ = lua::OpenSandbox(&g_memory);
     lua_newtable(lua_);
     lua_setfield(lua_, LUA_REGISTRYINDEX, "faha_scripts");
+    lua_newtable(lua_);
+    lua_setfield(lua_, LUA_REGISTRYINDEX, "faha_libraries");
     compiled_generation_ = generation_.load();
   }
-  lua_State* L = lua_;
+  return lua_;
+}
+
+WriteResult ScriptEngine::Run(const ScriptCall& call, WriteContext& w,
+                              uint64_t memory_limit_bytes) {
+  lua_State* L = State();
   lua_settop(L, 0);
   std::string error;
   if (!PushCompiled(call, &error)) return WriteResult::Error(error);
   lua::SetKeysAndArgv(L, call);
+  return Invoke(call, w, memory_limit_bytes, 0);
+}
+
+WriteResult ScriptEngine::Invoke(const ScriptCall& call, WriteContext& w,
+                                 uint64_t memory_limit_bytes, int nargs) {
+  lua_State* L = lua_;
   lua_pushcfunction(L, lua::MessageHandler);
-  lua_insert(L, -2);
+  lua_insert(L, -2 - nargs);
   lua::Run run{&call, &w};
+  run.db = call.db;
   lua::SetRun(&run);
   kill_.store(false);
   running_since_ms_.store(WallMs());
   // The limit holds while the script runs, where running out of memory is
   // the script's error; outside a protected call it would abort the server.
   g_memory.limit = memory_limit_bytes;
-  const int status = lua_pcall(L, 0, 1, -2);
+  const int status = lua_pcall(L, nargs, 1, -2 - nargs);
   std::string out;
   // The reply is converted still under the limit and the kill hook.
   const bool converted = status == 0 && lua::AppendValue(L, &out);
@@ -177,7 +192,8 @@ std::string ScriptEngine::FailureText(const ScriptCall& call) {
   for (char& ch : err) {
     if (ch == '\r' || ch == '\n') ch = ' ';
   }
-  return err + " script: " + call.sha + ", on @user_script:" + std::to_string(line) + ".";
+  return err + " script: " + call.sha + ", on @user_" + (call.function ? "function:" : "script:") +
+         std::to_string(line) + ".";
 }
 
 }  // namespace faha

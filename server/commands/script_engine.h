@@ -37,6 +37,23 @@ struct ScriptCall final : EvalPayload {
   std::string body;
   std::vector<std::string> keys, args;
   bool read_only = false;  // EVAL_RO, EVALSHA_RO: writes are refused
+  int db = 0;              // the client's logical database when it was called
+  bool function = false;   // FCALL: `sha` is the function's name
+};
+
+// A function a library registered (FUNCTION LOAD), with Redis's flags.
+struct FunctionInfo {
+  enum Flag : uint32_t {
+    kNoWrites = 1,
+    kAllowOom = 2,
+    kAllowStale = 4,
+    kNoCluster = 8,
+    kAllowCrossSlotKeys = 16,
+  };
+  std::string name;
+  std::string description;
+  bool has_description = false;
+  uint32_t flags = 0;
 };
 
 class ScriptEngine {
@@ -57,6 +74,16 @@ class ScriptEngine {
   // A killed script's records are dropped (WriteResult::undo).
   WriteResult Run(const ScriptCall& call, WriteContext& w, uint64_t memory_limit_bytes);
 
+  // FUNCTION LOAD, on the committing thread: runs library `name`'s `code`
+  // and returns the functions it registered, or false with Redis's error.
+  // The library is kept compiled for FCALL.
+  bool LoadLibrary(const std::string& name, const std::string& code,
+                   std::vector<FunctionInfo>* functions, std::string* error,
+                   uint64_t memory_limit_bytes);
+  // FCALL of function `call.sha` of library `name` (whose code is `code`).
+  WriteResult CallFunction(const std::string& name, const std::string& code, const ScriptCall& call,
+                           WriteContext& w, uint64_t memory_limit_bytes);
+
   // When the running script started (WallMs), 0 if none runs: BUSY.
   int64_t running_since_ms() const { return running_since_ms_.load(); }
   // SCRIPT KILL: asks the running script to stop. False if none runs.
@@ -76,6 +103,14 @@ class ScriptEngine {
   bool PushCompiled(const ScriptCall& call, std::string* error);
   // Redis's error reply for the failed script whose error is on the stack.
   std::string FailureText(const ScriptCall& call);
+  // The interpreter, opened the first time.
+  lua_State* State();
+  // Its allocations past this fail (0: no limit).
+  static void SetMemoryLimit(uint64_t bytes);
+  // Calls the function under its `nargs` arguments on the stack as `call`'s
+  // script, under the memory limit and SCRIPT KILL: its reply.
+  WriteResult Invoke(const ScriptCall& call, WriteContext& w, uint64_t memory_limit_bytes,
+                     int nargs);
 
   mutable Mutex mu_;
   std::unordered_map<std::string, std::string> scripts_ GUARDED_BY(mu_);

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/logging.h"
 #include "common/resp.h"
 #include "server/commands/command_context.h"
@@ -45,8 +46,11 @@ int ScriptLine(lua_State* L, char* where = nullptr, size_t size = 0) {
   lua_Debug ar;
   for (int level = 0; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
-    if (strcmp(ar.source, kSource) == 0 && ar.currentline > 0) {
-      if (where != nullptr) snprintf(where, size, "user_script:%d: ", ar.currentline);
+    const bool function = strcmp(ar.source, kFunctionSource) == 0;
+    if ((function || strcmp(ar.source, kSource) == 0) && ar.currentline > 0) {
+      if (where != nullptr) {
+        snprintf(where, size, "user_%s:%d: ", function ? "function" : "script", ar.currentline);
+      }
       return ar.currentline;
     }
   }
@@ -104,7 +108,8 @@ bool CallCommand(lua_State* L) {
     }
     if (error.empty()) {
       std::vector<std::string_view> views(args.begin(), args.end());
-      cmd::RunInScript(g_run->call->host, views, *g_run->w, g_run->call->read_only, &reply);
+      cmd::RunInScript(g_run->call->host, views, *g_run->w, g_run->call->read_only, &g_run->db,
+                       &reply);
     }
   }
   resp::Reply r;
@@ -274,6 +279,12 @@ int EnvIndex(lua_State* L) {
 int EnvNewIndex(lua_State* L) { RaiseAt(L, "Attempt to modify a readonly table"); }
 
 void CountHook(lua_State* L, lua_Debug*) {
+  if (g_run != nullptr && g_run->deadline_ms != 0 && WallMs() > g_run->deadline_ms) {
+    if (!g_run->timed_out) lua_sethook(L, CountHook, LUA_MASKCOUNT, 1);
+    g_run->timed_out = true;
+    lua_pushstring(L, "FUNCTION LOAD timeout");
+    lua_error(L);
+  }
   if (g_run != nullptr && ScriptEngine::Get().kill_requested()) {
     // From now on at every instruction: a pcall in the script that catches
     // this error cannot go on running.
@@ -371,6 +382,30 @@ int MessageHandler(lua_State* L) {
 }
 
 void SetRun(Run* run) { g_run = run; }
+
+void PushLoadTimeRedis(lua_State* L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, LuaRegisterFunction);
+  lua_setfield(L, -2, "register_function");
+  lua_pushcfunction(L, LuaLog);
+  lua_setfield(L, -2, "log");
+  lua_getglobal(L, "redis");
+  for (const char* name : {"LOG_DEBUG", "LOG_VERBOSE", "LOG_NOTICE", "LOG_WARNING", "REDIS_VERSION",
+                           "REDIS_VERSION_NUM"}) {
+    lua_getfield(L, -1, name);
+    lua_setfield(L, -3, name);
+  }
+  lua_pop(L, 1);
+  lua_newtable(L);  // its metatable: an absent field is an error, as a global is
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_newtable(L);
+  lua_pushcclosure(L, EnvIndex, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, EnvNewIndex);
+  lua_setfield(L, -2, "__newindex");
+  lua_setmetatable(L, -2);
+}
 
 void ResetHook(lua_State* L) { lua_sethook(L, CountHook, LUA_MASKCOUNT, 10000); }
 

@@ -22,6 +22,7 @@ class WriteContext;
 namespace lua {
 
 inline constexpr const char* kSource = "@user_script";
+inline constexpr const char* kFunctionSource = "@user_function";  // a library's code
 
 // The interpreter's bytes; allocations past `limit` (0: none) fail.
 struct Memory {
@@ -35,6 +36,10 @@ struct Run {
   WriteContext* w;
   bool killed = false;  // stopped by SCRIPT KILL (or the server stopping)
   bool resp3 = false;   // redis.setresp(3)
+  int db = 0;           // the logical database its redis.call uses (SELECT changes it)
+  // FUNCTION LOAD: past this WallMs the library's code is stopped (0: never).
+  int64_t deadline_ms = 0;
+  bool timed_out = false;
 };
 
 // A new sandboxed interpreter whose memory `memory` counts.
@@ -42,6 +47,11 @@ lua_State* OpenSandbox(Memory* memory);
 // Gives the function on top of the stack its own globals: reads fall
 // through to the shared ones (an absent one is an error), writes are refused.
 void IsolateGlobals(lua_State* L);
+// Pushes the `redis` table a library's code sees while FUNCTION LOAD runs it:
+// register_function, log and the constants, nothing that touches data.
+void PushLoadTimeRedis(lua_State* L);
+// redis.register_function (server/commands/script_function.cc).
+int LuaRegisterFunction(lua_State* L);
 // Sets KEYS and ARGV in the globals of the function on top of the stack.
 void SetKeysAndArgv(lua_State* L, const ScriptCall& call);
 // While `run` is being run (null after).

@@ -11,6 +11,7 @@
 
 #include "nvm/log_format.h"
 #include "server/commands/command_context.h"
+#include "server/engine/namespaces.h"
 
 namespace faha::cmd {
 
@@ -18,7 +19,8 @@ inline constexpr const char* kNotInteger = "ERR value is not an integer or out o
 
 // The first of `keys` longer than --max_key_bytes gives an error reply.
 inline bool KeyTooLong(const CommandContext& c, std::string_view key, ExecStatus* st) {
-  if (key.size() <= c.options().max_key_bytes) return false;
+  // (A database's prefix is not the client's: server/engine/namespaces.h.)
+  if (key.size() - ns::DbPrefixSize(ns::Of(key)) <= c.options().max_key_bytes) return false;
   *st = c.Error("ERR key is longer than max_key_bytes (" +
                 std::to_string(c.options().max_key_bytes) + ")");
   return true;

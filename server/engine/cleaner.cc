@@ -96,7 +96,8 @@ Cleaner::Verdict Cleaner::Judge(const CleanRec& r, bool doubt, int64_t now, uint
       return Verdict::kDrop;
     }
     case RecordType::kDelete:
-    case RecordType::kFlushAll: {
+    case RecordType::kFlushAll:
+    case RecordType::kFlushDb: {
       // Needed while an older record of the key may remain: unless every
       // segment before this one was cleaned after the deletion committed.
       // A tombstone of a key written again since (committed) is obsolete.
@@ -168,7 +169,7 @@ void Cleaner::Relocate(const std::vector<CleanRec>& recs, const std::vector<Verd
     if (v == Verdict::kMove) {
       index.Relocate(r.hash, r.location, moved_to[k]);
     } else if (v == Verdict::kExpire && index.Relocate(r.hash, r.location, 0)) {
-      keys_->ForgetExpiring();
+      keys_->ForgetExpiring(r.rec.key);
     }
   }
   if (!hot.enabled()) return;
@@ -177,7 +178,7 @@ void Cleaner::Relocate(const std::vector<CleanRec>& recs, const std::vector<Verd
     auto cur = moved.find(e->location);
     if (cur != moved.end() && cur->second == 0) {
       // Expired: the key goes, with its base entry if that names an older record.
-      if (index.Relocate(e->hash, e->base_location, 0)) keys_->ForgetExpiring();
+      if (index.Relocate(e->hash, e->base_location, 0)) keys_->ForgetExpiring(e->key);
       gone.push_back(e);
       return;
     }

@@ -1,5 +1,7 @@
 #include "server/engine/key_overlay.h"
 
+#include <iterator>
+
 #include "nvm/record_iterator.h"
 
 namespace faha {
@@ -13,13 +15,22 @@ void KeyOverlay::Merge(std::string_view payload, uint64_t base) {
       Delete(r.key);
     } else if (r.type == nvm::RecordType::kFlushAll) {
       FlushAll();
+    } else if (r.type == nvm::RecordType::kFlushDb) {
+      FlushNamespace(ns::Of(r.key));
     }
   }
 }
 
+void KeyOverlay::FlushNamespace(int n) {
+  for (auto it = map_.begin(); it != map_.end();) {
+    it = ns::Of(it->first) == n ? map_.erase(it) : std::next(it);
+  }
+  flushes_.set(static_cast<size_t>(n));
+}
+
 KeyOverlay::Says KeyOverlay::Find(std::string_view key, uint64_t* where) const {
   auto it = map_.find(std::string(key));
-  if (it == map_.end()) return flushed_ ? Says::kDeleted : Says::kNothing;
+  if (it == map_.end()) return Hides(key) ? Says::kDeleted : Says::kNothing;
   if (it->second == kDeleted) return Says::kDeleted;
   *where = it->second;
   return Says::kAt;

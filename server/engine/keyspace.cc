@@ -16,7 +16,9 @@ Keyspace::Keyspace(nvm::Log* log, Metrics* metrics, size_t hot_cache_bytes)
       metrics_(metrics),
       index_(this),
       hot_(hot_cache_bytes),
-      dead_bytes_(new std::atomic<uint64_t>[nvm::Log::kMaxSegments]()) {}
+      dead_bytes_(new std::atomic<uint64_t>[nvm::Log::kMaxSegments]()) {
+  LoadDbMap({});
+}
 
 bool Keyspace::Resolve(std::string_view key, uint64_t hash, Resolved* out) const {
   if (hot_.enabled()) {
@@ -91,8 +93,10 @@ void Keyspace::Apply(const RecordView& rec, uint64_t location, uint64_t hash) {
         had = o.expire_at_ms != 0;
         AddDead(old, nvm::RecordSize(o.key.size(), o.value.size()));
       }
-      if (had && rec.expire_at_ms == 0) keys_with_expiry_.fetch_sub(1);
-      if (!had && rec.expire_at_ms != 0) keys_with_expiry_.fetch_add(1);
+      const int expiring = (rec.expire_at_ms != 0 ? 1 : 0) - (had ? 1 : 0);
+      if (expiring != 0) keys_with_expiry_.fetch_add(static_cast<uint64_t>(expiring));
+      CountKey(rec.key, old == 0 ? 1 : 0, expiring);
+      if (rec.key == ns::kDbMapKey) LoadDbMap(rec.value);
       break;
     }
     case RecordType::kDelete: {
@@ -107,8 +111,10 @@ void Keyspace::Apply(const RecordView& rec, uint64_t location, uint64_t hash) {
       if (old != 0) {
         RecordView o = log_->ReadRecord(old);
         if (o.expire_at_ms != 0) keys_with_expiry_.fetch_sub(1);
+        CountKey(rec.key, -1, o.expire_at_ms != 0 ? -1 : 0);
         AddDead(old, nvm::RecordSize(o.key.size(), o.value.size()));
       }
+      if (rec.key == ns::kDbMapKey) LoadDbMap({});
       // A tombstone is dead weight unless older records of its key remain.
       AddDead(location, nvm::RecordSize(rec.key.size(), 0));
       break;
@@ -116,11 +122,16 @@ void Keyspace::Apply(const RecordView& rec, uint64_t location, uint64_t hash) {
     case RecordType::kFlushAll:
       hot_.Clear();
       index_.Clear();
-      keys_with_expiry_.store(0);
+      // The map stays: FLUSHALL writes its key again in the same batch.
+      ResetCounts(/*keep_map=*/true);
       for (uint32_t i = 1; i < nvm::LocationSegment(location); i++) {
         dead_bytes_[i].store(uint64_t{1} << 40, std::memory_order_relaxed);
       }
       AddDead(location, sizeof(nvm::RecordHeader));
+      break;
+    case RecordType::kFlushDb:
+      FlushNamespace(ns::Of(rec.key));
+      AddDead(location, nvm::RecordSize(rec.key.size(), 0));
       break;
     case RecordType::kClientReply: {
       // Counted dead at once: most are superseded soon; cleaning keeps those
@@ -133,6 +144,51 @@ void Keyspace::Apply(const RecordView& rec, uint64_t location, uint64_t hash) {
       break;
     }
   }
+}
+
+void Keyspace::FlushNamespace(int n) {
+  // The keys first (erasing while the index is scanned could skip some).
+  std::vector<std::pair<std::string, uint64_t>> gone;
+  uint64_t cursor = 0;
+  do {
+    cursor = index_.Scan(cursor, 4096, [&](uint64_t loc) {
+      const std::string_view key = KeyAt(loc);
+      if (ns::Of(key) == n) gone.emplace_back(key, loc);
+    });
+  } while (cursor != 0);
+  for (const auto& [key, base] : gone) {
+    const uint64_t hash = HashKey(key);
+    uint64_t old = base;
+    if (HotCache::Entry* e = hot_.enabled() ? hot_.FindMutable(key, hash) : nullptr) {
+      old = e->location;
+      hot_.Remove(e);
+    }
+    index_.Erase(key, hash);
+    RecordView o = log_->ReadRecord(old);
+    if (o.expire_at_ms != 0) keys_with_expiry_.fetch_sub(1);
+    AddDead(old, nvm::RecordSize(o.key.size(), o.value.size()));
+  }
+  ns_keys_[n].store(0);
+  ns_expiring_[n].store(0);
+}
+
+void Keyspace::LoadDbMap(std::string_view value) {
+  bool identity = true;
+  for (int i = 0; i < ns::kMaxDatabases; i++) {
+    const int to = value.size() == ns::kMaxDatabases ? static_cast<unsigned char>(value[i]) : i;
+    db_map_[i].store(static_cast<uint8_t>(to), std::memory_order_relaxed);
+    identity = identity && to == i;
+  }
+  map_identity_.store(identity, std::memory_order_release);
+}
+
+void Keyspace::ResetCounts(bool keep_map) {
+  keys_with_expiry_.store(0);
+  for (int i = 0; i < ns::kCount; i++) {
+    ns_keys_[i].store(0);
+    ns_expiring_[i].store(0);
+  }
+  if (!keep_map) LoadDbMap({});
 }
 
 Keyspace::ReadGuard Keyspace::LockForRead() const {
@@ -263,7 +319,7 @@ void Keyspace::Clear() {
   for (uint32_t i = 0; i < nvm::Log::kMaxSegments; i++) dead_bytes_[i].store(0);
   hot_.Clear();
   index_.Clear();
-  keys_with_expiry_.store(0);
+  ResetCounts();
   clients_.Clear();
 }
 

@@ -28,6 +28,7 @@
 #include "server/engine/client_table.h"
 #include "server/engine/hot_cache.h"
 #include "server/engine/index.h"
+#include "server/engine/namespaces.h"
 #include "server/engine/write_op.h"
 #include "server/metrics/metrics.h"
 
@@ -143,13 +144,39 @@ class Keyspace final : private KeyReader {
   ClientTable& clients() { return clients_; }
   const ClientTable& clients() const { return clients_; }
   uint64_t KeyCount() const { return index_.size(); }
+  // Keys of namespace `n` (server/engine/namespaces.h), expired ones not yet
+  // reclaimed included, as Redis's DBSIZE counts them.
+  uint64_t KeyCount(int n) const { return ns_keys_[n].load(std::memory_order_relaxed); }
+  uint64_t KeysWithExpiry(int n) const { return ns_expiring_[n].load(std::memory_order_relaxed); }
+  // The physical database of logical database `db` (the committed database map).
+  int PhysicalDb(int db) const {
+    return map_identity_.load(std::memory_order_acquire)
+               ? db
+               : db_map_[db].load(std::memory_order_relaxed);
+  }
   size_t IndexMemoryBytes() const { return index_.MemoryBytes(); }
   uint64_t KeysWithExpiry() const { return keys_with_expiry_.load(std::memory_order_relaxed); }
   // A key with an expiry went away outside Apply (cleaning reclaimed it).
-  void ForgetExpiring() { keys_with_expiry_.fetch_sub(1); }
+  void ForgetExpiring(std::string_view key) {
+    keys_with_expiry_.fetch_sub(1);
+    CountKey(key, -1, -1);
+  }
 
  private:
   std::string_view KeyAt(uint64_t location) const override;
+  // Keeps the per-namespace counts: `keys` and `expiring` are +1, 0 or -1.
+  void CountKey(std::string_view key, int keys, int expiring) {
+    const int n = ns::Of(key);
+    if (keys != 0) ns_keys_[n].fetch_add(static_cast<uint64_t>(keys), std::memory_order_relaxed);
+    if (expiring != 0) {
+      ns_expiring_[n].fetch_add(static_cast<uint64_t>(expiring), std::memory_order_relaxed);
+    }
+  }
+  // FLUSHDB of namespace `n`: its keys leave the index and the hot layer.
+  void FlushNamespace(int n);
+  // The database map's key was written (or deleted: `value` empty).
+  void LoadDbMap(std::string_view value);
+  void ResetCounts(bool keep_map = false);
 
   nvm::Log* const log_;
   Metrics* const metrics_;
@@ -157,6 +184,12 @@ class Keyspace final : private KeyReader {
   HotCache hot_;
   ClientTable clients_;
   std::atomic<uint64_t> keys_with_expiry_{0};
+  std::atomic<uint64_t> ns_keys_[ns::kCount] = {};
+  std::atomic<uint64_t> ns_expiring_[ns::kCount] = {};
+  // Published with the batch that wrote the map's key; readers translate a
+  // session's database with it (the identity until the first SWAPDB).
+  std::atomic<uint8_t> db_map_[ns::kMaxDatabases] = {};
+  std::atomic<bool> map_identity_{true};
   std::unique_ptr<std::atomic<uint64_t>[]> dead_bytes_;  // per segment id
 
   Mutex writer_mu_;

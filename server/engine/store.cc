@@ -240,7 +240,7 @@ bool Store::UncommittedKeys(std::unordered_set<std::string_view>* keys) {
     const char* base = log_->RecordPtr(b.base_location);
     nvm::RecordIterator it(base, b.bytes);
     for (RecordView r; it.Next(&r);) {
-      if (r.type == RecordType::kFlushAll) return false;
+      if (r.type == RecordType::kFlushAll || r.type == RecordType::kFlushDb) return false;
       keys->insert(r.key);
     }
   }

@@ -163,6 +163,11 @@ class Store final : public ReplicaLog, private CleanSafety {
   uint64_t KeyCount() const { return keys_.KeyCount(); }
   size_t ClientCount() const { return keys_.clients().size(); }
   uint64_t KeysWithExpiry() const { return keys_.KeysWithExpiry(); }
+  // Per namespace (server/engine/namespaces.h): a database's DBSIZE.
+  uint64_t KeyCount(int n) const { return keys_.KeyCount(n); }
+  uint64_t KeysWithExpiry(int n) const { return keys_.KeysWithExpiry(n); }
+  // The physical database that logical database `db` names now.
+  int PhysicalDb(int db) const { return keys_.PhysicalDb(db); }
   size_t IndexMemoryBytes() const { return keys_.IndexMemoryBytes(); }
   const HotCache& hot() const { return keys_.hot(); }
   // One pass of the hot layer's maintenance (the faha-hot thread runs it every

@@ -225,7 +225,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
     for (size_t i = 0; i < taken.size(); i++) {
       const size_t mark_bytes = batch.bytes();
       const uint32_t mark_count = batch.count();
-      const bool mark_flushed = overlay_.flushed();
+      const KeyOverlay::Flushes mark_flushed = overlay_.flushes();
       const WriteOp& op = taken[i].op;
       if (op.client_id != 0 && AnsweredFromTable_st(op, &results)) continue;
       WriteResult r = Evaluate_st(op, &batch, now);

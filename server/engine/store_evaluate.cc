@@ -3,6 +3,7 @@
 #include <string>
 
 #include "nvm/record_iterator.h"
+#include "server/engine/namespaces.h"
 #include "server/engine/store.h"
 
 namespace faha {
@@ -44,7 +45,7 @@ bool Store::LookupInFlight_st(std::string_view key, bool want_value, int64_t now
 
 KeyState Store::Lookup_st(std::string_view key, bool want_value, int64_t now_ms) {
   KeyState c;
-  if (overlay_.flushed()) return c;
+  if (overlay_.Hides(key)) return c;
   // The hot layer's maintenance may run meanwhile: read as a reader does.
   ReadGuard guard = LockForRead();
   keys_.Read(key, want_value, now_ms, &c);
@@ -63,7 +64,7 @@ void Store::Delete_st(nvm::BatchBuilder* batch, std::string_view key) {
 }
 
 void Store::BuildOverlay_st(const nvm::BatchBuilder& batch) {
-  overlay_.Reset(overlay_.flushed());
+  overlay_.Reset(overlay_.flushes());
   overlay_.Merge(batch.payload(), 0);
   overlay_valid_ = true;
 }
@@ -143,10 +144,24 @@ WriteResult Store::Evaluate_st(const WriteOp& op, nvm::BatchBuilder* batch, int6
       }
       return WriteResult::Int(n);
     }
-    case WriteOp::Kind::kFlushAll:
+    case WriteOp::Kind::kFlushAll: {
+      // Functions and the database map are not data: FLUSHALL keeps them, as
+      // Redis does (their keys are written again after the flush, in the
+      // same batch).
+      const KeyState functions = Current_st(ns::kFunctionsKey, true, *batch, now_ms);
+      const KeyState map = Current_st(ns::kDbMapKey, true, *batch, now_ms);
       batch->Add(RecordType::kFlushAll, {}, {}, 0);
       overlay_.FlushAll();
       overlay_valid_ = true;
+      if (functions.exists) Put_st(batch, ns::kFunctionsKey, functions.value, 0);
+      if (map.exists) Put_st(batch, ns::kDbMapKey, map.value, 0);
+      return WriteResult::Ok();
+    }
+    case WriteOp::Kind::kFlushDb:
+      if (op.number < 0 || op.number >= ns::kMaxDatabases) break;
+      if (!overlay_valid_) BuildOverlay_st(*batch);
+      batch->Add(RecordType::kFlushDb, ns::DbPrefix(static_cast<int>(op.number)), {}, 0);
+      overlay_.FlushNamespace(static_cast<int>(op.number));
       return WriteResult::Ok();
     case WriteOp::Kind::kEval: {
       if (op.eval == nullptr) break;

@@ -145,8 +145,9 @@ struct EvalPayload {
 
 struct WriteOp {
   // What the engine does with the write: one of its primitives (the native
-  // protocol's PUT and DELETE, MSET, FLUSHALL) or a command's own `eval`.
-  enum class Kind : uint8_t { kPut, kDelete, kMSet, kFlushAll, kEval };
+  // protocol's PUT and DELETE, MSET, FLUSHALL, FLUSHDB of physical database
+  // `number`) or a command's own `eval`.
+  enum class Kind : uint8_t { kPut, kDelete, kMSet, kFlushAll, kFlushDb, kEval };
   Kind kind = Kind::kPut;
   ArgList args;              // kPut: key, value; kDelete: keys; kMSet: key, value, key, value,
                              // ...; kEval: the command's

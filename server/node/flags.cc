@@ -53,6 +53,9 @@ DEFINE_uint32(max_pipeline, 4096, "Most writes one connection may have in flight
 DEFINE_uint32(script_memory_mb, 64, "Memory of the Lua interpreter that runs scripts, in MiB.");
 DEFINE_uint32(busy_reply_threshold_ms, 5000,
               "While a script has run this long, other commands get BUSY (SCRIPT KILL stops it).");
+DEFINE_uint32(databases, 16,
+              "Numbered databases SELECT may choose (Redis's 'databases'), 1..256. All share "
+              "one log; fewer than a log holds keys of leaves those unreachable until raised.");
 DEFINE_int32(io_threads, 2, "Threads serving client connections.");
 DEFINE_uint64(segment_mb, 64, "Size of each log segment file, in MiB (1..4095).");
 DEFINE_uint64(max_batch_kb, 8192, "Largest group-commit batch, in KiB.");
@@ -174,6 +177,7 @@ bool ValidateFlags() {
   if (FLAGS_max_key_bytes < 1) return Fail("--max_key_bytes must be at least 1");
   if (FLAGS_max_clients < 1) return Fail("--max_clients must be at least 1");
   if (FLAGS_max_pipeline < 1) return Fail("--max_pipeline must be at least 1");
+  if (FLAGS_databases < 1 || FLAGS_databases > 256) return Fail("--databases must be 1..256");
   if (FLAGS_script_memory_mb < 1 || FLAGS_script_memory_mb > 65536) {
     return Fail("--script_memory_mb must be 1..65536");
   }

@@ -28,6 +28,7 @@ DECLARE_uint32(preauth_timeout_ms);
 DECLARE_uint32(body_timeout_ms);
 DECLARE_uint32(max_pipeline);
 DECLARE_uint32(script_memory_mb);
+DECLARE_uint32(databases);
 DECLARE_uint32(busy_reply_threshold_ms);
 DECLARE_int32(io_threads);
 DECLARE_uint64(segment_mb);

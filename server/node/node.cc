@@ -283,6 +283,7 @@ int Node::BuildServerOptions() {
   opt_.max_pipeline = FLAGS_max_pipeline;
   opt_.script_memory_bytes = uint64_t{FLAGS_script_memory_mb} << 20;
   opt_.busy_reply_threshold_ms = FLAGS_busy_reply_threshold_ms;
+  opt_.databases = FLAGS_databases;
   opt_.max_batch_bytes = sopt_.max_batch_bytes;
   opt_.io_threads = FLAGS_io_threads;
   opt_.data_dir = FLAGS_data_dir;

@@ -19,67 +19,13 @@
 #include "common/clock.h"
 #include "common/resp.h"
 #include "server/commands/command_table.h"
+#include "server/commands/commands_testing.h"
 #include "server/commands/host.h"
 #include "server/commands/script_engine.h"
 #include "server/metrics/metrics.h"
 
 namespace faha {
 namespace {
-
-class FuzzHost : public CommandHost {
- public:
-  const ServerOptions& options() const override { return options_; }
-  ClientLimits& client_limits() override { return options_.limits; }
-  Store* store() const override { return nullptr; }  // scripts read through their context
-  Metrics* metrics() const override { return &metrics_; }
-  int64_t start_ms() const override { return 0; }
-  int bound_port() const override { return 0; }
-
- private:
-  ServerOptions options_;
-  mutable Metrics metrics_;
-};
-
-class MapContext final : public WriteContext {
- public:
-  KeyState Get(std::string_view key, bool want_value) override {
-    auto it = keys_.find(std::string(key));
-    if (it == keys_.end()) return {};
-    KeyState k = it->second;
-    if (!want_value) k.value.clear();
-    return k;
-  }
-  void Put(std::string_view key, std::string_view value, int64_t expire_at_ms) override {
-    if (keys_.size() < 10000)
-      keys_[std::string(key)] = KeyState{true, expire_at_ms, std::string(value)};
-  }
-  void Delete(std::string_view key) override { keys_.erase(std::string(key)); }
-  int64_t NowMs() const override { return 1000000; }
-  WriteResult Evaluate(const WriteOp& op) override {
-    switch (op.kind) {
-      case WriteOp::Kind::kPut:
-        Put(op.args[0], op.args[1], op.expire_at_ms);
-        return WriteResult::Ok();
-      case WriteOp::Kind::kMSet:
-        for (size_t i = 0; i + 1 < op.args.size(); i += 2) Put(op.args[i], op.args[i + 1], 0);
-        return WriteResult::Ok();
-      case WriteOp::Kind::kDelete: {
-        int64_t n = 0;
-        for (auto key : op.args) n += keys_.erase(std::string(key));
-        return WriteResult::Int(n);
-      }
-      case WriteOp::Kind::kFlushAll:
-        keys_.clear();
-        return WriteResult::Ok();
-      case WriteOp::Kind::kEval:
-        return op.eval(op, *this);
-    }
-    return WriteResult::Error("ERR unknown write");
-  }
-
- private:
-  std::map<std::string, KeyState> keys_;
-};
 
 // The watchdog: a script that runs past 50 ms is killed.
 void Watchdog() {
@@ -167,8 +113,9 @@ std::string Piece(uint8_t b, uint32_t n, std::string_view arg) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace faha;
   Watchdog();
-  static FuzzHost host;
-  static MapContext keys;
+  static FakeHost host;
+  static MapWriteContext keys;
+  keys.max_keys_ = 10000;
   const std::string_view in(reinterpret_cast<const char*>(data), size);
   const size_t pieces = std::min<size_t>(size / 2, 8);
   const std::string_view arg = in.substr(pieces * 2);
