@@ -572,6 +572,44 @@ def s_redis_cli_eval(r, new_client):
     return out
 
 
+def s_databases_functions(r, new_client):
+    kw = r.connection_pool.connection_kwargs
+    pool9 = redis.ConnectionPool(host="127.0.0.1", port=kw["port"], parser_class=kw["parser_class"],
+                                 db=9, socket_timeout=30)
+    r9 = redis.Redis(connection_pool=pool9)  # redis-py sends SELECT 9 on each connection
+    out = []
+    try:
+        r.set("k", "db0")
+        r9.set("k", "db9")
+        out += [("GET in db 0", r.get("k"), b"db0"), ("GET in db 9", r9.get("k"), b"db9"),
+                ("DBSIZE of db 9", r9.dbsize(), 1)]
+        with r9.pipeline() as p:  # MULTI/EXEC in database 9
+            p.set("t", 1)
+            p.incr("t")
+            out.append(("transaction in db 9", p.execute(), [True, 2]))
+        out.append(("MOVE to db 3", r9.move("k", 3), True))
+        out.append(("SWAPDB 0 9", r.swapdb(0, 9), True))
+        out += [("db 0 after SWAPDB", r.get("t"), b"2"), ("db 9 after SWAPDB", r9.get("k"), b"db0")]
+        payload = r.dump("t")
+        out.append(("RESTORE of DUMP", r9.restore("t2", 0, payload), b"OK"))
+        out.append(("restored value", r9.get("t2"), b"2"))
+        lib = ("#!lua name=pylib\nredis.register_function('pyincr', function(keys, args)\n"
+               "  return redis.call('incrby', keys[1], args[1]) end)")
+        out.append(("FUNCTION LOAD", r.execute_command("FUNCTION", "LOAD", lib), b"pylib"))
+        out.append(("FCALL in db 9", r9.execute_command("FCALL", "pyincr", 1, "n", 5), 5))
+        out.append(("FCALL's key is in db 9", (r.get("n"), r9.get("n")), (None, b"5")))
+        out.append(("FUNCTION LIST", norm(r.execute_command("FUNCTION", "LIST")),
+                    [[b"library_name", b"pylib", b"engine", b"LUA", b"functions",
+                      [[b"name", b"pyincr", b"description", None, b"flags", []]]]]))
+        r.flushall()
+        out.append(("functions survive FLUSHALL",
+                    r9.execute_command("FCALL", "pyincr", 1, "n", 1), 1))
+        r.execute_command("FUNCTION", "FLUSH")
+    finally:
+        pool9.disconnect()
+    return out
+
+
 SCENARIOS = [("transaction pipeline", s_transaction_pipeline),
              ("WATCH optimistic locking", s_watch_locking),
              ("WatchError", s_watch_error),
@@ -580,7 +618,8 @@ SCENARIOS = [("transaction pipeline", s_transaction_pipeline),
              ("redis.lock.Lock", s_lock),
              ("register_script", s_register_script),
              ("script errors", s_script_errors),
-             ("redis-cli --eval", s_redis_cli_eval)]
+             ("redis-cli --eval", s_redis_cli_eval),
+             ("databases and functions", s_databases_functions)]
 
 
 def run_scenario(name, fn, parser, ports):

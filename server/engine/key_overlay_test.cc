@@ -48,5 +48,26 @@ TEST(KeyOverlayTest, MergeTakesABatchsRecordsAtTheirLocations) {
   EXPECT_EQ(o.size(), 2u);
 }
 
+// FLUSHDB hides one database's committed keys, not another's.
+TEST(KeyOverlayTest, FlushingADatabaseHidesOnlyItsKeys) {
+  KeyOverlay o;
+  const std::string three = ns::DbPrefix(3), four = ns::DbPrefix(4);
+  o.Put("a", 10);
+  o.Put(three + "a", 20);
+  o.FlushNamespace(3);
+  uint64_t where = 0;
+  EXPECT_EQ(o.Find("a", &where), KeyOverlay::Says::kAt);
+  EXPECT_EQ(where, 10u);
+  EXPECT_EQ(o.Find(three + "a", &where), KeyOverlay::Says::kDeleted);
+  EXPECT_EQ(o.Find(three + "b", &where), KeyOverlay::Says::kDeleted);
+  EXPECT_EQ(o.Find(four + "b", &where), KeyOverlay::Says::kNothing);
+  EXPECT_EQ(o.Find("b", &where), KeyOverlay::Says::kNothing);
+  o.Put(three + "b", 30);  // written after the flush: there
+  EXPECT_EQ(o.Find(three + "b", &where), KeyOverlay::Says::kAt);
+  o.Reset(o.flushes());  // a group's mark keeps what was flushed
+  EXPECT_EQ(o.Find(three + "c", &where), KeyOverlay::Says::kDeleted);
+  EXPECT_FALSE(o.Hides("a"));
+}
+
 }  // namespace
 }  // namespace faha

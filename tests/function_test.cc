@@ -1,0 +1,229 @@
+// Functions and numbered databases as state that must last: libraries, each
+// database's keys and the database map (SWAPDB) after kill -9 and restart
+// while the log is cleaned all the time, and after a failover in a cluster
+// coordinated by a real etcd; FUNCTION DUMP/RESTORE and DUMP/RESTORE across
+// FaHA and a real redis-server; a library's code that never ends and a
+// function that never ends (FUNCTION LOAD timeout, BUSY, FUNCTION KILL).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "coord/etcd_testing.h"
+#include "tests/harness.h"
+
+namespace faha::test {
+namespace {
+
+const std::string kLibrary =
+    "#!lua name=counters\n"
+    "redis.register_function('bump', function(keys, args)\n"
+    "  return redis.call('incrby', keys[1], args[1]) end)\n"
+    "redis.register_function{function_name='peek', flags={'no-writes'},\n"
+    "  description='reads a counter',\n"
+    "  callback=function(keys) return redis.call('get', keys[1]) end}";
+
+// Writes what State() expects: the library, keys in databases 0, 3 and 9,
+// database 5 flushed, databases 0 and 7 swapped.
+void Populate(RespConnection& c) {
+  ASSERT_EQ(c.Call({"FUNCTION", "LOAD", kLibrary}), "$8\r\ncounters\r\n");
+  ASSERT_EQ(c.Call({"FCALL", "bump", "1", "hits", "41"}), ":41\r\n");
+  ASSERT_EQ(c.Call({"SELECT", "3"}), "+OK\r\n");
+  ASSERT_EQ(c.Call({"MSET", "a", "3a", "b", "3b"}), "+OK\r\n");
+  ASSERT_EQ(c.Call({"FCALL", "bump", "1", "hits", "3"}), ":3\r\n");
+  ASSERT_EQ(c.Call({"MOVE", "b", "9"}), ":1\r\n");
+  ASSERT_EQ(c.Call({"SELECT", "5"}), "+OK\r\n");
+  ASSERT_EQ(c.Call({"SET", "gone", "x"}), "+OK\r\n");
+  ASSERT_EQ(c.Call({"FLUSHDB"}), "+OK\r\n");
+  ASSERT_EQ(c.Call({"SWAPDB", "0", "7"}), "+OK\r\n");
+  ASSERT_EQ(c.Call({"SELECT", "0"}), "+OK\r\n");
+}
+
+// The state Populate left, as one string: per database DBSIZE and MGET of
+// hits, a, b, gone; then a function's read and the libraries (compared across restarts and nodes).
+std::string State(RespConnection& c) {
+  std::string s;
+  for (int db : {0, 3, 5, 7, 9}) {
+    c.Call({"SELECT", std::to_string(db)});
+    s +=
+        std::to_string(db) + ": " + c.Call({"DBSIZE"}) + c.Call({"MGET", "hits", "a", "b", "gone"});
+  }
+  c.Call({"SELECT", "7"});
+  s += c.Call({"FCALL_RO", "peek", "1", "hits"}) + c.Call({"FUNCTION", "LIST", "WITHCODE"});
+  c.Call({"SELECT", "0"});
+  return s;
+}
+
+const std::string kExpected =
+    "0: :0\r\n*4\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n"
+    "3: :2\r\n*4\r\n$1\r\n3\r\n$2\r\n3a\r\n$-1\r\n$-1\r\n"
+    "5: :0\r\n*4\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n"
+    "7: :1\r\n*4\r\n$2\r\n41\r\n$-1\r\n$-1\r\n$-1\r\n"
+    "9: :1\r\n*4\r\n$-1\r\n$-1\r\n$2\r\n3b\r\n$-1\r\n";
+
+TEST(FunctionTest, FunctionsAndDatabasesSurviveKillNineAndLogCleaning) {
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data", {"--segment_mb=2", "--max_batch_kb=1100",
+                                              "--clean_threshold=0.9", "--clean_interval_ms=2"});
+  server.Start();
+  ASSERT_TRUE(server.WaitReady()) << server.Log();
+  std::string before;
+  {
+    RespConnection c(server.port());
+    Populate(c);
+    if (HasFatalFailure()) return;
+    before = State(c);
+    ASSERT_EQ(before.rfind(kExpected + "$2\r\n41\r\n", 0), 0u) << before;
+    // Enough overwrites of one key in database 0 (now physical 7's partner)
+    // for several segments to fill and be cleaned around the state above.
+    const std::string filler(100000, 'f');
+    for (int i = 0; i < 120; i++) ASSERT_EQ(c.Call({"SET", "filler", filler}), "+OK\r\n");
+    ASSERT_EQ(c.Call({"DEL", "filler"}), ":1\r\n");
+  }
+  std::string info;
+  for (int64_t deadline = MonoMs() + 10000; MonoMs() < deadline;) {
+    RespConnection c(server.port());
+    info = c.Call({"INFO", "persistence"});
+    if (info.find("log_segments_cleaned:0\r\n") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(info.find("log_segments_cleaned:0\r\n"), std::string::npos) << info;
+  for (int round = 0; round < 2; round++) {
+    server.Kill(SIGKILL);
+    server.Start();
+    ASSERT_TRUE(server.WaitReady()) << server.Log();
+    RespConnection c(server.port());
+    EXPECT_EQ(State(c), before) << "round " << round;
+  }
+}
+
+TEST(FunctionTest, AFailoverKeepsFunctionsDatabasesAndTheMap) {
+  coord::EtcdProcess etcd;
+  ASSERT_TRUE(etcd.Start().ok());
+  TempDir dir;
+  std::ofstream(dir.path() + "/secret") << "function-test-secret-0123456789\n";
+  std::vector<std::unique_ptr<ServerProcess>> nodes;
+  for (int i = 1; i <= 3; i++) {
+    nodes.push_back(std::make_unique<ServerProcess>(
+        dir.path() + "/n" + std::to_string(i),
+        std::vector<std::string>{"--etcd=" + etcd.endpoint(), "--cluster=f",
+                                 "--node_id=n" + std::to_string(i),
+                                 "--repl_port=" + std::to_string(FreePort()),
+                                 "--cluster_secret_file=" + dir.path() + "/secret", "--rdma=off"}));
+    nodes.back()->Start();
+  }
+  auto primary = [&](int skip) {
+    for (int64_t deadline = MonoMs() + 20000; MonoMs() < deadline;) {
+      for (int i = 0; i < 3; i++) {
+        if (i == skip || !nodes[i]->running()) continue;
+        RespConnection c(nodes[i]->port(), 1000);
+        const std::string info = c.Call({"INFO", "replication"});
+        if (info.find("serving:yes") != std::string::npos &&
+            info.find("cluster_role:primary") != std::string::npos) {
+          return i;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return -1;
+  };
+  const int p = primary(-1);
+  ASSERT_GE(p, 0) << nodes[0]->Log();
+  std::string before;
+  {
+    RespConnection c(nodes[p]->port());
+    Populate(c);
+    if (HasFatalFailure()) return;
+    before = State(c);
+    ASSERT_EQ(before.rfind(kExpected, 0), 0u) << before;
+  }
+  nodes[p]->Kill(SIGKILL);
+  const int q = primary(p);
+  ASSERT_GE(q, 0) << "no backup took over";
+  RespConnection c(nodes[q]->port());
+  EXPECT_EQ(State(c), before);
+  // The new primary runs the functions it never loaded itself, and writes.
+  EXPECT_EQ(c.Call({"FCALL", "bump", "1", "hits", "1"}), ":1\r\n");  // database 0 is empty
+}
+
+// The bytes of a bulk reply.
+std::string Bulk(const std::string& reply) {
+  const size_t at = reply.find("\r\n");
+  return reply.substr(at + 2, reply.size() - at - 4);
+}
+
+TEST(FunctionTest, DumpPayloadsMoveBetweenFahaAndRedis) {
+  TempDir dir;
+  ServerProcess faha(dir.path() + "/faha");
+  faha.Start();
+  ASSERT_TRUE(faha.WaitReady()) << faha.Log();
+  RedisServer redis(dir.path());
+  ASSERT_TRUE(redis.WaitReady());
+  RespConnection f(faha.port()), r(redis.port());
+  // Libraries: Redis's payload (compressed code) restores into FaHA and back.
+  ASSERT_EQ(r.Call({"FUNCTION", "LOAD", kLibrary}), "$8\r\ncounters\r\n");
+  const std::string from_redis = Bulk(r.Call({"FUNCTION", "DUMP"}));
+  EXPECT_EQ(f.Call({"FUNCTION", "RESTORE", from_redis}), "+OK\r\n");
+  EXPECT_EQ(f.Call({"FUNCTION", "RESTORE", from_redis}),
+            r.Call({"FUNCTION", "RESTORE", from_redis}));  // APPEND: it exists
+  // (A library's functions are listed in Redis's hash order: compared as counts and code.)
+  EXPECT_EQ(f.Call({"FUNCTION", "STATS"}), r.Call({"FUNCTION", "STATS"}));
+  EXPECT_NE(f.Call({"FUNCTION", "LIST", "WITHCODE"}).find(kLibrary), std::string::npos);
+  const std::string from_faha = Bulk(f.Call({"FUNCTION", "DUMP"}));
+  EXPECT_EQ(r.Call({"FUNCTION", "RESTORE", from_faha, "FLUSH"}), "+OK\r\n");
+  EXPECT_EQ(r.Call({"FCALL", "bump", "1", "k", "2"}), ":2\r\n");
+  std::string bad = from_redis;
+  bad[bad.size() - 1] ^= 1;
+  EXPECT_EQ(f.Call({"FUNCTION", "RESTORE", bad}), r.Call({"FUNCTION", "RESTORE", bad}));
+  // Strings: short ones are byte for byte Redis's; compressed ones cross over.
+  for (const std::string& v :
+       {std::string(), std::string("12"), std::string("-70000"), std::string("0123"),
+        std::string("a\0b", 3), std::string(5000, 'z'), std::string(300, '\xff')}) {
+    f.Call({"SET", "v", v});
+    r.Call({"SET", "v", v});
+    const std::string fd = Bulk(f.Call({"DUMP", "v"})), rd = Bulk(r.Call({"DUMP", "v"}));
+    if (v.size() <= 20) {
+      EXPECT_EQ(fd, rd) << v;
+    }
+    EXPECT_EQ(f.Call({"RESTORE", "w", "0", rd, "REPLACE"}), "+OK\r\n");
+    EXPECT_EQ(r.Call({"RESTORE", "w", "0", fd, "REPLACE"}), "+OK\r\n");
+    EXPECT_EQ(f.Call({"GET", "w"}), r.Call({"GET", "w"}));
+    EXPECT_EQ(f.Call({"GET", "w"}), f.Call({"GET", "v"}));
+  }
+}
+
+TEST(FunctionTest, CodeThatNeverEndsIsStoppedAndLeavesNothing) {
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data", {"--busy_reply_threshold_ms=100"});
+  server.Start();
+  ASSERT_TRUE(server.WaitReady()) << server.Log();
+  RespConnection c(server.port()), other(server.port());
+  // A library whose code loops: Redis's 500 ms limit, then the server serves on.
+  EXPECT_EQ(c.Call({"FUNCTION", "LOAD", "#!lua name=loop\nwhile true do end"}),
+            "-ERR Error registering functions: ERR FUNCTION LOAD timeout\r\n");
+  EXPECT_EQ(c.Call({"FUNCTION", "LIST"}), "*0\r\n");
+  ASSERT_EQ(c.Call({"FUNCTION", "LOAD",
+                    "#!lua name=spin\nredis.register_function('spin', function(keys)\n"
+                    "  redis.call('set', keys[1], 'written')\n"
+                    "  while true do end end)"}),
+            "$4\r\nspin\r\n");
+  std::thread caller([&] { c.Call({"FCALL", "spin", "1", "k"}); });
+  std::string busy;
+  for (int64_t deadline = MonoMs() + 10000; MonoMs() < deadline;) {
+    busy = other.Call({"GET", "k"});
+    if (busy.rfind("-BUSY", 0) == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(busy.rfind("-BUSY", 0), 0u) << busy;
+  EXPECT_EQ(other.Call({"FUNCTION", "KILL"}), "+OK\r\n");
+  caller.join();
+  EXPECT_EQ(other.Call({"GET", "k"}), "$-1\r\n");  // nothing it wrote was applied
+  EXPECT_EQ(other.Call({"FUNCTION", "KILL"}), "-NOTBUSY No scripts in execution right now.\r\n");
+}
+
+}  // namespace
+}  // namespace faha::test
