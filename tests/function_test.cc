@@ -225,5 +225,53 @@ TEST(FunctionTest, CodeThatNeverEndsIsStoppedAndLeavesNothing) {
   EXPECT_EQ(other.Call({"FUNCTION", "KILL"}), "-NOTBUSY No scripts in execution right now.\r\n");
 }
 
+// No database may name FaHA's own keys, not even to MOVE or COPY one into
+// database 0 (where keys are stored as sent); a transaction that a SWAPDB
+// overtook while it was queued is refused whole, or answers nil if it
+// watched (Redis's SWAPDB touches watched keys).
+TEST(FunctionTest, ReservedKeysAndSwapsThatOvertakeATransaction) {
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data");
+  server.Start();
+  ASSERT_TRUE(server.WaitReady()) << server.Log();
+  RespConnection c(server.port()), other(server.port());
+  const std::string map_key("\xff\0FAHAM", 7);
+  const std::string refused =
+      "-ERR keys that begin with the bytes \\xff\\x00FAHA are reserved for FaHA's own state\r\n";
+  for (const std::string db : {"0", "1"}) {
+    ASSERT_EQ(c.Call({"SELECT", db}), "+OK\r\n");
+    EXPECT_EQ(c.Call({"SET", map_key, std::string(256, '\0')}), refused) << db;
+    EXPECT_EQ(c.Call({"MOVE", map_key, "0"}), refused) << db;
+    EXPECT_EQ(c.Call({"COPY", "k", map_key, "DB", "0", "REPLACE"}), refused) << db;
+    EXPECT_EQ(c.Call({"EVAL", "return redis.pcall('set', KEYS[1], 'x')", "1", map_key}), refused)
+        << db;
+  }
+  // A script's SELECT is its own: keys go to that database, the client's stays.
+  EXPECT_EQ(
+      c.Call({"EVAL", "redis.call('select', 2) return redis.call('incr', KEYS[1])", "1", "n"}),
+      ":1\r\n");
+  EXPECT_EQ(c.Call({"GET", "n"}), "$-1\r\n");  // still database 1
+  ASSERT_EQ(other.Call({"SELECT", "2"}), "+OK\r\n");
+  EXPECT_EQ(other.Call({"GET", "n"}), "$1\r\n1\r\n");
+  // MULTI in database 1, a SWAPDB from another client, EXEC.
+  ASSERT_EQ(c.Call({"MULTI"}), "+OK\r\n");
+  ASSERT_EQ(c.Call({"SET", "t", "1"}), "+QUEUED\r\n");
+  ASSERT_EQ(other.Call({"SWAPDB", "1", "3"}), "+OK\r\n");
+  EXPECT_EQ(c.Call({"EXEC"}),
+            "-EXECABORT Transaction discarded because of: SWAPDB changed the databases while it "
+            "was queued\r\n");
+  EXPECT_EQ(c.Call({"EXISTS", "t"}), ":0\r\n");
+  ASSERT_EQ(c.Call({"WATCH", "t"}), "+OK\r\n");
+  ASSERT_EQ(c.Call({"MULTI"}), "+OK\r\n");
+  ASSERT_EQ(c.Call({"SET", "t", "1"}), "+QUEUED\r\n");
+  ASSERT_EQ(other.Call({"SWAPDB", "1", "3"}), "+OK\r\n");
+  EXPECT_EQ(c.Call({"EXEC"}), "*-1\r\n");
+  ASSERT_EQ(c.Call({"MULTI"}), "+OK\r\n");  // nothing in between: it runs
+  ASSERT_EQ(c.Call({"SET", "t", "1"}), "+QUEUED\r\n");
+  EXPECT_EQ(c.Call({"EXEC"}), "*1\r\n+OK\r\n");
+  ASSERT_EQ(other.Call({"SELECT", "1"}), "+OK\r\n");
+  EXPECT_EQ(other.Call({"GET", "t"}), "$1\r\n1\r\n");
+}
+
 }  // namespace
 }  // namespace faha::test

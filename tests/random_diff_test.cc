@@ -174,7 +174,7 @@ class Generator {
   Command More(const std::string& k, const std::string& k2, const std::string& v,
                const std::string& at) {
     const std::string db = std::to_string(Pick(4));
-    switch (Pick(26)) {
+    switch (Pick(27)) {
       case 0:
       case 1:
         return {"SELECT", db};
@@ -224,6 +224,10 @@ class Generator {
         return {Pick(2) ? "EXPIRE" : "PEXPIRE", k, Pick(2) ? "-1" : "0", Pick(2) ? "NX" : "GT"};
       case 23:
         return {Pick(2) ? "SETEX" : "PSETEX", k, Pick(2) ? "0" : "x", v};
+      case 24:
+        // A script's SELECT is its own (the client's database stays).
+        return {"EVAL", "redis.call('select', ARGV[1]) return redis.call('incr', KEYS[1])", "1", k,
+                db};
       default:
         return {"UNWATCH"};
     }

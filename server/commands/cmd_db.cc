@@ -37,12 +37,14 @@ void ForEachKey(const CommandRow& row, const std::vector<std::string_view>& args
 
 bool PrepareKeys(const CommandRow& row, const std::vector<std::string_view>& args, int ns,
                  KeyArgs* out, std::string* error) {
-  if (ns == 0) {
-    bool reserved = false;
-    ForEachKey(row, args, [&](int i) { reserved = reserved || ns::IsReserved(args[i]); });
-    if (reserved) *error = kReservedKey;
-    return !reserved;
+  // In every database: MOVE and COPY take a key to database 0 as it is.
+  bool reserved = false;
+  ForEachKey(row, args, [&](int i) { reserved = reserved || ns::IsReserved(args[i]); });
+  if (reserved) {
+    *error = kReservedKey;
+    return false;
   }
+  if (ns == 0) return true;
   const std::string prefix = ns::DbPrefix(ns);
   out->views = args;
   out->storage.reserve(args.size());
@@ -68,9 +70,30 @@ bool ParseDb(uint32_t databases, std::string_view arg, int* db, std::string* err
   return true;
 }
 
+int PhysicalDbIn(std::string_view map, int db) {
+  return ns::IsDbMap(map) ? static_cast<unsigned char>(map[static_cast<size_t>(db)]) : db;
+}
+
 int PhysicalDb(const CommandHost& host, int db) {
   const Store* store = host.store();
   return store == nullptr ? db : store->PhysicalDb(db);
+}
+
+std::string CanonicalDbMap(std::string_view map) {
+  if (!ns::IsDbMap(map)) return {};
+  for (int i = 0; i < ns::kMaxDatabases; i++) {
+    if (static_cast<unsigned char>(map[static_cast<size_t>(i)]) != i) return std::string(map);
+  }
+  return {};
+}
+
+std::string DbMapSnapshot(const CommandHost& host) {
+  Store* store = host.store();
+  if (store == nullptr) return {};
+  KeyState k;
+  auto guard = store->LockForRead();
+  store->Read(ns::kDbMapKey, true, &k);
+  return CanonicalDbMap(k.value);
 }
 
 void KeepNamespace(int ns, std::vector<std::string>* keys) {
@@ -99,7 +122,7 @@ WriteResult EvalMove(const WriteOp& op, WriteContext& w) {
 // SWAPDB: op.number = the two logical databases (a * 256 + b).
 WriteResult EvalSwapDb(const WriteOp& op, WriteContext& w) {
   KeyState map = w.Get(ns::kDbMapKey, true);
-  if (map.value.size() != ns::kMaxDatabases) {
+  if (!ns::IsDbMap(map.value)) {
     map.value.resize(ns::kMaxDatabases);
     for (int i = 0; i < ns::kMaxDatabases; i++) map.value[i] = static_cast<char>(i);
   }

@@ -167,7 +167,10 @@ WriteResult EvalLoad(const WriteOp& op, WriteContext& w) {
   std::string name;
   WriteResult r = AddLibrary(std::string(op.args[0]), op.flags != 0,
                              static_cast<uint64_t>(op.number), &libs, &name);
-  if (r.kind == WriteResult::Kind::kError) return r;
+  if (r.kind == WriteResult::Kind::kError) {
+    ScriptEngine::Get().DropCompiledLibraries();
+    return r;
+  }
   WriteLibraries(w, libs);
   return WriteResult::Bulk(name);
 }
@@ -176,11 +179,13 @@ WriteResult EvalDelete(const WriteOp& op, WriteContext& w) {
   Libraries libs;
   if (!ReadLibraries(w, &libs)) return kUnreadable;
   if (libs.erase(std::string(op.args[0])) == 0) return WriteResult::Error("ERR Library not found");
+  ScriptEngine::Get().DropCompiledLibraries();
   WriteLibraries(w, libs);
   return WriteResult::Ok();
 }
 
 WriteResult EvalFlush(const WriteOp&, WriteContext& w) {
+  ScriptEngine::Get().DropCompiledLibraries();
   w.Delete(ns::kFunctionsKey);
   return WriteResult::Ok();
 }
@@ -190,6 +195,7 @@ WriteResult EvalFlush(const WriteOp&, WriteContext& w) {
 WriteResult EvalRestore(const WriteOp& op, WriteContext& w) {
   Libraries libs;
   if (!ReadLibraries(w, &libs)) return kUnreadable;
+  ScriptEngine::Get().DropCompiledLibraries();
   if (op.flags == 2) libs.clear();
   for (const auto& code : op.args) {
     std::string name;
@@ -401,7 +407,8 @@ ExecStatus SubmitChange(CommandContext& c, const std::string& sub) {
     }
     std::vector<std::string> codes;
     std::string error;
-    if (!RestoreFunctions(c.args[2], &codes, &error)) return c.Error(error);
+    if (!RestoreFunctions(c.args[2], c.options().max_value_bytes, &codes, &error))
+      return c.Error(error);
     op.eval = EvalRestore;
     op.flags = policy;
     for (const std::string& code : codes) op.args.push_back(code);

@@ -168,7 +168,7 @@ ExecStatus Restore(CommandContext& c) {
   } else if (ttl < 0) {
     error = "ERR Invalid TTL value, must be >= 0";
   } else {
-    RestoreString(c.args[3], &value, &error);
+    RestoreString(c.args[3], c.options().max_value_bytes, &value, &error);
   }
   ExecStatus st;
   if (KeyTooLong(c, c.args[1], &st) || ValueTooLong(c, value, &st)) return st;

@@ -12,6 +12,7 @@
 
 #include "common/resp.h"
 #include "server/commands/command_context.h"
+#include "server/engine/namespaces.h"
 
 namespace faha::cmd {
 
@@ -36,6 +37,7 @@ struct Step {
 
 struct Transaction final : EvalPayload {
   CommandHost* host = nullptr;
+  std::string map;  // the database map its keys were put in with (DbMapSnapshot)
   std::vector<std::pair<std::string, KeyState>> watched;
   std::vector<Step> steps;
 };
@@ -67,6 +69,15 @@ WriteResult EvalTransaction(const WriteOp& op, WriteContext& w) {
   const auto& t = static_cast<const Transaction&>(*op.payload);
   for (const auto& [key, then] : t.watched) {
     if (Changed(then, w.Get(key, false))) return WriteResult::Raw("*-1\r\n");
+  }
+  if (CanonicalDbMap(w.Get(ns::kDbMapKey, true).value) != t.map) {
+    // A SWAPDB since MULTI: its keys may be in the wrong databases. A
+    // watching client retries as after a watched key changed (Redis's SWAPDB
+    // touches the keys watched in both); another gets an error.
+    if (!t.watched.empty()) return WriteResult::Raw("*-1\r\n");
+    return WriteResult::Error(
+        "EXECABORT Transaction discarded because of: SWAPDB changed the databases while it was "
+        "queued");
   }
   std::string out;
   out.reserve(8 + 8 * t.steps.size());
@@ -101,7 +112,7 @@ WriteResult EvalTransaction(const WriteOp& op, WriteContext& w) {
 
 // Turns the commands into steps and submits them as one write.
 ExecStatus Run(CommandContext& c, const CommandList& commands,
-               std::vector<std::pair<std::string, KeyState>> watched) {
+               std::vector<std::pair<std::string, KeyState>> watched, std::string map) {
   if (commands.size() == 0 && watched.empty()) {
     if (!c.may_reply) return ExecStatus::kBlocked;
     resp::AppendArray(c.out, 0);
@@ -110,6 +121,7 @@ ExecStatus Run(CommandContext& c, const CommandList& commands,
   auto t = std::make_shared<Transaction>();
   t->host = &c.server;
   t->watched = std::move(watched);
+  t->map = std::move(map);
   t->steps.resize(commands.size());
   std::vector<std::string_view> args;
   for (size_t i = 0; i < commands.size(); i++) {
@@ -182,6 +194,7 @@ ExecStatus Multi(CommandContext& c) {
   if (c.s->in_multi) return c.Error("ERR MULTI calls can not be nested");
   c.s->in_multi = true;
   c.s->multi_db = c.s->db;
+  c.s->multi_map = DbMapSnapshot(c.server);
   return c.Ok();
 }
 
@@ -212,8 +225,9 @@ ExecStatus Exec(CommandContext& c) {
   }
   CommandList queued = std::move(s->multi_queue);
   std::vector<std::pair<std::string, KeyState>> watched = std::move(s->watched);
+  std::string map = std::move(s->multi_map);
   s->ClearMulti();
-  const ExecStatus st = Run(c, queued, std::move(watched));
+  const ExecStatus st = Run(c, queued, std::move(watched), std::move(map));
   queued.Clear();
   s->multi_queue = std::move(queued);  // its buffers, for the next transaction
   return st;
@@ -262,20 +276,23 @@ ExecStatus RunTransaction(CommandContext& c,
     if (!why.empty()) return c.Error("EXECABORT Transaction discarded because of: " + why);
   }
   CommandList list;
-  const int ns = PhysicalDb(c.server, c.s->db);
+  std::string map = DbMapSnapshot(c.server);
+  int db = c.s->db;  // a SELECT in it changes the database of the commands after it
   for (const auto& args : commands) {
     const CommandRow* row = FindCommand(args[0]);
     KeyArgs keyed;
     std::string error;
+    const int ns = PhysicalDb(c.server, db);
     if (!PrepareKeys(*row, args, ns, &keyed, &error)) {
       return c.Error("EXECABORT Transaction discarded because of: " + error.substr(4));
     }
+    if (row->handler == Select) ParseDb(c.options().databases, args[1], &db, &error);
     list.Add(row, keyed.Of(args), ns);
   }
   // As EXEC: the connection's WATCHed keys hold for it, and are forgotten.
   std::vector<std::pair<std::string, KeyState>> watched = std::move(c.s->watched);
   c.s->ClearMulti();
-  return Run(c, list, std::move(watched));
+  return Run(c, list, std::move(watched), std::move(map));
 }
 
 void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, WriteContext& w,
@@ -288,6 +305,16 @@ void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, W
   }
   if ((row->arity > 0 && argc != row->arity) || (row->arity < 0 && argc < -row->arity)) {
     resp::AppendError(out, "ERR Wrong number of args calling Redis command from script");
+    return;
+  }
+  std::string error;
+  if (row->handler == Select) {
+    // The script's own database: the client's is not changed.
+    if (!ParseDb(host->options().databases, args[1], db, &error)) {
+      resp::AppendError(out, error);
+    } else {
+      resp::AppendSimple(out, "OK");
+    }
     return;
   }
   // Keys and writes only, plus what reads nothing (PING, ECHO, TIME): a
@@ -303,17 +330,8 @@ void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, W
     resp::AppendError(out, "ERR Write commands are not allowed from read-only scripts.");
     return;
   }
-  std::string error;
-  if (row->handler == Select) {
-    // The script's own database: the client's is not changed.
-    if (!ParseDb(host->options().databases, args[1], db, &error)) {
-      resp::AppendError(out, error);
-    } else {
-      resp::AppendSimple(out, "OK");
-    }
-    return;
-  }
-  const int ns = PhysicalDb(*host, *db);
+  // The map as this script sees it (a SWAPDB earlier in its group included).
+  const int ns = PhysicalDbIn(w.Get(ns::kDbMapKey, true).value, *db);
   KeyArgs keyed;
   if (!PrepareKeys(*row, args, ns, &keyed, &error)) {
     resp::AppendError(out, error);

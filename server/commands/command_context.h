@@ -75,6 +75,14 @@ bool PrepareKeys(const CommandRow& row, const std::vector<std::string_view>& arg
 bool ParseDb(uint32_t databases, std::string_view arg, int* db, std::string* error);
 // The physical database logical database `db` names now (itself without a store).
 int PhysicalDb(const CommandHost& host, int db);
+// The committed database map ("" for the identity): a transaction whose keys
+// were put in their databases with one map checks, when it runs, that the
+// map is still the same (else a SWAPDB came in between).
+std::string DbMapSnapshot(const CommandHost& host);
+// A map's value as DbMapSnapshot gives it ("" for the identity or none).
+std::string CanonicalDbMap(std::string_view map);
+// The same in the database map `map` (ns::kDbMapKey's value; empty: the identity).
+int PhysicalDbIn(std::string_view map, int db);
 // Keeps the keys of namespace `ns`, without its prefix (KEYS, SCAN, RANDOMKEY).
 void KeepNamespace(int ns, std::vector<std::string>* keys);
 

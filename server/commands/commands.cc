@@ -420,6 +420,10 @@ ExecStatus Commands::ExecuteTransaction(Session* s,
                                         std::string* out, CompletionSink* sink) {
   static const CommandRow* const exec = FindCommand("exec");
   static const std::vector<std::string_view> exec_args = {"exec"};
+  if (s->barrier) {  // after a SWAPDB, as Execute
+    if (s->pending_writes > 0) return ExecStatus::kBlocked;
+    s->barrier = false;
+  }
   s->op_class = OpClass::kOther;
   s->refused = {};
   CommandContext c{*this, *server_, s, exec_args, 1, *exec, out, sink, s->pending_writes == 0};

@@ -86,6 +86,7 @@ struct Session {
   // Inside MULTI: the database the next queued command's keys go to (a
   // queued SELECT changes it; the session's own changes at EXEC).
   int multi_db = 0;
+  std::string multi_map;  // DbMapSnapshot at MULTI
   // Set by a write the connection's next command must not overtake (SWAPDB):
   // that command waits until every pending write has been answered.
   bool barrier = false;

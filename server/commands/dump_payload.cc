@@ -146,7 +146,11 @@ void PutStringObject(std::string* out, std::string_view value) {
 // the bytes it claims are there.
 class Reader {
  public:
-  explicit Reader(std::string_view in) : in_(in) {}
+  Reader(std::string_view in, uint64_t max_value) : in_(in), max_value_(max_value) {}
+
+  // The longest value the caller takes; a longer one is refused unread.
+  uint64_t max_value() const { return max_value_; }
+  bool over_max = false;
 
   uint64_t remaining() const { return in_.size() - pos_; }
 
@@ -200,6 +204,7 @@ class Reader {
 
  private:
   std::string_view in_;
+  uint64_t max_value_;
   uint64_t pos_ = 0;
 };
 
@@ -251,6 +256,10 @@ bool ReadLzfString(Reader* r, std::string* out) {
       original_len > compressed_len * kLzfMaxExpansion) {
     return false;
   }
+  if (original_len > r->max_value()) {
+    r->over_max = true;
+    return false;
+  }
   std::string value(original_len, '\0');
   if (!LzfDecompress(compressed, value.data(), original_len)) return false;
   *out = std::move(value);
@@ -300,6 +309,10 @@ bool FooterValid(std::string_view payload) {
   return stored == RedisCrc64(payload.substr(0, payload.size() - kCrcBytes));
 }
 
+std::string TooLong(uint64_t max_value) {
+  return "ERR value is longer than max_value_bytes (" + std::to_string(max_value) + ")";
+}
+
 }  // namespace
 
 uint64_t RedisCrc64(std::string_view data) {
@@ -318,7 +331,8 @@ std::string DumpString(std::string_view value) {
   return out;
 }
 
-bool RestoreString(std::string_view payload, std::string* value, std::string* error) {
+bool RestoreString(std::string_view payload, uint64_t max_value, std::string* value,
+                   std::string* error) {
   if (!FooterValid(payload)) {
     *error = kFooterError;
     return false;
@@ -327,12 +341,16 @@ bool RestoreString(std::string_view payload, std::string* value, std::string* er
   // holds the footer and ignores what follows the object: here the object
   // must fill exactly the bytes before the footer, so a truncated object or
   // trailing bytes are refused rather than read as part of the value.
-  Reader r(payload.substr(0, payload.size() - kFooterBytes));
+  Reader r(payload.substr(0, payload.size() - kFooterBytes), max_value);
   uint8_t type;
   std::string decoded;
   if (!r.Byte(&type) || type != kStringType || !ReadStringObject(&r, &decoded) ||
       r.remaining() != 0) {
-    *error = kFormatError;
+    *error = r.over_max ? TooLong(max_value) : kFormatError;
+    return false;
+  }
+  if (decoded.size() > max_value) {
+    *error = TooLong(max_value);
     return false;
   }
   *value = std::move(decoded);
@@ -355,13 +373,13 @@ std::string DumpFunctions(const std::vector<std::string>& codes) {
   return out;
 }
 
-bool RestoreFunctions(std::string_view payload, std::vector<std::string>* codes,
+bool RestoreFunctions(std::string_view payload, uint64_t max_value, std::vector<std::string>* codes,
                       std::string* error) {
   if (!FooterValid(payload)) {
     *error = kFooterError;
     return false;
   }
-  Reader r(payload.substr(0, payload.size() - kFooterBytes));
+  Reader r(payload.substr(0, payload.size() - kFooterBytes), max_value);
   std::vector<std::string> decoded;
   while (r.remaining() != 0) {
     uint8_t opcode;

@@ -31,14 +31,17 @@ std::string DumpString(std::string_view value);
 // reply Redis gives: "ERR DUMP payload version or checksum are wrong" (the
 // footer: too short, a newer version, a wrong CRC) or "ERR Bad data format"
 // (the object: another type, truncated, trailing bytes, a bad LZF block).
-bool RestoreString(std::string_view payload, std::string* value, std::string* error);
+// A value longer than `max_value` is refused before it is decompressed:
+// "ERR value is longer than max_value_bytes (N)".
+bool RestoreString(std::string_view payload, uint64_t max_value, std::string* value,
+                   std::string* error);
 
 // FUNCTION DUMP's payload in Redis 7.0's format: each library's code as an
 // RDB function record (opcode 245, then the code as an RDB string), then the
 // same footer.
 std::string DumpFunctions(const std::vector<std::string>& codes);
 // FUNCTION RESTORE: the libraries' code, or false with Redis's error as above.
-bool RestoreFunctions(std::string_view payload, std::vector<std::string>* codes,
+bool RestoreFunctions(std::string_view payload, uint64_t max_value, std::vector<std::string>* codes,
                       std::string* error);
 
 // Redis's CRC-64 (Jones polynomial 0xad93d23594c935a9, reflected, initial

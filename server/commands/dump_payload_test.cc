@@ -64,7 +64,7 @@ std::string Framed(std::string_view object, uint16_t version = 10) {
 std::string ErrorOf(std::string_view payload) {
   std::string value = "untouched";
   std::string error;
-  if (RestoreString(payload, &value, &error)) return "";
+  if (RestoreString(payload, UINT64_MAX, &value, &error)) return "";
   EXPECT_EQ(value, "untouched");
   return error.empty() ? "(failed with no error text)" : error;
 }
@@ -72,7 +72,8 @@ std::string ErrorOf(std::string_view payload) {
 std::string Restored(std::string_view payload) {
   std::string value;
   std::string error;
-  EXPECT_TRUE(RestoreString(payload, &value, &error)) << error << " for " << ToHex(payload);
+  EXPECT_TRUE(RestoreString(payload, UINT64_MAX, &value, &error))
+      << error << " for " << ToHex(payload);
   return value;
 }
 
@@ -323,6 +324,19 @@ TEST(DumpPayloadTest, RefusesBadLzfBlocks) {
   EXPECT_EQ(ErrorOf(Framed(FromHex("00c3 03 00 016161"))), kFormatError);
   EXPECT_EQ(ErrorOf(Framed(FromHex("00c3 03 c2 016161"))), kFormatError);
   EXPECT_EQ(Restored(Framed(FromHex("00c3 04 04 00612000"))), "aaaa");
+}
+
+// A value over the caller's limit is refused, a compressed one before it is
+// expanded (RESTORE passes --max_value_bytes).
+TEST(DumpPayloadTest, AValueOverTheLimitIsRefusedBeforeItIsExpanded) {
+  std::string value = "unchanged", error;
+  EXPECT_FALSE(RestoreString(DumpString("hello"), 4, &value, &error));
+  EXPECT_EQ(error, "ERR value is longer than max_value_bytes (4)");
+  EXPECT_EQ(value, "unchanged");
+  EXPECT_FALSE(RestoreString(Framed(FromHex("00c3 04 04 00612000")), 3, &value, &error));
+  EXPECT_EQ(error, "ERR value is longer than max_value_bytes (3)");
+  EXPECT_TRUE(RestoreString(Framed(FromHex("00c3 04 04 00612000")), 4, &value, &error));
+  EXPECT_EQ(value, "aaaa");
 }
 
 }  // namespace

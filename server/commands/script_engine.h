@@ -80,6 +80,9 @@ class ScriptEngine {
   bool LoadLibrary(const std::string& name, const std::string& code,
                    std::vector<FunctionInfo>* functions, std::string* error,
                    uint64_t memory_limit_bytes);
+  // Forgets every compiled library (FUNCTION DELETE, FLUSH, RESTORE, a failed
+  // LOAD): FCALL compiles a library again from the code it finds.
+  void DropCompiledLibraries();
   // FCALL of function `call.sha` of library `name` (whose code is `code`).
   WriteResult CallFunction(const std::string& name, const std::string& code, const ScriptCall& call,
                            WriteContext& w, uint64_t memory_limit_bytes);

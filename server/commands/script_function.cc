@@ -6,7 +6,9 @@
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/clock.h"
@@ -66,9 +68,11 @@ uint32_t ParseFlags(lua_State* L, int index) {
   return flags;
 }
 
-// register_function{function_name=, callback=, flags=, description=}:
-// leaves the name and the callback on the stack.
-void ReadNamedArguments(lua_State* L, FunctionInfo* info) {
+// register_function{function_name=, callback=, flags=, description=}: its
+// flags; leaves the name, the callback and the description (or nil) on the
+// stack. Raises Lua errors: no C++ object with a destructor lives here.
+uint32_t ReadNamedArguments(lua_State* L) {
+  uint32_t flags = 0;
   lua_pushnil(L);
   while (lua_next(L, 1) != 0) {
     const char* key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
@@ -84,15 +88,13 @@ void ReadNamedArguments(lua_State* L, FunctionInfo* info) {
       if (lua_type(L, -1) != LUA_TSTRING) {
         Raise(L, "description argument given to redis.register_function must be a string");
       }
-      info->description = lua_tostring(L, -1);
-      info->has_description = true;
     } else if (strcmp(key, "flags") == 0) {
       if (!lua_istable(L, -1)) {
         Raise(L,
               "flags argument to redis.register_function must be a table representing "
               "function flags");
       }
-      info->flags = ParseFlags(L, lua_gettop(L));
+      flags = ParseFlags(L, lua_gettop(L));
     } else {
       Raise(L, "unknown argument given to redis.register_function");
     }
@@ -102,6 +104,24 @@ void ReadNamedArguments(lua_State* L, FunctionInfo* info) {
   if (lua_isnil(L, -1)) Raise(L, "redis.register_function must get a function name argument");
   lua_getfield(L, 1, "callback");
   if (lua_isnil(L, -1)) Raise(L, "redis.register_function must get a callback argument");
+  lua_getfield(L, 1, "description");
+  return flags;
+}
+
+// Adds the function to what the library registered; false if out of memory.
+bool Record(std::string_view name, const char* description, size_t description_len,
+            uint32_t flags) noexcept {
+  try {
+    FunctionInfo info;
+    info.name.assign(name);
+    info.has_description = description != nullptr;
+    if (description != nullptr) info.description.assign(description, description_len);
+    info.flags = flags;
+    g_registering->push_back(std::move(info));
+    return true;
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
 }
 
 // The error text of a failed protected call ({err = ...} or a string).
@@ -156,9 +176,9 @@ int LuaRegisterFunction(lua_State* L) {
   if (g_registering == nullptr) {
     Raise(L, "redis.register_function can only be called on FUNCTION LOAD command");
   }
-  FunctionInfo info;
+  uint32_t flags = 0;
   if (lua_gettop(L) == 1 && lua_istable(L, 1)) {
-    ReadNamedArguments(L, &info);
+    flags = ReadNamedArguments(L);
   } else if (lua_gettop(L) == 2) {
     if (lua_type(L, 1) != LUA_TSTRING) {
       Raise(L, "first argument to redis.register_function must be a string");
@@ -166,26 +186,31 @@ int LuaRegisterFunction(lua_State* L) {
     if (!lua_isfunction(L, 2)) {
       Raise(L, "second argument to redis.register_function must be a function");
     }
+    lua_pushnil(L);  // no description
   } else {
     Raise(L, "wrong number of arguments to redis.register_function");
   }
-  // The name and the callback are the top two values.
+  // The name, the callback and the description are the top three values.
   size_t n = 0;
-  const char* name = lua_tolstring(L, -2, &n);
-  info.name.assign(name, n);
+  const char* name = lua_tolstring(L, -3, &n);
+  const std::string_view view(name, n);
   // (Redis 7.0 gives the library's wording for a function's name.)
-  if (!ValidName(info.name)) {
+  if (!ValidName(view)) {
     Raise(L,
           "Library names can only contain letters, numbers, or underscores(_) and must be at "
           "least one character long");
   }
   for (const FunctionInfo& f : *g_registering) {
-    if (f.name == info.name) Raise(L, "Function already exists in the library");
+    if (std::string_view(f.name) == view) Raise(L, "Function already exists in the library");
   }
   lua_getfield(L, LUA_REGISTRYINDEX, "faha_loading");
-  lua_insert(L, -3);
+  lua_pushvalue(L, -4);
+  lua_pushvalue(L, -4);
   lua_rawset(L, -3);
-  g_registering->push_back(std::move(info));
+  lua_pop(L, 1);
+  size_t description_len = 0;
+  const char* description = lua_isnil(L, -1) ? nullptr : lua_tolstring(L, -1, &description_len);
+  if (!Record(view, description, description_len, flags)) Raise(L, "not enough memory");
   return 0;
 }
 
@@ -258,6 +283,12 @@ bool ScriptEngine::LoadLibrary(const std::string& name, const std::string& code,
   lua_setfield(L, -2, name.c_str());
   lua_settop(L, 0);
   return true;
+}
+
+void ScriptEngine::DropCompiledLibraries() {
+  if (lua_ == nullptr) return;
+  lua_newtable(lua_);
+  lua_setfield(lua_, LUA_REGISTRYINDEX, "faha_libraries");
 }
 
 WriteResult ScriptEngine::CallFunction(const std::string& name, const std::string& code,

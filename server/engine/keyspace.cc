@@ -147,6 +147,9 @@ void Keyspace::Apply(const RecordView& rec, uint64_t location, uint64_t hash) {
 }
 
 void Keyspace::FlushNamespace(int n) {
+  // An empty database costs nothing (a recovery replays every FLUSHDB the
+  // log still holds); else the whole index is scanned, every database's keys.
+  if (ns_keys_[n].load() == 0) return;
   // The keys first (erasing while the index is scanned could skip some).
   std::vector<std::pair<std::string, uint64_t>> gone;
   uint64_t cursor = 0;
@@ -174,8 +177,9 @@ void Keyspace::FlushNamespace(int n) {
 
 void Keyspace::LoadDbMap(std::string_view value) {
   bool identity = true;
+  const bool valid = ns::IsDbMap(value);  // else (absent) the identity
   for (int i = 0; i < ns::kMaxDatabases; i++) {
-    const int to = value.size() == ns::kMaxDatabases ? static_cast<unsigned char>(value[i]) : i;
+    const int to = valid ? static_cast<unsigned char>(value[static_cast<size_t>(i)]) : i;
     db_map_[i].store(static_cast<uint8_t>(to), std::memory_order_relaxed);
     identity = identity && to == i;
   }

@@ -55,6 +55,18 @@ inline std::string DbPrefix(int db) {
 
 inline size_t DbPrefixSize(int db) { return db == 0 ? 0 : kReserved.size() + 2; }
 
+// Whether `map` is a database map: 256 bytes, each database once.
+inline bool IsDbMap(std::string_view map) {
+  if (map.size() != kMaxDatabases) return false;
+  bool seen[kMaxDatabases] = {};
+  for (char c : map) {
+    const auto d = static_cast<unsigned char>(c);
+    if (seen[d]) return false;
+    seen[d] = true;
+  }
+  return true;
+}
+
 }  // namespace faha::ns
 
 #endif  // FAHA_SERVER_ENGINE_NAMESPACES_H_
