@@ -24,63 +24,11 @@
 #include "common/native_protocol.h"
 #include "coord/etcd_client.h"
 #include "coord/etcd_testing.h"
+#include "tests/etcd_cluster.h"
 #include "tests/harness.h"
 
 namespace faha::test {
 namespace {
-
-class EtcdCluster {
- public:
-  EtcdCluster() {
-    Status s = etcd_.Start();
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    std::ofstream(dir_.path() + "/secret") << "failover-test-secret-0123456789\n";
-    for (int i = 1; i <= 3; i++) {
-      nodes_.push_back(std::make_unique<ServerProcess>(
-          dir_.path() + "/n" + std::to_string(i),
-          std::vector<std::string>{"--etcd=" + etcd_.endpoint(), "--cluster=t",
-                                   "--node_id=n" + std::to_string(i),
-                                   "--repl_port=" + std::to_string(FreePort()),
-                                   "--cluster_secret_file=" + dir_.path() + "/secret",
-                                   "--segment_mb=16", "--rdma=off"}));
-    }
-  }
-  ServerProcess& node(int i) { return *nodes_[static_cast<size_t>(i)]; }
-  // Node i's data directory (i from 0).
-  std::string data_dir(int i) const { return dir_.path() + "/n" + std::to_string(i + 1); }
-  std::string all_addresses() {
-    std::string a;
-    for (auto& n : nodes_) a += (a.empty() ? "" : ",") + n->address();
-    return a;
-  }
-  // Index of the node serving as primary with `in_sync` backups, or -1.
-  int WaitPrimary(size_t in_sync, int timeout_ms = 20000) {
-    int64_t deadline = MonoMs() + timeout_ms;
-    while (MonoMs() < deadline) {
-      for (size_t i = 0; i < nodes_.size(); i++) {
-        if (!nodes_[i]->running()) continue;
-        ClientOptions o;
-        o.address = nodes_[i]->address();
-        o.connect_timeout_ms = 300;
-        o.op_timeout_ms = 1000;
-        auto c = Client::Connect(o);
-        if (!c.ok()) continue;
-        if (InfoField(c->get(), "serving", "replication") == "yes" &&
-            InfoField(c->get(), "in_sync_backups", "replication") == std::to_string(in_sync)) {
-          return static_cast<int>(i);
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  }
-  coord::EtcdProcess& etcd() { return etcd_; }
-
- private:
-  coord::EtcdProcess etcd_;
-  TempDir dir_;
-  std::vector<std::unique_ptr<ServerProcess>> nodes_;
-};
 
 std::string IncrRequest(uint64_t id, const std::string& key) {
   std::string args, req;

@@ -14,6 +14,7 @@
 
 #include "common/clock.h"
 #include "coord/etcd_testing.h"
+#include "tests/etcd_cluster.h"
 #include "tests/harness.h"
 
 namespace faha::test {
@@ -102,49 +103,22 @@ TEST(FunctionTest, FunctionsAndDatabasesSurviveKillNineAndLogCleaning) {
 }
 
 TEST(FunctionTest, AFailoverKeepsFunctionsDatabasesAndTheMap) {
-  coord::EtcdProcess etcd;
-  ASSERT_TRUE(etcd.Start().ok());
-  TempDir dir;
-  std::ofstream(dir.path() + "/secret") << "function-test-secret-0123456789\n";
-  std::vector<std::unique_ptr<ServerProcess>> nodes;
-  for (int i = 1; i <= 3; i++) {
-    nodes.push_back(std::make_unique<ServerProcess>(
-        dir.path() + "/n" + std::to_string(i),
-        std::vector<std::string>{"--etcd=" + etcd.endpoint(), "--cluster=f",
-                                 "--node_id=n" + std::to_string(i),
-                                 "--repl_port=" + std::to_string(FreePort()),
-                                 "--cluster_secret_file=" + dir.path() + "/secret", "--rdma=off"}));
-    nodes.back()->Start();
-  }
-  auto primary = [&](int skip) {
-    for (int64_t deadline = MonoMs() + 20000; MonoMs() < deadline;) {
-      for (int i = 0; i < 3; i++) {
-        if (i == skip || !nodes[i]->running()) continue;
-        RespConnection c(nodes[i]->port(), 1000);
-        const std::string info = c.Call({"INFO", "replication"});
-        if (info.find("serving:yes") != std::string::npos &&
-            info.find("cluster_role:primary") != std::string::npos) {
-          return i;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  };
-  const int p = primary(-1);
-  ASSERT_GE(p, 0) << nodes[0]->Log();
+  EtcdCluster cluster(std::vector<std::string>{});
+  cluster.StartAll();
+  const int p = cluster.WaitServingPrimary();
+  ASSERT_GE(p, 0) << cluster.node(0).Log();
   std::string before;
   {
-    RespConnection c(nodes[p]->port());
+    RespConnection c(cluster.node(p).port());
     Populate(c);
     if (HasFatalFailure()) return;
     before = State(c);
     ASSERT_EQ(before.rfind(kExpected, 0), 0u) << before;
   }
-  nodes[p]->Kill(SIGKILL);
-  const int q = primary(p);
+  cluster.node(p).Kill(SIGKILL);
+  const int q = cluster.WaitServingPrimary(p);
   ASSERT_GE(q, 0) << "no backup took over";
-  RespConnection c(nodes[q]->port());
+  RespConnection c(cluster.node(q).port());
   EXPECT_EQ(State(c), before);
   // The new primary runs the functions it never loaded itself, and writes.
   EXPECT_EQ(c.Call({"FCALL", "bump", "1", "hits", "1"}), ":1\r\n");  // database 0 is empty

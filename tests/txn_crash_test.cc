@@ -18,6 +18,7 @@
 
 #include "common/clock.h"
 #include "coord/etcd_testing.h"
+#include "tests/etcd_cluster.h"
 #include "tests/harness.h"
 
 namespace faha::test {
@@ -170,39 +171,11 @@ TEST(TxnCrashTest, KillNineDuringTransactionsLeavesEachWholeOrAbsent) {
 }
 
 TEST(TxnCrashTest, AFailoverDuringTransactionsLeavesEachWholeOrAbsent) {
-  coord::EtcdProcess etcd;
-  ASSERT_TRUE(etcd.Start().ok());
-  TempDir dir;
-  std::ofstream(dir.path() + "/secret") << "txn-crash-test-secret-0123456789\n";
-  std::vector<std::unique_ptr<ServerProcess>> nodes;
-  std::string addresses;
-  for (int i = 1; i <= 3; i++) {
-    nodes.push_back(std::make_unique<ServerProcess>(
-        dir.path() + "/n" + std::to_string(i),
-        std::vector<std::string>{
-            "--etcd=" + etcd.endpoint(), "--cluster=t", "--node_id=n" + std::to_string(i),
-            "--repl_port=" + std::to_string(FreePort()),
-            "--cluster_secret_file=" + dir.path() + "/secret", "--segment_mb=16", "--rdma=off"}));
-    nodes.back()->Start();
-    addresses += (addresses.empty() ? "" : ",") + nodes.back()->address();
-  }
-  auto primary = [&](int skip) {
-    for (int64_t deadline = MonoMs() + 20000; MonoMs() < deadline;) {
-      for (int i = 0; i < 3; i++) {
-        if (i == skip || !nodes[i]->running()) continue;
-        RespConnection c(nodes[i]->port(), 1000);
-        const std::string info = c.Call({"INFO", "replication"});
-        if (info.find("serving:yes") != std::string::npos &&
-            info.find("cluster_role:primary") != std::string::npos) {
-          return i;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  };
-  const int p = primary(-1);
-  ASSERT_GE(p, 0) << nodes[0]->Log();
+  EtcdCluster cluster;
+  cluster.StartAll();
+  const std::string addresses = cluster.all_addresses();
+  const int p = cluster.WaitServingPrimary();
+  ASSERT_GE(p, 0) << cluster.node(0).Log();
   TxnLog log;
   std::atomic<bool> stop{false};
   std::vector<std::thread> writers;
@@ -213,14 +186,14 @@ TEST(TxnCrashTest, AFailoverDuringTransactionsLeavesEachWholeOrAbsent) {
                          SendScript);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(800));
-  nodes[p]->Kill(SIGKILL);
-  const int q = primary(p);
+  cluster.node(p).Kill(SIGKILL);
+  const int q = cluster.WaitServingPrimary(p);
   ASSERT_GE(q, 0) << "no backup took over";
   std::this_thread::sleep_for(std::chrono::milliseconds(800));  // writes go on at the new primary
   stop.store(true);
   for (auto& w : writers) w.join();
   int whole = 0, none = 0, acked = 0;
-  log.Verify(nodes[q]->address(), &whole, &none, &acked);
+  log.Verify(cluster.node(q).address(), &whole, &none, &acked);
   std::printf("failover: %d transactions acknowledged, %d whole, %d absent\n", acked, whole, none);
   EXPECT_GT(acked, 5);
 }

@@ -9,6 +9,7 @@
 #include "common/coding.h"
 #include "common/logging.h"
 #include "nvm/record_iterator.h"
+#include "server/engine/namespaces.h"
 
 namespace faha {
 
@@ -169,7 +170,7 @@ void Cleaner::Relocate(const std::vector<CleanRec>& recs, const std::vector<Verd
     if (v == Verdict::kMove) {
       index.Relocate(r.hash, r.location, moved_to[k]);
     } else if (v == Verdict::kExpire && index.Relocate(r.hash, r.location, 0)) {
-      keys_->ForgetExpiring(r.rec.key);
+      keys_->ForgetExpiring(r.ns);
     }
   }
   if (!hot.enabled()) return;
@@ -178,7 +179,7 @@ void Cleaner::Relocate(const std::vector<CleanRec>& recs, const std::vector<Verd
     auto cur = moved.find(e->location);
     if (cur != moved.end() && cur->second == 0) {
       // Expired: the key goes, with its base entry if that names an older record.
-      if (index.Relocate(e->hash, e->base_location, 0)) keys_->ForgetExpiring(e->key);
+      if (index.Relocate(e->hash, e->base_location, 0)) keys_->ForgetExpiring(ns::Of(e->key));
       gone.push_back(e);
       return;
     }
@@ -219,8 +220,8 @@ StatusOr<Cleaner::Outcome> Cleaner::CleanVictim() {
   recs.clear();
   FAHA_RETURN_IF_ERROR(
       log_->ForEachRecord(id, [&](const RecordView& r, uint64_t loc, uint64_t lsn) {
-        recs.push_back(
-            CleanRec{r, loc, lsn, HashKey(r.key), nvm::RecordSize(r.key.size(), r.value.size())});
+        recs.push_back(CleanRec{r, loc, lsn, HashKey(r.key),
+                                nvm::RecordSize(r.key.size(), r.value.size()), ns::Of(r.key)});
       }));
 
   static thread_local std::vector<Verdict> verdict;

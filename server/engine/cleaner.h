@@ -84,6 +84,9 @@ class Cleaner {
     uint64_t lsn;
     uint64_t hash;
     size_t bytes;
+    // Its key's namespace (server/engine/namespaces.h), taken while `rec`
+    // views the victim: Relocate runs after the victim was replaced.
+    int ns;
   };
   enum class Verdict : uint8_t { kDrop, kKeep, kMove, kExpire };
   // The sealed segment with the least live data, below the threshold, worth

@@ -157,9 +157,11 @@ class Keyspace final : private KeyReader {
   size_t IndexMemoryBytes() const { return index_.MemoryBytes(); }
   uint64_t KeysWithExpiry() const { return keys_with_expiry_.load(std::memory_order_relaxed); }
   // A key with an expiry went away outside Apply (cleaning reclaimed it).
-  void ForgetExpiring(std::string_view key) {
+  // `n` is its namespace (server/engine/namespaces.h).
+  void ForgetExpiring(int n) {
     keys_with_expiry_.fetch_sub(1);
-    CountKey(key, -1, -1);
+    ns_keys_[n].fetch_sub(1, std::memory_order_relaxed);
+    ns_expiring_[n].fetch_sub(1, std::memory_order_relaxed);
   }
 
  private:

@@ -4,7 +4,8 @@
 // cjson of fuzzed text, loadstring of fuzzed bytes, big strings past the
 // memory cap, deep recursion, endless loops that a watchdog kills as SCRIPT
 // KILL would); the rest of the input is ARGV[1] and raw Lua. The script runs
-// as the committing thread runs it, against a keyspace in a map.
+// as the committing thread runs it, against a keyspace in a map; one input in
+// three runs as a function instead (FUNCTION LOAD of a library, then FCALL).
 // Invariants: no crash or sanitizer report, and every reply is one whole
 // RESP value.
 #include <atomic>
@@ -15,6 +16,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/resp.h"
@@ -128,7 +130,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   call.keys = {"k" + std::to_string(size % 4)};
   call.args = {std::string(arg)};
   call.read_only = size % 5 == 0;
-  const WriteResult r = ScriptEngine::Get().Run(call, keys, 16 << 20);
+  WriteResult r;
+  if (size % 3 == 0) {
+    // As a function: the same pieces as the body of a library's function
+    // (FUNCTION LOAD runs the library's code, FCALL calls it).
+    const std::string code =
+        "#!lua name=fuzzlib\nredis.register_function('f', function(KEYS, ARGV)\n" + body + "\nend)";
+    call.sha = "f";
+    call.function = true;
+    std::vector<FunctionInfo> functions;
+    std::string error;
+    if (ScriptEngine::Get().LoadLibrary("fuzzlib", code, &functions, &error, 16 << 20)) {
+      r = ScriptEngine::Get().CallFunction("fuzzlib", code, call, keys, 16 << 20);
+    }
+  } else {
+    r = ScriptEngine::Get().Run(call, keys, 16 << 20);
+  }
   if (r.kind == WriteResult::Kind::kRaw) {
     resp::Reply reply;
     size_t consumed = 0;
