@@ -456,28 +456,13 @@ ExecStatus Function(CommandContext& c) {
 }
 
 ExecStatus FCall(CommandContext& c) {
-  int64_t numkeys = 0;
-  if (!ParseInt64(c.args[2], &numkeys)) return c.Error("ERR Bad number of keys provided");
-  if (numkeys < 0) return c.Error("ERR Number of keys can't be negative");
-  if (numkeys > c.argc - 3) {
-    return c.Error("ERR Number of keys can't be greater than number of args");
-  }
   auto call = std::make_shared<ScriptCall>();
-  call->host = &c.server;
-  call->db = c.s->db;
+  ExecStatus st;
+  if (!ParseScriptCall(c, "ERR Bad number of keys provided", call.get(), &st)) return st;
   call->function = true;
   call->sha.assign(c.args[1]);
   call->read_only = c.name() == "fcall_ro";
-  for (int i = 3; i < c.argc; i++) {
-    (i < 3 + numkeys ? call->keys : call->args).emplace_back(c.args[i]);
-  }
-  WriteOp op;
-  op.kind = WriteOp::Kind::kEval;
-  op.eval = EvalFCall;
-  op.number = static_cast<int64_t>(c.options().script_memory_bytes);
-  op.payload = std::move(call);
-  op.slow = true;
-  return c.Submit(std::move(op));
+  return SubmitScriptCall(c, std::move(call), EvalFCall);
 }
 
 }  // namespace faha::cmd

@@ -20,18 +20,44 @@ WriteResult EvalScript(const WriteOp& op, WriteContext& w) {
 
 }  // namespace
 
+bool ParseScriptCall(CommandContext& c, std::string_view bad_numkeys, ScriptCall* call,
+                     ExecStatus* st) {
+  int64_t numkeys = 0;
+  if (!ParseInt64(c.args[2], &numkeys)) {
+    *st = c.Error(bad_numkeys);
+    return false;
+  }
+  if (numkeys < 0 || numkeys > c.argc - 3) {
+    *st = c.Error(numkeys < 0 ? "ERR Number of keys can't be negative"
+                              : "ERR Number of keys can't be greater than number of args");
+    return false;
+  }
+  call->host = &c.server;
+  call->db = c.s->db;
+  for (int i = 3; i < c.argc; i++) {
+    (i < 3 + numkeys ? call->keys : call->args).emplace_back(c.args[i]);
+  }
+  return true;
+}
+
+ExecStatus SubmitScriptCall(CommandContext& c, std::shared_ptr<ScriptCall> call, WriteEval eval) {
+  WriteOp op;
+  op.kind = WriteOp::Kind::kEval;
+  op.eval = eval;
+  op.number = static_cast<int64_t>(c.options().script_memory_bytes);
+  op.payload = std::move(call);
+  op.slow = true;  // the sequencer runs it, never a connection's thread
+  return c.Submit(std::move(op));
+}
+
 // EVAL script numkeys key... arg..., and EVALSHA sha1 ...; the _RO forms
 // refuse writes.
 ExecStatus Eval(CommandContext& c) {
-  int64_t numkeys = 0;
-  if (!ParseInt64(c.args[2], &numkeys))
-    return c.Error("ERR value is not an integer or out of range");
-  if (numkeys < 0) return c.Error("ERR Number of keys can't be negative");
-  if (numkeys > c.argc - 3)
-    return c.Error("ERR Number of keys can't be greater than number of args");
   auto call = std::make_shared<ScriptCall>();
-  call->host = &c.server;
-  call->db = c.s->db;
+  ExecStatus st;
+  if (!ParseScriptCall(c, "ERR value is not an integer or out of range", call.get(), &st)) {
+    return st;
+  }
   const bool by_sha = c.name() == "evalsha" || c.name() == "evalsha_ro";
   call->read_only = c.name() == "eval_ro" || c.name() == "evalsha_ro";
   if (by_sha) {
@@ -43,16 +69,7 @@ ExecStatus Eval(CommandContext& c) {
     call->body.assign(c.args[1]);
     call->sha = ScriptEngine::Get().Load(call->body);
   }
-  for (int i = 3; i < c.argc; i++) {
-    (i < 3 + numkeys ? call->keys : call->args).emplace_back(c.args[i]);
-  }
-  WriteOp op;
-  op.kind = WriteOp::Kind::kEval;
-  op.eval = EvalScript;
-  op.number = static_cast<int64_t>(c.options().script_memory_bytes);
-  op.payload = std::move(call);
-  op.slow = true;
-  return c.Submit(std::move(op));
+  return SubmitScriptCall(c, std::move(call), EvalScript);
 }
 
 // SCRIPT LOAD, EXISTS, FLUSH, KILL, HELP.

@@ -3,6 +3,7 @@
 #ifndef FAHA_SERVER_COMMANDS_COMMAND_CONTEXT_H_
 #define FAHA_SERVER_COMMANDS_COMMAND_CONTEXT_H_
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,8 @@
 #include "server/commands/host.h"
 
 namespace faha {
+
+struct ScriptCall;
 
 struct CommandContext {
   Commands& commands;
@@ -98,6 +101,13 @@ ExecStatus RunTransaction(CommandContext& c,
 // A script's redis.call, on the committing thread: runs `args` against `w`
 // and appends its RESP reply (an error reply if the command may not run in
 // a script).
+// EVAL's and FCALL's arguments (server/commands/cmd_script.cc): numkeys
+// (`bad_numkeys` if it is no integer), then the keys and args into *call.
+// False, with the error reply given in *st, if they are wrong.
+bool ParseScriptCall(CommandContext& c, std::string_view bad_numkeys, ScriptCall* call,
+                     ExecStatus* st);
+// Submits `call` as a slow write evaluated by `eval` under the script memory limit.
+ExecStatus SubmitScriptCall(CommandContext& c, std::shared_ptr<ScriptCall> call, WriteEval eval);
 // `db` is the script's logical database, which SELECT changes.
 void RunInScript(CommandHost* host, const std::vector<std::string_view>& args, WriteContext& w,
                  bool read_only, int* db, std::string* out);
