@@ -121,8 +121,11 @@ void IoThread::Loop() {
     for (int i = 0; i < n; i++) {
       uint64_t id = events[i].data.u64;
       if (id == kWakeId) {
+        // One read takes the whole counter of an eventfd (not a semaphore
+        // one): a second would only fail with EAGAIN, a system call per wake.
         uint64_t v;
-        while (read(wake_fd_, &v, sizeof(v)) > 0) {
+        if (read(wake_fd_, &v, sizeof(v)) < 0 && errno != EAGAIN && errno != EINTR) {
+          FAHA_LOG_ERROR("reading the wake-up eventfd: %s", strerror(errno));
         }
         if (HandleWake()) return;
       } else if (id == kListenerId) {
