@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -34,7 +35,13 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string kSecret = "replication-test-secret-0123456789";
+// One secret per test process: ctest runs tests side by side, and a port that
+// FreePort gave one test's backup may be taken by another test's by the time it
+// starts; with a shared secret the other test's primary was let in and
+// replicated into it (a failure seen once in 350-test runs).
+const std::string kSecret =
+    "replication-test-secret-" + std::to_string(getpid()) + "-" +
+    std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
 
 // Over RDMA the suite needs a device and its address; elsewhere it skips.
 class TransportEnvironment : public ::testing::Environment {
