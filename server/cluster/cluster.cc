@@ -148,6 +148,8 @@ Status ClusterNode::Register(uint64_t candidate) {
   auto [next_lsn, last_epoch] = backup_ && !replicator_
                                     ? backup_->LogEnd()
                                     : std::pair<uint64_t, uint64_t>{store_->log().next_lsn(), 0};
+  // A failed log's end may not be durable: it claims nothing.
+  if (store_->failed()) next_lsn = 0;
   json j;
   j["id"] = options_.node_id;
   j["client"] = options_.client_address;

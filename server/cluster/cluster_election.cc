@@ -136,8 +136,16 @@ void ClusterNode::StartCluster() {
 // Records `epoch` in the epoch file before anything in etcd can name this
 // node primary of it, as a Raft candidate persists its term: a node that
 // cannot record it does not run (and the others still can); it tries again
-// after 4 x --failover_timeout_ms. False if so.
+// after 4 x --failover_timeout_ms. False if so, and for a node whose log failed.
 bool ClusterNode::RecordCandidacy(uint64_t epoch) {
+  if (store_->failed()) {
+    // Its log's end may hold batches that never became durable: it must
+    // not win an election with them (and cannot take writes anyway).
+    election_retry_ns_ = NowNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
+    FAHA_LOG_ERROR("cluster: not running for primary of epoch %llu: this node's log failed",
+                   static_cast<unsigned long long>(epoch));
+    return false;
+  }
   Status rec = backup_->RecordEpoch(epoch);
   if (!rec.ok()) {
     election_retry_ns_ = NowNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;

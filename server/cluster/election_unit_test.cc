@@ -263,6 +263,39 @@ TEST_F(ElectionUnitTest, OnePrimaryIsElectedAndANewOneTakesOverWithEveryAcknowle
   ExpectEveryAcknowledgedWrite(second);
 }
 
+// A backup whose log failed to persist holds batches that are not durable:
+// it must not run for primary with them (review). When the primary goes,
+// the other backup takes over, with every acknowledged write.
+TEST_F(ElectionUnitTest, ABackupWhoseLogFailedNeverBecomesPrimary) {
+  Member* first = WaitForPrimary(nullptr, 15000);
+  ASSERT_NE(first, nullptr) << "no single primary was elected";
+  Write(first, 0, 100);
+  Member* failed = first == &members_[0] ? &members_[1] : &members_[0];
+  failed->dev->CrashAtPersist(0, nullptr);
+  for (int i = 0; i < 50 && !failed->store->failed(); i++) {
+    Collect sink;
+    const std::string k = "during" + std::to_string(i);
+    first->store->Submit(SetOp(k, "x"), &sink, 1);
+    if (sink.WaitFor(1)[0].result.kind != WriteResult::Kind::kError) acked_[k] = "x";
+  }
+  ASSERT_TRUE(failed->store->failed()) << "the backup's persist never failed";
+  StopMember(first);
+  // The one left takes over; with no backup in sync it commits nothing, so it
+  // is watched as the primary of the configuration, not as one serving.
+  Member* second = nullptr;
+  for (const int64_t deadline = MonoMs() + 15000; MonoMs() < deadline && !second;) {
+    for (Member& m : members_) {
+      if (&m != first && m.node && !m.node->is_backup()) second = &m;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_NE(second, nullptr) << "no member took over";
+  EXPECT_NE(second, failed) << "the backup whose log failed became primary";
+  ExpectEveryAcknowledgedWrite(second);
+  std::this_thread::sleep_for(std::chrono::milliseconds(4 * failover_timeout_ms_));
+  EXPECT_TRUE(failed->node->is_backup()) << "the backup whose log failed ran for primary";
+}
+
 // etcd unreachable for less than a lease: the primary keeps serving on its
 // backups' heartbeat echoes (its read lease), nobody runs for primary, and
 // once etcd answers again the same member is primary with every write.

@@ -31,6 +31,9 @@ class ReplicaLog {
   // The last LSN visible to readers.
   virtual uint64_t committed_lsn() const = 0;
   virtual const nvm::Log& log() const = 0;
+  // A persist failed: the log's end may hold batches that are not durable,
+  // so this node acknowledges nothing more and holds no copy to elect.
+  virtual bool failed() const = 0;
 };
 
 }  // namespace faha

@@ -196,7 +196,7 @@ class Store final : public ReplicaLog, private CleanSafety {
   nvm::Log* mutable_log() { return log_.get(); }
   // The last LSN visible to readers (committed on a primary, applied on a backup).
   uint64_t committed_lsn() const final { return applied_end_.load(std::memory_order_acquire) - 1; }
-  bool failed() const { return failed_.load(); }
+  bool failed() const final { return failed_.load(); }
 
  private:
   Store(const StoreOptions& options, Metrics* metrics, std::unique_ptr<nvm::Log> log);

@@ -31,6 +31,8 @@ StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader* 
   auto appended = framed ? log_->AppendFramed_wt(*framed, batch.payload())
                          : log_->AppendBatch_wt(batch.payload(), batch.count());
   if (!appended.ok()) {
+    // Nothing of the group is durable here: a retry must not find its reply.
+    for (const auto& [client, seq] : recorded_) keys_.clients().Forget(client, seq);
     FailWrites(appended.status(), results);
     return appended;
   }
@@ -67,7 +69,12 @@ void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>
   f.base_location = 0;
   f.bytes = 0;
   f.shipped_us = MonoUs();
-  if (!batch.empty()) {
+  if (failed_.load()) {
+    // The log failed in an earlier group: nothing is shipped, and a write
+    // answered from the client table is answered the error too (its batch
+    // may be the one that failed; the single node does the same).
+    FailWrites(Status::IOError("the log failed earlier; restart the server"), results);
+  } else if (!batch.empty()) {
     nvm::BatchHeader h =
         nvm::Log::FrameBatch(batch.payload(), batch.count(), log_->next_lsn(), options_.log.epoch);
     // Backups start persisting while we do: one round trip after our own persist.

@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "nvm/memory_device.h"
+#include "server/engine/replication_hook.h"
 #include "server/engine/store_testing.h"
 
 namespace faha {
@@ -36,6 +37,7 @@ class StoreTest : public ::testing::Test {
     o.log.in_flight_batches = in_flight_batches_;
     o.log.segment_bytes = 1 << 20;
     o.max_batch_bytes = 256 << 10;
+    o.replicator = replicator_;
     auto s = Store::OpenOnDevice(dev_, o, &metrics_, &report_);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
@@ -63,6 +65,7 @@ class StoreTest : public ::testing::Test {
   }
 
   uint32_t in_flight_batches_ = 1;
+  ReplicationHook* replicator_ = nullptr;  // a single node unless a test sets one
   std::shared_ptr<nvm::MemoryDevice> dev_ = std::make_shared<nvm::MemoryDevice>();
   Metrics metrics_;
   nvm::RecoveryReport report_;
@@ -206,6 +209,53 @@ TEST_F(StoreTest, FailedPersistAnswersErrorsAndRefusesLaterWrites) {
   EXPECT_TRUE(store_->failed());
   EXPECT_EQ(One(Set("after", "3")).kind, WriteResult::Kind::kError);
   PowerCutAndReopen();
+  EXPECT_EQ(Get("before"), "1");
+  EXPECT_EQ(Get("during"), "<nil>");
+}
+
+// A replicator whose backups hold every batch at once.
+class BackupsHoldEverything : public ReplicationHook {
+ public:
+  Status WaitWritable(int64_t) override { return Status::OK(); }
+  void Ship(const nvm::BatchHeader&, std::string_view) override { shipped++; }
+  Status WaitDurable(uint64_t, int64_t) override { return Status::OK(); }
+  void Committed(uint64_t) override {}
+  std::atomic<int> shipped{0};
+};
+
+// A replicated primary whose own persist failed answers the write -IOERR,
+// and a retry of it (the same client and sequence: the reply was lost) the
+// same: the client table had recorded +OK before the persist, and the
+// primary answered the retry with it, a write in no log (review).
+TEST_F(StoreTest, AReplicatedPrimaryAnswersARetryOfAWriteItFailedToPersistWithTheError) {
+  store_->Stop();
+  store_.reset();
+  BackupsHoldEverything backups;
+  replicator_ = &backups;
+  Open();
+  WriteOp named = Set("before", "1");
+  named.client_id = 42;
+  named.client_seq = 4;
+  EXPECT_EQ(One(named).kind, WriteResult::Kind::kOk);
+  dev_->CrashAtPersist(0, nullptr);
+  named = Set("during", "2");
+  named.client_id = 42;
+  named.client_seq = 5;
+  const WriteResult first = One(named);
+  EXPECT_EQ(first.code, WriteResult::ErrorCode::kIoError) << first.str;
+  EXPECT_TRUE(store_->failed());
+  const int shipped = backups.shipped.load();
+  for (int retry = 0; retry < 2; retry++) {
+    const WriteResult again = One(named);
+    EXPECT_EQ(again.code, WriteResult::ErrorCode::kIoError) << again.str;
+  }
+  EXPECT_EQ(backups.shipped.load(), shipped);  // nothing more after the failure
+  EXPECT_EQ(Get("during"), "<nil>");
+  store_->Stop();
+  store_.reset();
+  replicator_ = nullptr;
+  dev_->PowerCut();
+  Open();
   EXPECT_EQ(Get("before"), "1");
   EXPECT_EQ(Get("during"), "<nil>");
 }

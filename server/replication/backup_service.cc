@@ -201,6 +201,14 @@ void BackupService::Session(std::shared_ptr<rdma::Channel> ch) {
     Refuse(ch.get(), epoch, why);
     return;
   }
+  if (store_->failed()) {
+    // Its log's end may hold batches that never became durable: reporting
+    // that end would count it a copy of writes it does not hold (review).
+    Refuse(ch.get(), epoch,
+           "this backup's log failed to persist; it holds no copy and acknowledges nothing "
+           "until it is restarted");
+    return;
+  }
   {
     MutexLock l(&mu_);
     Status s = epoch_file_->Advance(epoch);

@@ -324,6 +324,31 @@ TEST_F(ReplicationUnitTest, EveryBatchIsAnsweredWhileTheBackupsAreSilent) {
   rdma::StallLoopbackConnections(net_.get(), false);
 }
 
+// A backup whose persist failed holds batches written but not durable. It
+// must not count as a copy of them: it used to end the session and then,
+// in the next HELLO, report its log's end, batches not durable included, and
+// the primary acknowledged the write (review). Now it refuses sessions until
+// restarted, and with both backups required the write is refused.
+TEST_F(ReplicationUnitTest, ABackupWhosePersistFailedIsNotCountedAsACopy) {
+  WriteRange(0, 50, "a");
+  backups_[1].dev->CrashAtPersist(0, nullptr);  // keeps nothing of that persist
+  Collect sink;
+  store_->Submit(SetOp("after-failure", "x"), &sink, 1);
+  const Completion c = sink.WaitFor(1, 30)[0];
+  EXPECT_EQ(c.result.kind, WriteResult::Kind::kError) << "acknowledged by a backup without it";
+  EXPECT_EQ(c.result.code, WriteResult::ErrorCode::kNoReplicas) << c.result.str;
+  EXPECT_TRUE(backups_[1].store->failed());
+  // And indeed the failed backup does not hold it.
+  PowerCut(&backups_[1]);
+  auto s =
+      Store::OpenOnDevice(backups_[1].dev, SmallLog(), &backups_[1].metrics, &backups_[1].report);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  std::string v;
+  EXPECT_FALSE((*s)->Get("after-failure", &v));
+  std::string kept;
+  EXPECT_TRUE((*s)->Get("key1", &kept));
+}
+
 // A write queued before the primary's store starts: the sequencer takes it
 // at once, so the committer must exist by then.
 TEST_F(ReplicationUnitTest, AWriteQueuedBeforeStartIsCommittedOnceTheStoreStarts) {
