@@ -361,7 +361,12 @@ void Store::FailWrites(const Status& why, std::vector<WriteResult>* results) {
   if (why.code() == Status::Code::kIOError && !failed_.exchange(true)) {
     FAHA_LOG_ERROR("log append failed, refusing writes from now on: %s", why.ToString().c_str());
   }
-  for (auto& r : *results) r = WriteResult::IoError("write not durable: " + why.ToString());
+  // The batch may still be whole on the disk, or on a backup it was shipped
+  // to: a restart or a failover may show it. It is in no reply and no read.
+  for (auto& r : *results) {
+    r = WriteResult::IoError("write not acknowledged, it may or may not survive a restart: " +
+                             why.ToString());
+  }
 }
 
 }  // namespace faha
