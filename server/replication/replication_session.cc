@@ -116,8 +116,11 @@ void Replicator::PeerLoop(Peer* peer) {
     if (!ch.ok()) {
       s = ch.status();
     } else {
+      // A session that ends at once (the backup refuses it: its log failed,
+      // a stale epoch) is retried with the backoff, not every 50 ms.
+      const int64_t started_us = MonoUs();
       s = RunSession(peer, ch->get());
-      backoff_ms = 50;
+      if (MonoUs() - started_us > 1000 * 1000) backoff_ms = 50;
     }
     {
       MutexLock l(&mu_);
@@ -128,7 +131,7 @@ void Replicator::PeerLoop(Peer* peer) {
       if (!cluster_mode()) peer->in_sync = false;
       if (peer->state != "dropped") peer->state = "disconnected";
       if (!s.ok() && !stopping_) peer->last_error = s.message();
-      if (was_in_sync && !stopping_) {
+      if (was_in_sync && !stopping_ && (s.ok() || s.message() != logged_error)) {
         FAHA_LOG_WARN("replication: backup %s left the in-sync set: %s", peer->address.c_str(),
                       peer->last_error.c_str());
       }
