@@ -24,7 +24,9 @@ class EtcdCluster {
   explicit EtcdCluster(std::vector<std::string> extra_flags = {"--segment_mb=16"}) {
     Status s = etcd_.Start();
     EXPECT_TRUE(s.ok()) << s.ToString();
-    std::ofstream(dir_.path() + "/secret") << "etcd-cluster-test-secret-0123456789\n";
+    // Its own secret (the directory is unique): a repl port FreePort gave
+    // this cluster may be taken by another test's node meanwhile.
+    std::ofstream(dir_.path() + "/secret") << "etcd-cluster-test-secret-" << dir_.path() << "\n";
     for (int i = 1; i <= 3; i++) {
       std::vector<std::string> flags = {"--etcd=" + etcd_.endpoint(),
                                         "--cluster=t",

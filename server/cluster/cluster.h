@@ -140,6 +140,9 @@ class ClusterNode final : public ReplicationRole {
   void RunElection(const ClusterConfig& cfg);
   void StartCluster();
   bool RecordCandidacy(uint64_t epoch);
+  // True (and logged, and the next try put off) if this node's log failed:
+  // its end may hold batches that never became durable, so it does not run.
+  bool LogFailed(uint64_t epoch);
   // Takes the leader key and writes `next` over `expected` (nullopt: no
   // configuration yet); then promotes. False if another node got there first.
   // old_lease_start_ns: the latest time the old primary could have renewed

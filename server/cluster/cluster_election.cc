@@ -46,7 +46,7 @@ bool RefusesConnections(const std::string& address, int timeout_ms) {
 void ClusterNode::BackupTick(const std::optional<ClusterConfig>& cfg) {
   const int64_t now = NowNs();
   if (!cfg) {
-    StartCluster();
+    if (now >= election_retry_ns_) StartCluster();
     return;
   }
   auto leader = ReadLeader();
@@ -137,15 +137,16 @@ void ClusterNode::StartCluster() {
 // node primary of it, as a Raft candidate persists its term: a node that
 // cannot record it does not run (and the others still can); it tries again
 // after 4 x --failover_timeout_ms. False if so, and for a node whose log failed.
+bool ClusterNode::LogFailed(uint64_t epoch) {
+  if (!store_->failed()) return false;
+  election_retry_ns_ = NowNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
+  FAHA_LOG_ERROR("cluster: not running for primary of epoch %llu: this node's log failed",
+                 static_cast<unsigned long long>(epoch));
+  return true;
+}
+
 bool ClusterNode::RecordCandidacy(uint64_t epoch) {
-  if (store_->failed()) {
-    // Its log's end may hold batches that never became durable: it must
-    // not win an election with them (and cannot take writes anyway).
-    election_retry_ns_ = NowNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
-    FAHA_LOG_ERROR("cluster: not running for primary of epoch %llu: this node's log failed",
-                   static_cast<unsigned long long>(epoch));
-    return false;
-  }
+  if (LogFailed(epoch)) return false;
   Status rec = backup_->RecordEpoch(epoch);
   if (!rec.ok()) {
     election_retry_ns_ = NowNs() + 4 * int64_t{options_.failover_timeout_ms} * kNsPerMs;
@@ -157,6 +158,7 @@ bool ClusterNode::RecordCandidacy(uint64_t epoch) {
 
 void ClusterNode::RunElection(const ClusterConfig& cfg) {
   const uint64_t target = cfg.epoch + 1;
+  if (LogFailed(target)) return;
   {
     MutexLock l(&mu_);
     elections_++;
@@ -168,6 +170,8 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
   if (!RecordCandidacy(target)) return;
   const int64_t fenced_ns = NowNs();
   const uint64_t next_lsn = backup_->LogEnd().first;
+  // LogEnd persists what the last session left waiting: that may fail too.
+  if (LogFailed(target)) return;
   if (!Register(target).ok()) return;
   // Fence the old primary by time: revoke its etcd lease (its leader key
   // goes with it); it stops serving within its read lease of the revocation.

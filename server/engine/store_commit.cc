@@ -73,7 +73,12 @@ void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>
     // The log failed in an earlier group: nothing is shipped, and a write
     // answered from the client table is answered the error too (its batch
     // may be the one that failed; the single node does the same).
-    FailWrites(Status::IOError("the log failed earlier; restart the server"), results);
+    // (A group the log refused just now keeps its own error.)
+    for (WriteResult& r : *results) {
+      if (r.code != WriteResult::ErrorCode::kIoError) {
+        r = WriteResult::IoError("the log failed earlier; this node refuses writes until restart");
+      }
+    }
   } else if (!batch.empty()) {
     nvm::BatchHeader h =
         nvm::Log::FrameBatch(batch.payload(), batch.count(), log_->next_lsn(), options_.log.epoch);

@@ -120,7 +120,10 @@ void Replicator::PeerLoop(Peer* peer) {
       // a stale epoch) is retried with the backoff, not every 50 ms.
       const int64_t started_us = MonoUs();
       s = RunSession(peer, ch->get());
-      if (MonoUs() - started_us > 1000 * 1000) backoff_ms = 50;
+      if (MonoUs() - started_us > 1000 * 1000) {
+        backoff_ms = 50;
+        logged_error.clear();  // a cause seen before a good session is news again
+      }
     }
     {
       MutexLock l(&mu_);
