@@ -169,10 +169,8 @@ void ClusterNode::RunElection(const ClusterConfig& cfg) {
   backup_->Fence(target);
   if (!RecordCandidacy(target)) return;
   const int64_t fenced_ns = NowNs();
-  const uint64_t next_lsn = backup_->LogEnd().first;
-  // LogEnd persists what the last session left waiting: that may fail too.
-  if (LogFailed(target)) return;
-  if (!Register(target).ok()) return;
+  const uint64_t next_lsn = backup_->LogEnd().first;  // persists what waits: may fail
+  if (LogFailed(target) || !Register(target).ok()) return;
   // Fence the old primary by time: revoke its etcd lease (its leader key
   // goes with it); it stops serving within its read lease of the revocation.
   // Done before the candidates are counted, so that wait and the read lease
