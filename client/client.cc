@@ -339,6 +339,18 @@ struct Client::Impl {
     size_t out_pos = 0;
     int64_t deadline = NowMs() + options.op_timeout_ms;
     while (out_pos < out.size() || !waiters.empty()) {
+      // Send without asking first: the socket is non-blocking and its buffer is
+      // almost always free, so a request costs send + poll + recv, not two polls.
+      if (out_pos < out.size()) {
+        ssize_t n = send(fd, out.data() + out_pos, out.size() - out_pos, MSG_NOSIGNAL);
+        if (n > 0) {
+          out_pos += static_cast<size_t>(n);
+          continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          return Fail(Status::Unavailable("send to " + options.address + ": " + strerror(errno)));
+        }
+      }
       short events = POLLIN;
       if (out_pos < out.size()) events |= POLLOUT;
       pollfd p{fd, events, 0};
@@ -348,14 +360,6 @@ struct Client::Impl {
       if (rc == 0) {
         return Fail(Status::Timeout("no reply from " + options.address + " within " +
                                     std::to_string(options.op_timeout_ms) + " ms"));
-      }
-      if (p.revents & POLLOUT) {
-        ssize_t n = send(fd, out.data() + out_pos, out.size() - out_pos, MSG_NOSIGNAL);
-        if (n > 0) {
-          out_pos += static_cast<size_t>(n);
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-          return Fail(Status::Unavailable("send to " + options.address + ": " + strerror(errno)));
-        }
       }
       if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
         char buf[64 << 10];
