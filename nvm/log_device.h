@@ -90,8 +90,19 @@ class LogDevice {
   virtual std::string Granularity() const = 0;
 };
 
+// Whether a new segment file on a file system with extents (ext4, xfs; not
+// tmpfs, not DAX) has its zeros written before it is used (docs/architecture.md,
+// "The file device"). Written zeros spare each sync that first touches a block
+// a journal commit for the extent's conversion; they cost a second write of
+// every byte of the log. kAuto writes them while the syncs of the last
+// segments were small (under kZeroFillBelowBytes on average), where the
+// commit per sync costs more than the zeros.
+enum class ZeroFill { kAuto, kAlways, kNever };
+inline constexpr uint64_t kZeroFillBelowBytes = 128 << 10;
+
 // Opens (creating if needed) the directory `dir` as a PMDK-backed device.
-StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir);
+StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir,
+                                                    ZeroFill zero_fill = ZeroFill::kAuto);
 
 // True if [p, p + n) overlaps a log segment this process has mapped (libpmem2
 // segments; the RDMA layer refuses to expose such memory for remote access).

@@ -42,7 +42,7 @@ namespace {
 
 class PmemDevice final : public LogDevice {
  public:
-  explicit PmemDevice(std::string dir) : dir_(std::move(dir)) {}
+  PmemDevice(std::string dir, ZeroFill zero_fill) : dir_(std::move(dir)), zero_fill_(zero_fill) {}
 
   ~PmemDevice() override {
     {
@@ -115,6 +115,19 @@ class PmemDevice final : public LogDevice {
 
   void PrepareNext(size_t bytes) override { StartPreparing(bytes); }
 
+  // Whether the spare being made gets its zeros written (ZeroFill); says so
+  // in the log when the answer changes.
+  bool WantZeros() {
+    const uint64_t avg = sync_sizes_->average.load(std::memory_order_relaxed);
+    const bool want = zero_fill_ == ZeroFill::kAlways ||
+                      (zero_fill_ == ZeroFill::kAuto && avg < kZeroFillBelowBytes);
+    if (want != zeroing_.exchange(want) && zero_fill_ == ZeroFill::kAuto) {
+      FAHA_LOG_INFO("syncs average %llu KiB: the next segments %s", (unsigned long long)(avg >> 10),
+                    want ? "get their zeros written" : "are only reserved (no zeros written)");
+    }
+    return want;
+  }
+
   static Status WriteZeros(int fd, size_t bytes) {
     static const std::vector<char> kZeros(1 << 20, 0);
     for (size_t off = 0; off < bytes;) {
@@ -141,17 +154,17 @@ class PmemDevice final : public LogDevice {
       errno = rc;
       return Status::IOError(Errno("reserve " + std::to_string(bytes) + " bytes for " + tmp));
     }
-    // Then write the zeros for real. fallocate leaves "unwritten" extents, and
-    // on ext4/xfs the first store into each block turns into an extent
-    // conversion that every later fdatasync must commit to the journal: a
-    // journal commit per batch, which showed as persist latency
-    // (docs/bench/compare.md). Written blocks make an fdatasync a data
-    // write-back and a device flush only. This runs on the
-    // spare-segment thread, off the write path.
-    // tmpfs has no extents to convert: there the zeros would only cost time.
+    // Then, unless the syncs are large, write the zeros for real. fallocate
+    // leaves "unwritten" extents, and on ext4/xfs the first write into each
+    // block turns into an extent conversion that the sync must commit to the
+    // journal: 50-150 us more per sync here, whatever its size. Written blocks
+    // make a sync a data write-back and a device flush only, but writing the
+    // zeros takes the device as long as writing the log itself; at 128 KiB a
+    // sync the two cost the same (ZeroFill). This runs on the spare-segment
+    // thread, off the write path. tmpfs has no extents to convert.
     struct statfs fs;
     const bool extents = (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC);
-    Status zeroed = extents ? WriteZeros(fd, bytes) : Status::OK();
+    Status zeroed = extents && WantZeros() ? WriteZeros(fd, bytes) : Status::OK();
     if (!zeroed.ok()) {
       close(fd);
       unlink(tmp.c_str());
@@ -183,12 +196,15 @@ class PmemDevice final : public LogDevice {
   // the file over it, and the later unmap takes that thread's stack with it.
   // MapsWithMapSync probes with a mapping the kernel places.
   // `final_path` is where the segment lives once in place (a staged
-  // replacement is renamed there), for a FileSegment that must reopen it.
+  // replacement is renamed there), for a FileSegment that must reopen it. A
+  // replacement's one large sync is not the log's: it is not sampled (ZeroFill).
   StatusOr<std::unique_ptr<Segment>> MapFile(const std::string& path,
                                              const std::string& final_path = "") {
     int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return Status::IOError(Errno("open " + path));
-    if (!MapsWithMapSync(fd)) return MapPlainFile(fd, path, final_path, PMEM2_GRANULARITY_PAGE);
+    if (!MapsWithMapSync(fd)) {
+      return MapPlainFile(fd, path, final_path, PMEM2_GRANULARITY_PAGE, final_path.empty());
+    }
     pmem2_config* cfg = nullptr;
     pmem2_source* src = nullptr;
     pmem2_map* map = nullptr;
@@ -224,7 +240,7 @@ class PmemDevice final : public LogDevice {
       close(fd);  // the mapping keeps the file
       return std::unique_ptr<Segment>(new PmemSegment(map));
     }
-    return MapPlainFile(fd, path, final_path, g);
+    return MapPlainFile(fd, path, final_path, g, final_path.empty());
   }
 
   // Whether `fd` maps with MAP_SYNC (its file system is DAX). Any failure
@@ -242,7 +258,7 @@ class PmemDevice final : public LogDevice {
   // A FileSegment for `fd` (which it takes), read through a read-only mapping.
   StatusOr<std::unique_ptr<Segment>> MapPlainFile(int fd, const std::string& path,
                                                   const std::string& final_path,
-                                                  pmem2_granularity g) {
+                                                  pmem2_granularity g, bool sample_syncs) {
     {
       MutexLock l(&mu_);
       granularity_ = GranularityName(g);
@@ -261,7 +277,8 @@ class PmemDevice final : public LogDevice {
       return s;
     }
     return std::unique_ptr<Segment>(new FileSegment(fd, static_cast<char*>(data), size,
-                                                    final_path.empty() ? path : final_path));
+                                                    final_path.empty() ? path : final_path,
+                                                    sample_syncs ? sync_sizes_ : nullptr));
   }
 
   StatusOr<std::vector<uint32_t>> ListSegments() override {
@@ -401,6 +418,9 @@ class PmemDevice final : public LogDevice {
   }
 
   std::string dir_;
+  const ZeroFill zero_fill_;
+  const std::shared_ptr<SyncSizes> sync_sizes_ = std::make_shared<SyncSizes>();
+  std::atomic<bool> zeroing_{true};  // what WantZeros last answered
   mutable Mutex mu_;
   CondVar cv_;
   std::string granularity_ GUARDED_BY(mu_) = "UNKNOWN";
@@ -414,7 +434,7 @@ class PmemDevice final : public LogDevice {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir) {
+StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir, ZeroFill zero_fill) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return Status::IOError(Errno("mkdir " + dir));
   }
@@ -430,7 +450,7 @@ StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir) {
     }
     closedir(d);
   }
-  return std::unique_ptr<LogDevice>(new PmemDevice(dir));
+  return std::unique_ptr<LogDevice>(new PmemDevice(dir, zero_fill));
 }
 
 }  // namespace faha::nvm

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -95,9 +96,23 @@ class PmemSegment final : public Segment {
 // fsync reports a failed writeback once.
 // A sealed segment gives its descriptor back (a log may have thousands of
 // segments) and opens `path` again if it is written once more.
+// What the file device's segments tell it about their syncs: the average
+// bytes each made durable (an exponential average over the last ~16), which
+// decides whether the next spare segment gets its zeros written (ZeroFill).
+struct SyncSizes {
+  std::atomic<uint64_t> average{0};
+  // Concurrent samples may lose one another: an estimate is all it needs.
+  void Sample(uint64_t bytes) {
+    const uint64_t a = average.load(std::memory_order_relaxed);
+    average.store(a - a / 16 + bytes / 16, std::memory_order_relaxed);
+  }
+};
+
 class FileSegment final : public Segment {
  public:
-  FileSegment(int fd, char* data, size_t size, std::string path) : fd_(fd), path_(std::move(path)) {
+  FileSegment(int fd, char* data, size_t size, std::string path,
+              std::shared_ptr<SyncSizes> sync_sizes = nullptr)
+      : fd_(fd), path_(std::move(path)), sync_sizes_(std::move(sync_sizes)) {
     data_ = data;
     size_ = size;
     AddRange(data_, size_);
@@ -138,6 +153,7 @@ class FileSegment final : public Segment {
                     {const_cast<char*>(b.data()), b.size()}};
     WriteAll(off, iov, 2, RWF_DSYNC);
     if (std::string e = error(); !e.empty()) return Status::IOError(e);
+    if (sync_sizes_) sync_sizes_->Sample(a.size() + b.size());
     return Status::OK();
   }
 
@@ -171,6 +187,8 @@ class FileSegment final : public Segment {
       }
     }
     if (own) close(fd);
+    const uint64_t synced = unsynced_bytes_.exchange(0, std::memory_order_relaxed);
+    if (s.ok() && sync_sizes_ && synced > 0) sync_sizes_->Sample(synced);
     return s;
   }
 
@@ -208,6 +226,7 @@ class FileSegment final : public Segment {
       SetError("write past the end of the segment");
       return;
     }
+    if (flags == 0) unsynced_bytes_.fetch_add(want, std::memory_order_relaxed);
     while (want > 0) {
       const ssize_t w =
           pwritev2(fd_.load(std::memory_order_relaxed), iov, n, static_cast<off_t>(off), flags);
@@ -235,7 +254,9 @@ class FileSegment final : public Segment {
 
   std::atomic<int> fd_;  // -1 while sealed
   std::string path_;
-  Mutex sync_mu_;  // one fdatasync at a time
+  Mutex sync_mu_;                                // one fdatasync at a time
+  const std::shared_ptr<SyncSizes> sync_sizes_;  // the device's; may be null
+  std::atomic<uint64_t> unsynced_bytes_{0};      // written since the last Persist
   mutable Mutex error_mu_;
   std::string write_error_ GUARDED_BY(error_mu_);  // the first failed write or sync
 };

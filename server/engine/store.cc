@@ -40,7 +40,7 @@ Store::~Store() {
 
 StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options, Metrics* metrics,
                                              nvm::RecoveryReport* report) {
-  auto dev = nvm::OpenPmemDevice(options.dir);
+  auto dev = nvm::OpenPmemDevice(options.dir, options.zero_fill);
   if (!dev.ok()) return dev.status();
   return OpenOnDevice(std::shared_ptr<nvm::LogDevice>(std::move(*dev)), options, metrics, report);
 }

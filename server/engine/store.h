@@ -55,6 +55,7 @@ namespace faha {
 struct StoreOptions {
   std::string dir;
   nvm::LogOptions log;
+  nvm::ZeroFill zero_fill = nvm::ZeroFill::kAuto;  // Open's file device (--segment_zero_fill)
   size_t max_batch_bytes = 8 << 20;
   // Primary of a replicated cluster: batches are shipped through this and
   // committed (made visible, acknowledged) by a committer thread once the

@@ -34,6 +34,7 @@ DECLARE_int32(io_threads);
 DECLARE_uint64(segment_mb);
 DECLARE_uint64(max_batch_kb);
 DECLARE_uint32(syncs_in_flight);
+DECLARE_string(segment_zero_fill);
 DECLARE_uint64(hot_cache_bytes);
 DECLARE_double(clean_threshold);
 DECLARE_double(backup_clean_threshold);

@@ -202,6 +202,9 @@ int Node::RecordEpoch() {
 int Node::OpenStore() {
   sopt_.dir = FLAGS_data_dir;
   sopt_.log.segment_bytes = FLAGS_segment_mb << 20;
+  sopt_.zero_fill = FLAGS_segment_zero_fill == "always"  ? nvm::ZeroFill::kAlways
+                    : FLAGS_segment_zero_fill == "never" ? nvm::ZeroFill::kNever
+                                                         : nvm::ZeroFill::kAuto;
   sopt_.log.drop_corrupt = FLAGS_recovery_drop_corrupt;
   // A backup (or a node that may become one) takes its primary's batches in
   // bursts, persisted together: its log has an in-flight window. A single
