@@ -162,9 +162,12 @@ class PmemDevice final : public LogDevice {
     // zeros takes the device as long as writing the log itself; at 128 KiB a
     // sync the two cost the same (ZeroFill). This runs on the spare-segment
     // thread, off the write path. tmpfs has no extents to convert.
+    // On DAX the zeros are always written: a store into an unwritten block
+    // would fault and convert it in the kernel (and DAX syncs are not sampled).
     struct statfs fs;
     const bool extents = (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC);
-    Status zeroed = extents && WantZeros() ? WriteZeros(fd, bytes) : Status::OK();
+    const bool zeros = extents && (MapsWithMapSync(fd) || WantZeros());
+    Status zeroed = zeros ? WriteZeros(fd, bytes) : Status::OK();
     if (!zeroed.ok()) {
       close(fd);
       unlink(tmp.c_str());
@@ -387,8 +390,15 @@ class PmemDevice final : public LogDevice {
       while (true) {
         std::string path;
         {
+          // Stopping is decided and announced under one lock: a switch that
+          // takes a spare in between would otherwise see preparing_ still set,
+          // start nothing, and leave one spare short.
           MutexLock l2(&mu_);
-          if (stop_ || spares_.size() >= kSpares) break;
+          if (stop_ || spares_.size() >= kSpares) {
+            preparing_ = false;
+            cv_.SignalAll();
+            return;
+          }
           path = NextSparePath();
         }
         auto made = MakeFile(path, bytes);
@@ -397,14 +407,13 @@ class PmemDevice final : public LogDevice {
         if (!made.ok()) {
           FAHA_LOG_WARN("preparing the next log segment failed (will retry at switch): %s",
                         made.status().ToString().c_str());
-          break;
+          preparing_ = false;
+          cv_.SignalAll();
+          return;
         }
         spares_.push_back(Spare{path, std::move(*made)});
         cv_.SignalAll();
       }
-      MutexLock l2(&mu_);
-      preparing_ = false;
-      cv_.SignalAll();
     });
   }
 

@@ -86,16 +86,6 @@ class PmemSegment final : public Segment {
   pmem2_memcpy_fn memcpy_;
 };
 
-// A segment on an ordinary file system: written with pwritev at its offset,
-// made durable with fdatasync, read through a read-only shared mapping. The
-// file is preallocated and zero-written (MakeFile), so an fdatasync writes
-// back data pages and flushes the device, with no journal commit for block
-// allocation or extent conversion.
-// Write() cannot return an error; the first one is kept and returned by every
-// later Persist() (the log then refuses further appends), as the kernel's
-// fsync reports a failed writeback once.
-// A sealed segment gives its descriptor back (a log may have thousands of
-// segments) and opens `path` again if it is written once more.
 // What the file device's segments tell it about their syncs: the average
 // bytes each made durable (an exponential average over the last ~16), which
 // decides whether the next spare segment gets its zeros written (ZeroFill).
@@ -108,6 +98,16 @@ struct SyncSizes {
   }
 };
 
+// A segment on an ordinary file system: written with pwritev at its offset,
+// made durable with fdatasync, read through a read-only shared mapping. The
+// file is preallocated (MakeFile), and zero-written while syncs are small, so
+// that an fdatasync writes back data pages and flushes the device, with no
+// journal commit for block allocation or extent conversion (ZeroFill).
+// Write() cannot return an error; the first one is kept and returned by every
+// later Persist() (the log then refuses further appends), as the kernel's
+// fsync reports a failed writeback once.
+// A sealed segment gives its descriptor back (a log may have thousands of
+// segments) and opens `path` again if it is written once more.
 class FileSegment final : public Segment {
  public:
   FileSegment(int fd, char* data, size_t size, std::string path,
@@ -174,8 +174,11 @@ class FileSegment final : public Segment {
     // pages failed is told it is durable. In turn, a 0 means every page dirty
     // when the call began is durable, and a failure is kept for all later.
     Status s;
+    uint64_t synced = 0;
     {
       MutexLock one_sync(&sync_mu_);
+      // What this sync covers: the bytes written since the last one began.
+      synced = unsynced_bytes_.exchange(0, std::memory_order_relaxed);
       if (std::string e = error(); !e.empty()) {
         s = Status::IOError(e);
       } else {
@@ -187,14 +190,14 @@ class FileSegment final : public Segment {
       }
     }
     if (own) close(fd);
-    const uint64_t synced = unsynced_bytes_.exchange(0, std::memory_order_relaxed);
     if (s.ok() && sync_sizes_ && synced > 0) sync_sizes_->Sample(synced);
     return s;
   }
 
   void Prefault(size_t off, size_t len) override {
-    // The pages are in the page cache (MakeFile wrote them); this maps them
-    // for readers so that reads of fresh records take no page fault.
+    // This maps the pages for readers so that reads of fresh records take no
+    // page fault (they are in the page cache when MakeFile wrote the zeros,
+    // and read as zeros from unwritten blocks otherwise).
     Populate(data_, size_, off, len, MADV_POPULATE_READ);
   }
 
