@@ -24,7 +24,8 @@
 #   bench/write_path.sh                     # data on /var/tmp (ext4 here)
 #   bench/write_path.sh --tmpfs             # data on /dev/shm: no disk, CPU only
 #   bench/write_path.sh --dir /mnt/nvme     # any directory
-# Environment: REPEAT (3), N_C1 (3000), N_C8 (20000), N_P16 (200000) requests
+# Environment: REPEAT (3), SETTLE_S (1: seconds between a start and the first load,
+# followed by a sync), N_C1 (3000), N_C8 (20000), N_P16 (200000) requests
 # per run, FAHA_BIN_DIR, FAHA_FLAGS (extra faha-server flags for every node),
 # OUT (also write the report there), SYSTEMS and LOADS (a subset of the rows, e.g.
 # SYSTEMS="faha-0 redis-none" LOADS=c1; ratios that need a missing row print "-").
@@ -38,11 +39,12 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --tmpfs) DATA_PARENT=/dev/shm; shift ;;
     --dir) DATA_PARENT="$2"; shift 2 ;;
-    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "write_path.sh: unknown argument $1 (--tmpfs, --dir DIR)" >&2; exit 2 ;;
   esac
 done
 REPEAT="${REPEAT:-3}"
+SETTLE_S="${SETTLE_S:-1}"
 declare -A N=([c1]="${N_C1:-3000}" [c8]="${N_C8:-20000}" [p16]="${N_P16:-200000}")
 declare -A LOAD_ARGS=([c1]="-c 1 -P 1" [c8]="-c 8 -P 1" [p16]="-c 50 -P 16")
 # shellcheck disable=SC2206  # space-separated lists
@@ -197,11 +199,21 @@ run_device() {
   done <<< "${out}"
 }
 
+# Every system gets SETTLE_S seconds after it answers, then a sync of every
+# file system, before its first load: a server's start-up writes (faha prepares
+# two spare segments, 128 MiB of zeros on ext4) and the previous run's dirty
+# pages would otherwise share the disk with the first load's syncs.
+settle() {
+  sleep "${SETTLE_S}"
+  sync
+}
+
 log "data on ${DATA_PARENT} (${FS_TYPE}), ${REPEAT} runs, binaries from ${FAHA_BIN_DIR}"
 for ((rep = 1; rep <= REPEAT; rep++)); do
   run_device
   for sys in "${SYSTEMS[@]}"; do
     start_system "${sys}"
+    settle
     for load in "${LOADS[@]}"; do run_load "${sys}" "${load}"; done
     stop_system
   done
