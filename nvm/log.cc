@@ -125,9 +125,14 @@ Status Log::NewSegment_wt(uint32_t id, bool from_reserve) {
   if (!seg.ok()) {
     // Nothing was written: the log ends, intact and durable, in the segment
     // before. Busy, not an I/O error: the next append tries again, so writes
-    // resume once space is freed (a full disk needs no restart).
-    return Status::Busy("log full: cannot create segment " + std::to_string(id) + ": " +
-                        seg.status().message() + "; writes resume once there is space");
+    // resume once space is freed (a full disk needs no restart). The device
+    // says Busy when space was what it lacked; anything else (a descriptor
+    // limit, a directory gone read-only) is named for what it is.
+    const bool space = seg.status().code() == Status::Code::kBusy;
+    return Status::Busy(
+        std::string(space ? "log full: " : "") + "cannot create segment " + std::to_string(id) +
+        ": " + seg.status().message() +
+        (space ? "; writes resume once there is space" : "; writes resume once it can be created"));
   }
   SegmentHeader h{};
   h.magic = kSegmentMagic;
@@ -435,7 +440,7 @@ Status Log::SwitchSegment_wt(bool from_reserve) {
   if (s.code() == Status::Code::kBusy) {
     if (!from_reserve) switch_retry_us_ = now + kSwitchRetryUs;
     switch_failure_ = s;
-    short_of_space_.store(true, std::memory_order_relaxed);
+    short_of_space_.store(s.message().rfind("log full", 0) == 0, std::memory_order_relaxed);
     return s;
   }
   if (!s.ok()) return Fail_wt(s);

@@ -58,6 +58,8 @@ class LogDevice {
  public:
   virtual ~LogDevice() = default;
   // Creates segment `id` of `bytes` bytes, zero-filled and space-reserved.
+  // Busy when the file system lacks the space (the log reports itself full),
+  // another error for any other failure.
   virtual StatusOr<std::unique_ptr<Segment>> CreateSegment(uint32_t id, size_t bytes) = 0;
   // The same from space held back for batches that only delete: a device that
   // keeps a reserve (a spare segment that CreateSegment leaves alone) uses it

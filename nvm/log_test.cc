@@ -973,3 +973,81 @@ TEST_F(PmemLogTest, MappingSegmentsLeavesOtherThreadsMappingsAlone) {
 
 }  // namespace
 }  // namespace faha::nvm
+
+namespace faha::nvm {
+namespace {
+
+// A MemoryDevice whose next segment creations fail with a given status.
+class RefusingDevice final : public LogDevice {
+ public:
+  Status refuse;  // OK: create as usual
+  StatusOr<std::unique_ptr<Segment>> CreateSegment(uint32_t id, size_t bytes) override {
+    if (!refuse.ok()) return refuse;
+    return mem_.CreateSegment(id, bytes);
+  }
+  StatusOr<std::unique_ptr<Segment>> OpenSegment(uint32_t id) override {
+    return mem_.OpenSegment(id);
+  }
+  StatusOr<std::vector<uint32_t>> ListSegments() override { return mem_.ListSegments(); }
+  Status RemoveSegment(uint32_t id) override { return mem_.RemoveSegment(id); }
+  StatusOr<std::unique_ptr<Segment>> CreateReplacement(uint32_t id, size_t bytes) override {
+    return mem_.CreateReplacement(id, bytes);
+  }
+  Status CommitReplacement(uint32_t id) override { return mem_.CommitReplacement(id); }
+  Status DiscardReplacement(uint32_t id) override { return mem_.DiscardReplacement(id); }
+  std::string SegmentName(uint32_t id) const override { return mem_.SegmentName(id); }
+  std::string Granularity() const override { return mem_.Granularity(); }
+
+ private:
+  MemoryDevice mem_;
+};
+
+// A segment the device cannot create for want of space makes the log full;
+// one it cannot create for another reason says that reason, not "full", and
+// does not count as short of space. Either way nothing is lost and the
+// append succeeds once creation works again.
+TEST(LogTest, ASegmentThatCannotBeCreatedSaysWhyAndAppendsResumeAfterwards) {
+  auto dev = std::make_shared<RefusingDevice>();
+  LogOptions o = SmallSegments();
+  auto log = Log::Open(dev, o);
+  ASSERT_TRUE(log.ok());
+  RecoveryReport rep;
+  ASSERT_TRUE((*log)->Recover(nullptr, &rep).ok());
+  BatchBuilder b;
+  const std::string payload = BatchPayload(1, 20, &b);  // a few KiB
+  int appended = 0;
+  // Fill the first segment, then make the switch fail each way.
+  while ((*log)->HasRoom_wt(payload.size())) {
+    ASSERT_TRUE((*log)->AppendBatch_wt(payload, b.count()).ok());
+    appended++;
+  }
+  dev->refuse = Status::IOError("create mem-segment-2: Too many open files");
+  Status other = (*log)->MakeRoom_wt(payload.size());
+  EXPECT_EQ(other.code(), Status::Code::kBusy) << other.ToString();
+  EXPECT_EQ(other.message().find("log full"), std::string::npos) << other.ToString();
+  EXPECT_NE(other.message().find("Too many open files"), std::string::npos) << other.ToString();
+  EXPECT_FALSE((*log)->short_of_space());
+
+  dev->refuse = Status::Busy("reserve 65536 bytes for mem-segment-2: No space left on device");
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // past the retry pause
+  Status full = (*log)->MakeRoom_wt(payload.size());
+  EXPECT_EQ(full.code(), Status::Code::kBusy) << full.ToString();
+  EXPECT_EQ(full.message().rfind("log full: cannot create segment 2", 0), 0u) << full.ToString();
+  EXPECT_TRUE((*log)->short_of_space());
+
+  dev->refuse = Status::OK();
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ASSERT_TRUE((*log)->MakeRoom_wt(payload.size()).ok());
+  ASSERT_TRUE((*log)->AppendBatch_wt(payload, b.count()).ok());
+  appended++;
+  EXPECT_FALSE((*log)->short_of_space());
+  log->reset();
+  auto again = Log::Open(dev, o);
+  ASSERT_TRUE(again.ok());
+  Status s;
+  EXPECT_EQ(Replay(again->get(), &rep, &s).size(), static_cast<size_t>(appended) * 20);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+}
+
+}  // namespace
+}  // namespace faha::nvm

@@ -115,6 +115,13 @@ class PmemDevice final : public LogDevice {
 
   void PrepareNext(size_t bytes) override { StartPreparing(bytes); }
 
+  // Busy when errno says the file system is out of space (blocks, inodes or
+  // quota): the log then reports itself full and tries again later.
+  static Status SpaceOrIOError(const std::string& what) {
+    if (errno == ENOSPC || errno == EDQUOT) return Status::Busy(what);
+    return Status::IOError(what);
+  }
+
   // Whether the spare being made gets its zeros written (ZeroFill); says so
   // in the log when the answer changes.
   bool WantZeros() {
@@ -144,7 +151,7 @@ class PmemDevice final : public LogDevice {
   StatusOr<std::unique_ptr<Segment>> MakeFile(const std::string& path, size_t bytes) {
     std::string tmp = path + ".tmp";
     int fd = open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return Status::IOError(Errno("create " + tmp));
+    if (fd < 0) return SpaceOrIOError(Errno("create " + tmp));
     // Reserve the blocks now: a store into a sparse mapping on a full disk would
     // be a SIGBUS later instead of an error here.
     int rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
@@ -152,7 +159,7 @@ class PmemDevice final : public LogDevice {
       close(fd);
       unlink(tmp.c_str());
       errno = rc;
-      return Status::IOError(Errno("reserve " + std::to_string(bytes) + " bytes for " + tmp));
+      return SpaceOrIOError(Errno("reserve " + std::to_string(bytes) + " bytes for " + tmp));
     }
     // Then, unless the syncs are large, write the zeros for real. fallocate
     // leaves "unwritten" extents, and on ext4/xfs the first write into each
