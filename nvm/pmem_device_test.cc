@@ -84,6 +84,21 @@ class ZeroFillTest : public ::testing::Test {
       ASSERT_TRUE(seg->WritePartsDurable(off, data, "").ok());
     }
   }
+  static void ExpectExtents(const std::string& path, size_t written, size_t unwritten) {
+    Extents e = ExtentsOf(path);
+    ASSERT_TRUE(e.ok) << path;
+    EXPECT_EQ(e.written, written) << path;
+    EXPECT_EQ(e.unwritten, unwritten) << path;
+  }
+  // Creates segments from..from+2, kept in `keep`.
+  static void CreateThree(LogDevice* dev, uint32_t from,
+                          std::vector<std::unique_ptr<Segment>>* keep) {
+    for (uint32_t id = from; id < from + 3; id++) {
+      auto seg = dev->CreateSegment(id, kSegmentBytes);
+      ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+      keep->push_back(std::move(*seg));
+    }
+  }
   std::string dir_;
 };
 
@@ -91,17 +106,11 @@ TEST_F(ZeroFillTest, AlwaysWritesTheZerosAndNeverOnlyReserves) {
   {
     auto dev = Open(ZeroFill::kAlways);
     ASSERT_TRUE(dev->CreateSegment(1, kSegmentBytes).ok());
-    Extents e = ExtentsOf(dev->SegmentName(1));
-    ASSERT_TRUE(e.ok);
-    EXPECT_EQ(e.unwritten, 0u);
-    EXPECT_EQ(e.written, kSegmentBytes);
+    ExpectExtents(dev->SegmentName(1), kSegmentBytes, 0);
   }
   auto dev = Open(ZeroFill::kNever);
   ASSERT_TRUE(dev->CreateSegment(2, kSegmentBytes).ok());
-  Extents e = ExtentsOf(dev->SegmentName(2));
-  ASSERT_TRUE(e.ok);
-  EXPECT_EQ(e.written, 0u);
-  EXPECT_EQ(e.unwritten, kSegmentBytes);
+  ExpectExtents(dev->SegmentName(2), 0, kSegmentBytes);
 }
 
 // Auto follows the syncs: large ones leave the next segments unwritten, small
@@ -114,24 +123,12 @@ TEST_F(ZeroFillTest, AutoSkipsTheZerosWhileSyncsAreLarge) {
   EXPECT_EQ(ExtentsOf(dev->SegmentName(1)).unwritten, 0u) << "no syncs yet: zeros";
   Syncs(first->get(), 512 << 10, 64);
   std::vector<std::unique_ptr<Segment>> keep;
-  for (uint32_t id = 2; id <= 4; id++) {
-    auto seg = dev->CreateSegment(id, kSegmentBytes);
-    ASSERT_TRUE(seg.ok());
-    keep.push_back(std::move(*seg));
-  }
-  Extents large = ExtentsOf(dev->SegmentName(4));
-  EXPECT_EQ(large.written, 0u);
-  EXPECT_EQ(large.unwritten, kSegmentBytes);
+  CreateThree(dev.get(), 2, &keep);
+  ExpectExtents(dev->SegmentName(4), 0, kSegmentBytes);
 
   Syncs(keep.back().get(), 4 << 10, 200);
-  for (uint32_t id = 5; id <= 7; id++) {
-    auto seg = dev->CreateSegment(id, kSegmentBytes);
-    ASSERT_TRUE(seg.ok());
-    keep.push_back(std::move(*seg));
-  }
-  Extents small = ExtentsOf(dev->SegmentName(7));
-  EXPECT_EQ(small.unwritten, 0u);
-  EXPECT_EQ(small.written, kSegmentBytes);
+  CreateThree(dev.get(), 5, &keep);
+  ExpectExtents(dev->SegmentName(7), kSegmentBytes, 0);
 }
 
 }  // namespace
