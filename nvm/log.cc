@@ -129,6 +129,7 @@ Status Log::NewSegment_wt(uint32_t id, bool from_reserve) {
     // says Busy when space was what it lacked; anything else (a descriptor
     // limit, a directory gone read-only) is named for what it is.
     const bool space = seg.status().code() == Status::Code::kBusy;
+    create_lacked_space_ = space;
     return Status::Busy(
         std::string(space ? "log full: " : "") + "cannot create segment " + std::to_string(id) +
         ": " + seg.status().message() +
@@ -440,7 +441,7 @@ Status Log::SwitchSegment_wt(bool from_reserve) {
   if (s.code() == Status::Code::kBusy) {
     if (!from_reserve) switch_retry_us_ = now + kSwitchRetryUs;
     switch_failure_ = s;
-    short_of_space_.store(s.message().rfind("log full", 0) == 0, std::memory_order_relaxed);
+    short_of_space_.store(create_lacked_space_, std::memory_order_relaxed);
     return s;
   }
   if (!s.ok()) return Fail_wt(s);

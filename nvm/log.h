@@ -385,11 +385,12 @@ class Log {
   mutable Mutex retired_mu_;
   mutable std::vector<std::weak_ptr<Segment>> retired_ GUARDED_BY(retired_mu_);
   mutable std::atomic<uint64_t> retired_bytes_{0};
-  uint32_t tail_segment_ = 0;       // writer-owned
-  uint64_t tail_offset_ = 0;        // writer-owned
-  bool tail_from_reserve_ = false;  // writer-owned: the tail segment is the device's reserve
-  int64_t switch_retry_us_ = 0;     // writer-owned: no new segment attempt before (MonoUs)
-  Status switch_failure_;           // writer-owned: why the last attempt failed
+  uint32_t tail_segment_ = 0;         // writer-owned
+  uint64_t tail_offset_ = 0;          // writer-owned
+  bool tail_from_reserve_ = false;    // writer-owned: the tail segment is the device's reserve
+  int64_t switch_retry_us_ = 0;       // writer-owned: no new segment attempt before (MonoUs)
+  Status switch_failure_;             // writer-owned: why the last attempt failed
+  bool create_lacked_space_ = false;  // writer-owned: the last failed creation was for space
   std::atomic<bool> short_of_space_{false};  // the last segment switch failed for want of space
   bool failed_ = false;                      // writer-owned
   // Start, in the tail segment, of bytes appended but not yet persisted

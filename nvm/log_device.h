@@ -57,7 +57,7 @@ class Segment {
 class LogDevice {
  public:
   virtual ~LogDevice() = default;
-  // Creates segment `id` of `bytes` bytes, zero-filled and space-reserved.
+  // Creates segment `id` of `bytes` bytes, space-reserved and reading as zeros.
   // Busy when the file system lacks the space (the log reports itself full),
   // another error for any other failure.
   virtual StatusOr<std::unique_ptr<Segment>> CreateSegment(uint32_t id, size_t bytes) = 0;

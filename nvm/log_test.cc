@@ -1021,19 +1021,19 @@ TEST(LogTest, ASegmentThatCannotBeCreatedSaysWhyAndAppendsResumeAfterwards) {
     ASSERT_TRUE((*log)->AppendBatch_wt(payload, b.count()).ok());
     appended++;
   }
+  dev->refuse = Status::Busy("reserve 65536 bytes for mem-segment-2: No space left on device");
+  Status full = (*log)->MakeRoom_wt(payload.size());
+  EXPECT_EQ(full.code(), Status::Code::kBusy) << full.ToString();
+  EXPECT_EQ(full.message().rfind("log full: cannot create segment 2", 0), 0u) << full.ToString();
+  EXPECT_TRUE((*log)->short_of_space());
+
   dev->refuse = Status::IOError("create mem-segment-2: Too many open files");
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // past the retry pause
   Status other = (*log)->MakeRoom_wt(payload.size());
   EXPECT_EQ(other.code(), Status::Code::kBusy) << other.ToString();
   EXPECT_EQ(other.message().find("log full"), std::string::npos) << other.ToString();
   EXPECT_NE(other.message().find("Too many open files"), std::string::npos) << other.ToString();
   EXPECT_FALSE((*log)->short_of_space());
-
-  dev->refuse = Status::Busy("reserve 65536 bytes for mem-segment-2: No space left on device");
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // past the retry pause
-  Status full = (*log)->MakeRoom_wt(payload.size());
-  EXPECT_EQ(full.code(), Status::Code::kBusy) << full.ToString();
-  EXPECT_EQ(full.message().rfind("log full: cannot create segment 2", 0), 0u) << full.ToString();
-  EXPECT_TRUE((*log)->short_of_space());
 
   dev->refuse = Status::OK();
   std::this_thread::sleep_for(std::chrono::milliseconds(150));

@@ -28,6 +28,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -82,7 +83,9 @@ class PmemDevice final : public LogDevice {
     std::unique_ptr<Segment> seg;
     if (spare.segment) {
       if (rename(spare.path.c_str(), path.c_str()) != 0) {
-        return Status::IOError(Errno("rename spare to " + path));
+        const int err = errno;
+        unlink(spare.path.c_str());  // its reserved space goes back
+        return SpaceOrIOError(err, "rename spare to " + path);
       }
       FAHA_RETURN_IF_ERROR(SyncDir());
       seg = std::move(spare.segment);
@@ -117,9 +120,10 @@ class PmemDevice final : public LogDevice {
 
   // Busy when errno says the file system is out of space (blocks, inodes or
   // quota): the log then reports itself full and tries again later.
-  static Status SpaceOrIOError(const std::string& what) {
-    if (errno == ENOSPC || errno == EDQUOT) return Status::Busy(what);
-    return Status::IOError(what);
+  static Status SpaceOrIOError(int err, const std::string& what) {
+    const std::string msg = what + ": " + std::strerror(err);
+    if (err == ENOSPC || err == EDQUOT) return Status::Busy(msg);
+    return Status::IOError(msg);
   }
 
   // Whether the spare being made gets its zeros written (ZeroFill); says so
@@ -141,33 +145,34 @@ class PmemDevice final : public LogDevice {
       const size_t n = std::min(kZeros.size(), bytes - off);
       const ssize_t w = pwrite(fd, kZeros.data(), n, static_cast<off_t>(off));
       if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return Status::IOError(Errno("write zeros"));
+      if (w <= 0) return SpaceOrIOError(w < 0 ? errno : EIO, "write zeros");
       off += static_cast<size_t>(w);
     }
     return Status::OK();
   }
 
-  // Creates a zeroed, space-reserved file at `path` and maps it.
+  // Creates a space-reserved file at `path` that reads as zeros (ZeroFill
+  // decides whether they are written) and maps it.
   StatusOr<std::unique_ptr<Segment>> MakeFile(const std::string& path, size_t bytes) {
     std::string tmp = path + ".tmp";
     int fd = open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return SpaceOrIOError(Errno("create " + tmp));
+    if (fd < 0) return SpaceOrIOError(errno, "create " + tmp);
     // Reserve the blocks now: a store into a sparse mapping on a full disk would
     // be a SIGBUS later instead of an error here.
     int rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
     if (rc != 0) {
       close(fd);
       unlink(tmp.c_str());
-      errno = rc;
-      return SpaceOrIOError(Errno("reserve " + std::to_string(bytes) + " bytes for " + tmp));
+      return SpaceOrIOError(rc, "reserve " + std::to_string(bytes) + " bytes for " + tmp);
     }
     // Then, unless the syncs are large, write the zeros for real. fallocate
     // leaves "unwritten" extents, and on ext4/xfs the first write into each
     // block turns into an extent conversion that the sync must commit to the
-    // journal: 50-150 us more per sync here, whatever its size. Written blocks
-    // make a sync a data write-back and a device flush only, but writing the
-    // zeros takes the device as long as writing the log itself; at 128 KiB a
-    // sync the two cost the same (ZeroFill). This runs on the spare-segment
+    // journal: 45-150 us more per sync here, more for larger syncs. Written
+    // blocks make a sync a data write-back and a device flush only, but writing
+    // the zeros takes the device about as long as writing the log itself; from
+    // the figures in docs/architecture.md the two meet near 128 KiB a sync
+    // (an estimate; ZeroFill). This runs on the spare-segment
     // thread, off the write path. tmpfs has no extents to convert.
     // On DAX the zeros are always written: a store into an unwritten block
     // would fault and convert it in the kernel (and DAX syncs are not sampled).
@@ -181,9 +186,10 @@ class PmemDevice final : public LogDevice {
       return zeroed.WithPrefix(tmp);
     }
     if (fsync(fd) != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
-      Status s = Status::IOError(Errno("sync/rename " + tmp));
+      const int err = errno;
       close(fd);
-      return s;
+      unlink(tmp.c_str());
+      return SpaceOrIOError(err, "sync/rename " + tmp);
     }
     close(fd);
     FAHA_RETURN_IF_ERROR(SyncDir());
@@ -458,11 +464,15 @@ StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir, Zero
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Status::IOError(dir + " is not a directory");
   }
-  // Spare segments left by an earlier run hold no data: remove them.
+  // Spare segments left by an earlier run, and segment files it was still
+  // making (segment-N.log.tmp, never renamed into place), hold no data:
+  // remove them.
   if (DIR* d = opendir(dir.c_str())) {
     while (dirent* e = readdir(d)) {
-      if (std::strncmp(e->d_name, "segment-spare", 13) == 0)
-        unlink((dir + "/" + e->d_name).c_str());
+      const std::string_view name = e->d_name;
+      const bool making = name.rfind("segment-", 0) == 0 && name.size() > 8 &&
+                          name.substr(name.size() - 8) == ".log.tmp";
+      if (name.rfind("segment-spare", 0) == 0 || making) unlink((dir + "/" + e->d_name).c_str());
     }
     closedir(d);
   }

@@ -37,8 +37,8 @@ struct Metrics {
   std::atomic<int64_t> client_memory_bytes{0};   // input + output buffers of all clients
   std::atomic<uint64_t> accept_fd_exhausted{0};
   // Write groups refused because the log could not create its next segment
-  // (a full disk); writes resume once there is space.
-  std::atomic<uint64_t> log_full_refusals{0};  // accept failed: out of file descriptors
+  // (a full disk, or another cause named in the reply); later groups try again.
+  std::atomic<uint64_t> log_full_refusals{0};
   // rdma:// clients, and the memory their connections could write remotely:
   // receive rings and credit words; log memory never (checked per connection).
   std::atomic<uint64_t> rdma_connections_total{0};

@@ -68,8 +68,8 @@ DEFINE_uint32(syncs_in_flight, 1,
 DEFINE_string(segment_zero_fill, "auto",
               "Whether a new log segment file on ext4/xfs has zeros written through it "
               "before use: always (each sync that first touches a block then commits no "
-              "extent conversion to the journal, which costs 50-150 us a sync on small "
-              "syncs), never (the device writes every log byte once, not twice), or auto "
+              "extent conversion to the journal, which costs 45-150 us a sync), never (the device "
+              "writes every log byte once, not twice), or auto "
               "(zeros while the last syncs averaged under 128 KiB). No effect on tmpfs or DAX.");
 DEFINE_uint64(hot_cache_bytes, 64ull << 20,
               "DRAM for the hot layer: the most read keys, found by sampled access counts, are "
@@ -97,7 +97,7 @@ DEFINE_string(log_level, "info", "debug, info, warn or error.");
 DEFINE_uint64(log_preallocate_mb, 0,
               "Log space to allocate and fault in at start, in MiB "
               "(rounded up to whole segments), so the write path does not wait for the kernel "
-              "to allocate memory until it is used up. 0: one spare segment, prepared in the "
+              "to allocate memory until it is used up. 0: two spare segments, prepared in the "
               "background.");
 
 DEFINE_string(role, "primary",
