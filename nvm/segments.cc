@@ -39,6 +39,7 @@ void Populate(char* data, size_t size, size_t off, size_t len, int advice) {
   if (madvise(reinterpret_cast<void*>(start), end - start, advice) != 0) {
     FAHA_LOG_DEBUG("madvise(MADV_POPULATE_%s): %s", advice == MADV_POPULATE_READ ? "READ" : "WRITE",
                    strerror(errno));
+    return;  // a page that could not be read in would be a SIGBUS below
   }
   if (advice != MADV_POPULATE_READ) return;
   // Then read a byte of every page. Under a hypervisor that shadows the
