@@ -39,7 +39,8 @@ double NowNs() {
 double ReadEvery(const char* m, size_t step) {
   const double t0 = NowNs();
   uint8_t sink = 0;
-  for (size_t o = 0; o < kBytes; o += step) sink ^= *reinterpret_cast<const volatile uint8_t*>(m + o);
+  for (size_t o = 0; o < kBytes; o += step)
+    sink ^= *reinterpret_cast<const volatile uint8_t*>(m + o);
   (void)sink;
   return (NowNs() - t0) / (kBytes / kPage);
 }
@@ -68,7 +69,8 @@ int Round(const std::string& dir, bool touch) {
   std::vector<char> rec(1000, 'x');
   int rc = 0;
   for (size_t o = 0; o + rec.size() <= kBytes && rc == 0; o += rec.size()) {
-    if (pwrite(fd, rec.data(), rec.size(), static_cast<off_t>(o)) != static_cast<ssize_t>(rec.size()))
+    if (pwrite(fd, rec.data(), rec.size(), static_cast<off_t>(o)) !=
+        static_cast<ssize_t>(rec.size()))
       rc = 1;
   }
   const double first = ReadEvery(m, 1024);
