@@ -106,6 +106,14 @@ inline constexpr uint64_t kZeroFillBelowBytes = 128 << 10;
 StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir,
                                                     ZeroFill zero_fill = ZeroFill::kAuto);
 
+// Takes the lock of the data directory `dir` (a POSIX write lock on dir/LOCK,
+// as leveldb does) and returns its descriptor, to be kept open while the log
+// is in use: a second server on the same directory would append to the same
+// segments and remove the first's spares. Busy, naming the holder's pid, if
+// another process holds it. The kernel drops the lock when the process exits
+// or execs (the descriptor is close-on-exec).
+StatusOr<int> LockDataDir(const std::string& dir);
+
 // True if [p, p + n) overlaps a log segment this process has mapped (libpmem2
 // segments; the RDMA layer refuses to expose such memory for remote access).
 bool OverlapsLogMapping(const void* p, size_t n);

@@ -456,6 +456,31 @@ class PmemDevice final : public LogDevice {
 
 }  // namespace
 
+StatusOr<int> LockDataDir(const std::string& dir) {
+  const std::string path = dir + "/LOCK";
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IOError(Errno("open " + path));
+  struct flock want {};
+  want.l_type = F_WRLCK;
+  want.l_whence = SEEK_SET;
+  if (fcntl(fd, F_SETLK, &want) == 0) return fd;
+  const int err = errno;
+  if (err != EACCES && err != EAGAIN) {
+    close(fd);
+    return Status::IOError("lock " + path + ": " + std::strerror(err));
+  }
+  struct flock holder {};
+  holder.l_type = F_WRLCK;
+  holder.l_whence = SEEK_SET;
+  std::string who = "another process";
+  if (fcntl(fd, F_GETLK, &holder) == 0 && holder.l_type != F_UNLCK) {
+    who += " (pid " + std::to_string(holder.l_pid) + ")";
+  }
+  close(fd);
+  return Status::Busy(dir + " is in use by " + who +
+                      ": two servers on one data directory would write the same log");
+}
+
 StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir, ZeroFill zero_fill) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return Status::IOError(Errno("mkdir " + dir));

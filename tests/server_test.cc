@@ -324,6 +324,48 @@ TEST_F(ServerTest, FlagfileAndInvalidFlags) {
   EXPECT_EQ(r.exit_code, 2);
 }
 
+// A second server on a data directory in use refuses to start, naming the
+// first's pid, and takes nothing from it: the first keeps its spares and its
+// data, and serves on. Once the first is gone the directory opens again.
+TEST_F(ServerTest, ASecondServerOnTheSameDataDirectoryRefusesToStart) {
+  StartServer();
+  auto c = MustConnect(server_->address());
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->Put("k", "v1").ok());
+  // The first server's spare segments, which a second one would delete at start.
+  const auto spares = [&] {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/data")) {
+      if (e.path().filename().string().rfind("segment-spare-", 0) == 0) n++;
+    }
+    return n;
+  };
+  for (int i = 0; i < 400 && spares() == 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  const size_t spares_before = spares();
+  ASSERT_GT(spares_before, 0u);
+  std::string bin = BinDir() + "/faha-server";
+  auto r = RunTool({bin, "--data_dir=" + dir_.path() + "/data", "--bind=127.0.0.1",
+                    "--port=" + std::to_string(FreePort()), "--metrics_port=-1", "--rdma=off"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("is in use by another process (pid " + std::to_string(server_->pid()) + ")"),
+            std::string::npos)
+      << r.err;
+  ASSERT_TRUE(c->Put("k", "v2").ok());
+  std::string v;
+  ASSERT_TRUE(c->Get("k", &v).ok());
+  EXPECT_EQ(v, "v2");
+  EXPECT_GE(spares(), spares_before);
+  c.reset();
+  EXPECT_EQ(server_->Kill(SIGKILL), 128 + SIGKILL);
+  StartServer();
+  c = MustConnect(server_->address());
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->Get("k", &v).ok());
+  EXPECT_EQ(v, "v2");
+}
+
 TEST_F(ServerTest, PreallocatedSegmentsAreUsedAndSpareFilesNeverHoldData) {
   StartServer({"--segment_mb=1", "--max_batch_kb=256", "--max_value_bytes=65536",
                "--log_preallocate_mb=3"});

@@ -119,16 +119,18 @@ void ProvideGauges(Metrics* metrics, Store* st) {
 }  // namespace
 
 Node::Node(std::vector<char*> argv) : argv_(std::move(argv)) {}
-Node::~Node() = default;
+Node::~Node() {
+  if (data_dir_lock_ >= 0) close(data_dir_lock_);
+}
 
 int Node::Run() {
   RaiseOpenFilesLimit(FLAGS_max_clients);
   signal(SIGPIPE, SIG_IGN);
   InstallFatalSignalReport();
   for (int (Node::*step)() :
-       {&Node::Configure, &Node::RecordEpoch, &Node::OpenStore, &Node::Preallocate,
-        &Node::BuildServerOptions, &Node::StartReplication, &Node::OpenPorts, &Node::ServeMetrics,
-        &Node::Start}) {
+       {&Node::Configure, &Node::LockDataDir, &Node::RecordEpoch, &Node::OpenStore,
+        &Node::Preallocate, &Node::BuildServerOptions, &Node::StartReplication, &Node::OpenPorts,
+        &Node::ServeMetrics, &Node::Start}) {
     if (int code = (this->*step)()) return code;
   }
   server_->Wait();
@@ -177,13 +179,24 @@ int Node::Configure() {
   return 0;
 }
 
-int Node::RecordEpoch() {
-  if (backups_.empty()) return 0;
-  // A primary's epoch is persisted so that a restart cannot go back.
+int Node::LockDataDir() {
   if (mkdir(FLAGS_data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
     FAHA_LOG_ERROR("cannot create %s: %s", FLAGS_data_dir.c_str(), strerror(errno));
     return 1;
   }
+  auto lock = nvm::LockDataDir(FLAGS_data_dir);
+  if (!lock.ok()) {
+    FAHA_LOG_ERROR("%s", lock.status().message().c_str());
+    return 1;
+  }
+  data_dir_lock_ = *lock;
+  return 0;
+}
+
+int Node::RecordEpoch() {
+  if (backups_.empty()) return 0;
+  // A primary's epoch is persisted so that a restart cannot go back (the
+  // directory exists: LockDataDir made it).
   auto ef = nvm::EpochFile::Open(FLAGS_data_dir);
   if (!ef.ok()) {
     FAHA_LOG_ERROR("cannot read the epoch: %s", ef.status().ToString().c_str());

@@ -42,6 +42,7 @@ class Node {
  private:
   // Each step returns 0 to go on, or the exit code.
   int Configure();           // role, flag checks, secret, replication transport
+  int LockDataDir();         // one server per --data_dir
   int RecordEpoch();         // a primary's epoch, persisted before it ships
   int OpenStore();           // recovery
   int Preallocate();         // --log_preallocate_mb
@@ -65,6 +66,7 @@ class Node {
   rdma::TransportOptions topt_;
   std::unique_ptr<rdma::Transport> transport_;
   uint64_t epoch_ = 0;
+  int data_dir_lock_ = -1;  // LockDataDir's descriptor, held while the node runs
   Metrics metrics_;
   StoreOptions sopt_;
   nvm::RecoveryReport report_;
