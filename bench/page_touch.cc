@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -48,9 +49,9 @@ double ReadEvery(const char* m, size_t step) {
 int Round(const std::string& dir, bool touch) {
   const std::string path = dir + "/faha_page_touch.tmp";
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0 || posix_fallocate(fd, 0, kBytes) != 0) {
-    std::fprintf(stderr, "faha_page_touch: cannot make %s: %s\n", path.c_str(),
-                 std::strerror(errno));
+  const int err = fd < 0 ? errno : posix_fallocate(fd, 0, kBytes);  // it returns its error
+  if (err != 0) {
+    std::fprintf(stderr, "faha_page_touch: cannot make %s: %s\n", path.c_str(), std::strerror(err));
     if (fd >= 0) close(fd);
     unlink(path.c_str());
     return 1;
@@ -62,29 +63,31 @@ int Round(const std::string& dir, bool touch) {
     unlink(path.c_str());
     return 1;
   }
-  double t0 = NowNs();
-  madvise(m, kBytes, MADV_POPULATE_READ);
-  const double populate = (NowNs() - t0) / (kBytes / kPage);
-  const double touched = touch ? ReadEvery(m, kPage) : 0;
-  std::vector<char> rec(1000, 'x');
-  int rc = 0;
-  for (size_t o = 0; o + rec.size() <= kBytes && rc == 0; o += rec.size()) {
-    if (pwrite(fd, rec.data(), rec.size(), static_cast<off_t>(o)) !=
-        static_cast<ssize_t>(rec.size()))
-      rc = 1;
+  const double t0 = NowNs();
+  std::string failed;  // what went wrong, if anything
+  if (madvise(m, kBytes, MADV_POPULATE_READ) != 0) {
+    failed = std::string("madvise(MADV_POPULATE_READ): ") + std::strerror(errno);
   }
-  const double first = ReadEvery(m, 1024);
-  const double second = ReadEvery(m, 1024);
-  if (rc == 0) {
+  const double populate = (NowNs() - t0) / (kBytes / kPage);
+  const double touched = touch && failed.empty() ? ReadEvery(m, kPage) : 0;
+  std::vector<char> rec(1000, 'x');
+  for (size_t o = 0; o + rec.size() <= kBytes && failed.empty(); o += rec.size()) {
+    const ssize_t n = pwrite(fd, rec.data(), rec.size(), static_cast<off_t>(o));
+    if (n < 0) failed = std::string("pwrite: ") + std::strerror(errno);
+    if (n >= 0 && static_cast<size_t>(n) != rec.size()) failed = "pwrite: short write";
+  }
+  if (failed.empty()) {
+    const double first = ReadEvery(m, 1024);
+    const double second = ReadEvery(m, 1024);
     std::printf("mode=%s populate_ns=%.0f touch_ns=%.0f first_read_ns=%.0f second_read_ns=%.0f\n",
                 touch ? "touched" : "populated", populate, touched, first, second);
   } else {
-    std::fprintf(stderr, "faha_page_touch: pwrite: %s\n", std::strerror(errno));
+    std::fprintf(stderr, "faha_page_touch: %s: %s\n", path.c_str(), failed.c_str());
   }
   munmap(m, kBytes);
   close(fd);
   unlink(path.c_str());
-  return rc;
+  return failed.empty() ? 0 : 1;
 }
 
 }  // namespace

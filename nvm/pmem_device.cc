@@ -183,7 +183,7 @@ class PmemDevice final : public LogDevice {
     if (!zeroed.ok()) {
       close(fd);
       unlink(tmp.c_str());
-      return zeroed.WithPrefix(tmp);
+      return zeroed.WithPrefix(tmp + ": ");
     }
     if (fsync(fd) != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
       const int err = errno;

@@ -35,7 +35,7 @@ struct Metrics {
   std::atomic<uint64_t> clients_closed_preauth{0};       // no AUTH within --preauth_timeout_ms
   std::atomic<uint64_t> clients_closed_body{0};  // a command unfinished for --body_timeout_ms
   std::atomic<int64_t> client_memory_bytes{0};   // input + output buffers of all clients
-  std::atomic<uint64_t> accept_fd_exhausted{0};
+  std::atomic<uint64_t> accept_fd_exhausted{0};  // accept failed: out of file descriptors
   // Write groups refused because the log could not create its next segment
   // (a full disk, or another cause named in the reply); later groups try again.
   std::atomic<uint64_t> log_full_refusals{0};
