@@ -102,10 +102,13 @@ uint64_t Log::RetiredHeldBytes() const {
   return bytes;
 }
 
-void Log::DropOwned(uint32_t id, const Segment* seg) {
+void Log::DropOwned(uint32_t id, Segment* seg, bool replaced) {
   if (holders_[id].get() == seg) holders_[id].reset();
   for (auto it = owned_.begin(); it != owned_.end(); ++it) {
     if (it->get() != seg) continue;
+    // A segment cleaning replaced: its file may become a spare, unless a
+    // reply still maps it.
+    if (replaced) device_->Recycle(id, it->use_count() > 1 ? nullptr : seg);
     if (it->use_count() > 1) {
       // A reply still sends from it: it goes when the last one is sent.
       MutexLock l(&retired_mu_);

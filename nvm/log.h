@@ -347,7 +347,7 @@ class Log {
   // Drops segment `seg` (id `id`): unmapped now, or once the last reply
   // holding it (HoldSegment) is sent. REQUIRES: segments_mu_ held
   // exclusively, or recovery.
-  void DropOwned(uint32_t id, const Segment* seg);
+  void DropOwned(uint32_t id, Segment* seg, bool replaced = false);
   // Drops the log from (seg_id, off) on: removes the `later` segments (newest
   // first), then zeroes and persists the rest of seg_id; appends continue there.
   Status TruncateAt(uint32_t seg_id, uint64_t off, const std::vector<uint32_t>& later);

@@ -246,7 +246,7 @@ void Log::SwapReplacement(std::unique_ptr<Replacement> r) {
   Segment* old = segments_[r->id].exchange(r->segment.get(), std::memory_order_acq_rel);
   owned_.push_back(std::move(r->segment));
   holders_[r->id] = owned_.back();
-  DropOwned(r->id, old);  // unmaps it, unless a reply still holds it
+  DropOwned(r->id, old, /*replaced=*/true);  // unmaps it, unless a reply still holds it
   seg_data_bytes_[r->id].store(r->data_bytes);
   segments_cleaned_.fetch_add(1, std::memory_order_relaxed);
 }

@@ -81,6 +81,12 @@ class LogDevice {
   // Removes the staged replacement of `id`, or with id 0 every one left over
   // (recovery: a crash between staging and committing).
   virtual Status DiscardReplacement(uint32_t id) = 0;
+  // The segment that CommitReplacement(id) replaced, once the log no longer
+  // needs it: `old` if nothing maps its records any more, else null. A device
+  // may keep its file and mapping as a later spare (written with zeros again
+  // first), which costs a write of the zeros instead of a new file's
+  // allocation and first page faults; the caller still destroys `old`.
+  virtual void Recycle(uint32_t /*id*/, Segment* /*old*/) {}
   // Hint: a segment of `bytes` will be created soon; prepare it in the background.
   virtual void PrepareNext(size_t /*bytes*/) {}
   // Prepares `count` spare segments of `bytes` now (allocated and faulted in),

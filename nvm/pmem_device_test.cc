@@ -7,14 +7,19 @@
 #include <linux/fs.h>
 #include <linux/magic.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "nvm/log.h"
 #include "nvm/log_device.h"
+#include "nvm/log_format.h"
 
 namespace faha::nvm {
 namespace {
@@ -129,6 +134,148 @@ TEST_F(ZeroFillTest, AutoSkipsTheZerosWhileSyncsAreLarge) {
   Syncs(keep.back().get(), 4 << 10, 200);
   CreateThree(dev.get(), 5, &keep);
   ExpectExtents(dev->SegmentName(7), kSegmentBytes, 0);
+}
+
+// Log cleaning's replaced files (PmemDevice::Recycle), on real files: a file
+// a reply no longer maps becomes a later segment, written with zeros first
+// (recovery reads only what was appended since); one a reply still maps is
+// removed. An open descriptor of the old file says where it went: its link
+// count, and the header it holds now.
+class RecycleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/var/tmp/faha-recycle-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    options_.segment_bytes = 256 << 10;
+    auto dev = OpenPmemDevice(dir_, ZeroFill::kAlways);
+    ASSERT_TRUE(dev.ok()) << dev.status().ToString();
+    auto log = Log::Open(std::shared_ptr<LogDevice>(std::move(*dev)), options_);
+    ASSERT_TRUE(log.ok()) << log.status().ToString();
+    log_ = std::move(*log);
+    ASSERT_TRUE(log_->Recover(nullptr, nullptr).ok());
+    if (log_->Granularity() != "PAGE") GTEST_SKIP() << "DAX mount: segments are not recycled";
+  }
+  void TearDown() override {
+    for (int fd : fds_) close(fd);
+    log_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // Appends batch `i` of 20 records of 200 bytes; keeps its keys.
+  void Append(int i) {
+    BatchBuilder b;
+    for (int r = 0; r < 20; r++) {
+      const std::string key = "k" + std::to_string(i) + "-" + std::to_string(r);
+      b.Add(RecordType::kPut, key, std::string(200, static_cast<char>('a' + i % 26)), 0);
+      keys_.push_back(key);
+    }
+    auto appended = log_->AppendBatch_wt(b.payload(), b.count());
+    ASSERT_TRUE(appended.ok()) << appended.status().ToString();
+  }
+  // A descriptor of segment `id`'s file as it is now.
+  int OpenSegment(uint32_t id) {
+    char name[32];
+    snprintf(name, sizeof(name), "/segment-%08u.log", id);
+    const int fd = open((dir_ + name).c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0) << name;
+    fds_.push_back(fd);
+    return fd;
+  }
+  static nlink_t Links(int fd) {
+    struct stat st;
+    return fstat(fd, &st) == 0 ? st.st_nlink : 99;
+  }
+  // The id in the segment header the file behind `fd` holds (0: none).
+  static uint32_t HeaderId(int fd) {
+    SegmentHeader h{};
+    if (pread(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) return 0;
+    return h.magic == kSegmentMagic ? h.segment_id : 0;
+  }
+  // Cleans sealed segment `id`, keeping its first record only; its keys go.
+  void Clean(uint32_t id) {
+    Log::SegmentInfo info;
+    for (const auto& s : log_->SealedSegments())
+      if (s.id == id) info = s;
+    ASSERT_EQ(info.id, id);
+    std::string first;
+    uint64_t first_lsn = 0;
+    ASSERT_TRUE(log_->ForEachRecord(id,
+                                    [&](const RecordView& r, uint64_t loc, uint64_t lsn) {
+                                      if (first_lsn != 0) {
+                                        gone_.insert(std::string(r.key));
+                                        return;
+                                      }
+                                      RecordView v;
+                                      size_t n = 0;
+                                      ASSERT_TRUE(
+                                          DecodeRecord(log_->RecordPtr(loc), 1 << 20, &v, &n));
+                                      first.assign(log_->RecordPtr(loc), n);
+                                      first_lsn = lsn;
+                                    })
+                    .ok());
+    std::vector<uint64_t> where;
+    auto r = log_->PrepareReplacement(info, {{first, first_lsn}}, first_lsn, &where);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_TRUE(log_->CommitReplacement(r->get()).ok());
+    log_->SwapReplacement(std::move(*r));
+  }
+
+  std::string dir_;
+  LogOptions options_;
+  std::unique_ptr<Log> log_;
+  std::vector<std::string> keys_;
+  std::set<std::string> gone_;
+  std::vector<int> fds_;
+};
+
+TEST_F(RecycleTest, AReplacedFileBecomesALaterSegmentAndRecoveryReadsOnlyItsNewBatches) {
+  int batch = 0;
+  while (log_->SealedSegments().size() < 2) Append(batch++);
+  const int old_file = OpenSegment(1);
+  Clean(1);
+  // Kept as a spare-to-be (a second link), not yet reused.
+  EXPECT_EQ(Links(old_file), 1u);
+  EXPECT_EQ(HeaderId(old_file), 1u);
+  // Appends until the old file holds a later segment, then a few batches
+  // more: the log ends inside it, where the old segment's batches were.
+  uint32_t now_id = 0;
+  for (int more = 0; more < 400 && (now_id = HeaderId(old_file)) <= 1; more++) Append(batch++);
+  ASSERT_GT(now_id, 2u) << "the replaced file was never used again";
+  for (int i = 0; i < 3; i++) Append(batch++);
+  EXPECT_EQ(log_->segment_count(), now_id);
+  EXPECT_EQ(Links(old_file), 1u);  // segment-<now_id>.log, the spare name gone
+  log_.reset();
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().rfind("segment-spare", 0), std::string::npos)
+        << e.path() << " left behind";
+  }
+
+  auto dev = OpenPmemDevice(dir_, ZeroFill::kAlways);
+  ASSERT_TRUE(dev.ok());
+  auto log = Log::Open(std::shared_ptr<LogDevice>(std::move(*dev)), options_);
+  std::vector<std::string> got;
+  RecoveryReport rep;
+  Status s = (*log)->Recover(
+      [&](const RecordView& r, uint64_t, uint64_t) { got.emplace_back(r.key); }, &rep);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  std::vector<std::string> want;
+  for (const auto& k : keys_)
+    if (gone_.count(k) == 0) want.push_back(k);
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(RecycleTest, AFileAReplyStillMapsIsRemovedNotReused) {
+  int batch = 0;
+  while (log_->SealedSegments().size() < 2) Append(batch++);
+  const int old_file = OpenSegment(1);
+  auto held = log_->HoldSegment(MakeLocation(1, sizeof(SegmentHeader)));
+  ASSERT_NE(held, nullptr);
+  Clean(1);
+  EXPECT_EQ(Links(old_file), 0u);  // no spare name: it goes with the reply
+  held.reset();
+  for (int i = 0; i < 60; i++) Append(batch++);
+  EXPECT_EQ(HeaderId(old_file), 1u);
 }
 
 }  // namespace

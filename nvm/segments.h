@@ -118,9 +118,21 @@ class FileSegment final : public Segment {
     AddRange(data_, size_);
   }
   ~FileSegment() override {
-    RemoveRange(data_);
-    munmap(data_, size_);
+    if (data_ != nullptr) {
+      RemoveRange(data_);
+      munmap(data_, size_);
+    }
     if (fd_ >= 0) close(fd_);
+  }
+
+  // Gives the mapping up to the caller, who unmaps it (a recycled file keeps
+  // its mapping; PmemDevice::Recycle), and closes the descriptor.
+  char* ReleaseMapping() {
+    char* data = data_;
+    if (data_ != nullptr) RemoveRange(data_);
+    data_ = nullptr;
+    Seal();
+    return data;
   }
 
   void Seal() override {
