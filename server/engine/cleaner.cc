@@ -245,9 +245,10 @@ StatusOr<Cleaner::Outcome> Cleaner::CleanVictim() {
   moved_to.clear();
   auto prepared = log_->PrepareReplacement(*victim, kept, cleaned_lsn, &moved_to);
   if (!prepared.ok()) return prepared.status();
-  // Old location -> new (0: expired), for the hot layer.
+  // Old location -> new (0: expired), for the hot layer (none without one:
+  // a backup's, or --hot_cache_mb 0).
   std::unordered_map<uint64_t, uint64_t> moved;
-  for (size_t k = 0; k < kept.size(); k++) {
+  for (size_t k = 0; keys_->hot().enabled() && k < kept.size(); k++) {
     const Verdict v = verdict[kept_from[k]];
     if (v == Verdict::kMove || v == Verdict::kExpire)
       moved[recs[kept_from[k]].location] = v == Verdict::kMove ? moved_to[k] : 0;
