@@ -104,9 +104,9 @@ class LogDevice {
 // a journal commit for the extent's conversion; they cost a second write of
 // every byte of the log. kAuto writes them while the syncs of the last
 // segments were small (under kZeroFillBelowBytes on average), where the
-// commit per sync costs more than the zeros.
+// commit per sync costs more than the zeros (docs/architecture.md).
 enum class ZeroFill { kAuto, kAlways, kNever };
-inline constexpr uint64_t kZeroFillBelowBytes = 128 << 10;
+inline constexpr uint64_t kZeroFillBelowBytes = 64 << 10;
 
 // Opens (creating if needed) the directory `dir` as a PMDK-backed device.
 StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir,

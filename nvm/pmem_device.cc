@@ -179,8 +179,9 @@ class PmemDevice final : public LogDevice {
     // journal: 45-150 us more per sync here, more for larger syncs. Written
     // blocks make a sync a data write-back and a device flush only, but writing
     // the zeros takes the device about as long as writing the log itself; from
-    // the figures in docs/architecture.md the two meet near 128 KiB a sync
-    // (an estimate; ZeroFill). This runs on the spare-segment
+    // the figures in docs/architecture.md the two meet at 32-128 KiB a sync,
+    // lower when several nodes share one disk (64 KiB; ZeroFill). This runs on
+    // the spare-segment
     // thread, off the write path. tmpfs has no extents to convert.
     // On DAX the zeros are always written: a store into an unwritten block
     // would fault and convert it in the kernel (and DAX syncs are not sampled).

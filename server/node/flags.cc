@@ -70,7 +70,7 @@ DEFINE_string(segment_zero_fill, "auto",
               "before use: always (each sync that first touches a block then commits no "
               "extent conversion to the journal, which costs 45-150 us a sync), never (the device "
               "writes every log byte once, not twice), or auto "
-              "(zeros while the last syncs averaged under 128 KiB). No effect on tmpfs or DAX.");
+              "(zeros while the last syncs averaged under 64 KiB). No effect on tmpfs or DAX.");
 DEFINE_uint64(hot_cache_bytes, 64ull << 20,
               "DRAM for the hot layer: the most read keys, found by sampled access counts, are "
               "held with their values in DRAM so reads of them skip the log, and their updates "
