@@ -106,10 +106,13 @@ void Log::DropOwned(uint32_t id, Segment* seg, bool replaced) {
   if (holders_[id].get() == seg) holders_[id].reset();
   for (auto it = owned_.begin(); it != owned_.end(); ++it) {
     if (it->get() != seg) continue;
+    const bool held = it->use_count() > 1;
     // A segment cleaning replaced: its file may become a spare, unless a
-    // reply still maps it.
-    if (replaced) device_->Recycle(id, it->use_count() > 1 ? nullptr : seg);
-    if (it->use_count() > 1) {
+    // reply still maps it. (A count of 1 cannot grow: holders_ no longer
+    // names it. The fence orders the last reply's reads before the reuse.)
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (replaced) device_->Recycle(id, held ? nullptr : seg);
+    if (held) {
       // A reply still sends from it: it goes when the last one is sent.
       MutexLock l(&retired_mu_);
       retired_.push_back(*it);

@@ -247,6 +247,8 @@ class Log {
   uint64_t segment_count() const { return segment_count_.load(std::memory_order_relaxed); }
   uint64_t segment_bytes() const { return options_.segment_bytes; }
   std::string Granularity() const { return device_->Granularity(); }
+  // Segment files made from files log cleaning replaced (LogDevice::Recycle).
+  uint64_t segment_files_reused() const { return device_->files_reused(); }
   uint64_t max_payload_bytes() const {
     return options_.segment_bytes - sizeof(SegmentHeader) - sizeof(BatchHeader) - kBatchAlign;
   }

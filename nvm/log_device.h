@@ -87,6 +87,8 @@ class LogDevice {
   // first), which costs a write of the zeros instead of a new file's
   // allocation and first page faults; the caller still destroys `old`.
   virtual void Recycle(uint32_t /*id*/, Segment* /*old*/) {}
+  // Spares made from such files since the device was opened.
+  virtual uint64_t files_reused() const { return 0; }
   // Hint: a segment of `bytes` will be created soon; prepare it in the background.
   virtual void PrepareNext(size_t /*bytes*/) {}
   // Prepares `count` spare segments of `bytes` now (allocated and faulted in),

@@ -43,9 +43,12 @@ namespace {
 
 class PmemDevice final : public LogDevice {
  public:
-  PmemDevice(std::string dir, ZeroFill zero_fill) : dir_(std::move(dir)), zero_fill_(zero_fill) {
+  PmemDevice(std::string dir, ZeroFill zero_fill)
+      : dir_(std::move(dir)), zero_fill_(zero_fill), tmpfs_(IsTmpfs(dir_)) {}
+
+  static bool IsTmpfs(const std::string& dir) {
     struct statfs fs;
-    tmpfs_ = statfs(dir_.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+    return statfs(dir.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
   }
 
   ~PmemDevice() override {
@@ -58,10 +61,7 @@ class PmemDevice final : public LogDevice {
     for (auto& spare : spares_) unlink(spare.path.c_str());
     spares_.clear();
     for (auto& [id, path] : kept_) unlink(path.c_str());
-    for (auto& r : recycled_) {
-      munmap(r.data, r.size);
-      unlink(r.path.c_str());
-    }
+    for (auto& r : recycled_) Drop(r);
   }
 
   StatusOr<std::unique_ptr<Segment>> CreateSegment(uint32_t id, size_t bytes) override {
@@ -100,11 +100,31 @@ class PmemDevice final : public LogDevice {
       if (auto* file = dynamic_cast<FileSegment*>(seg.get())) file->set_path(path);
     } else {
       auto made = MakeFile(path, bytes);
+      // Short of space: files kept for reuse give theirs back, and from now
+      // on replaced files are removed at once (Recycle), so that cleaning
+      // frees space again.
+      if (!made.ok() && made.status().code() == Status::Code::kBusy && DropRecycled()) {
+        made = MakeFile(path, bytes);
+      }
       if (!made.ok()) return made.status();
+      short_of_space_.store(false, std::memory_order_relaxed);
       seg = std::move(*made);
     }
     StartPreparing(bytes);
     return seg;
+  }
+
+  // Removes every file kept for reuse; false if there was none. Marks the
+  // device short of space (until a new file can be made).
+  bool DropRecycled() EXCLUDES(mu_) {
+    short_of_space_.store(true, std::memory_order_relaxed);
+    std::deque<Recycled> dropped;
+    {
+      MutexLock l(&mu_);
+      dropped.swap(recycled_);
+    }
+    for (auto& r : dropped) Drop(r);
+    return !dropped.empty();
   }
 
   Status Preallocate(size_t bytes, size_t count) override {
@@ -126,14 +146,6 @@ class PmemDevice final : public LogDevice {
 
   void PrepareNext(size_t bytes) override { StartPreparing(bytes); }
 
-  // Busy when errno says the file system is out of space (blocks, inodes or
-  // quota): the log then reports itself full and tries again later.
-  static Status SpaceOrIOError(int err, const std::string& what) {
-    const std::string msg = what + ": " + std::strerror(err);
-    if (err == ENOSPC || err == EDQUOT) return Status::Busy(msg);
-    return Status::IOError(msg);
-  }
-
   // Whether the spare being made gets its zeros written (ZeroFill); says so
   // in the log when the answer changes.
   bool WantZeros() {
@@ -145,18 +157,6 @@ class PmemDevice final : public LogDevice {
                     want ? "get their zeros written" : "are only reserved (no zeros written)");
     }
     return want;
-  }
-
-  static Status WriteZeros(int fd, size_t bytes) {
-    static const std::vector<char> kZeros(1 << 20, 0);
-    for (size_t off = 0; off < bytes;) {
-      const size_t n = std::min(kZeros.size(), bytes - off);
-      const ssize_t w = pwrite(fd, kZeros.data(), n, static_cast<off_t>(off));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return SpaceOrIOError(w < 0 ? errno : EIO, "write zeros");
-      off += static_cast<size_t>(w);
-    }
-    return Status::OK();
   }
 
   // Creates a space-reserved file at `path` that reads as zeros (ZeroFill
@@ -268,18 +268,6 @@ class PmemDevice final : public LogDevice {
     return MapPlainFile(fd, path, final_path, g, final_path.empty());
   }
 
-  // Whether `fd` maps with MAP_SYNC (its file system is DAX). Any failure
-  // other than "not supported" says yes, for libpmem2 to report it.
-  static bool MapsWithMapSync(int fd) {
-    static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    void* p = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC, fd, 0);
-    if (p != MAP_FAILED) {
-      munmap(p, kPage);
-      return true;
-    }
-    return errno != EOPNOTSUPP && errno != EINVAL;
-  }
-
   // A FileSegment for `fd` (which it takes), read through a read-only mapping.
   StatusOr<std::unique_ptr<Segment>> MapPlainFile(int fd, const std::string& path,
                                                   const std::string& final_path,
@@ -349,27 +337,31 @@ class PmemDevice final : public LogDevice {
     // The old file is kept under a spare's name, linked before the rename so
     // that a crash between the two leaves the segment whole; Recycle decides
     // whether it becomes a spare (a restart removes it with the spares).
+    // A link left by a pass whose swap never came names some older file.
     std::string keep;
     {
       MutexLock l(&mu_);
+      if (auto it = kept_.find(id); it != kept_.end()) {
+        unlink(it->second.c_str());
+        kept_.erase(it);
+      }
       keep = NextSparePath();
     }
     if (link(path.c_str(), keep.c_str()) != 0) keep.clear();  // no recycling, no harm
     // The caller persisted the staged file's bytes; the rename swaps the
     // directory entry atomically, and the directory's fsync makes it durable.
+    Status done;
     if (rename((path + ".clean").c_str(), path.c_str()) != 0) {
-      const int err = errno;
-      if (!keep.empty()) unlink(keep.c_str());
-      errno = err;
-      return Status::IOError(Errno("rename " + path + ".clean over it"));
+      done = Status::IOError(Errno("rename " + path + ".clean over it"));
+    } else {
+      done = SyncDir();
     }
-    if (!keep.empty()) {
+    if (!keep.empty() && !done.ok()) unlink(keep.c_str());  // the pass is discarded
+    if (!keep.empty() && done.ok()) {
       MutexLock l(&mu_);
-      std::string& slot = kept_[id];
-      if (!slot.empty()) unlink(slot.c_str());  // a pass whose swap never came
-      slot = std::move(keep);
+      kept_[id] = std::move(keep);
     }
-    return SyncDir();
+    return done;
   }
 
   // Keeps the replaced file of an ordinary segment as a spare, with its
@@ -378,8 +370,9 @@ class PmemDevice final : public LogDevice {
   // shadow page tables; docs/bench/write-path.md). Only where the zeros would
   // be written anyway (tmpfs, or ZeroFill wanting them), else the rewrite
   // would cost the disk a second write of the log.
-  void Recycle(uint32_t id, Segment* old) override {
+  void Recycle(uint32_t id, Segment* old) override EXCLUDES(mu_) {
     std::string path;
+    size_t size = 0;
     {
       MutexLock l(&mu_);
       auto it = kept_.find(id);
@@ -387,14 +380,19 @@ class PmemDevice final : public LogDevice {
       path = std::move(it->second);
       kept_.erase(it);
       auto* file = dynamic_cast<FileSegment*>(old);
-      if (file != nullptr && !stop_ && recycled_.size() < kSpares &&
-          (tmpfs_ || zeroing_.load(std::memory_order_relaxed))) {
-        const size_t size = file->size();
-        recycled_.push_back(Recycled{std::move(path), file->ReleaseMapping(), size});
-        return;
+      const bool zeros = tmpfs_ || zero_fill_ == ZeroFill::kAlways ||
+                         (zero_fill_ == ZeroFill::kAuto && zeroing_.load());
+      if (file != nullptr && !stop_ && zeros && recycled_.size() < kSpares &&
+          file->size() == segment_bytes_ && !short_of_space_.load() && file->SameFile(path)) {
+        size = file->size();
+        recycled_.push_back(Recycled{path, file->ReleaseMapping(), size});
       }
     }
-    unlink(path.c_str());
+    if (size == 0) {
+      unlink(path.c_str());
+      return;
+    }
+    StartPreparing(size);  // if a spare is missing, this is the next
   }
 
   Status DiscardReplacement(uint32_t id) override {
@@ -426,6 +424,8 @@ class PmemDevice final : public LogDevice {
     return dir_ + "/" + name;
   }
 
+  uint64_t files_reused() const override { return files_reused_.load(std::memory_order_relaxed); }
+
   std::string Granularity() const override {
     MutexLock l(&mu_);
     return granularity_;
@@ -445,7 +445,7 @@ class PmemDevice final : public LogDevice {
 
   // The next spare of `bytes` at *path: a recycled file written with zeros
   // (and named by it), else a new file, faulted in.
-  StatusOr<std::unique_ptr<Segment>> MakeSpare(std::string* path, size_t bytes) {
+  StatusOr<std::unique_ptr<Segment>> MakeSpare(std::string* path, size_t bytes) EXCLUDES(mu_) {
     Recycled r;
     {
       MutexLock l(&mu_);
@@ -459,17 +459,24 @@ class PmemDevice final : public LogDevice {
         auto reused = Reuse(r);
         if (reused.ok()) {
           *path = r.path;
+          files_reused_.fetch_add(1, std::memory_order_relaxed);
           return reused;
         }
         FAHA_LOG_WARN("reusing a cleaned segment's file failed (making a new one): %s",
                       reused.status().ToString().c_str());
       }
-      munmap(r.data, r.size);
-      unlink(r.path.c_str());
+      Drop(r);
     }
     auto made = MakeFile(*path, bytes);
     if (made.ok()) (*made)->Prefault(0, bytes);
     return made;
+  }
+
+  // Unmaps and removes a file kept for reuse.
+  static void Drop(const Recycled& r) {
+    RemoveRange(r.data);
+    munmap(r.data, r.size);
+    unlink(r.path.c_str());
   }
 
   // Writes zeros over a recycled file and syncs them (what recovery reads
@@ -494,8 +501,9 @@ class PmemDevice final : public LogDevice {
   // allocated, mapped and faulted in, so that switching segments does not stall
   // the writer on page-cache (or tmpfs) page allocation, which profiling showed
   // dominates an append otherwise.
-  void StartPreparing(size_t bytes) {
+  void StartPreparing(size_t bytes) EXCLUDES(mu_) {
     MutexLock l(&mu_);
+    segment_bytes_ = bytes;
     if (stop_ || preparing_ || spares_.size() >= kSpares) return;
     preparing_ = true;
     if (preparer_.joinable()) preparer_.join();
@@ -543,7 +551,10 @@ class PmemDevice final : public LogDevice {
   const ZeroFill zero_fill_;
   const std::shared_ptr<SyncSizes> sync_sizes_ = std::make_shared<SyncSizes>();
   std::atomic<bool> zeroing_{true};  // what WantZeros last answered
-  bool tmpfs_ = false;               // dir_ is on tmpfs: no extents, zeros cost no I/O
+  const bool tmpfs_;                 // dir_ is on tmpfs: no extents, zeros cost no I/O
+  // A new segment file could not be made for lack of space (Create): replaced
+  // files are removed, not kept, until one can.
+  std::atomic<bool> short_of_space_{false};
   mutable Mutex mu_;
   CondVar cv_;
   std::string granularity_ GUARDED_BY(mu_) = "UNKNOWN";
@@ -553,6 +564,8 @@ class PmemDevice final : public LogDevice {
   // Replaced segments' files (CommitReplacement) by id, until Recycle.
   std::map<uint32_t, std::string> kept_ GUARDED_BY(mu_);
   std::deque<Recycled> recycled_ GUARDED_BY(mu_);  // at most kSpares
+  size_t segment_bytes_ GUARDED_BY(mu_) = 0;       // of the spares asked for last
+  std::atomic<uint64_t> files_reused_{0};
   bool preparing_ GUARDED_BY(mu_) = false;
   bool stop_ GUARDED_BY(mu_) = false;
   std::thread preparer_;

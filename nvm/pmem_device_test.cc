@@ -13,6 +13,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -148,7 +149,11 @@ class RecycleTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     options_.segment_bytes = 256 << 10;
-    auto dev = OpenPmemDevice(dir_, ZeroFill::kAlways);
+    Start(ZeroFill::kAlways);
+  }
+  void Start(ZeroFill zero_fill) {
+    log_.reset();
+    auto dev = OpenPmemDevice(dir_, zero_fill);
     ASSERT_TRUE(dev.ok()) << dev.status().ToString();
     auto log = Log::Open(std::shared_ptr<LogDevice>(std::move(*dev)), options_);
     ASSERT_TRUE(log.ok()) << log.status().ToString();
@@ -172,6 +177,8 @@ class RecycleTest : public ::testing::Test {
     }
     auto appended = log_->AppendBatch_wt(b.payload(), b.count());
     ASSERT_TRUE(appended.ok()) << appended.status().ToString();
+    firsts_.push_back({appended->base_location, "k" + std::to_string(i) + "-0",
+                       std::string(200, static_cast<char>('a' + i % 26))});
   }
   // A descriptor of segment `id`'s file as it is now.
   int OpenSegment(uint32_t id) {
@@ -226,6 +233,11 @@ class RecycleTest : public ::testing::Test {
   std::unique_ptr<Log> log_;
   std::vector<std::string> keys_;
   std::set<std::string> gone_;
+  struct First {
+    uint64_t location;
+    std::string key, value;
+  };
+  std::vector<First> firsts_;  // each batch's first record
   std::vector<int> fds_;
 };
 
@@ -234,7 +246,7 @@ TEST_F(RecycleTest, AReplacedFileBecomesALaterSegmentAndRecoveryReadsOnlyItsNewB
   while (log_->SealedSegments().size() < 2) Append(batch++);
   const int old_file = OpenSegment(1);
   Clean(1);
-  // Kept as a spare-to-be (a second link), not yet reused.
+  // Kept as a spare-to-be (its one link now a spare's name), not yet reused.
   EXPECT_EQ(Links(old_file), 1u);
   EXPECT_EQ(HeaderId(old_file), 1u);
   // Appends until the old file holds a later segment, then a few batches
@@ -245,6 +257,14 @@ TEST_F(RecycleTest, AReplacedFileBecomesALaterSegmentAndRecoveryReadsOnlyItsNewB
   for (int i = 0; i < 3; i++) Append(batch++);
   EXPECT_EQ(log_->segment_count(), now_id);
   EXPECT_EQ(Links(old_file), 1u);  // segment-<now_id>.log, the spare name gone
+  EXPECT_EQ(log_->segment_files_reused(), 1u);
+  // Readers see the new batches through the mapping the file kept.
+  for (size_t i = firsts_.size() - 3; i < firsts_.size(); i++) {
+    ASSERT_EQ(LocationSegment(firsts_[i].location), now_id);
+    const RecordView r = log_->ReadRecord(firsts_[i].location);
+    EXPECT_EQ(r.key, firsts_[i].key);
+    EXPECT_EQ(r.value, firsts_[i].value);
+  }
   log_.reset();
   for (const auto& e : std::filesystem::directory_iterator(dir_)) {
     EXPECT_EQ(e.path().filename().string().rfind("segment-spare", 0), std::string::npos)
@@ -276,6 +296,54 @@ TEST_F(RecycleTest, AFileAReplyStillMapsIsRemovedNotReused) {
   held.reset();
   for (int i = 0; i < 60; i++) Append(batch++);
   EXPECT_EQ(HeaderId(old_file), 1u);
+  EXPECT_EQ(log_->segment_files_reused(), 0u);
+}
+
+// Opening a data directory removes what an earlier run left that holds no
+// data: spares (new, or replaced segments' files kept for reuse), spares
+// still being made, and segment files never renamed into place. Segments and
+// anything else stay.
+// Only a full-size file is kept (a cleaned segment's smaller file is removed
+// when it is replaced in turn), and only where its zeros cost no more than a
+// new file's: with ZeroFill never on a disk, replaced files are removed.
+TEST_F(RecycleTest, SmallerFilesAndFilesWithoutZeroFillAreRemoved) {
+  int batch = 0;
+  while (log_->SealedSegments().size() < 2) Append(batch++);
+  Clean(1);
+  const int cleaned = OpenSegment(1);
+  Clean(1);
+  EXPECT_EQ(Links(cleaned), 0u);
+  struct statfs fs;
+  ASSERT_EQ(statfs(dir_.c_str(), &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << "tmpfs: its zeros cost no I/O, always kept";
+  Start(ZeroFill::kNever);
+  while (log_->SealedSegments().size() < 3) Append(batch++);
+  const int old_file = OpenSegment(2);
+  Clean(2);
+  EXPECT_EQ(Links(old_file), 0u);
+}
+
+TEST(DeviceOpenTest, LeftoverSparesAndUnfinishedSegmentFilesAreRemoved) {
+  char tmpl[] = "/var/tmp/faha-leftover-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::vector<std::string> gone = {"segment-spare-3.tmp", "segment-spare-4.tmp.tmp",
+                                         "segment-00000002.log.tmp"};
+  const std::vector<std::string> kept = {"segment-00000001.log", "segment-00000001.log.clean",
+                                         "notes.txt"};
+  for (const auto& name : gone) std::ofstream(dir + "/" + name) << "x";
+  for (const auto& name : kept) std::ofstream(dir + "/" + name) << "x";
+  {
+    auto dev = OpenPmemDevice(dir);
+    ASSERT_TRUE(dev.ok()) << dev.status().ToString();
+    auto ids = (*dev)->ListSegments();
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(*ids, std::vector<uint32_t>{1});
+  }
+  for (const auto& name : gone) EXPECT_FALSE(std::filesystem::exists(dir + "/" + name)) << name;
+  // (A staged .clean file goes at recovery, DiscardReplacement(0).)
+  for (const auto& name : kept) EXPECT_TRUE(std::filesystem::exists(dir + "/" + name)) << name;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

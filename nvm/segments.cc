@@ -55,6 +55,38 @@ void Populate(char* data, size_t size, size_t off, size_t len, int advice) {
   (void)sink;
 }
 
+// Busy when errno says the file system is out of space (blocks, inodes or
+// quota): the log then reports itself full and tries again later.
+Status SpaceOrIOError(int err, const std::string& what) {
+  const std::string msg = what + ": " + std::strerror(err);
+  if (err == ENOSPC || err == EDQUOT) return Status::Busy(msg);
+  return Status::IOError(msg);
+}
+
+Status WriteZeros(int fd, size_t bytes) {
+  static const std::vector<char> kZeros(1 << 20, 0);
+  for (size_t off = 0; off < bytes;) {
+    const size_t n = std::min(kZeros.size(), bytes - off);
+    const ssize_t w = pwrite(fd, kZeros.data(), n, static_cast<off_t>(off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return SpaceOrIOError(w < 0 ? errno : EIO, "write zeros");
+    off += static_cast<size_t>(w);
+  }
+  return Status::OK();
+}
+
+// Whether `fd` maps with MAP_SYNC (its file system is DAX). Any failure
+// other than "not supported" says yes, for libpmem2 to report it.
+bool MapsWithMapSync(int fd) {
+  static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  void* p = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC, fd, 0);
+  if (p != MAP_FAILED) {
+    munmap(p, kPage);
+    return true;
+  }
+  return errno != EOPNOTSUPP && errno != EINVAL;
+}
+
 const char* GranularityName(pmem2_granularity g) {
   switch (g) {
     case PMEM2_GRANULARITY_BYTE:

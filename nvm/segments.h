@@ -46,6 +46,13 @@ void RemoveRange(const char* data);
 // faulted in now. A failure only costs the speed-up.
 void Populate(char* data, size_t size, size_t off, size_t len, int advice);
 const char* GranularityName(pmem2_granularity g);
+// Busy when errno `err` says the file system is out of space (blocks, inodes
+// or quota): the log then reports itself full and tries again later.
+Status SpaceOrIOError(int err, const std::string& what);
+// Writes `bytes` zeros from offset 0 of `fd`.
+Status WriteZeros(int fd, size_t bytes);
+// Whether `fd` maps with MAP_SYNC (its file system is DAX).
+bool MapsWithMapSync(int fd);
 
 class PmemSegment final : public Segment {
  public:
@@ -116,23 +123,34 @@ class FileSegment final : public Segment {
     data_ = data;
     size_ = size;
     AddRange(data_, size_);
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+      dev_ = st.st_dev;
+      ino_ = st.st_ino;
+    }
   }
   ~FileSegment() override {
-    if (data_ != nullptr) {
+    if (data_ != nullptr) {  // null once the mapping was given up
       RemoveRange(data_);
       munmap(data_, size_);
     }
     if (fd_ >= 0) close(fd_);
   }
 
-  // Gives the mapping up to the caller, who unmaps it (a recycled file keeps
-  // its mapping; PmemDevice::Recycle), and closes the descriptor.
+  // Gives the mapping up to the caller, who unmaps it and removes its range
+  // (a recycled file keeps its mapping; PmemDevice::Recycle), and closes the
+  // descriptor.
   char* ReleaseMapping() {
     char* data = data_;
-    if (data_ != nullptr) RemoveRange(data_);
     data_ = nullptr;
     Seal();
     return data;
+  }
+  // Whether `path` names this segment's file, at this segment's size.
+  bool SameFile(const std::string& path) const {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_ &&
+           static_cast<size_t>(st.st_size) == size_;
   }
 
   void Seal() override {
@@ -269,6 +287,8 @@ class FileSegment final : public Segment {
 
   std::atomic<int> fd_;  // -1 while sealed
   std::string path_;
+  dev_t dev_ = 0;  // the file's identity (SameFile)
+  ino_t ino_ = 0;
   Mutex sync_mu_;                                // one fdatasync at a time
   const std::shared_ptr<SyncSizes> sync_sizes_;  // the device's; may be null
   std::atomic<uint64_t> unsynced_bytes_{0};      // written since the last Persist
