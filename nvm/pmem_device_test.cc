@@ -55,14 +55,20 @@ Extents ExtentsOf(const std::string& path) {
   return e;
 }
 
+// A fresh directory under /var/tmp (a disk-backed file system on most
+// machines; /tmp may be tmpfs), "" if none could be made.
+std::string MakeTempDir(const std::string& name) {
+  std::string tmpl = "/var/tmp/faha-" + name + "-XXXXXX";
+  return mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
+}
+
 class ZeroFillTest : public ::testing::Test {
  protected:
   void SetUp() override {
     // /var/tmp: a disk-backed file system on most machines (/tmp may be tmpfs,
     // which has no extents and never gets zeros).
-    char tmpl[] = "/var/tmp/faha-zerofill-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = MakeTempDir("zerofill");
+    ASSERT_FALSE(dir_.empty());
     struct statfs fs;
     ASSERT_EQ(statfs(dir_.c_str(), &fs), 0);
     if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << dir_ << " is tmpfs: no extents to check";
@@ -145,9 +151,8 @@ TEST_F(ZeroFillTest, AutoSkipsTheZerosWhileSyncsAreLarge) {
 class RecycleTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/var/tmp/faha-recycle-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = MakeTempDir("recycle");
+    ASSERT_FALSE(dir_.empty());
     options_.segment_bytes = 256 << 10;
     Start(ZeroFill::kAlways);
   }
@@ -324,9 +329,8 @@ TEST_F(RecycleTest, SmallerFilesAndFilesWithoutZeroFillAreRemoved) {
 }
 
 TEST(DeviceOpenTest, LeftoverSparesAndUnfinishedSegmentFilesAreRemoved) {
-  char tmpl[] = "/var/tmp/faha-leftover-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const std::string dir = MakeTempDir("leftover");
+  ASSERT_FALSE(dir.empty());
   const std::vector<std::string> gone = {"segment-spare-3.tmp", "segment-spare-4.tmp.tmp",
                                          "segment-00000002.log.tmp"};
   const std::vector<std::string> kept = {"segment-00000001.log", "segment-00000001.log.clean",
