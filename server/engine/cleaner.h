@@ -13,7 +13,6 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "common/mutex.h"
@@ -38,9 +37,11 @@ class CleanSafety {
   virtual uint64_t Horizon() = 0;
   // A backup cleans less eagerly (backup_threshold), unless short of space.
   virtual bool IsBackup() const = 0;
-  // Keys written by batches applied but not yet committed for good (a
-  // backup's); false if such a batch flushed everything.
-  virtual bool UncommittedKeys(std::unordered_set<std::string_view>* keys) = 0;
+  // Appends the key hashes (HashKey) of the batches applied but not yet
+  // committed for good (a backup's) that end after *covered_end, and moves
+  // *covered_end to the end of the last batch applied, so that a caller asks
+  // again only for what came since; false if such a batch flushed everything.
+  virtual bool UncommittedKeys(uint64_t* covered_end, std::vector<uint64_t>* hashes) = 0;
 };
 
 struct CleanerOptions {

@@ -7,7 +7,6 @@
 #include <chrono>
 #include <climits>
 #include <optional>
-#include <unordered_set>
 
 #include "common/checksum.h"
 #include "common/clock.h"
@@ -231,19 +230,20 @@ uint64_t Store::SafeLsn() const {
   return safe >= clean_floor_.load() ? safe : 0;
 }
 
-bool Store::UncommittedKeys(std::unordered_set<std::string_view>* keys) {
+bool Store::UncommittedKeys(uint64_t* covered_end, std::vector<uint64_t>* hashes) {
   if (!backup_.load()) return true;
   const uint64_t hint = commit_hint_.load(std::memory_order_acquire);
   MutexLock l(&recent_mu_);
   for (const Recent& b : recent_) {
-    if (b.end_lsn <= hint + 1) continue;
+    if (b.end_lsn <= hint + 1 || b.end_lsn <= *covered_end) continue;
     const char* base = log_->RecordPtr(b.base_location);
     nvm::RecordIterator it(base, b.bytes);
     for (RecordView r; it.Next(&r);) {
       if (r.type == RecordType::kFlushAll || r.type == RecordType::kFlushDb) return false;
-      keys->insert(r.key);
+      hashes->push_back(HashKey(r.key));
     }
   }
+  if (!recent_.empty()) *covered_end = std::max(*covered_end, recent_.back().end_lsn);
   return true;
 }
 

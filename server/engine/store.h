@@ -27,7 +27,6 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "common/checksum.h"
@@ -263,7 +262,7 @@ class Store final : public ReplicaLog, private CleanSafety {
   uint64_t SafeLsn() const override;
   uint64_t Horizon() override;
   bool IsBackup() const override { return backup_.load(); }
-  bool UncommittedKeys(std::unordered_set<std::string_view>* keys) override;
+  bool UncommittedKeys(uint64_t* covered_end, std::vector<uint64_t>* hashes) override;
 
   StoreOptions options_;
   Metrics* metrics_;
