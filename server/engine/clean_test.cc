@@ -37,7 +37,7 @@ class CleanTest : public ::testing::Test {
   // Cleaning runs only when a test calls CleanOnce (the thread's period is long).
   void Open(double threshold = 0.5, double backup_threshold = 0.25) {
     StoreOptions o;
-    o.log.segment_bytes = 64 << 10;
+    o.log.segment_bytes = segment_bytes_;
     o.max_batch_bytes = 16 << 10;
     o.clean_threshold = threshold;
     o.backup_clean_threshold = backup_threshold;
@@ -85,6 +85,24 @@ class CleanTest : public ::testing::Test {
       passes++;
     }
   }
+  // Applies one batch of (key, value) records as a backup does; returns its LSN.
+  uint64_t ApplyAsBackup(const std::vector<std::pair<std::string, std::string>>& records) {
+    nvm::BatchBuilder b;
+    for (const auto& [k, v] : records) b.Add(nvm::RecordType::kPut, k, v, 0);
+    const uint64_t lsn = store_->log().next_lsn();
+    const nvm::BatchHeader h = nvm::Log::FrameBatch(b.payload(), b.count(), lsn, 0);
+    auto r = store_->AppendReplicated(h, b.payload());
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_TRUE(store_->PersistReplicated().ok());
+    if (r.ok()) store_->PublishReplicated(*r);
+    return lsn;
+  }
+  // A backup cleans while newer values of `kept` keys are uncommitted, then
+  // truncates them (the next primary never committed them): the older values
+  // must be there. `filler_first` records of dead filler come before the
+  // older values in their segment (4,096 and more put them in a later chunk
+  // of the pass than the first).
+  void KeepsWhatOnlyAnUncommittedWriteReplaced(int filler_first);
   std::string Get(const std::string& k) {
     auto guard = store_->LockForRead();
     std::string v;
@@ -103,6 +121,7 @@ class CleanTest : public ::testing::Test {
     return live;
   }
 
+  uint64_t segment_bytes_ = 64 << 10;
   std::shared_ptr<nvm::MemoryDevice> dev_ = std::make_shared<nvm::MemoryDevice>();
   Metrics metrics_;
   nvm::RecoveryReport report_;
@@ -225,29 +244,25 @@ TEST_F(CleanTest, ABackupCleansAtItsLowerThreshold) {
 // a later primary may truncate that write (it never committed), and the value
 // before it must then be there. The uncommitted write arrives while cleaning
 // is possible, in a later segment than the record it replaces.
-TEST_F(CleanTest, ABackupKeepsWhatOnlyAnUncommittedWriteReplaced) {
-  Open(0.5, 0.5);
+void CleanTest::KeepsWhatOnlyAnUncommittedWriteReplaced(int filler_first) {
   store_->SetBackup();
-  // Applies one batch as a backup does; returns its LSN.
-  auto apply = [&](const std::string& k, const std::string& v) -> uint64_t {
-    nvm::BatchBuilder b;
-    b.Add(nvm::RecordType::kPut, k, v, 0);
-    const uint64_t lsn = store_->log().next_lsn();
-    const nvm::BatchHeader h = nvm::Log::FrameBatch(b.payload(), b.count(), lsn, 0);
-    auto r = store_->AppendReplicated(h, b.payload());
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    EXPECT_TRUE(store_->PersistReplicated().ok());
-    if (r.ok()) store_->PublishReplicated(*r);
-    return lsn;
+  auto filler = [&](int n) {
+    for (int i = 0; i < n; i += 50) {
+      std::vector<std::pair<std::string, std::string>> batch;
+      for (int j = i; j < std::min(n, i + 50); j++)
+        batch.emplace_back("f" + std::to_string(j % 40), "x");
+      ApplyAsBackup(batch);
+    }
   };
-  for (int k = 0; k < 8; k++) apply("kept" + std::to_string(k), "old" + std::to_string(k));
+  filler(filler_first);
+  for (int k = 0; k < 8; k++)
+    ApplyAsBackup({{"kept" + std::to_string(k), "old" + std::to_string(k)}});
   // Filler overwritten again and again: the first segment dies but for the above.
-  for (int i = 0; i < 600; i++) apply("filler" + std::to_string(i % 10), std::string(200, 'f'));
-  ASSERT_GE(store_->log().SealedSegments().size(), 2u);
+  while (store_->log().SealedSegments().size() < 2) filler(500);
   store_->SetCommitHint(store_->log().next_lsn() - 1);  // all of it committed
   uint64_t first_new = 0;
   for (int k = 0; k < 8; k++) {
-    const uint64_t lsn = apply("kept" + std::to_string(k), "new" + std::to_string(k));
+    const uint64_t lsn = ApplyAsBackup({{"kept" + std::to_string(k), "new" + std::to_string(k)}});
     if (k == 0) first_new = lsn;
   }
   ASSERT_GT(CleanAll(), 0);
@@ -257,6 +272,19 @@ TEST_F(CleanTest, ABackupKeepsWhatOnlyAnUncommittedWriteReplaced) {
   for (int k = 0; k < 8; k++) EXPECT_EQ(Get("kept" + std::to_string(k)), "old" + std::to_string(k));
   PowerCutAndReopen();
   for (int k = 0; k < 8; k++) EXPECT_EQ(Get("kept" + std::to_string(k)), "old" + std::to_string(k));
+}
+
+TEST_F(CleanTest, ABackupKeepsWhatOnlyAnUncommittedWriteReplaced) {
+  Open(0.5, 0.5);
+  KeepsWhatOnlyAnUncommittedWriteReplaced(0);
+}
+
+// The same with the older values in the pass's second chunk of records: the
+// keys gathered before the first chunk still count there.
+TEST_F(CleanTest, ABackupKeepsWhatOnlyAnUncommittedWriteReplacedInALaterChunk) {
+  segment_bytes_ = 512 << 10;
+  Open(0.5, 0.5);
+  KeepsWhatOnlyAnUncommittedWriteReplaced(5000);
 }
 
 // Tombstones are counted dead when written, but they stay while the values
