@@ -8,6 +8,9 @@ namespace faha::rdma {
 namespace {
 
 uint64_t FrameChecksum(const ReplFrameHeader& h, std::string_view body) {
+  if (h.type == static_cast<uint16_t>(FrameType::kBatch)) {
+    body = body.substr(0, kBatchFrameCheckedBytes);  // the payload has its batch's checksum
+  }
   return Checksum(body.data(), body.size(), Checksum(&h, offsetof(ReplFrameHeader, checksum)));
 }
 

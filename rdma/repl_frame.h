@@ -1,5 +1,5 @@
 // Replication frames: what a primary and its backups exchange over any
-// transport (TCP now, RDMA verbs later). Version 1, little-endian:
+// transport (TCP now, RDMA verbs later). Version 2, little-endian:
 //
 //   ReplFrameHeader (40 B) | body
 //   BATCH      primary -> backup. lsn = the batch's first LSN; body = the batch
@@ -21,8 +21,13 @@
 // Before any frame, the channel has proven the cluster secret
 // (StreamChannel, rdma/byte_stream.h).
 //
-// The header has its own checksum (covering header and body), so a damaged or
-// forged frame is refused before anything in it is trusted. Pure functions.
+// The header has its own checksum, so a damaged or forged frame is refused
+// before anything in it is trusted. It covers the header and the body, except
+// in a BATCH frame, where it covers the header and the batch header only (the
+// first kBatchFrameCheckedBytes of the body): the batch header's own checksum
+// covers its payload, and a backup verifies that before it stores a byte
+// (nvm::Log::CheckBatch). Version 1 hashed every batch twice on each node
+// (docs/architecture.md). Pure functions.
 #ifndef FAHA_RDMA_REPL_FRAME_H_
 #define FAHA_RDMA_REPL_FRAME_H_
 
@@ -33,7 +38,10 @@
 namespace faha::rdma {
 
 inline constexpr uint32_t kReplMagic = 0x52484146;  // "FAHR"
-inline constexpr uint16_t kReplVersion = 1;
+inline constexpr uint16_t kReplVersion = 2;
+// Body bytes of a BATCH frame that its frame checksum covers: the batch
+// header (sizeof(nvm::BatchHeader), asserted where batches are shipped).
+inline constexpr size_t kBatchFrameCheckedBytes = 48;
 
 enum class FrameType : uint16_t {
   kBatch = 1,
@@ -52,7 +60,8 @@ struct ReplFrameHeader {
   uint32_t reserved;  // 0
   uint64_t epoch;
   uint64_t lsn;
-  uint64_t checksum;  // XXH3-64 of header bytes [0, 32) seeding XXH3-64 of the body
+  uint64_t checksum;  // XXH3-64 of header bytes [0, 32) seeding XXH3-64 of the body (BATCH:
+                      // of its first kBatchFrameCheckedBytes)
 };
 static_assert(sizeof(ReplFrameHeader) == 40);
 

@@ -62,6 +62,17 @@ TEST(ReplFrameTest, RefusesGarbageDamageAndOversizeFromTheHeader) {
   flipped[60] ^= 1;  // a body byte
   EXPECT_EQ(DecodeFrame(flipped, 1 << 20, &f, &consumed, &err), FrameDecode::kError);
   EXPECT_EQ(err, "replication frame checksum mismatch");
+  // Past the batch header a BATCH frame's body is the batch checksum's to
+  // check (ReplicatedLogTest.RefusesBadOrDiscontinuousBatchesAndChangesNothing);
+  // any other frame's whole body is the frame checksum's.
+  flipped = wire;
+  flipped[40 + rdma::kBatchFrameCheckedBytes] ^= 1;
+  EXPECT_EQ(DecodeFrame(flipped, 1 << 20, &f, &consumed, &err), FrameDecode::kOk) << err;
+  std::string error_frame;
+  EncodeFrame(&error_frame, FrameType::kError, 1, 1, std::string(100, 'x'));
+  error_frame[40 + rdma::kBatchFrameCheckedBytes] ^= 1;
+  EXPECT_EQ(DecodeFrame(error_frame, 1 << 20, &f, &consumed, &err), FrameDecode::kError);
+  EXPECT_EQ(err, "replication frame checksum mismatch");
   flipped = wire;
   flipped[20] ^= 1;  // the epoch
   EXPECT_EQ(DecodeFrame(flipped, 1 << 20, &f, &consumed, &err), FrameDecode::kError);

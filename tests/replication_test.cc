@@ -641,12 +641,13 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
     ASSERT_TRUE(hello.ok()) << hello.status().ToString();
   };
   {
-    // A frame whose own checksum is wrong.
+    // A frame whose own checksum is wrong (it covers the batch header; the
+    // payload is the batch checksum's, below).
     RawPeer peer;
     session(&peer);
     std::string frame;
     rdma::EncodeFrame(&frame, rdma::FrameType::kBatch, 1, 1, BatchBody(1, 1, 2));
-    frame[frame.size() - 3] ^= 0x20;
+    frame[sizeof(rdma::ReplFrameHeader) + 12] ^= 0x20;  // the batch's record count
     ASSERT_TRUE(peer.ch->Send(frame, 3000).ok());
     ExpectError(&peer, "frame checksum");
   }

@@ -223,6 +223,9 @@ Status Replicator::WaitWritable(int64_t deadline_us) {
   }
 }
 
+static_assert(sizeof(nvm::BatchHeader) == rdma::kBatchFrameCheckedBytes,
+              "a BATCH frame's checksum covers exactly the batch header");
+
 void Replicator::Ship(const nvm::BatchHeader& header, std::string_view payload) {
   auto frame = std::make_shared<std::string>();
   frame->reserve(sizeof(rdma::ReplFrameHeader) + sizeof(header) + payload.size());
