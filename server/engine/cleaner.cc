@@ -5,6 +5,7 @@
 #include <chrono>
 #include <climits>
 #include <unordered_set>
+#include <utility>
 
 #include "common/clock.h"
 #include "common/coding.h"
@@ -173,10 +174,13 @@ uint64_t Cleaner::KeepRecords(const std::vector<CleanRec>& recs,
 
 void Cleaner::Relocate(const std::vector<CleanRec>& recs, const std::vector<Verdict>& verdict,
                        const std::vector<size_t>& kept_from, const std::vector<uint64_t>& moved_to,
-                       const std::vector<std::pair<uint64_t, uint64_t>>& moved,
                        uint32_t victim_id) {
   HotCache& hot = keys_->hot();
   Index& index = keys_->index();
+  // Old location -> new (0: expired) for the hot layer, sorted as the records
+  // are (a hash map built each pass cost 5-7 % of a cleaning thread).
+  static thread_local std::vector<std::pair<uint64_t, uint64_t>> moved;
+  moved.clear();
   for (size_t k = 0; k < kept_from.size(); k++) {
     const CleanRec& r = recs[kept_from[k]];
     const Verdict v = verdict[kept_from[k]];
@@ -185,10 +189,12 @@ void Cleaner::Relocate(const std::vector<CleanRec>& recs, const std::vector<Verd
     } else if (v == Verdict::kExpire && index.Relocate(r.hash, r.location, 0)) {
       keys_->ForgetExpiring(r.ns);
     }
+    if (hot.enabled() && (v == Verdict::kMove || v == Verdict::kExpire))
+      moved.emplace_back(r.location, v == Verdict::kMove ? moved_to[k] : 0);
   }
   if (!hot.enabled()) return;
   std::vector<HotCache::Entry*> gone;
-  auto find = [&moved](uint64_t from) {
+  auto find = [](uint64_t from) {
     auto it = std::lower_bound(moved.begin(), moved.end(), std::make_pair(from, uint64_t{0}));
     return it != moved.end() && it->first == from ? it : moved.end();
   };
@@ -262,15 +268,6 @@ StatusOr<Cleaner::Outcome> Cleaner::CleanVictim() {
   moved_to.clear();
   auto prepared = log_->PrepareReplacement(*victim, kept, cleaned_lsn, &moved_to);
   if (!prepared.ok()) return prepared.status();
-  // Old location -> new (0: expired) for the hot layer, sorted as the records
-  // are (a hash map built each pass cost 5-7 % of a cleaning thread).
-  static thread_local std::vector<std::pair<uint64_t, uint64_t>> moved;
-  moved.clear();
-  for (size_t k = 0; keys_->hot().enabled() && k < kept.size(); k++) {
-    const Verdict v = verdict[kept_from[k]];
-    if (v == Verdict::kMove || v == Verdict::kExpire)
-      moved.emplace_back(recs[kept_from[k]].location, v == Verdict::kMove ? moved_to[k] : 0);
-  }
   // On the media first (readers go on with the old mapping meanwhile), then
   // in memory, moving every location that named the old records, with
   // readers held off (they would follow a location into the wrong mapping).
@@ -284,7 +281,7 @@ StatusOr<Cleaner::Outcome> Cleaner::CleanVictim() {
   log_->SwapReplacement(std::move(*prepared));
   // From here the victim's old locations name nothing: no key may be read
   // through one (Relocate compares locations only).
-  Relocate(recs, verdict, kept_from, moved_to, moved, id);
+  Relocate(recs, verdict, kept_from, moved_to, id);
   keys_->SetDead(id, 0);
   metrics_->clean_passes.fetch_add(1, std::memory_order_relaxed);
   metrics_->clean_records_moved.fetch_add(kept.size(), std::memory_order_relaxed);

@@ -12,7 +12,6 @@
 #include <deque>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "common/mutex.h"
@@ -109,12 +108,11 @@ class Cleaner {
                        std::vector<nvm::Log::KeptRecord>* kept, std::vector<size_t>* kept_from,
                        std::deque<std::string>* encoded, uint64_t* expired);
   // After the swap: every location that named a kept record (index, hot
-  // layer) names its new place (`moved`: old location -> new, 0 if expired,
-  // sorted by old location), and expired keys go. REQUIRES: writer_mu() and
-  // AllReaders.
+  // layer) names its new place (moved_to[k] for recs[kept_from[k]]), and
+  // expired keys go. REQUIRES: writer_mu() and AllReaders.
   void Relocate(const std::vector<CleanRec>& recs, const std::vector<Verdict>& verdict,
                 const std::vector<size_t>& kept_from, const std::vector<uint64_t>& moved_to,
-                const std::vector<std::pair<uint64_t, uint64_t>>& moved, uint32_t victim_id);
+                uint32_t victim_id);
 
   nvm::Log* const log_;
   Keyspace* const keys_;
