@@ -25,9 +25,9 @@
 // before anything in it is trusted. It covers the header and the body, except
 // in a BATCH frame, where it covers the header and the batch header only (the
 // first kBatchFrameCheckedBytes of the body): the batch header's own checksum
-// covers its payload, and a backup verifies that before it stores a byte
-// (nvm::Log::CheckBatch). Version 1 hashed every batch twice on each node
-// (docs/architecture.md). Pure functions.
+// covers its payload, and a backup verifies that before it stores a byte or
+// reads a record (nvm::Log::CheckBatch; Store::AppendReplicated). Version 1 hashed every batch
+// twice on each node (docs/architecture.md). Pure functions.
 #ifndef FAHA_RDMA_REPL_FRAME_H_
 #define FAHA_RDMA_REPL_FRAME_H_
 

@@ -649,7 +649,7 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
     rdma::EncodeFrame(&frame, rdma::FrameType::kBatch, 1, 1, BatchBody(1, 1, 2));
     frame[sizeof(rdma::ReplFrameHeader) + 12] ^= 0x20;  // the batch's record count
     ASSERT_TRUE(peer.ch->Send(frame, 3000).ok());
-    ExpectError(&peer, "frame checksum");
+    ExpectError(&peer, "frame checksum", "replication frame checksum mismatch");
   }
   {
     // A well-framed batch whose batch checksum is wrong.
@@ -658,18 +658,18 @@ TEST(ReplicationTest, BadBytesOnTheReplicationPortAreRefusedAndChangeNothing) {
     std::string body = BatchBody(1, 1, 2);
     body[body.size() - 1] ^= 0x01;
     ASSERT_TRUE(peer.Send(rdma::FrameType::kBatch, 1, 1, body).ok());
-    ExpectError(&peer, "batch checksum");
+    ExpectError(&peer, "batch checksum", "batch checksum mismatch");
   }
   {
     // A batch that skips LSNs, and one too short to hold a batch header.
     RawPeer peer;
     session(&peer);
     ASSERT_TRUE(peer.Send(rdma::FrameType::kBatch, 1, 7, BatchBody(7, 1, 2)).ok());
-    ExpectError(&peer, "LSN gap");
+    ExpectError(&peer, "LSN gap", "but this log continues at");
     RawPeer peer2;
     session(&peer2);
     ASSERT_TRUE(peer2.Send(rdma::FrameType::kBatch, 1, 1, "short").ok());
-    ExpectError(&peer2, "short body");
+    ExpectError(&peer2, "short body", "BATCH frame without a batch header");
   }
   {
     // A truncated frame, then the peer goes away.

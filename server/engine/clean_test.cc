@@ -430,5 +430,40 @@ TEST_F(CleanTest, PowerCutAtEveryPointOfCleaningLosesNothingAcknowledged) {
   EXPECT_GT(crashed_at_commit, 2);
 }
 
+// A backup whose tail segment is full decides from a batch's records whether it
+// may take the reserve (a batch that only deletes may), and the frame's checksum
+// does not cover those records (rdma/repl_frame.h): a damaged batch is refused
+// before any room is made for it, and the log is as it was.
+TEST_F(CleanTest, ABackupChecksADamagedBatchBeforeMakingRoomForIt) {
+  Open();
+  const std::string value(1000, 'v');
+  int n = 0;
+  while (true) {
+    nvm::BatchBuilder probe;
+    probe.Add(nvm::RecordType::kPut, "k" + std::to_string(n), value, 0);
+    if (!store_->log().HasRoom_wt(probe.payload().size())) break;
+    ApplyAsBackup({{"k" + std::to_string(n++), value}});
+    ASSERT_LT(n, 1000) << "the tail segment never filled";
+  }
+  const size_t sealed = store_->log().SealedSegments().size();
+  const size_t files = dev_->ListSegments()->size();
+  const uint64_t next = store_->log().next_lsn();
+  nvm::BatchBuilder b;
+  b.Add(nvm::RecordType::kPut, "last", value, 0);
+  const nvm::BatchHeader h = nvm::Log::FrameBatch(b.payload(), b.count(), next, 0);
+  std::string damaged(b.payload());
+  damaged[0] ^= 0x02;  // the record type: a PUT becomes a FLUSHALL, a removal
+  auto r = store_->AppendReplicated(h, damaged);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Status::Code::kCorruption) << r.status().ToString();
+  EXPECT_EQ(store_->log().SealedSegments().size(), sealed) << "room was made for it";
+  EXPECT_EQ(dev_->ListSegments()->size(), files) << "room was made for it";
+  EXPECT_EQ(store_->log().next_lsn(), next);
+  // The batch as sent is taken, in a new segment.
+  auto ok = store_->AppendReplicated(h, b.payload());
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(store_->log().SealedSegments().size(), sealed + 1);
+}
+
 }  // namespace
 }  // namespace faha

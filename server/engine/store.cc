@@ -151,6 +151,10 @@ StatusOr<nvm::Log::AppendResult> Store::AppendReplicated(const nvm::BatchHeader&
                                                          std::string_view payload) {
   if (!log_->HasRoom_wt(payload.size())) {
     // As the primary does: a batch that only deletes may use the reserve.
+    // Its records decide that, so they are checked first (the frame's
+    // checksum does not cover them; AppendReplicated_wt checks them again on
+    // this rare path only).
+    FAHA_RETURN_IF_ERROR(nvm::Log::CheckBatch(header, payload));
     Status room = log_->MakeRoom_wt(payload.size(), OnlyRemovals(payload));
     if (!room.ok()) return room;
   }
