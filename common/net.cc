@@ -9,7 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -139,22 +141,55 @@ std::pair<std::string, int> SplitForDisplay(const std::string& address) {
   return {host, port};
 }
 
-StatusOr<int> FreeLoopbackPort() {
+namespace {
+// Binds 127.0.0.1:port (0: the kernel's choice) and returns the port bound.
+StatusOr<int> BindLoopback(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::IOError(Errno("socket"));
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t len = sizeof(a);
   Status s;
   if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    s = Status::IOError(Errno("bind 127.0.0.1:0"));
+    s = Status::IOError(Errno("bind 127.0.0.1:" + std::to_string(port)));
   } else if (getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
     s = Status::IOError(Errno("getsockname"));
   }
   close(fd);
   if (!s.ok()) return s;
   return static_cast<int>(ntohs(a.sin_port));
+}
+}  // namespace
+
+StatusOr<int> FreeLoopbackPort() {
+  // A port the kernel picks for port 0 is in its ephemeral range, where any
+  // outgoing connection (a test's clients, say) may take it before the server
+  // binds it: "Address already in use". Below that range only binds compete.
+  int ephemeral_low = 32768;
+  if (FILE* f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re")) {
+    if (fscanf(f, "%d", &ephemeral_low) != 1) ephemeral_low = 32768;
+    fclose(f);
+  }
+  constexpr int kLowest = 10000;
+  if (ephemeral_low > kLowest + 1000) {
+    static std::atomic<uint64_t> state{static_cast<uint64_t>(MonoUs()) ^
+                                       (static_cast<uint64_t>(getpid()) << 32)};
+    for (int attempt = 0; attempt < 64; attempt++) {
+      // xorshift64: cheap, and distinct per process through the seed.
+      uint64_t x = state.load(std::memory_order_relaxed);
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      state.store(x, std::memory_order_relaxed);
+      const int port =
+          kLowest + static_cast<int>(x % static_cast<uint64_t>(ephemeral_low - kLowest));
+      StatusOr<int> bound = BindLoopback(port);
+      if (bound.ok()) return bound;
+    }
+  }
+  return BindLoopback(0);
 }
 
 }  // namespace faha::net

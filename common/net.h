@@ -40,8 +40,10 @@ StatusOr<int> ListenTcp(const std::string& bind, int port, int backlog, int* bou
 // not HOST:PORT (e.g. no primary known yet).
 std::pair<std::string, int> SplitForDisplay(const std::string& address);
 
-// A TCP port of 127.0.0.1 that was free a moment ago (bound to port 0, read
-// back, released), for tests and tools that start servers.
+// A TCP port of 127.0.0.1 that was free a moment ago (bound, released), for
+// tests and tools that start servers. Chosen at random below the kernel's
+// ephemeral range (ip_local_port_range), so that no outgoing connection takes
+// it before the server binds it; port 0's choice if none there is free.
 StatusOr<int> FreeLoopbackPort();
 
 }  // namespace faha::net
