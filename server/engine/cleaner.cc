@@ -177,6 +177,7 @@ void Cleaner::Relocate(const std::vector<CleanRec>& recs, const std::vector<Verd
                        uint32_t victim_id) {
   HotCache& hot = keys_->hot();
   Index& index = keys_->index();
+  const bool held = hot.enabled();
   // Old location -> new (0: expired) for the hot layer, sorted as the records
   // are (a hash map built each pass cost 5-7 % of a cleaning thread).
   static thread_local std::vector<std::pair<uint64_t, uint64_t>> moved;
@@ -189,10 +190,13 @@ void Cleaner::Relocate(const std::vector<CleanRec>& recs, const std::vector<Verd
     } else if (v == Verdict::kExpire && index.Relocate(r.hash, r.location, 0)) {
       keys_->ForgetExpiring(r.ns);
     }
-    if (hot.enabled() && (v == Verdict::kMove || v == Verdict::kExpire))
+    if (held && (v == Verdict::kMove || v == Verdict::kExpire))
       moved.emplace_back(r.location, v == Verdict::kMove ? moved_to[k] : 0);
   }
-  if (!hot.enabled()) return;
+  if (!held) return;
+  // The victim's records come in log order (ForEachRecord), so this is
+  // sorted already; the binary search below must not depend on that.
+  if (!std::is_sorted(moved.begin(), moved.end())) std::sort(moved.begin(), moved.end());
   std::vector<HotCache::Entry*> gone;
   auto find = [](uint64_t from) {
     auto it = std::lower_bound(moved.begin(), moved.end(), std::make_pair(from, uint64_t{0}));

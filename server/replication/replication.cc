@@ -174,6 +174,14 @@ bool Replicator::CoveredLocked(uint64_t end_lsn) const {
   return n >= options_.min_sync_backups;
 }
 
+uint64_t Replicator::InSyncAckedLocked() const {
+  uint64_t lowest = UINT64_MAX;
+  for (const auto& p : peers_) {
+    if (p->in_sync) lowest = std::min(lowest, p->acked_end);
+  }
+  return lowest;
+}
+
 void Replicator::MaybeJoinLocked(Peer* peer) {
   // Every batch committed so far is on the backup, and every later one will
   // wait for its ack: from here on it counts.

@@ -184,6 +184,8 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
   void StartPeerLocked(Peer* peer) REQUIRES(mu_);
   bool cluster_mode() const { return static_cast<bool>(options_.drop_backups); }
   bool CoveredLocked(uint64_t end_lsn) const REQUIRES(mu_);
+  // The lowest acknowledged end among in-sync backups (UINT64_MAX if none).
+  uint64_t InSyncAckedLocked() const REQUIRES(mu_);
   size_t InSyncLocked() const REQUIRES(mu_);
   void MaybeJoinLocked(Peer* peer) REQUIRES(mu_);
   std::string WhyNotReadyLocked() const REQUIRES(mu_);
