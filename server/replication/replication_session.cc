@@ -196,6 +196,11 @@ Status Replicator::OpenSession(Peer* peer, rdma::Channel* ch, uint64_t ship_end,
     peer->state = *backup_next < ship_end_ ? "catching up" : "connected";
     MaybeJoinLocked(peer);
   }
+  // Its acknowledged end was set above without an acknowledgement: in cluster
+  // mode a backup stays in sync while it reconnects, and what it holds may
+  // now cover a batch the committer waits for (ReceiveAcks wakes it only when
+  // an acknowledgement raises the lowest in-sync end).
+  cv_.SignalAll();
   FAHA_LOG_INFO("replication: connected to backup %s at its LSN %llu (ours %llu)",
                 peer->address.c_str(), static_cast<unsigned long long>(*backup_next - 1),
                 static_cast<unsigned long long>(ship_end - 1));
