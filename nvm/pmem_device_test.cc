@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -326,6 +327,64 @@ TEST_F(RecycleTest, SmallerFilesAndFilesWithoutZeroFillAreRemoved) {
   const int old_file = OpenSegment(2);
   Clean(2);
   EXPECT_EQ(Links(old_file), 0u);
+}
+
+// The lines of /proc/self/smaps for the mapping that starts at `addr`.
+std::string SmapsOf(const void* addr) {
+  std::ifstream in("/proc/self/smaps");
+  char start[32];
+  snprintf(start, sizeof(start), "%lx-",
+           static_cast<unsigned long>(reinterpret_cast<uintptr_t>(addr)));
+  std::string line, out;
+  bool in_vma = false;
+  while (std::getline(in, line)) {
+    const bool header = line.find('-') != std::string::npos && line.find(':') > line.find(' ');
+    if (header) in_vma = line.rfind(start, 0) == 0;
+    if (in_vma) out += line + "\n";
+  }
+  return out;
+}
+
+size_t SmapsKb(const std::string& smaps, const std::string& field) {
+  const size_t at = smaps.find(field + ":");
+  return at == std::string::npos ? 0 : std::stoul(smaps.substr(at + field.size() + 1));
+}
+
+// A segment's read mapping asks for 2 MiB pages (MapPlainFile), and where the
+// kernel caches the file in large folios (ext4 from Linux 6.16) a segment
+// whose zeros were written is mapped in them (WriteZeros writes 2 MiB at a
+// time): 4 KiB pages cost each record read a TLB walk of its own.
+TEST(HugeMappingTest, ASegmentIsMappedIn2MiBPagesWhereTheKernelCan) {
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode;
+  std::getline(thp, mode);
+  if (mode.empty() || mode.find("[never]") != std::string::npos) {
+    GTEST_SKIP() << "transparent huge pages are off here";
+  }
+  const std::string dir = MakeTempDir("huge");
+  ASSERT_FALSE(dir.empty());
+  {
+    auto dev = OpenPmemDevice(dir, ZeroFill::kAlways);
+    ASSERT_TRUE(dev.ok()) << dev.status().ToString();
+    auto seg = (*dev)->CreateSegment(1, kSegmentBytes);
+    ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+    (*seg)->Prefault(0, kSegmentBytes);  // as the spare-segment thread does
+    const std::string smaps = SmapsOf((*seg)->data());
+    ASSERT_FALSE(smaps.empty()) << "no mapping at the segment's address";
+    if (smaps.find(" sf") == std::string::npos) {  // not a DAX (MAP_SYNC) mapping
+      EXPECT_NE(smaps.find(" hg"), std::string::npos) << smaps;
+    }
+    struct statfs fs;
+    ASSERT_EQ(statfs(dir.c_str(), &fs), 0);
+    utsname u;
+    ASSERT_EQ(uname(&u), 0);
+    int major = 0, minor = 0;
+    sscanf(u.release, "%d.%d", &major, &minor);
+    if (fs.f_type == EXT4_SUPER_MAGIC && (major > 6 || (major == 6 && minor >= 16))) {
+      EXPECT_GE(SmapsKb(smaps, "FilePmdMapped"), size_t{2048}) << smaps;
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(DeviceOpenTest, LeftoverSparesAndUnfinishedSegmentFilesAreRemoved) {
