@@ -66,7 +66,7 @@ Status SpaceOrIOError(int err, const std::string& what) {
 Status WriteZeros(int fd, size_t bytes) {
   // 2 MiB writes at 2 MiB offsets: the page cache then holds the file in
   // 2 MiB folios where the file system allows them (it sizes a folio by the
-  // write), which the read mapping maps with one entry each (MapPlainFile).
+  // write), which the read mapping maps with one entry each (FileSegment).
   // 1 MiB writes left every written segment mapped in 4 KiB pages.
   static const std::vector<char> kZeros(2 << 20, 0);
   for (size_t off = 0; off < bytes;) {

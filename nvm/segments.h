@@ -125,11 +125,12 @@ class FileSegment final : public Segment {
     AddRange(data_, size_);
     // In 2 MiB pages where the kernel can: ext4 (Linux 6.16+) and xfs cache
     // files in large folios (WriteZeros writes 2 MiB at a time for that), and
-    // a 2 MiB-aligned mapping of them takes one page-table entry per folio.
-    // A random record read through 4 KiB pages misses the TLB and walks the
-    // page tables: on ext4 the first load of each overwritten record was
-    // 25-47 % of a backup's CPU (docs/architecture.md). Where THP is off or
-    // the file system has no large folios this fails or changes nothing.
+    // the kernel maps a 2 MiB folio under a 2 MiB-aligned mapping (it aligns
+    // large file mappings) with one entry. The advice also makes read-ahead
+    // of uncached ranges 2 MiB. A random record read through 4 KiB pages
+    // misses the TLB and walks the page tables: on ext4 the first load of
+    // each overwritten record was 25-47 % of a backup's CPU
+    // (docs/architecture.md). It fails only where the kernel has no THP.
     if (madvise(data_, size_, MADV_HUGEPAGE) != 0) {
       FAHA_LOG_DEBUG("madvise(MADV_HUGEPAGE) %s: %s", path_.c_str(), strerror(errno));
     }
