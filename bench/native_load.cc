@@ -27,15 +27,17 @@ DEFINE_int32(value_bytes, 1000, "Value size.");
 DEFINE_int32(keyspace, 100000, "Distinct keys written.");
 DEFINE_double(seconds, 5, "How long to run (unless --ops is set).");
 DEFINE_int64(ops, 0, "Stop after this many writes in all (0: run for --seconds).");
+DEFINE_int32(connect_timeout_ms, 2000,
+             "How long each connection may take to set up (rdma_cm is slow under emulation).");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("write load over the native protocol (pipelined PUTs)");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (FLAGS_connections < 1 || FLAGS_depth < 1 || FLAGS_value_bytes < 0 || FLAGS_keyspace < 1 ||
-      FLAGS_seconds <= 0) {
+      FLAGS_seconds <= 0 || FLAGS_connect_timeout_ms < 1) {
     fprintf(stderr,
-            "faha_native_load: --connections, --depth, --keyspace and --seconds must be "
-            "positive\n");
+            "faha_native_load: --connections, --depth, --keyspace, --seconds and "
+            "--connect_timeout_ms must be positive\n");
     return 2;
   }
   faha::Histogram latency_us;
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
     threads.emplace_back([&, t] {
       faha::ClientOptions o;
       o.address = FLAGS_address;
+      o.connect_timeout_ms = FLAGS_connect_timeout_ms;
       auto c = faha::Client::Connect(o);
       if (!c.ok()) {
         fprintf(stderr, "faha_native_load: %s\n", c.status().ToString().c_str());

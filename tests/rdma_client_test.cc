@@ -131,7 +131,8 @@ TEST(RdmaClientTest, PipelinedLargeValuesAndNoRemoteKeyToTheLog) {
   }
   RunResult load = RunTool(
       {BinDir() + "/faha_native_load", "--address", "rdma://" + s.address(), "--ops", "20000",
-       "--connections", "2", "--depth", "8", "--value_bytes", "1000", "--keyspace", "5000"},
+       "--connections", "2", "--depth", "8", "--value_bytes", "1000", "--keyspace", "5000",
+       "--connect_timeout_ms", std::to_string(static_cast<int>(2000 * TestSlowdown()))},
       "", 120000);
   EXPECT_EQ(load.exit_code, 0) << load.out << load.err;
   EXPECT_NE(load.out.find("errors=0"), std::string::npos) << load.out << load.err;

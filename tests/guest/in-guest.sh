@@ -44,7 +44,8 @@ case "$MODE" in
       [ "$g" = CACHE_LINE ] || { echo "guest: expected CACHE_LINE on the DAX mount"; exit 1; }
     done
     "$BUILD/faha_native_load" --address "rdma://$A:7400" --ops 20000 --connections 4 --depth 8 \
-      --value_bytes 1000 --keyspace 5000 | sed 's/^/guest: native client over rdma:\/\/ (3 nodes, 2 sync backups): /'
+      --value_bytes 1000 --keyspace 5000 --connect_timeout_ms 20000 \
+      | sed 's/^/guest: native client over rdma:\/\/ (3 nodes, 2 sync backups): /'
     # The YCSB driver over rdma://: workload A (load, then 50% reads / 50%
     # updates, zipfian) against the same cluster; any failed operation fails it.
     ycsb=(-P bench/workloads/workloada -p "target=rdma://$A:7400" -p recordcount=2000
