@@ -26,7 +26,10 @@
 #   bench/write_path.sh --dir /mnt/nvme     # any directory
 # Environment: REPEAT (3), SETTLE_S (1: seconds between a start and the first load,
 # followed by a sync), N_C1 (3000), N_C8 (20000), N_P16 (200000) requests
-# per run, FAHA_BIN_DIR, FAHA_FLAGS (extra faha-server flags for every node),
+# per run, WARM (0: SETs sent at the p16 load after each start and before the
+# measured loads, so that they meet a log in its steady state, where cleaning
+# frees a segment for each one written and its file is reused, rather than a
+# log still growing into new files; 600000 is three times the key range), FAHA_BIN_DIR, FAHA_FLAGS (extra faha-server flags for every node),
 # OUT (also write the report there), SYSTEMS and LOADS (a subset of the rows, e.g.
 # SYSTEMS="faha-0 redis-none" LOADS=c1; ratios that need a missing row print "-").
 # Servers listen on 127.0.0.1 only and are stopped by pid when the script exits.
@@ -39,12 +42,14 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --tmpfs) DATA_PARENT=/dev/shm; shift ;;
     --dir) DATA_PARENT="$2"; shift 2 ;;
-    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "write_path.sh: unknown argument $1 (--tmpfs, --dir DIR)" >&2; exit 2 ;;
   esac
 done
 REPEAT="${REPEAT:-3}"
 SETTLE_S="${SETTLE_S:-1}"
+WARM="${WARM:-0}"
+[[ "${WARM}" =~ ^[0-9]+$ ]] || { echo "write_path.sh: WARM must be a count of SETs" >&2; exit 2; }
 declare -A N=([c1]="${N_C1:-3000}" [c8]="${N_C8:-20000}" [p16]="${N_P16:-200000}")
 declare -A LOAD_ARGS=([c1]="-c 1 -P 1" [c8]="-c 8 -P 1" [p16]="-c 50 -P 16")
 # shellcheck disable=SC2206  # space-separated lists
@@ -208,12 +213,22 @@ settle() {
   sync
 }
 
+# WARM SETs at the p16 load, not measured, then a settle.
+warm() {  # sys
+  ((WARM > 0)) || return 0
+  # shellcheck disable=SC2086  # LOAD_ARGS holds several flags
+  redis-benchmark -h 127.0.0.1 -p "${PORT}" -t set -d 1000 -r 100000 -n "${WARM}" \
+    ${LOAD_ARGS[p16]} --csv > /dev/null 2>&1 || { echo "write_path.sh: warming ${1} failed" >&2; exit 1; }
+  settle
+}
+
 log "data on ${DATA_PARENT} (${FS_TYPE}), ${REPEAT} runs, binaries from ${FAHA_BIN_DIR}"
 for ((rep = 1; rep <= REPEAT; rep++)); do
   run_device
   for sys in "${SYSTEMS[@]}"; do
     start_system "${sys}"
     settle
+    warm "${sys}"
     for load in "${LOADS[@]}"; do run_load "${sys}" "${load}"; done
     stop_system
   done
@@ -243,6 +258,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-
   echo
   echo "Loads: c1 = \`-c 1 -P 1 -n ${N[c1]}\`, c8 = \`-c 8 -P 1 -n ${N[c8]}\`, p16 = \`-c 50 -P 16 -n ${N[p16]}\`;"
   echo "each \`redis-benchmark -h 127.0.0.1 -p PORT -t set -d 1000 -r 100000 --csv\` plus those flags."
+  ((WARM == 0)) || echo "Before them each system took ${WARM} unmeasured SETs at the p16 load (WARM=${WARM})."
   echo "Device: \`faha_device_limit --dir DATA --bytes 1000 --count ${N[c1]} --mode all\`."
   echo "Servers:"
   for sys in "${SYSTEMS[@]}"; do echo "- ${sys}: \`${SYSTEM_CMD[${sys}]}\`"; done
