@@ -29,7 +29,8 @@
 # per run, WARM (0: SETs sent at the p16 load after each start and before the
 # measured loads, so that they meet a log in its steady state, where cleaning
 # frees a segment for each one written and its file is reused, rather than a
-# log still growing into new files; 600000 is three times the key range), FAHA_BIN_DIR, FAHA_FLAGS (extra faha-server flags for every node),
+# log still growing into new files; 600000 is six times the key range's data),
+# FAHA_BIN_DIR, FAHA_FLAGS (extra faha-server flags for every node),
 # OUT (also write the report there), SYSTEMS and LOADS (a subset of the rows, e.g.
 # SYSTEMS="faha-0 redis-none" LOADS=c1; ratios that need a missing row print "-").
 # Servers listen on 127.0.0.1 only and are stopped by pid when the script exits.
@@ -42,7 +43,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --tmpfs) DATA_PARENT=/dev/shm; shift ;;
     --dir) DATA_PARENT="$2"; shift 2 ;;
-    -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "write_path.sh: unknown argument $1 (--tmpfs, --dir DIR)" >&2; exit 2 ;;
   esac
 done

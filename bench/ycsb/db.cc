@@ -228,7 +228,6 @@ StatusOr<DBFactory> MakeDBFactory(const Properties& props) {
   o.address = target;
   o.password = password;
   o.op_timeout_ms = static_cast<int>(*timeout);
-  o.connect_timeout_ms = static_cast<int>(*timeout);
   o.follow_primary =
       target.find(',') != std::string::npos || props.Get("faha.follow_primary", "false") == "true";
   return DBFactory([o]() -> StatusOr<std::unique_ptr<DB>> {
