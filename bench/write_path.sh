@@ -168,13 +168,18 @@ record() { RUNS["$1"]+="$2 "; }
 med() { tr ' ' '\n' <<< "${RUNS[$1]:-}" | awk 'NF' | median; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# redis-benchmark SET of 1000-byte values over 100,000 keys: N requests with
+# the given load flags; prints its CSV.
+set_load() {  # n flags...
+  redis-benchmark -h 127.0.0.1 -p "${PORT}" -t set -d 1000 -r 100000 -n "$1" "${@:2}" --csv 2> /dev/null
+}
+
 run_load() {  # sys load
   local sys="$1" load="$2" out line i
   local -a before=()
   for i in "${!NODE_PIDS[@]}"; do before+=("$(cpu_ticks "${NODE_PIDS[$i]}")"); done
   # shellcheck disable=SC2086  # LOAD_ARGS holds several flags
-  out="$(redis-benchmark -h 127.0.0.1 -p "${PORT}" -t set -d 1000 -r 100000 -n "${N[$load]}" \
-    ${LOAD_ARGS[$load]} --csv 2> /dev/null)" || { echo "write_path.sh: redis-benchmark against ${sys} failed" >&2; exit 1; }
+  out="$(set_load "${N[$load]}" ${LOAD_ARGS[$load]})" || { echo "write_path.sh: redis-benchmark against ${sys} failed" >&2; exit 1; }
   line="$(grep '^"SET"' <<< "${out}" | tr -d '"')"
   [[ -n "${line}" ]] || { echo "write_path.sh: no SET result from ${sys}: ${out}" >&2; exit 1; }
   # SET,rps,avg,min,p50,p95,p99,max (ms)
@@ -218,8 +223,7 @@ settle() {
 warm() {  # sys
   ((WARM > 0)) || return 0
   # shellcheck disable=SC2086  # LOAD_ARGS holds several flags
-  redis-benchmark -h 127.0.0.1 -p "${PORT}" -t set -d 1000 -r 100000 -n "${WARM}" \
-    ${LOAD_ARGS[p16]} --csv > /dev/null 2>&1 || { echo "write_path.sh: warming ${1} failed" >&2; exit 1; }
+  set_load "${WARM}" ${LOAD_ARGS[p16]} > /dev/null || { echo "write_path.sh: warming ${1} failed" >&2; exit 1; }
   settle
 }
 
