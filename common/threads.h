@@ -20,9 +20,10 @@ inline void SetThreadName(const std::string& name) {
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
 }
 
-// A named thread that runs `tick` every `interval` until Stop (the hot
-// layer's maintenance, log cleaning). A long tick may ask stopping() to end
-// early.
+// A named thread that runs `tick` every `interval` until Stop (log cleaning,
+// active expiry), or (StartPaced) waits whatever its tick returns before the
+// next one (the hot layer's maintenance, which backs off while idle). A long
+// tick may ask stopping() to end early.
 class PeriodicThread {
  public:
   PeriodicThread() = default;
@@ -31,12 +32,21 @@ class PeriodicThread {
   PeriodicThread& operator=(const PeriodicThread&) = delete;
 
   void Start(std::string name, std::chrono::milliseconds interval, std::function<void()> tick) {
-    thread_ = std::thread([this, name = std::move(name), interval, tick = std::move(tick)] {
+    StartPaced(std::move(name), interval, [interval, tick = std::move(tick)] {
+      tick();
+      return interval;
+    });
+  }
+  // The first tick after `first`; each later one after what the last returned.
+  void StartPaced(std::string name, std::chrono::milliseconds first,
+                  std::function<std::chrono::milliseconds()> tick) {
+    thread_ = std::thread([this, name = std::move(name), first, tick = std::move(tick)] {
       SetThreadName(name);
+      std::chrono::milliseconds wait = first;
       MutexLock l(&mu_);
-      while (!cv_.WaitFor(&mu_, interval, [&]() REQUIRES(mu_) { return stopping_; })) {
+      while (!cv_.WaitFor(&mu_, wait, [&]() REQUIRES(mu_) { return stopping_; })) {
         l.Unlock();
-        tick();
+        wait = tick();
         l.Lock();
       }
     });

@@ -128,13 +128,15 @@ void HotCache::Clear() {
   count_.store(0, std::memory_order_relaxed);
 }
 
-void HotCache::Age() {
-  if (budget_ == 0) return;
+void HotCache::Age(int halvings) {
+  if (budget_ == 0 || halvings <= 0) return;
+  // Counts are 16 (sketch) and 32 bits (entries) wide: 32 halvings clear both.
+  const int shift = std::min(halvings, 31);
   for (Entry* e : entries_) {
-    e->hits.store(e->hits.load(std::memory_order_relaxed) / 2, std::memory_order_relaxed);
+    e->hits.store(e->hits.load(std::memory_order_relaxed) >> shift, std::memory_order_relaxed);
   }
   for (size_t i = 0; i < (size_t{2} << kSketchBits); i++) {
-    sketch_[i].store(static_cast<uint16_t>(sketch_[i].load(std::memory_order_relaxed) / 2),
+    sketch_[i].store(static_cast<uint16_t>(sketch_[i].load(std::memory_order_relaxed) >> shift),
                      std::memory_order_relaxed);
   }
 }

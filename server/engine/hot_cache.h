@@ -110,8 +110,8 @@ class HotCache {
   void ForEach(Fn fn) {
     for (Entry* e : entries_) fn(e);
   }
-  // Halves every count (entries and sketch).
-  void Age();
+  // Halves every count (entries and sketch), `halvings` times over.
+  void Age(int halvings = 1);
 
  private:
   static constexpr size_t kNodeOverhead = 48;  // hash-map node and bucket, roughly

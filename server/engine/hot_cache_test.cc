@@ -9,6 +9,7 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 
 #include "common/clock.h"
 #include "nvm/memory_device.h"
@@ -39,6 +40,23 @@ TEST(HotCacheTest, OnlyRepeatedlySampledKeysBecomeCandidatesOnce) {
   off.RecordAccess(nullptr, "hot", h1);
   EXPECT_FALSE(off.enabled());
   EXPECT_TRUE(off.TakeCandidates().empty());
+}
+
+TEST(HotCacheTest, AgingManyTimesOverHalvesEachTimeAndClearsAtTheWidth) {
+  HotCache hot(1 << 20);
+  const uint64_t h = HashKey("hot");
+  for (uint32_t i = 0; i < HotCache::kSampleEvery * 64; i++) hot.RecordAccess(nullptr, "hot", h);
+  HotCache::Entry* e = hot.Insert("held", HashKey("held"), "v", 0, 1, /*hits=*/1000);
+  const uint32_t sampled = hot.Estimate(h);
+  ASSERT_GE(sampled, 64u);
+  hot.Age(3);  // what three passes of one halving each would leave
+  EXPECT_EQ(hot.Estimate(h), sampled >> 3);
+  EXPECT_EQ(e->hits.load(), 1000u >> 3);
+  hot.Age(0);  // nothing
+  EXPECT_EQ(e->hits.load(), 1000u >> 3);
+  hot.Age(40);  // more than either count's width: zero, not undefined
+  EXPECT_EQ(hot.Estimate(h), 0u);
+  EXPECT_EQ(e->hits.load(), 0u);
 }
 
 TEST(HotCacheTest, VictimIsColderThanTheCandidateOrNone) {
@@ -165,6 +183,23 @@ TEST_F(HotStoreTest, HotReadsSkipTheLogAndHotUpdatesSkipTheBaseIndex) {
   EXPECT_EQ(s->hot().Find("k7", HashKey("k7")), nullptr);
   EXPECT_EQ(Get(s.get(), "k7"), "<nil>");
   EXPECT_EQ(s->KeyCount(), 499u);
+}
+
+// The faha-hot thread backs off while nothing is sampled hot (up to 640 ms
+// between passes): a key that turns hot after a long idle spell is still
+// promoted by the thread, without a pass by hand.
+TEST_F(HotStoreTest, TheThreadPromotesAfterBackingOffWhileIdle) {
+  auto s = Open(dev_, 1 << 20, &m_);
+  Write(s.get(), {Set("k", "v")});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // backed off fully
+  EXPECT_EQ(m_.hot_promotions.load(), 0u);
+  for (int i = 0; i < 400; i++) Get(s.get(), "k");
+  const int64_t deadline = MonoMs() + 20000;
+  while (m_.hot_promotions.load() == 0 && MonoMs() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(m_.hot_promotions.load(), 1u);
+  EXPECT_EQ(Get(s.get(), "k"), "v");
 }
 
 TEST_F(HotStoreTest, DemotionWritesTheCurrentLocationBackToTheBase) {

@@ -1,10 +1,12 @@
-// HotMaintainer: the hot layer's upkeep (thread faha-hot). Every few ms it
-// promotes the keys the hot layer sampled as hot (their values copied into
-// DRAM), demotes the coldest to stay within the budget, and every
-// --hot_age_ms halves the access counts. See docs/architecture.md, "Hot layer".
+// HotMaintainer: the hot layer's upkeep (thread faha-hot). Every 10 ms while
+// reads sample keys as hot (backing off to 640 ms while none are) it promotes
+// the keys sampled as hot (their values copied into DRAM), demotes the
+// coldest to stay within the budget, and every hot_age_ms halves the access
+// counts. See docs/architecture.md, "Hot layer".
 #ifndef FAHA_SERVER_ENGINE_HOT_MAINTAINER_H_
 #define FAHA_SERVER_ENGINE_HOT_MAINTAINER_H_
 
+#include <chrono>
 #include <cstdint>
 
 #include "common/threads.h"
@@ -26,14 +28,17 @@ class HotMaintainer {
   void Start();
   void Stop() { thread_.Stop(); }
   // One pass: promotes candidates, demotes to stay within the budget, and
-  // ages the counts if `age`. Public for tests. Takes the keyspace's writer
-  // lock, and holds the readers off only to link new entries in.
-  void Pass(bool age);
+  // halves the counts `halvings` times. Public for tests. Takes the
+  // keyspace's writer lock, and holds the readers off only to link new
+  // entries in. Whether there were candidates (the thread backs off if not).
+  bool Pass(int halvings);
 
  private:
   nvm::Log* const log_;
   Keyspace* const keys_;
   Metrics* const metrics_;
+  static constexpr std::chrono::milliseconds kBusyWait{10};
+  static constexpr std::chrono::milliseconds kIdleWait{640};
   const int age_ms_;
   int64_t aged_ms_ = 0;  // the thread's: when the counts last halved
   PeriodicThread thread_;

@@ -173,7 +173,7 @@ class Store final : public ReplicaLog, private CleanSafety {
   // One pass of the hot layer's maintenance (the faha-hot thread runs it every
   // few ms): promotes candidates, demotes to stay within the budget, and ages
   // the counts if `age`. Public for tests.
-  void MaintainHot(bool age) { hot_maintainer_.Pass(age); }
+  void MaintainHot(bool age) { hot_maintainer_.Pass(age ? 1 : 0); }
   // ---- Log cleaning (docs/architecture.md, "Log cleaning") ----
   // One pass: compacts the emptiest sealed segment below the threshold, if
   // any may be cleaned. Returns whether a segment was replaced. Public for
