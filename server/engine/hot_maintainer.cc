@@ -17,10 +17,10 @@ void HotMaintainer::Start() {
   aged_ms_ = MonoMs();
   thread_.StartPaced("faha-hot", kBusyWait, [this, wait = kBusyWait]() mutable {
     // The counts halve once per age_ms_ that passed, however long the
-    // thread slept.
+    // thread slept (at every pass if age_ms_ is 0).
     const int64_t now = MonoMs();
-    int64_t halvings = age_ms_ > 0 ? (now - aged_ms_) / age_ms_ : 0;
-    if (halvings > 0) aged_ms_ += halvings * age_ms_;
+    const int64_t halvings = age_ms_ > 0 ? (now - aged_ms_) / age_ms_ : 1;
+    if (age_ms_ > 0) aged_ms_ += halvings * age_ms_;
     const bool worked = Pass(static_cast<int>(std::min<int64_t>(halvings, 32)));
     // Idle (nothing sampled hot, nothing over the budget: a backup, or a
     // server without reads), the thread backs off, doubling its wait up to
