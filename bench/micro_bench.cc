@@ -10,6 +10,9 @@
 //                      the same Segment::Persist, at the same 64-byte stride.
 //                      LogAppend / RawPersist is the cost of the framing: batch
 //                      header, XXH3 checksum over the payload, bookkeeping.
+//   Checksum/<bytes>   faha::Checksum (XXH3 through libxxhash's run-time dispatch
+//                      on x86-64) against PlainXXH3/<bytes>, the library's plain
+//                      XXH3_64bits_withSeed, over the same bytes.
 //   IndexPut, IndexGet vs UnorderedMapPut, UnorderedMapGet: faha::Index against
 //                      std::unordered_map<std::string, uint64_t> over 1M keys
 //                      of 16 bytes; Put inserts all of them into an empty table
@@ -396,10 +399,34 @@ void BM_UnorderedMapGet(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
 
+// Checksum/<bytes>: faha::Checksum (libxxhash's dispatched XXH3 on x86-64)
+// against PlainXXH3/<bytes>, the library's plain export, over the same bytes.
+void BM_Checksum(benchmark::State& state) {
+  const std::string buf(static_cast<size_t>(state.range(0)), 'x');
+  uint64_t seed = 1;
+  for (auto _ : state) {
+    seed = Checksum(buf.data(), buf.size(), seed);
+    benchmark::DoNotOptimize(seed);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+
+void BM_PlainXXH3(benchmark::State& state) {
+  const std::string buf(static_cast<size_t>(state.range(0)), 'x');
+  uint64_t seed = 1;
+  for (auto _ : state) {
+    seed = XXH3_64bits_withSeed(buf.data(), buf.size(), seed);
+    benchmark::DoNotOptimize(seed);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+
 void LogSizes(benchmark::internal::Benchmark* b) {
   for (int64_t kib : {1, 4, 16, 64}) b->Arg(kib << 10);
 }
 
+BENCHMARK(BM_PlainXXH3)->Apply(LogSizes)->MinTime(0.2);
+BENCHMARK(BM_Checksum)->Apply(LogSizes)->MinTime(0.2);
 BENCHMARK(BM_RawPersist)->Apply(LogSizes)->MinTime(0.2);
 BENCHMARK(BM_LogAppend)->Apply(LogSizes)->MinTime(0.2);
 BENCHMARK(BM_UnorderedMapPut)->Unit(benchmark::kMillisecond)->MinTime(0.5);
