@@ -401,25 +401,17 @@ void BM_UnorderedMapGet(benchmark::State& state) {
 
 // Checksum/<bytes>: faha::Checksum (libxxhash's dispatched XXH3 on x86-64)
 // against PlainXXH3/<bytes>, the library's plain export, over the same bytes.
-void BM_Checksum(benchmark::State& state) {
+void HashLoop(benchmark::State& state, uint64_t (*hash)(const void*, size_t, uint64_t)) {
   const std::string buf(static_cast<size_t>(state.range(0)), 'x');
   uint64_t seed = 1;
   for (auto _ : state) {
-    seed = Checksum(buf.data(), buf.size(), seed);
+    seed = hash(buf.data(), buf.size(), seed);
     benchmark::DoNotOptimize(seed);
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
 }
-
-void BM_PlainXXH3(benchmark::State& state) {
-  const std::string buf(static_cast<size_t>(state.range(0)), 'x');
-  uint64_t seed = 1;
-  for (auto _ : state) {
-    seed = XXH3_64bits_withSeed(buf.data(), buf.size(), seed);
-    benchmark::DoNotOptimize(seed);
-  }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
-}
+void BM_Checksum(benchmark::State& state) { HashLoop(state, &Checksum); }
+void BM_PlainXXH3(benchmark::State& state) { HashLoop(state, &XXH3_64bits_withSeed); }
 
 void LogSizes(benchmark::internal::Benchmark* b) {
   for (int64_t kib : {1, 4, 16, 64}) b->Arg(kib << 10);
