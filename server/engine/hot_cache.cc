@@ -130,13 +130,15 @@ void HotCache::Clear() {
 
 void HotCache::Age(int halvings) {
   if (budget_ == 0 || halvings <= 0) return;
-  // Counts are 16 (sketch) and 32 bits (entries) wide: 32 halvings clear both.
-  const int shift = std::min(halvings, 31);
+  // Counts are 32 (entries) and 16 bits (sketch) wide: that many halvings
+  // or more leave nothing (and a shift by the width would be undefined).
   for (Entry* e : entries_) {
-    e->hits.store(e->hits.load(std::memory_order_relaxed) >> shift, std::memory_order_relaxed);
+    const uint32_t h = e->hits.load(std::memory_order_relaxed);
+    e->hits.store(halvings >= 32 ? 0 : h >> halvings, std::memory_order_relaxed);
   }
   for (size_t i = 0; i < (size_t{2} << kSketchBits); i++) {
-    sketch_[i].store(static_cast<uint16_t>(sketch_[i].load(std::memory_order_relaxed) >> shift),
+    const uint16_t c = sketch_[i].load(std::memory_order_relaxed);
+    sketch_[i].store(halvings >= 16 ? 0 : static_cast<uint16_t>(c >> halvings),
                      std::memory_order_relaxed);
   }
 }

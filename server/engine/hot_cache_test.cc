@@ -10,9 +10,11 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "common/clock.h"
 #include "nvm/memory_device.h"
+#include "server/engine/hot_maintainer.h"
 #include "server/engine/store.h"
 #include "server/engine/store_testing.h"
 
@@ -54,9 +56,57 @@ TEST(HotCacheTest, AgingManyTimesOverHalvesEachTimeAndClearsAtTheWidth) {
   EXPECT_EQ(e->hits.load(), 1000u >> 3);
   hot.Age(0);  // nothing
   EXPECT_EQ(e->hits.load(), 1000u >> 3);
-  hot.Age(40);  // more than either count's width: zero, not undefined
-  EXPECT_EQ(hot.Estimate(h), 0u);
+  // Full counts: one halving short of the width leaves 1, the width leaves 0.
+  const uint64_t s = HashKey("saturated");
+  for (uint32_t i = 0; i < HotCache::kSampleEvery * 70000; i++) {
+    hot.RecordAccess(nullptr, "saturated", s);
+  }
+  ASSERT_EQ(hot.Estimate(s), uint32_t{UINT16_MAX});
+  e->hits.store(UINT32_MAX);
+  hot.Age(15);
+  EXPECT_EQ(hot.Estimate(s), 1u);
+  EXPECT_EQ(e->hits.load(), UINT32_MAX >> 15);
+  e->hits.store(UINT32_MAX);
+  hot.Age(31);
+  EXPECT_EQ(hot.Estimate(s), 0u);
+  EXPECT_EQ(e->hits.load(), 1u);
+  e->hits.store(UINT32_MAX);
+  hot.Age(32);
   EXPECT_EQ(e->hits.load(), 0u);
+  e->hits.store(UINT32_MAX);
+  hot.Age(40);  // beyond both widths: zero, not a shift the language leaves undefined
+  EXPECT_EQ(e->hits.load(), 0u);
+}
+
+TEST(HotMaintainerTest, BacksOffWhileIdleUpToTheCapAndTheAgingPeriod) {
+  using std::chrono::milliseconds;
+  milliseconds w = HotMaintainer::kBusyWait;
+  std::vector<int64_t> waits;
+  for (int i = 0; i < 9; i++) {
+    w = HotMaintainer::NextWait(w, /*worked=*/false, /*age_ms=*/1000);
+    waits.push_back(w.count());
+  }
+  EXPECT_EQ(waits, (std::vector<int64_t>{20, 40, 80, 160, 320, 640, 640, 640, 640}));
+  EXPECT_EQ(HotMaintainer::NextWait(w, /*worked=*/true, 1000), HotMaintainer::kBusyWait);
+  // Never longer than one aging period, nor shorter than a busy wait.
+  EXPECT_EQ(HotMaintainer::NextWait(milliseconds(640), false, 100), milliseconds(100));
+  EXPECT_EQ(HotMaintainer::NextWait(milliseconds(640), false, 3), HotMaintainer::kBusyWait);
+  EXPECT_EQ(HotMaintainer::NextWait(milliseconds(640), false, 0), HotMaintainer::kIdleWait);
+}
+
+TEST(HotMaintainerTest, CountsHalveOncePerPeriodPassedWithTheRemainderCarried) {
+  int64_t aged = 1000;
+  EXPECT_EQ(HotMaintainer::Halvings(1999, &aged, 1000), 0);
+  EXPECT_EQ(aged, 1000);
+  EXPECT_EQ(HotMaintainer::Halvings(2500, &aged, 1000), 1);
+  EXPECT_EQ(aged, 2000);  // the half period past it counts toward the next
+  EXPECT_EQ(HotMaintainer::Halvings(2999, &aged, 1000), 0);
+  EXPECT_EQ(HotMaintainer::Halvings(5100, &aged, 1000), 3);  // slept through three
+  EXPECT_EQ(aged, 5000);
+  EXPECT_EQ(HotMaintainer::Halvings(4000, &aged, 1000), 0);  // a clock that went back: none
+  EXPECT_EQ(aged, 5000);
+  EXPECT_EQ(HotMaintainer::Halvings(9000, &aged, 0), 1);  // age_ms 0: every pass
+  EXPECT_EQ(aged, 5000);
 }
 
 TEST(HotCacheTest, VictimIsColderThanTheCandidateOrNone) {

@@ -16,19 +16,29 @@ void HotMaintainer::Start() {
   if (!keys_->hot().enabled()) return;
   aged_ms_ = MonoMs();
   thread_.StartPaced("faha-hot", kBusyWait, [this, wait = kBusyWait]() mutable {
-    // The counts halve once per age_ms_ that passed, however long the
-    // thread slept (at every pass if age_ms_ is 0).
-    const int64_t now = MonoMs();
-    const int64_t halvings = age_ms_ > 0 ? (now - aged_ms_) / age_ms_ : 1;
-    if (age_ms_ > 0) aged_ms_ += halvings * age_ms_;
-    const bool worked = Pass(static_cast<int>(std::min<int64_t>(halvings, 32)));
+    const bool worked = Pass(Halvings(MonoMs(), &aged_ms_, age_ms_));
     // Idle (nothing sampled hot, nothing over the budget: a backup, or a
-    // server without reads), the thread backs off, doubling its wait up to
-    // kIdleWait: each wake-up cost 40 us of CPU on this project's VMs, 100
-    // a second. A key sampled hot meanwhile waits for the next pass.
-    wait = worked ? kBusyWait : std::min(wait * 2, kIdleWait);
+    // server without reads), the thread backs off: each wake-up cost 40 us
+    // of CPU on this project's VMs, 100 a second. A key sampled hot
+    // meanwhile waits for the next pass.
+    wait = NextWait(wait, worked, age_ms_);
     return wait;
   });
+}
+
+std::chrono::milliseconds HotMaintainer::NextWait(std::chrono::milliseconds last, bool worked,
+                                                  int age_ms) {
+  if (worked) return kBusyWait;
+  std::chrono::milliseconds cap = kIdleWait;
+  if (age_ms > 0) cap = std::max(kBusyWait, std::min(cap, std::chrono::milliseconds(age_ms)));
+  return std::min(last * 2, cap);
+}
+
+int HotMaintainer::Halvings(int64_t now_ms, int64_t* aged_ms, int age_ms) {
+  if (age_ms <= 0) return 1;
+  const int64_t periods = std::max<int64_t>(0, (now_ms - *aged_ms) / age_ms);
+  *aged_ms += periods * age_ms;
+  return static_cast<int>(std::min<int64_t>(periods, 64));
 }
 
 bool HotMaintainer::Pass(int halvings) {
@@ -37,7 +47,8 @@ bool HotMaintainer::Pass(int halvings) {
   if (!hot.enabled()) return false;
   auto candidates = hot.TakeCandidates();
   const bool age = halvings > 0;
-  if (candidates.empty() && !age && hot.bytes() <= hot.budget()) return false;
+  const bool over = hot.bytes() > hot.budget();
+  if (candidates.empty() && !age && !over) return false;
   // Readers wait while a pass holds their slots: bound its work. Candidates
   // left out are queued again by their next sampled accesses if still hot.
   constexpr size_t kPromotionsPerPass = 64;
@@ -66,7 +77,7 @@ bool HotMaintainer::Pass(int halvings) {
       continue;  // would crowd out the rest
     ready.push_back({std::move(key), hash, std::string(r.value), r.expire_at_ms, loc});
   }
-  if (ready.empty() && !age && hot.bytes() <= hot.budget()) return !candidates.empty();
+  if (ready.empty() && !age && hot.bytes() <= hot.budget()) return !candidates.empty() || over;
   Keyspace::AllReaders readers(keys_);
   for (auto& p : ready) {
     const size_t cost = HotCache::Cost(p.key.size(), p.value.size());
@@ -86,7 +97,7 @@ bool HotMaintainer::Pass(int halvings) {
     keys_->Demote(victim != nullptr ? victim : hot.Any());
   }
   hot.Age(halvings);
-  return !candidates.empty();
+  return !candidates.empty() || over;
 }
 
 }  // namespace faha

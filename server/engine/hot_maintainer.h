@@ -30,15 +30,26 @@ class HotMaintainer {
   // One pass: promotes candidates, demotes to stay within the budget, and
   // halves the counts `halvings` times. Public for tests. Takes the
   // keyspace's writer lock, and holds the readers off only to link new
-  // entries in. Whether there were candidates (the thread backs off if not).
+  // entries in. Whether it had work (candidates, or the layer over its
+  // budget): the thread backs off while it has none.
   bool Pass(int halvings);
+
+  static constexpr std::chrono::milliseconds kBusyWait{10};
+  static constexpr std::chrono::milliseconds kIdleWait{640};
+  // The wait before the next pass: kBusyWait after one with work, else twice
+  // the last, up to kIdleWait and (when age_ms > 0) age_ms, so that one pass
+  // never halves the counts more than once after a promotion.
+  static std::chrono::milliseconds NextWait(std::chrono::milliseconds last, bool worked,
+                                            int age_ms);
+  // How many times the counts halve at `now_ms`: once per age_ms passed since
+  // *aged_ms, which moves on by as many whole periods (1 and no move if
+  // age_ms <= 0: every pass ages).
+  static int Halvings(int64_t now_ms, int64_t* aged_ms, int age_ms);
 
  private:
   nvm::Log* const log_;
   Keyspace* const keys_;
   Metrics* const metrics_;
-  static constexpr std::chrono::milliseconds kBusyWait{10};
-  static constexpr std::chrono::milliseconds kIdleWait{640};
   const int age_ms_;
   int64_t aged_ms_ = 0;  // the thread's: when the counts last halved
   PeriodicThread thread_;

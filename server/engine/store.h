@@ -171,8 +171,8 @@ class Store final : public ReplicaLog, private CleanSafety {
   size_t IndexMemoryBytes() const { return keys_.IndexMemoryBytes(); }
   const HotCache& hot() const { return keys_.hot(); }
   // One pass of the hot layer's maintenance (the faha-hot thread runs it every
-  // few ms): promotes candidates, demotes to stay within the budget, and ages
-  // the counts if `age`. Public for tests.
+  // 10 ms, backing off to 640 ms while idle): promotes candidates, demotes to
+  // stay within the budget, and ages the counts if `age`. Public for tests.
   void MaintainHot(bool age) { hot_maintainer_.Pass(age ? 1 : 0); }
   // ---- Log cleaning (docs/architecture.md, "Log cleaning") ----
   // One pass: compacts the emptiest sealed segment below the threshold, if
