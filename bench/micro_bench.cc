@@ -11,8 +11,8 @@
 //                      LogAppend / RawPersist is the cost of the framing: batch
 //                      header, XXH3 checksum over the payload, bookkeeping.
 //   Checksum/<bytes>   faha::Checksum (XXH3 through libxxhash's run-time dispatch
-//                      on x86-64) against PlainXXH3/<bytes>, the library's plain
-//                      XXH3_64bits_withSeed, over the same bytes.
+//                      where the build found one) against PlainXXH3/<bytes>, the
+//                      library's plain XXH3_64bits_withSeed, over the same bytes.
 //   IndexPut, IndexGet vs UnorderedMapPut, UnorderedMapGet: faha::Index against
 //                      std::unordered_map<std::string, uint64_t> over 1M keys
 //                      of 16 bytes; Put inserts all of them into an empty table
@@ -399,8 +399,8 @@ void BM_UnorderedMapGet(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
 
-// Checksum/<bytes>: faha::Checksum (libxxhash's dispatched XXH3 on x86-64)
-// against PlainXXH3/<bytes>, the library's plain export, over the same bytes.
+// Both checksum rows: `hash` over state.range(0) bytes, each result seeding the
+// next (as a batch's header hash seeds its payload's).
 void HashLoop(benchmark::State& state, uint64_t (*hash)(const void*, size_t, uint64_t)) {
   const std::string buf(static_cast<size_t>(state.range(0)), 'x');
   uint64_t seed = 1;
