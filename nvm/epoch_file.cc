@@ -9,6 +9,7 @@
 #include "common/checksum.h"
 #include "common/coding.h"
 #include "common/strings.h"
+#include "nvm/segments.h"
 
 namespace faha::nvm {
 namespace {
@@ -59,12 +60,7 @@ Status EpochFile::Advance(uint64_t epoch) {
   close(fd);
   if (!s.ok()) return s;
   if (rename(tmp.c_str(), path_.c_str()) != 0) return Status::IOError(Errno("rename " + tmp));
-  int dfd = open(DirOf(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0 || fsync(dfd) != 0) {
-    if (dfd >= 0) close(dfd);
-    return Status::IOError(Errno("fsync " + DirOf(path_)));
-  }
-  close(dfd);
+  FAHA_RETURN_IF_ERROR(SyncDirectory(DirOf(path_)));
   epoch_ = epoch;
   return Status::OK();
 }

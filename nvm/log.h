@@ -249,6 +249,8 @@ class Log {
   std::string Granularity() const { return device_->Granularity(); }
   // Segment files made from files log cleaning replaced (LogDevice::Recycle).
   uint64_t segment_files_reused() const { return device_->files_reused(); }
+  // Spare segments ready (LogDevice::spares_ready).
+  uint64_t spare_segments() const { return device_->spares_ready(); }
   uint64_t max_payload_bytes() const {
     return options_.segment_bytes - sizeof(SegmentHeader) - sizeof(BatchHeader) - kBatchAlign;
   }

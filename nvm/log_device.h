@@ -89,6 +89,8 @@ class LogDevice {
   virtual void Recycle(uint32_t /*id*/, Segment* /*old*/) {}
   // Spares made from such files since the device was opened.
   virtual uint64_t files_reused() const { return 0; }
+  // Spare segments ready for the next switches (prepared in the background).
+  virtual uint64_t spares_ready() const { return 0; }
   // Hint: a segment of `bytes` will be created soon; prepare it in the background.
   virtual void PrepareNext(size_t /*bytes*/) {}
   // Prepares `count` spare segments of `bytes` now (allocated and faulted in),

@@ -95,7 +95,7 @@ class PmemDevice final : public LogDevice {
         unlink(spare.path.c_str());  // its reserved space goes back
         return SpaceOrIOError(err, "rename spare to " + path);
       }
-      FAHA_RETURN_IF_ERROR(SyncDir());
+      FAHA_RETURN_IF_ERROR(SyncDirectory(dir_));
       seg = std::move(spare.segment);
       if (auto* file = dynamic_cast<FileSegment*>(seg.get())) file->set_path(path);
     } else {
@@ -201,7 +201,7 @@ class PmemDevice final : public LogDevice {
       return SpaceOrIOError(err, "sync/rename " + tmp);
     }
     close(fd);
-    FAHA_RETURN_IF_ERROR(SyncDir());
+    FAHA_RETURN_IF_ERROR(SyncDirectory(dir_));
     return MapFile(path);
   }
 
@@ -314,7 +314,7 @@ class PmemDevice final : public LogDevice {
   Status RemoveSegment(uint32_t id) override {
     std::string path = SegmentName(id);
     if (unlink(path.c_str()) != 0) return Status::IOError(Errno("unlink " + path));
-    return SyncDir();
+    return SyncDirectory(dir_);
   }
 
   // Staged as "segment-N.log.clean": not a segment name, so never listed.
@@ -354,7 +354,7 @@ class PmemDevice final : public LogDevice {
     if (rename((path + ".clean").c_str(), path.c_str()) != 0) {
       done = Status::IOError(Errno("rename " + path + ".clean over it"));
     } else {
-      done = SyncDir();
+      done = SyncDirectory(dir_);
     }
     if (!keep.empty() && !done.ok()) unlink(keep.c_str());  // the pass is discarded
     if (!keep.empty() && done.ok()) {
@@ -425,6 +425,11 @@ class PmemDevice final : public LogDevice {
   }
 
   uint64_t files_reused() const override { return files_reused_.load(std::memory_order_relaxed); }
+
+  uint64_t spares_ready() const override {
+    MutexLock l(&mu_);
+    return spares_.size();
+  }
 
   std::string Granularity() const override {
     MutexLock l(&mu_);
@@ -536,15 +541,6 @@ class PmemDevice final : public LogDevice {
         cv_.SignalAll();
       }
     });
-  }
-
-  Status SyncDir() {
-    int fd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return Status::IOError(Errno("open dir " + dir_));
-    int rc = fsync(fd);
-    close(fd);
-    if (rc != 0) return Status::IOError(Errno("fsync dir " + dir_));
-    return Status::OK();
   }
 
   std::string dir_;

@@ -12,11 +12,13 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "nvm/log.h"
@@ -289,6 +291,23 @@ TEST_F(RecycleTest, AReplacedFileBecomesALaterSegmentAndRecoveryReadsOnlyItsNewB
   for (const auto& k : keys_)
     if (gone_.count(k) == 0) want.push_back(k);
   EXPECT_EQ(got, want);
+}
+
+// INFO's log_spare_segments: a fresh log gets two spares in the background,
+// a switch takes one, and the thread that makes spares puts it back.
+TEST_F(RecycleTest, SparesReadyAreCountedAndRefilledAfterASwitch) {
+  auto wait_for_two = [&] {
+    for (int i = 0; i < 1000 && log_->spare_segments() < 2; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return log_->spare_segments();
+  };
+  EXPECT_EQ(wait_for_two(), 2u);
+  const uint64_t before = log_->segment_count();
+  int batch = 0;
+  while (log_->segment_count() == before) Append(batch++);
+  EXPECT_LE(log_->spare_segments(), 2u);
+  EXPECT_EQ(wait_for_two(), 2u);
 }
 
 TEST_F(RecycleTest, AFileAReplyStillMapsIsRemovedNotReused) {

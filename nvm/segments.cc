@@ -63,6 +63,14 @@ Status SpaceOrIOError(int err, const std::string& what) {
   return Status::IOError(msg);
 }
 
+Status SyncDirectory(const std::string& dir) {
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::IOError(Errno("open directory " + dir));
+  const Status synced = fsync(fd) == 0 ? Status::OK() : Status::IOError(Errno("fsync " + dir));
+  close(fd);
+  return synced;
+}
+
 Status WriteZeros(int fd, size_t bytes) {
   // 2 MiB writes at 2 MiB offsets: the page cache then holds the file in
   // 2 MiB folios where the file system allows them (it sizes a folio by the

@@ -53,6 +53,8 @@ Status SpaceOrIOError(int err, const std::string& what);
 Status WriteZeros(int fd, size_t bytes);
 // Whether `fd` maps with MAP_SYNC (its file system is DAX).
 bool MapsWithMapSync(int fd);
+// fsync of directory `dir`: makes the files created and renamed in it durable.
+Status SyncDirectory(const std::string& dir);
 
 class PmemSegment final : public Segment {
  public:

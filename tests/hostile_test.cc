@@ -128,9 +128,16 @@ long long CpuTicks(pid_t pid) {
   return utime + stime;
 }
 
-// RSS once it stopped moving: a fresh server maps and populates its next log
-// segment in the background for a while after it answers PING.
-long long SettledRss(pid_t pid) {
+// RSS once it stopped moving. A fresh server prepares its spare log segments
+// (allocated and faulted in, 64 MiB each at default flags) in the background
+// after it answers PING, and under ThreadSanitizer a pause of 100 ms between
+// two of them looked settled: the second spare then landed in the attack's
+// measurement (RSS +150 MB). So first wait until INFO shows both spares ready.
+long long SettledRss(pid_t pid, Client* c) {
+  for (int i = 0; i < 1200 && InfoNumber(c, "log_spare_segments") < 2; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_GE(InfoNumber(c, "log_spare_segments"), 2);
   long long last = RssBytes(pid);
   for (int i = 0; i < 100; i++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -319,7 +326,7 @@ TEST(HostileTest, ClientsThatDoNotReadTheirRepliesAreBounded) {
   std::string big;
   auto c = StartWithBigValue(&s, 'v', &big);
   ASSERT_TRUE(c) << s.Log();
-  const long long rss_before = SettledRss(s.pid());
+  const long long rss_before = SettledRss(s.pid(), c.get());
   // Each asks for 40 x 512 KiB = 20 MiB of replies per MGET, five times.
   std::string greedy_request;
   for (int i = 0; i < 5; i++) greedy_request += Resp(MgetOfBig(40));
@@ -460,7 +467,7 @@ AttackOutcome QuarterGigabyteAttack() {
     o.log = s.Log();
     return o;
   }
-  o.rss_before = SettledRss(s.pid());
+  o.rss_before = SettledRss(s.pid(), c.get());
   std::string request = Resp(MgetOfBig(480));
   for (int i = 0; i < 20; i++) request += Resp({"GET", "big"});
   std::vector<double> pings;
@@ -538,7 +545,7 @@ TEST(HostileTest, ManyUnauthenticatedBulkSendersHoldNoMemory) {
   ASSERT_TRUE(s.WaitReady()) << s.Log();
   auto c = ConnectWithPassword(s);
   ASSERT_TRUE(c);
-  const long long rss_before = SettledRss(s.pid());
+  const long long rss_before = SettledRss(s.pid(), c.get());
   std::vector<int> fds;
   const std::string chunk = "*1000000\r\n$1048576\r\n" + std::string(1 << 20, 'z');
   for (int i = 0; i < 300; i++) {

@@ -85,6 +85,7 @@ struct Metrics {
   std::function<uint64_t()> log_file_bytes;
   std::function<uint64_t()> log_segments_cleaned;
   std::function<uint64_t()> log_segment_files_reused;
+  std::function<uint64_t()> log_spare_segments;
   std::function<uint64_t()> hot_cache_bytes;
   std::function<uint64_t()> hot_cache_keys;
   std::function<uint64_t()> committed_lsn;

@@ -112,6 +112,7 @@ void ProvideGauges(Metrics* metrics, Store* st) {
   metrics->log_file_bytes = [st] { return st->log().file_bytes(); };
   metrics->log_segments_cleaned = [st] { return st->log().segments_cleaned(); };
   metrics->log_segment_files_reused = [st] { return st->log().segment_files_reused(); };
+  metrics->log_spare_segments = [st] { return st->log().spare_segments(); };
   metrics->hot_cache_bytes = [st] { return st->hot().bytes(); };
   metrics->hot_cache_keys = [st] { return st->hot().size(); };
   metrics->committed_lsn = [st] { return st->committed_lsn(); };
