@@ -33,7 +33,7 @@ class StreamChannel final : public Channel {
  private:
   std::unique_ptr<ByteStream> stream_;
   TransportOptions options_;
-  std::string in_;       // received bytes; frames start at pos_
+  ByteBuffer in_;        // received bytes; frames start at pos_
   size_t pos_ = 0;       // bytes of in_ already handed out and released
   size_t consumed_ = 0;  // bytes of the frame handed out last (released at the next Receive)
   // Until the peer is authenticated only handshake-sized frames are accepted,

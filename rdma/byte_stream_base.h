@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/byte_buffer.h"
 #include "faha/status.h"
 
 namespace faha::rdma {
@@ -19,6 +20,9 @@ class ByteStream {
   // Appends what has arrived to *in, waiting up to timeout_ms for at least
   // one byte: Timeout if none came, Unavailable once the peer is gone.
   virtual Status Read(std::string* in, int timeout_ms) = 0;
+  // The same into a ByteBuffer, whose room a socket's receive fills without
+  // a copy (the replication channel's frames).
+  virtual Status Read(ByteBuffer* in, int timeout_ms) = 0;
   // Copies the first `want` bytes not yet read to *out without reading them,
   // once all have arrived, waiting up to timeout_ms (0: not at all): OK;
   // Timeout (*out then holds the fewer bytes there are); Unavailable.

@@ -51,7 +51,7 @@ StatusOr<ReplFrame> StreamChannel::Receive(int timeout_ms) {
     in_.clear();
     pos_ = 0;
   } else if (pos_ > in_.size() / 2) {
-    in_.erase(0, pos_);
+    in_.EraseFront(pos_);
     pos_ = 0;
   }
   const int64_t deadline = MonoMs() + timeout_ms;
@@ -59,7 +59,7 @@ StatusOr<ReplFrame> StreamChannel::Receive(int timeout_ms) {
     ReplFrame f;
     size_t used = 0;
     std::string err;
-    FrameDecode d = DecodeFrame(std::string_view(in_).substr(pos_), limit_, &f, &used, &err);
+    FrameDecode d = DecodeFrame(in_.view().substr(pos_), limit_, &f, &used, &err);
     if (d == FrameDecode::kOk) {
       consumed_ = used;
       return f;
@@ -179,8 +179,7 @@ Status StreamChannel::AuthenticatePeer() {
   bool proven = vouched_.load();
   if (!peeked_ok) {
     // Read, not looked at (verbs): check it now.
-    const std::string nonce =
-        ProvenNonce(options_.secret, std::string_view(in_).substr(pos_, consumed_));
+    const std::string nonce = ProvenNonce(options_.secret, in_.view().substr(pos_, consumed_));
     proven = !nonce.empty() && ClaimNonce(nonce);
   }
   if (!proven) {

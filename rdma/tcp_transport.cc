@@ -23,6 +23,8 @@
 namespace faha::rdma {
 namespace {
 
+constexpr size_t kReadChunk = 64 << 10;  // bytes a Read receives at most
+
 class TcpStream final : public ByteStream {
  public:
   TcpStream(int fd, std::string peer) : fd_(fd), peer_(std::move(peer)) {}
@@ -58,12 +60,20 @@ class TcpStream final : public ByteStream {
   }
 
   Status Read(std::string* in, int timeout_ms) override {
+    ByteBuffer got;
+    FAHA_RETURN_IF_ERROR(Read(&got, timeout_ms));
+    in->append(got.data(), got.size());
+    return Status::OK();
+  }
+
+  // Receives straight into the buffer's room (64 KiB at a time).
+  Status Read(ByteBuffer* in, int timeout_ms) override {
     int64_t deadline = MonoMs() + timeout_ms;
     while (true) {
-      char buf[64 << 10];
-      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      in->Reserve(kReadChunk);
+      ssize_t n = recv(fd_, in->end(), kReadChunk, 0);
       if (n > 0) {
-        in->append(buf, static_cast<size_t>(n));
+        in->Commit(static_cast<size_t>(n));
         return Status::OK();
       }
       if (n == 0) return Status::Unavailable("connection closed by " + peer_);

@@ -184,7 +184,12 @@ class Stream final : public VerbsStream {
     return Status::OK();
   }
 
-  Status Read(std::string* in, int timeout_ms) override {
+  Status Read(std::string* in, int timeout_ms) override { return ReadInto(in, timeout_ms); }
+  Status Read(ByteBuffer* in, int timeout_ms) override { return ReadInto(in, timeout_ms); }
+
+  // Read, into a std::string or a ByteBuffer (both append).
+  template <typename Buffer>
+  Status ReadInto(Buffer* in, int timeout_ms) {
     if (!error_.ok()) return error_;
     const int64_t start = MonoUs();
     const int64_t deadline = start + int64_t{timeout_ms} * 1000;
@@ -320,7 +325,8 @@ class Stream final : public VerbsStream {
   // Copies no more than about a quarter of the ring at a time: a slow reader
   // comes back for more, and hands back credits, before its sender has
   // waited long on a full ring.
-  StatusOr<bool> PollRecv(std::string* in) {
+  template <typename Buffer>
+  StatusOr<bool> PollRecv(Buffer* in) {
     bool got = false;
     size_t taken = 0;
     constexpr int kPoll = 8;

@@ -134,13 +134,18 @@ void IoThread::OnReadable(Connection* c) {
       c->in.clear();
       c->in_pos = 0;
     }
-    // Read into the thread's scratch buffer and append what arrived:
-    // growing the string by a whole chunk would zero-fill 64 KiB per read.
-    ssize_t n = read(c->fd, read_buf_.get(), kReadChunk);
+    // Up to kReadChunk at a time: into the connection's buffer as far as it
+    // has room, the rest into the thread's scratch buffer and appended (the
+    // buffer grows by what arrived, not ahead of it).
+    const size_t in_place = std::min(c->in.room(), kReadChunk);
+    iovec iov[2] = {{c->in.end(), in_place}, {read_buf_.get(), kReadChunk - in_place}};
+    ssize_t n = readv(c->fd, iov, 2);
     if (n > 0) {
       c->last_io_us = MonoUs();
-      c->in.append(read_buf_.get(), static_cast<size_t>(n));
-      if (static_cast<size_t>(n) < kReadChunk) break;
+      const size_t got = static_cast<size_t>(n);
+      c->in.Commit(std::min(got, in_place));
+      if (got > in_place) c->in.append(read_buf_.get(), got - in_place);
+      if (got < kReadChunk) break;
       continue;
     }
     if (n == 0) {
@@ -195,7 +200,7 @@ void IoThread::ProcessInput(Connection* c) {
     c->in.clear();
     c->in_pos = 0;
   } else if (c->in_pos > (1 << 20)) {
-    c->in.erase(0, c->in_pos);
+    c->in.EraseFront(c->in_pos);
     c->in_pos = 0;
   }
 }
@@ -556,7 +561,7 @@ void IoThread::Flush(Connection* c) {
     // client memory limit.
     if (c->out.capacity() > kKeepBufferBytes) std::string().swap(c->out);
     if (c->in_pos == c->in.size() && c->in.capacity() > kKeepBufferBytes) {
-      std::string().swap(c->in);
+      c->in.Release();
       c->in_pos = 0;
     }
     if (c->closing && c->session.pending_writes == 0) {

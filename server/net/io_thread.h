@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/byte_buffer.h"
 #include "common/mutex.h"
 #include "common/native_protocol.h"
 #include "server/commands/commands.h"
@@ -59,7 +60,7 @@ struct Connection {
   uint64_t id = 0;
   int fd = -1;
   enum class Proto : uint8_t { kUnknown, kResp, kNative } proto = Proto::kUnknown;
-  std::string in;
+  ByteBuffer in;
   size_t in_pos = 0;
   // Unsent output: `queued` first, then `out` (where replies are appended).
   // out_pos is the offset of the next byte to send in the first of them that
