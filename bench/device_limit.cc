@@ -13,8 +13,13 @@
 // --writers N (default 1): N threads write and sync at once, each its own
 // offsets of the same file, so N syncs are in flight: what a log writer gains
 // by issuing the next batch before the previous sync returns.
+// --zero_chunk BYTES (default 1 MiB): the size of the writes that put the zeros
+// in. On ext4 with large folios (Linux 6.16 and later) the page cache keeps the
+// file in folios of up to that size; faha's segments get theirs in 2 MiB
+// writes, for 2 MiB mappings (docs/bench/write-path.md has what each costs).
 //
 // Usage: faha_device_limit --dir DIR [--bytes 1000] [--count 2000] [--mode M] [--writers N]
+//        [--zero_chunk BYTES]
 // Output: one line per mode:
 //   mode=pwrite_fdatasync bytes=1000 count=2000 ops_per_s=... p50_us=... p99_us=...
 // The file (64 MiB, or what --count * 4 KiB needs) is removed at the end.
@@ -44,10 +49,12 @@ using Clock = std::chrono::steady_clock;
 
 // A file of `bytes` zero bytes, written for real (not only reserved) and
 // synced, as FaHA's segments are before the first append.
+size_t g_zero_chunk = 1 << 20;  // --zero_chunk
+
 int MakeFile(const std::string& path, size_t bytes, int extra_flags) {
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) Die("create " + path);
-  std::vector<char> zeros(1 << 20, 0);
+  std::vector<char> zeros(g_zero_chunk, 0);
   for (size_t off = 0; off < bytes; off += zeros.size()) {
     if (pwrite(fd, zeros.data(), std::min(zeros.size(), bytes - off), static_cast<off_t>(off)) <
         0) {
@@ -135,15 +142,19 @@ int main(int argc, char** argv) {
       count = std::strtoul(v.c_str(), nullptr, 10);
     } else if (a == "--writers") {
       writers = std::strtoul(v.c_str(), nullptr, 10);
+    } else if (a == "--zero_chunk") {
+      g_zero_chunk = std::strtoul(v.c_str(), nullptr, 10);
     } else {
       std::fprintf(stderr, "faha_device_limit: unknown flag %s\n", a.c_str());
       return 2;
     }
   }
-  if (dir.empty() || bytes == 0 || bytes > 65536 || count == 0 || writers == 0 || writers > 64) {
+  if (dir.empty() || bytes == 0 || bytes > 65536 || count == 0 || writers == 0 || writers > 64 ||
+      g_zero_chunk < 4096 || g_zero_chunk > (64 << 20) || g_zero_chunk % 4096 != 0) {
     std::fprintf(stderr,
                  "usage: faha_device_limit --dir DIR [--bytes 1..65536] [--count N] "
-                 "[--mode pwrite_fdatasync|rwf_dsync|odirect_dsync|all] [--writers 1..64]\n");
+                 "[--mode pwrite_fdatasync|rwf_dsync|odirect_dsync|all] [--writers 1..64] "
+                 "[--zero_chunk 4096..64 MiB, a multiple of 4096]\n");
     return 2;
   }
   std::vector<std::string> modes;

@@ -146,17 +146,22 @@ class PmemDevice final : public LogDevice {
 
   void PrepareNext(size_t bytes) override { StartPreparing(bytes); }
 
-  // Whether the spare being made gets its zeros written (ZeroFill); says so
-  // in the log when the answer changes.
-  bool WantZeros() {
+  // The writes that put the zeros of the spare being made in (ZeroFill): 0
+  // for none, else their size. Says so in the log when the answer changes.
+  size_t ZeroChunk() {
     const uint64_t avg = sync_sizes_->average.load(std::memory_order_relaxed);
-    const bool want = zero_fill_ == ZeroFill::kAlways ||
-                      (zero_fill_ == ZeroFill::kAuto && avg < kZeroFillBelowBytes);
-    if (want != zeroing_.exchange(want) && zero_fill_ == ZeroFill::kAuto) {
+    const bool adapt = zero_fill_ == ZeroFill::kAuto;
+    const size_t chunk = zero_fill_ == ZeroFill::kAlways        ? kLargeFolioBytes
+                         : !adapt || avg >= kZeroFillBelowBytes ? 0
+                         : avg < kSmallFoliosBelowBytes         ? 4096
+                                                                : kLargeFolioBytes;
+    if (chunk != zero_chunk_.exchange(chunk) && adapt) {
       FAHA_LOG_INFO("syncs average %llu KiB: the next segments %s", (unsigned long long)(avg >> 10),
-                    want ? "get their zeros written" : "are only reserved (no zeros written)");
+                    chunk == 0      ? "are only reserved (no zeros written)"
+                    : chunk == 4096 ? "get their zeros in 4 KiB writes (4 KiB folios)"
+                                    : "get their zeros in 2 MiB writes (2 MiB folios)");
     }
-    return want;
+    return chunk;
   }
 
   // Creates a space-reserved file at `path` that reads as zeros (ZeroFill
@@ -187,8 +192,8 @@ class PmemDevice final : public LogDevice {
     // would fault and convert it in the kernel (and DAX syncs are not sampled).
     struct statfs fs;
     const bool extents = (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC);
-    const bool zeros = extents && (MapsWithMapSync(fd) || WantZeros());
-    Status zeroed = zeros ? WriteZeros(fd, bytes) : Status::OK();
+    const size_t chunk = !extents ? 0 : MapsWithMapSync(fd) ? kLargeFolioBytes : ZeroChunk();
+    Status zeroed = chunk > 0 ? WriteZeros(fd, bytes, chunk) : Status::OK();
     if (!zeroed.ok()) {
       close(fd);
       unlink(tmp.c_str());
@@ -380,8 +385,7 @@ class PmemDevice final : public LogDevice {
       path = std::move(it->second);
       kept_.erase(it);
       auto* file = dynamic_cast<FileSegment*>(old);
-      const bool zeros = tmpfs_ || zero_fill_ == ZeroFill::kAlways ||
-                         (zero_fill_ == ZeroFill::kAuto && zeroing_.load());
+      const bool zeros = tmpfs_ || zero_chunk_.load() > 0;
       if (file != nullptr && !stop_ && zeros && recycled_.size() < kSpares &&
           file->size() == segment_bytes_ && !short_of_space_.load() && file->SameFile(path)) {
         size = file->size();
@@ -546,8 +550,9 @@ class PmemDevice final : public LogDevice {
   std::string dir_;
   const ZeroFill zero_fill_;
   const std::shared_ptr<SyncSizes> sync_sizes_ = std::make_shared<SyncSizes>();
-  std::atomic<bool> zeroing_{true};  // what WantZeros last answered
-  const bool tmpfs_;                 // dir_ is on tmpfs: no extents, zeros cost no I/O
+  // What ZeroChunk last answered (kAuto's first, with no sync seen yet).
+  std::atomic<size_t> zero_chunk_{zero_fill_ == ZeroFill::kNever ? size_t{0} : size_t{4096}};
+  const bool tmpfs_;  // dir_ is on tmpfs: no extents, zeros cost no I/O
   // A new segment file could not be made for lack of space (Create): replaced
   // files are removed, not kept, until one can.
   std::atomic<bool> short_of_space_{false};

@@ -369,44 +369,70 @@ size_t SmapsKb(const std::string& smaps, const std::string& field) {
   return at == std::string::npos ? 0 : std::stoul(smaps.substr(at + field.size() + 1));
 }
 
-// A segment's read mapping asks for 2 MiB pages (FileSegment), and where the
-// kernel caches the file in large folios (ext4 from Linux 6.16) a segment
-// whose zeros were written is mapped in them (WriteZeros writes 2 MiB at a
-// time): 4 KiB pages cost each record read a TLB walk of its own.
-TEST(HugeMappingTest, ASegmentIsMappedIn2MiBPagesWhereTheKernelCan) {
+// Whether THP is on and `dir` is ext4 on Linux 6.16 or later, which caches a
+// file in large folios and maps a 2 MiB one with one entry.
+bool LargeFoliosMapped(const std::string& dir) {
   std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
   std::string mode;
   std::getline(thp, mode);
-  if (mode.empty() || mode.find("[never]") != std::string::npos) {
-    GTEST_SKIP() << "transparent huge pages are off here";
+  struct statfs fs;
+  utsname u;
+  if (mode.empty() || mode.find("[never]") != std::string::npos || statfs(dir.c_str(), &fs) != 0 ||
+      fs.f_type != EXT4_SUPER_MAGIC || uname(&u) != 0) {
+    return false;
   }
+  int major = 0, minor = 0;
+  sscanf(u.release, "%d.%d", &major, &minor);
+  return major > 6 || (major == 6 && minor >= 16);
+}
+
+// KiB of `seg`'s mapping in 2 MiB pages once faulted in, as the spare-segment
+// thread does; -1 for a DAX mapping (libpmem2's, not advised).
+long PmdMappedKb(Segment* seg) {
+  seg->Prefault(0, kSegmentBytes);
+  const std::string smaps = SmapsOf(seg->data());
+  EXPECT_FALSE(smaps.empty()) << "no mapping at the segment's address";
+  if (smaps.find(" sf") != std::string::npos) return -1;  // MAP_SYNC
+  EXPECT_NE(smaps.find(" hg"), std::string::npos) << smaps;
+  return static_cast<long>(SmapsKb(smaps, "FilePmdMapped"));
+}
+
+// A segment's read mapping asks for 2 MiB pages (FileSegment), and where the
+// kernel caches the file in large folios (ext4 from Linux 6.16) a segment
+// whose zeros were written in 2 MiB writes is mapped in them: 4 KiB pages
+// cost each record read a TLB walk of its own.
+TEST(HugeMappingTest, ASegmentIsMappedIn2MiBPagesWhereTheKernelCan) {
   const std::string dir = MakeTempDir("huge");
   ASSERT_FALSE(dir.empty());
-  bool dax = false;
+  long kb = 0;
   {
     auto dev = OpenPmemDevice(dir, ZeroFill::kAlways);
     ASSERT_TRUE(dev.ok()) << dev.status().ToString();
     auto seg = (*dev)->CreateSegment(1, kSegmentBytes);
     ASSERT_TRUE(seg.ok()) << seg.status().ToString();
-    (*seg)->Prefault(0, kSegmentBytes);  // as the spare-segment thread does
-    const std::string smaps = SmapsOf((*seg)->data());
-    ASSERT_FALSE(smaps.empty()) << "no mapping at the segment's address";
-    dax = smaps.find(" sf") != std::string::npos;  // MAP_SYNC: libpmem2's mapping
-    if (!dax) {
-      EXPECT_NE(smaps.find(" hg"), std::string::npos) << smaps;
-      struct statfs fs;
-      ASSERT_EQ(statfs(dir.c_str(), &fs), 0);
-      utsname u;
-      ASSERT_EQ(uname(&u), 0);
-      int major = 0, minor = 0;
-      sscanf(u.release, "%d.%d", &major, &minor);
-      if (fs.f_type == EXT4_SUPER_MAGIC && (major > 6 || (major == 6 && minor >= 16))) {
-        EXPECT_GE(SmapsKb(smaps, "FilePmdMapped"), size_t{2048}) << smaps;
-      }
+    kb = PmdMappedKb(seg->get());
+    if (kb >= 0 && LargeFoliosMapped(dir)) {
+      EXPECT_GE(kb, 2048);
     }
   }
   std::filesystem::remove_all(dir);
-  if (dax) GTEST_SKIP() << "a DAX mapping is libpmem2's and not advised";
+  if (kb < 0) GTEST_SKIP() << "a DAX mapping is libpmem2's and not advised";
+}
+
+// Auto writes the zeros in 4 KiB writes while syncs are tiny (4 KiB folios,
+// cheaper syncs) and in 2 MiB writes once they are larger (2 MiB mappings for
+// reads). Two spares are made ahead, so a change shows from the third segment.
+TEST_F(ZeroFillTest, AutoWritesSmallFoliosWhileSyncsAreTiny) {
+  if (!LargeFoliosMapped(dir_)) GTEST_SKIP() << "no 2 MiB folios mapped here to tell apart";
+  auto dev = Open(ZeroFill::kAuto);
+  auto first = dev->CreateSegment(1, kSegmentBytes);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(PmdMappedKb(first->get()), 0) << "no syncs yet: taken as tiny";
+  Syncs(first->get(), 32 << 10, 64);
+  std::vector<std::unique_ptr<Segment>> keep;
+  CreateThree(dev.get(), 2, &keep);
+  EXPECT_GE(PmdMappedKb(keep.back().get()), 2048) << "32 KiB syncs: 2 MiB folios";
+  ExpectExtents(dev->SegmentName(4), kSegmentBytes, 0);
 }
 
 TEST(DeviceOpenTest, LeftoverSparesAndUnfinishedSegmentFilesAreRemoved) {

@@ -71,14 +71,12 @@ Status SyncDirectory(const std::string& dir) {
   return synced;
 }
 
-Status WriteZeros(int fd, size_t bytes) {
-  // 2 MiB writes at 2 MiB offsets: the page cache then holds the file in
-  // 2 MiB folios where the file system allows them (it sizes a folio by the
-  // write), which the read mapping maps with one entry each (FileSegment).
+Status WriteZeros(int fd, size_t bytes, size_t chunk) {
   // 1 MiB writes left every written segment mapped in 4 KiB pages.
-  static const std::vector<char> kZeros(2 << 20, 0);
+  static const std::vector<char> kZeros(kLargeFolioBytes, 0);
+  chunk = std::clamp<size_t>(chunk, 4096, kZeros.size());
   for (size_t off = 0; off < bytes;) {
-    const size_t n = std::min(kZeros.size(), bytes - off);
+    const size_t n = std::min(chunk, bytes - off);
     const ssize_t w = pwrite(fd, kZeros.data(), n, static_cast<off_t>(off));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return SpaceOrIOError(w < 0 ? errno : EIO, "write zeros");

@@ -49,8 +49,13 @@ const char* GranularityName(pmem2_granularity g);
 // Busy when errno `err` says the file system is out of space (blocks, inodes
 // or quota): the log then reports itself full and tries again later.
 Status SpaceOrIOError(int err, const std::string& what);
-// Writes `bytes` zeros from offset 0 of `fd`.
-Status WriteZeros(int fd, size_t bytes);
+// Writes `bytes` zeros from offset 0 of `fd`, `chunk` (at most 2 MiB) at a
+// time. The page cache sizes a file's folios by the writes that bring its
+// pages in (ext4 on Linux 6.16+, xfs): 2 MiB writes at 2 MiB offsets give
+// 2 MiB folios, which a read mapping maps with one entry each (FileSegment);
+// 4 KiB writes give 4 KiB folios, whose small syncs cost less (ZeroFill).
+inline constexpr size_t kLargeFolioBytes = 2 << 20;
+Status WriteZeros(int fd, size_t bytes, size_t chunk = kLargeFolioBytes);
 // Whether `fd` maps with MAP_SYNC (its file system is DAX).
 bool MapsWithMapSync(int fd);
 // fsync of directory `dir`: makes the files created and renamed in it durable.
@@ -126,7 +131,7 @@ class FileSegment final : public Segment {
     size_ = size;
     AddRange(data_, size_);
     // In 2 MiB pages where the kernel can: ext4 (Linux 6.16+) and xfs cache
-    // files in large folios (WriteZeros writes 2 MiB at a time for that), and
+    // files in large folios (WriteZeros of 2 MiB writes for that), and
     // the kernel maps a 2 MiB folio under a 2 MiB-aligned mapping (it aligns
     // large file mappings) with one entry. The advice also makes read-ahead
     // of uncached ranges 2 MiB. A random record read through 4 KiB pages
