@@ -15,8 +15,10 @@
 // by issuing the next batch before the previous sync returns.
 // --zero_chunk BYTES (default 1 MiB): the size of the writes that put the zeros
 // in. On ext4 with large folios (Linux 6.16 and later) the page cache keeps the
-// file in folios of up to that size; faha's segments get theirs in 2 MiB
-// writes, for 2 MiB mappings (docs/bench/write-path.md has what each costs).
+// file in folios of up to that size, and a small sync into a larger folio
+// costs more; faha writes a segment's zeros 4 KiB at a time while its syncs
+// are tiny, else 2 MiB at a time (ZeroFill). bench/write_path.sh passes 4096;
+// docs/bench/write-path.md (twelfth round) has what each size costs.
 //
 // Usage: faha_device_limit --dir DIR [--bytes 1000] [--count 2000] [--mode M] [--writers N]
 //        [--zero_chunk BYTES]
@@ -47,10 +49,11 @@ using Clock = std::chrono::steady_clock;
   std::exit(1);
 }
 
-// A file of `bytes` zero bytes, written for real (not only reserved) and
-// synced, as FaHA's segments are before the first append.
 size_t g_zero_chunk = 1 << 20;  // --zero_chunk
 
+// A file of `bytes` zero bytes, written for real (not only reserved), in
+// writes of g_zero_chunk, and synced, as FaHA's segments are before the first
+// append.
 int MakeFile(const std::string& path, size_t bytes, int extra_flags) {
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) Die("create " + path);

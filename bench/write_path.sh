@@ -4,7 +4,9 @@
 # Rows, all on the same data directory's file system and the same machine:
 #   device          the file system's own limit: faha_device_limit writes 1000 B
 #                   at increasing offsets into a preallocated, zero-written file
-#                   with fdatasync after each (one waiting writer); also its
+#                   with fdatasync after each (one waiting writer; the zeros
+#                   written 4 KiB at a time, whose small folios sync fastest on
+#                   ext4: faha_device_limit --zero_chunk); also its
 #                   pwritev2(RWF_DSYNC) and O_DIRECT|O_DSYNC variants
 #   faha-0/1/2      faha-server alone, and a primary with 1 or 2 backups
 #                   (deploy/local-cluster; every node on this machine and disk)
@@ -199,7 +201,7 @@ run_load() {  # sys load
 
 run_device() {
   local out
-  out="$("${FAHA_BIN_DIR}/faha_device_limit" --dir "${WORK}" --bytes 1000 --count "${N[c1]}" --mode all)"
+  out="$("${FAHA_BIN_DIR}/faha_device_limit" --dir "${WORK}" --bytes 1000 --count "${N[c1]}" --mode all --zero_chunk 4096)"
   while read -r line; do
     local mode
     mode="$(sed 's/.*mode=\([a-z_]*\).*/\1/' <<< "${line}")"
@@ -264,7 +266,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-
   echo "Loads: c1 = \`-c 1 -P 1 -n ${N[c1]}\`, c8 = \`-c 8 -P 1 -n ${N[c8]}\`, p16 = \`-c 50 -P 16 -n ${N[p16]}\`;"
   echo "each \`redis-benchmark -h 127.0.0.1 -p PORT -t set -d 1000 -r 100000 --csv\` plus those flags."
   ((WARM == 0)) || echo "Before them each system took ${WARM} unmeasured SETs at the p16 load (WARM=${WARM})."
-  echo "Device: \`faha_device_limit --dir DATA --bytes 1000 --count ${N[c1]} --mode all\`."
+  echo "Device: \`faha_device_limit --dir DATA --bytes 1000 --count ${N[c1]} --mode all --zero_chunk 4096\`."
   echo "Servers:"
   for sys in "${SYSTEMS[@]}"; do echo "- ${sys}: \`${SYSTEM_CMD[${sys}]}\`"; done
   echo

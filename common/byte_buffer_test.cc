@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <utility>
 
 namespace faha {
 namespace {
@@ -42,6 +43,19 @@ TEST(ByteBufferTest, ReadsFillTheRoomWithoutACopy) {
   EXPECT_EQ(b.capacity(), capacity) << "a read into the room does not reallocate";
   close(fds[0]);
   close(fds[1]);
+}
+
+TEST(ByteBufferTest, AMovedFromBufferIsEmptyAndUsable) {
+  ByteBuffer a;
+  a.append("moved");
+  ByteBuffer b = std::move(a);
+  EXPECT_EQ(b.view(), "moved");
+  EXPECT_EQ(a.size(), 0u);  // a moved-from buffer is empty: the contract under test
+  EXPECT_EQ(a.room(), 0u);
+  a.append("again");
+  EXPECT_EQ(a.view(), "again");
+  a = std::move(b);
+  EXPECT_EQ(a.view(), "moved");
 }
 
 TEST(ByteBufferTest, EraseFrontClearAndRelease) {

@@ -146,8 +146,8 @@ class PmemDevice final : public LogDevice {
 
   void PrepareNext(size_t bytes) override { StartPreparing(bytes); }
 
-  // The writes that put the zeros of the spare being made in (ZeroFill): 0
-  // for none, else their size. Says so in the log when the answer changes.
+  // The writes that put a new segment file's zeros in (ZeroFill): 0 for
+  // none, else their size. Says so in the log when the answer changes.
   size_t ZeroChunk() {
     const uint64_t avg = sync_sizes_->average.load(std::memory_order_relaxed);
     const bool adapt = zero_fill_ == ZeroFill::kAuto;
@@ -156,10 +156,8 @@ class PmemDevice final : public LogDevice {
                          : avg < kSmallFoliosBelowBytes         ? 4096
                                                                 : kLargeFolioBytes;
     if (chunk != zero_chunk_.exchange(chunk) && adapt) {
-      FAHA_LOG_INFO("syncs average %llu KiB: the next segments %s", (unsigned long long)(avg >> 10),
-                    chunk == 0      ? "are only reserved (no zeros written)"
-                    : chunk == 4096 ? "get their zeros in 4 KiB writes (4 KiB folios)"
-                                    : "get their zeros in 2 MiB writes (2 MiB folios)");
+      FAHA_LOG_INFO("syncs average %llu KiB: the next segments' zeros in %zu KiB writes (0: none)",
+                    (unsigned long long)(avg >> 10), chunk >> 10);
     }
     return chunk;
   }
@@ -551,7 +549,9 @@ class PmemDevice final : public LogDevice {
   const ZeroFill zero_fill_;
   const std::shared_ptr<SyncSizes> sync_sizes_ = std::make_shared<SyncSizes>();
   // What ZeroChunk last answered (kAuto's first, with no sync seen yet).
-  std::atomic<size_t> zero_chunk_{zero_fill_ == ZeroFill::kNever ? size_t{0} : size_t{4096}};
+  std::atomic<size_t> zero_chunk_{zero_fill_ == ZeroFill::kNever    ? 0
+                                  : zero_fill_ == ZeroFill::kAlways ? kLargeFolioBytes
+                                                                    : 4096};
   const bool tmpfs_;  // dir_ is on tmpfs: no extents, zeros cost no I/O
   // A new segment file could not be made for lack of space (Create): replaced
   // files are removed, not kept, until one can.

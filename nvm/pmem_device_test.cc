@@ -306,7 +306,6 @@ TEST_F(RecycleTest, SparesReadyAreCountedAndRefilledAfterASwitch) {
   const uint64_t before = log_->segment_count();
   int batch = 0;
   while (log_->segment_count() == before) Append(batch++);
-  EXPECT_LE(log_->spare_segments(), 2u);
   EXPECT_EQ(wait_for_two(), 2u);
 }
 
@@ -369,16 +368,20 @@ size_t SmapsKb(const std::string& smaps, const std::string& field) {
   return at == std::string::npos ? 0 : std::stoul(smaps.substr(at + field.size() + 1));
 }
 
-// Whether THP is on and `dir` is ext4 on Linux 6.16 or later, which caches a
-// file in large folios and maps a 2 MiB one with one entry.
-bool LargeFoliosMapped(const std::string& dir) {
+bool ThpOn() {
   std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
   std::string mode;
   std::getline(thp, mode);
+  return !mode.empty() && mode.find("[never]") == std::string::npos;
+}
+
+// Whether THP is on and `dir` is ext4 on Linux 6.16 or later, which caches a
+// file in large folios and maps a 2 MiB one with one entry.
+bool LargeFoliosMapped(const std::string& dir) {
   struct statfs fs;
   utsname u;
-  if (mode.empty() || mode.find("[never]") != std::string::npos || statfs(dir.c_str(), &fs) != 0 ||
-      fs.f_type != EXT4_SUPER_MAGIC || uname(&u) != 0) {
+  if (!ThpOn() || statfs(dir.c_str(), &fs) != 0 || fs.f_type != EXT4_SUPER_MAGIC ||
+      uname(&u) != 0) {
     return false;
   }
   int major = 0, minor = 0;
@@ -402,6 +405,7 @@ long PmdMappedKb(Segment* seg) {
 // whose zeros were written in 2 MiB writes is mapped in them: 4 KiB pages
 // cost each record read a TLB walk of its own.
 TEST(HugeMappingTest, ASegmentIsMappedIn2MiBPagesWhereTheKernelCan) {
+  if (!ThpOn()) GTEST_SKIP() << "transparent huge pages are off here";
   const std::string dir = MakeTempDir("huge");
   ASSERT_FALSE(dir.empty());
   long kb = 0;
@@ -427,12 +431,18 @@ TEST_F(ZeroFillTest, AutoWritesSmallFoliosWhileSyncsAreTiny) {
   auto dev = Open(ZeroFill::kAuto);
   auto first = dev->CreateSegment(1, kSegmentBytes);
   ASSERT_TRUE(first.ok());
-  EXPECT_EQ(PmdMappedKb(first->get()), 0) << "no syncs yet: taken as tiny";
+  const long kb = PmdMappedKb(first->get());
+  if (kb < 0) GTEST_SKIP() << "a DAX mount: no page cache";
+  EXPECT_EQ(kb, 0) << "no syncs yet: taken as tiny";
   Syncs(first->get(), 32 << 10, 64);
   std::vector<std::unique_ptr<Segment>> keep;
   CreateThree(dev.get(), 2, &keep);
   EXPECT_GE(PmdMappedKb(keep.back().get()), 2048) << "32 KiB syncs: 2 MiB folios";
   ExpectExtents(dev->SegmentName(4), kSegmentBytes, 0);
+  Syncs(keep.back().get(), 1 << 10, 200);
+  CreateThree(dev.get(), 5, &keep);
+  EXPECT_EQ(PmdMappedKb(keep.back().get()), 0) << "1 KiB syncs again: 4 KiB folios";
+  ExpectExtents(dev->SegmentName(7), kSegmentBytes, 0);
 }
 
 TEST(DeviceOpenTest, LeftoverSparesAndUnfinishedSegmentFilesAreRemoved) {
