@@ -9,7 +9,7 @@
 #include "common/checksum.h"
 #include "common/coding.h"
 #include "common/strings.h"
-#include "nvm/segments.h"
+#include "nvm/sync_directory.h"
 
 namespace faha::nvm {
 namespace {

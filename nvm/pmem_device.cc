@@ -153,7 +153,7 @@ class PmemDevice final : public LogDevice {
     const bool adapt = zero_fill_ == ZeroFill::kAuto;
     const size_t chunk = zero_fill_ == ZeroFill::kAlways        ? kLargeFolioBytes
                          : !adapt || avg >= kZeroFillBelowBytes ? 0
-                         : avg < kSmallFoliosBelowBytes         ? 4096
+                         : avg < kSmallFoliosBelowBytes         ? kSmallFolioBytes
                                                                 : kLargeFolioBytes;
     if (chunk != zero_chunk_.exchange(chunk) && adapt) {
       FAHA_LOG_INFO("syncs average %llu KiB: the next segments' zeros in %zu KiB writes (0: none)",
@@ -551,7 +551,7 @@ class PmemDevice final : public LogDevice {
   // What ZeroChunk last answered (kAuto's first, with no sync seen yet).
   std::atomic<size_t> zero_chunk_{zero_fill_ == ZeroFill::kNever    ? 0
                                   : zero_fill_ == ZeroFill::kAlways ? kLargeFolioBytes
-                                                                    : 4096};
+                                                                    : kSmallFolioBytes};
   const bool tmpfs_;  // dir_ is on tmpfs: no extents, zeros cost no I/O
   // A new segment file could not be made for lack of space (Create): replaced
   // files are removed, not kept, until one can.

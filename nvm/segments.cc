@@ -63,18 +63,10 @@ Status SpaceOrIOError(int err, const std::string& what) {
   return Status::IOError(msg);
 }
 
-Status SyncDirectory(const std::string& dir) {
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::IOError(Errno("open directory " + dir));
-  const Status synced = fsync(fd) == 0 ? Status::OK() : Status::IOError(Errno("fsync " + dir));
-  close(fd);
-  return synced;
-}
-
 Status WriteZeros(int fd, size_t bytes, size_t chunk) {
   // 1 MiB writes left every written segment mapped in 4 KiB pages.
   static const std::vector<char> kZeros(kLargeFolioBytes, 0);
-  chunk = std::clamp<size_t>(chunk, 4096, kZeros.size());
+  chunk = std::clamp<size_t>(chunk, kSmallFolioBytes, kZeros.size());
   for (size_t off = 0; off < bytes;) {
     const size_t n = std::min(chunk, bytes - off);
     const ssize_t w = pwrite(fd, kZeros.data(), n, static_cast<off_t>(off));

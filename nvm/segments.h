@@ -29,6 +29,7 @@
 #include "common/mutex.h"
 #include "common/strings.h"
 #include "nvm/log_device.h"
+#include "nvm/sync_directory.h"
 
 namespace faha::nvm {
 
@@ -55,11 +56,10 @@ Status SpaceOrIOError(int err, const std::string& what);
 // 2 MiB folios, which a read mapping maps with one entry each (FileSegment);
 // 4 KiB writes give 4 KiB folios, whose small syncs cost less (ZeroFill).
 inline constexpr size_t kLargeFolioBytes = 2 << 20;
+inline constexpr size_t kSmallFolioBytes = 4 << 10;
 Status WriteZeros(int fd, size_t bytes, size_t chunk = kLargeFolioBytes);
 // Whether `fd` maps with MAP_SYNC (its file system is DAX).
 bool MapsWithMapSync(int fd);
-// fsync of directory `dir`: makes the files created and renamed in it durable.
-Status SyncDirectory(const std::string& dir);
 
 class PmemSegment final : public Segment {
  public:

@@ -18,10 +18,8 @@ class ByteStream {
   // timeout_ms (a slow reader that keeps up some progress is waited for).
   virtual Status Write(std::string_view bytes, int timeout_ms) = 0;
   // Appends what has arrived to *in, waiting up to timeout_ms for at least
-  // one byte: Timeout if none came, Unavailable once the peer is gone.
-  virtual Status Read(std::string* in, int timeout_ms) = 0;
-  // The same into a ByteBuffer, whose room a socket's receive fills without
-  // a copy (the replication channel's frames).
+  // one byte: Timeout if none came, Unavailable once the peer is gone. A
+  // ByteBuffer, because a socket's receive fills its room without a copy.
   virtual Status Read(ByteBuffer* in, int timeout_ms) = 0;
   // Copies the first `want` bytes not yet read to *out without reading them,
   // once all have arrived, waiting up to timeout_ms (0: not at all): OK;

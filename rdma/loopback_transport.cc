@@ -61,11 +61,7 @@ class LoopbackStream final : public ByteStream {
     return Status::OK();
   }
 
-  Status Read(std::string* in, int timeout_ms) override { return ReadInto(in, timeout_ms); }
-  Status Read(ByteBuffer* in, int timeout_ms) override { return ReadInto(in, timeout_ms); }
-
-  template <typename Buffer>
-  Status ReadInto(Buffer* in, int timeout_ms) {
+  Status Read(ByteBuffer* in, int timeout_ms) override {
     MutexLock l(&in_->mu);
     const int64_t deadline = MonoMs() + timeout_ms;
     while ((in_->bytes.empty() || in_->stalled) && !in_->closed) {

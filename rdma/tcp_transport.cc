@@ -59,13 +59,6 @@ class TcpStream final : public ByteStream {
     return Status::OK();
   }
 
-  Status Read(std::string* in, int timeout_ms) override {
-    ByteBuffer got;
-    FAHA_RETURN_IF_ERROR(Read(&got, timeout_ms));
-    in->append(got.data(), got.size());
-    return Status::OK();
-  }
-
   // Receives straight into the buffer's room (64 KiB at a time).
   Status Read(ByteBuffer* in, int timeout_ms) override {
     int64_t deadline = MonoMs() + timeout_ms;

@@ -60,6 +60,9 @@ struct RemoteRegion {
 // least one byte (Timeout if none; Unavailable once the peer is gone).
 class VerbsStream : public ByteStream {
  public:
+  using ByteStream::Read;
+  // Read into a std::string, as the client and the gateway read a verbs stream.
+  virtual Status Read(std::string* in, int timeout_ms) = 0;
   virtual std::vector<RemoteRegion> RemoteRegions() const = 0;
 };
 

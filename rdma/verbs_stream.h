@@ -184,8 +184,8 @@ class Stream final : public VerbsStream {
     return Status::OK();
   }
 
-  Status Read(std::string* in, int timeout_ms) override { return ReadInto(in, timeout_ms); }
   Status Read(ByteBuffer* in, int timeout_ms) override { return ReadInto(in, timeout_ms); }
+  Status Read(std::string* in, int timeout_ms) override { return ReadInto(in, timeout_ms); }
 
   // Read, into a std::string or a ByteBuffer (both append).
   template <typename Buffer>
