@@ -113,6 +113,36 @@ class CleanTest : public ::testing::Test {
       ASSERT_EQ(Get("key" + std::to_string(k)), Value(k, round)) << "key" << k;
     }
   }
+  // 300 keys, one batch each, then the first 200 overwritten twice: the first
+  // segment keeps about a third of it live (which keys land in it does not
+  // depend on how writes were grouped); then filler that is nearly all dead.
+  void FirstSegmentAThirdLiveThenDeadFiller() {
+    const int keys = 300;
+    for (int k = 0; k < keys; k++) {
+      auto r = Run({Set("key" + std::to_string(k), Value(k, 0))});
+      ASSERT_EQ(r[0].kind, WriteResult::Kind::kOk);
+      acked_[k] = 0;
+    }
+    const int overwritten = 200;
+    for (int round = 1; round <= 2; round++) {
+      std::vector<WriteOp> ops;
+      for (int k = 0; k < overwritten; k++)
+        ops.push_back(Set("key" + std::to_string(k), Value(k, round)));
+      for (auto& r : Run(std::move(ops))) ASSERT_EQ(r.kind, WriteResult::Kind::kOk);
+      for (int k = 0; k < overwritten; k++) acked_[k] = round;
+    }
+    for (int i = 0; i < 600; i++)
+      Run({Set("filler" + std::to_string(i % 40), std::string(200, 'f'))});
+  }
+  // Bytes in the sealed segments over their live bytes.
+  double SealedGrowth() {
+    double data = 0, live = 0;
+    for (const auto& seg : store_->log().SealedSegments()) {
+      data += static_cast<double>(seg.data_bytes);
+      live += store_->LiveFraction(seg) * static_cast<double>(seg.data_bytes);
+    }
+    return live > 0 ? data / live : 1e9;
+  }
   uint64_t LiveBytes(int keys) {
     uint64_t live = 0;
     for (int k = 0; k < keys; k++) {
@@ -205,26 +235,7 @@ TEST_F(CleanTest, DeletedAndExpiredKeysAreReclaimedAndStayGone) {
 TEST_F(CleanTest, ABackupCleansAtItsLowerThreshold) {
   Open();
   store_->SetBackup();
-  const int keys = 300;
-  // One batch per write, so that which keys land in the first segment does not
-  // depend on how writes were grouped (with all 300 in it, half would be live).
-  for (int k = 0; k < keys; k++) {
-    auto r = Run({Set("key" + std::to_string(k), Value(k, 0))});
-    ASSERT_EQ(r[0].kind, WriteResult::Kind::kOk);
-    acked_[k] = 0;
-  }
-  // The first 200 keys overwritten twice: the first segment keeps the rest
-  // of round 0 (about a third of it), the rest of it died.
-  const int overwritten = 200;
-  for (int round = 1; round <= 2; round++) {
-    std::vector<WriteOp> ops;
-    for (int k = 0; k < overwritten; k++)
-      ops.push_back(Set("key" + std::to_string(k), Value(k, round)));
-    for (auto& r : Run(std::move(ops))) ASSERT_EQ(r.kind, WriteResult::Kind::kOk);
-    for (int k = 0; k < overwritten; k++) acked_[k] = round;
-  }
-  for (int i = 0; i < 600; i++)
-    Run({Set("filler" + std::to_string(i % 40), std::string(200, 'f'))});
+  FirstSegmentAThirdLiveThenDeadFiller();
   store_->SetCommitHint(UINT64_MAX - 1);
   auto first_cleaned = [&] { return store_->log().SealedSegments().front().cleaned; };
   ASSERT_FALSE(first_cleaned());
@@ -237,6 +248,28 @@ TEST_F(CleanTest, ABackupCleansAtItsLowerThreshold) {
   ExpectAcked();
   CleanAll();
   EXPECT_TRUE(first_cleaned());
+  ExpectAcked();
+}
+
+// A backup whose sealed segments hold more than 4x their live data cleans as
+// a primary does, whatever its own threshold (0 here: never), until they no
+// longer do: its log stays bounded.
+TEST_F(CleanTest, ABackupWhoseLogOutgrewItsLiveDataCleansAsAPrimary) {
+  Open(0.5, 0.0);
+  store_->SetBackup();
+  FirstSegmentAThirdLiveThenDeadFiller();
+  for (int round = 0; round < 50; round++) {  // more dead filler, 40 records a batch
+    std::vector<WriteOp> ops;
+    for (int i = 0; i < 40; i++)
+      ops.push_back(Set("filler" + std::to_string(i), std::string(200, 'f')));
+    Run(std::move(ops));
+  }
+  store_->SetCommitHint(UINT64_MAX - 1);
+  ASSERT_GT(SealedGrowth(), 4.0);
+  EXPECT_GT(CleanAll(), 0) << "a backup whose log outgrew its live data did not clean";
+  EXPECT_LE(SealedGrowth(), 4.0);
+  ExpectAcked();
+  PowerCutAndReopen();
   ExpectAcked();
 }
 

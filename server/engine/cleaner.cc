@@ -51,11 +51,22 @@ StatusOr<bool> Cleaner::CleanOnce() {
   }
 }
 
+bool Cleaner::Outgrown(const std::vector<nvm::Log::SegmentInfo>& segs) const {
+  double data = 0;
+  double live = 0;
+  for (const auto& seg : segs) {
+    data += static_cast<double>(seg.data_bytes);
+    live += keys_->LiveFraction(seg) * static_cast<double>(seg.data_bytes);
+  }
+  return data > kBackupMaxGrowth * live;
+}
+
 const nvm::Log::SegmentInfo* Cleaner::PickVictim(const std::vector<nvm::Log::SegmentInfo>& segs,
                                                  uint64_t safe, uint64_t horizon, uint64_t min_gain,
                                                  uint64_t* older_cleaned) {
-  // A backup cleans less eagerly, unless its disk is short of space.
-  const double threshold = safety_->IsBackup() && !log_->short_of_space()
+  // A backup cleans less eagerly, unless its disk is short of space or its
+  // log outgrew its live data: then as a primary does.
+  const double threshold = safety_->IsBackup() && !log_->short_of_space() && !Outgrown(segs)
                                ? std::min(options_.threshold, options_.backup_threshold)
                                : options_.threshold;
   const nvm::Log::SegmentInfo* victim = nullptr;

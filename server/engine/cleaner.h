@@ -34,7 +34,8 @@ class CleanSafety {
   virtual uint64_t SafeLsn() const = 0;
   // No LSN at or after this may be cleaned (UINT64_MAX: no limit).
   virtual uint64_t Horizon() = 0;
-  // A backup cleans less eagerly (backup_threshold), unless short of space.
+  // A backup cleans less eagerly (backup_threshold), unless short of space
+  // or its log outgrew its live data (Cleaner::kBackupMaxGrowth).
   virtual bool IsBackup() const = 0;
   // Appends the key hashes (HashKey) of the batches applied but not yet
   // committed for good (a backup's) that end after *covered_end, and moves
@@ -45,7 +46,7 @@ class CleanSafety {
 
 struct CleanerOptions {
   double threshold = 0.5;  // 0: never
-  double backup_threshold = 0.25;
+  double backup_threshold = 0.1;
   int interval_ms = 100;
 };
 
@@ -89,6 +90,14 @@ class Cleaner {
     int ns;
   };
   enum class Verdict : uint8_t { kDrop, kKeep, kMove, kExpire };
+  // A backup's sealed segments hold more than this times their live data: it
+  // then cleans at the primary's threshold until they do not. Below a backup
+  // threshold of 1 / kBackupMaxGrowth the log's size stays bounded by this
+  // instead of live / threshold (4x, as at the 0.25 of before), and a backup
+  // whose segments die evenly cleans at its threshold, copying fewer live
+  // records (docs/bench/write-path.md, thirteenth round).
+  static constexpr double kBackupMaxGrowth = 4;
+  bool Outgrown(const std::vector<nvm::Log::SegmentInfo>& segs) const;
   // The sealed segment with the least live data, below the threshold, worth
   // a pass (at least min_gain dead bytes) and wholly committed for good; in
   // *older_cleaned the least cleaned LSN of the segments before it.

@@ -69,11 +69,11 @@ struct StoreOptions {
   // compacted in the background (0: never). Checked every clean_interval_ms.
   double clean_threshold = 0.5;
   // The threshold on a backup (the lower of the two applies, and
-  // clean_threshold while the log is short of space): a backup's log is read
-  // only at recovery and failover, so it trades space (a log of up to live
-  // data / threshold) for the CPU a write costs it (cleaning copies
+  // clean_threshold while the log is short of space or holds more than 4x
+  // its live data): a backup's log serves no reads until a failover, so it
+  // trades space for the CPU a write costs it (cleaning copies
   // live / (1 - live) bytes for each byte it frees).
-  double backup_clean_threshold = 0.25;
+  double backup_clean_threshold = 0.1;
   int clean_interval_ms = 100;
 };
 

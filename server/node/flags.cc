@@ -81,13 +81,13 @@ DEFINE_double(clean_threshold, 0.5,
               "a smaller file holding only its live records, on every node. Higher keeps the "
               "log smaller at the cost of more copying; 0 turns cleaning off (the log then "
               "grows with every write).");
-DEFINE_double(backup_clean_threshold, 0.25,
+DEFINE_double(backup_clean_threshold, 0.1,
               "Log cleaning on a backup: the threshold there (the lower of this and "
-              "--clean_threshold applies; --clean_threshold's while the disk is short of space). "
-              "A backup's log is read only at recovery and failover: a lower threshold lets it "
-              "grow to up to live data / threshold (4x at 0.25, against 2x at 0.5) and saves the "
-              "CPU of copying live records again and again (live / (1 - live) bytes per byte "
-              "freed).");
+              "--clean_threshold applies; --clean_threshold's while the disk is short of space "
+              "or the backup's sealed segments hold more than 4x their live data). A backup's "
+              "log serves no reads until a failover: a lower threshold saves the CPU of copying "
+              "live records again and again (live / (1 - live) bytes per byte freed) and lets "
+              "the log grow, to at most 4x its live data (2x at --clean_threshold=0.5).");
 DEFINE_int32(clean_interval_ms, 100, "How often log cleaning looks for a segment to compact.");
 DEFINE_bool(recovery_drop_corrupt, false,
             "If recovery finds a damaged batch with valid batches "
