@@ -90,12 +90,13 @@ class Cleaner {
     int ns;
   };
   enum class Verdict : uint8_t { kDrop, kKeep, kMove, kExpire };
-  // A backup's sealed segments hold more than this times their live data: it
-  // then cleans at the primary's threshold until they do not. Below a backup
-  // threshold of 1 / kBackupMaxGrowth the log's size stays bounded by this
-  // instead of live / threshold (4x, as at the 0.25 of before), and a backup
-  // whose segments die evenly cleans at its threshold, copying fewer live
-  // records (docs/bench/write-path.md, thirteenth round).
+  // A backup's sealed segments hold more than this times their live data (by
+  // the dead-byte estimate, in which batch headers stay live): it then cleans
+  // at the primary's threshold until they do not. Below a backup threshold of
+  // 1 / kBackupMaxGrowth the log's size stays bounded by this instead of by
+  // live / threshold (4x, as at the 0.25 of before), and a backup whose
+  // segments die evenly cleans at its threshold, copying fewer live records
+  // (docs/bench/write-path.md, "At ec23bbd").
   static constexpr double kBackupMaxGrowth = 4;
   bool Outgrown(const std::vector<nvm::Log::SegmentInfo>& segs) const;
   // The sealed segment with the least live data, below the threshold, worth

@@ -87,7 +87,8 @@ DEFINE_double(backup_clean_threshold, 0.1,
               "or the backup's sealed segments hold more than 4x their live data). A backup's "
               "log serves no reads until a failover: a lower threshold saves the CPU of copying "
               "live records again and again (live / (1 - live) bytes per byte freed) and lets "
-              "the log grow, to at most 4x its live data (2x at --clean_threshold=0.5).");
+              "the log grow, to about 4x its live data by the cleaner's estimate (a primary's, "
+              "at --clean_threshold=0.5, to about 2x).");
 DEFINE_int32(clean_interval_ms, 100, "How often log cleaning looks for a segment to compact.");
 DEFINE_bool(recovery_drop_corrupt, false,
             "If recovery finds a damaged batch with valid batches "
