@@ -37,6 +37,7 @@
 #include "common/strings.h"
 #include "nvm/log_device.h"
 #include "nvm/segments.h"
+#include "nvm/sync_directory.h"
 
 namespace faha::nvm {
 namespace {
@@ -212,10 +213,9 @@ class PmemDevice final : public LogDevice {
     return MapFile(SegmentName(id));
   }
 
-  // On DAX (the file maps with MAP_SYNC) the segment is mapped by libpmem2,
-  // which reports its store granularity, and keeps that mapping
-  // (PmemSegment); elsewhere it becomes a FileSegment with a mapping of our
-  // own.
+  // On DAX (the file maps with MAP_SYNC) the segment is mapped by libpmem2, which
+  // reports its store granularity and keeps that mapping (PmemSegment); elsewhere
+  // it becomes a FileSegment with a mapping of our own.
   //
   // libpmem2 is not asked to map a file that cannot be mapped MAP_SYNC: it
   // tries MAP_SYNC with MAP_FIXED over a range it reserved, and when that

@@ -29,7 +29,6 @@
 #include "common/mutex.h"
 #include "common/strings.h"
 #include "nvm/log_device.h"
-#include "nvm/sync_directory.h"
 
 namespace faha::nvm {
 

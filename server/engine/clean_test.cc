@@ -39,9 +39,9 @@ class CleanTest : public ::testing::Test {
     StoreOptions o;
     o.log.segment_bytes = segment_bytes_;
     o.max_batch_bytes = 16 << 10;
-    o.clean_threshold = threshold;
-    o.backup_clean_threshold = backup_threshold;
-    o.clean_interval_ms = 1000000;
+    o.cleaning.threshold = threshold;
+    o.cleaning.backup_threshold = backup_threshold;
+    o.cleaning.interval_ms = 1000000;
     auto s = Store::OpenOnDevice(dev_, o, &metrics_, &report_);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);

@@ -45,7 +45,14 @@ class CleanSafety {
 };
 
 struct CleanerOptions {
-  double threshold = 0.5;  // 0: never
+  // A sealed segment whose live fraction is below this is compacted in the
+  // background (0: never). Checked every interval_ms.
+  double threshold = 0.5;
+  // The threshold on a backup (the lower of the two applies, and threshold
+  // while the log is short of space or holds more than kBackupMaxGrowth
+  // times its live data): a backup's log serves no reads until a failover,
+  // so it trades space for the CPU a write costs it (cleaning copies
+  // live / (1 - live) bytes for each byte it frees).
   double backup_threshold = 0.1;
   int interval_ms = 100;
 };

@@ -162,8 +162,8 @@ class HotStoreTest : public ::testing::Test {
     o.log.segment_bytes = 1 << 20;
     o.max_batch_bytes = 256 << 10;
     o.hot_cache_bytes = hot_bytes;
-    o.hot_age_ms = 1 << 30;         // the tests age by hand
-    o.clean_interval_ms = 1 << 30;  // and clean by hand
+    o.hot_age_ms = 1 << 30;            // the tests age by hand
+    o.cleaning.interval_ms = 1 << 30;  // and clean by hand
     nvm::RecoveryReport rep;
     auto s = Store::OpenOnDevice(dev, o, m, &rep);
     EXPECT_TRUE(s.ok()) << s.status().ToString();

@@ -26,9 +26,7 @@ Store::Store(const StoreOptions& options, Metrics* metrics, std::unique_ptr<nvm:
       log_(std::move(log)),
       keys_(log_.get(), metrics, options.hot_cache_bytes),
       hot_maintainer_(log_.get(), &keys_, metrics, options.hot_age_ms),
-      cleaner_(log_.get(), &keys_, metrics, this,
-               CleanerOptions{options.clean_threshold, options.backup_clean_threshold,
-                              options.clean_interval_ms}),
+      cleaner_(log_.get(), &keys_, metrics, this, options.cleaning),
       queue_(options.max_batch_bytes) {}
 
 Store::~Store() {

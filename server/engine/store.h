@@ -65,16 +65,8 @@ struct StoreOptions {
   size_t hot_cache_bytes = 0;
   // How often the hot layer's counts halve.
   int hot_age_ms = 1000;
-  // Log cleaning: a sealed segment whose live fraction is below this is
-  // compacted in the background (0: never). Checked every clean_interval_ms.
-  double clean_threshold = 0.5;
-  // The threshold on a backup (the lower of the two applies, and
-  // clean_threshold while the log is short of space or holds more than 4x
-  // its live data): a backup's log serves no reads until a failover, so it
-  // trades space for the CPU a write costs it (cleaning copies
-  // live / (1 - live) bytes for each byte it frees).
-  double backup_clean_threshold = 0.1;
-  int clean_interval_ms = 100;
+  // Log cleaning: thresholds and interval (CleanerOptions, server/engine/cleaner.h).
+  CleanerOptions cleaning;
 };
 
 class Store final : public ReplicaLog, private CleanSafety {

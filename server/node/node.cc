@@ -231,9 +231,9 @@ int Node::OpenStore() {
   sopt_.log.epoch = epoch_;
   sopt_.repl_timeout_ms = FLAGS_repl_timeout_ms;
   sopt_.hot_cache_bytes = FLAGS_hot_cache_bytes;
-  sopt_.clean_threshold = FLAGS_clean_threshold;
-  sopt_.backup_clean_threshold = FLAGS_backup_clean_threshold;
-  sopt_.clean_interval_ms = FLAGS_clean_interval_ms;
+  sopt_.cleaning.threshold = FLAGS_clean_threshold;
+  sopt_.cleaning.backup_threshold = FLAGS_backup_clean_threshold;
+  sopt_.cleaning.interval_ms = FLAGS_clean_interval_ms;
   auto store = Store::Open(sopt_, &metrics_, &report_);
   if (!store.ok()) {
     FAHA_LOG_ERROR("cannot open the log: %s", store.status().ToString().c_str());
