@@ -134,6 +134,7 @@ start_system() {  # sys
       PIDS+=($!)
       NODE_PIDS=($!)
       wait_ping "${PORT}" $!
+      wait_spares "${PORT}"
       ;;
     faha-1 | faha-2)
       # local-cluster uses base+i, base+i+100 and base+i+2000 for node i.
@@ -146,6 +147,8 @@ start_system() {  # sys
       NODE_PIDS=()
       local i
       for i in $(seq 0 "${sys#faha-}"); do NODE_PIDS+=("$(cat "${CLUSTER_DIR}/node${i}.pid")"); done
+      # shellcheck disable=SC2046  # one port per node
+      wait_spares $(seq "${base}" $((base + ${sys#faha-})))
       ;;
     redis-always | redis-none)
       PORT="$(bench_port)"
@@ -210,6 +213,21 @@ run_device() {
     record "device-${mode}|c1|p99" "$(sed 's/.*p99_us=\([0-9.]*\).*/\1/' <<< "${line}" | awk '{ printf "%.3f", $1 / 1000 }')"
     log "device ${line}"
   done <<< "${out}"
+}
+
+# A faha node is ready once its spare segments are (INFO log_spare_segments):
+# on a disk their zeros hold it for 100-200 ms at start (docs/architecture.md,
+# "Paced zeros"), and a load started before would measure that, not the server.
+wait_spares() {  # port...
+  local port i
+  for port in "$@"; do
+    for i in $(seq 600); do
+      [[ "$(redis-cli -h 127.0.0.1 -p "${port}" info 2> /dev/null | tr -d '\r' |
+        sed -n 's/^log_spare_segments://p')" -ge 2 ]] 2> /dev/null && break
+      ((i < 600)) || log "faha on port ${port}: spares not ready after 30 s; measuring anyway"
+      sleep 0.05
+    done
+  done
 }
 
 # Every system gets SETTLE_S seconds after it answers, then a sync of every

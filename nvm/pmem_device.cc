@@ -1,8 +1,7 @@
 // LogDevice on segment files. Each segment is probed with libpmem2:
-//  - on a DAX mount (MAP_SYNC) libpmem2 reports CACHE_LINE (or BYTE)
-//    granularity; the segment stays mapped read-write and a write is a store
-//    into the mapping made durable by a cache-line flush + fence from user space
-//    (PmemSegment);
+//  - on a DAX mount (MAP_SYNC) libpmem2 reports CACHE_LINE (or BYTE) granularity;
+//    the segment stays mapped read-write and a write is a store into the mapping
+//    made durable by a cache-line flush + fence from user space (PmemSegment);
 //  - on an ordinary file system it reports PAGE; there a store into a shared
 //    mapping costs a write fault, dirty-page tracking and whole-page writeback
 //    per batch, so the segment is written like a database writes its log:
@@ -25,8 +24,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <string_view>
 #include <thread>
@@ -46,11 +47,6 @@ class PmemDevice final : public LogDevice {
  public:
   PmemDevice(std::string dir, ZeroFill zero_fill)
       : dir_(std::move(dir)), zero_fill_(zero_fill), tmpfs_(IsTmpfs(dir_)) {}
-
-  static bool IsTmpfs(const std::string& dir) {
-    struct statfs fs;
-    return statfs(dir.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
-  }
 
   ~PmemDevice() override {
     {
@@ -72,21 +68,24 @@ class PmemDevice final : public LogDevice {
     return Create(id, bytes, /*from_reserve=*/true);
   }
 
-  // Up to kSpares spares are kept ready; an ordinary switch leaves the last
-  // one (the reserve) alone and makes a file instead, which fails on a full
-  // disk; a switch for deletes may take it.
+  // Up to kSpares spares are kept ready; an ordinary switch leaves the last one (the
+  // reserve) and makes a file instead, failing on a full disk; one for deletes takes it.
   StatusOr<std::unique_ptr<Segment>> Create(uint32_t id, size_t bytes, bool from_reserve) {
     std::string path = SegmentName(id);
     Spare spare;
     {
       MutexLock l(&mu_);
       const size_t usable_from = from_reserve ? 1 : 2;
-      // A spare being prepared is worth waiting for: it is already allocated
-      // and faulted in, which is most of the work.
+      // A spare being prepared is worth waiting for (allocated and faulted in:
+      // most of the work); its zeros stop pacing (Pacer).
+      switch_waiting_++;
+      cv_.SignalAll();  // a pausing spare thread goes on at full speed
       while (preparing_ && spares_.size() < usable_from) cv_.Wait(&mu_);
+      switch_waiting_--;
       if (spares_.size() >= usable_from && spares_.front().segment->size() == bytes) {
         spare = std::move(spares_.front());
         spares_.pop_front();
+        switched_ = true;
       }
     }
     std::unique_ptr<Segment> seg;
@@ -101,9 +100,8 @@ class PmemDevice final : public LogDevice {
       if (auto* file = dynamic_cast<FileSegment*>(seg.get())) file->set_path(path);
     } else {
       auto made = MakeFile(path, bytes);
-      // Short of space: files kept for reuse give theirs back, and from now
-      // on replaced files are removed at once (Recycle), so that cleaning
-      // frees space again.
+      // Short of space: files kept for reuse give theirs back, and from now on
+      // replaced files are removed at once (Recycle): cleaning frees space again.
       if (!made.ok() && made.status().code() == Status::Code::kBusy && DropRecycled()) {
         made = MakeFile(path, bytes);
       }
@@ -115,8 +113,7 @@ class PmemDevice final : public LogDevice {
     return seg;
   }
 
-  // Removes every file kept for reuse; false if there was none. Marks the
-  // device short of space (until a new file can be made).
+  // Removes every file kept for reuse (false if none); short of space until a file is made.
   bool DropRecycled() EXCLUDES(mu_) {
     short_of_space_.store(true, std::memory_order_relaxed);
     std::deque<Recycled> dropped;
@@ -147,8 +144,7 @@ class PmemDevice final : public LogDevice {
 
   void PrepareNext(size_t bytes) override { StartPreparing(bytes); }
 
-  // The writes that put a new segment file's zeros in (ZeroFill): 0 for
-  // none, else their size. Says so in the log when the answer changes.
+  // The size of a new file's zero writes (ZeroFill; 0: none), logged when it changes.
   size_t ZeroChunk() {
     const uint64_t avg = sync_sizes_->average.load(std::memory_order_relaxed);
     const bool adapt = zero_fill_ == ZeroFill::kAuto;
@@ -163,9 +159,10 @@ class PmemDevice final : public LogDevice {
     return chunk;
   }
 
-  // Creates a space-reserved file at `path` that reads as zeros (ZeroFill
-  // decides whether they are written) and maps it.
-  StatusOr<std::unique_ptr<Segment>> MakeFile(const std::string& path, size_t bytes) {
+  // Creates a space-reserved file at `path` that reads as zeros (ZeroFill decides
+  // whether they are written; a spare's may be paced) and maps it.
+  StatusOr<std::unique_ptr<Segment>> MakeFile(const std::string& path, size_t bytes,
+                                              bool paced = false) EXCLUDES(mu_) {
     std::string tmp = path + ".tmp";
     int fd = open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return SpaceOrIOError(errno, "create " + tmp);
@@ -177,22 +174,21 @@ class PmemDevice final : public LogDevice {
       unlink(tmp.c_str());
       return SpaceOrIOError(rc, "reserve " + std::to_string(bytes) + " bytes for " + tmp);
     }
-    // Then, unless the syncs are large, write the zeros for real. fallocate
-    // leaves "unwritten" extents, and on ext4/xfs the first write into each
-    // block turns into an extent conversion that the sync must commit to the
-    // journal: 45-150 us more per sync here, more for larger syncs. Written
-    // blocks make a sync a data write-back and a device flush only, but writing
-    // the zeros takes the device about as long as writing the log itself; from
-    // the figures in docs/architecture.md the two meet at 32-128 KiB a sync,
-    // lower when several nodes share one disk (64 KiB; ZeroFill). This runs on
-    // the spare-segment
-    // thread, off the write path. tmpfs has no extents to convert.
-    // On DAX the zeros are always written: a store into an unwritten block
-    // would fault and convert it in the kernel (and DAX syncs are not sampled).
+    // Then, unless the syncs are large, write the zeros for real (off the write
+    // path, on the spare thread, but for a switch that found no spare). fallocate
+    // leaves "unwritten" extents: on ext4/xfs the first write into each block is
+    // an extent conversion the sync commits to the journal, 45-150 us more per
+    // sync here, more for larger ones. Written blocks make a sync a write-back and
+    // a flush only, but the zeros cost the device as much as the log; the two meet
+    // at 32-128 KiB a sync, lower when several nodes share a disk (64 KiB; ZeroFill;
+    // docs/architecture.md). tmpfs has no extents. On DAX the zeros are always
+    // written: a store into an unwritten block would fault and convert it.
     struct statfs fs;
     const bool extents = (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC);
     const size_t chunk = !extents ? 0 : MapsWithMapSync(fd) ? kLargeFolioBytes : ZeroChunk();
-    Status zeroed = chunk > 0 ? WriteZeros(fd, bytes, chunk) : Status::OK();
+    const bool pace = paced && chunk == kSmallFolioBytes;  // cut 2 MiB writes: 64 KiB folios
+    Status zeroed =
+        chunk > 0 ? WriteZeros(fd, bytes, chunk, pace ? Pacer() : nullptr) : Status::OK();
     if (!zeroed.ok()) {
       close(fd);
       unlink(tmp.c_str());
@@ -223,9 +219,8 @@ class PmemDevice final : public LogDevice {
   // mmap (a new thread's stack) can land in the hole before libpmem2 maps
   // the file over it, and the later unmap takes that thread's stack with it.
   // MapsWithMapSync probes with a mapping the kernel places.
-  // `final_path` is where the segment lives once in place (a staged
-  // replacement is renamed there), for a FileSegment that must reopen it. A
-  // replacement's one large sync is not the log's: it is not sampled (ZeroFill).
+  // `final_path`: where a staged replacement is renamed to, for a FileSegment
+  // to reopen; its one large sync is not the log's, and is not sampled (ZeroFill).
   StatusOr<std::unique_ptr<Segment>> MapFile(const std::string& path,
                                              const std::string& final_path = "") {
     int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
@@ -337,10 +332,10 @@ class PmemDevice final : public LogDevice {
 
   Status CommitReplacement(uint32_t id) override {
     const std::string path = SegmentName(id);
-    // The old file is kept under a spare's name, linked before the rename so
-    // that a crash between the two leaves the segment whole; Recycle decides
-    // whether it becomes a spare (a restart removes it with the spares).
-    // A link left by a pass whose swap never came names some older file.
+    // The old file is kept under a spare's name, linked before the rename so that a
+    // crash between the two leaves the segment whole (a restart removes it with the
+    // spares; a link left by a pass whose swap never came names an older file);
+    // Recycle decides whether it becomes a spare.
     std::string keep;
     {
       MutexLock l(&mu_);
@@ -351,8 +346,8 @@ class PmemDevice final : public LogDevice {
       keep = NextSparePath();
     }
     if (link(path.c_str(), keep.c_str()) != 0) keep.clear();  // no recycling, no harm
-    // The caller persisted the staged file's bytes; the rename swaps the
-    // directory entry atomically, and the directory's fsync makes it durable.
+    // The caller persisted the staged bytes; the rename swaps the entry
+    // atomically, and the directory's fsync makes it durable.
     Status done;
     if (rename((path + ".clean").c_str(), path.c_str()) != 0) {
       done = Status::IOError(Errno("rename " + path + ".clean over it"));
@@ -367,12 +362,11 @@ class PmemDevice final : public LogDevice {
     return done;
   }
 
-  // Keeps the replaced file of an ordinary segment as a spare, with its
-  // mapping: once written with zeros again it needs no allocation, and its
-  // pages take no first faults (about 2.8 us a page here, a hypervisor's
-  // shadow page tables; docs/bench/write-path.md). Only where the zeros would
-  // be written anyway (tmpfs, or ZeroFill wanting them), else the rewrite
-  // would cost the disk a second write of the log.
+  // Keeps a replaced segment's file as a spare, with its mapping: rewritten with
+  // zeros it needs no allocation and no first faults (2.8 us a page here, the
+  // hypervisor's shadow page tables; docs/bench/write-path.md). Only where the
+  // zeros are written anyway (tmpfs, or ZeroFill wanting them): else it would
+  // cost the disk a second write of the log.
   void Recycle(uint32_t id, Segment* old) override EXCLUDES(mu_) {
     std::string path;
     size_t size = 0;
@@ -450,8 +444,8 @@ class PmemDevice final : public LogDevice {
     size_t size = 0;
   };
 
-  // The next spare of `bytes` at *path: a recycled file written with zeros
-  // (and named by it), else a new file, faulted in.
+  // The next spare of `bytes` at *path: a recycled file written with zeros (and
+  // named by it), else a new file, faulted in.
   StatusOr<std::unique_ptr<Segment>> MakeSpare(std::string* path, size_t bytes) EXCLUDES(mu_) {
     Recycled r;
     {
@@ -474,9 +468,21 @@ class PmemDevice final : public LogDevice {
       }
       Drop(r);
     }
-    auto made = MakeFile(*path, bytes);
+    auto made = MakeFile(*path, bytes, /*paced=*/true);
     if (made.ok()) (*made)->Prefault(0, bytes);
     return made;
+  }
+
+  // Paces a spare's zeros once a switch took a spare (not at start), pausing
+  // while no switch waits for one (WriteZeros).
+  ZeroPacer Pacer() EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    if (!switched_) return nullptr;
+    return [this](int64_t pause_us) {
+      MutexLock l2(&mu_);
+      auto cut = [this]() REQUIRES(mu_) { return stop_ || switch_waiting_ > 0; };
+      return !cv_.WaitFor(&mu_, std::chrono::microseconds(pause_us), cut);
+    };
   }
 
   // Unmaps and removes a file kept for reuse.
@@ -486,12 +492,14 @@ class PmemDevice final : public LogDevice {
     unlink(r.path.c_str());
   }
 
-  // Writes zeros over a recycled file and syncs them (what recovery reads
-  // after the log's end), keeping its mapping.
+  // Writes zeros over a recycled file and syncs them (what recovery reads after
+  // the log's end), keeping its mapping.
   StatusOr<std::unique_ptr<Segment>> Reuse(const Recycled& r) {
     const int fd = open(r.path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return Status::IOError(Errno("open " + r.path));
-    Status zeroed = WriteZeros(fd, r.size);
+    // Paced while syncs are tiny; cut writes keep the folios the file has.
+    const bool pace = !tmpfs_ && zero_chunk_.load() == kSmallFolioBytes;
+    Status zeroed = WriteZeros(fd, r.size, kLargeFolioBytes, pace ? Pacer() : nullptr);
     if (zeroed.ok() && fdatasync(fd) != 0) zeroed = SpaceOrIOError(errno, "fdatasync");
     if (!zeroed.ok()) {
       close(fd);
@@ -504,10 +512,8 @@ class PmemDevice final : public LogDevice {
     return dir_ + "/segment-spare-" + std::to_string(spare_seq_++) + ".tmp";
   }
 
-  // Keeps at least one spare segment ready, prepared in the background:
-  // allocated, mapped and faulted in, so that switching segments does not stall
-  // the writer on page-cache (or tmpfs) page allocation, which profiling showed
-  // dominates an append otherwise.
+  // Keeps spare segments ready, prepared in the background (allocated, mapped,
+  // faulted in): profiling showed page allocation dominating appends otherwise.
   void StartPreparing(size_t bytes) EXCLUDES(mu_) {
     MutexLock l(&mu_);
     segment_bytes_ = bytes;
@@ -553,14 +559,15 @@ class PmemDevice final : public LogDevice {
                                   : zero_fill_ == ZeroFill::kAlways ? kLargeFolioBytes
                                                                     : kSmallFolioBytes};
   const bool tmpfs_;  // dir_ is on tmpfs: no extents, zeros cost no I/O
-  // A new segment file could not be made for lack of space (Create): replaced
-  // files are removed, not kept, until one can.
+  // No new file for lack of space (Create): replaced ones are removed until one is made.
   std::atomic<bool> short_of_space_{false};
   mutable Mutex mu_;
   CondVar cv_;
   std::string granularity_ GUARDED_BY(mu_) = "UNKNOWN";
   std::deque<Spare> spares_ GUARDED_BY(mu_);
-  static constexpr size_t kSpares = 2;  // ready segments kept; the last is the reserve
+  int switch_waiting_ GUARDED_BY(mu_) = 0;  // segment switches waiting for a spare
+  bool switched_ GUARDED_BY(mu_) = false;   // a switch took a spare (Pacer)
+  static constexpr size_t kSpares = 2;      // ready segments kept; the last is the reserve
   uint64_t spare_seq_ GUARDED_BY(mu_) = 0;
   // Replaced segments' files (CommitReplacement) by id, until Recycle.
   std::map<uint32_t, std::string> kept_ GUARDED_BY(mu_);
@@ -582,18 +589,7 @@ StatusOr<std::unique_ptr<LogDevice>> OpenPmemDevice(const std::string& dir, Zero
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Status::IOError(dir + " is not a directory");
   }
-  // Spare segments left by an earlier run, and segment files it was still
-  // making (segment-N.log.tmp, never renamed into place), hold no data:
-  // remove them.
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* e = readdir(d)) {
-      const std::string_view name = e->d_name;
-      const bool making = name.rfind("segment-", 0) == 0 && name.size() > 8 &&
-                          name.substr(name.size() - 8) == ".log.tmp";
-      if (name.rfind("segment-spare", 0) == 0 || making) unlink((dir + "/" + e->d_name).c_str());
-    }
-    closedir(d);
-  }
+  RemoveLeftoverSpares(dir);
   return std::unique_ptr<LogDevice>(new PmemDevice(dir, zero_fill));
 }
 

@@ -12,6 +12,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -24,6 +25,7 @@
 #include "nvm/log.h"
 #include "nvm/log_device.h"
 #include "nvm/log_format.h"
+#include "nvm/segments.h"
 
 namespace faha::nvm {
 namespace {
@@ -443,6 +445,44 @@ TEST_F(ZeroFillTest, AutoWritesSmallFoliosWhileSyncsAreTiny) {
   CreateThree(dev.get(), 5, &keep);
   EXPECT_EQ(PmdMappedKb(keep.back().get()), 0) << "1 KiB syncs again: 4 KiB folios";
   ExpectExtents(dev->SegmentName(7), kSegmentBytes, 0);
+}
+
+// Paced zeros (a spare's, on a disk): written back a piece at a time, the
+// pacer asked between pieces (not after the last) with a pause no longer than
+// kZeroPauseMaxUs, never again once it said no; the file reads as zeros.
+TEST_F(ZeroFillTest, PacedZerosAreWrittenBackAPieceAtATime) {
+  const std::string path = dir_ + "/paced";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  const size_t bytes = 4 << 20;
+  const std::string junk(bytes, 'x');
+  ASSERT_EQ(pwrite(fd, junk.data(), bytes, 0), static_cast<ssize_t>(bytes));
+  int asked = 0;
+  int64_t longest = -1;
+  auto always = [&](int64_t pause_us) {
+    asked++;
+    longest = std::max(longest, pause_us);
+    return true;
+  };
+  EXPECT_TRUE(WriteZeros(fd, bytes, kSmallFolioBytes, always).ok());
+  EXPECT_EQ(asked, static_cast<int>(bytes / kZeroPaceBytes) - 1);
+  EXPECT_GE(longest, 0);
+  EXPECT_LE(longest, kZeroPauseMaxUs);
+  asked = 0;  // larger writes are cut at the pieces' ends
+  EXPECT_TRUE(WriteZeros(fd, bytes, kLargeFolioBytes, always).ok());
+  EXPECT_EQ(asked, static_cast<int>(bytes / kZeroPaceBytes) - 1);
+  asked = 0;  // 2 MiB pieces
+  EXPECT_TRUE(WriteZeros(fd, bytes, kLargeFolioBytes, always, kLargeFolioBytes).ok());
+  EXPECT_EQ(asked, static_cast<int>(bytes / kLargeFolioBytes) - 1);
+  ASSERT_EQ(pwrite(fd, junk.data(), bytes, 0), static_cast<ssize_t>(bytes));
+  asked = 0;  // a no ends the pacing: the rest is the caller's sync
+  auto twice = [&](int64_t) { return ++asked < 2; };
+  EXPECT_TRUE(WriteZeros(fd, bytes, kSmallFolioBytes, twice).ok());
+  EXPECT_EQ(asked, 2);
+  std::string back(bytes, 'y');
+  EXPECT_EQ(pread(fd, back.data(), bytes, 0), static_cast<ssize_t>(bytes));
+  close(fd);
+  EXPECT_EQ(back, std::string(bytes, '\0'));
 }
 
 TEST(DeviceOpenTest, LeftoverSparesAndUnfinishedSegmentFilesAreRemoved) {

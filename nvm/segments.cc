@@ -1,6 +1,9 @@
 #include "nvm/segments.h"
 
 #include <map>
+#include <string_view>
+
+#include "common/clock.h"
 
 namespace faha::nvm {
 
@@ -63,18 +66,46 @@ Status SpaceOrIOError(int err, const std::string& what) {
   return Status::IOError(msg);
 }
 
-Status WriteZeros(int fd, size_t bytes, size_t chunk) {
+Status WriteZeros(int fd, size_t bytes, size_t chunk, const ZeroPacer& pace, size_t piece) {
   // 1 MiB writes left every written segment mapped in 4 KiB pages.
   static const std::vector<char> kZeros(kLargeFolioBytes, 0);
   chunk = std::clamp<size_t>(chunk, kSmallFolioBytes, kZeros.size());
+  bool pacing = static_cast<bool>(pace);
+  size_t flushed = 0;
   for (size_t off = 0; off < bytes;) {
-    const size_t n = std::min(chunk, bytes - off);
+    const size_t n = std::min({chunk, bytes - off, pacing ? flushed + piece - off : chunk});
     const ssize_t w = pwrite(fd, kZeros.data(), n, static_cast<off_t>(off));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return SpaceOrIOError(w < 0 ? errno : EIO, "write zeros");
     off += static_cast<size_t>(w);
+    if (!pacing || (off - flushed < piece && off < bytes)) continue;
+    const int64_t start_us = MonoUs();
+    if (sync_file_range(fd, static_cast<off_t>(flushed), static_cast<off_t>(off - flushed),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+      return SpaceOrIOError(errno, "write back zeros");
+    }
+    flushed = off;
+    if (off < bytes) pacing = pace(std::min(4 * (MonoUs() - start_us), kZeroPauseMaxUs));
   }
   return Status::OK();
+}
+
+bool IsTmpfs(const std::string& dir) {
+  struct statfs fs;
+  return statfs(dir.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+}
+
+void RemoveLeftoverSpares(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return;
+  while (dirent* e = readdir(d)) {
+    const std::string_view name = e->d_name;
+    const bool making = name.rfind("segment-", 0) == 0 && name.size() > 8 &&
+                        name.substr(name.size() - 8) == ".log.tmp";
+    if (name.rfind("segment-spare", 0) == 0 || making) unlink((dir + "/" + e->d_name).c_str());
+  }
+  closedir(d);
 }
 
 // Whether `fd` maps with MAP_SYNC (its file system is DAX). Any failure

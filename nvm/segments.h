@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <thread>
@@ -54,9 +55,24 @@ Status SpaceOrIOError(int err, const std::string& what);
 // pages in (ext4 on Linux 6.16+, xfs): 2 MiB writes at 2 MiB offsets give
 // 2 MiB folios, which a read mapping maps with one entry each (FileSegment);
 // 4 KiB writes give 4 KiB folios, whose small syncs cost less (ZeroFill).
+// With `pace`, the zeros go to the disk `piece` bytes at a time (writes are cut
+// at the pieces' ends, and so are a new file's folios), and after each piece
+// pace(pause_us) pauses up to four times as long as its write-back took (at
+// most kZeroPauseMaxUs) and says whether to go on; after a no, the rest is
+// left to the caller's sync. A spare's 64 MiB of zeros synced at once held the
+// disk for 100-200 ms here, and every log sync (every SET) waited behind them.
 inline constexpr size_t kLargeFolioBytes = 2 << 20;
 inline constexpr size_t kSmallFolioBytes = 4 << 10;
-Status WriteZeros(int fd, size_t bytes, size_t chunk = kLargeFolioBytes);
+inline constexpr size_t kZeroPaceBytes = 64 << 10;
+inline constexpr int64_t kZeroPauseMaxUs = 20000;
+using ZeroPacer = std::function<bool(int64_t pause_us)>;
+Status WriteZeros(int fd, size_t bytes, size_t chunk = kLargeFolioBytes,
+                  const ZeroPacer& pace = nullptr, size_t piece = kZeroPaceBytes);
+// Removes the spare segments an earlier run left in `dir`, and the segment
+// files it was still making (segment-N.log.tmp, never renamed): no data.
+void RemoveLeftoverSpares(const std::string& dir);
+// Whether `dir` is on tmpfs (no extents; zeros cost no I/O).
+bool IsTmpfs(const std::string& dir);
 // Whether `fd` maps with MAP_SYNC (its file system is DAX).
 bool MapsWithMapSync(int fd);
 
