@@ -69,7 +69,7 @@ class PmemDevice final : public LogDevice {
   }
 
   // Up to kSpares spares are kept ready; an ordinary switch leaves the last one (the
-  // reserve) and makes a file instead, failing on a full disk; one for deletes takes it.
+  // reserve) and makes a file instead, failing on a full disk; one for deletes may take it.
   StatusOr<std::unique_ptr<Segment>> Create(uint32_t id, size_t bytes, bool from_reserve) {
     std::string path = SegmentName(id);
     Spare spare;
@@ -113,7 +113,8 @@ class PmemDevice final : public LogDevice {
     return seg;
   }
 
-  // Removes every file kept for reuse (false if none); short of space until a file is made.
+  // Removes every file kept for reuse (false if none) and marks the device short
+  // of space until a new file can be made.
   bool DropRecycled() EXCLUDES(mu_) {
     short_of_space_.store(true, std::memory_order_relaxed);
     std::deque<Recycled> dropped;
@@ -182,7 +183,8 @@ class PmemDevice final : public LogDevice {
     // a flush only, but the zeros cost the device as much as the log; the two meet
     // at 32-128 KiB a sync, lower when several nodes share a disk (64 KiB; ZeroFill;
     // docs/architecture.md). tmpfs has no extents. On DAX the zeros are always
-    // written: a store into an unwritten block would fault and convert it.
+    // written: a store into an unwritten block would fault and convert it (and
+    // DAX syncs are not sampled).
     struct statfs fs;
     const bool extents = (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC);
     const size_t chunk = !extents ? 0 : MapsWithMapSync(fd) ? kLargeFolioBytes : ZeroChunk();
@@ -362,7 +364,7 @@ class PmemDevice final : public LogDevice {
     return done;
   }
 
-  // Keeps a replaced segment's file as a spare, with its mapping: rewritten with
+  // Keeps the replaced file of an ordinary segment as a spare, with its mapping: rewritten with
   // zeros it needs no allocation and no first faults (2.8 us a page here, the
   // hypervisor's shadow page tables; docs/bench/write-path.md). Only where the
   // zeros are written anyway (tmpfs, or ZeroFill wanting them): else it would
@@ -494,7 +496,7 @@ class PmemDevice final : public LogDevice {
 
   // Writes zeros over a recycled file and syncs them (what recovery reads after
   // the log's end), keeping its mapping.
-  StatusOr<std::unique_ptr<Segment>> Reuse(const Recycled& r) {
+  StatusOr<std::unique_ptr<Segment>> Reuse(const Recycled& r) EXCLUDES(mu_) {
     const int fd = open(r.path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return Status::IOError(Errno("open " + r.path));
     // Paced while syncs are tiny; cut writes keep the folios the file has.
@@ -513,7 +515,8 @@ class PmemDevice final : public LogDevice {
   }
 
   // Keeps spare segments ready, prepared in the background (allocated, mapped,
-  // faulted in): profiling showed page allocation dominating appends otherwise.
+  // faulted in), so that a switch does not stall the writer on page-cache (or
+  // tmpfs) page allocation, which profiling showed dominates an append otherwise.
   void StartPreparing(size_t bytes) EXCLUDES(mu_) {
     MutexLock l(&mu_);
     segment_bytes_ = bytes;

@@ -450,8 +450,10 @@ TEST_F(ZeroFillTest, AutoWritesSmallFoliosWhileSyncsAreTiny) {
 // Paced zeros (a spare's, on a disk): written back a piece at a time, the
 // pacer asked between pieces (not after the last) with a pause no longer than
 // kZeroPauseMaxUs, never again once it said no; the file reads as zeros.
-TEST_F(ZeroFillTest, PacedZerosAreWrittenBackAPieceAtATime) {
-  const std::string path = dir_ + "/paced";
+TEST(WriteZerosTest, PacedZerosAreWrittenBackAPieceAtATime) {
+  const std::string dir = MakeTempDir("paced");
+  ASSERT_FALSE(dir.empty());
+  const std::string path = dir + "/paced";
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0);
   const size_t bytes = 4 << 20;
@@ -482,6 +484,7 @@ TEST_F(ZeroFillTest, PacedZerosAreWrittenBackAPieceAtATime) {
   std::string back(bytes, 'y');
   EXPECT_EQ(pread(fd, back.data(), bytes, 0), static_cast<ssize_t>(bytes));
   close(fd);
+  std::filesystem::remove_all(dir);
   EXPECT_EQ(back, std::string(bytes, '\0'));
 }
 
