@@ -473,9 +473,6 @@ TEST(WriteZerosTest, PacedZerosAreWrittenBackAPieceAtATime) {
   asked = 0;  // larger writes are cut at the pieces' ends
   EXPECT_TRUE(WriteZeros(fd, bytes, kLargeFolioBytes, always).ok());
   EXPECT_EQ(asked, static_cast<int>(bytes / kZeroPaceBytes) - 1);
-  asked = 0;  // 2 MiB pieces
-  EXPECT_TRUE(WriteZeros(fd, bytes, kLargeFolioBytes, always, kLargeFolioBytes).ok());
-  EXPECT_EQ(asked, static_cast<int>(bytes / kLargeFolioBytes) - 1);
   ASSERT_EQ(pwrite(fd, junk.data(), bytes, 0), static_cast<ssize_t>(bytes));
   asked = 0;  // a no ends the pacing: the rest is the caller's sync
   auto twice = [&](int64_t) { return ++asked < 2; };

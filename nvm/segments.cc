@@ -66,7 +66,8 @@ Status SpaceOrIOError(int err, const std::string& what) {
   return Status::IOError(msg);
 }
 
-Status WriteZeros(int fd, size_t bytes, size_t chunk, const ZeroPacer& pace, size_t piece) {
+Status WriteZeros(int fd, size_t bytes, size_t chunk, const ZeroPacer& pace) {
+  constexpr size_t piece = kZeroPaceBytes;
   // 1 MiB writes left every written segment mapped in 4 KiB pages.
   static const std::vector<char> kZeros(kLargeFolioBytes, 0);
   chunk = std::clamp<size_t>(chunk, kSmallFolioBytes, kZeros.size());

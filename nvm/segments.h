@@ -67,7 +67,7 @@ inline constexpr size_t kZeroPaceBytes = 64 << 10;
 inline constexpr int64_t kZeroPauseMaxUs = 20000;
 using ZeroPacer = std::function<bool(int64_t pause_us)>;
 Status WriteZeros(int fd, size_t bytes, size_t chunk = kLargeFolioBytes,
-                  const ZeroPacer& pace = nullptr, size_t piece = kZeroPaceBytes);
+                  const ZeroPacer& pace = nullptr);
 // Removes the spare segments an earlier run left in `dir`, and the segment
 // files it was still making (segment-N.log.tmp, never renamed): no data.
 void RemoveLeftoverSpares(const std::string& dir);
