@@ -50,7 +50,17 @@ size_t BatchBuilder::Add(RecordType type, std::string_view key, std::string_view
   buf_.append(value);
   buf_.resize(off + RecordSize(key.size(), value.size()), '\0');
   count_++;
-  return off;
+  return off - head_room_;
+}
+
+std::string BatchBuilder::Release(std::string next) {
+  std::string out = std::move(buf_);
+  buf_ = std::move(next);
+  buf_.clear();
+  buf_.reserve(out.size());  // the next batch is likely of a similar size
+  buf_.resize(head_room_);
+  count_ = 0;
+  return out;
 }
 
 uint64_t BatchChecksum(const BatchHeader& h, const char* payload) {

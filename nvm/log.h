@@ -48,24 +48,29 @@ uint64_t BatchChecksum(const BatchHeader& h, const char* payload);
 // Serializes records into the payload of one batch.
 class BatchBuilder {
  public:
+  // head_room: bytes kept before the payload for the caller to fill in (a
+  // replicated primary's frame headers: Release hands the batch to its
+  // backups without copying it).
+  explicit BatchBuilder(size_t head_room = 0) : head_room_(head_room) { buf_.resize(head_room); }
   // Appends a record; returns its byte offset inside the payload.
   size_t Add(RecordType type, std::string_view key, std::string_view value, int64_t expire_at_ms,
              uint64_t client_id = 0, uint64_t client_seq = 0);
-  std::string_view payload() const { return buf_; }
+  std::string_view payload() const { return std::string_view(buf_).substr(head_room_); }
   uint32_t count() const { return count_; }
-  size_t bytes() const { return buf_.size(); }
+  size_t bytes() const { return buf_.size() - head_room_; }
   bool empty() const { return count_ == 0; }
-  void Clear() {
-    buf_.clear();
-    count_ = 0;
-  }
+  void Clear() { Truncate(0, 0); }
   // Drops the records added after the builder held `bytes` bytes and `count` records.
   void Truncate(size_t bytes, uint32_t count) {
-    buf_.resize(bytes);
+    buf_.resize(head_room_ + bytes);
     count_ = count;
   }
+  // Gives the buffer away (the head room, then the payload) and goes on in
+  // `next` (a buffer given away earlier, whose room is kept; else a new one).
+  std::string Release(std::string next = {});
 
  private:
+  const size_t head_room_;
   std::string buf_;
   uint32_t count_ = 0;
 };

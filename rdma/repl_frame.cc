@@ -23,20 +23,23 @@ void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
 
 void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
                  std::string_view body_head, std::string_view body_tail) {
+  const size_t at = out->size();
+  out->resize(at + sizeof(ReplFrameHeader));
+  out->append(body_head);
+  out->append(body_tail);
+  SealFrame(out, at, type, epoch, lsn);
+}
+
+void SealFrame(std::string* out, size_t at, FrameType type, uint64_t epoch, uint64_t lsn) {
   ReplFrameHeader h{};
   h.magic = kReplMagic;
   h.version = kReplVersion;
   h.type = static_cast<uint16_t>(type);
-  h.body_bytes = static_cast<uint32_t>(body_head.size() + body_tail.size());
+  h.body_bytes = static_cast<uint32_t>(out->size() - at - sizeof(h));
   h.epoch = epoch;
   h.lsn = lsn;
-  size_t at = out->size();
-  out->append(reinterpret_cast<const char*>(&h), sizeof(h));
-  out->append(body_head);
-  out->append(body_tail);
   h.checksum = FrameChecksum(h, std::string_view(*out).substr(at + sizeof(h)));
-  std::memcpy(out->data() + at + offsetof(ReplFrameHeader, checksum), &h.checksum,
-              sizeof(h.checksum));
+  std::memcpy(out->data() + at, &h, sizeof(h));
 }
 
 FrameDecode DecodeFrame(std::string_view in, uint32_t max_body_bytes, ReplFrame* frame,

@@ -89,6 +89,10 @@ void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
 // payload), without joining them first.
 void EncodeFrame(std::string* out, FrameType type, uint64_t epoch, uint64_t lsn,
                  std::string_view body_head, std::string_view body_tail);
+// Fills in the header of the frame that starts at out[at] (sizeof(ReplFrameHeader)
+// bytes of room, then its body, which runs to the end of *out): a body built in
+// place becomes a frame without being copied.
+void SealFrame(std::string* out, size_t at, FrameType type, uint64_t epoch, uint64_t lsn);
 // Decodes one frame from the front of `in`; `body` views into `in`. A body
 // longer than max_body_bytes is refused from the header alone.
 FrameDecode DecodeFrame(std::string_view in, uint32_t max_body_bytes, ReplFrame* frame,

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -47,6 +48,44 @@ TEST(ReplFrameTest, RoundTripAtEverySplit) {
             FrameDecode::kOk);
   EXPECT_EQ(f.type, FrameType::kAck);
   EXPECT_EQ(f.lsn, 1240u);
+}
+
+// A replicated primary builds each batch behind room for its frame's headers
+// and seals the frame in place: the same bytes EncodeFrame makes of the batch.
+// The builder then goes on in the buffer of an earlier frame, emptied.
+TEST(ReplFrameTest, ABatchBuiltInPlaceIsTheFrameEncodeFrameMakes) {
+  constexpr size_t kRoom = sizeof(rdma::ReplFrameHeader) + sizeof(nvm::BatchHeader);
+  nvm::BatchBuilder b(kRoom);
+  EXPECT_EQ(b.Add(nvm::RecordType::kPut, "k1", "v1", 0), 0u);
+  const size_t second = b.Add(nvm::RecordType::kPut, "k2", std::string(300, 'x'), 0);
+  EXPECT_EQ(second, nvm::RecordSize(2, 2));  // offsets inside the payload, not the buffer
+  const std::string payload(b.payload());
+  EXPECT_EQ(b.bytes(), payload.size());
+  const nvm::BatchHeader h = nvm::Log::FrameBatch(b.payload(), b.count(), 41, 3);
+  std::string want;
+  EncodeFrame(&want, FrameType::kBatch, 3, 41,
+              std::string_view(reinterpret_cast<const char*>(&h), sizeof(h)), payload);
+
+  std::string spare = "an earlier frame's bytes";
+  spare.reserve(1 << 16);
+  std::string frame = b.Release(std::move(spare));
+  ASSERT_EQ(frame.size(), kRoom + payload.size());
+  std::memcpy(frame.data() + sizeof(rdma::ReplFrameHeader), &h, sizeof(h));
+  rdma::SealFrame(&frame, 0, FrameType::kBatch, 3, 41);
+  EXPECT_EQ(frame, want);
+  ReplFrame f;
+  size_t consumed = 0;
+  std::string err;
+  ASSERT_EQ(DecodeFrame(frame, 1 << 20, &f, &consumed, &err), FrameDecode::kOk) << err;
+  EXPECT_EQ(f.body.substr(sizeof(h)), payload);
+
+  EXPECT_TRUE(b.empty());
+  EXPECT_EQ(b.bytes(), 0u);
+  b.Add(nvm::RecordType::kDelete, "k1", {}, 0);
+  EXPECT_EQ(b.count(), 1u);
+  EXPECT_EQ(b.bytes(), nvm::RecordSize(2, 0));  // nothing of the spare's old bytes
+  b.Truncate(0, 0);
+  EXPECT_TRUE(b.payload().empty());
 }
 
 TEST(ReplFrameTest, RefusesGarbageDamageAndOversizeFromTheHeader) {

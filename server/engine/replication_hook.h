@@ -6,7 +6,8 @@
 #define FAHA_SERVER_ENGINE_REPLICATION_HOOK_H_
 
 #include <cstdint>
-#include <string_view>
+#include <memory>
+#include <string>
 
 #include "faha/status.h"
 #include "nvm/log_format.h"
@@ -20,8 +21,17 @@ class ReplicationHook {
   // deadline (MonoUs), saying why. A failure of this or WaitDurable is the
   // writes' NOREPLICAS (WriteResult::NoReplicas adds the word).
   virtual Status WaitWritable(int64_t deadline_us) = 0;
-  // Sequencer: hands one batch, framed with its header, to every backup.
-  virtual void Ship(const nvm::BatchHeader& header, std::string_view payload) = 0;
+  // Bytes before a batch's payload in the buffer handed to Ship: room for a
+  // replication frame's header (40 bytes) and the batch's header.
+  static constexpr size_t kShipHeadRoom = 40 + sizeof(nvm::BatchHeader);
+  // Sequencer: hands one batch to every backup. `frame` holds kShipHeadRoom
+  // bytes of room, then the batch's payload: Ship fills in the headers and
+  // keeps it as the frame, not copied. Returns the frame, to read the payload from.
+  virtual std::shared_ptr<const std::string> Ship(const nvm::BatchHeader& header,
+                                                  std::string frame) = 0;
+  // Sequencer: the buffer of a frame no backup is sent any more, emptied, for
+  // the next batch (its memory is warm), or an empty string.
+  virtual std::string SpareBuffer() = 0;
   // Committer: waits until every in-sync backup holds LSNs below end_lsn
   // durably (0: no deadline); Unavailable, saying why, if it cannot.
   virtual Status WaitDurable(uint64_t end_lsn, int64_t deadline_us) = 0;

@@ -211,16 +211,16 @@ class Store final : public ReplicaLog, private CleanSafety {
   // writes wait.
   void ReleaseCommitting_st() RELEASE(commit_role_);
   // Counts a committed batch of `ops` client writes in the metrics.
-  void RecordBatch(const nvm::BatchBuilder& batch, size_t ops);
+  void RecordBatch(uint32_t records, size_t bytes, size_t ops);
   // Turns every result into -IOERR; an I/O error fails the store for good.
   void FailWrites(const Status& why, std::vector<WriteResult>* results);
-  // Replicated primary: ships, persists and queues one batch for the committer.
-  void ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
-                       std::vector<WriteResult>* results) REQUIRES(commit_role_);
-  // Appends `batch` (framed by the caller when `framed` is set, else framed
-  // here) and records its metrics; on failure turns every result into an error.
-  StatusOr<nvm::Log::AppendResult> PersistBatch_st(const nvm::BatchHeader* framed,
-                                                   const nvm::BatchBuilder& batch, size_t ops,
+  // Replicated primary: ships batch_, persists it and queues it for the committer.
+  void ShipAndQueue_st(std::vector<Pending>* taken, std::vector<WriteResult>* results)
+      REQUIRES(commit_role_);
+  // Appends a batch framed by `header` and records its metrics; on failure
+  // turns every result into an error.
+  StatusOr<nvm::Log::AppendResult> PersistBatch_st(const nvm::BatchHeader& header,
+                                                   std::string_view payload, size_t ops,
                                                    std::vector<WriteResult>* results)
       REQUIRES(commit_role_);
   // Each write's result, grouped by sink in submission order (one Deliver per sink).
@@ -292,7 +292,7 @@ class Store final : public ReplicaLog, private CleanSafety {
   // One group syncing at a time: a batch is written and synced in one call.
   // Set by Start() before any thread commits; read by committers.
   bool durable_write_ = true;
-  nvm::BatchBuilder batch_ GUARDED_BY(commit_role_);
+  nvm::BatchBuilder batch_ GUARDED_BY(commit_role_){ReplicationHook::kShipHeadRoom};
   std::vector<WriteResult> results_ GUARDED_BY(commit_role_);
   // (client id, sequence) of the writes this group recorded in clients_.
   std::vector<std::pair<uint64_t, uint64_t>> recorded_ GUARDED_BY(commit_role_);

@@ -24,12 +24,11 @@ namespace faha {
 using nvm::RecordType;
 using nvm::RecordView;
 
-StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader* framed,
-                                                        const nvm::BatchBuilder& batch, size_t ops,
+StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader& header,
+                                                        std::string_view payload, size_t ops,
                                                         std::vector<WriteResult>* results) {
   int64_t t0 = MonoUs();
-  auto appended = framed ? log_->AppendFramed_wt(*framed, batch.payload())
-                         : log_->AppendBatch_wt(batch.payload(), batch.count());
+  auto appended = log_->AppendFramed_wt(header, payload);
   if (!appended.ok()) {
     // Nothing of the group is durable here: a retry must not find its reply.
     for (const auto& [client, seq] : recorded_) keys_.clients().Forget(client, seq);
@@ -37,14 +36,14 @@ StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader* 
     return appended;
   }
   metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
-  RecordBatch(batch, ops);
+  RecordBatch(header.record_count, payload.size(), ops);
   return appended;
 }
 
-void Store::RecordBatch(const nvm::BatchBuilder& batch, size_t ops) {
+void Store::RecordBatch(uint32_t records, size_t bytes, size_t ops) {
   metrics_->batches.fetch_add(1, std::memory_order_relaxed);
-  metrics_->batch_records.fetch_add(batch.count(), std::memory_order_relaxed);
-  metrics_->batch_bytes.Record(batch.bytes());
+  metrics_->batch_records.fetch_add(records, std::memory_order_relaxed);
+  metrics_->batch_bytes.Record(bytes);
   metrics_->batch_ops.Record(ops);
 }
 
@@ -62,8 +61,7 @@ void Store::GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* 
   }
 }
 
-void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>* taken,
-                            std::vector<WriteResult>* results) {
+void Store::ShipAndQueue_st(std::vector<Pending>* taken, std::vector<WriteResult>* results) {
   Committer::Batch f;
   f.end_lsn = log_->next_lsn();
   f.base_location = 0;
@@ -79,17 +77,22 @@ void Store::ShipAndQueue_st(const nvm::BatchBuilder& batch, std::vector<Pending>
         r = WriteResult::IoError("the log failed earlier; this node refuses writes until restart");
       }
     }
-  } else if (!batch.empty()) {
-    nvm::BatchHeader h =
-        nvm::Log::FrameBatch(batch.payload(), batch.count(), log_->next_lsn(), options_.log.epoch);
+  } else if (!batch_.empty()) {
+    nvm::BatchHeader h = nvm::Log::FrameBatch(batch_.payload(), batch_.count(), log_->next_lsn(),
+                                              options_.log.epoch);
+    // The batch's buffer becomes the backups' frame (its headers go into the
+    // builder's head room), and our own write takes the payload from it.
     // Backups start persisting while we do: one round trip after our own persist.
-    options_.replicator->Ship(h, batch.payload());
-    auto appended = PersistBatch_st(&h, batch, taken->size(), results);
+    ReplicationHook* repl = options_.replicator;
+    auto frame = repl->Ship(h, batch_.Release(repl->SpareBuffer()));
+    const std::string_view payload =
+        std::string_view(*frame).substr(ReplicationHook::kShipHeadRoom);
+    auto appended = PersistBatch_st(h, payload, taken->size(), results);
     if (appended.ok()) {
       StampLsns(h.first_lsn, results);
       f.end_lsn = h.first_lsn + h.record_count;
       f.base_location = appended->base_location;
-      f.bytes = batch.bytes();
+      f.bytes = payload.size();
       seq_inflight_.push_back(SeqInFlight{f.end_lsn, f.base_location, f.bytes});
       if (inflight_valid_) MergeInFlight_st(seq_inflight_.back());
     }
@@ -228,7 +231,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
       if (!ready.ok()) {
         for (size_t i = 0; i < taken.size(); i++)
           results.push_back(WriteResult::NoReplicas(ready.message()));
-        ShipAndQueue_st(batch, &taken, &results);
+        ShipAndQueue_st(&taken, &results);
         ReleaseCommitting_st();
         return;
       }
@@ -284,7 +287,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
     }
 
     if (options_.replicator) {
-      ShipAndQueue_st(batch, &taken, &results);
+      ShipAndQueue_st(&taken, &results);
       ReleaseCommitting_st();
       return;
     }
@@ -321,7 +324,7 @@ void Store::SyncPublishAndReply(std::vector<Pending>* taken_in,
       seq_inflight_.push_back(
           SeqInFlight{nvm::BatchEndLsn(appended->header), appended->base_location, batch_bytes});
       if (inflight_valid_) MergeInFlight_st(seq_inflight_.back());
-      RecordBatch(batch, taken.size());
+      RecordBatch(batch.count(), batch.bytes(), taken.size());
     } else {
       FailWrites(appended.status(), &results);
       answered_error = true;

@@ -217,7 +217,11 @@ TEST_F(StoreTest, FailedPersistAnswersErrorsAndRefusesLaterWrites) {
 class BackupsHoldEverything : public ReplicationHook {
  public:
   Status WaitWritable(int64_t) override { return Status::OK(); }
-  void Ship(const nvm::BatchHeader&, std::string_view) override { shipped++; }
+  std::shared_ptr<const std::string> Ship(const nvm::BatchHeader&, std::string frame) override {
+    shipped++;
+    return std::make_shared<const std::string>(std::move(frame));
+  }
+  std::string SpareBuffer() override { return {}; }
   Status WaitDurable(uint64_t, int64_t) override { return Status::OK(); }
   void Committed(uint64_t) override {}
   std::atomic<int> shipped{0};

@@ -234,19 +234,42 @@ Status Replicator::WaitWritable(int64_t deadline_us) {
 static_assert(sizeof(nvm::BatchHeader) == rdma::kBatchFrameCheckedBytes,
               "a BATCH frame's checksum covers exactly the batch header");
 
-void Replicator::Ship(const nvm::BatchHeader& header, std::string_view payload) {
-  auto frame = std::make_shared<std::string>();
-  frame->reserve(sizeof(rdma::ReplFrameHeader) + sizeof(header) + payload.size());
-  rdma::EncodeFrame(frame.get(), FrameType::kBatch, options_.epoch, header.first_lsn,
-                    std::string_view(reinterpret_cast<const char*>(&header), sizeof(header)),
-                    payload);
+static_assert(ReplicationHook::kShipHeadRoom ==
+                  sizeof(rdma::ReplFrameHeader) + sizeof(nvm::BatchHeader),
+              "the head room before a shipped batch's payload is its frame's headers");
+
+std::shared_ptr<const std::string> Replicator::Ship(const nvm::BatchHeader& header,
+                                                    std::string frame) {
+  std::memcpy(frame.data() + sizeof(rdma::ReplFrameHeader), &header, sizeof(header));
+  rdma::SealFrame(&frame, 0, FrameType::kBatch, options_.epoch, header.first_lsn);
+  // Whoever lets go of the frame last (the ring, a sender, the sequencer)
+  // keeps its buffer for a later batch.
+  std::shared_ptr<const std::string> shared(
+      new std::string(std::move(frame)), [spares = spares_](const std::string* f) {
+        {
+          MutexLock l(&spares->mu);
+          if (spares->buffers.size() < kSpareBuffers) {
+            spares->buffers.push_back(std::move(*const_cast<std::string*>(f)));
+          }
+        }
+        delete f;
+      });
   {
     MutexLock l(&mu_);
     uint64_t end = header.first_lsn + header.record_count;
-    ring_.push_back(Shipped{header.first_lsn, end, std::move(frame)});
+    ring_.push_back(Shipped{header.first_lsn, end, shared});
     ship_end_ = end;
   }
   send_cv_.SignalAll();  // only the senders wait for new batches
+  return shared;
+}
+
+std::string Replicator::SpareBuffer() {
+  MutexLock l(&spares_->mu);
+  if (spares_->buffers.empty()) return {};
+  std::string b = std::move(spares_->buffers.back());
+  spares_->buffers.pop_back();
+  return b;
 }
 
 Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {

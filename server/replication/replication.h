@@ -86,7 +86,9 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
   // naming each backup that is not in sync and why.
   Status WaitWritable(int64_t deadline_us) override;
   // Hands one batch, framed with its header, to every backup's stream.
-  void Ship(const nvm::BatchHeader& header, std::string_view payload) override;
+  std::shared_ptr<const std::string> Ship(const nvm::BatchHeader& header,
+                                          std::string frame) override;
+  std::string SpareBuffer() override;
   // Waits until every in-sync backup holds LSNs below `end_lsn` durably and at
   // least min_sync_backups are in sync. At the deadline, in-sync backups that
   // have not acknowledged are dropped from the set (they reconnect and catch
@@ -203,7 +205,14 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
   CondVar cv_;
   CondVar send_cv_;
   std::deque<Shipped> ring_ GUARDED_BY(mu_);  // shipped, not committed, in LSN order
-  uint64_t ship_end_ GUARDED_BY(mu_) = 1;     // LSN after the last shipped batch
+  // Buffers of frames let go of (Ship), for the sequencer's next batches.
+  struct SpareBuffers {
+    Mutex mu;
+    std::vector<std::string> buffers GUARDED_BY(mu);
+  };
+  static constexpr size_t kSpareBuffers = 4;
+  const std::shared_ptr<SpareBuffers> spares_ = std::make_shared<SpareBuffers>();
+  uint64_t ship_end_ GUARDED_BY(mu_) = 1;  // LSN after the last shipped batch
   uint64_t committed_end_ GUARDED_BY(mu_) = 1;
   bool stopping_ GUARDED_BY(mu_) = false;
   bool started_ GUARDED_BY(mu_) = false;
