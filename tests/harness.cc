@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -73,9 +74,17 @@ double TestSlowdown() {
 }
 
 int FreePort() {
-  StatusOr<int> port = net::FreeLoopbackPort();
-  if (!port.ok()) throw std::runtime_error(port.status().ToString());
-  return *port;
+  // A port is free until someone binds it: one handed out earlier but not yet
+  // bound (a backup's replication port, say) must not be handed out again.
+  static std::mutex mu;
+  static std::set<int> given;
+  std::lock_guard<std::mutex> l(mu);
+  for (int tries = 0; tries < 100; tries++) {
+    StatusOr<int> port = net::FreeLoopbackPort();
+    if (!port.ok()) throw std::runtime_error(port.status().ToString());
+    if (given.insert(*port).second) return *port;
+  }
+  throw std::runtime_error("no loopback port that was not handed out already");
 }
 
 TempDir::TempDir() {

@@ -114,14 +114,15 @@ void Store::Start() {
   // A replicated node cannot tell which of its records were committed before
   // it (re)started: cleaning waits for a commit beyond them.
   if (options_.replicator) clean_floor_.store(applied_end_.load());
-  // A single node commits inline, and may keep two syncs in flight when its
-  // log's window allows (--syncs_in_flight; docs/architecture.md has the
-  // measurements).
+  // The thread that submits commits inline when nobody else is committing (a
+  // replicated primary's only if the batch may be shipped at once), and a
+  // single node may keep two syncs in flight when its log's window allows
+  // (--syncs_in_flight; docs/architecture.md has the measurements).
   const bool single = options_.replicator == nullptr;
   const uint32_t max_syncing =
       single ? std::clamp<uint32_t>(options_.log.in_flight_batches, 1, kMaxSyncing) : 1;
   durable_write_ = max_syncing == 1;
-  queue_.Configure(single, max_syncing);
+  queue_.Configure(/*inline_commit=*/true, max_syncing);
   // The committer exists before the sequencer may hand it a batch (writes
   // may be queued already).
   if (options_.replicator) {

@@ -201,7 +201,13 @@ class Store final : public ReplicaLog, private CleanSafety {
   // replies (single node), or ships and queues it for the committer
   // (replicated primary). REQUIRES: this thread is committing (the
   // sequencer, or a thread committing inline in SubmitAll).
-  void CommitGroup_st(std::vector<Pending>* taken) RELEASE(commit_role_);
+  // on_io_thread: committing inline (SubmitAll), which never waits for the
+  // replication window.
+  void CommitGroup_st(std::vector<Pending>* taken, bool on_io_thread) RELEASE(commit_role_);
+  // Replicated primary: whether the group may be shipped now (waiting for
+  // room and backups, up to the timeout, unless on an I/O thread). If not,
+  // the group went back to the queue (I/O thread) or was answered NOREPLICAS.
+  bool MayShip_st(std::vector<Pending>* taken, bool on_io_thread) REQUIRES(commit_role_);
   // Single node, after a group is evaluated into batch_: writes it, gives
   // committing back, syncs it, and publishes it and delivers its replies in
   // write order.

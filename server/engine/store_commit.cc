@@ -108,9 +108,8 @@ void Store::Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id) {
 void Store::SubmitAll(std::vector<Write>* writes) {
   std::vector<Pending> taken;
   if (!queue_.PushAll(writes, &taken)) return;
-  commit_role_.Take();  // this thread is committing: the queue said so
-  metrics_->inline_groups.fetch_add(1, std::memory_order_relaxed);
-  CommitGroup_st(&taken);  // gives committing back
+  commit_role_.Take();                            // this thread is committing: the queue said so
+  CommitGroup_st(&taken, /*on_io_thread=*/true);  // gives committing back
 }
 
 void Store::SequencerLoop_st() {
@@ -119,7 +118,7 @@ void Store::SequencerLoop_st() {
     taken.clear();
     if (!queue_.TakeGroup(&taken)) return;  // stopping, and everything is committed
     commit_role_.Take();
-    CommitGroup_st(&taken);  // gives committing back
+    CommitGroup_st(&taken, /*on_io_thread=*/false);  // gives committing back
   }
 }
 
@@ -218,24 +217,35 @@ const WriteResult& KeptForRetry(const WriteResult& r, WriteResult* big) {
 }
 }  // namespace
 
-void Store::CommitGroup_st(std::vector<Pending>* taken_ptr) {
+bool Store::MayShip_st(std::vector<Pending>* taken, bool on_io_thread) {
+  const int64_t oldest = (*taken)[0].op.start_us > 0 ? (*taken)[0].op.start_us : MonoUs();
+  // An I/O thread commits a replicated group only if it may be shipped at
+  // once: waiting for room in the window, or for backups, is the
+  // sequencer's (the I/O thread goes back to its other connections).
+  Status ready = options_.replicator->WaitWritable(
+      on_io_thread ? 0 : oldest + static_cast<int64_t>(options_.repl_timeout_ms) * 1000);
+  if (ready.ok()) return true;
+  if (on_io_thread) {
+    queue_.PutBack(taken);
+  } else {
+    for (size_t i = 0; i < taken->size(); i++)
+      results_.push_back(WriteResult::NoReplicas(ready.message()));
+    ShipAndQueue_st(taken, &results_);
+  }
+  return false;
+}
+
+void Store::CommitGroup_st(std::vector<Pending>* taken_ptr, bool on_io_thread) {
   std::vector<Pending>& taken = *taken_ptr;
   nvm::BatchBuilder& batch = batch_;
   std::vector<WriteResult>& results = results_;
   {
     StartGroup_st();
-    if (ReplicationHook* repl = options_.replicator) {
-      int64_t oldest = taken[0].op.start_us > 0 ? taken[0].op.start_us : MonoUs();
-      Status ready =
-          repl->WaitWritable(oldest + static_cast<int64_t>(options_.repl_timeout_ms) * 1000);
-      if (!ready.ok()) {
-        for (size_t i = 0; i < taken.size(); i++)
-          results.push_back(WriteResult::NoReplicas(ready.message()));
-        ShipAndQueue_st(&taken, &results);
-        ReleaseCommitting_st();
-        return;
-      }
+    if (options_.replicator && !MayShip_st(&taken, on_io_thread)) {
+      ReleaseCommitting_st();
+      return;
     }
+    if (on_io_thread) metrics_->inline_groups.fetch_add(1, std::memory_order_relaxed);
     const int64_t now = WallMs();
     for (size_t i = 0; i < taken.size(); i++) {
       const size_t mark_bytes = batch.bytes();
