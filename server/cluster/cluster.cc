@@ -123,9 +123,10 @@ void ClusterNode::Stop() {
     // The cleaner asks the replicator for its horizon: not once it is gone.
     store_->set_clean_horizon(nullptr);
     replicator_->Stop();
-    // The store's sequencer and committer call the replicator this node owns
-    // until they stop (a deposed primary's committer retries its unacknowledged
-    // batches): they stop before it can go. Their writes get errors.
+    // The store's committing threads (its sequencer, I/O threads committing
+    // inline) and its committer call the replicator this node owns until they stop (a deposed
+    // primary's committer retries its unacknowledged batches): they stop before it can go. Their
+    // writes get errors.
     store_->Stop();
   }
   if (backup_) backup_->Stop();

@@ -122,9 +122,8 @@ void Store::Start() {
   const uint32_t max_syncing =
       single ? std::clamp<uint32_t>(options_.log.in_flight_batches, 1, kMaxSyncing) : 1;
   durable_write_ = max_syncing == 1;
-  queue_.Configure(/*inline_commit=*/true, max_syncing);
-  // The committer exists before the sequencer may hand it a batch (writes
-  // may be queued already).
+  // The committer exists before anyone may commit a batch (writes may be
+  // queued already; a submitting thread commits inline once configured).
   if (options_.replicator) {
     committer_ = std::make_unique<Committer>(
         options_.replicator, options_.repl_timeout_ms, [this](const Committer::Batch& b) {
@@ -133,6 +132,7 @@ void Store::Start() {
         });
     committer_->Start();
   }
+  queue_.Configure(/*inline_commit=*/true, max_syncing);
   sequencer_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "faha-sequencer");
     SequencerLoop_st();

@@ -6,8 +6,9 @@
 // stream and truncates it, and answers the cleaner's safety questions.
 //
 // Writes: any thread calls Submit(); the committing thread (suffix _st: the
-// sequencer, or on a single node the submitting thread itself when no group
-// is being committed, see SubmitAll) takes a group from the queue, evaluates
+// sequencer, or the submitting thread itself when no group is being committed
+// and, on a replicated primary, the batch may be shipped at once; see
+// SubmitAll) takes a group from the queue, evaluates
 // each write against the committed state plus the writes before it (so SET
 // NX, INCR and DEL counts are exact), appends the batch to the log with one
 // persist (pipelined group commit: while one batch persists, the next one
@@ -286,11 +287,11 @@ class Store final : public ReplicaLog, private CleanSafety {
   std::atomic<uint64_t> epoch_{0};
   std::atomic<bool> failed_{false};
 
-  // One group commits at a time, on the sequencer or, on a single node when
-  // nobody else is committing, inline on the thread that submits (SubmitAll):
-  // the queue says who. The _st members below belong to the thread that is
-  // committing: it takes commit_role_ (and gives it back before it tells the
-  // queue it is done).
+  // One group commits at a time, on the sequencer or, when nobody else is
+  // committing, inline on the thread that submits (SubmitAll; a replicated
+  // primary's only if the batch may be shipped at once): the queue says who. The _st members below
+  // belong to the thread that is committing: it takes commit_role_ (and gives it back before it
+  // tells the queue it is done).
   WriteQueue queue_;
   ThreadRole commit_role_{"the store's committing thread"};
   // Single node: at most this many groups written and syncing at once.

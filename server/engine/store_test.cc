@@ -227,6 +227,52 @@ class BackupsHoldEverything : public ReplicationHook {
   std::atomic<int> shipped{0};
 };
 
+// A replicated primary's I/O thread commits inline only a batch it may ship at
+// once (WaitWritable without waiting); any other it puts back for the
+// sequencer, which waits for room. Replies come in order either way.
+class NoRoomWithoutWaiting : public BackupsHoldEverything {
+ public:
+  Status WaitWritable(int64_t deadline_us) override {
+    if (deadline_us == 0 && refuse_inline.load()) return Status::Unavailable("window full");
+    return Status::OK();
+  }
+  std::atomic<bool> refuse_inline{true};
+};
+
+TEST_F(StoreTest, AReplicatedPrimaryCommitsInlineOnlyWhatItMayShipAtOnce) {
+  store_->Stop();
+  store_.reset();
+  NoRoomWithoutWaiting backups;
+  replicator_ = &backups;
+  Open();
+  auto submit = [&](std::vector<WriteOp> ops) {
+    Collect sink;
+    std::vector<Store::Write> w;
+    for (auto& op : ops) w.push_back(Store::Write{std::move(op), &sink, 1});
+    store_->SubmitAll(&w);
+    std::vector<WriteResult> out;
+    for (auto& c : sink.WaitFor(2)) out.push_back(c.result);
+    return out;
+  };
+  auto r = submit({Set("k", "a"), AppendOp("k", "b")});
+  EXPECT_EQ(r[0].kind, WriteResult::Kind::kOk);
+  EXPECT_EQ(r[1].integer, 2);
+  EXPECT_EQ(metrics_.inline_groups.load(), 0u);  // put back: the sequencer committed them
+  EXPECT_EQ(backups.shipped.load(), 1);
+  backups.refuse_inline = false;
+  // Inline now, unless the sequencer is still giving committing back.
+  for (int i = 0; i < 100 && metrics_.inline_groups.load() == 0; i++) {
+    r = submit({AppendOp("k", "c"), AppendOp("k", "d")});
+    EXPECT_EQ(r[1].integer, r[0].integer + 1);
+  }
+  EXPECT_GT(metrics_.inline_groups.load(), 0u);
+  EXPECT_EQ(Get("k").substr(0, 4), "abcd");
+  store_->Stop();
+  store_.reset();
+  replicator_ = nullptr;
+  Open();
+}
+
 // A replicated primary whose own persist failed answers the write -IOERR,
 // and a retry of it (the same client and sequence: the reply was lost) the
 // same: the client table had recorded +OK before the persist, and the

@@ -1,7 +1,7 @@
 // WriteQueue: the writes submitted and not yet taken, and who may commit.
 // One group commits at a time: the thread that takes a group (the sequencer,
-// or on a single node a submitting thread when nobody is committing, as
-// leveldb's first writer does) is "committing" until it gives that back. On a
+// or a submitting thread when nobody is committing, as leveldb's first writer
+// does) is "committing" until it gives that back. On a
 // single node up to max_syncing groups may be written and syncing at once;
 // tickets keep their publication in the order they were written.
 // Thread-safety: every method takes the queue's own lock, held by nothing else.
@@ -30,8 +30,9 @@ class WriteQueue {
   // A group taken holds about max_group_bytes of writes (at least one).
   explicit WriteQueue(size_t max_group_bytes) : max_group_bytes_(max_group_bytes) {}
 
-  // Before any write: whether a submitting thread may commit inline (a
-  // single node), and how many written groups may sync at once.
+  // Before any write: whether a submitting thread may commit inline (the
+  // Store always lets it; a replicated primary's puts a group it may not ship
+  // at once back, PutBack), and how many written groups may sync at once.
   void Configure(bool inline_commit, uint32_t max_syncing);
 
   void Push(QueuedWrite w);

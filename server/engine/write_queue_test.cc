@@ -44,7 +44,7 @@ TEST(WriteQueueTest, TheFirstSubmitterCommitsInlineAndTheNextOnesWaitForIt) {
   EXPECT_EQ(Keys(next), (std::vector<std::string>{"c"}));
 }
 
-TEST(WriteQueueTest, AReplicatedPrimaryLeavesEveryGroupToTheSequencer) {
+TEST(WriteQueueTest, WithoutInlineCommitsEveryGroupIsTheSequencers) {
   WriteQueue q(1 << 20);
   q.Configure(/*inline_commit=*/false, /*max_syncing=*/1);
   std::vector<QueuedWrite> writes = {W("a")}, group;

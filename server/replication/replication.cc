@@ -64,6 +64,7 @@ std::vector<std::string> Replicator::PromoteCaughtUp() {
     if (p->in_sync || !p->connected || p->kick || p->session_dead) continue;
     if (p->acked_end < committed_end_ || p->acked_end < ship_end_) continue;
     p->in_sync = true;
+    p->joined_us = MonoUs();
     p->state = "in sync";
     p->last_error.clear();
     out.push_back(p->address);
@@ -189,6 +190,7 @@ void Replicator::MaybeJoinLocked(Peer* peer) {
   if (peer->in_sync || !peer->connected || peer->kick || peer->session_dead) return;
   if (peer->acked_end < committed_end_) return;
   peer->in_sync = true;
+  peer->joined_us = MonoUs();
   peer->state = "in sync";
   peer->last_error.clear();
   FAHA_LOG_INFO("replication: backup %s joined the in-sync set at LSN %llu (%zu of %zu in sync)",
@@ -286,10 +288,17 @@ Status Replicator::WaitDurable(uint64_t end_lsn, int64_t deadline_us) {
       cv_.WaitFor(&mu_, std::chrono::microseconds(left));
       continue;
     }
-    // Deadline: drop the backups that did not answer in time.
+    // Deadline: drop the backups that did not answer in time. A backup that
+    // joined less than a timeout ago is not late yet: it joined holding every
+    // committed batch, and may still be receiving the ones shipped before it
+    // joined (an answered batch is polled every 100 ms; dropping it there
+    // made the first write after its return fail).
     std::vector<Peer*> laggards;
+    const int64_t joined_before = MonoUs() - int64_t{options_.timeout_ms} * 1000;
     for (auto& p : peers_) {
-      if (p->in_sync && p->acked_end < end_lsn) laggards.push_back(p.get());
+      if (p->in_sync && p->acked_end < end_lsn && p->joined_us <= joined_before) {
+        laggards.push_back(p.get());
+      }
     }
     if (!laggards.empty()) {
       FAHA_RETURN_IF_ERROR(DropLocked(

@@ -67,8 +67,9 @@ struct ReplicatorOptions {
   std::vector<std::pair<uint64_t, uint64_t>> history;
 };
 
-// The primary's side. Threads: the store's sequencer calls WaitWritable and
-// Ship; its committer calls WaitDurable and Committed; each backup has a
+// The primary's side. Threads: the store's committing thread (its sequencer,
+// or an I/O thread committing inline) calls WaitWritable, Ship and
+// SpareBuffer; its committer calls WaitDurable and Committed; each backup has a
 // sender thread (connection, catch-up, live stream) and, while connected, a
 // receiver thread (acks).
 class Replicator final : public ReplicationRole, public ReplicationHook {
@@ -143,6 +144,7 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
     uint64_t acked_end = 0;     // the backup holds every LSN below this durably
     uint64_t send_next = 0;     // next LSN to send
     int64_t last_ack_us = 0;    // when its last ACK arrived (MonoUs)
+    int64_t joined_us = 0;      // when it last joined the in-sync set (MonoUs)
     int64_t echo_us = 0;        // send time of the newest heartbeat it acknowledged
     bool leaving = false;       // being removed from the configuration's in_sync
     std::string state = "connecting";
@@ -205,7 +207,7 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
   CondVar cv_;
   CondVar send_cv_;
   std::deque<Shipped> ring_ GUARDED_BY(mu_);  // shipped, not committed, in LSN order
-  // Buffers of frames let go of (Ship), for the sequencer's next batches.
+  // Buffers of frames let go of (Ship), for the next batches to be built in.
   struct SpareBuffers {
     Mutex mu;
     std::vector<std::string> buffers GUARDED_BY(mu);
