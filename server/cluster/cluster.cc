@@ -124,9 +124,9 @@ void ClusterNode::Stop() {
     store_->set_clean_horizon(nullptr);
     replicator_->Stop();
     // The store's committing threads (its sequencer, I/O threads committing
-    // inline) and its committer call the replicator this node owns until they stop (a deposed
-    // primary's committer retries its unacknowledged batches): they stop before it can go. Their
-    // writes get errors.
+    // inline) and its committer call the replicator this node owns until they
+    // stop (a deposed primary's committer retries its unacknowledged
+    // batches): they stop before it can go. Their writes get errors.
     store_->Stop();
   }
   if (backup_) backup_->Stop();

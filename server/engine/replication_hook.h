@@ -19,15 +19,17 @@ class ReplicationHook {
   virtual ~ReplicationHook() = default;
   // The committing thread (the sequencer, or an I/O thread committing inline,
   // which passes deadline 0: never waits): waits until one more batch may be
-  // shipped; Unavailable at the deadline (MonoUs), saying why. A failure of this or WaitDurable is
-  // the writes' NOREPLICAS (WriteResult::NoReplicas adds the word).
+  // shipped; Unavailable at the deadline (MonoUs), saying why. A failure of
+  // this or WaitDurable is the writes' NOREPLICAS (WriteResult::NoReplicas
+  // adds the word).
   virtual Status WaitWritable(int64_t deadline_us) = 0;
   // Bytes before a batch's payload in the buffer handed to Ship: room for a
   // replication frame's header (40 bytes) and the batch's header.
   static constexpr size_t kShipHeadRoom = 40 + sizeof(nvm::BatchHeader);
-  // The committing thread: hands one batch to every backup. `frame` holds kShipHeadRoom
-  // bytes of room, then the batch's payload: Ship fills in the headers and
-  // keeps it as the frame, not copied. Returns the frame, to read the payload from.
+  // The committing thread: hands one batch to every backup. `frame` holds
+  // kShipHeadRoom bytes of room, then the batch's payload: Ship fills in the
+  // headers and keeps it as the frame, not copied. Returns the frame, to read
+  // the payload from.
   virtual std::shared_ptr<const std::string> Ship(const nvm::BatchHeader& header,
                                                   std::string frame) = 0;
   // The committing thread: the buffer of a frame no backup is sent any more,

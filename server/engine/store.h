@@ -8,12 +8,12 @@
 // Writes: any thread calls Submit(); the committing thread (suffix _st: the
 // sequencer, or the submitting thread itself when no group is being committed
 // and, on a replicated primary, the batch may be shipped at once; see
-// SubmitAll) takes a group from the queue, evaluates
-// each write against the committed state plus the writes before it (so SET
-// NX, INCR and DEL counts are exact), appends the batch to the log with one
-// persist (pipelined group commit: while one batch persists, the next one
-// fills), publishes it to the keyspace and only then hands the replies to
-// their CompletionSinks. No reader sees an uncommitted value.
+// SubmitAll) takes a group from the queue, evaluates each write against the
+// committed state plus the writes before it (so SET NX, INCR and DEL counts
+// are exact), appends the batch to the log with one persist (pipelined group
+// commit: while one batch persists, the next one fills), publishes it to the
+// keyspace and only then hands the replies to their CompletionSinks. No
+// reader sees an uncommitted value.
 //
 // Reads: Get/Exists/Ttl/Scan from any thread; they see committed data only.
 #ifndef FAHA_SERVER_ENGINE_STORE_H_
@@ -289,9 +289,9 @@ class Store final : public ReplicaLog, private CleanSafety {
 
   // One group commits at a time, on the sequencer or, when nobody else is
   // committing, inline on the thread that submits (SubmitAll; a replicated
-  // primary's only if the batch may be shipped at once): the queue says who. The _st members below
-  // belong to the thread that is committing: it takes commit_role_ (and gives it back before it
-  // tells the queue it is done).
+  // primary's only if the batch may be shipped at once): the queue says who.
+  // The _st members below belong to the thread that is committing: it takes
+  // commit_role_ (and gives it back before it tells the queue it is done).
   WriteQueue queue_;
   ThreadRole commit_role_{"the store's committing thread"};
   // Single node: at most this many groups written and syncing at once.

@@ -1,9 +1,9 @@
 // WriteQueue: the writes submitted and not yet taken, and who may commit.
 // One group commits at a time: the thread that takes a group (the sequencer,
 // or a submitting thread when nobody is committing, as leveldb's first writer
-// does) is "committing" until it gives that back. On a
-// single node up to max_syncing groups may be written and syncing at once;
-// tickets keep their publication in the order they were written.
+// does) is "committing" until it gives that back. On a single node up to
+// max_syncing groups may be written and syncing at once; tickets keep their
+// publication in the order they were written.
 // Thread-safety: every method takes the queue's own lock, held by nothing else.
 #ifndef FAHA_SERVER_ENGINE_WRITE_QUEUE_H_
 #define FAHA_SERVER_ENGINE_WRITE_QUEUE_H_

@@ -244,8 +244,8 @@ std::shared_ptr<const std::string> Replicator::Ship(const nvm::BatchHeader& head
                                                     std::string frame) {
   std::memcpy(frame.data() + sizeof(rdma::ReplFrameHeader), &header, sizeof(header));
   rdma::SealFrame(&frame, 0, FrameType::kBatch, options_.epoch, header.first_lsn);
-  // Whoever lets go of the frame last (the ring, a sender, the sequencer)
-  // keeps its buffer for a later batch.
+  // Whoever lets go of the frame last (the ring, a sender, the committing
+  // thread) keeps its buffer for a later batch.
   std::shared_ptr<const std::string> shared(
       new std::string(std::move(frame)), [spares = spares_](const std::string* f) {
         {
