@@ -18,10 +18,15 @@
 // file in folios of up to that size, and a small sync into a larger folio
 // costs more; faha writes a segment's zeros 4 KiB at a time while its syncs
 // are tiny, else 2 MiB at a time (ZeroFill). bench/write_path.sh passes 4096;
-// docs/bench/write-path.md (twelfth round) has what each size costs.
+// docs/bench/write-path.md (twelfth round) has what each size costs. 0: no
+// zeros, the file only reserved (posix_fallocate: unwritten extents on
+// ext4/xfs), as faha leaves a segment while its syncs are large.
+//
+// Several logs on one disk: run one process per log at once (bench/write_path.sh's
+// "device, 3 logs" row does, for a primary and two backups on one machine).
 //
 // Usage: faha_device_limit --dir DIR [--bytes 1000] [--count 2000] [--mode M] [--writers N]
-//        [--zero_chunk BYTES]
+//        [--zero_chunk BYTES]   (--bytes at most 1 MiB)
 // Output: one line per mode:
 //   mode=pwrite_fdatasync bytes=1000 count=2000 ops_per_s=... p50_us=... p99_us=...
 // The file (64 MiB, or what --count * 4 KiB needs) is removed at the end.
@@ -57,8 +62,14 @@ size_t g_zero_chunk = 1 << 20;  // --zero_chunk
 int MakeFile(const std::string& path, size_t bytes, int extra_flags) {
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) Die("create " + path);
+  if (g_zero_chunk == 0) {
+    if (const int rc = posix_fallocate(fd, 0, static_cast<off_t>(bytes)); rc != 0) {
+      errno = rc;
+      Die("reserve " + path);
+    }
+  }
   std::vector<char> zeros(g_zero_chunk, 0);
-  for (size_t off = 0; off < bytes; off += zeros.size()) {
+  for (size_t off = 0; g_zero_chunk > 0 && off < bytes; off += zeros.size()) {
     if (pwrite(fd, zeros.data(), std::min(zeros.size(), bytes - off), static_cast<off_t>(off)) <
         0) {
       Die("write zeros");
@@ -152,12 +163,12 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (dir.empty() || bytes == 0 || bytes > 65536 || count == 0 || writers == 0 || writers > 64 ||
-      g_zero_chunk < 4096 || g_zero_chunk > (64 << 20) || g_zero_chunk % 4096 != 0) {
+  if (dir.empty() || bytes == 0 || bytes > (1 << 20) || count == 0 || writers == 0 ||
+      writers > 64 || g_zero_chunk > (64 << 20) || g_zero_chunk % 4096 != 0) {
     std::fprintf(stderr,
-                 "usage: faha_device_limit --dir DIR [--bytes 1..65536] [--count N] "
+                 "usage: faha_device_limit --dir DIR [--bytes 1..1048576] [--count N] "
                  "[--mode pwrite_fdatasync|rwf_dsync|odirect_dsync|all] [--writers 1..64] "
-                 "[--zero_chunk 4096..64 MiB, a multiple of 4096]\n");
+                 "[--zero_chunk 0 (reserve only) or 4096..64 MiB, a multiple of 4096]\n");
     return 2;
   }
   std::vector<std::string> modes;

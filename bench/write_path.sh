@@ -8,6 +8,9 @@
 #                   written 4 KiB at a time, whose small folios sync fastest on
 #                   ext4: faha_device_limit --zero_chunk); also its
 #                   pwritev2(RWF_DSYNC) and O_DIRECT|O_DSYNC variants
+#   device, logs    with p16: MB/s a log for 1 log, then 3 logs synced at once
+#                   (a process each, LOG_BYTES a sync): the disk's own bound
+#                   for faha-2 / faha-0 with every node on this disk
 #   faha-0/1/2      faha-server alone, and a primary with 1 or 2 backups
 #                   (deploy/local-cluster; every node on this machine and disk)
 #   redis-always    redis-server --appendonly yes --appendfsync always
@@ -34,7 +37,8 @@
 # log still growing into new files; 600000 is six times the key range's data),
 # FAHA_BIN_DIR, FAHA_FLAGS (extra faha-server flags for every node),
 # OUT (also write the report there), SYSTEMS and LOADS (a subset of the rows, e.g.
-# SYSTEMS="faha-0 redis-none" LOADS=c1; ratios that need a missing row print "-").
+# SYSTEMS="faha-0 redis-none" LOADS=c1; ratios that need a missing row print "-"),
+# LOG_BYTES (262144) and LOG_COUNT (256): the "device, logs" rows' sync size and syncs.
 # Servers listen on 127.0.0.1 only and are stopped by pid when the script exits.
 set -euo pipefail
 
@@ -45,7 +49,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --tmpfs) DATA_PARENT=/dev/shm; shift ;;
     --dir) DATA_PARENT="$2"; shift 2 ;;
-    -h | --help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "write_path.sh: unknown argument $1 (--tmpfs, --dir DIR)" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +57,10 @@ REPEAT="${REPEAT:-3}"
 SETTLE_S="${SETTLE_S:-1}"
 WARM="${WARM:-0}"
 [[ "${WARM}" =~ ^[0-9]+$ ]] || { echo "write_path.sh: WARM must be a count of SETs" >&2; exit 2; }
+LOG_BYTES="${LOG_BYTES:-262144}"
+LOG_COUNT="${LOG_COUNT:-256}"
+[[ "${LOG_BYTES}" =~ ^[1-9][0-9]*$ && "${LOG_BYTES}" -le 1048576 && "${LOG_COUNT}" =~ ^[1-9][0-9]*$ ]] ||
+  { echo "write_path.sh: LOG_BYTES must be 1..1048576 and LOG_COUNT a positive count" >&2; exit 2; }
 declare -A N=([c1]="${N_C1:-3000}" [c8]="${N_C8:-20000}" [p16]="${N_P16:-200000}")
 declare -A LOAD_ARGS=([c1]="-c 1 -P 1" [c8]="-c 8 -P 1" [p16]="-c 50 -P 16")
 # shellcheck disable=SC2206  # space-separated lists
@@ -215,6 +223,30 @@ run_device() {
   done <<< "${out}"
 }
 
+# Several logs on one disk, as a primary and two backups on one machine keep:
+# one faha_device_limit process per log, at once, each writing LOG_BYTES per
+# sync (a p16 batch is 270-450 KB here) into a reserved file (unwritten extents, as faha
+# leaves a segment while its syncs are large). Recorded as MB/s per log; the
+# ratio of three logs to one bounds faha-2 / faha-0 at p16 on this disk.
+run_device_logs() {
+  local logs out i total
+  for logs in 1 3; do
+    local -a pids=()
+    for ((i = 0; i < logs; i++)); do
+      "${FAHA_BIN_DIR}/faha_device_limit" --dir "${WORK}" --bytes "${LOG_BYTES}" --count "${LOG_COUNT}" \
+        --mode pwrite_fdatasync --zero_chunk 0 > "${WORK}/device-logs.${i}" &
+      pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "${i}"; done
+    total="$(cat "${WORK}"/device-logs.[0-9]* | sed 's/.*ops_per_s=\([0-9.]*\).*/\1/' |
+      awk -v b="${LOG_BYTES}" '{ s += $1 * b / 1e6 } END { printf "%.1f", s }')"
+    record "device-logs|${logs}|mbps" "$(awk -v t="${total}" -v n="${logs}" 'BEGIN { printf "%.1f", t / n }')"
+    record "device-logs|${logs}|p50" "$(sed 's/.*p50_us=\([0-9.]*\).*/\1/' "${WORK}/device-logs.0" | awk '{ printf "%.3f", $1 / 1000 }')"
+    log "device, ${logs} log(s) of ${LOG_BYTES} B a sync at once: ${total} MB/s in all"
+    rm -f "${WORK}"/device-logs.[0-9]*
+  done
+}
+
 # A faha node is ready once its spare segments are (INFO log_spare_segments):
 # on a disk their zeros hold it for 100-200 ms at start (docs/architecture.md,
 # "Paced zeros"), and a load started before would measure that, not the server.
@@ -250,6 +282,7 @@ warm() {  # sys
 log "data on ${DATA_PARENT} (${FS_TYPE}), ${REPEAT} runs, binaries from ${FAHA_BIN_DIR}"
 for ((rep = 1; rep <= REPEAT; rep++)); do
   run_device
+  [[ " ${LOADS[*]} " != *" p16 "* ]] || run_device_logs
   for sys in "${SYSTEMS[@]}"; do
     start_system "${sys}"
     settle
@@ -274,6 +307,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-
   for mode in pwrite_fdatasync rwf_dsync odirect_dsync; do
     echo "| device ${mode} | c1 | $(med "device-${mode}|c1|rps") | $(med "device-${mode}|c1|p50") | $(med "device-${mode}|c1|p99") | | | |"
   done
+  if [[ -n "${RUNS[device-logs|1|mbps]:-}" ]]; then
+    echo "| device, 1 log | p16 | $(med "device-logs|1|mbps") MB/s a log | $(med "device-logs|1|p50") | | | | |"
+    echo "| device, 3 logs at once | p16 | $(med "device-logs|3|mbps") MB/s a log | $(med "device-logs|3|p50") | | | | |"
+  fi
   for sys in "${SYSTEMS[@]}"; do
     for load in "${LOADS[@]}"; do
       k="${sys}|${load}"
@@ -285,6 +322,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-
   echo "each \`redis-benchmark -h 127.0.0.1 -p PORT -t set -d 1000 -r 100000 --csv\` plus those flags."
   ((WARM == 0)) || echo "Before them each system took ${WARM} unmeasured SETs at the p16 load (WARM=${WARM})."
   echo "Device: \`faha_device_limit --dir DATA --bytes 1000 --count ${N[c1]} --mode all --zero_chunk 4096\`."
+  [[ -z "${RUNS[device-logs|1|mbps]:-}" ]] ||
+    echo "Device, logs: 1, then 3 processes at once, each \`faha_device_limit --dir DATA --bytes ${LOG_BYTES} --count ${LOG_COUNT} --mode pwrite_fdatasync --zero_chunk 0\` (LOG_BYTES, LOG_COUNT)."
   echo "Servers:"
   for sys in "${SYSTEMS[@]}"; do echo "- ${sys}: \`${SYSTEM_CMD[${sys}]}\`"; done
   echo
@@ -297,6 +336,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-
   echo "- CPU per SET, faha-0 / redis-none at p16: $(ratio "$(med "faha-0|p16|cpu0")" "$(med "redis-none|p16|cpu0")")"
   echo "- CPU per SET at p16 with 2 backups, backup / primary: $(ratio "$(med "faha-2|p16|cpu1")" "$(med "faha-2|p16|cpu0")") and $(ratio "$(med "faha-2|p16|cpu2")" "$(med "faha-2|p16|cpu0")")"
   echo "- SET/s at p16, faha-2 / faha-0 (all nodes on this machine): $(ratio "$(med "faha-2|p16|rps")" "$(med "faha-0|p16|rps")"); faha-1 / faha-0: $(ratio "$(med "faha-1|p16|rps")" "$(med "faha-0|p16|rps")")"
+  echo "- The device's own bound for that ratio, MB/s a log with 3 logs at once / with 1: $(ratio "$(med "device-logs|3|mbps")" "$(med "device-logs|1|mbps")")"
   # Each node on a machine of its own: a node's CPU bounds its rate at
   # cores / (CPU per SET); the slowest node bounds the group. The device is the
   # same on every node and every node syncs the same batches, so it does not

@@ -183,6 +183,17 @@ class HotStoreTest : public ::testing::Test {
     std::string v;
     return s->Get(k, &v) ? v : "<nil>";
   }
+  // Whether `k` is held in the layer, and whether its entry is dirty, read under a
+  // read slot: the faha-hot thread promotes and demotes meanwhile, holding every slot.
+  static bool Held(Store* s, const std::string& k) {
+    auto g = s->LockForRead();
+    return s->hot().Find(k, HashKey(k)) != nullptr;
+  }
+  static bool HeldDirty(Store* s, const std::string& k) {
+    auto g = s->LockForRead();
+    const HotCache::Entry* e = s->hot().Find(k, HashKey(k));
+    return e != nullptr && e->dirty();
+  }
   // Reads `k` often enough to be sampled hot, then runs maintenance.
   static void MakeHot(Store* s, const std::string& k, int reads = 400) {
     for (int i = 0; i < reads; i++) Get(s, k);
@@ -206,7 +217,7 @@ TEST_F(HotStoreTest, HotReadsSkipTheLogAndHotUpdatesSkipTheBaseIndex) {
     load.push_back(Set("k" + std::to_string(i), "v" + std::to_string(i)));
   Write(s.get(), std::move(load));
   MakeHot(s.get(), "k7");
-  ASSERT_NE(s->hot().Find("k7", HashKey("k7")), nullptr);
+  ASSERT_TRUE(Held(s.get(), "k7"));
   EXPECT_GE(m_.hot_promotions.load(), 1u);
   // Reads of a held key: answered from DRAM, not one log read.
   const uint64_t log_reads = m_.key_log_reads.load();
@@ -220,7 +231,7 @@ TEST_F(HotStoreTest, HotReadsSkipTheLogAndHotUpdatesSkipTheBaseIndex) {
   // Updates of the held key change only its entry, and readers see them.
   for (int i = 0; i < 10; i++) Write(s.get(), {Set("k7", "new" + std::to_string(i))});
   EXPECT_EQ(m_.hot_updates.load(), 10u);
-  EXPECT_TRUE(s->hot().Find("k7", HashKey("k7"))->dirty());
+  EXPECT_TRUE(HeldDirty(s.get(), "k7"));
   EXPECT_EQ(Get(s.get(), "k7"), "new9");
   EXPECT_EQ(m_.key_log_reads.load(), log_reads + 1);
   {
@@ -230,7 +241,7 @@ TEST_F(HotStoreTest, HotReadsSkipTheLogAndHotUpdatesSkipTheBaseIndex) {
   }
   // A delete reaches the held key and the base.
   Write(s.get(), {Del("k7")});
-  EXPECT_EQ(s->hot().Find("k7", HashKey("k7")), nullptr);
+  EXPECT_FALSE(Held(s.get(), "k7"));
   EXPECT_EQ(Get(s.get(), "k7"), "<nil>");
   EXPECT_EQ(s->KeyCount(), 499u);
 }
@@ -261,16 +272,16 @@ TEST_F(HotStoreTest, DemotionWritesTheCurrentLocationBackToTheBase) {
   for (int i = 0; i < 100; i++) load.push_back(Set("f" + std::to_string(i), big));
   Write(s.get(), std::move(load));
   MakeHot(s.get(), "a");
-  ASSERT_NE(s->hot().Find("a", HashKey("a")), nullptr);
+  ASSERT_TRUE(Held(s.get(), "a"));
   Write(s.get(),
         {Set("a", big + "-updated")});  // differential: the base still names the old record
-  ASSERT_TRUE(s->hot().Find("a", HashKey("a"))->dirty());
-  for (int i = 0; i < 100 && s->hot().Find("a", HashKey("a")) != nullptr; i++) {
+  ASSERT_TRUE(HeldDirty(s.get(), "a"));
+  for (int i = 0; i < 100 && Held(s.get(), "a"); i++) {
     s->MaintainHot(/*age=*/true);               // "a" cools down ...
     MakeHot(s.get(), "f" + std::to_string(i));  // ... while other keys get hot
     EXPECT_LE(s->hot().bytes(), s->hot().budget());
   }
-  ASSERT_EQ(s->hot().Find("a", HashKey("a")), nullptr) << "a was never demoted";
+  ASSERT_FALSE(Held(s.get(), "a")) << "a was never demoted";
   EXPECT_GE(m_.hot_demotions.load(), 1u);
   // Read from the log again: the base names the updated record, not the old one.
   const uint64_t log_reads = m_.key_log_reads.load();
@@ -365,7 +376,7 @@ TEST_F(HotStoreTest, HeldKeysFollowTheirRecordsThroughCleaning) {
   auto held = [&] {
     int n = 0;
     for (int i = 0; i < 8; i++)
-      n += s->hot().Find("h" + std::to_string(i), HashKey("h" + std::to_string(i))) != nullptr;
+      n += Held(s.get(), "h" + std::to_string(i));
     return n;
   };
   for (int i = 0; i < 300 && held() > 0; i++) {
