@@ -375,8 +375,7 @@ TEST_F(HotStoreTest, HeldKeysFollowTheirRecordsThroughCleaning) {
   // base index to the log.
   auto held = [&] {
     int n = 0;
-    for (int i = 0; i < 8; i++)
-      n += Held(s.get(), "h" + std::to_string(i));
+    for (int i = 0; i < 8; i++) n += Held(s.get(), "h" + std::to_string(i));
     return n;
   };
   for (int i = 0; i < 300 && held() > 0; i++) {
