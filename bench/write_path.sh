@@ -49,7 +49,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --tmpfs) DATA_PARENT=/dev/shm; shift ;;
     --dir) DATA_PARENT="$2"; shift 2 ;;
-    -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^# Servers listen/p' "$0"; exit 0 ;;
     *) echo "write_path.sh: unknown argument $1 (--tmpfs, --dir DIR)" >&2; exit 2 ;;
   esac
 done
@@ -229,7 +229,7 @@ run_device() {
 # leaves a segment while its syncs are large). Recorded as MB/s per log; the
 # ratio of three logs to one bounds faha-2 / faha-0 at p16 on this disk.
 run_device_logs() {
-  local logs out i total
+  local logs i total
   for logs in 1 3; do
     local -a pids=()
     for ((i = 0; i < logs; i++)); do
@@ -331,7 +331,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-
   dev50="$(med "device-pwrite_fdatasync|c1|p50")"
   none50="$(med "redis-none|c1|p50")"
   f50="$(med "faha-0|c1|p50")"
-  echo "- c1, faha-0 SET p50 ${f50} ms against device p50 + redis-none p50 = ${dev50} + ${none50} = $(awk -v a="${dev50}" -v b="${none50}" 'BEGIN { printf "%.3f", a + b }') ms (faha / device: $(ratio "${f50}" "${dev50}"))"
+  echo "- c1, faha-0 SET p50 ${f50} ms against device p50 + redis-none p50 = ${dev50} + ${none50} = $(awk -v a="${dev50}" -v b="${none50}" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.3f", a + b }') ms (faha / device: $(ratio "${f50}" "${dev50}"))"
   echo "- CPU per SET, faha-0 / redis-always at c8: $(ratio "$(med "faha-0|c8|cpu0")" "$(med "redis-always|c8|cpu0")")"
   echo "- CPU per SET, faha-0 / redis-none at p16: $(ratio "$(med "faha-0|p16|cpu0")" "$(med "redis-none|p16|cpu0")")"
   echo "- CPU per SET at p16 with 2 backups, backup / primary: $(ratio "$(med "faha-2|p16|cpu1")" "$(med "faha-2|p16|cpu0")") and $(ratio "$(med "faha-2|p16|cpu2")" "$(med "faha-2|p16|cpu0")")"
