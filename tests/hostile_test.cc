@@ -34,21 +34,15 @@ using namespace std::chrono_literals;
 // Under AddressSanitizer the server's RSS holds the allocator's quarantine of
 // freed memory (256 MiB by default) and the shadow, and everything runs 2-4x
 // slower: RSS and latency bounds get that slack.
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(FAHA_ASAN)
 constexpr bool kAsan = true;
 constexpr long long kRssSlack = 512ll << 20;
 #else
 constexpr bool kAsan = false;
 constexpr long long kRssSlack = 0;
 #endif
-#if defined(__SANITIZE_THREAD__)
+#if defined(FAHA_TSAN)
 constexpr bool kTsan = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool kTsan = true;
-#else
-constexpr bool kTsan = false;
-#endif
 #else
 constexpr bool kTsan = false;
 #endif

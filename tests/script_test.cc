@@ -64,6 +64,10 @@ std::vector<std::vector<std::string>> DifferentialCases() {
       {"EVAL", "return redis.error_reply('line\r\n')", "0"},
       {"EVAL", "return {true, false, 'a'}", "0"},
       {"EVAL", "return math.huge", "0"},
+      // Numbers outside an integer's range, and NaN, as Redis answers them.
+      {"EVAL", "return -math.huge", "0"},
+      {"EVAL", "return 0/0", "0"},
+      {"EVAL", "return {2^63, -2^63, 2^62, -2.9, 1e300}", "0"},
       {"EVAL", "return tostring(math.huge)", "0"},
       {"EVAL", "return string.rep('ab', 3)", "0"},
       // KEYS and ARGV; numkeys errors.

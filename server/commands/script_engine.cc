@@ -2,6 +2,8 @@
 
 #include <openssl/evp.h>
 
+#include <limits>
+
 #include "common/clock.h"
 #include "common/strings.h"
 #include "server/commands/script_lua.h"
@@ -185,7 +187,10 @@ std::string ScriptEngine::FailureText(const ScriptCall& call) {
     if (lua_isstring(L, -1)) err = lua_tostring(L, -1);
     lua_pushliteral(L, "line");
     lua_rawget(L, -3);
-    line = static_cast<int>(lua_tonumber(L, -1));
+    // The handler's own number; a cast of one outside int's range would be
+    // undefined, so anything odd reads as line 0.
+    const lua_Number n = lua_tonumber(L, -1);
+    if (n >= 0 && n <= std::numeric_limits<int>::max()) line = static_cast<int>(n);
   } else if (lua_isstring(L, -1)) {
     err = std::string("ERR ") + lua_tostring(L, -1);
   }

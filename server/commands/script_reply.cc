@@ -1,3 +1,5 @@
+#include <cstdint>
+#include <limits>
 #include <string>
 
 #include "common/resp.h"
@@ -14,6 +16,16 @@ namespace {
 
 constexpr int kMaxReplyDepth = 200;
 constexpr size_t kMaxReplyElements = 1 << 20;
+
+// A Lua number as Redis's integer reply: truncated toward zero. Redis casts
+// the double in C, which is undefined outside int64_t's range; on x86 the
+// cast gives INT64_MIN for NaN, infinities and anything out of range, and so
+// does this, without the undefined behaviour.
+int64_t LuaNumberToInteger(lua_Number d) {
+  constexpr double kTwo63 = 9223372036854775808.0;
+  if (!(d >= -kTwo63 && d < kTwo63)) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(d);
+}
 
 // The value at the top of the stack as a RESP reply, as Redis converts a
 // script's return value.
@@ -39,7 +51,7 @@ void AppendLuaValue(lua_State* L, std::string* out, int depth, size_t* budget) {
       }
       return;
     case LUA_TNUMBER:
-      resp::AppendInt(out, static_cast<int64_t>(lua_tonumber(L, -1)));
+      resp::AppendInt(out, LuaNumberToInteger(lua_tonumber(L, -1)));
       return;
     case LUA_TTABLE:
       break;

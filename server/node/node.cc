@@ -48,7 +48,7 @@ void OnSignal(int) {
 // async-signal-safe calls, and backtrace() was warmed up at start-up so that
 // it does not load libgcc inside the handler. Sanitizer builds keep their own
 // handlers, which report more.
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(FAHA_ASAN)
 void OnFatalSignal(int sig) {
   char buf[96];
   int n =
@@ -63,7 +63,7 @@ void OnFatalSignal(int sig) {
 #endif
 
 void InstallFatalSignalReport() {
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(FAHA_ASAN)
   void* warm[1];
   backtrace(warm, 1);
   struct sigaction sa {};
