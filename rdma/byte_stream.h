@@ -20,6 +20,8 @@ class StreamChannel final : public Channel {
  public:
   StreamChannel(std::unique_ptr<ByteStream> stream, const TransportOptions& options);
   Status Send(std::string_view frames, int timeout_ms) override;
+  bool SendsWithoutWaiting() const override { return stream_->WritesWithoutWaiting(); }
+  StatusOr<size_t> TrySend(std::string_view frames) override { return stream_->TryWrite(frames); }
   StatusOr<ReplFrame> Receive(int timeout_ms) override;
   const std::string& peer() const override { return stream_->peer(); }
   Status Handshake() override { return AuthenticatePeer(); }

@@ -17,6 +17,15 @@ class ByteStream {
   // Writes all of `bytes`; Timeout once the peer took none of them for
   // timeout_ms (a slow reader that keeps up some progress is waited for).
   virtual Status Write(std::string_view bytes, int timeout_ms) = 0;
+  // Whether TryWrite may be called: a verbs stream's writes wait for ring
+  // credits, so it cannot.
+  virtual bool WritesWithoutWaiting() const { return false; }
+  // Writes what the stream takes now, without waiting, and answers how many
+  // bytes that was (Unavailable once the peer is gone).
+  virtual StatusOr<size_t> TryWrite(std::string_view bytes) {
+    (void)bytes;
+    return size_t{0};
+  }
   // Appends what has arrived to *in, waiting up to timeout_ms for at least
   // one byte: Timeout if none came, Unavailable once the peer is gone. A
   // ByteBuffer, because a socket's receive fills its room without a copy.

@@ -59,6 +59,22 @@ class TcpStream final : public ByteStream {
     return Status::OK();
   }
 
+  bool WritesWithoutWaiting() const override { return true; }
+  StatusOr<size_t> TryWrite(std::string_view bytes) override {
+    size_t sent = 0;
+    while (sent < bytes.size()) {
+      ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        sent += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      return Status::Unavailable(Errno("send to " + peer_));
+    }
+    return sent;
+  }
+
   // Receives straight into the buffer's room (64 KiB at a time).
   Status Read(ByteBuffer* in, int timeout_ms) override {
     int64_t deadline = MonoMs() + timeout_ms;

@@ -39,6 +39,15 @@ class Channel {
   // Writes whole encoded frames (EncodeFrame output). timeout_ms bounds a
   // stall: a peer that keeps taking bytes, however slowly, is waited for.
   virtual Status Send(std::string_view frames, int timeout_ms) = 0;
+  // Whether TrySend may be called (not over verbs, whose sends wait for
+  // ring credits).
+  virtual bool SendsWithoutWaiting() const { return false; }
+  // Sends what the connection takes now, without waiting: the bytes sent
+  // (the caller sends the rest with Send, in order, before anything else).
+  virtual StatusOr<size_t> TrySend(std::string_view frames) {
+    (void)frames;
+    return size_t{0};
+  }
   // Waits up to timeout_ms for the next frame. Its body stays valid until the
   // next Receive. Timeout gives Status::Timeout; a malformed frame, Protocol.
   virtual StatusOr<ReplFrame> Receive(int timeout_ms) = 0;

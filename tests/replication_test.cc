@@ -376,6 +376,67 @@ TEST(ReplicationTest, KillNinePrimaryLeavesEveryAcknowledgedWriteOnEveryBackup) 
   }
 }
 
+// The committing thread sends each new batch to a caught-up backup itself,
+// as much of it as the socket takes at once; the sender thread sends the rest
+// (Replicator::Ship). Batches of several MiB, and a backup frozen while they
+// are shipped, make the socket take a frame in part or not at all.
+TEST(ReplicationTest, BatchesTheSocketTakesInPartsArriveWholeOnEveryBackup) {
+  Cluster cl(2, {"--repl_timeout_ms=10000"});
+  cl.Start();
+  ASSERT_FALSE(HasFatalFailure());
+  ClientOptions o;
+  o.address = cl.primary().address();
+  o.op_timeout_ms = 20000;
+  auto c = Client::Connect(o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::map<std::string, std::string> acked;
+  std::mutex mu;
+  uint64_t failed = 0;
+  for (int round = 0; round < 6; round++) {
+    // Rounds 2 and 5 freeze backup 1 while their batches are shipped.
+    const bool freeze = round % 3 == 2;
+    if (freeze) {
+      ASSERT_EQ(cl.backup(1).Kill(SIGSTOP), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+      const std::string key = "big-" + std::to_string(round) + "-" + std::to_string(i);
+      const std::string value(900 * 1024 - i, static_cast<char>('a' + (round * 8 + i) % 26));
+      (*c)->PutAsync(key, value, [&, key, value](const Status& s) {
+        std::lock_guard<std::mutex> l(mu);
+        if (s.ok()) {
+          acked[key] = value;
+        } else {
+          failed++;
+        }
+      });
+    }
+    if (freeze) {
+      std::this_thread::sleep_for(300ms);
+      cl.backup(1).Kill(SIGCONT);
+    }
+    ASSERT_TRUE((*c)->Flush().ok());
+  }
+  EXPECT_EQ(failed, 0u);
+  EXPECT_EQ(acked.size(), 48u);
+  if (TestReplTransport() == "tcp") {
+    auto p = ConnectClient(cl.primary().address());
+    ASSERT_TRUE(p);
+    EXPECT_GT(std::stoull(Info(p.get(), "repl_direct_sends")), 0u);
+    EXPECT_GT(std::stoull(Info(p.get(), "repl_direct_rests")), 0u);
+  }
+  cl.ExpectSameDigests();
+  for (int i = 0; i < 2; i++) {
+    auto b = ConnectClient(cl.backup(i).address());
+    ASSERT_TRUE(b);
+    ASSERT_TRUE(b->Command({"READONLY"}).ok());
+    for (const auto& [key, value] : acked) {
+      std::string got;
+      ASSERT_TRUE(b->Get(key, &got).ok()) << "backup " << i << " " << key;
+      if (got != value) ADD_FAILURE() << "backup " << i << " holds another value for " << key;
+    }
+  }
+}
+
 TEST(ReplicationTest, KilledAndEmptyBackupsCatchUpWhileWritesContinue) {
   // Under TCG emulation (the guest suite) the empty backup needs about 21 s
   // to apply 115k records while the writer goes on.

@@ -256,14 +256,51 @@ std::shared_ptr<const std::string> Replicator::Ship(const nvm::BatchHeader& head
         }
         delete f;
       });
+  bool wake = false;
   {
     MutexLock l(&mu_);
     uint64_t end = header.first_lsn + header.record_count;
     ring_.push_back(Shipped{header.first_lsn, end, shared});
     ship_end_ = end;
+    // A backup that has every earlier frame and nothing else in progress gets
+    // this one from here, without its sender thread's wake-up; any other, from
+    // its sender (catch-up, a frame in progress, verbs, a session starting).
+    for (auto& p : peers_) {
+      if (p->live != nullptr && !p->sending && p->rest == nullptr && !p->kick && !p->session_dead &&
+          !stopping_ && p->send_next == header.first_lsn) {
+        p->sending = true;
+        p->send_next = end;
+        direct_.emplace_back(p.get(), p->live);
+      } else {
+        wake = true;
+      }
+    }
   }
-  send_cv_.SignalAll();  // only the senders wait for new batches
+  if (wake) send_cv_.SignalAll();  // only the senders wait for new batches
+  if (!direct_.empty()) SendDirect(shared);
   return shared;
+}
+
+void Replicator::SendDirect(const std::shared_ptr<const std::string>& frame) {
+  for (auto [peer, ch] : direct_) {
+    // What the socket takes now; never a wait here, where the group's
+    // commit would wait behind a slow backup.
+    auto sent = ch->TrySend(*frame);
+    direct_sends_.fetch_add(1, std::memory_order_relaxed);
+    MutexLock l(&mu_);
+    peer->sending = false;
+    if (!sent.ok()) {
+      peer->last_error = sent.status().message();
+      peer->session_dead = true;
+      cv_.SignalAll();
+    } else if (*sent < frame->size()) {
+      peer->rest = frame;
+      peer->rest_from = *sent;
+      direct_rests_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (peer->rest != nullptr || peer->wants_slot || peer->session_dead) send_cv_.SignalAll();
+  }
+  direct_.clear();
 }
 
 std::string Replicator::SpareBuffer() {
@@ -340,6 +377,8 @@ void Replicator::AppendInfo(std::string* t) const {
   line("min_sync_backups", std::to_string(options_.min_sync_backups));
   line("backups", std::to_string(peers_.size()));
   line("in_sync_backups", std::to_string(InSyncLocked()));
+  line("repl_direct_sends", std::to_string(direct_sends_.load(std::memory_order_relaxed)));
+  line("repl_direct_rests", std::to_string(direct_rests_.load(std::memory_order_relaxed)));
   line("connected_slaves", std::to_string(InSyncLocked()));
   for (size_t i = 0; i < peers_.size(); i++) {
     const Peer& p = *peers_[i];

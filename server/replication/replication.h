@@ -69,9 +69,10 @@ struct ReplicatorOptions {
 
 // The primary's side. Threads: the store's committing thread (its sequencer,
 // or an I/O thread committing inline) calls WaitWritable, Ship and
-// SpareBuffer; its committer calls WaitDurable and Committed; each backup has a
-// sender thread (connection, catch-up, live stream) and, while connected, a
-// receiver thread (acks).
+// SpareBuffer (Ship sends a new batch itself to each backup that has nothing
+// else in progress); its committer calls WaitDurable and Committed; each backup
+// has a sender thread (connection, catch-up, heartbeats, the batches and rests
+// of batches Ship did not send) and, while connected, a receiver thread (acks).
 class Replicator final : public ReplicationRole, public ReplicationHook {
  public:
   Replicator(const ReplicatorOptions& options, std::unique_ptr<rdma::Transport> transport,
@@ -147,6 +148,16 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
     int64_t joined_us = 0;      // when it last joined the in-sync set (MonoUs)
     int64_t echo_us = 0;        // send time of the newest heartbeat it acknowledged
     bool leaving = false;       // being removed from the configuration's in_sync
+    // Direct sends (Ship): the session's channel while the committing thread
+    // may send a new batch on it itself, when the sender thread has nothing
+    // else to send (SendsWithoutWaiting; not over verbs).
+    rdma::Channel* live = nullptr;
+    bool sending = false;     // a thread is sending on the channel (the sender or Ship)
+    bool wants_slot = false;  // the sender waits for Ship's send to end
+    // What the socket did not take of a frame Ship sent: the sender sends it
+    // before anything else.
+    std::shared_ptr<const std::string> rest;
+    size_t rest_from = 0;
     std::string state = "connecting";
     std::string last_error;
     uint64_t sessions = 0;
@@ -154,9 +165,19 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
 
   void PeerLoop(Peer* peer);
   Status RunSession(Peer* peer, rdma::Channel* ch);
-  // Waits until there is something to send to `peer`, or a heartbeat is due
-  // (then encoded in *out, stamped in *last_heartbeat_us): true for a heartbeat.
-  bool WaitForWork(Peer* peer, int64_t* last_heartbeat_us, std::string* out) EXCLUDES(mu_);
+  enum class Work { kEnded, kHeartbeat, kSend };
+  // Waits until there is something to send to `peer` and nobody else sends
+  // to it, or a heartbeat is due (then encoded in *out, stamped in
+  // *last_heartbeat_us), or the session ends. For kHeartbeat and kSend the
+  // caller holds the channel (peer->sending) and gives it back.
+  Work WaitForWork(Peer* peer, int64_t* last_heartbeat_us, std::string* out) EXCLUDES(mu_);
+  // Sends what `peer` needs next, holding its channel: the rest of a frame
+  // Ship began, frames from the ring, or a chunk of catch-up from our log.
+  Status SendNext(Peer* peer, rdma::Channel* ch, bool full_copy,
+                  std::vector<std::shared_ptr<const std::string>>* frames, std::string* buf)
+      EXCLUDES(mu_);
+  // Ship's own send of a new frame to peers that had nothing else to send.
+  void SendDirect(const std::shared_ptr<const std::string>& frame) EXCLUDES(mu_);
   // HELLO both ways and the join point checked: the LSN the backup needs
   // next, in *backup_next. An error ends the session (a backup that must
   // truncate was told to).
@@ -207,6 +228,8 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
   CondVar cv_;
   CondVar send_cv_;
   std::deque<Shipped> ring_ GUARDED_BY(mu_);  // shipped, not committed, in LSN order
+  // The peers Ship sends the new frame to itself (only the committing thread).
+  std::vector<std::pair<Peer*, rdma::Channel*>> direct_;
   // Buffers of frames let go of (Ship), for the next batches to be built in.
   struct SpareBuffers {
     Mutex mu;
@@ -219,6 +242,10 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
   bool stopping_ GUARDED_BY(mu_) = false;
   bool started_ GUARDED_BY(mu_) = false;
   std::atomic<int64_t> in_sync_echo_us_{0};
+  // Frames the committing thread sent itself (Ship), and of those, frames the
+  // socket took only in part, whose rest a sender thread sent.
+  std::atomic<uint64_t> direct_sends_{0};
+  std::atomic<uint64_t> direct_rests_{0};
 };
 
 struct BackupOptions {

@@ -253,36 +253,77 @@ Status Replicator::SendFrames(rdma::Channel* ch,
   return ch->Send(*buf, timeout);
 }
 
-bool Replicator::WaitForWork(Peer* peer, int64_t* last_heartbeat_us, std::string* out) {
-  bool heartbeat = false;
+Replicator::Work Replicator::WaitForWork(Peer* peer, int64_t* last_heartbeat_us, std::string* out) {
   MutexLock l(&mu_);
-  auto ready = [&]() REQUIRES(mu_) {
-    return stopping_ || peer->kick || peer->session_dead || peer->send_next < ship_end_;
-  };
-  if (options_.heartbeat_ms > 0) {
+  while (true) {
+    if (stopping_ || peer->kick || peer->session_dead) return Work::kEnded;
+    const int64_t now = MonoUs();
     // Due also while batches flow: the echo is this primary's lease.
-    int64_t due = *last_heartbeat_us + int64_t{options_.heartbeat_ms} * 1000;
-    while (!ready() && MonoUs() < due) {
-      send_cv_.WaitFor(&mu_, std::chrono::microseconds(std::max<int64_t>(due - MonoUs(), 1)));
+    const int64_t due = options_.heartbeat_ms > 0
+                            ? *last_heartbeat_us + int64_t{options_.heartbeat_ms} * 1000
+                            : INT64_MAX;
+    const bool beat = now >= due;
+    if (beat || peer->rest != nullptr || peer->send_next < ship_end_) {
+      if (!peer->sending) {
+        peer->sending = true;
+        peer->wants_slot = false;
+        if (!beat) return Work::kSend;
+        // Stamped before it is sent: the echo never claims a later time.
+        *last_heartbeat_us = now;
+        char stamp[8];
+        EncodeFixed<int64_t>(stamp, now);
+        out->clear();
+        rdma::EncodeFrame(out, FrameType::kHeartbeat, options_.epoch, committed_end_ - 1,
+                          std::string_view(stamp, sizeof(stamp)));
+        return Work::kHeartbeat;
+      }
+      // Ship is sending a frame on this channel: it signals when done.
+      peer->wants_slot = true;
+      send_cv_.WaitFor(&mu_, std::chrono::milliseconds(kReplPollMs));
+    } else if (due == INT64_MAX) {
+      send_cv_.Wait(&mu_);
+    } else {
+      send_cv_.WaitFor(&mu_, std::chrono::microseconds(std::max<int64_t>(due - now, 1)));
     }
-    heartbeat = MonoUs() >= due && !stopping_ && !peer->kick && !peer->session_dead;
-  } else {
-    send_cv_.Wait(&mu_, ready);
   }
-  if (heartbeat) {
-    // Stamped before it is sent: the echo never claims a later time.
-    *last_heartbeat_us = MonoUs();
-    char stamp[8];
-    EncodeFixed<int64_t>(stamp, *last_heartbeat_us);
-    out->clear();
-    rdma::EncodeFrame(out, FrameType::kHeartbeat, options_.epoch, committed_end_ - 1,
-                      std::string_view(stamp, sizeof(stamp)));
+}
+
+Status Replicator::SendNext(Peer* peer, rdma::Channel* ch, bool full_copy,
+                            std::vector<std::shared_ptr<const std::string>>* frames,
+                            std::string* buf) {
+  const int timeout = std::max(options_.timeout_ms, 1000);
+  std::shared_ptr<const std::string> rest;
+  size_t rest_from = 0;
+  uint64_t from, limit = 0;
+  frames->clear();
+  {
+    MutexLock l(&mu_);
+    rest = std::move(peer->rest);
+    rest_from = peer->rest_from;
+    from = peer->send_next;
+    if (rest == nullptr && !ring_.empty() && from >= ring_.front().first_lsn) {
+      // The ring is contiguous: send the frames from `from` on.
+      for (const auto& s : ring_) {
+        if (s.first_lsn < from) continue;
+        frames->push_back(s.frame);
+        peer->send_next = s.end_lsn;
+        if (frames->size() >= 64) break;
+      }
+    } else if (rest == nullptr) {
+      limit = ring_.empty() ? ship_end_ : ring_.front().first_lsn;
+    }
   }
-  return heartbeat;
+  // The end of a frame Ship began (nothing else goes out before it), catch-up
+  // from our log (everything below `limit` is committed and persisted), or
+  // the frames from the ring.
+  Status s = rest != nullptr ? ch->Send(std::string_view(*rest).substr(rest_from), timeout)
+             : limit != 0    ? SendCatchUp(peer, ch, from, limit, full_copy, buf)
+                             : SendFrames(ch, *frames, buf);
+  frames->clear();
+  return s;
 }
 
 Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
-  const int timeout = std::max(options_.timeout_ms, 1000);
   uint64_t ship_end;
   {
     MutexLock l(&mu_);
@@ -292,59 +333,48 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
   FAHA_RETURN_IF_ERROR(OpenSession(peer, ch, ship_end, &backup_next));
   const bool full_copy = backup_next == 1;
   std::thread receiver([this, peer, ch] { ReceiveAcks(peer, ch); });
+  if (ch->SendsWithoutWaiting()) {
+    MutexLock l(&mu_);
+    peer->live = ch;
+  }
   Status result;
   std::vector<std::shared_ptr<const std::string>> frames;
   std::string buf;
   std::string out;
   int64_t last_heartbeat_us = 0;  // the first one goes out at once
   while (true) {
-    uint64_t from, limit = 0;
-    frames.clear();
-    const bool heartbeat = WaitForWork(peer, &last_heartbeat_us, &out);
-    if (heartbeat) {
-      Status hs = ch->Send(out, timeout);
-      if (!hs.ok()) {
-        result = hs;
-        break;
+    const Work work = WaitForWork(peer, &last_heartbeat_us, &out);
+    if (work == Work::kEnded) {
+      MutexLock l(&mu_);
+      if (!stopping_ && peer->kick) {
+        result = Status::Timeout(peer->last_error);
+      } else if (!stopping_ && peer->session_dead) {
+        result = Status::Unavailable(peer->last_error);
       }
-      continue;
+      break;
     }
+    Status s = work == Work::kHeartbeat ? ch->Send(out, std::max(options_.timeout_ms, 1000))
+                                        : SendNext(peer, ch, full_copy, &frames, &buf);
     {
       MutexLock l(&mu_);
-      if (stopping_) break;
-      if (peer->kick) {
-        result = Status::Timeout(peer->last_error);
-        break;
-      }
-      if (peer->session_dead) {
-        result = Status::Unavailable(peer->last_error);
-        break;
-      }
-      from = peer->send_next;
-      if (!ring_.empty() && from >= ring_.front().first_lsn) {
-        // The ring is contiguous: send the frames from `from` on.
-        for (const auto& s : ring_) {
-          if (s.first_lsn < from) continue;
-          frames.push_back(s.frame);
-          peer->send_next = s.end_lsn;
-          if (frames.size() >= 64) break;
-        }
-      } else {
-        limit = ring_.empty() ? ship_end_ : ring_.front().first_lsn;
-      }
+      peer->sending = false;
     }
-    // Catch-up from our log (everything below `limit` is committed and
-    // persisted), or the frames from the ring.
-    Status s = limit != 0 ? SendCatchUp(peer, ch, from, limit, full_copy, &buf)
-                          : SendFrames(ch, frames, &buf);
     if (!s.ok()) {
       result = s;
       break;
     }
   }
   {
+    // Ship may be sending on this channel: it is not closed before that ends.
     MutexLock l(&mu_);
     peer->session_dead = true;
+    peer->live = nullptr;
+    while (peer->sending) {
+      peer->wants_slot = true;
+      send_cv_.WaitFor(&mu_, std::chrono::milliseconds(kReplPollMs));
+    }
+    peer->wants_slot = false;
+    peer->rest.reset();
   }
   receiver.join();
   return result;
