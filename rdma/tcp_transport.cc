@@ -69,7 +69,7 @@ class TcpStream final : public ByteStream {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) break;  // full
       return Status::Unavailable(Errno("send to " + peer_));
     }
     return sent;

@@ -424,6 +424,16 @@ TEST(ReplicationTest, BatchesTheSocketTakesInPartsArriveWholeOnEveryBackup) {
     EXPECT_GT(std::stoull(Info(p.get(), "repl_direct_sends")), 0u);
     EXPECT_GT(std::stoull(Info(p.get(), "repl_direct_rests")), 0u);
   }
+  {
+    // A frame scrambled on the wire would have ended a session (the backup
+    // then catches up, and the data would still agree).
+    auto p = ConnectClient(cl.primary().address());
+    ASSERT_TRUE(p);
+    for (const char* b : {"backup0", "backup1"}) {
+      const std::string line = Info(p.get(), b);
+      EXPECT_NE(line.find(",sessions=1"), std::string::npos) << "a session ended: " << line;
+    }
+  }
   cl.ExpectSameDigests();
   for (int i = 0; i < 2; i++) {
     auto b = ConnectClient(cl.backup(i).address());

@@ -266,8 +266,8 @@ std::shared_ptr<const std::string> Replicator::Ship(const nvm::BatchHeader& head
     // this one from here, without its sender thread's wake-up; any other, from
     // its sender (catch-up, a frame in progress, verbs, a session starting).
     for (auto& p : peers_) {
-      if (p->live != nullptr && !p->sending && p->rest == nullptr && !p->kick && !p->session_dead &&
-          !stopping_ && p->send_next == header.first_lsn) {
+      if (p->live != nullptr && !p->sending && !p->wants_slot && p->rest == nullptr && !p->kick &&
+          !p->session_dead && !stopping_ && p->send_next == header.first_lsn) {
         p->sending = true;
         p->send_next = end;
         direct_.emplace_back(p.get(), p->live);

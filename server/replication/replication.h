@@ -153,7 +153,7 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
     // else to send (SendsWithoutWaiting; not over verbs).
     rdma::Channel* live = nullptr;
     bool sending = false;     // a thread is sending on the channel (the sender or Ship)
-    bool wants_slot = false;  // the sender waits for Ship's send to end
+    bool wants_slot = false;  // the sender waits for Ship's send to end (Ship then leaves it be)
     // What the socket did not take of a frame Ship sent: the sender sends it
     // before anything else.
     std::shared_ptr<const std::string> rest;
@@ -243,7 +243,7 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
   bool started_ GUARDED_BY(mu_) = false;
   std::atomic<int64_t> in_sync_echo_us_{0};
   // Frames the committing thread sent itself (Ship), and of those, frames the
-  // socket took only in part, whose rest a sender thread sent.
+  // socket took in part or not at all, whose rest a sender thread sent.
   std::atomic<uint64_t> direct_sends_{0};
   std::atomic<uint64_t> direct_rests_{0};
 };

@@ -262,8 +262,9 @@ Replicator::Work Replicator::WaitForWork(Peer* peer, int64_t* last_heartbeat_us,
     const int64_t due = options_.heartbeat_ms > 0
                             ? *last_heartbeat_us + int64_t{options_.heartbeat_ms} * 1000
                             : INT64_MAX;
-    const bool beat = now >= due;
-    if (beat || peer->rest != nullptr || peer->send_next < ship_end_) {
+    // The rest of a frame Ship began goes out before anything, a heartbeat too.
+    const bool beat = now >= due && peer->rest == nullptr;
+    if (now >= due || peer->rest != nullptr || peer->send_next < ship_end_) {
       if (!peer->sending) {
         peer->sending = true;
         peer->wants_slot = false;
@@ -277,7 +278,8 @@ Replicator::Work Replicator::WaitForWork(Peer* peer, int64_t* last_heartbeat_us,
                           std::string_view(stamp, sizeof(stamp)));
         return Work::kHeartbeat;
       }
-      // Ship is sending a frame on this channel: it signals when done.
+      // Ship is sending a frame on this channel: it signals when done, and
+      // sends no more frames itself until this thread has had its turn.
       peer->wants_slot = true;
       send_cv_.WaitFor(&mu_, std::chrono::milliseconds(kReplPollMs));
     } else if (due == INT64_MAX) {
@@ -358,6 +360,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
     {
       MutexLock l(&mu_);
       peer->sending = false;
+      if (!s.ok()) peer->session_dead = true;  // Ship sends nothing more on it
     }
     if (!s.ok()) {
       result = s;

@@ -324,6 +324,42 @@ TEST_F(ReplicationUnitTest, EveryBatchIsAnsweredWhileTheBackupsAreSilent) {
   rdma::StallLoopbackConnections(net_.get(), false);
 }
 
+// The committing thread sends each new batch itself, as much as the pipe
+// takes (Replicator::Ship); while the backups read nothing the pipes fill, a
+// frame goes out in part, and its rest, sent by the sender thread, must come
+// before anything else, heartbeats included (every 20 ms here): a heartbeat
+// between a frame's halves would end the session.
+TEST_F(ReplicationUnitTest, AFrameSentInPartEndsBeforeAnyHeartbeatOrFrame) {
+  WriteRange(0, 10, "a");
+  for (int round = 0; round < 8; round++) {
+    rdma::StallLoopbackConnections(net_.get(), true);
+    Collect sink;
+    constexpr int kWrites = 24;
+    for (int i = 0; i < kWrites; i++) {
+      const std::string k = "big" + std::to_string(i);
+      const std::string v(200000 + i, static_cast<char>('a' + (round + i) % 26));
+      expected_[k] = v;
+      store_->Submit(SetOp(k, v), &sink, 1);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 + 10 * round));  // heartbeats fall due
+    rdma::StallLoopbackConnections(net_.get(), false);
+    for (const Completion& c : sink.WaitFor(kWrites, 30)) {
+      EXPECT_NE(c.result.kind, WriteResult::Kind::kError) << c.result.str;
+    }
+  }
+  std::string info;
+  repl_->AppendInfo(&info);
+  EXPECT_EQ(info.find("repl_direct_sends:0\r"), std::string::npos) << "no frame sent directly";
+  EXPECT_EQ(info.find("repl_direct_rests:0\r"), std::string::npos) << "no frame went out in part";
+  for (const char* b : {"backup0:", "backup1:"}) {
+    const size_t at = info.find(b);
+    ASSERT_NE(at, std::string::npos) << info;
+    const std::string line = info.substr(at, info.find('\r', at) - at);
+    EXPECT_NE(line.find(",sessions=1"), std::string::npos) << "a session ended: " << line;
+  }
+  for (Backup& b : backups_) ExpectSameData(&b);
+}
+
 // A backup whose persist failed holds batches written but not durable. It
 // must not count as a copy of them: it used to end the session and then,
 // in the next HELLO, report its log's end, batches not durable included, and
