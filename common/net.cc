@@ -6,7 +6,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -161,6 +163,25 @@ StatusOr<int> BindLoopback(int port) {
   if (!s.ok()) return s;
   return static_cast<int>(ntohs(a.sin_port));
 }
+// Holds `port` against every other process that picks ports here: a lock on
+// /tmp/faha-ports/PORT, kept until this process exits (the fd is never
+// closed). Test processes run side by side, and a port one drew but had not
+// bound yet was drawn by another, whose server then bound it first. A lock
+// held already (by another process, or by this one: flock locks belong to an
+// open file) means the port is taken. Without the directory nothing is held.
+bool HoldPort(int port) {
+  const char* dir = "/tmp/faha-ports";
+  if (mkdir(dir, 01777) != 0 && errno != EEXIST) return true;
+  const std::string path = std::string(dir) + "/" + std::to_string(port);
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return true;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return false;
+  }
+  return true;  // fd stays open: the lock lasts as long as the process
+}
+
 }  // namespace
 
 StatusOr<int> FreeLoopbackPort() {
@@ -186,10 +207,14 @@ StatusOr<int> FreeLoopbackPort() {
       const int port =
           kLowest + static_cast<int>(x % static_cast<uint64_t>(ephemeral_low - kLowest));
       StatusOr<int> bound = BindLoopback(port);
-      if (bound.ok()) return bound;
+      if (bound.ok() && HoldPort(*bound)) return bound;
     }
   }
-  return BindLoopback(0);
+  for (int attempt = 0; attempt < 64; attempt++) {
+    StatusOr<int> bound = BindLoopback(0);
+    if (!bound.ok() || HoldPort(*bound)) return bound;
+  }
+  return Status::Unavailable("no free loopback port that no other process holds");
 }
 
 }  // namespace faha::net

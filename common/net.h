@@ -43,7 +43,10 @@ std::pair<std::string, int> SplitForDisplay(const std::string& address);
 // A TCP port of 127.0.0.1 that was free a moment ago (bound, released), for
 // tests and tools that start servers. Chosen at random below the kernel's
 // ephemeral range (ip_local_port_range), so that no outgoing connection takes
-// it before the server binds it; port 0's choice if none there is free.
+// it before the server binds it; port 0's choice if none there is free. The
+// port is held for the rest of this process's life against every other
+// process's call (a lock file under /tmp/faha-ports), so tests run side by
+// side never draw the same port.
 StatusOr<int> FreeLoopbackPort();
 
 }  // namespace faha::net

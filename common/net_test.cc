@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <set>
+#include <vector>
 
 namespace faha::net {
 namespace {
@@ -49,6 +53,45 @@ TEST(NetTest, ListenThenConnectAndARefusal) {
               Status::Code::kInvalidArgument);
   o.numeric_host = true;  // no DNS query from a test
   EXPECT_EQ(ConnectTcp("no such host", 1, o).status().code(), Status::Code::kInvalidArgument);
+}
+
+// Test processes run side by side: a port one of them drew is never drawn by
+// another while the first lives. 400 draws each from the ~22,000 ports below
+// the ephemeral range would share about 7 by chance alone.
+TEST(NetTest, APortOneProcessDrewIsNeverDrawnByAnother) {
+  constexpr int kDraws = 400;
+  std::set<int> mine;
+  for (int i = 0; i < kDraws; i++) {
+    StatusOr<int> port = FreeLoopbackPort();
+    ASSERT_TRUE(port.ok()) << port.status().ToString();
+    EXPECT_TRUE(mine.insert(*port).second) << "port " << *port << " drawn twice";
+  }
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    for (int i = 0; i < kDraws; i++) {
+      StatusOr<int> port = FreeLoopbackPort();
+      const int p = port.ok() ? *port : -1;
+      if (write(fds[1], &p, sizeof(p)) != sizeof(p)) _exit(2);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  std::vector<int> theirs;
+  int p = 0;
+  while (read(fds[0], &p, sizeof(p)) == sizeof(p)) theirs.push_back(p);
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(theirs.size(), static_cast<size_t>(kDraws));
+  for (int port : theirs) {
+    EXPECT_GT(port, 0);
+    EXPECT_EQ(mine.count(port), 0u) << "port " << port << " drawn by both processes";
+  }
 }
 
 }  // namespace

@@ -191,8 +191,8 @@ ServerProcess::ServerProcess(std::string data_dir, std::vector<std::string> extr
 namespace {
 
 // The TCP ports process `pid` listens on (its socket inodes looked up in
-// /proc/net/tcp and tcp6), for a failed test's report.
-std::string ListeningPorts(pid_t pid) {
+// /proc/net/tcp and tcp6).
+std::set<int> ListeningPorts(pid_t pid) {
   std::set<std::string> inodes;
   std::error_code ec;
   const std::string fds = "/proc/" + std::to_string(pid) + "/fd";
@@ -203,7 +203,7 @@ std::string ListeningPorts(pid_t pid) {
     if (!gone && target.rfind("socket:[", 0) == 0)
       inodes.insert(target.substr(8, target.size() - 9));
   }
-  std::string out;
+  std::set<int> ports;
   for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
     std::ifstream in(table);
     std::string line;
@@ -214,9 +214,15 @@ std::string ListeningPorts(pid_t pid) {
       f >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
       if (state != "0A" || !inodes.count(inode)) continue;  // 0A: LISTEN
       const size_t colon = local.rfind(':');
-      out += " " + std::to_string(std::stoul(local.substr(colon + 1), nullptr, 16));
+      ports.insert(static_cast<int>(std::stoul(local.substr(colon + 1), nullptr, 16)));
     }
   }
+  return ports;
+}
+
+std::string DescribePorts(const std::set<int>& ports) {
+  std::string out;
+  for (int p : ports) out += " " + std::to_string(p);
   return out.empty() ? " none" : out;
 }
 
@@ -237,7 +243,7 @@ ServerProcess::~ServerProcess() {
     } else {
       if (failed) {
         fprintf(stderr, "--- server %d (%s) was running, listening on TCP ports:%s\n", pid_,
-                log_path_.c_str(), ListeningPorts(pid_).c_str());
+                log_path_.c_str(), DescribePorts(ListeningPorts(pid_)).c_str());
       }
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
@@ -282,8 +288,12 @@ bool ServerProcess::WaitReady(int timeout_ms) {
     o.connect_timeout_ms = 200;
     o.op_timeout_ms = 1000;
     // A password-protected server answers PING too, so a bare connect works.
+    // Only this server's answer counts: another test's server may hold the
+    // port (this one then fails to bind and exits).
     auto c = Client::Connect(o);
-    if (c.ok() || c.status().code() == Status::Code::kAuth) return true;
+    if ((c.ok() || c.status().code() == Status::Code::kAuth) &&
+        ListeningPorts(pid_).count(port_) > 0)
+      return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;

@@ -271,8 +271,8 @@ std::shared_ptr<const std::string> Replicator::Ship(const nvm::BatchHeader& head
         p->sending = true;
         p->send_next = end;
         direct_.emplace_back(p.get(), p->live);
-      } else {
-        wake = true;
+      } else if (p->connected) {
+        wake = true;  // a backup between sessions waits on cv_, not for batches
       }
     }
   }

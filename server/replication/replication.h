@@ -163,6 +163,9 @@ class Replicator final : public ReplicationRole, public ReplicationHook {
     uint64_t sessions = 0;
   };
 
+  // How long one send or receive of a session may take: the replication
+  // timeout, but never under a second.
+  int SendTimeoutMs() const { return std::max(options_.timeout_ms, 1000); }
   void PeerLoop(Peer* peer);
   Status RunSession(Peer* peer, rdma::Channel* ch);
   enum class Work { kEnded, kHeartbeat, kSend };

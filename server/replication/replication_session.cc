@@ -156,7 +156,7 @@ void Replicator::PeerLoop(Peer* peer) {
 
 Status Replicator::OpenSession(Peer* peer, rdma::Channel* ch, uint64_t ship_end,
                                uint64_t* backup_next) {
-  const int timeout = std::max(options_.timeout_ms, 1000);
+  const int timeout = SendTimeoutMs();
   std::string out;
   rdma::EncodeFrame(&out, FrameType::kHello, options_.epoch, ship_end, options_.advertise);
   FAHA_RETURN_IF_ERROR(ch->Send(out, timeout));
@@ -209,7 +209,7 @@ Status Replicator::OpenSession(Peer* peer, rdma::Channel* ch, uint64_t ship_end,
 
 Status Replicator::SendCatchUp(Peer* peer, rdma::Channel* ch, uint64_t from, uint64_t limit,
                                bool full_copy, std::string* buf) {
-  const int timeout = std::max(options_.timeout_ms, 1000);
+  const int timeout = SendTimeoutMs();
   buf->clear();
   bool cleaned = false;
   auto next = log_->ForEachBatch(
@@ -246,7 +246,7 @@ Status Replicator::SendCatchUp(Peer* peer, rdma::Channel* ch, uint64_t from, uin
 Status Replicator::SendFrames(rdma::Channel* ch,
                               const std::vector<std::shared_ptr<const std::string>>& frames,
                               std::string* buf) {
-  const int timeout = std::max(options_.timeout_ms, 1000);
+  const int timeout = SendTimeoutMs();
   if (frames.size() == 1) return ch->Send(*frames[0], timeout);
   buf->clear();
   for (const auto& f : frames) buf->append(*f);
@@ -293,7 +293,7 @@ Replicator::Work Replicator::WaitForWork(Peer* peer, int64_t* last_heartbeat_us,
 Status Replicator::SendNext(Peer* peer, rdma::Channel* ch, bool full_copy,
                             std::vector<std::shared_ptr<const std::string>>* frames,
                             std::string* buf) {
-  const int timeout = std::max(options_.timeout_ms, 1000);
+  const int timeout = SendTimeoutMs();
   std::shared_ptr<const std::string> rest;
   size_t rest_from = 0;
   uint64_t from, limit = 0;
@@ -355,7 +355,7 @@ Status Replicator::RunSession(Peer* peer, rdma::Channel* ch) {
       }
       break;
     }
-    Status s = work == Work::kHeartbeat ? ch->Send(out, std::max(options_.timeout_ms, 1000))
+    Status s = work == Work::kHeartbeat ? ch->Send(out, SendTimeoutMs())
                                         : SendNext(peer, ch, full_copy, &frames, &buf);
     {
       MutexLock l(&mu_);
