@@ -44,6 +44,9 @@ class Segment {
   }
   // Faults [off, off+len) in ahead of writes (a hint; may do nothing).
   virtual void Prefault(size_t /*off*/, size_t /*len*/) {}
+  // Maps the pages from `from` on for readers, a hint like Prefault: here all
+  // at once; a FileSegment maps each page once a write has reached it.
+  virtual void MapAsWritten(size_t from) { Prefault(from, size() - from); }
   // The writer is done with this segment for now (it is sealed): resources
   // held only for writing, such as a file descriptor, may go. A later Write
   // or Persist (a truncation) takes them again.
@@ -93,8 +96,8 @@ class LogDevice {
   virtual uint64_t spares_ready() const { return 0; }
   // Hint: a segment of `bytes` will be created soon; prepare it in the background.
   virtual void PrepareNext(size_t /*bytes*/) {}
-  // Prepares `count` spare segments of `bytes` now (allocated and faulted in),
-  // so that the write path never waits for memory until they are used up.
+  // Prepares `count` spare segments of `bytes` now (allocated, mapped, and on
+  // DAX faulted in), so that a switch never makes a file until they are used up.
   virtual Status Preallocate(size_t /*bytes*/, size_t /*count*/) { return Status::OK(); }
   // Human-readable name of a segment for messages (a path for files).
   virtual std::string SegmentName(uint32_t id) const = 0;

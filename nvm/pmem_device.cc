@@ -76,7 +76,7 @@ class PmemDevice final : public LogDevice {
     {
       MutexLock l(&mu_);
       const size_t usable_from = from_reserve ? 1 : 2;
-      // A spare being prepared is worth waiting for (allocated and faulted in:
+      // A spare being prepared is worth waiting for (allocated, mapped:
       // most of the work); its zeros stop pacing (Pacer).
       switch_waiting_++;
       cv_.SignalAll();  // a pausing spare thread goes on at full speed
@@ -135,7 +135,7 @@ class PmemDevice final : public LogDevice {
       }
       auto made = MakeFile(path, bytes);
       if (!made.ok()) return made.status();
-      (*made)->Prefault(0, bytes);
+      (*made)->MapAsWritten(0);
       MutexLock l(&mu_);
       spares_.push_back(Spare{path, std::move(*made)});
       cv_.SignalAll();
@@ -447,7 +447,7 @@ class PmemDevice final : public LogDevice {
   };
 
   // The next spare of `bytes` at *path: a recycled file written with zeros (and
-  // named by it), else a new file, faulted in.
+  // named by it), else a new file (faulted in on DAX, else mapped as written).
   StatusOr<std::unique_ptr<Segment>> MakeSpare(std::string* path, size_t bytes) EXCLUDES(mu_) {
     Recycled r;
     {
@@ -471,7 +471,7 @@ class PmemDevice final : public LogDevice {
       Drop(r);
     }
     auto made = MakeFile(*path, bytes, /*paced=*/true);
-    if (made.ok()) (*made)->Prefault(0, bytes);
+    if (made.ok()) (*made)->MapAsWritten(0);
     return made;
   }
 
@@ -515,8 +515,8 @@ class PmemDevice final : public LogDevice {
   }
 
   // Keeps spare segments ready, prepared in the background (allocated, mapped,
-  // faulted in), so that a switch does not stall the writer on page-cache (or
-  // tmpfs) page allocation, which profiling showed dominates an append otherwise.
+  // on DAX faulted in), so that a switch does not stall the writer on making a
+  // file and reserving its space.
   void StartPreparing(size_t bytes) EXCLUDES(mu_) {
     MutexLock l(&mu_);
     segment_bytes_ = bytes;

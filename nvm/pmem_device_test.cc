@@ -447,6 +447,42 @@ TEST_F(ZeroFillTest, AutoWritesSmallFoliosWhileSyncsAreTiny) {
   ExpectExtents(dev->SegmentName(7), kSegmentBytes, 0);
 }
 
+// A new file's segment maps its pages for readers as writes reach them, not
+// ahead (a page mapped ahead is allocated and zeroed for the mapping, then
+// written over): after 1 MiB and a bit of writes, in pieces that end inside
+// pages, the written pages are mapped and readable, and the rest of the 4 MiB
+// segment is not (at most one 2 MiB page past the writes).
+TEST(MapAsWrittenTest, PagesAreMappedAsWritesReachThem) {
+  const std::string dir = MakeTempDir("mapped");
+  ASSERT_FALSE(dir.empty());
+  {
+    auto dev = OpenPmemDevice(dir, ZeroFill::kNever);
+    ASSERT_TRUE(dev.ok()) << dev.status().ToString();
+    auto seg = (*dev)->CreateSegment(1, kSegmentBytes);
+    ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+    Segment* s = seg->get();
+    const std::string before = SmapsOf(s->data());
+    ASSERT_FALSE(before.empty()) << "no mapping at the segment's address";
+    if (before.find(" sf") != std::string::npos) GTEST_SKIP() << "DAX: faulted in ahead";
+    s->MapAsWritten(0);
+    EXPECT_EQ(SmapsKb(SmapsOf(s->data()), "Rss"), 0u) << "nothing written, nothing mapped";
+    std::string written;
+    const size_t piece = 65536 + 1000;
+    for (int i = 0; written.size() + piece <= (1 << 20) + 5000; i++) {
+      const std::string p(piece, static_cast<char>('a' + i % 26));
+      s->Write(written.size(), p.data(), p.size());
+      written += p;
+    }
+    ASSERT_TRUE(s->Persist(0, written.size()).ok());
+    // Before any read through the mapping, which would map what it reads.
+    const size_t rss = SmapsKb(SmapsOf(s->data()), "Rss");
+    EXPECT_GE(rss, (written.size() & ~size_t{4095}) >> 10) << "every page written is mapped";
+    EXPECT_LE(rss, (written.size() + (2 << 20)) >> 10) << "pages not written yet are not mapped";
+    EXPECT_EQ(std::string_view(s->data(), written.size()), written);
+  }
+  std::filesystem::remove_all(dir);
+}
+
 // Paced zeros (a spare's, on a disk): written back a piece at a time, the
 // pacer asked between pieces (not after the last) with a pause no longer than
 // kZeroPauseMaxUs, never again once it said no; the file reads as zeros.

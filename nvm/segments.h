@@ -264,6 +264,13 @@ class FileSegment final : public Segment {
     Populate(data_, size_, off, len, MADV_POPULATE_READ);
   }
 
+  // Each write then maps the pages it reached (WriteAll), on the writing
+  // thread, before the records in them are published and read. Mapped ahead,
+  // a page of a new file was allocated and zeroed for the mapping (tmpfs,
+  // and ext4's unwritten blocks) and then written over; mapped behind, the
+  // write allocates it and nothing is zeroed twice (docs/architecture.md).
+  void MapAsWritten(size_t from) override { mapped_end_ = from; }
+
  private:
   // Opens the file again after Seal(); false (with the error kept) if it cannot.
   bool Reopen() {
@@ -316,6 +323,13 @@ class FileSegment final : public Segment {
         iov[0].iov_len -= done;
       }
     }
+    if (off > mapped_end_) {
+      // From the page the last write ended in: the rest of it was written now.
+      static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+      const size_t from = mapped_end_ & ~(kPage - 1);
+      Populate(data_, size_, from, off - from, MADV_POPULATE_READ);
+      mapped_end_ = off;
+    }
   }
 
   std::atomic<int> fd_;  // -1 while sealed
@@ -325,6 +339,9 @@ class FileSegment final : public Segment {
   Mutex sync_mu_;                                // one fdatasync at a time
   const std::shared_ptr<SyncSizes> sync_sizes_;  // the device's; may be null
   std::atomic<uint64_t> unsynced_bytes_{0};      // written since the last Persist
+  // With MapAsWritten: the offset up to which writes have mapped the pages
+  // (SIZE_MAX: none mapped here). Only the thread writing the segment uses it.
+  size_t mapped_end_ = SIZE_MAX;
   mutable Mutex error_mu_;
   std::string write_error_ GUARDED_BY(error_mu_);  // the first failed write or sync
 };
