@@ -94,10 +94,14 @@ class LogDevice {
   virtual uint64_t files_reused() const { return 0; }
   // Spare segments ready for the next switches (prepared in the background).
   virtual uint64_t spares_ready() const { return 0; }
+  // Maps `seg`'s pages from `from` on for readers, the device's way (a hint):
+  // ahead, or as writes reach them (Segment::MapAsWritten).
+  virtual void MapForReaders(Segment* seg, size_t from) { seg->MapAsWritten(from); }
   // Hint: a segment of `bytes` will be created soon; prepare it in the background.
   virtual void PrepareNext(size_t /*bytes*/) {}
   // Prepares `count` spare segments of `bytes` now (allocated, mapped, and on
-  // DAX faulted in), so that a switch never makes a file until they are used up.
+  // tmpfs and DAX faulted in), so that a switch never makes a file until they
+  // are used up.
   virtual Status Preallocate(size_t /*bytes*/, size_t /*count*/) { return Status::OK(); }
   // Human-readable name of a segment for messages (a path for files).
   virtual std::string SegmentName(uint32_t id) const = 0;

@@ -1,15 +1,10 @@
-// LogDevice on segment files. Each segment is probed with libpmem2:
-//  - on a DAX mount (MAP_SYNC) libpmem2 reports CACHE_LINE (or BYTE) granularity;
-//    the segment stays mapped read-write and a write is a store into the mapping
-//    made durable by a cache-line flush + fence from user space (PmemSegment);
-//  - on an ordinary file system it reports PAGE; there a store into a shared
-//    mapping costs a write fault, dirty-page tracking and whole-page writeback
-//    per batch, so the segment is written like a database writes its log:
-//    positioned writes (pwritev) through the page cache, made durable with
-//    fdatasync, and the mapping is read-only, for readers (FileSegment). Buffered
-//    writes and a shared mapping of the same file see the same page cache, so
-//    readers see what was written without a copy.
-// docs/architecture.md ("The file device") has the measurements behind this.
+// LogDevice on segment files, each probed with libpmem2. On a DAX mount
+// (MAP_SYNC: CACHE_LINE or BYTE granularity) a write is a store into the
+// mapping made durable by a cache-line flush + fence (PmemSegment). On an
+// ordinary file system (PAGE), where a store into a shared mapping costs write
+// faults and whole-page writeback, it is a pwritev through the page cache made
+// durable with fdatasync, and the mapping is read-only, for readers, who see
+// the same page cache (FileSegment). docs/architecture.md, "The file device".
 #include <dirent.h>
 #include <fcntl.h>
 #include <libpmem2.h>
@@ -135,7 +130,7 @@ class PmemDevice final : public LogDevice {
       }
       auto made = MakeFile(path, bytes);
       if (!made.ok()) return made.status();
-      (*made)->MapAsWritten(0);
+      MapForReaders(made->get(), 0);
       MutexLock l(&mu_);
       spares_.push_back(Spare{path, std::move(*made)});
       cv_.SignalAll();
@@ -434,6 +429,12 @@ class PmemDevice final : public LogDevice {
     return granularity_;
   }
 
+  // Behind the writes on a disk, ahead on tmpfs and DAX (docs/architecture.md,
+  // "Mapping a new file for readers", has why and what it measured).
+  void MapForReaders(Segment* seg, size_t from) override {
+    tmpfs_ ? seg->Prefault(from, seg->size() - from) : seg->MapAsWritten(from);
+  }
+
  private:
   struct Spare {
     std::string path;
@@ -447,7 +448,7 @@ class PmemDevice final : public LogDevice {
   };
 
   // The next spare of `bytes` at *path: a recycled file written with zeros (and
-  // named by it), else a new file (faulted in on DAX, else mapped as written).
+  // named by it), else a new file, mapped for readers (MapForReaders).
   StatusOr<std::unique_ptr<Segment>> MakeSpare(std::string* path, size_t bytes) EXCLUDES(mu_) {
     Recycled r;
     {
@@ -471,7 +472,7 @@ class PmemDevice final : public LogDevice {
       Drop(r);
     }
     auto made = MakeFile(*path, bytes, /*paced=*/true);
-    if (made.ok()) (*made)->MapAsWritten(0);
+    if (made.ok()) MapForReaders(made->get(), 0);
     return made;
   }
 
@@ -515,8 +516,8 @@ class PmemDevice final : public LogDevice {
   }
 
   // Keeps spare segments ready, prepared in the background (allocated, mapped,
-  // on DAX faulted in), so that a switch does not stall the writer on making a
-  // file and reserving its space.
+  // on tmpfs and DAX faulted in), so that a switch does not stall the writer on
+  // making a file and reserving its space, or on tmpfs page allocation.
   void StartPreparing(size_t bytes) EXCLUDES(mu_) {
     MutexLock l(&mu_);
     segment_bytes_ = bytes;
