@@ -44,9 +44,6 @@ class Segment {
   }
   // Faults [off, off+len) in ahead of writes (a hint; may do nothing).
   virtual void Prefault(size_t /*off*/, size_t /*len*/) {}
-  // Maps the pages from `from` on for readers, a hint like Prefault: here all
-  // at once; a FileSegment maps each page once a write has reached it.
-  virtual void MapAsWritten(size_t from) { Prefault(from, size() - from); }
   // The writer is done with this segment for now (it is sealed): resources
   // held only for writing, such as a file descriptor, may go. A later Write
   // or Persist (a truncation) takes them again.
@@ -94,14 +91,10 @@ class LogDevice {
   virtual uint64_t files_reused() const { return 0; }
   // Spare segments ready for the next switches (prepared in the background).
   virtual uint64_t spares_ready() const { return 0; }
-  // Maps `seg`'s pages from `from` on for readers, the device's way (a hint):
-  // ahead, or as writes reach them (Segment::MapAsWritten).
-  virtual void MapForReaders(Segment* seg, size_t from) { seg->MapAsWritten(from); }
   // Hint: a segment of `bytes` will be created soon; prepare it in the background.
   virtual void PrepareNext(size_t /*bytes*/) {}
-  // Prepares `count` spare segments of `bytes` now (allocated, mapped, and on
-  // tmpfs and DAX faulted in), so that a switch never makes a file until they
-  // are used up.
+  // Prepares `count` spare segments of `bytes` now (allocated, and faulted in
+  // unless mapped as they are written), so that a switch never makes a file.
   virtual Status Preallocate(size_t /*bytes*/, size_t /*count*/) { return Status::OK(); }
   // Human-readable name of a segment for messages (a path for files).
   virtual std::string SegmentName(uint32_t id) const = 0;

@@ -50,7 +50,7 @@ Status Log::Recover(const ApplyFn& apply, RecoveryReport* report) {
       if (seg.get() != segments_[tail_segment_].load()) seg->Seal();
     }
     Segment* tail = segments_[tail_segment_].load();
-    device_->MapForReaders(tail, tail_offset_);
+    tail->Prefault(tail_offset_, tail->size() - tail_offset_);
     device_->PrepareNext(options_.segment_bytes);
   }
   report->seconds = static_cast<double>(MonoNs() - t0) / 1e9;

@@ -130,7 +130,7 @@ class PmemDevice final : public LogDevice {
       }
       auto made = MakeFile(path, bytes);
       if (!made.ok()) return made.status();
-      MapForReaders(made->get(), 0);
+      MapAhead(made->get());
       MutexLock l(&mu_);
       spares_.push_back(Spare{path, std::move(*made)});
       cv_.SignalAll();
@@ -170,16 +170,13 @@ class PmemDevice final : public LogDevice {
       unlink(tmp.c_str());
       return SpaceOrIOError(rc, "reserve " + std::to_string(bytes) + " bytes for " + tmp);
     }
-    // Then, unless the syncs are large, write the zeros for real (off the write
-    // path, on the spare thread, but for a switch that found no spare). fallocate
-    // leaves "unwritten" extents: on ext4/xfs the first write into each block is
-    // an extent conversion the sync commits to the journal, 45-150 us more per
-    // sync here, more for larger ones. Written blocks make a sync a write-back and
-    // a flush only, but the zeros cost the device as much as the log; the two meet
-    // at 32-128 KiB a sync, lower when several nodes share a disk (64 KiB; ZeroFill;
+    // Then, unless the syncs are large, write the zeros for real (on the spare
+    // thread, but for a switch that found no spare). fallocate leaves "unwritten"
+    // extents, and on ext4/xfs each block's first write is an extent conversion
+    // the sync commits to the journal (45-150 us more per sync here); zeros cost
+    // the device as much as the log. The two meet at 32-128 KiB a sync (ZeroFill;
     // docs/architecture.md). tmpfs has no extents. On DAX the zeros are always
-    // written: a store into an unwritten block would fault and convert it (and
-    // DAX syncs are not sampled).
+    // written: a store into an unwritten block would fault and convert it.
     struct statfs fs;
     const bool extents = (fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC);
     const size_t chunk = !extents ? 0 : MapsWithMapSync(fd) ? kLargeFolioBytes : ZeroChunk();
@@ -199,7 +196,11 @@ class PmemDevice final : public LogDevice {
     }
     close(fd);
     FAHA_RETURN_IF_ERROR(SyncDirectory(dir_));
-    return MapFile(path);
+    auto made = MapFile(path);
+    // Unwritten blocks (zeros skipped, not tmpfs): mapped as they are written.
+    auto* file = made.ok() ? dynamic_cast<FileSegment*>(made->get()) : nullptr;
+    if (file != nullptr && extents && chunk == 0) file->MapAsWritten(0);
+    return made;
   }
 
   StatusOr<std::unique_ptr<Segment>> OpenSegment(uint32_t id) override {
@@ -429,13 +430,12 @@ class PmemDevice final : public LogDevice {
     return granularity_;
   }
 
-  // Behind the writes on a disk, ahead on tmpfs and DAX (docs/architecture.md,
-  // "Mapping a new file for readers", has why and what it measured).
-  void MapForReaders(Segment* seg, size_t from) override {
-    tmpfs_ ? seg->Prefault(from, seg->size() - from) : seg->MapAsWritten(from);
-  }
-
  private:
+  // Faults a new spare in now, unless MakeFile had it mapped as it is written.
+  static void MapAhead(Segment* seg) {
+    auto* file = dynamic_cast<FileSegment*>(seg);
+    if (file == nullptr || !file->maps_as_written()) seg->Prefault(0, seg->size());
+  }
   struct Spare {
     std::string path;
     std::unique_ptr<Segment> segment;
@@ -448,7 +448,7 @@ class PmemDevice final : public LogDevice {
   };
 
   // The next spare of `bytes` at *path: a recycled file written with zeros (and
-  // named by it), else a new file, mapped for readers (MapForReaders).
+  // named by it), else a new file, mapped for readers (MapAhead).
   StatusOr<std::unique_ptr<Segment>> MakeSpare(std::string* path, size_t bytes) EXCLUDES(mu_) {
     Recycled r;
     {
@@ -472,7 +472,7 @@ class PmemDevice final : public LogDevice {
       Drop(r);
     }
     auto made = MakeFile(*path, bytes, /*paced=*/true);
-    if (made.ok()) MapForReaders(made->get(), 0);
+    if (made.ok()) MapAhead(made->get());
     return made;
   }
 
@@ -516,8 +516,8 @@ class PmemDevice final : public LogDevice {
   }
 
   // Keeps spare segments ready, prepared in the background (allocated, mapped,
-  // on tmpfs and DAX faulted in), so that a switch does not stall the writer on
-  // making a file and reserving its space, or on tmpfs page allocation.
+  // faulted in unless mapped as written), so that a switch does not stall the
+  // writer on making a file, or on page-cache (or tmpfs) page allocation.
   void StartPreparing(size_t bytes) EXCLUDES(mu_) {
     MutexLock l(&mu_);
     segment_bytes_ = bytes;

@@ -50,8 +50,8 @@ void Populate(char* data, size_t size, size_t off, size_t len, int advice) {
   // when the page is populated: 1.5-1.7 us a page on this project's VMs
   // (docs/architecture.md), which the thread that first reads each record
   // (the committer, an I/O thread, a backup's applier) would otherwise pay,
-  // 0.4 us per 1 KB write. Here it is paid by the thread that makes spares
-  // (DAX), or by the writer as its writes reach each page (MapAsWritten).
+  // 0.4 us per 1 KB write. Here it is paid by the thread that makes spares,
+  // or, for a file mapped as it is written, by the writer (MapAsWritten).
   uint8_t sink = 0;
   for (uintptr_t p = start; p < end; p += kPage) {
     sink ^= *reinterpret_cast<const volatile uint8_t*>(p);

@@ -264,16 +264,16 @@ class FileSegment final : public Segment {
     Populate(data_, size_, off, len, MADV_POPULATE_READ);
   }
 
-  // Writes then map the whole pages they filled (WriteAll), on the writing
-  // thread, every kMapStepBytes (and a record read before that maps its page
-  // by the fault). Mapped ahead,
-  // a page of a new file was allocated and zeroed for the mapping (tmpfs,
-  // and ext4's unwritten blocks) and then written over; mapped behind, the
-  // write allocates it and nothing is zeroed twice (docs/architecture.md).
-  void MapAsWritten(size_t from) override {
+  // Maps the pages for readers as writes fill them, not ahead (Prefault):
+  // WriteAll maps the whole pages written every kMapStepBytes, on the writing
+  // thread, and a record read before that maps its page by the fault. For a
+  // file whose blocks are unwritten (PmemDevice::MakeFile): mapped ahead, each
+  // page was allocated and zeroed for the mapping, then written over.
+  void MapAsWritten(size_t from) {
     static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     mapped_end_ = from & ~(kPage - 1);
   }
+  bool maps_as_written() const { return mapped_end_ != SIZE_MAX; }
 
  private:
   // Opens the file again after Seal(); false (with the error kept) if it cannot.
