@@ -35,7 +35,7 @@ void RemoveRange(const char* data) {
 }
 
 void Populate(char* data, size_t size, size_t off, size_t len, int advice) {
-  static const uintptr_t kPage = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t kPage = PageBytes();
   const uintptr_t start = (reinterpret_cast<uintptr_t>(data) + off + kPage - 1) & ~(kPage - 1);
   const uintptr_t end = reinterpret_cast<uintptr_t>(data) + std::min(size, off + len);
   if (end <= start) return;
@@ -113,7 +113,7 @@ void RemoveLeftoverSpares(const std::string& dir) {
 // Whether `fd` maps with MAP_SYNC (its file system is DAX). Any failure
 // other than "not supported" says yes, for libpmem2 to report it.
 bool MapsWithMapSync(int fd) {
-  static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t kPage = PageBytes();
   void* p = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED_VALIDATE | MAP_SYNC, fd, 0);
   if (p != MAP_FAILED) {
     munmap(p, kPage);

@@ -46,6 +46,11 @@ void RemoveRange(const char* data);
 // [off, off + len) of a mapping of `size` bytes at `data`: the pages are
 // faulted in now. A failure only costs the speed-up.
 void Populate(char* data, size_t size, size_t off, size_t len, int advice);
+// The system's page size.
+inline size_t PageBytes() {
+  static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return kPage;
+}
 const char* GranularityName(pmem2_granularity g);
 // Busy when errno `err` says the file system is out of space (blocks, inodes
 // or quota): the log then reports itself full and tries again later.
@@ -269,10 +274,7 @@ class FileSegment final : public Segment {
   // thread, and a record read before that maps its page by the fault. For a
   // file whose blocks are unwritten (PmemDevice::MakeFile): mapped ahead, each
   // page was allocated and zeroed for the mapping, then written over.
-  void MapAsWritten(size_t from) {
-    static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    mapped_end_ = from & ~(kPage - 1);
-  }
+  void MapAsWritten(size_t from) { mapped_end_ = from & ~(PageBytes() - 1); }
   bool maps_as_written() const { return mapped_end_ != SIZE_MAX; }
 
  private:
@@ -330,8 +332,7 @@ class FileSegment final : public Segment {
     if (mapped_end_ != SIZE_MAX && off >= mapped_end_ + kMapStepBytes) {
       // The whole pages written since the last step; a page read before its
       // step is mapped by the read's fault, as before any populate.
-      static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-      const size_t to = off & ~(kPage - 1);
+      const size_t to = off & ~(PageBytes() - 1);
       Populate(data_, size_, mapped_end_, to - mapped_end_, MADV_POPULATE_READ);
       mapped_end_ = to;
     }
