@@ -226,6 +226,30 @@ std::string DescribePorts(const std::set<int>& ports) {
   return out.empty() ? " none" : out;
 }
 
+// One line per thread of process `pid`: its name, state and, when it sleeps,
+// the kernel function it waits in (a server that stopped answering shows
+// where each thread is).
+std::string DescribeThreads(pid_t pid) {
+  std::string out;
+  std::error_code ec;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (auto it = std::filesystem::directory_iterator(tasks, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    auto read = [&](const char* what) {
+      std::ifstream in(it->path() / what);
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      return text;
+    };
+    const std::string stat = read("stat");
+    const size_t paren = stat.rfind(')');
+    const std::string state = paren + 2 < stat.size() ? stat.substr(paren + 2, 1) : "?";
+    out += "    " + it->path().filename().string() + " " + read("comm") + " " + state + " " +
+           read("wchan") + "\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 ServerProcess::~ServerProcess() {
@@ -244,6 +268,8 @@ ServerProcess::~ServerProcess() {
       if (failed) {
         fprintf(stderr, "--- server %d (%s) was running, listening on TCP ports:%s\n", pid_,
                 log_path_.c_str(), DescribePorts(ListeningPorts(pid_)).c_str());
+        fprintf(stderr, "--- its threads (id, name, state, kernel wait):\n%s",
+                DescribeThreads(pid_).c_str());
       }
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);

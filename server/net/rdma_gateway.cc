@@ -18,8 +18,16 @@ struct RdmaGateway::Conn {
   std::unique_ptr<rdma::VerbsStream> stream;
   int fd = -1;  // our end of the socketpair; the I/O thread owns the other
   std::atomic<bool> done_in{false}, done_out{false};
+  std::atomic<int> pumps{2};  // the last pump to end closes the stream
   std::atomic<bool>* stop = nullptr;
   std::thread in, out;
+  // Called by each pump after its last use of the stream. Closing a verbs
+  // connection can take the kernel seconds; it happens here, on the pump's
+  // thread, before the connection counts as done, so the accepting thread,
+  // which reaps done connections, never waits on it.
+  void PumpEnded() {
+    if (pumps.fetch_sub(1) == 1) stream.reset();
+  }
   ~Conn() {
     if (in.joinable()) in.join();
     if (out.joinable()) out.join();
@@ -133,6 +141,7 @@ void RdmaGateway::PumpIn(Conn* c) {
   }
 done:
   shutdown(c->fd, SHUT_WR);  // the server sees the client leave
+  c->PumpEnded();
   c->done_in.store(true);
 }
 
@@ -151,6 +160,7 @@ void RdmaGateway::PumpOut(Conn* c) {
     if (n <= 0) break;  // the server closed the connection
     if (!c->stream->Write(std::string_view(buf, static_cast<size_t>(n)), 5000).ok()) break;
   }
+  c->PumpEnded();
   c->done_out.store(true);
 }
 

@@ -303,6 +303,8 @@ class BackupService final : public ReplicationRole {
   void AcceptLoop();
   // Runs the acceptor's handshake; false (counted, logged) if the peer failed it.
   bool Handshake(rdma::Channel* ch);
+  // Drops a session thread's channel, the last reference, timing the close.
+  static void CloseChannel(std::shared_ptr<rdma::Channel> ch);
   // Counts a refused peer and logs it, at most one line a second (with how
   // many more were refused meanwhile).
   void CountRefusal(const Status& s) REQUIRES(mu_);
