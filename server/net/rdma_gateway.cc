@@ -59,7 +59,9 @@ void RdmaGateway::Stop() {
   if (stop_.exchange(true)) return;
   if (accept_thread_.joinable()) accept_thread_.join();
   MutexLock l(&mu_);
-  for (auto& c : conns_) shutdown(c->fd, SHUT_RDWR);
+  for (auto& c : conns_) {
+    if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+  }
   conns_.clear();  // joins the pumps
   listener_.reset();
 }
@@ -97,30 +99,46 @@ void RdmaGateway::AcceptLoop() {
     }
     m->rdma_connections_total.fetch_add(1);
     int sv[2];
+    auto c = std::make_unique<Conn>();
+    c->stream = std::move(*s);
+    c->stop = &stop_;
+    Conn* raw = c.get();
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-      FAHA_LOG_WARN("rdma client port: socketpair: %s", strerror(errno));
+      const std::string why = std::string("socketpair: ") + strerror(errno);
+      FAHA_LOG_WARN("rdma client port: %s", why.c_str());
+      Refuse(std::move(c), "-ERR " + why + "\r\n");
       continue;
     }
     Status adopted = server_->AdoptConnection(sv[0]);
     if (!adopted.ok()) {
       // The refusal (max clients) is written to sv[0]; relay it, then close.
       close(sv[0]);
-      std::string msg = "-" + adopted.message() + "\r\n";
-      (*s)->Write(msg, 200).IgnoreError();  // a courtesy before closing
       close(sv[1]);
+      Refuse(std::move(c), "-" + adopted.message() + "\r\n");
       continue;
     }
-    auto c = std::make_unique<Conn>();
-    c->stream = std::move(*s);
     c->fd = sv[1];
-    c->stop = &stop_;
-    Conn* raw = c.get();
     c->in = std::thread([raw] { PumpIn(raw); });
     c->out = std::thread([raw] { PumpOut(raw); });
     accepted_.fetch_add(1);
     MutexLock l(&mu_);
     conns_.push_back(std::move(c));
   }
+}
+
+// A refused client hears why, as a courtesy, and its stream is closed, on a
+// thread of its own: neither may hold up the accepting thread.
+void RdmaGateway::Refuse(std::unique_ptr<Conn> c, std::string why) {
+  Conn* raw = c.get();
+  raw->pumps.store(1);
+  raw->in = std::thread([raw, why = std::move(why)] {
+    raw->stream->Write(why, 200).IgnoreError();
+    raw->PumpEnded();
+    raw->done_out.store(true);
+    raw->done_in.store(true);
+  });
+  MutexLock l(&mu_);
+  conns_.push_back(std::move(c));
 }
 
 // Verbs stream -> socket (requests).

@@ -42,6 +42,7 @@ class RdmaGateway {
  private:
   struct Conn;
   void AcceptLoop();
+  void Refuse(std::unique_ptr<Conn> c, std::string why) EXCLUDES(mu_);
   static void PumpIn(Conn* c);
   static void PumpOut(Conn* c);
 

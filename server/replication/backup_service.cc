@@ -94,33 +94,39 @@ void BackupService::AcceptLoop() {
         (handshaking_.size() >= kMaxHandshakes && !evict(false))) {
       c->Abort();
       CountRefusal(Status::Unavailable(peer + ": too many handshakes in progress"));
+      StartThread(std::move(c), /*session=*/false);
       continue;
     }
     handshaking_.push_back(Handshaking{c, source});
-    // Reap sessions that ended.
-    for (auto it = sessions_.begin(); it != sessions_.end();) {
-      if (it->done->load()) {
-        it->thread.join();
-        it = sessions_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    sessions_.push_back(SessionThread{std::thread([this, c = std::move(c), done]() mutable {
-                                        SetThreadName("faha-repl-in");
-                                        if (Handshake(c.get())) Session(c);
-                                        CloseChannel(std::move(c));
-                                        done->store(true);
-                                      }),
-                                      done});
+    StartThread(std::move(c), /*session=*/true);
   }
+}
+
+void BackupService::StartThread(std::shared_ptr<rdma::Channel> c, bool session) {
+  // Reap the threads that ended.
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    if (it->done->load()) {
+      it->thread.join();
+      it = sessions_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  sessions_.push_back(SessionThread{std::thread([this, c = std::move(c), done, session]() mutable {
+                                      SetThreadName("faha-repl-in");
+                                      if (session && Handshake(c.get())) Session(c);
+                                      CloseChannel(std::move(c));
+                                      done->store(true);
+                                    }),
+                                    done});
 }
 
 // Closing a verbs connection costs the kernel milliseconds to hundreds of
 // them (up to 315 ms measured in the TCG guest). It happens on the session's
 // own thread, before the thread counts as done, so the accepting thread, which
-// joins done threads, never waits on it. (The guest CI once saw a backup leave
+// joins done threads, never waits on it; a peer refused for want of room is
+// closed on such a thread too. (The guest CI once saw a backup leave
 // a primary's new connection silent and its next ones unanswered for 15 s
 // after a refused peer left; a slow close there is suspected, not proven: a
 // close of a second or more is logged.)

@@ -303,6 +303,9 @@ class BackupService final : public ReplicationRole {
   void AcceptLoop();
   // Runs the acceptor's handshake; false (counted, logged) if the peer failed it.
   bool Handshake(rdma::Channel* ch);
+  // Starts a thread that serves channel c (session: handshake, then session)
+  // and then closes it; threads that ended are joined first.
+  void StartThread(std::shared_ptr<rdma::Channel> c, bool session) REQUIRES(mu_);
   // Drops a session thread's channel, the last reference, timing the close.
   static void CloseChannel(std::shared_ptr<rdma::Channel> ch);
   // Counts a refused peer and logs it, at most one line a second (with how
