@@ -22,16 +22,24 @@
 // zeros, the file only reserved (posix_fallocate: unwritten extents on
 // ext4/xfs), as faha leaves a segment while its syncs are large.
 //
+// --gap_us N (default 0): the writer sleeps N microseconds after each durable
+// write, outside the timed part, as a request-response server's log writer
+// waits for the next request. On this project's VMs a sync after such a pause
+// took 5-25 us longer at the median than one issued back to back
+// (docs/bench/write-path.md, twentieth round); bench/write_path.sh prints both.
+//
 // Several logs on one disk: run one process per log at once (bench/write_path.sh's
 // "device, 3 logs" row does, for a primary and two backups on one machine).
 //
 // Usage: faha_device_limit --dir DIR [--bytes 1000] [--count 2000] [--mode M] [--writers N]
-//        [--zero_chunk BYTES]   (--bytes at most 1 MiB)
+//        [--zero_chunk BYTES] [--gap_us N]   (--bytes at most 1 MiB)
 // Output: one line per mode:
-//   mode=pwrite_fdatasync bytes=1000 count=2000 ops_per_s=... p50_us=... p99_us=...
+//   mode=pwrite_fdatasync bytes=1000 count=2000 writers=1 gap_us=0 ops_per_s=... p50_us=...
+//   p99_us=...
 // The file (64 MiB, or what --count * 4 KiB needs) is removed at the end.
 // Single-threaded; not part of the server.
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -55,6 +63,7 @@ using Clock = std::chrono::steady_clock;
 }
 
 size_t g_zero_chunk = 1 << 20;  // --zero_chunk
+long g_gap_us = 0;              // --gap_us
 
 // A file of `bytes` zero bytes, written for real (not only reserved), in
 // writes of g_zero_chunk, and synced, as FaHA's segments are before the first
@@ -117,6 +126,7 @@ Result Run(const std::string& dir, const std::string& mode, size_t bytes, size_t
         if (pwrite(fd, buf, blocks, off) != static_cast<ssize_t>(blocks)) Die("pwrite O_DIRECT");
       }
       lat[w].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+      if (g_gap_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(g_gap_us));
     }
     std::free(raw);
   };
@@ -158,19 +168,25 @@ int main(int argc, char** argv) {
       writers = std::strtoul(v.c_str(), nullptr, 10);
     } else if (a == "--zero_chunk") {
       g_zero_chunk = std::strtoul(v.c_str(), nullptr, 10);
+    } else if (a == "--gap_us") {
+      g_gap_us = std::strtol(v.c_str(), nullptr, 10);
     } else {
       std::fprintf(stderr, "faha_device_limit: unknown flag %s\n", a.c_str());
       return 2;
     }
   }
   if (dir.empty() || bytes == 0 || bytes > (1 << 20) || count == 0 || writers == 0 ||
-      writers > 64 || g_zero_chunk > (64 << 20) || g_zero_chunk % 4096 != 0) {
+      writers > 64 || g_zero_chunk > (64 << 20) || g_zero_chunk % 4096 != 0 || g_gap_us < 0 ||
+      g_gap_us > 1000000) {
     std::fprintf(stderr,
                  "usage: faha_device_limit --dir DIR [--bytes 1..1048576] [--count N] "
                  "[--mode pwrite_fdatasync|rwf_dsync|odirect_dsync|all] [--writers 1..64] "
-                 "[--zero_chunk 0 (reserve only) or 4096..64 MiB, a multiple of 4096]\n");
+                 "[--zero_chunk 0 (reserve only) or 4096..64 MiB, a multiple of 4096] "
+                 "[--gap_us 0..1000000]\n");
     return 2;
   }
+  // The pause as asked, not lengthened by the default 50 us timer slack.
+  if (g_gap_us > 0 && prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0) != 0) Die("PR_SET_TIMERSLACK");
   std::vector<std::string> modes;
   if (mode == "all") {
     modes = {"pwrite_fdatasync", "rwf_dsync", "odirect_dsync"};
@@ -182,8 +198,10 @@ int main(int argc, char** argv) {
   }
   for (const auto& m : modes) {
     const Result r = Run(dir, m, bytes, count, writers);
-    std::printf("mode=%s bytes=%zu count=%zu writers=%zu ops_per_s=%.0f p50_us=%.1f p99_us=%.1f\n",
-                m.c_str(), bytes, count, writers, r.ops_per_s, r.p50_us, r.p99_us);
+    std::printf(
+        "mode=%s bytes=%zu count=%zu writers=%zu gap_us=%ld ops_per_s=%.0f p50_us=%.1f "
+        "p99_us=%.1f\n",
+        m.c_str(), bytes, count, writers, g_gap_us, r.ops_per_s, r.p50_us, r.p99_us);
   }
   return 0;
 }

@@ -7,7 +7,11 @@
 #                   with fdatasync after each (one waiting writer; the zeros
 #                   written 4 KiB at a time, whose small folios sync fastest on
 #                   ext4: faha_device_limit --zero_chunk); also its
-#                   pwritev2(RWF_DSYNC) and O_DIRECT|O_DSYNC variants
+#                   pwritev2(RWF_DSYNC) and O_DIRECT|O_DSYNC variants; and
+#                   the fdatasync loop again with DEVICE_GAP_US between writes
+#                   ("device ..., 60 us apart"), as a server waits a request's
+#                   round trip between one client's syncs: on a VM a sync
+#                   after a pause can take longer than one issued back to back
 #   device, logs    with p16: MB/s a log for 1 log, then 3 logs synced at once
 #                   (a process each, LOG_BYTES a sync): the disk's own bound
 #                   for faha-2 / faha-0 with every node on this disk
@@ -38,7 +42,8 @@
 # FAHA_BIN_DIR, FAHA_FLAGS (extra faha-server flags for every node),
 # OUT (also write the report there), SYSTEMS and LOADS (a subset of the rows, e.g.
 # SYSTEMS="faha-0 redis-none" LOADS=c1; ratios that need a missing row print "-"),
-# LOG_BYTES (262144) and LOG_COUNT (256): the "device, logs" rows' sync size and syncs.
+# LOG_BYTES (262144) and LOG_COUNT (256): the "device, logs" rows' sync size and syncs,
+# DEVICE_GAP_US (60: about a loopback request's round trip; 0 leaves the row out).
 # Servers listen on 127.0.0.1 only and are stopped by pid when the script exits.
 set -euo pipefail
 
@@ -59,6 +64,8 @@ WARM="${WARM:-0}"
 [[ "${WARM}" =~ ^[0-9]+$ ]] || { echo "write_path.sh: WARM must be a count of SETs" >&2; exit 2; }
 LOG_BYTES="${LOG_BYTES:-262144}"
 LOG_COUNT="${LOG_COUNT:-256}"
+DEVICE_GAP_US="${DEVICE_GAP_US:-60}"
+[[ "${DEVICE_GAP_US}" =~ ^(0|[1-9][0-9]{0,6})$ && "${DEVICE_GAP_US}" -le 1000000 ]] || { echo "write_path.sh: DEVICE_GAP_US must be 0..1000000 microseconds" >&2; exit 2; }
 [[ "${LOG_BYTES}" =~ ^[1-9][0-9]*$ && "${LOG_BYTES}" -le 1048576 && "${LOG_COUNT}" =~ ^[1-9][0-9]*$ ]] ||
   { echo "write_path.sh: LOG_BYTES must be 1..1048576 and LOG_COUNT a positive count" >&2; exit 2; }
 declare -A N=([c1]="${N_C1:-3000}" [c8]="${N_C8:-20000}" [p16]="${N_P16:-200000}")
@@ -213,6 +220,10 @@ run_load() {  # sys load
 run_device() {
   local out
   out="$("${FAHA_BIN_DIR}/faha_device_limit" --dir "${WORK}" --bytes 1000 --count "${N[c1]}" --mode all --zero_chunk 4096)"
+  if (( DEVICE_GAP_US > 0 )); then
+    out+=$'\n'"$("${FAHA_BIN_DIR}/faha_device_limit" --dir "${WORK}" --bytes 1000 --count "${N[c1]}" \
+      --mode pwrite_fdatasync --zero_chunk 4096 --gap_us "${DEVICE_GAP_US}" | sed 's/mode=[a-z_]*/&_gap/')"
+  fi
   while read -r line; do
     local mode
     mode="$(sed 's/.*mode=\([a-z_]*\).*/\1/' <<< "${line}")"
@@ -307,6 +318,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-
   for mode in pwrite_fdatasync rwf_dsync odirect_dsync; do
     echo "| device ${mode} | c1 | $(med "device-${mode}|c1|rps") | $(med "device-${mode}|c1|p50") | $(med "device-${mode}|c1|p99") | | | |"
   done
+  if (( DEVICE_GAP_US > 0 )); then
+    echo "| device pwrite_fdatasync, ${DEVICE_GAP_US} us apart | c1 | $(med "device-pwrite_fdatasync_gap|c1|rps") | $(med "device-pwrite_fdatasync_gap|c1|p50") | $(med "device-pwrite_fdatasync_gap|c1|p99") | | | |"
+  fi
   if [[ -n "${RUNS[device-logs|1|mbps]:-}" ]]; then
     echo "| device, 1 log | p16 | $(med "device-logs|1|mbps") MB/s a log | $(med "device-logs|1|p50") | | | | |"
     echo "| device, 3 logs at once | p16 | $(med "device-logs|3|mbps") MB/s a log | $(med "device-logs|3|p50") | | | | |"
@@ -321,7 +335,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-
   echo "Loads: c1 = \`-c 1 -P 1 -n ${N[c1]}\`, c8 = \`-c 8 -P 1 -n ${N[c8]}\`, p16 = \`-c 50 -P 16 -n ${N[p16]}\`;"
   echo "each \`redis-benchmark -h 127.0.0.1 -p PORT -t set -d 1000 -r 100000 --csv\` plus those flags."
   ((WARM == 0)) || echo "Before them each system took ${WARM} unmeasured SETs at the p16 load (WARM=${WARM})."
-  echo "Device: \`faha_device_limit --dir DATA --bytes 1000 --count ${N[c1]} --mode all --zero_chunk 4096\`."
+  echo "Device: \`faha_device_limit --dir DATA --bytes 1000 --count ${N[c1]} --mode all --zero_chunk 4096\`$( (( DEVICE_GAP_US > 0 )) && echo ", and \`--mode pwrite_fdatasync --gap_us ${DEVICE_GAP_US}\` (SET/s counts the pauses)")."
   [[ -z "${RUNS[device-logs|1|mbps]:-}" ]] ||
     echo "Device, logs: 1, then 3 processes at once, each \`faha_device_limit --dir DATA --bytes ${LOG_BYTES} --count ${LOG_COUNT} --mode pwrite_fdatasync --zero_chunk 0\` (LOG_BYTES, LOG_COUNT)."
   echo "Servers:"
@@ -332,6 +346,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-
   none50="$(med "redis-none|c1|p50")"
   f50="$(med "faha-0|c1|p50")"
   echo "- c1, faha-0 SET p50 ${f50} ms against device p50 + redis-none p50 = ${dev50} + ${none50} = $(awk -v a="${dev50}" -v b="${none50}" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.3f", a + b }') ms (faha / device: $(ratio "${f50}" "${dev50}"))"
+  if (( DEVICE_GAP_US > 0 )); then
+    gap50="$(med "device-pwrite_fdatasync_gap|c1|p50")"
+    echo "- the same with the device's writes ${DEVICE_GAP_US} us apart: ${gap50} + ${none50} = $(awk -v a="${gap50}" -v b="${none50}" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.3f", a + b }') ms"
+  fi
   echo "- CPU per SET, faha-0 / redis-always at c8: $(ratio "$(med "faha-0|c8|cpu0")" "$(med "redis-always|c8|cpu0")")"
   echo "- CPU per SET, faha-0 / redis-none at p16: $(ratio "$(med "faha-0|p16|cpu0")" "$(med "redis-none|p16|cpu0")")"
   echo "- CPU per SET at p16 with 2 backups, backup / primary: $(ratio "$(med "faha-2|p16|cpu1")" "$(med "faha-2|p16|cpu0")") and $(ratio "$(med "faha-2|p16|cpu2")" "$(med "faha-2|p16|cpu0")")"
