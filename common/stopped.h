@@ -17,17 +17,22 @@
 
 namespace faha {
 
+// The state letter of one thread, /proc/PID/task/TID ('R', 'S', 'D', 'T', ...),
+// or '?' if the thread is gone or its stat cannot be read.
+inline char ThreadState(const std::filesystem::path& task) {
+  std::ifstream in(task / "stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = stat.rfind(')');  // the thread's name may hold spaces
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return '?';
+  return stat[paren + 2];
+}
+
 inline bool AllThreadsStopped(pid_t pid) {
   std::error_code ec;
   int threads = 0;
   for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    std::ifstream in(it->path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const size_t paren = stat.rfind(')');  // the thread's name may hold spaces
-    if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') {
-      return false;
-    }
+    if (ThreadState(it->path()) != 'T') return false;
     threads++;
   }
   return !ec && threads > 0;

@@ -237,15 +237,12 @@ std::string DescribeThreads(pid_t pid) {
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
     auto read = [&](const char* what) {
       std::ifstream in(it->path() / what);
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      while (!text.empty() && text.back() == '\n') text.pop_back();
+      std::string text;
+      std::getline(in, text);
       return text;
     };
-    const std::string stat = read("stat");
-    const size_t paren = stat.rfind(')');
-    const std::string state = paren + 2 < stat.size() ? stat.substr(paren + 2, 1) : "?";
-    out += "    " + it->path().filename().string() + " " + read("comm") + " " + state + " " +
-           read("wchan") + "\n";
+    out += "    " + it->path().filename().string() + " " + read("comm") + " " +
+           ThreadState(it->path()) + " " + read("wchan") + "\n";
   }
   return out;
 }

@@ -22,9 +22,9 @@ struct RdmaGateway::Conn {
   std::atomic<bool>* stop = nullptr;
   std::thread in, out;
   // Called by each pump after its last use of the stream. Closing a verbs
-  // connection can take the kernel seconds; it happens here, on the pump's
-  // thread, before the connection counts as done, so the accepting thread,
-  // which reaps done connections, never waits on it.
+  // connection can take the kernel hundreds of milliseconds (BackupService::
+  // CloseChannel); it happens here, on the pump's thread, before the connection counts as done, so
+  // the accepting thread, which reaps done connections, never waits on it.
   void PumpEnded() {
     if (pumps.fetch_sub(1) == 1) stream.reset();
   }
