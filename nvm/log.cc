@@ -282,14 +282,14 @@ Status Log::Fail_wt(const Status& s) {
 }
 
 StatusOr<Log::AppendResult> Log::AppendFramed_wt(const BatchHeader& header,
-                                                 std::string_view payload) {
+                                                 std::string_view payload, bool persist) {
   ThreadRole::Scope writer(&writer_);
   uint64_t want = next_lsn_.load(std::memory_order_relaxed);
   if (header.first_lsn != want || header.payload_bytes != payload.size() || payload.empty()) {
     return Status::InvalidArgument("framed batch does not continue this log at LSN " +
                                    std::to_string(want));
   }
-  return WriteBatch_wt(header, payload);
+  return WriteBatch_wt(header, payload, persist);
 }
 
 StatusOr<uint64_t> Log::ForEachBatch(uint64_t from_lsn, uint64_t limit_lsn, uint64_t max_bytes,

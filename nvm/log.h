@@ -183,7 +183,10 @@ class Log {
   // Appends a batch framed by FrameBatch on this node (a primary that shipped
   // the header to its backups before persisting locally). Only the LSN is
   // checked: the header must come from FrameBatch over this payload.
-  StatusOr<AppendResult> AppendFramed_wt(const BatchHeader& header, std::string_view payload);
+  // With persist=false it is written but not yet durable, as AppendBatch_wt's
+  // (a replicated primary's committer syncs it: Sync_any, NoteDurable_any).
+  StatusOr<AppendResult> AppendFramed_wt(const BatchHeader& header, std::string_view payload,
+                                         bool persist = true);
 
   // Drops every batch from the one starting at `lsn` on (a replica's
   // unacknowledged suffix that its new primary does not have): later segments

@@ -63,6 +63,21 @@ void Committer::AnswerExpired_ct(const std::string& why) {
   for (Batch* b : expired) AnswerInDoubt_ct(b, why);
 }
 
+// A batch our own log failed to make durable, or one behind it: neither
+// published nor acknowledged. Every reply becomes -IOERR, as on a single node
+// (a reply may rest on the failed batch's writes).
+void Committer::AnswerFailed_ct(Batch* b, const Status& why) {
+  if (b->replied) return;
+  for (auto& [sink, completions] : b->replies) {
+    for (auto& c : completions) {
+      c.result = WriteResult::IoError(
+          "write not acknowledged, it may or may not survive a restart: " + why.ToString());
+    }
+  }
+  DeliverAll(&b->replies);
+  b->replied = true;
+}
+
 void Committer::Loop_ct() {
   while (true) {
     Batch* b;
@@ -73,6 +88,16 @@ void Committer::Loop_ct() {
       if (batches_.empty()) return;
       b = &batches_.front();
       done = done_;
+    }
+    if (!b->persisted) {
+      Status own = persist_ ? persist_(*b) : Status::OK();
+      if (!own.ok()) {
+        AnswerFailed_ct(b, own);
+        MutexLock l(&mu_);
+        batches_.pop_front();
+        continue;
+      }
+      b->persisted = true;
     }
     // Once the oldest batch is answered, look at the ones behind it every
     // 100 ms; finishing, do not wait for it at all.

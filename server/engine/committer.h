@@ -1,6 +1,9 @@
 // Committer: a replicated primary's batches once the committing thread has
-// shipped and persisted them, in LSN order (thread faha-committer). Each
-// waits until the in-sync backups hold it; then it is published (made
+// shipped and written them, in LSN order (thread faha-committer). Each is
+// made durable in our own log first if the committing thread left that to
+// us (Persist: it went back to its connections while we sync, and a failed
+// sync answers the batch and every later one -IOERR); then it waits until
+// the in-sync backups hold it; then it is published (made
 // visible to readers) and its writes answered. A batch not covered within
 // --repl_timeout_ms is answered NOREPLICAS (outcome unknown) and stays
 // queued: it is published if the backups catch up. While the oldest batch
@@ -17,9 +20,11 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "common/mutex.h"
 #include "common/thread_annotations.h"
+#include "faha/status.h"
 #include "server/engine/replication_hook.h"
 #include "server/engine/write_op.h"
 
@@ -34,12 +39,21 @@ class Committer {
     int64_t shipped_us;
     Replies replies;
     bool replied = false;  // an error went out already (outcome unknown to the client)
+    uint64_t first_lsn = 0;
+    size_t unsynced_bytes = 0;  // of the batch in our own log, written but not yet durable
+    bool persisted = false;     // Persist returned OK for it
   };
   // Makes a covered batch visible, on the committer thread, in LSN order.
   using Publish = std::function<void(const Batch&)>;
+  // Makes a batch durable in our own log (unsynced_bytes), or says why it is
+  // not (an earlier one failed): called once for every batch, in LSN order.
+  using Persist = std::function<Status(const Batch&)>;
 
-  Committer(ReplicationHook* repl, int timeout_ms, Publish publish)
-      : repl_(repl), timeout_us_(static_cast<int64_t>(timeout_ms) * 1000), publish_(publish) {}
+  Committer(ReplicationHook* repl, int timeout_ms, Publish publish, Persist persist)
+      : repl_(repl),
+        timeout_us_(static_cast<int64_t>(timeout_ms) * 1000),
+        publish_(std::move(publish)),
+        persist_(std::move(persist)) {}
   ~Committer() { Finish(); }
   Committer(const Committer&) = delete;
   Committer& operator=(const Committer&) = delete;
@@ -56,10 +70,12 @@ class Committer {
   void Loop_ct();
   void AnswerInDoubt_ct(Batch* b, const std::string& why);
   void AnswerExpired_ct(const std::string& why);
+  void AnswerFailed_ct(Batch* b, const Status& why);
 
   ReplicationHook* const repl_;
   const int64_t timeout_us_;
   const Publish publish_;
+  const Persist persist_;
   Mutex mu_;
   CondVar cv_;
   // Only the committer thread pops; push_back keeps references valid.

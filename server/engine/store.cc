@@ -122,14 +122,26 @@ void Store::Start() {
   const uint32_t max_syncing =
       single ? std::clamp<uint32_t>(options_.log.in_flight_batches, 1, kMaxSyncing) : 1;
   durable_write_ = max_syncing == 1;
+  // A replicated primary's committing thread (often an I/O thread, inline)
+  // does not wait for its own sync: it writes and ships, and the committer
+  // syncs while the backups do. The next group is written only once that
+  // batch is durable (MayShip_st), so at most one batch is written and not
+  // durable, as before: recovery's rules are unchanged
+  // (docs/architecture.md, "Write path: group commit").
+  {
+    MutexLock l(&synced_mu_);
+    synced_end_ = log_->next_lsn();
+  }
   // The committer exists before anyone may commit a batch (writes may be
   // queued already; a submitting thread commits inline once configured).
   if (options_.replicator) {
     committer_ = std::make_unique<Committer>(
-        options_.replicator, options_.repl_timeout_ms, [this](const Committer::Batch& b) {
+        options_.replicator, options_.repl_timeout_ms,
+        [this](const Committer::Batch& b) {
           keys_.Publish(b.base_location, b.bytes);
           applied_end_.store(b.end_lsn, std::memory_order_release);
-        });
+        },
+        [this](const Committer::Batch& b) { return PersistForCommitter(b); });
     committer_->Start();
   }
   queue_.Configure(/*inline_commit=*/true, max_syncing);
@@ -137,6 +149,58 @@ void Store::Start() {
     pthread_setname_np(pthread_self(), "faha-sequencer");
     SequencerLoop_st();
   });
+}
+
+Status Store::PersistForCommitter(const Committer::Batch& b) {
+  if (b.unsynced_bytes > 0) {
+    MutexLock l(&synced_mu_);
+    if (synced_end_ >= b.end_lsn) return Status::OK();  // the sequencer synced it
+  }
+  // A failed sync may not fail again though its pages were lost (fsyncgate):
+  // once one failed, nothing later is acknowledged, a batch without records
+  // included (its replies may rest on the failed one).
+  if (failed_.load()) return Status::IOError("an earlier batch failed to persist");
+  if (b.unsynced_bytes == 0) return Status::OK();
+  nvm::Log::AppendResult r{};
+  r.base_location = b.base_location;
+  r.first_lsn = b.first_lsn;
+  r.bytes = b.unsynced_bytes;
+  return SyncThrough(r, b.end_lsn);
+}
+
+Status Store::SyncThrough(const nvm::Log::AppendResult& r, uint64_t end_lsn) {
+  // A failed sync may not fail again though its pages were lost: after one,
+  // nothing is durable (failed_ is set before the error is returned).
+  const int64_t t0 = MonoUs();
+  Status s =
+      failed_.load() ? Status::IOError("an earlier batch failed to persist") : log_->Sync_any(r);
+  if (!s.ok()) {
+    if (!failed_.exchange(true)) {
+      FAHA_LOG_ERROR("log persist failed, refusing writes from now on: %s", s.ToString().c_str());
+    }
+    return s;
+  }
+  metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
+  log_->NoteDurable_any(end_lsn);
+  MutexLock l(&synced_mu_);
+  synced_end_ = std::max(synced_end_, end_lsn);
+  return Status::OK();
+}
+
+bool Store::LocalSyncDone() {
+  MutexLock l(&synced_mu_);
+  return failed_.load() || synced_end_ >= log_->next_lsn();
+}
+
+void Store::SyncLastWritten() {
+  nvm::Log::AppendResult r;
+  {
+    MutexLock l(&synced_mu_);
+    if (synced_end_ >= log_->next_lsn()) return;
+    r = last_written_;
+  }
+  // A failure sets failed_: every later reply says so.
+  (void)SyncThrough(r, nvm::BatchEndLsn(r.header));
 }
 
 void Store::Stop() {

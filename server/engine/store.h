@@ -224,11 +224,12 @@ class Store final : public ReplicaLog, private CleanSafety {
   // Replicated primary: ships batch_, persists it and queues it for the committer.
   void ShipAndQueue_st(std::vector<Pending>* taken, std::vector<WriteResult>* results)
       REQUIRES(commit_role_);
-  // Appends a batch framed by `header` and records its metrics; on failure
-  // turns every result into an error.
-  StatusOr<nvm::Log::AppendResult> PersistBatch_st(const nvm::BatchHeader& header,
-                                                   std::string_view payload, size_t ops,
-                                                   std::vector<WriteResult>* results)
+  // Writes a batch framed by `header` (not yet durable: the committer, or the
+  // sequencer before the next group, syncs it) and records its metrics; on
+  // failure turns every result into an error.
+  StatusOr<nvm::Log::AppendResult> WriteFramed_st(const nvm::BatchHeader& header,
+                                                  std::string_view payload, size_t ops,
+                                                  std::vector<WriteResult>* results)
       REQUIRES(commit_role_);
   // Each write's result, grouped by sink in submission order (one Deliver per sink).
   static void GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* results,
@@ -299,6 +300,23 @@ class Store final : public ReplicaLog, private CleanSafety {
   // One group syncing at a time: a batch is written and synced in one call.
   // Set by Start() before any thread commits; read by committers.
   bool durable_write_ = true;
+  // A replicated primary: the committing thread writes a batch and ships it,
+  // the committer syncs it.
+  Status PersistForCommitter(const Committer::Batch& b);
+  // A replicated primary: whether every batch written is durable here (or the
+  // log failed). At most one batch is written and not yet durable, so that
+  // the next group forms while it syncs, as it did while the committing
+  // thread synced; the sequencer syncs it itself rather than wait for the
+  // committer, which may be waiting for the backups of an earlier batch.
+  bool LocalSyncDone();
+  // Makes the last batch written durable (SyncThrough) unless it is already.
+  void SyncLastWritten();
+  // Syncs `r` (the last batch written, ending at end_lsn), records it
+  // durable, or fails the log.
+  Status SyncThrough(const nvm::Log::AppendResult& r, uint64_t end_lsn);
+  Mutex synced_mu_;
+  uint64_t synced_end_ GUARDED_BY(synced_mu_) = 0;  // LSNs below it are durable here
+  nvm::Log::AppendResult last_written_ GUARDED_BY(synced_mu_){};
   nvm::BatchBuilder batch_ GUARDED_BY(commit_role_){ReplicationHook::kShipHeadRoom};
   std::vector<WriteResult> results_ GUARDED_BY(commit_role_);
   // (client id, sequence) of the writes this group recorded in clients_.

@@ -24,18 +24,16 @@ namespace faha {
 using nvm::RecordType;
 using nvm::RecordView;
 
-StatusOr<nvm::Log::AppendResult> Store::PersistBatch_st(const nvm::BatchHeader& header,
-                                                        std::string_view payload, size_t ops,
-                                                        std::vector<WriteResult>* results) {
-  int64_t t0 = MonoUs();
-  auto appended = log_->AppendFramed_wt(header, payload);
+StatusOr<nvm::Log::AppendResult> Store::WriteFramed_st(const nvm::BatchHeader& header,
+                                                       std::string_view payload, size_t ops,
+                                                       std::vector<WriteResult>* results) {
+  auto appended = log_->AppendFramed_wt(header, payload, /*persist=*/false);
   if (!appended.ok()) {
     // Nothing of the group is durable here: a retry must not find its reply.
     for (const auto& [client, seq] : recorded_) keys_.clients().Forget(client, seq);
     FailWrites(appended.status(), results);
     return appended;
   }
-  metrics_->persist_us.Record(static_cast<uint64_t>(MonoUs() - t0));
   RecordBatch(header.record_count, payload.size(), ops);
   return appended;
 }
@@ -87,12 +85,18 @@ void Store::ShipAndQueue_st(std::vector<Pending>* taken, std::vector<WriteResult
     auto frame = repl->Ship(h, batch_.Release(repl->SpareBuffer()));
     const std::string_view payload =
         std::string_view(*frame).substr(ReplicationHook::kShipHeadRoom);
-    auto appended = PersistBatch_st(h, payload, taken->size(), results);
+    auto appended = WriteFramed_st(h, payload, taken->size(), results);
     if (appended.ok()) {
       StampLsns(h.first_lsn, results);
       f.end_lsn = h.first_lsn + h.record_count;
       f.base_location = appended->base_location;
       f.bytes = payload.size();
+      f.first_lsn = h.first_lsn;
+      f.unsynced_bytes = appended->bytes;
+      {
+        MutexLock l(&synced_mu_);
+        last_written_ = *appended;
+      }
       seq_inflight_.push_back(SeqInFlight{f.end_lsn, f.base_location, f.bytes});
       if (inflight_valid_) MergeInFlight_st(seq_inflight_.back());
     }
@@ -218,6 +222,13 @@ const WriteResult& KeptForRetry(const WriteResult& r, WriteResult* big) {
 }  // namespace
 
 bool Store::MayShip_st(std::vector<Pending>* taken, bool on_io_thread) {
+  if (!LocalSyncDone()) {
+    // The committer still syncs our last batch: this group waits, and grows,
+    // on the sequencer (an I/O thread puts it back and goes on).
+    queue_.PutBack(taken);
+    if (!on_io_thread) SyncLastWritten();
+    return false;
+  }
   const int64_t oldest = (*taken)[0].op.start_us > 0 ? (*taken)[0].op.start_us : MonoUs();
   // An I/O thread commits a replicated group only if it may be shipped at
   // once: waiting for room in the window, or for backups, is the

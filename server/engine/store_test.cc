@@ -277,37 +277,45 @@ TEST_F(StoreTest, AReplicatedPrimaryCommitsInlineOnlyWhatItMayShipAtOnce) {
 // and a retry of it (the same client and sequence: the reply was lost) the
 // same: the client table had recorded +OK before the persist, and the
 // primary answered the retry with it, a write in no log (review).
+// The committer makes the batch durable (the committing thread only writes
+// and ships it), with the log's in-flight window of a single node and of a
+// node that may become a backup.
 TEST_F(StoreTest, AReplicatedPrimaryAnswersARetryOfAWriteItFailedToPersistWithTheError) {
-  store_->Stop();
-  store_.reset();
-  BackupsHoldEverything backups;
-  replicator_ = &backups;
-  Open();
-  WriteOp named = Set("before", "1");
-  named.client_id = 42;
-  named.client_seq = 4;
-  EXPECT_EQ(One(named).kind, WriteResult::Kind::kOk);
-  dev_->CrashAtPersist(0, nullptr);
-  named = Set("during", "2");
-  named.client_id = 42;
-  named.client_seq = 5;
-  const WriteResult first = One(named);
-  EXPECT_EQ(first.code, WriteResult::ErrorCode::kIoError) << first.str;
-  EXPECT_TRUE(store_->failed());
-  const int shipped = backups.shipped.load();
-  for (int retry = 0; retry < 2; retry++) {
-    const WriteResult again = One(named);
-    EXPECT_EQ(again.code, WriteResult::ErrorCode::kIoError) << again.str;
+  for (uint32_t window : {1u, nvm::kTornWindowBatches}) {
+    SCOPED_TRACE("in-flight window " + std::to_string(window));
+    store_->Stop();
+    store_.reset();
+    BackupsHoldEverything backups;
+    replicator_ = &backups;
+    in_flight_batches_ = window;
+    Open();
+    WriteOp named = Set("before", "1");
+    named.client_id = 42 + window;
+    named.client_seq = 4;
+    EXPECT_EQ(One(named).kind, WriteResult::Kind::kOk);
+    dev_->CrashAtPersist(0, nullptr);
+    named = Set("during", "2");
+    named.client_id = 42 + window;
+    named.client_seq = 5;
+    const WriteResult first = One(named);
+    EXPECT_EQ(first.code, WriteResult::ErrorCode::kIoError) << first.str;
+    EXPECT_TRUE(store_->failed());
+    const int shipped = backups.shipped.load();
+    for (int retry = 0; retry < 2; retry++) {
+      const WriteResult again = One(named);
+      EXPECT_EQ(again.code, WriteResult::ErrorCode::kIoError) << again.str;
+    }
+    EXPECT_EQ(backups.shipped.load(), shipped);  // nothing more after the failure
+    EXPECT_EQ(Get("during"), "<nil>");
+    store_->Stop();
+    store_.reset();
+    replicator_ = nullptr;
+    dev_->PowerCut();
+    in_flight_batches_ = 1;
+    Open();
+    EXPECT_EQ(Get("before"), "1");
+    EXPECT_EQ(Get("during"), "<nil>");
   }
-  EXPECT_EQ(backups.shipped.load(), shipped);  // nothing more after the failure
-  EXPECT_EQ(Get("during"), "<nil>");
-  store_->Stop();
-  store_.reset();
-  replicator_ = nullptr;
-  dev_->PowerCut();
-  Open();
-  EXPECT_EQ(Get("before"), "1");
-  EXPECT_EQ(Get("during"), "<nil>");
 }
 
 // Two syncs in flight (--syncs_in_flight 2): threads commit their own groups,

@@ -483,7 +483,7 @@ int Node::Start() {
   FAHA_LOG_INFO("ready: listening on %s:%d (RESP and native), metrics %s, %d I/O threads",
                 FLAGS_bind.c_str(), server_->bound_port(),
                 metrics_port_ > 0 ? ("on port " + std::to_string(metrics_port_)).c_str() : "off",
-                FLAGS_io_threads);
+                opt_.io_threads);
   return 0;
 }
 
