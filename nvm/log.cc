@@ -263,6 +263,7 @@ StatusOr<Log::AppendResult> Log::AppendReplicated_wt(const BatchHeader& header,
 
 Status Log::PersistAppended_wt() {
   ThreadRole::Scope writer(&writer_);
+  ForgetDurable_wt();  // what another thread synced (Sync_any) needs no second sync
   if (unpersisted_from_ == 0) return Status::OK();
   if (failed_) return Status::IOError("log failed earlier: " + failure_);
   Segment* seg = segments_[tail_segment_].load();

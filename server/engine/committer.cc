@@ -16,12 +16,15 @@ void Committer::Start() {
   });
 }
 
-void Committer::Queue(Batch b) {
+bool Committer::Queue(Batch b) {
+  bool next;
   {
     MutexLock l(&mu_);
+    next = batches_.empty();
     batches_.push_back(std::move(b));
   }
   cv_.Signal();
+  return next;
 }
 
 void Committer::Finish() {

@@ -60,7 +60,8 @@ class Committer {
 
   void Start();
   // Queues a batch behind the others (the committing thread, in LSN order).
-  void Queue(Batch b);
+  // True if none was queued or in hand: the committer takes this one next.
+  bool Queue(Batch b);
   // Nothing more will be queued: waits for every batch to be covered or
   // answered, then stops the thread. What was never covered stays in the
   // log; a restart ships it to the backups again.

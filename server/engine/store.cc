@@ -76,6 +76,11 @@ void Store::BecomePrimary(ReplicationHook* r, uint64_t epoch) {
     MutexLock l(&recent_mu_);
     recent_.clear();
   }
+  // A backup persists what it took before it acknowledges it, so nothing
+  // should wait here; if something did, Start() would count it durable.
+  if (Status p = log_->PersistAppended_wt(); !p.ok() && !failed_.exchange(true)) {
+    FAHA_LOG_ERROR("log persist failed, refusing writes from now on: %s", p.ToString().c_str());
+  }
   options_.replicator = r;
   options_.log.epoch = epoch;
   log_->set_epoch_wt(epoch);
@@ -169,6 +174,13 @@ Status Store::PersistForCommitter(const Committer::Batch& b) {
 }
 
 Status Store::SyncThrough(const nvm::Log::AppendResult& r, uint64_t end_lsn) {
+  // One at a time: a second caller finds the batch synced by the first (the
+  // committer's and the sequencer's may meet) instead of syncing it again.
+  MutexLock run(&sync_run_mu_);
+  {
+    MutexLock l(&synced_mu_);
+    if (synced_end_ >= end_lsn) return Status::OK();
+  }
   // A failed sync may not fail again though its pages were lost: after one,
   // nothing is durable (failed_ is set before the error is returned).
   const int64_t t0 = MonoUs();

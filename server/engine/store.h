@@ -221,9 +221,11 @@ class Store final : public ReplicaLog, private CleanSafety {
   void RecordBatch(uint32_t records, size_t bytes, size_t ops);
   // Turns every result into -IOERR; an I/O error fails the store for good.
   void FailWrites(const Status& why, std::vector<WriteResult>* results);
-  // Replicated primary: ships batch_, persists it and queues it for the committer.
-  void ShipAndQueue_st(std::vector<Pending>* taken, std::vector<WriteResult>* results)
-      REQUIRES(commit_role_);
+  // Replicated primary: ships batch_, writes it and queues it for the
+  // committer. The sequencer then syncs it itself; an I/O thread leaves the
+  // sync to the committer, or to the sequencer if the committer is busy.
+  void ShipAndQueue_st(std::vector<Pending>* taken, std::vector<WriteResult>* results,
+                       bool on_io_thread) REQUIRES(commit_role_);
   // Writes a batch framed by `header` (not yet durable: the committer, or the
   // sequencer before the next group, syncs it) and records its metrics; on
   // failure turns every result into an error.
@@ -314,6 +316,7 @@ class Store final : public ReplicaLog, private CleanSafety {
   // Syncs `r` (the last batch written, ending at end_lsn), records it
   // durable, or fails the log.
   Status SyncThrough(const nvm::Log::AppendResult& r, uint64_t end_lsn);
+  Mutex sync_run_mu_;  // one SyncThrough at a time; taken before synced_mu_
   Mutex synced_mu_;
   uint64_t synced_end_ GUARDED_BY(synced_mu_) = 0;  // LSNs below it are durable here
   nvm::Log::AppendResult last_written_ GUARDED_BY(synced_mu_){};

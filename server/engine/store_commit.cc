@@ -59,7 +59,8 @@ void Store::GroupReplies(std::vector<Pending>* taken, std::vector<WriteResult>* 
   }
 }
 
-void Store::ShipAndQueue_st(std::vector<Pending>* taken, std::vector<WriteResult>* results) {
+void Store::ShipAndQueue_st(std::vector<Pending>* taken, std::vector<WriteResult>* results,
+                            bool on_io_thread) {
   Committer::Batch f;
   f.end_lsn = log_->next_lsn();
   f.base_location = 0;
@@ -102,7 +103,12 @@ void Store::ShipAndQueue_st(std::vector<Pending>* taken, std::vector<WriteResult
     }
   }
   GroupReplies(taken, results, &f.replies);
-  committer_->Queue(std::move(f));
+  const bool written = f.unsynced_bytes > 0;
+  // The sequencer syncs what it wrote (the next group forms meanwhile); an
+  // I/O thread goes back to its connections.
+  if (written && !on_io_thread) SyncLastWritten();
+  const bool committer_next = committer_->Queue(std::move(f));
+  if (written && on_io_thread && !committer_next) queue_.RequestSync();
 }
 
 void Store::Submit(WriteOp op, CompletionSink* sink, uint64_t conn_id) {
@@ -121,6 +127,10 @@ void Store::SequencerLoop_st() {
   while (true) {
     taken.clear();
     if (!queue_.TakeGroup(&taken)) return;  // stopping, and everything is committed
+    if (taken.empty()) {
+      SyncLastWritten();  // asked for: the committer is busy (RequestSync)
+      continue;
+    }
     commit_role_.Take();
     CommitGroup_st(&taken, /*on_io_thread=*/false);  // gives committing back
   }
@@ -241,7 +251,7 @@ bool Store::MayShip_st(std::vector<Pending>* taken, bool on_io_thread) {
   } else {
     for (size_t i = 0; i < taken->size(); i++)
       results_.push_back(WriteResult::NoReplicas(ready.message()));
-    ShipAndQueue_st(taken, &results_);
+    ShipAndQueue_st(taken, &results_, on_io_thread);
   }
   return false;
 }
@@ -308,7 +318,7 @@ void Store::CommitGroup_st(std::vector<Pending>* taken_ptr, bool on_io_thread) {
     }
 
     if (options_.replicator) {
-      ShipAndQueue_st(&taken, &results);
+      ShipAndQueue_st(&taken, &results, on_io_thread);
       ReleaseCommitting_st();
       return;
     }

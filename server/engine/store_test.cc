@@ -58,6 +58,15 @@ class StoreTest : public ::testing::Test {
     return out;
   }
   WriteResult One(WriteOp op) { return Run({std::move(op)})[0]; }
+  // As an I/O thread submits: this thread commits the op itself when nobody
+  // else is committing.
+  WriteResult OneInline(WriteOp op) {
+    Collect sink;
+    std::vector<Store::Write> w;
+    w.push_back(Store::Write{std::move(op), &sink, 7});
+    store_->SubmitAll(&w);
+    return sink.WaitFor(1)[0].result;
+  }
   static WriteOp Set(const std::string& k, const std::string& v) { return testing::SetOp(k, v); }
   std::string Get(const std::string& k) {
     std::string v;
@@ -277,44 +286,52 @@ TEST_F(StoreTest, AReplicatedPrimaryCommitsInlineOnlyWhatItMayShipAtOnce) {
 // and a retry of it (the same client and sequence: the reply was lost) the
 // same: the client table had recorded +OK before the persist, and the
 // primary answered the retry with it, a write in no log (review).
-// The committer makes the batch durable (the committing thread only writes
-// and ships it), with the log's in-flight window of a single node and of a
-// node that may become a backup.
+// Both ways the batch is made durable: committed by the sequencer, which
+// syncs it itself, and committed inline by a submitting thread, which leaves
+// the sync to the committer (with the log window of a static primary, then of
+// a node that may become a backup).
 TEST_F(StoreTest, AReplicatedPrimaryAnswersARetryOfAWriteItFailedToPersistWithTheError) {
-  for (uint32_t window : {1u, nvm::kTornWindowBatches}) {
-    SCOPED_TRACE("in-flight window " + std::to_string(window));
+  for (const bool inline_commit : {false, true}) {
+    SCOPED_TRACE(inline_commit ? "committed inline" : "committed by the sequencer");
+    const uint32_t window = inline_commit ? nvm::kTornWindowBatches : 1;
+    auto one = [&](WriteOp op) { return inline_commit ? OneInline(op) : One(op); };
+    const std::string before = inline_commit ? "before-inline" : "before";
+    const std::string during = inline_commit ? "during-inline" : "during";
     store_->Stop();
     store_.reset();
     BackupsHoldEverything backups;
     replicator_ = &backups;
     in_flight_batches_ = window;
     Open();
-    WriteOp named = Set("before", "1");
+    WriteOp named = Set(before, "1");
     named.client_id = 42 + window;
     named.client_seq = 4;
-    EXPECT_EQ(One(named).kind, WriteResult::Kind::kOk);
+    EXPECT_EQ(one(named).kind, WriteResult::Kind::kOk);
+    if (inline_commit) {
+      EXPECT_GT(metrics_.inline_groups.load(), 0u);
+    }
     dev_->CrashAtPersist(0, nullptr);
-    named = Set("during", "2");
+    named = Set(during, "2");
     named.client_id = 42 + window;
     named.client_seq = 5;
-    const WriteResult first = One(named);
+    const WriteResult first = one(named);
     EXPECT_EQ(first.code, WriteResult::ErrorCode::kIoError) << first.str;
     EXPECT_TRUE(store_->failed());
     const int shipped = backups.shipped.load();
     for (int retry = 0; retry < 2; retry++) {
-      const WriteResult again = One(named);
+      const WriteResult again = one(named);
       EXPECT_EQ(again.code, WriteResult::ErrorCode::kIoError) << again.str;
     }
     EXPECT_EQ(backups.shipped.load(), shipped);  // nothing more after the failure
-    EXPECT_EQ(Get("during"), "<nil>");
+    EXPECT_EQ(Get(during), "<nil>");
     store_->Stop();
     store_.reset();
     replicator_ = nullptr;
     dev_->PowerCut();
     in_flight_batches_ = 1;
     Open();
-    EXPECT_EQ(Get("before"), "1");
-    EXPECT_EQ(Get("during"), "<nil>");
+    EXPECT_EQ(Get(before), "1");
+    EXPECT_EQ(Get(during), "<nil>");
   }
 }
 

@@ -64,12 +64,25 @@ bool WriteQueue::PushAll(std::vector<QueuedWrite>* writes, std::vector<QueuedWri
 bool WriteQueue::TakeGroup(std::vector<QueuedWrite>* group) {
   MutexLock l(&mu_);
   cv_.Wait(&mu_, [&]() REQUIRES(mu_) {
-    return !committing_ && syncing_ < max_syncing_ && (stopping_ || !queue_.empty());
+    return sync_wanted_ ||
+           (!committing_ && syncing_ < max_syncing_ && (stopping_ || !queue_.empty()));
   });
+  if (sync_wanted_) {
+    sync_wanted_ = false;
+    return true;  // *group empty: the caller syncs
+  }
   if (queue_.empty()) return false;  // stopping, and everything is committed
   committing_ = true;
   TakeQueued_l(group, /*inline_commit=*/false);
   return true;
+}
+
+void WriteQueue::RequestSync() {
+  {
+    MutexLock l(&mu_);
+    sync_wanted_ = true;
+  }
+  cv_.Signal();
 }
 
 void WriteQueue::PutBack(std::vector<QueuedWrite>* rest) {

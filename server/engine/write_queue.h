@@ -41,8 +41,14 @@ class WriteQueue {
   // committing now. After Stop() the writes are dropped, never answered.
   bool PushAll(std::vector<QueuedWrite>* writes, std::vector<QueuedWrite>* group);
   // The sequencer: waits until a group may be committed and takes it (the
-  // caller is committing then). False once stopping and nothing is queued.
+  // caller is committing then), or until a sync is asked for (RequestSync:
+  // true with *group empty, and the caller is not committing). False once
+  // stopping and nothing is queued.
   bool TakeGroup(std::vector<QueuedWrite>* group);
+  // A replicated primary's last batch waits for a sync that its committer
+  // cannot make at once (busy with an earlier batch): wakes the sequencer
+  // to make it.
+  void RequestSync();
   // The committing thread cut its group short: `rest` goes back in front.
   void PutBack(std::vector<QueuedWrite>* rest);
   // The committing thread is done; the sequencer wakes if writes wait.
@@ -74,6 +80,7 @@ class WriteQueue {
   bool stopping_ GUARDED_BY(mu_) = false;
   bool committing_ GUARDED_BY(mu_) = false;
   bool inline_commit_ GUARDED_BY(mu_) = false;
+  bool sync_wanted_ GUARDED_BY(mu_) = false;
   uint32_t max_syncing_ GUARDED_BY(mu_) = 1;
   uint32_t syncing_ GUARDED_BY(mu_) = 0;
   uint64_t next_ticket_ GUARDED_BY(mu_) = 0;

@@ -44,6 +44,31 @@ TEST(WriteQueueTest, TheFirstSubmitterCommitsInlineAndTheNextOnesWaitForIt) {
   EXPECT_EQ(Keys(next), (std::vector<std::string>{"c"}));
 }
 
+// A replicated primary's sync asked of the sequencer while a group commits:
+// TakeGroup returns at once with no group and without committing, and the
+// writes queued meanwhile stay for whoever commits next.
+TEST(WriteQueueTest, ASyncAskedForWakesTheSequencerWithoutAGroup) {
+  WriteQueue q(1 << 20);
+  q.Configure(/*inline_commit=*/true, /*max_syncing=*/1);
+  std::vector<QueuedWrite> writes = {W("a")}, group;
+  ASSERT_TRUE(q.PushAll(&writes, &group));  // committing inline
+  std::vector<QueuedWrite> more = {W("b")}, none;
+  EXPECT_FALSE(q.PushAll(&more, &none));
+  std::atomic<bool> woke{false};
+  std::vector<QueuedWrite> taken;
+  std::thread sequencer([&] {
+    EXPECT_TRUE(q.TakeGroup(&taken));
+    woke = true;
+  });
+  q.RequestSync();
+  sequencer.join();
+  EXPECT_TRUE(woke.load());
+  EXPECT_TRUE(taken.empty()) << "a sync comes with no group";
+  q.ReleaseCommitting();  // the inline committer is done; "b" is still queued
+  ASSERT_TRUE(q.TakeGroup(&taken));
+  EXPECT_EQ(Keys(taken), (std::vector<std::string>{"b"}));
+}
+
 TEST(WriteQueueTest, WithoutInlineCommitsEveryGroupIsTheSequencers) {
   WriteQueue q(1 << 20);
   q.Configure(/*inline_commit=*/false, /*max_syncing=*/1);

@@ -206,8 +206,9 @@ const std::vector<HistogramDesc> kHistograms = {
      [](const Metrics& m) -> const Histogram& { return m.batch_bytes; }, 6, 24, 1},
     {"persistence", "batch_ops", "faha_batch_ops", "Client write commands per committed batch", "",
      "", [](const Metrics& m) -> const Histogram& { return m.batch_ops; }, 1, 14, 1},
-    {"persistence", "persist_usec", "faha_persist_seconds", "Time to write and persist one batch",
-     "", "", [](const Metrics& m) -> const Histogram& { return m.persist_us; }, 3, 24, 1e-6},
+    {"persistence", "persist_usec", "faha_persist_seconds",
+     "Time to write and persist one batch (a replicated primary: to sync it)", "", "",
+     [](const Metrics& m) -> const Histogram& { return m.persist_us; }, 3, 24, 1e-6},
 };
 
 // The family named `name` in *out (appended if new).

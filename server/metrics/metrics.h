@@ -75,7 +75,7 @@ struct Metrics {
   Histogram op_latency_us[kOpClasses];  // request parsed -> reply queued
   Histogram batch_bytes;                // payload bytes per committed batch
   Histogram batch_ops;                  // client write commands per batch
-  Histogram persist_us;                 // log write + persist time per batch
+  Histogram persist_us;  // per batch: log write + persist (a replicated primary: the sync alone)
 
   // Gauges computed at read time (log bytes, index size, ...), set by the server.
   std::function<uint64_t()> log_bytes;
